@@ -1,0 +1,186 @@
+// Shared test helpers: in-memory duplex pairs, loopback TCP pairs, and the
+// lookup of real peers (Python versions, openssl) for interop tests.
+import type { Duplex } from "../types.ts";
+
+/** One direction of an in-memory connection: a byte stream and its writer. */
+function pipe(): {
+  readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  writable: WritableStream<Uint8Array>;
+} {
+  let controller!: ReadableByteStreamController;
+  const readable = new ReadableStream({
+    type: "bytes",
+    start(c) {
+      controller = c;
+    },
+  }) as ReadableStream<Uint8Array<ArrayBuffer>>;
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      if (chunk.byteLength > 0) controller.enqueue(chunk.slice());
+    },
+    close() {
+      controller.close();
+      controller.byobRequest?.respond(0);
+    },
+    abort(reason) {
+      controller.error(reason);
+    },
+  });
+  return { readable, writable };
+}
+
+/** An in-memory, connected pair of duplex byte streams. */
+export function duplexPair(): [Duplex, Duplex] {
+  const ab = pipe();
+  const ba = pipe();
+  return [
+    { readable: ba.readable, writable: ab.writable },
+    { readable: ab.readable, writable: ba.writable },
+  ];
+}
+
+/** A connected loopback TCP pair; dispose closes both ends and the listener. */
+export async function tcpPair(): Promise<
+  { client: Deno.TcpConn; server: Deno.TcpConn } & Disposable
+> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [client, server] = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    listener.accept(),
+  ]);
+  return {
+    client,
+    server,
+    [Symbol.dispose]() {
+      for (const conn of [client, server]) {
+        try {
+          conn.close();
+        } catch {
+          // already closed by the test
+        }
+      }
+    },
+  };
+}
+
+/** True when CI asked interop tests to fail, not skip, on a missing peer. */
+export const REQUIRE_PEERS = Deno.env.get("CONNAUTH_REQUIRE_PEERS") === "1";
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function onPath(name: string): string | null {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (dir && isFile(`${dir}/${name}`)) return `${dir}/${name}`;
+  }
+  return null;
+}
+
+function pyenvRoot(): string | null {
+  const root = Deno.env.get("PYENV_ROOT") ??
+    (Deno.env.get("HOME") ? `${Deno.env.get("HOME")}/.pyenv` : null);
+  return root;
+}
+
+/**
+ * Finds a Python interpreter of the given minor version ("3.12", "3.7") or
+ * any Python 3 ("3"): `CONNAUTH_PYTHON_3_12` overrides, then pyenv's
+ * versions folder, then `python3.12` on PATH.
+ */
+export function findPython(version: string): string | null {
+  const override = Deno.env.get(
+    `CONNAUTH_PYTHON_${version.replaceAll(".", "_")}`,
+  );
+  if (override) return isFile(override) ? override : null;
+  if (version === "3") return onPath("python3");
+  const root = pyenvRoot();
+  if (root) {
+    try {
+      const names = [...Deno.readDirSync(`${root}/versions`)]
+        .map((entry) => entry.name)
+        .filter((name) => name.startsWith(`${version}.`))
+        .sort();
+      for (const name of names.reverse()) {
+        const exe = `${root}/versions/${name}/bin/python${version}`;
+        if (isFile(exe)) return exe;
+      }
+    } catch {
+      // no pyenv
+    }
+  }
+  return onPath(`python${version}`);
+}
+
+/** Finds a command on PATH (for `openssl`). */
+export function findTool(name: string): string | null {
+  return onPath(name);
+}
+
+/**
+ * Declares a test that needs a real peer. When the peer is missing it is
+ * ignored outside CI, and fails with a message naming the peer in CI
+ * (`CONNAUTH_REQUIRE_PEERS=1`, set by `.ci/run`).
+ */
+export function peerTest(
+  name: string,
+  peer: { label: string; path: string | null },
+  fn: (path: string) => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    ignore: peer.path === null && !REQUIRE_PEERS,
+    async fn() {
+      if (peer.path === null) {
+        throw new Error(
+          `Cannot run interop test: the peer ${peer.label} is missing; install it (pyenv install, apt-get install openssl) or unset CONNAUTH_REQUIRE_PEERS to skip`,
+        );
+      }
+      await fn(peer.path);
+    },
+  });
+}
+
+/** Path of a file in tests/interop/. */
+export function interopScript(name: string): string {
+  return new URL(`./interop/${name}`, import.meta.url).pathname;
+}
+
+/**
+ * Starts a child process with piped stdio and a hard kill after `timeout` ms.
+ * Read `stdout` lines with {@linkcode lines}.
+ */
+export function spawn(
+  command: string,
+  args: string[],
+  options: { env?: Record<string, string>; timeout?: number } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(command, {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: options.env,
+    signal: AbortSignal.timeout(options.timeout ?? 30_000),
+  }).spawn();
+}
+
+/** Reads a stream as UTF-8 lines. */
+export async function* lines(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let index;
+    while ((index = rest.indexOf("\n")) >= 0) {
+      yield rest.slice(0, index);
+      rest = rest.slice(index + 1);
+    }
+  }
+  if (rest) yield rest;
+}

@@ -1,0 +1,40 @@
+/**
+ * Shared types: the duplex byte stream every connauth handshake runs over.
+ *
+ * @example
+ * ```ts
+ * import type { Duplex } from "./types.ts";
+ *
+ * function describe(conn: Duplex): string {
+ *   return conn.readable.locked ? "busy" : "ready";
+ * }
+ * console.log(typeof describe);
+ * ```
+ *
+ * @module
+ */
+
+/**
+ * A duplex byte stream: a `Deno.Conn`, a `Deno.TlsConn`, a TLS connection from
+ * `tls.ts`, or an in-memory pair in tests.
+ *
+ * `readable` must be a byte stream (one that supports
+ * `getReader({ mode: "byob" })`) so that a handshake can read exactly the
+ * bytes it needs and leave the rest for the application.
+ *
+ * @example
+ * ```ts
+ * import type { Duplex } from "./types.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const conn: Duplex | undefined = undefined; // a Deno.Conn fits this shape
+ * console.log(conn);
+ * listener.close();
+ * ```
+ */
+export interface Duplex {
+  /** Bytes from the peer. Must support BYOB readers. */
+  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  /** Bytes to the peer. */
+  readonly writable: WritableStream<Uint8Array>;
+}
