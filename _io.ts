@@ -237,3 +237,15 @@ export function formatAddr(addr: Deno.Addr | undefined): string {
   if ("path" in addr) return `${addr.transport}:${addr.path}`;
   return addr.transport;
 }
+
+/**
+ * Closes a connection, ignoring "already closed" (Deno closes a conn's
+ * resource itself after a read error such as a reset).
+ */
+export function closeQuietly(conn: { close(): void } | undefined): void {
+  try {
+    conn?.close();
+  } catch {
+    // already closed
+  }
+}

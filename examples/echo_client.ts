@@ -9,7 +9,7 @@
  * @module
  */
 import { clientAuthenticate } from "../handshake.ts";
-import { readExactOrEof, utf8, writeAll } from "../_io.ts";
+import { closeQuietly, readExactOrEof, utf8, writeAll } from "../_io.ts";
 import { ProtocolError } from "../errors.ts";
 import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
 
@@ -72,9 +72,5 @@ try {
   }
   fail(`Cannot get the echo: ${(error as Error).message}`);
 } finally {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
+  closeQuietly(conn);
 }
