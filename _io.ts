@@ -95,7 +95,11 @@ export function raceSignal<T>(
   });
 }
 
-function byobReader(
+/**
+ * Gets a BYOB reader on `readable`, with a clear `TypeError` when it is
+ * locked or not a byte stream.
+ */
+export function byobReader(
   readable: ReadableStream<Uint8Array<ArrayBuffer>>,
 ): ReadableStreamBYOBReader {
   try {
