@@ -28,3 +28,4 @@
 export * from "./errors.ts";
 export * from "./types.ts";
 export * from "./handshake.ts";
+export * from "./certs.ts";
