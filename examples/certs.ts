@@ -1,0 +1,124 @@
+/**
+ * Writes a development certificate set (a CA, a server certificate for
+ * localhost and client certificates) to `./certs/`, without openssl.
+ *
+ *     deno task certs                      # ./certs/, refuses to overwrite
+ *     deno task certs --force --client alice --client bob --name app.test
+ *     deno run --allow-read=out --allow-write=out examples/certs.ts --out out
+ *
+ * Private keys get mode 0600. It prints paths, subjects and fingerprints,
+ * never key contents.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  type CertificateSet,
+  generateCertificates,
+  writeCertificates,
+  type WrittenCertificateFile,
+} from "../certs.ts";
+
+const USAGE = `Usage: deno task certs [options]
+   or: deno run --allow-read=DIR --allow-write=DIR examples/certs.ts --out DIR [options]
+
+Writes a development CA, a server certificate and client certificates:
+ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem
+(further clients as client-<name>.pem / client-<name>-key.pem).
+
+Options:
+  --out DIR         directory to write (default certs; the deno task may
+                    only write to certs, run the script directly for another)
+  --force           overwrite existing files
+  --client CN       client certificate common name; repeat for more
+                    (default "client")
+  --name NAME       extra server name (DNS name or IP address) besides
+                    localhost, 127.0.0.1 and ::1; repeat for more
+  --days N          validity in days (default 365)
+  --ca-name CN      the CA's common name (default "connauth development CA")
+  -h, --help        show this help`;
+
+function fail(message: string, code = 1): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    allowPositionals: false,
+    options: {
+      help: { type: "boolean", short: "h" },
+      out: { type: "string" },
+      force: { type: "boolean" },
+      client: { type: "string", multiple: true },
+      name: { type: "string", multiple: true },
+      days: { type: "string" },
+      "ca-name": { type: "string" },
+    },
+  });
+} catch (error) {
+  fail(`${(error as Error).message}\n\n${USAGE}`, 2);
+}
+const values = parsed.values;
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const out = values.out ?? "certs";
+const days = values.days === undefined ? 365 : Number(values.days);
+if (!Number.isFinite(days) || days <= 0) {
+  fail(`Cannot use --days "${values.days}": expected a positive number`, 2);
+}
+
+let set: CertificateSet;
+try {
+  set = await generateCertificates({
+    caCommonName: values["ca-name"],
+    serverNames: values.name ?? [],
+    clients: values.client ?? ["client"],
+    days,
+  });
+} catch (error) {
+  fail((error as Error).message, 2);
+}
+
+let written: WrittenCertificateFile[];
+try {
+  written = await writeCertificates(out, set, { force: values.force });
+} catch (error) {
+  if (error instanceof Deno.errors.NotCapable) {
+    fail(
+      `Cannot write certificates to "${out}": no permission; run with --allow-read=${out} --allow-write=${out}`,
+    );
+  }
+  fail((error as Error).message);
+}
+
+const certificates = [set.ca, set.server, ...Object.values(set.clients)];
+console.log(`Wrote a development certificate set to ${out}/:`);
+for (const certificate of certificates) {
+  const files = written.filter((file) =>
+    file.fingerprint === certificate.fingerprint
+  );
+  const role = files[0].role;
+  console.log(`\n  ${role.padEnd(7)}CN=${certificate.commonName}`);
+  if (certificate.subjectAltNames.length > 0 && role !== "ca") {
+    console.log(`         SAN ${certificate.subjectAltNames.join(", ")}`);
+  }
+  console.log(
+    `         valid ${certificate.notBefore.toISOString()} to ${certificate.notAfter.toISOString()}`,
+  );
+  console.log(`         SHA-256 ${certificate.fingerprint}`);
+  for (const file of files) {
+    console.log(
+      `         ${file.path} (${file.kind}, mode ${
+        file.mode.toString(8).padStart(4, "0")
+      })`,
+    );
+  }
+}
+console.log(
+  `\nTrust ${out}/ca.pem in clients and servers that verify peers. Keep the *-key.pem files private: they are development keys, never commit them.`,
+);
