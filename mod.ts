@@ -28,4 +28,5 @@
 export * from "./errors.ts";
 export * from "./types.ts";
 export * from "./handshake.ts";
+export * from "./server.ts";
 export * from "./certs.ts";

@@ -1,0 +1,1261 @@
+/**
+ * `serve()`: a concurrent server that authenticates every connection before
+ * the application sees it, and `connect()`, the client side in one call.
+ *
+ * This is the `socketserver.ThreadingTCPServer` recipe done the Deno way: one
+ * async task per connection instead of one thread, the Cookbook handshake
+ * ({@linkcode serverAuthenticate}) done before the handler runs, and no
+ * client able to hurt the others:
+ *
+ * - The accept loop never awaits a handshake. A client that connects and says
+ *   nothing costs one pending task and one timer until the handshake deadline
+ *   closes it.
+ * - Limits on connections open at once, connections still handshaking, and
+ *   connections per remote address. The global limits pause the accept loop
+ *   (backpressure: the kernel queues new clients in the listen backlog); the
+ *   per-address limit closes the newest connection with a logged reason.
+ * - Repeated authentication failures from one address are throttled: each
+ *   failed connection is held (silently, with nothing read) for a delay that
+ *   doubles with every failure from that address, in the spirit of
+ *   PostgreSQL's `auth_delay`; optionally the address is refused for a while,
+ *   as fail2ban does. A successful handshake is never delayed.
+ * - Hooks (`onConnection`, `onAuthFailure`, `onRefuse`, `onError`) and a
+ *   default logger to stderr that never prints key material.
+ * - Graceful shutdown by `signal`, {@linkcode Server.shutdown} or
+ *   `await using`: stop accepting, let handlers finish within a grace period,
+ *   then close what is left.
+ *
+ * @example An authenticated echo server and a client
+ * ```ts
+ * import { connect, serve } from "./server.ts";
+ *
+ * await using server = serve(
+ *   { hostname: "127.0.0.1", port: 0, key: "peanut butter", log: false },
+ *   async (conn) => {
+ *     await conn.readable.pipeTo(conn.writable);
+ *   },
+ * );
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await connect({ port, key: "peanut butter" });
+ * await conn.write(new TextEncoder().encode("Hello"));
+ * const reply = new Uint8Array(5);
+ * await conn.read(reply);
+ * console.log(new TextDecoder().decode(reply)); // Hello
+ * ```
+ *
+ * @module
+ */
+
+import { checkTimeout, deadline, DEFAULT_TIMEOUT, formatAddr } from "./_io.ts";
+import { AuthenticationError } from "./errors.ts";
+import {
+  type AuthenticateOptions,
+  clientAuthenticate,
+  type HashName,
+  HmacKey,
+  type KeyInput,
+  serverAuthenticate,
+} from "./handshake.ts";
+import type { Duplex } from "./types.ts";
+
+export type { Duplex } from "./types.ts";
+export type { AuthenticateOptions, HashName, KeyInput } from "./handshake.ts";
+export { HmacKey } from "./handshake.ts";
+export { AuthenticationError } from "./errors.ts";
+export type { AuthenticationFailure } from "./errors.ts";
+
+/**
+ * A connection as the server sees it: a duplex byte stream with addresses.
+ * A `Deno.Conn`, a `Deno.TlsConn` and the connections of `tls.ts` listeners
+ * fit.
+ */
+export interface ServerConn extends Duplex {
+  /** The peer's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** Our end's address. */
+  readonly localAddr: Deno.Addr;
+  /** Closes the connection. */
+  close(): void;
+}
+
+/**
+ * What {@linkcode serve} accepts connections from. A `Deno.Listener` (from
+ * `Deno.listen` or `Deno.listenTls`) and the listeners of `tls.ts` fit.
+ */
+export interface ServeListener extends AsyncIterable<ServerConn> {
+  /** The address the listener is bound to. */
+  readonly addr: Deno.Addr;
+  /** Waits for the next connection. Rejects once the listener is closed. */
+  accept(): Promise<ServerConn>;
+  /** Stops listening. */
+  close(): void;
+}
+
+/** What an {@linkcode Authenticator} is told about the connection. */
+export interface AuthenticatorContext {
+  /** The peer's address. */
+  readonly remoteAddr: Deno.Addr;
+  /**
+   * Aborts at the handshake deadline (reason: a `TimeoutError`
+   * `DOMException`) or when the server shuts down (an `AbortError`). The
+   * authenticator must stop waiting on the peer when it aborts.
+   */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Authenticates one freshly accepted connection, or throws.
+ *
+ * Resolves to what the handler gets: the connection itself, or a wrapper
+ * (an encrypted Noise channel, a TLS connection with its verified peer
+ * identity). Throw an {@linkcode AuthenticationError} when the peer failed to
+ * prove who it is: those failures are counted for throttling. Any other error
+ * (a timeout, a malformed message, a reset) is reported through `onError`.
+ * The server closes the raw connection whatever happens.
+ *
+ * @typeParam T What the handler receives.
+ */
+export type Authenticator<T> = (
+  conn: ServerConn,
+  context: AuthenticatorContext,
+) => Promise<T>;
+
+/** What the handler and `onConnection` learn about an authenticated peer. */
+export interface ConnectionInfo {
+  /** A number unique within this server, counting from 1. */
+  readonly id: number;
+  /** The peer's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** Our end's address. */
+  readonly localAddr: Deno.Addr;
+  /** How long the handshake took, in milliseconds. */
+  readonly handshakeTime: number;
+  /**
+   * Aborts when the server starts shutting down: a long-lived handler (a
+   * chat loop) should finish up. After the grace period the server closes
+   * the connection anyway.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** What `onAuthFailure` learns about a peer that failed the handshake. */
+export interface AuthFailureInfo {
+  /** The peer's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** Our end's address. */
+  readonly localAddr: Deno.Addr;
+  /** The {@linkcode AuthenticationError} the authenticator threw. */
+  readonly error: AuthenticationError;
+  /**
+   * Failures from this address within the throttle's memory, this one
+   * included (0 when throttling is off).
+   */
+  readonly failures: number;
+  /**
+   * How long, in milliseconds, the server holds this connection before
+   * closing it (0 when throttling is off).
+   */
+  readonly delay: number;
+}
+
+/** Why {@linkcode serve} closed a connection before any handshake. */
+export type RefuseReason = "max-per-address" | "banned";
+
+/** What `onRefuse` learns about a connection closed before its handshake. */
+export interface RefuseInfo {
+  /** The peer's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** Our end's address. */
+  readonly localAddr: Deno.Addr;
+  /** Which rule closed it. */
+  readonly reason: RefuseReason;
+}
+
+/** Where an error reported to `onError` happened. */
+export type ServeErrorPhase = "accept" | "handshake" | "handler" | "hook";
+
+/** Context for an error reported to `onError`. */
+export interface ServeErrorInfo {
+  /** Where it happened. */
+  readonly phase: ServeErrorPhase;
+  /** The peer's address, when the error belongs to a connection. */
+  readonly remoteAddr?: Deno.Addr;
+}
+
+/**
+ * Failure throttling per remote address (IP address; all connections over
+ * a Unix socket share one entry).
+ *
+ * The n-th failure from an address is held for
+ * `min(delay * 2 ** (n - 1), maxDelay)` ms before its connection is closed:
+ * the peer cannot tell a rejection from a slow server, and every guess keeps
+ * a connection slot (counted by `maxConnections` and `maxPerAddress`) for
+ * the delay. An address is forgotten after `forgetAfter` ms without a
+ * failure. Successful handshakes are neither delayed nor counted.
+ *
+ * Behind NAT or a proxy one address is many users: a delay slows only the
+ * failing connections, but `banAfter` refuses everyone from the address,
+ * which is why it is off by default.
+ */
+export interface ThrottleOptions {
+  /**
+   * Hold, in milliseconds, of the first failure from an address.
+   *
+   * @default {250}
+   */
+  delay?: number;
+  /**
+   * Largest hold, in milliseconds.
+   *
+   * @default {10000}
+   */
+  maxDelay?: number;
+  /**
+   * Failures from one address after which it is refused (its connections
+   * closed before any handshake) for `banFor` ms. `Infinity` never refuses.
+   *
+   * @default {Infinity}
+   */
+  banAfter?: number;
+  /**
+   * How long, in milliseconds, a banned address is refused.
+   *
+   * @default {60000}
+   */
+  banFor?: number;
+  /**
+   * Quiet time, in milliseconds, after which an address's failures are
+   * forgotten.
+   *
+   * @default {600000}
+   */
+  forgetAfter?: number;
+  /**
+   * Most addresses remembered at once; past it the least recently failing
+   * address is forgotten, so memory stays bounded under a spoofed or
+   * distributed flood.
+   *
+   * @default {10000}
+   */
+  maxAddresses?: number;
+}
+
+/**
+ * Options for {@linkcode serve}. Give `key` (the Cookbook handshake) or
+ * `authenticate` (your own), and `hostname`/`port` or `listener`.
+ *
+ * @typeParam T What the handler receives: the connection by default, or what
+ * `authenticate` resolves to.
+ */
+export interface ServeOptions<T = ServerConn> {
+  /**
+   * Address to listen on (ignored with `listener`). `"0.0.0.0"` listens on
+   * every interface.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * Port to listen on (ignored with `listener`); 0 picks a free one, read it
+   * back from {@linkcode Server.addr}.
+   *
+   * @default {0}
+   */
+  port?: number;
+  /**
+   * Accept from this listener instead of opening one (a TLS listener from
+   * `tls.ts`, `Deno.listenTls`, a Unix socket). The server closes it on
+   * shutdown.
+   */
+  listener?: ServeListener;
+  /**
+   * The shared key for the Cookbook handshake ({@linkcode serverAuthenticate}),
+   * imported once when the server starts. Give this or `authenticate`.
+   */
+  key?: KeyInput | HmacKey;
+  /**
+   * The HMAC hash of the Cookbook handshake (with `key`).
+   *
+   * @default {"SHA-256"}
+   */
+  hash?: HashName;
+  /**
+   * Challenge length in bytes of the Cookbook handshake (with `key`).
+   *
+   * @default {32}
+   */
+  challengeLength?: number;
+  /**
+   * A custom authenticator (Noise, TLS identity checks, no authentication at
+   * all); its result is what the handler gets. Give this or `key`.
+   */
+  authenticate?: Authenticator<T>;
+  /**
+   * Deadline for each handshake, in milliseconds, counted from accept.
+   * A peer that has not authenticated by then is closed.
+   *
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+  /**
+   * Most connections open at once (handshaking, held after a failure, or in
+   * the handler). At the limit the server stops accepting until one closes;
+   * new clients wait in the kernel's listen backlog.
+   *
+   * @default {10000}
+   */
+  maxConnections?: number;
+  /**
+   * Most connections still in their handshake at once. At the limit the
+   * server stops accepting until a handshake ends (by success, failure or
+   * deadline).
+   *
+   * @default {2000}
+   */
+  maxHandshakes?: number;
+  /**
+   * Most connections open at once from one IP address. A connection past it
+   * is closed at once, before any handshake, and reported to `onRefuse`.
+   * Behind NAT or a proxy one address is many users: raise it there.
+   *
+   * @default {256}
+   */
+  maxPerAddress?: number;
+  /**
+   * Failure throttling per address ({@linkcode ThrottleOptions}), or `false`
+   * to turn it off.
+   *
+   * @default {{}}
+   */
+  throttle?: ThrottleOptions | false;
+  /**
+   * On shutdown, how long in-flight handlers may run before their
+   * connections are closed, in milliseconds.
+   *
+   * @default {5000}
+   */
+  gracePeriod?: number;
+  /** Shuts the server down gracefully when it aborts. */
+  signal?: AbortSignal;
+  /**
+   * Log problems (failed handshakes, refused connections, handler errors,
+   * paused accepts) to stderr with `console.error`. Lines name the peer's
+   * address and the error, never key material. The hooks run either way.
+   *
+   * @default {true}
+   */
+  log?: boolean;
+  /** Called for each authenticated connection, before the handler. */
+  onConnection?: (info: ConnectionInfo) => void;
+  /** Called for each handshake that failed with an {@linkcode AuthenticationError}. */
+  onAuthFailure?: (info: AuthFailureInfo) => void;
+  /** Called for each connection closed before its handshake. */
+  onRefuse?: (info: RefuseInfo) => void;
+  /**
+   * Called for errors that end one connection or one accept: a handshake
+   * that timed out, was malformed or reset; a handler that threw; a failed
+   * accept. The server goes on serving.
+   */
+  onError?: (error: unknown, info: ServeErrorInfo) => void;
+}
+
+/** Counts of a running server's connections. */
+export interface ServerStats {
+  /** Connections open now, in any state. */
+  readonly open: number;
+  /** Connections in their handshake now. */
+  readonly handshaking: number;
+  /** Connections held after an authentication failure now. */
+  readonly held: number;
+  /** Connections in the handler now. */
+  readonly active: number;
+  /** Connections accepted since the start. */
+  readonly accepted: number;
+  /** Connections that authenticated since the start. */
+  readonly authenticated: number;
+}
+
+/** A running server, returned by {@linkcode serve}. */
+export interface Server extends AsyncDisposable {
+  /** The address the server listens on. */
+  readonly addr: Deno.Addr;
+  /**
+   * Resolves once the server has shut down and every connection task has
+   * settled; rejects if the server could not start (a key that fails to
+   * import).
+   */
+  readonly finished: Promise<void>;
+  /** Current connection counts. */
+  readonly stats: ServerStats;
+  /**
+   * Shuts down gracefully: stops accepting (the listener closes, so new
+   * clients are refused), aborts handshakes and held failures, aborts
+   * {@linkcode ConnectionInfo.signal}, waits up to `gracePeriod` for the
+   * handlers, then closes the connections left.
+   *
+   * @returns {@linkcode Server.finished}.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** Options for {@linkcode connect}. */
+export interface ConnectOptions extends AuthenticateOptions {
+  /**
+   * Host to connect to.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /** Port to connect to. */
+  port: number;
+  /** The shared key. */
+  key: KeyInput | HmacKey;
+  /**
+   * Deadline for connecting and authenticating together, in milliseconds.
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+}
+
+const DEFAULTS = {
+  hostname: "127.0.0.1",
+  port: 0,
+  handshakeTimeout: 10_000,
+  maxConnections: 10_000,
+  maxHandshakes: 2_000,
+  maxPerAddress: 256,
+  gracePeriod: 5_000,
+  delay: 250,
+  maxDelay: 10_000,
+  banAfter: Infinity,
+  banFor: 60_000,
+  forgetAfter: 600_000,
+  maxAddresses: 10_000,
+} as const;
+
+function checkCount(value: number | undefined, fallback: number, what: string) {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(
+      `Cannot use ${what}: expected a number, got ${typeof value}`,
+    );
+  }
+  if (value < 1 || (Number.isFinite(value) && !Number.isInteger(value))) {
+    throw new RangeError(
+      `Cannot use ${what}: expected a whole number of at least 1 (or Infinity), got ${value}`,
+    );
+  }
+  return value;
+}
+
+function checkMillis(
+  value: number | undefined,
+  fallback: number,
+  what: string,
+  allowZero = true,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(
+      `Cannot use ${what}: expected a number of milliseconds, got ${typeof value}`,
+    );
+  }
+  if (value < 0 || (!allowZero && value === 0)) {
+    throw new RangeError(
+      `Cannot use ${what}: expected ${
+        allowZero ? "0 or more" : "more than 0"
+      } ms, got ${value}`,
+    );
+  }
+  return value;
+}
+
+function checkKey(key: unknown): void {
+  if (key instanceof HmacKey) return;
+  if (typeof CryptoKey !== "undefined" && key instanceof CryptoKey) return;
+  if (typeof key === "string" || key instanceof Uint8Array) {
+    if (key.length === 0) {
+      throw new TypeError(
+        "Cannot use the key: it is empty; give a non-empty shared secret",
+      );
+    }
+    return;
+  }
+  throw new TypeError(
+    `Cannot use the key: expected a string, Uint8Array, CryptoKey or HmacKey, got ${
+      key === null ? "null" : typeof key
+    }`,
+  );
+}
+
+/** The per-address key: the IP (IPv4-mapped IPv6 folded), or null. */
+function addressKey(addr: Deno.Addr): string | null {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return null;
+  const host = addr.hostname.toLowerCase();
+  if (host.startsWith("::ffff:") && host.includes(".")) return host.slice(7);
+  return host;
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+function isClosedListenerError(error: unknown): boolean {
+  return error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.Interrupted;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function closeQuietly(conn: ServerConn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed (by the handler, or by the streams ending).
+  }
+}
+
+interface FailureRecord {
+  failures: number;
+  last: number;
+  bannedUntil: number;
+}
+
+/** Failures per address, bounded: least recently failing forgotten first. */
+class FailureTable {
+  #records = new Map<string, FailureRecord>();
+  #options: Required<ThrottleOptions>;
+
+  constructor(options: Required<ThrottleOptions>) {
+    this.#options = options;
+  }
+
+  get size(): number {
+    return this.#records.size;
+  }
+
+  lookup(key: string, now: number): FailureRecord | undefined {
+    const record = this.#records.get(key);
+    if (!record) return undefined;
+    if (
+      now - record.last > this.#options.forgetAfter && now >= record.bannedUntil
+    ) {
+      this.#records.delete(key);
+      return undefined;
+    }
+    return record;
+  }
+
+  /** Counts a failure; returns the record and the hold for it. */
+  fail(key: string, now: number): { record: FailureRecord; delay: number } {
+    const record = this.lookup(key, now) ??
+      { failures: 0, last: now, bannedUntil: 0 };
+    this.#records.delete(key);
+    record.failures += 1;
+    record.last = now;
+    if (record.failures >= this.#options.banAfter) {
+      record.bannedUntil = now + this.#options.banFor;
+    }
+    this.#records.set(key, record);
+    while (this.#records.size > this.#options.maxAddresses) {
+      const oldest = this.#records.keys().next().value as string;
+      this.#records.delete(oldest);
+    }
+    const { delay, maxDelay } = this.#options;
+    const hold = Math.min(
+      delay * 2 ** Math.min(record.failures - 1, 52),
+      maxDelay,
+    );
+    return { record, delay: hold };
+  }
+}
+
+type HookName = "onConnection" | "onAuthFailure" | "onRefuse" | "onError";
+
+type Handler<T> = (conn: T, info: ConnectionInfo) => void | Promise<void>;
+
+class ServerImpl<T> implements Server {
+  readonly addr: Deno.Addr;
+  readonly finished: Promise<void>;
+  #listener: ServeListener;
+  #handler: Handler<T>;
+  #authenticate: Authenticator<T> | undefined;
+  #ready: Promise<Authenticator<T>>;
+  #handshakeTimeout: number;
+  #maxConnections: number;
+  #maxHandshakes: number;
+  #maxPerAddress: number;
+  #gracePeriod: number;
+  #failures: FailureTable | undefined;
+  #log: boolean;
+  #hooks: Pick<ServeOptions<T>, HookName>;
+  #userSignal: AbortSignal | undefined;
+  #onUserAbort = () => void this.shutdown();
+
+  #closing = false;
+  #stopping = new AbortController();
+  #open = 0;
+  #handshaking = 0;
+  #held = 0;
+  #active = 0;
+  #accepted = 0;
+  #authenticated = 0;
+  #nextId = 1;
+  #perAddress = new Map<string, number>();
+  #live = new Set<ServerConn>();
+  #tasks = 0;
+  #wake: (() => void) | undefined;
+  #idle: (() => void) | undefined;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #paused = false;
+
+  constructor(
+    listener: ServeListener,
+    ready: Promise<Authenticator<T>>,
+    options: ServeOptions<T>,
+    handler: Handler<T>,
+  ) {
+    this.#listener = listener;
+    this.addr = listener.addr;
+    this.#ready = ready;
+    this.#handler = handler;
+    this.#handshakeTimeout = checkTimeout(
+      options.handshakeTimeout ?? DEFAULTS.handshakeTimeout,
+      "handshakeTimeout",
+    );
+    this.#maxConnections = checkCount(
+      options.maxConnections,
+      DEFAULTS.maxConnections,
+      "maxConnections",
+    );
+    this.#maxHandshakes = checkCount(
+      options.maxHandshakes,
+      DEFAULTS.maxHandshakes,
+      "maxHandshakes",
+    );
+    this.#maxPerAddress = checkCount(
+      options.maxPerAddress,
+      DEFAULTS.maxPerAddress,
+      "maxPerAddress",
+    );
+    this.#gracePeriod = checkMillis(
+      options.gracePeriod,
+      DEFAULTS.gracePeriod,
+      "gracePeriod",
+    );
+    const throttle = options.throttle ?? {};
+    if (throttle !== false) {
+      if (typeof throttle !== "object" || throttle === null) {
+        throw new TypeError(
+          `Cannot use throttle: expected an options object or false, got ${typeof throttle}`,
+        );
+      }
+      this.#failures = new FailureTable({
+        delay: checkMillis(throttle.delay, DEFAULTS.delay, "throttle.delay"),
+        maxDelay: checkMillis(
+          throttle.maxDelay,
+          DEFAULTS.maxDelay,
+          "throttle.maxDelay",
+        ),
+        banAfter: checkCount(
+          throttle.banAfter,
+          DEFAULTS.banAfter,
+          "throttle.banAfter",
+        ),
+        banFor: checkMillis(
+          throttle.banFor,
+          DEFAULTS.banFor,
+          "throttle.banFor",
+        ),
+        forgetAfter: checkMillis(
+          throttle.forgetAfter,
+          DEFAULTS.forgetAfter,
+          "throttle.forgetAfter",
+        ),
+        maxAddresses: checkCount(
+          throttle.maxAddresses,
+          DEFAULTS.maxAddresses,
+          "throttle.maxAddresses",
+        ),
+      });
+    }
+    this.#log = options.log ?? true;
+    this.#hooks = {
+      onConnection: options.onConnection,
+      onAuthFailure: options.onAuthFailure,
+      onRefuse: options.onRefuse,
+      onError: options.onError,
+    };
+    this.#userSignal = options.signal;
+    this.#userSignal?.addEventListener("abort", this.#onUserAbort, {
+      once: true,
+    });
+    this.finished = this.#run();
+    // A start failure is reported through `finished`; do not leave it
+    // unhandled when nobody awaits it (shutdown() returns it).
+    this.finished.catch(() => {});
+    if (this.#userSignal?.aborted) void this.shutdown();
+  }
+
+  get stats(): ServerStats {
+    return {
+      open: this.#open,
+      handshaking: this.#handshaking,
+      held: this.#held,
+      active: this.#active,
+      accepted: this.#accepted,
+      authenticated: this.#authenticated,
+    };
+  }
+
+  shutdown(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      this.#userSignal?.removeEventListener("abort", this.#onUserAbort);
+      this.#stopping.abort(
+        new DOMException("The server is shutting down", "AbortError"),
+      );
+      try {
+        this.#listener.close();
+      } catch {
+        // already closed
+      }
+      this.#wakeAcceptLoop();
+      if (this.#tasks > 0) {
+        this.#graceTimer = setTimeout(() => {
+          this.#graceTimer = undefined;
+          for (const conn of this.#live) closeQuietly(conn);
+        }, this.#gracePeriod);
+      }
+    }
+    return this.finished;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+
+  async #run(): Promise<void> {
+    let authenticate: Authenticator<T>;
+    try {
+      authenticate = await this.#ready;
+    } catch (error) {
+      this.#closing = true;
+      this.#stopping.abort(error);
+      this.#userSignal?.removeEventListener("abort", this.#onUserAbort);
+      try {
+        this.#listener.close();
+      } catch {
+        // already closed
+      }
+      throw error;
+    }
+    this.#authenticate = authenticate;
+    await this.#acceptLoop();
+    if (this.#tasks > 0) {
+      await new Promise<void>((resolve) => this.#idle = resolve);
+    }
+    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
+  }
+
+  #hasCapacity(): boolean {
+    return this.#open < this.#maxConnections &&
+      this.#handshaking < this.#maxHandshakes;
+  }
+
+  #wakeAcceptLoop(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    let backoff = 0;
+    while (!this.#closing) {
+      if (!this.#hasCapacity()) {
+        if (!this.#paused) {
+          this.#paused = true;
+          this.#logLine(
+            `pausing accept: ${this.#open} connections open (maxConnections ${this.#maxConnections}), ${this.#handshaking} handshaking (maxHandshakes ${this.#maxHandshakes}); new clients wait in the listen backlog`,
+          );
+        }
+        await new Promise<void>((resolve) => this.#wake = resolve);
+        continue;
+      }
+      if (this.#paused) {
+        this.#paused = false;
+        this.#logLine("resuming accept");
+      }
+      let conn: ServerConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#closing || isClosedListenerError(error)) break;
+        // EMFILE and the like: report, back off (5 ms doubling to 1 s), retry.
+        backoff = Math.min(backoff === 0 ? 5 : backoff * 2, 1000);
+        this.#report(error, { phase: "accept" }, `retrying in ${backoff} ms`);
+        await sleep(backoff, this.#stopping.signal);
+        continue;
+      }
+      backoff = 0;
+      if (this.#closing) {
+        closeQuietly(conn);
+        break;
+      }
+      this.#tasks += 1;
+      this.#connection(conn).finally(() => {
+        this.#tasks -= 1;
+        if (this.#tasks === 0) {
+          const idle = this.#idle;
+          this.#idle = undefined;
+          idle?.();
+        }
+      });
+    }
+  }
+
+  async #connection(conn: ServerConn): Promise<void> {
+    const accepted = performance.now();
+    this.#accepted += 1;
+    this.#open += 1;
+    this.#live.add(conn);
+    let remoteAddr: Deno.Addr;
+    let localAddr: Deno.Addr;
+    try {
+      remoteAddr = conn.remoteAddr;
+      localAddr = conn.localAddr;
+    } catch (error) {
+      // A socket that died between accept and here.
+      this.#report(error, { phase: "accept" });
+      this.#live.delete(conn);
+      this.#open -= 1;
+      closeQuietly(conn);
+      this.#wakeAcceptLoop();
+      return;
+    }
+    const key = addressKey(remoteAddr);
+    if (key !== null) {
+      this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
+    }
+    let phase: "handshake" | "held" | "handler" | "done" = "done";
+    try {
+      if (key !== null) {
+        const count = this.#perAddress.get(key)!;
+        if (count > this.#maxPerAddress) {
+          this.#refuse(
+            remoteAddr,
+            localAddr,
+            "max-per-address",
+            `${
+              count - 1
+            } connections from ${key} already open (maxPerAddress ${this.#maxPerAddress})`,
+          );
+          return;
+        }
+        const record = this.#failures?.lookup(key, Date.now());
+        if (record && record.bannedUntil > Date.now()) {
+          this.#refuse(
+            remoteAddr,
+            localAddr,
+            "banned",
+            `${key} is refused for ${
+              Math.ceil((record.bannedUntil - Date.now()) / 1000)
+            } s more after ${record.failures} authentication failures`,
+          );
+          return;
+        }
+      }
+
+      phase = "handshake";
+      this.#handshaking += 1;
+      let result!: T;
+      let failure: { error: unknown } | undefined;
+      {
+        using limit = deadline(
+          this.#handshakeTimeout,
+          this.#stopping.signal,
+          "authenticate the client",
+        );
+        try {
+          result = await this.#authenticate!(conn, {
+            remoteAddr,
+            signal: limit.signal,
+          });
+        } catch (error) {
+          failure = { error };
+        }
+      }
+      if (failure) {
+        const { error } = failure;
+        this.#handshaking -= 1;
+        phase = "done";
+        this.#wakeAcceptLoop();
+        if (error instanceof AuthenticationError) {
+          phase = "held";
+          this.#held += 1;
+          await this.#authFailure(error, key, remoteAddr, localAddr);
+        } else if (!this.#closing) {
+          this.#report(error, { phase: "handshake", remoteAddr }, "closing");
+        }
+        return;
+      }
+      this.#handshaking -= 1;
+      this.#wakeAcceptLoop();
+      if (this.#closing) return;
+
+      phase = "handler";
+      this.#active += 1;
+      this.#authenticated += 1;
+      const info: ConnectionInfo = {
+        id: this.#nextId++,
+        remoteAddr,
+        localAddr,
+        handshakeTime: performance.now() - accepted,
+        signal: this.#stopping.signal,
+      };
+      this.#hook("onConnection", info);
+      try {
+        await this.#handler(result, info);
+      } catch (error) {
+        // After the grace period the server closed the socket under the
+        // handler: its I/O errors are expected, not news.
+        if (!(this.#closing && this.#graceTimer === undefined)) {
+          this.#report(error, { phase: "handler", remoteAddr });
+        }
+      }
+    } finally {
+      if (phase === "held") this.#held -= 1;
+      if (phase === "handler") this.#active -= 1;
+      closeQuietly(conn);
+      this.#live.delete(conn);
+      this.#open -= 1;
+      if (key !== null) {
+        const left = this.#perAddress.get(key)! - 1;
+        if (left === 0) this.#perAddress.delete(key);
+        else this.#perAddress.set(key, left);
+      }
+      this.#wakeAcceptLoop();
+    }
+  }
+
+  async #authFailure(
+    error: AuthenticationError,
+    key: string | null,
+    remoteAddr: Deno.Addr,
+    localAddr: Deno.Addr,
+  ): Promise<void> {
+    let failures = 0;
+    let delay = 0;
+    if (this.#failures && key !== null) {
+      const counted = this.#failures.fail(key, Date.now());
+      failures = counted.record.failures;
+      delay = counted.delay;
+    }
+    if (this.#log) {
+      const hold = delay > 0
+        ? `; closing in ${delay} ms (failure ${failures} from ${key})`
+        : "; closing";
+      console.error(
+        `connauth: ${
+          formatAddr(remoteAddr)
+        }: authentication failed (${error.reason})${hold}`,
+      );
+    }
+    this.#hook("onAuthFailure", {
+      remoteAddr,
+      localAddr,
+      error,
+      failures,
+      delay,
+    });
+    await sleep(delay, this.#stopping.signal);
+  }
+
+  #refuse(
+    remoteAddr: Deno.Addr,
+    localAddr: Deno.Addr,
+    reason: RefuseReason,
+    detail: string,
+  ): void {
+    this.#logLine(`${formatAddr(remoteAddr)}: refused: ${detail}`);
+    this.#hook("onRefuse", { remoteAddr, localAddr, reason });
+  }
+
+  #report(error: unknown, info: ServeErrorInfo, then?: string): void {
+    if (this.#log) {
+      const where = info.remoteAddr ? `${formatAddr(info.remoteAddr)}: ` : "";
+      const detail = info.phase === "handler" && error instanceof Error &&
+          error.stack
+        ? error.stack
+        : describe(error);
+      console.error(
+        `connauth: ${where}${info.phase} failed: ${detail}${
+          then ? `; ${then}` : ""
+        }`,
+      );
+    }
+    this.#hook("onError", error, info);
+  }
+
+  #logLine(line: string): void {
+    if (this.#log) console.error(`connauth: ${line}`);
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #hook(name: HookName, ...args: any[]): void {
+    const hook = this.#hooks[name] as
+      | ((...args: unknown[]) => void)
+      | undefined;
+    if (!hook) return;
+    try {
+      hook(...args);
+    } catch (error) {
+      if (name === "onError") {
+        console.error(`connauth: the onError hook threw: ${describe(error)}`);
+      } else {
+        this.#report(error, { phase: "hook" });
+      }
+    }
+  }
+}
+
+/**
+ * Starts a server that authenticates every connection, then runs `handler`
+ * on it, each connection in its own task.
+ *
+ * With `key`, connections are authenticated with the Cookbook handshake
+ * ({@linkcode serverAuthenticate}; the key is imported once, here) and the
+ * handler gets the connection itself. With `authenticate`, the handler gets
+ * what it resolves to. After the handler settles the server closes the
+ * connection (a handler that closed it already is fine).
+ *
+ * | event | what the server does |
+ * | --- | --- |
+ * | handshake succeeds | `onConnection`, then the handler |
+ * | wrong key ({@linkcode AuthenticationError}) | holds the connection for the throttle delay, `onAuthFailure`, closes |
+ * | handshake deadline, garbage, reset | `onError` (phase `"handshake"`), closes |
+ * | handler throws | `onError` (phase `"handler"`), closes, goes on |
+ * | `maxConnections` or `maxHandshakes` reached | stops accepting until a slot frees |
+ * | `maxPerAddress` reached, or address banned | closes the new connection, `onRefuse` |
+ *
+ * @typeParam T What the handler receives.
+ * @param options Where to listen, how to authenticate, limits, hooks.
+ * @param handler Serves one authenticated connection.
+ * @returns The running {@linkcode Server}.
+ * @throws {TypeError} When neither or both of `key` and `authenticate` are
+ * given, or an option has the wrong type.
+ * @throws {RangeError} When a limit or deadline is out of range.
+ * @throws {Deno.errors.AddrInUse} When the port is taken.
+ *
+ * @example Upper-case every message; shut down with the signal
+ * ```ts
+ * import { connect, serve } from "./server.ts";
+ *
+ * const controller = new AbortController();
+ * const server = serve(
+ *   { port: 0, key: "peanut butter", signal: controller.signal, log: false },
+ *   async (conn, info) => {
+ *     console.log("client", info.remoteAddr);
+ *     await conn.readable
+ *       .pipeThrough(new TextDecoderStream())
+ *       .pipeThrough(
+ *         new TransformStream<string, string>({
+ *           transform: (text, out) => out.enqueue(text.toUpperCase()),
+ *         }),
+ *       )
+ *       .pipeThrough(new TextEncoderStream())
+ *       .pipeTo(conn.writable);
+ *   },
+ * );
+ * const { port } = server.addr as Deno.NetAddr;
+ * const conn = await connect({ port, key: "peanut butter" });
+ * await conn.write(new TextEncoder().encode("hello"));
+ * const reply = new Uint8Array(5);
+ * await conn.read(reply);
+ * console.log(new TextDecoder().decode(reply)); // HELLO
+ * conn.close();
+ * controller.abort();
+ * await server.finished;
+ * ```
+ *
+ * @example A custom authenticator: pass a verdict on to the handler
+ * ```ts
+ * import { type ServerConn, serve } from "./server.ts";
+ * import { serverAuthenticate } from "./handshake.ts";
+ *
+ * await using server = serve<{ conn: ServerConn; user: string }>({
+ *   port: 0,
+ *   log: false,
+ *   authenticate: async (conn, { signal }) => {
+ *     await serverAuthenticate(conn, "peanut butter", { signal });
+ *     return { conn, user: "alice" };
+ *   },
+ * }, ({ user }) => {
+ *   console.log("hello", user);
+ * });
+ * console.log(server.stats.open); // 0
+ * ```
+ */
+export function serve<T = ServerConn>(
+  options: ServeOptions<T>,
+  handler: (conn: T, info: ConnectionInfo) => void | Promise<void>,
+): Server {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `Cannot serve: expected an options object, got ${
+        options === null ? "null" : typeof options
+      }`,
+    );
+  }
+  if (typeof handler !== "function") {
+    throw new TypeError(
+      `Cannot serve: expected a handler function, got ${typeof handler}`,
+    );
+  }
+  const hasKey = options.key !== undefined;
+  const hasAuth = options.authenticate !== undefined;
+  if (hasKey === hasAuth) {
+    throw new TypeError(
+      hasKey
+        ? "Cannot serve: give either key or authenticate, not both"
+        : "Cannot serve: no authentication given; pass key (the Cookbook handshake) or authenticate (your own)",
+    );
+  }
+  let ready: Promise<Authenticator<T>>;
+  if (hasAuth) {
+    if (typeof options.authenticate !== "function") {
+      throw new TypeError(
+        `Cannot serve: expected authenticate to be a function, got ${typeof options
+          .authenticate}`,
+      );
+    }
+    ready = Promise.resolve(options.authenticate!);
+  } else {
+    checkKey(options.key);
+    const challengeLength = options.challengeLength;
+    ready = HmacKey.import(options.key!, { hash: options.hash }).then(
+      (hmac) => async (conn: ServerConn, context: AuthenticatorContext) => {
+        await serverAuthenticate(conn, hmac, {
+          challengeLength,
+          timeout: Infinity,
+          signal: context.signal,
+        });
+        return conn as T;
+      },
+    );
+    // Handled by the server (it rejects `finished`); avoid an unhandled
+    // rejection before the server awaits it.
+    ready.catch(() => {});
+  }
+  if (options.listener === undefined) {
+    const port = options.port ?? DEFAULTS.port;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new RangeError(
+        `Cannot serve: expected a port from 0 to 65535, got ${port}`,
+      );
+    }
+    const listener = Deno.listen({
+      hostname: options.hostname ?? DEFAULTS.hostname,
+      port,
+      transport: "tcp",
+    });
+    try {
+      return new ServerImpl(listener, ready, options, handler);
+    } catch (error) {
+      listener.close();
+      throw error;
+    }
+  }
+  return new ServerImpl(options.listener, ready, options, handler);
+}
+
+/**
+ * Connects to a server and authenticates with the Cookbook handshake
+ * ({@linkcode clientAuthenticate}), in one call.
+ *
+ * On any failure the connection is closed before the error is thrown. As in
+ * the recipe the server sends no verdict: a server that rejected the key
+ * closes the connection, which shows as end of stream (or a reset) on the
+ * first read.
+ *
+ * @param options Host, port, key, hash, challenge length, deadline, signal.
+ * @returns The authenticated connection; close it when done.
+ * @throws {TypeError} When the key is missing, empty or of the wrong type.
+ * @throws {RangeError} When `port`, `timeout` or `challengeLength` is out of
+ * range.
+ * @throws {ProtocolError} When the server closes before a whole challenge.
+ * @throws {DOMException} `TimeoutError` past `timeout`; the signal's reason
+ * when it aborts.
+ * @throws {Deno.errors.ConnectionRefused} When nothing listens on the port.
+ *
+ * @example
+ * ```ts
+ * import { connect, serve } from "./server.ts";
+ *
+ * await using server = serve(
+ *   { port: 0, key: "peanut butter", log: false },
+ *   async (conn) => await conn.readable.pipeTo(conn.writable),
+ * );
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await connect({ port, key: "peanut butter", timeout: 5000 });
+ * console.log(conn.remoteAddr.port === port); // true
+ * ```
+ */
+export async function connect(options: ConnectOptions): Promise<Deno.TcpConn> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `Cannot connect: expected an options object, got ${
+        options === null ? "null" : typeof options
+      }`,
+    );
+  }
+  const { port } = options;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(
+      `Cannot connect: expected a port from 1 to 65535, got ${port}`,
+    );
+  }
+  if (options.key === undefined) {
+    throw new TypeError("Cannot connect: no key given; pass the shared key");
+  }
+  checkKey(options.key);
+  const hostname = options.hostname ?? DEFAULTS.hostname;
+  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  using limit = deadline(
+    timeout,
+    options.signal,
+    `connect to ${formatAddr({ transport: "tcp", hostname, port })}`,
+  );
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname, port, signal: limit.signal });
+  } catch (error) {
+    if (limit.signal.aborted) throw limit.signal.reason;
+    throw error;
+  }
+  try {
+    await clientAuthenticate(conn, options.key, {
+      hash: options.hash,
+      challengeLength: options.challengeLength,
+      timeout: Infinity,
+      signal: limit.signal,
+    });
+  } catch (error) {
+    closeQuietly(conn);
+    throw error;
+  }
+  return conn;
+}
