@@ -130,9 +130,12 @@ export interface CertificateValidityOptions {
 export interface CreateCertificateAuthorityOptions
   extends CertificateValidityOptions {
   /**
-   * The CA's common name.
+   * The CA's common name. The default ends in 8 random hex digits so that
+   * two development CAs never share a name: a verifier that meets a
+   * certificate from the other CA then reports an unknown issuer, not a bad
+   * signature.
    *
-   * @default {"connauth development CA"}
+   * @default {"connauth development CA <8 random hex digits>"}
    */
   commonName?: string;
   /**
@@ -186,9 +189,12 @@ export interface IssueCertificateOptions extends CertificateValidityOptions {
 /** Options for {@linkcode generateCertificates}. */
 export interface GenerateCertificatesOptions {
   /**
-   * The CA's common name.
+   * The CA's common name. The default ends in 8 random hex digits so that
+   * two development CAs never share a name: a verifier that meets a
+   * certificate from the other CA then reports an unknown issuer, not a bad
+   * signature.
    *
-   * @default {"connauth development CA"}
+   * @default {"connauth development CA <8 random hex digits>"}
    */
   caCommonName?: string;
   /**
@@ -243,7 +249,6 @@ export interface CertificateSet {
 
 const DEFAULT_DAYS = 365;
 const MAX_DAYS = 100 * 366;
-const DEFAULT_CA_NAME = "connauth development CA";
 const SKEW_MS = 60_000;
 const DAY_MS = 86_400_000;
 const LOCALHOST_NAMES = ["localhost", "127.0.0.1", "::1"];
@@ -289,7 +294,7 @@ export async function createCertificateAuthority(
   options: CreateCertificateAuthorityOptions = {},
 ): Promise<IssuedCertificate> {
   const commonName = checkCommonName(
-    options.commonName ?? DEFAULT_CA_NAME,
+    options.commonName ?? defaultCaName(),
     "CA common name",
   );
   const names = checkNames(options.names ?? []);
@@ -750,6 +755,12 @@ async function sign(input: SignInput): Promise<IssuedCertificate> {
     notBefore: input.notBefore,
     notAfter: input.notAfter,
   };
+}
+
+function defaultCaName(): string {
+  return `connauth development CA ${
+    hex(crypto.getRandomValues(new Uint8Array(4))).toUpperCase()
+  }`;
 }
 
 /** 16 random bytes, top bit clear and first byte non-zero: positive, 128 bits. */

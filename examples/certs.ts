@@ -35,7 +35,8 @@ Options:
   --name NAME       extra server name (DNS name or IP address) besides
                     localhost, 127.0.0.1 and ::1; repeat for more
   --days N          validity in days (default 365)
-  --ca-name CN      the CA's common name (default "connauth development CA")
+  --ca-name CN      the CA's common name (default "connauth development CA"
+                    and 8 random hex digits)
   -h, --help        show this help`;
 
 function fail(message: string, code = 1): never {
