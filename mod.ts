@@ -30,3 +30,5 @@ export * from "./types.ts";
 export * from "./handshake.ts";
 export * from "./server.ts";
 export * from "./certs.ts";
+export * from "./noise.ts";
+export * from "./multiprocessing.ts";

@@ -1,0 +1,1011 @@
+/**
+ * A pre-shared-key secure channel: the Noise protocol
+ * `Noise_NNpsk0_25519_AESGCM_SHA256` (Noise Protocol Framework, revision 34)
+ * over any duplex byte stream, on WebCrypto alone.
+ *
+ * Both ends hold the same 32-byte pre-shared key (PSK). The initiator
+ * ({@linkcode noiseConnect}) and the responder ({@linkcode noiseAccept})
+ * exchange one message each:
+ *
+ * ```text
+ * -> psk, e        initiator: its ephemeral X25519 key, sealed under the PSK
+ * <- e, ee         responder: its ephemeral key; both derive the session keys
+ * ```
+ *
+ * A peer without the PSK cannot complete the handshake, and what follows is
+ * encrypted and authenticated with AES-256-GCM under keys from an ephemeral
+ * Diffie-Hellman exchange (forward secrecy: a PSK stolen later does not
+ * decrypt recorded traffic). There are no certificates.
+ *
+ * On the wire every Noise message, handshake or transport, is a frame: a
+ * 2-byte big-endian length, then the message (at most 65535 bytes, so at
+ * most 65519 bytes of data each; longer writes are split). Handshake
+ * messages carry no payload. Every frame is decrypted and its tag verified
+ * before a byte of it reaches the application; a modified, replayed,
+ * reordered or truncated frame ends the connection with a
+ * {@linkcode ProtocolError}.
+ *
+ * What Noise does not do here: a peer (or an attacker on the path) that
+ * closes the TCP connection at a frame boundary looks like a clean end of
+ * stream; applications that need to tell the two apart send their own
+ * end-of-data marker. There is no rekeying; a session refuses to go on after
+ * 2^64-1 messages in one direction.
+ *
+ * @example A channel over loopback
+ * ```ts
+ * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+ *
+ * const psk = generateNoisePsk();
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [client, server] = await Promise.all([
+ *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+ *     .then((conn) => noiseConnect(conn, psk)),
+ *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+ * ]);
+ * await client.send(new TextEncoder().encode("hello"));
+ * const message = await server.receive();
+ * console.log(new TextDecoder().decode(message!)); // hello
+ * client.close();
+ * server.close();
+ * ```
+ *
+ * @module
+ */
+
+import {
+  byobReader,
+  checkTimeout,
+  deadline,
+  DEFAULT_TIMEOUT,
+  raceSignal,
+  utf8,
+} from "./_io.ts";
+import {
+  type CipherState,
+  DecryptError,
+  DH_LENGTH,
+  HandshakeState,
+  MAX_MESSAGE_LENGTH,
+  MAX_PAYLOAD_LENGTH,
+  PROTOCOL_NAME,
+  PSK_LENGTH,
+  TAG_LENGTH,
+} from "./_noise_state.ts";
+import { AuthenticationError, ProtocolError } from "./errors.ts";
+import type { Duplex } from "./types.ts";
+
+export type { Duplex } from "./types.ts";
+
+/** The Noise protocol name this module speaks. */
+export const NOISE_PROTOCOL_NAME: string = PROTOCOL_NAME;
+
+/** Largest Noise message (the spec's limit), tag included: 65535 bytes. */
+export const NOISE_MAX_MESSAGE_LENGTH: number = MAX_MESSAGE_LENGTH;
+
+/** Most data one Noise transport message carries: 65535 - 16 = 65519 bytes. */
+export const NOISE_MAX_PAYLOAD_LENGTH: number = MAX_PAYLOAD_LENGTH;
+
+/** Length of a pre-shared key: 32 bytes. */
+export const NOISE_PSK_LENGTH: number = PSK_LENGTH;
+
+/**
+ * A pre-shared key: exactly 32 bytes, or the same as 64 hexadecimal digits
+ * (what `openssl rand -hex 32` prints).
+ */
+export type NoisePsk = Uint8Array | string;
+
+/** Handshake message length: an ephemeral key and an empty payload's tag. */
+const HANDSHAKE_MESSAGE_LENGTH = DH_LENGTH + TAG_LENGTH;
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Generates a fresh random pre-shared key with `crypto.getRandomValues`.
+ *
+ * @returns 32 random bytes.
+ *
+ * @example Print a key for both ends' configuration
+ * ```ts
+ * import { generateNoisePsk } from "./noise.ts";
+ *
+ * const psk = generateNoisePsk();
+ * const hex = Array.from(psk, (b) => b.toString(16).padStart(2, "0")).join("");
+ * console.log(hex.length); // 64
+ * ```
+ */
+export function generateNoisePsk(): Uint8Array<ArrayBuffer> {
+  return crypto.getRandomValues(new Uint8Array(PSK_LENGTH));
+}
+
+/** Checks and copies a PSK; never puts its value in a message. */
+function parsePsk(psk: NoisePsk): Uint8Array<ArrayBuffer> {
+  if (typeof psk === "string") {
+    const text = psk.trim();
+    if (!/^[0-9a-fA-F]*$/.test(text)) {
+      throw new TypeError(
+        "Cannot use the pre-shared key: a string must be 64 hexadecimal digits (for example from `openssl rand -hex 32`)",
+      );
+    }
+    if (text.length !== PSK_LENGTH * 2) {
+      throw new RangeError(
+        `Cannot use the pre-shared key: expected 64 hexadecimal digits, got ${text.length}`,
+      );
+    }
+    const bytes = new Uint8Array(PSK_LENGTH);
+    for (let i = 0; i < PSK_LENGTH; i++) {
+      bytes[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
+    }
+    return bytes;
+  }
+  if (!(psk instanceof Uint8Array)) {
+    throw new TypeError(
+      `Cannot use the pre-shared key: expected a Uint8Array or a hex string, got ${
+        psk === null ? "null" : typeof psk
+      }`,
+    );
+  }
+  if (psk.byteLength !== PSK_LENGTH) {
+    throw new RangeError(
+      `Cannot use the pre-shared key: expected exactly ${PSK_LENGTH} bytes, got ${psk.byteLength}; make one with generateNoisePsk()`,
+    );
+  }
+  return new Uint8Array(psk);
+}
+
+function parsePrologue(
+  prologue: Uint8Array | string | undefined,
+): Uint8Array<ArrayBuffer> {
+  if (prologue === undefined) return new Uint8Array(0);
+  if (typeof prologue === "string") return utf8(prologue);
+  if (prologue instanceof Uint8Array) return new Uint8Array(prologue);
+  throw new TypeError(
+    `Cannot use the prologue: expected a string or Uint8Array, got ${
+      prologue === null ? "null" : typeof prologue
+    }`,
+  );
+}
+
+/** Closes a connection if it can be closed; never throws. */
+function closeQuietly(conn: Duplex): void {
+  const closable = conn as Partial<{ close(): void }>;
+  if (typeof closable.close === "function") {
+    try {
+      closable.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/**
+ * Frame reader and writer over a duplex stream: 2-byte big-endian length,
+ * then the message. Holds a BYOB reader and a writer for its lifetime, and
+ * reads ahead into its own buffer (the whole stream belongs to Noise).
+ */
+class FrameIO {
+  readonly conn: Duplex;
+  #reader: ReadableStreamBYOBReader;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #buffer = new Uint8Array(2 * (2 + MAX_MESSAGE_LENGTH));
+  #start = 0;
+  #end = 0;
+  #closed = false;
+
+  constructor(conn: Duplex) {
+    this.conn = conn;
+    this.#reader = byobReader(conn.readable);
+    try {
+      this.#writer = conn.writable.getWriter();
+    } catch (cause) {
+      this.#reader.releaseLock();
+      throw new TypeError(
+        "Cannot start the Noise channel: the connection's writable stream is locked by another writer; release it first",
+        { cause },
+      );
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Reads `length` bytes as a view into the internal buffer, valid until the
+   * next read. `null` when the stream ends before the first byte and
+   * `eofOk`; a {@linkcode ProtocolError} `"closed"` when it ends midway.
+   */
+  async #take(
+    length: number,
+    eofOk: boolean,
+    what: string,
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
+    while (this.#end - this.#start < length) {
+      if (this.#start + length > this.#buffer.byteLength) {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+        this.#end -= this.#start;
+        this.#start = 0;
+      }
+      const view = new Uint8Array(
+        this.#buffer.buffer,
+        this.#end,
+        this.#buffer.byteLength - this.#end,
+      );
+      const { value, done } = await this.#reader.read(view);
+      if (value) this.#buffer = new Uint8Array(value.buffer);
+      if (done) {
+        const have = this.#end - this.#start;
+        if (have === 0 && eofOk) return null;
+        throw new ProtocolError(
+          `Cannot read ${what}: the peer closed the connection after ${have} of ${length} bytes`,
+          "closed",
+        );
+      }
+      this.#end += value.byteLength;
+    }
+    const out = this.#buffer.subarray(this.#start, this.#start + length);
+    this.#start += length;
+    return out;
+  }
+
+  /** Reads a frame's length header, or `null` on a clean end of stream. */
+  async readLength(what: string): Promise<number | null> {
+    const header = await this.#take(2, true, what);
+    if (header === null) return null;
+    return (header[0] << 8) | header[1];
+  }
+
+  /** Reads a frame body of `length` bytes (a view valid until the next read). */
+  async readBody(
+    length: number,
+    what: string,
+  ): Promise<Uint8Array<ArrayBuffer>> {
+    return (await this.#take(length, false, what))!;
+  }
+
+  /** Writes one frame: the length, then the message, in one write. */
+  async writeFrame(message: Uint8Array): Promise<void> {
+    const frame = new Uint8Array(2 + message.byteLength);
+    frame[0] = message.byteLength >>> 8;
+    frame[1] = message.byteLength & 0xff;
+    frame.set(message, 2);
+    await this.#writer.write(frame);
+  }
+
+  /** Half-closes: `closeWrite()` when the connection has it (TCP, TLS). */
+  async closeWrite(): Promise<void> {
+    const conn = this.conn as Partial<{ closeWrite(): Promise<void> }>;
+    if (typeof conn.closeWrite === "function") {
+      await this.#writer.ready;
+      await conn.closeWrite();
+    } else {
+      await this.#writer.close();
+    }
+  }
+
+  /** Closes the connection (or, without `close()`, both streams). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const closable = this.conn as Partial<{ close(): void }>;
+    if (typeof closable.close === "function") {
+      closeQuietly(this.conn);
+    } else {
+      this.#writer.close().catch(() => {});
+    }
+    this.#reader.cancel().catch(() => {});
+  }
+}
+
+/** Options for {@linkcode noiseConnect} and {@linkcode noiseAccept}. */
+export interface NoiseConnectOptions {
+  /**
+   * Data both sides bind into the handshake (the Noise prologue), such as
+   * an application name and version; the handshake fails unless both sides
+   * give the same bytes. A string is UTF-8 encoded.
+   *
+   * @default {""}
+   */
+  prologue?: Uint8Array | string;
+  /**
+   * Deadline for the whole handshake, in milliseconds (`Infinity` for none).
+   * A peer that stalls gets a `TimeoutError` `DOMException`.
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+  /** Aborts the handshake; it rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Options for {@linkcode noiseAccept}: the same as for {@linkcode noiseConnect}. */
+export type NoiseAcceptOptions = NoiseConnectOptions;
+
+let createNoiseConn: (
+  io: FrameIO,
+  initiator: boolean,
+  send: CipherState,
+  receive: CipherState,
+  handshakeHash: Uint8Array<ArrayBuffer>,
+) => NoiseConn;
+
+/**
+ * An encrypted, authenticated Noise channel, returned by
+ * {@linkcode noiseConnect} and {@linkcode noiseAccept}.
+ *
+ * Use it as a byte stream through `readable` / `writable` (it has the
+ * {@linkcode Duplex} shape, so `readable` supports BYOB reads), or as
+ * messages through {@linkcode NoiseConn.send} / {@linkcode NoiseConn.receive}
+ * (one Noise message each). Reading one way excludes the other: once one
+ * has been used, the other throws a `TypeError`. Writes through either go out
+ * in call order.
+ *
+ * Closing it closes the underlying connection; so does any decryption or
+ * framing failure. `await using` closes it at the end of the scope.
+ *
+ * @example Stream use: write, half-close, read to the end
+ * ```ts
+ * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+ *
+ * const psk = generateNoisePsk();
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [client, server] = await Promise.all([
+ *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+ *     .then((conn) => noiseConnect(conn, psk)),
+ *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+ * ]);
+ * await using _client = client;
+ * await using _server = server;
+ * const writer = client.writable.getWriter();
+ * await writer.write(new TextEncoder().encode("hello, "));
+ * await writer.write(new TextEncoder().encode("world"));
+ * await writer.close(); // the server sees the end of the stream
+ * const text = await new Response(server.readable).text();
+ * console.log(text); // hello, world
+ * ```
+ */
+export class NoiseConn implements Duplex, AsyncDisposable {
+  /** Whether this side started the handshake (the initiator). */
+  readonly initiator: boolean;
+  /**
+   * Decrypted bytes from the peer, as a byte stream (BYOB reads work). It
+   * ends when the peer closes its side; it errors with a
+   * {@linkcode ProtocolError} when a message fails to decrypt.
+   */
+  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  /**
+   * Bytes to encrypt and send; each write becomes one Noise message, or
+   * several for writes over {@linkcode NOISE_MAX_PAYLOAD_LENGTH} bytes.
+   * Closing it half-closes the connection (the peer's `readable` ends).
+   */
+  readonly writable: WritableStream<Uint8Array>;
+  #io: FrameIO;
+  #send: CipherState;
+  #receive: CipherState;
+  #handshakeHash: Uint8Array<ArrayBuffer>;
+  #mode: "stream" | "messages" | undefined;
+  #readChain: Promise<unknown> = Promise.resolve();
+  #writeChain: Promise<unknown> = Promise.resolve();
+  #failure: unknown;
+  #writeClosed = false;
+
+  private constructor(
+    io: FrameIO,
+    initiator: boolean,
+    send: CipherState,
+    receive: CipherState,
+    handshakeHash: Uint8Array<ArrayBuffer>,
+  ) {
+    this.#io = io;
+    this.initiator = initiator;
+    this.#send = send;
+    this.#receive = receive;
+    this.#handshakeHash = handshakeHash;
+    this.readable = new ReadableStream({
+      type: "bytes",
+      pull: async (controller) => {
+        if (this.#mode === "messages") {
+          throw new TypeError(
+            "Cannot read from readable: this NoiseConn is read with receive(); use one or the other",
+          );
+        }
+        this.#mode = "stream";
+        let message: Uint8Array<ArrayBuffer> | null;
+        do {
+          message = await this.#read();
+        } while (message !== null && message.byteLength === 0);
+        if (message === null) {
+          controller.close();
+          controller.byobRequest?.respond(0);
+          return;
+        }
+        controller.enqueue(message);
+      },
+      cancel: () => this.close(),
+    }) as ReadableStream<Uint8Array<ArrayBuffer>>;
+    this.writable = new WritableStream<Uint8Array>({
+      write: (chunk) => this.#write(chunk, false),
+      close: () => this.closeWrite(),
+      abort: () => this.close(),
+    });
+  }
+
+  static {
+    createNoiseConn = (io, initiator, send, receive, handshakeHash) =>
+      new NoiseConn(io, initiator, send, receive, handshakeHash);
+  }
+
+  /**
+   * The Noise handshake hash (32 bytes, a copy): the same on both ends of
+   * one session and unique to it, for channel binding (sign it to tie an
+   * identity to this very session). Not secret, not a key.
+   */
+  get handshakeHash(): Uint8Array<ArrayBuffer> {
+    return this.#handshakeHash.slice();
+  }
+
+  /** The peer's address, when the underlying connection has one. */
+  get remoteAddr(): Deno.Addr | undefined {
+    return (this.#io.conn as Partial<{ remoteAddr: Deno.Addr }>).remoteAddr;
+  }
+
+  /** Our address, when the underlying connection has one. */
+  get localAddr(): Deno.Addr | undefined {
+    return (this.#io.conn as Partial<{ localAddr: Deno.Addr }>).localAddr;
+  }
+
+  #fail(error: unknown): never {
+    this.#failure ??= error;
+    this.close();
+    throw error;
+  }
+
+  /** One transport message, decrypted; `null` at a clean end of stream. */
+  #read(): Promise<Uint8Array<ArrayBuffer> | null> {
+    const next = this.#readChain.then(() => this.#readMessage());
+    this.#readChain = next.catch(() => {});
+    return next;
+  }
+
+  async #readMessage(): Promise<Uint8Array<ArrayBuffer> | null> {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#io.closed) return null;
+    const index = this.#receive.nonce;
+    let length: number | null;
+    let body: Uint8Array<ArrayBuffer>;
+    try {
+      length = await this.#io.readLength("a Noise message");
+      if (length === null) return null;
+      if (length < TAG_LENGTH) {
+        throw new ProtocolError(
+          `Cannot read Noise message ${index}: its length is ${length} bytes, less than the ${TAG_LENGTH}-byte tag; the peer does not speak Noise or the stream was damaged`,
+          "malformed",
+        );
+      }
+      body = await this.#io.readBody(length, `Noise message ${index}`);
+    } catch (error) {
+      // A local close() ends reads as an end of stream.
+      if (this.#io.closed && this.#failure === undefined) return null;
+      this.#fail(error);
+    }
+    try {
+      return await this.#receive.decryptWithAd(EMPTY, body);
+    } catch (error) {
+      if (error instanceof DecryptError) {
+        this.#fail(
+          new ProtocolError(
+            `Cannot decrypt Noise message ${index}: its authentication tag does not verify (it was modified, replayed, reordered or cut short on the way); the connection is closed`,
+            "malformed",
+            { cause: error },
+          ),
+        );
+      }
+      this.#fail(error);
+    }
+  }
+
+  /** Encrypts and writes `data` as one or more messages, in call order. */
+  #write(data: Uint8Array, single: boolean): Promise<void> {
+    const next = this.#writeChain.then(async () => {
+      if (this.#failure !== undefined) throw this.#failure;
+      if (this.#io.closed || this.#writeClosed) {
+        throw new TypeError(
+          "Cannot send on the Noise connection: it is closed for writing",
+        );
+      }
+      if (single && data.byteLength > MAX_PAYLOAD_LENGTH) {
+        throw new RangeError(
+          `Cannot send a Noise message of ${data.byteLength} bytes: the most is ${MAX_PAYLOAD_LENGTH}; write through writable to split it`,
+        );
+      }
+      let offset = 0;
+      do {
+        const end = Math.min(offset + MAX_PAYLOAD_LENGTH, data.byteLength);
+        const ciphertext = await this.#send.encryptWithAd(
+          EMPTY,
+          new Uint8Array(data.subarray(offset, end)),
+        );
+        try {
+          await this.#io.writeFrame(ciphertext);
+        } catch (error) {
+          this.#fail(error);
+        }
+        offset = end;
+      } while (offset < data.byteLength);
+    });
+    this.#writeChain = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Encrypts and sends one Noise message.
+   *
+   * @param data At most {@linkcode NOISE_MAX_PAYLOAD_LENGTH} bytes; an empty
+   * message is allowed (the peer's `receive()` returns it).
+   * @returns Once the message is handed to the connection.
+   * @throws {RangeError} When `data` is longer than one message can carry,
+   * or the session's nonces are used up (after 2^64-1 messages).
+   * @throws {TypeError} When the connection is closed for writing.
+   *
+   * @example
+   * ```ts
+   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => noiseConnect(conn, psk)),
+   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   * ]);
+   * await client.send(new Uint8Array([1, 2, 3]));
+   * console.log(await server.receive()); // Uint8Array(3) [ 1, 2, 3 ]
+   * client.close();
+   * server.close();
+   * ```
+   */
+  send(data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) {
+      return Promise.reject(
+        new TypeError(
+          `Cannot send on the Noise connection: expected a Uint8Array, got ${typeof data}`,
+        ),
+      );
+    }
+    return this.#write(data, true);
+  }
+
+  /**
+   * Receives and decrypts one Noise message. Nothing is returned before its
+   * tag verifies.
+   *
+   * @returns The message's data, or `null` when the peer has closed its side
+   * (or this side was closed).
+   * @throws {ProtocolError} When a message fails to decrypt (`"malformed"`:
+   * modified, replayed, reordered), has an impossible length
+   * (`"malformed"`) or is cut short (`"closed"`); the connection is closed.
+   * @throws {TypeError} When `readable` is in use instead.
+   *
+   * @example
+   * ```ts
+   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => noiseConnect(conn, psk)),
+   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   * ]);
+   * await client.closeWrite();
+   * console.log(await server.receive()); // null
+   * client.close();
+   * server.close();
+   * ```
+   */
+  receive(): Promise<Uint8Array<ArrayBuffer> | null> {
+    if (this.#mode === "stream") {
+      return Promise.reject(
+        new TypeError(
+          "Cannot receive on the Noise connection: its readable stream is in use; use one or the other",
+        ),
+      );
+    }
+    this.#mode = "messages";
+    return this.#read();
+  }
+
+  /**
+   * Finishes pending writes, then closes our sending side (a TCP or TLS
+   * half-close; the peer reads the end of the stream). Reading goes on.
+   *
+   * @returns Once the side is closed.
+   * @throws {TypeError} When the connection is already closed.
+   *
+   * @example
+   * ```ts
+   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => noiseConnect(conn, psk)),
+   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   * ]);
+   * await client.send(new TextEncoder().encode("last words"));
+   * await client.closeWrite();
+   * console.log((await server.receive())?.length, await server.receive()); // 10 null
+   * client.close();
+   * server.close();
+   * ```
+   */
+  closeWrite(): Promise<void> {
+    const next = this.#writeChain.then(async () => {
+      if (this.#failure !== undefined) throw this.#failure;
+      if (this.#io.closed) {
+        throw new TypeError(
+          "Cannot close the Noise connection for writing: it is closed",
+        );
+      }
+      if (this.#writeClosed) return;
+      this.#writeClosed = true;
+      await this.#io.closeWrite();
+    });
+    this.#writeChain = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Closes the connection at once, both directions; pending reads end as an
+   * end of stream, pending writes fail. Closing twice does nothing.
+   *
+   * @example
+   * ```ts
+   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => noiseConnect(conn, psk)),
+   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   * ]);
+   * client.close();
+   * console.log(await server.receive()); // null
+   * server.close();
+   * ```
+   */
+  close(): void {
+    this.#io.close();
+  }
+
+  /**
+   * Waits for pending writes (errors ignored), then closes the connection.
+   *
+   * @returns Once closed.
+   *
+   * @example
+   * ```ts
+   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => noiseConnect(conn, psk)),
+   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   * ]);
+   * await client[Symbol.asyncDispose]();
+   * await server[Symbol.asyncDispose]();
+   * ```
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#writeChain;
+    this.close();
+  }
+
+  /** Never shows key material. */
+  [Symbol.for("Deno.customInspect")](): string {
+    return `NoiseConn { initiator: ${this.initiator}, closed: ${this.#io.closed} }`;
+  }
+}
+
+/**
+ * Reads one handshake frame. Only empty payloads are taken, so the message
+ * is exactly 48 bytes; anything else is refused before it is read.
+ */
+async function readHandshakeMessage(
+  io: FrameIO,
+  initiator: boolean,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const peer = initiator ? "responder" : "initiator";
+  const what = initiator
+    ? "the Noise responder's reply"
+    : "the Noise initiator's first message";
+  const length = await io.readLength(what);
+  if (length === null) {
+    if (initiator) {
+      throw new AuthenticationError(
+        "Cannot complete the Noise handshake: the responder closed the connection without answering; it most likely rejected our pre-shared key or prologue (or it does not speak Noise)",
+        "rejected",
+      );
+    }
+    throw new ProtocolError(
+      "Cannot complete the Noise handshake: the initiator closed the connection before its first message",
+      "closed",
+    );
+  }
+  if (length !== HANDSHAKE_MESSAGE_LENGTH) {
+    throw new ProtocolError(
+      `Cannot complete the Noise handshake: ${what} is ${length} bytes, expected ${HANDSHAKE_MESSAGE_LENGTH} (an ephemeral key and an empty payload); the ${peer} does not speak ${PROTOCOL_NAME}`,
+      length > HANDSHAKE_MESSAGE_LENGTH ? "too-large" : "malformed",
+    );
+  }
+  return (await io.readBody(length, what)).slice();
+}
+
+async function handshake(
+  conn: Duplex,
+  psk: NoisePsk,
+  initiator: boolean,
+  options: NoiseConnectOptions,
+): Promise<NoiseConn> {
+  const key = parsePsk(psk);
+  const prologue = parsePrologue(options.prologue);
+  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const io = new FrameIO(conn);
+  using limit = deadline(
+    timeout,
+    options.signal,
+    initiator
+      ? "complete the Noise handshake with the responder"
+      : "complete the Noise handshake with the initiator",
+  );
+  try {
+    limit.signal.throwIfAborted();
+    const state = await HandshakeState.initialize(initiator, key, {
+      prologue,
+    });
+    key.fill(0);
+    if (initiator) {
+      await raceSignal(io.writeFrame(await state.writeMessage()), limit.signal);
+    }
+    const message = await raceSignal(
+      readHandshakeMessage(io, initiator),
+      limit.signal,
+    );
+    try {
+      await state.readMessage(message);
+    } catch (error) {
+      if (error instanceof DecryptError) {
+        throw new AuthenticationError(
+          initiator
+            ? "Cannot authenticate the Noise responder: its reply does not decrypt under our pre-shared key (a different key or prologue, or the message was modified)"
+            : "Cannot authenticate the Noise initiator: its first message does not decrypt under our pre-shared key (a different key or prologue, or the message was modified)",
+          "wrong-key",
+          { cause: error },
+        );
+      }
+      throw new ProtocolError(
+        `Cannot complete the Noise handshake: the ${
+          initiator ? "responder" : "initiator"
+        } sent an invalid ephemeral public key`,
+        "malformed",
+        { cause: error },
+      );
+    }
+    if (!initiator) {
+      let reply: Uint8Array;
+      try {
+        reply = await state.writeMessage();
+      } catch (error) {
+        throw new ProtocolError(
+          "Cannot complete the Noise handshake: the initiator sent an invalid ephemeral public key",
+          "malformed",
+          { cause: error },
+        );
+      }
+      await raceSignal(io.writeFrame(reply), limit.signal);
+    }
+    const { send, receive, handshakeHash } = state.result;
+    return createNoiseConn(io, initiator, send, receive, handshakeHash);
+  } catch (error) {
+    io.close();
+    if (limit.signal.aborted) throw limit.signal.reason;
+    throw error;
+  }
+}
+
+/**
+ * Runs the Noise handshake as the initiator (the client side) and returns
+ * the encrypted channel.
+ *
+ * Sends `psk, e`, reads `e, ee`, and checks that the responder holds the
+ * same PSK (and prologue): its reply only decrypts if it does. The
+ * connection now belongs to the returned {@linkcode NoiseConn}; on any
+ * failure it is closed.
+ *
+ * | outcome | result |
+ * | --- | --- |
+ * | same PSK and prologue | a {@linkcode NoiseConn} |
+ * | the reply does not decrypt | {@linkcode AuthenticationError} `"wrong-key"` |
+ * | the responder closes without a reply (it rejected our PSK) | {@linkcode AuthenticationError} `"rejected"` |
+ * | a reply of the wrong length (not Noise) | {@linkcode ProtocolError} `"too-large"` / `"malformed"` |
+ * | the reply is cut short | {@linkcode ProtocolError} `"closed"` |
+ * | no reply within `timeout` | `DOMException` `TimeoutError` |
+ * | `signal` aborts | the signal's reason |
+ *
+ * @param conn The connection: a `Deno.Conn` or any {@linkcode Duplex}.
+ * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
+ * @param options Prologue, deadline and signal.
+ * @returns The channel.
+ * @throws {AuthenticationError} When the responder does not hold the PSK.
+ * @throws {ProtocolError} When the responder's reply is malformed or cut short.
+ * @throws {RangeError} When the PSK is not 32 bytes or `timeout` is not above 0.
+ * @throws {TypeError} When the PSK or prologue has the wrong type, or the
+ * connection's streams are locked.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   AuthenticationError,
+ *   generateNoisePsk,
+ *   noiseAccept,
+ *   noiseConnect,
+ * } from "./mod.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [client, server] = await Promise.all([
+ *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+ *   listener.accept(),
+ * ]);
+ * const [connected, accepted] = await Promise.allSettled([
+ *   noiseConnect(client, generateNoisePsk()),
+ *   noiseAccept(server, generateNoisePsk()), // a different key
+ * ]);
+ * const reason = (result: PromiseSettledResult<unknown>) =>
+ *   result.status === "rejected" && result.reason instanceof AuthenticationError
+ *     ? result.reason.reason
+ *     : result.status;
+ * console.log(reason(connected), reason(accepted)); // rejected wrong-key
+ * ```
+ */
+export function noiseConnect(
+  conn: Duplex,
+  psk: NoisePsk,
+  options: NoiseConnectOptions = {},
+): Promise<NoiseConn> {
+  return handshake(conn, psk, true, options);
+}
+
+/**
+ * Runs the Noise handshake as the responder (the server side) and returns
+ * the encrypted channel.
+ *
+ * Reads `psk, e`, which only decrypts when the initiator holds the same PSK
+ * (and prologue), then sends `e, ee`. A wrong PSK costs the server no
+ * Diffie-Hellman operation. The connection now belongs to the returned
+ * {@linkcode NoiseConn}; on any failure it is closed.
+ *
+ * | outcome | result |
+ * | --- | --- |
+ * | same PSK and prologue | a {@linkcode NoiseConn} |
+ * | the first message does not decrypt | {@linkcode AuthenticationError} `"wrong-key"` |
+ * | a first message of the wrong length (not Noise) | {@linkcode ProtocolError} `"too-large"` / `"malformed"` |
+ * | the initiator closes early | {@linkcode ProtocolError} `"closed"` |
+ * | nothing within `timeout` | `DOMException` `TimeoutError` |
+ * | `signal` aborts | the signal's reason |
+ *
+ * @param conn The connection: a `Deno.Conn` or any {@linkcode Duplex}.
+ * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
+ * @param options Prologue, deadline and signal.
+ * @returns The channel.
+ * @throws {AuthenticationError} When the initiator does not hold the PSK.
+ * @throws {ProtocolError} When the first message is malformed or cut short.
+ * @throws {RangeError} When the PSK is not 32 bytes or `timeout` is not above 0.
+ * @throws {TypeError} When the PSK or prologue has the wrong type, or the
+ * connection's streams are locked.
+ *
+ * @example An echo of one message
+ * ```ts
+ * import { noiseAccept, noiseConnect } from "./noise.ts";
+ *
+ * const psk = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const serving = (async () => {
+ *   await using conn = await noiseAccept(await listener.accept(), psk, {
+ *     prologue: "echo/1",
+ *   });
+ *   const message = await conn.receive();
+ *   if (message) await conn.send(message);
+ * })();
+ * await using client = await noiseConnect(
+ *   await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+ *   psk,
+ *   { prologue: "echo/1", timeout: 5000 },
+ * );
+ * await client.send(new TextEncoder().encode("ping"));
+ * console.log(new TextDecoder().decode((await client.receive())!)); // ping
+ * await serving;
+ * ```
+ */
+export function noiseAccept(
+  conn: Duplex,
+  psk: NoisePsk,
+  options: NoiseAcceptOptions = {},
+): Promise<NoiseConn> {
+  return handshake(conn, psk, false, options);
+}
+
+/** Options for {@linkcode noiseAuthenticator}. */
+export interface NoiseAuthenticatorOptions {
+  /**
+   * The Noise prologue; clients must give the same. A string is UTF-8
+   * encoded.
+   *
+   * @default {""}
+   */
+  prologue?: Uint8Array | string;
+  /**
+   * Deadline for each handshake, in milliseconds, on top of the server's own.
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+}
+
+/**
+ * What {@linkcode noiseAuthenticator} returns: a function that runs the
+ * responder handshake on an accepted connection; it fits `serve()`'s
+ * `authenticate` option.
+ */
+export type NoiseAuthenticator = (
+  conn: Duplex,
+  context: { readonly signal: AbortSignal },
+) => Promise<NoiseConn>;
+
+/**
+ * Makes an authenticator for `serve()` that runs the Noise responder
+ * handshake on each accepted connection: handlers get a {@linkcode NoiseConn}
+ * instead of the raw connection, and clients without the PSK never reach
+ * them. The PSK is checked (and copied) now.
+ *
+ * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
+ * @param options Prologue and per-handshake deadline.
+ * @returns The authenticator: `(conn, { signal }) => Promise<NoiseConn>`.
+ * @throws {RangeError} When the PSK is not 32 bytes or `timeout` is not above 0.
+ * @throws {TypeError} When the PSK or prologue has the wrong type.
+ *
+ * @example Use it directly (serve() calls it the same way)
+ * ```ts
+ * import { generateNoisePsk, noiseAuthenticator, noiseConnect } from "./noise.ts";
+ *
+ * const psk = generateNoisePsk();
+ * const authenticate = noiseAuthenticator(psk, { timeout: 5000 });
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [client, server] = await Promise.all([
+ *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+ *     .then((conn) => noiseConnect(conn, psk)),
+ *   listener.accept().then((conn) =>
+ *     authenticate(conn, { signal: new AbortController().signal })
+ *   ),
+ * ]);
+ * console.log(server.initiator, client.initiator); // false true
+ * client.close();
+ * server.close();
+ * ```
+ */
+export function noiseAuthenticator(
+  psk: NoisePsk,
+  options: NoiseAuthenticatorOptions = {},
+): NoiseAuthenticator {
+  const key = parsePsk(psk);
+  const prologue = parsePrologue(options.prologue);
+  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  return (conn, context) =>
+    handshake(conn, key, false, {
+      prologue,
+      timeout,
+      signal: context?.signal,
+    });
+}
