@@ -1,0 +1,1413 @@
+/**
+ * Talk to Python's `multiprocessing.connection` from Deno: a listener and a
+ * client that speak its wire format and its mutual HMAC authentication, so a
+ * Deno process can join a Python system as a worker or as a coordinator.
+ *
+ * ## The protocol, as CPython speaks it over sockets
+ *
+ * **Messages.** Every message is a length then the payload. The length is a
+ * 4-byte big-endian signed integer; a payload longer than `0x7fffffff` bytes
+ * is announced as `-1` followed by an 8-byte big-endian unsigned length.
+ * There is no other framing: no type byte, no checksum.
+ *
+ * **Authentication** runs in both directions right after the TCP connect,
+ * and every step is one message. The listener first *delivers* a challenge
+ * and then *answers* the client's; the client answers first, then delivers.
+ *
+ * - Delivering (Python 3.12 and later): send `#CHALLENGE#` followed by the
+ *   challenge `{sha256}` + 40 random bytes. The peer answers `{sha256}` (or
+ *   the name of another digest it picked) followed by the HMAC, under the
+ *   shared authkey, of the whole challenge *including* its `{sha256}`
+ *   prefix. The deliverer replies `#WELCOME#` when the MAC is right and
+ *   `#FAILURE#` when it is not.
+ * - Legacy (Python 3.11 and older): the challenge is 20 random bytes with no
+ *   digest name, and the answer is the bare 16-byte HMAC-MD5 of whatever
+ *   follows `#CHALLENGE#`. A modern deliverer recognises a legacy answer by
+ *   its length (16 bytes) and a modern answerer recognises a legacy
+ *   challenge by its length (20 bytes).
+ * - Every handshake message is refused above 256 bytes.
+ *
+ * ## What this module does with it
+ *
+ * - Digests: it accepts and answers `sha256` and `sha384` (computed and
+ *   verified with WebCrypto). `sha3_256` and `sha3_384`, which CPython also
+ *   allows, are refused with an {@linkcode AuthenticationError} of reason
+ *   `"unsupported"` because WebCrypto has no SHA-3.
+ * - Legacy HMAC-MD5 peers are refused by default, with an error that says
+ *   so and names the option `legacyMd5: true`, which allows them (MD5 comes
+ *   from `node:crypto`). Modern CPython accepts legacy peers silently; we
+ *   make it a choice because it is MD5.
+ * - Every MAC is checked in constant time (`crypto.subtle.verify`,
+ *   `timingSafeEqual` for MD5). The whole handshake has a deadline
+ *   (10 s by default; CPython has none).
+ * - Messages are bytes. Python's `send()`/`recv()` pickle objects; pickles
+ *   are out of scope here (unpickling untrusted data runs code). Use
+ *   `send_bytes()`/`recv_bytes()` on the Python side, and encode text as
+ *   UTF-8 (or JSON) yourself: {@linkcode MultiprocessingConnection.sendText}
+ *   and {@linkcode MultiprocessingConnection.recvText} do that.
+ * - A connection without an authkey (CPython's `authkey=None`) is not
+ *   supported: an authkey is always required.
+ *
+ * Authentication is not encryption: after the handshake, messages travel in
+ * plaintext, as they do between Python processes.
+ *
+ * @example A Deno listener and a Deno client
+ * ```ts
+ * import {
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ * } from "./multiprocessing.ts";
+ *
+ * await using listener = await listenMultiprocessing({ authkey: "secret" });
+ * await using client = await connectMultiprocessing({
+ *   port: listener.addr.port,
+ *   authkey: "secret",
+ * });
+ * await using server = await listener.accept();
+ * await client.sendText("ping");
+ * console.log(await server.recvText()); // ping
+ * ```
+ *
+ * @module
+ */
+
+import {
+  checkTimeout,
+  concat,
+  deadline,
+  DEFAULT_TIMEOUT,
+  formatAddr,
+  raceSignal,
+  utf8,
+} from "./_io.ts";
+import { AuthenticationError, ProtocolError } from "./errors.ts";
+import { type HashName, HmacKey } from "./handshake.ts";
+
+/**
+ * A digest a multiprocessing peer may use: `"sha256"` and `"sha384"` (what
+ * Python 3.12+ uses and WebCrypto computes), or `"md5"`, the legacy HMAC-MD5
+ * of Python 3.11 and older (only with `legacyMd5: true`).
+ */
+export type MultiprocessingDigest = "sha256" | "sha384" | "md5";
+
+/** Default largest message {@linkcode MultiprocessingConnection.recvBytes} accepts: 64 MiB. */
+export const MULTIPROCESSING_MAX_MESSAGE_SIZE: number = 64 * 1024 * 1024;
+
+/** Largest handshake message, as in CPython (`recv_bytes(256)`). */
+const AUTH_MESSAGE_LIMIT = 256;
+/** Random bytes in a challenge we deliver (CPython's `MESSAGE_LENGTH`). */
+const CHALLENGE_RANDOM_LENGTH = 40;
+/** A legacy (Python 3.11 and older) challenge is exactly this long. */
+const LEGACY_CHALLENGE_LENGTH = 20;
+/** A legacy answer is a bare HMAC-MD5 digest. */
+const MD5_LENGTH = 16;
+/** Longest digest name CPython knows (`sha3_256`). */
+const MAX_DIGEST_NAME = 8;
+
+const CHALLENGE = utf8("#CHALLENGE#");
+const WELCOME = utf8("#WELCOME#");
+const FAILURE = utf8("#FAILURE#");
+const SHA3 = new Set(["sha3_256", "sha3_384"]);
+const HASHES: Readonly<Record<MultiprocessingDigest, HashName>> = {
+  sha256: "SHA-256",
+  sha384: "SHA-384",
+  md5: "MD5",
+};
+
+const LEGACY_HINT =
+  "pass legacyMd5: true to allow it (HMAC-MD5), or run the peer on Python 3.12 or later";
+
+/** Options shared by {@linkcode listenMultiprocessing} and {@linkcode connectMultiprocessing}. */
+export interface MultiprocessingAuthOptions {
+  /**
+   * The shared authkey: the bytes Python passes as `authkey=` (a string is
+   * UTF-8 encoded). Required and non-empty.
+   */
+  authkey: string | Uint8Array;
+  /**
+   * Allow peers that only speak the legacy HMAC-MD5 handshake (Python 3.11
+   * and older). Off by default because it is MD5; when off, such a peer is
+   * refused with an {@linkcode AuthenticationError} of reason
+   * `"unsupported"` whose message names this option.
+   *
+   * @default {false}
+   */
+  legacyMd5?: boolean;
+  /**
+   * The digest named in the challenges we deliver. Python 3.12+ answers
+   * with the digest it is asked for.
+   *
+   * @default {"sha256"}
+   */
+  digest?: "sha256" | "sha384";
+  /**
+   * Deadline for the whole handshake (and, for
+   * {@linkcode connectMultiprocessing}, the TCP connect), in milliseconds
+   * (`Infinity` for none).
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+  /**
+   * Largest message, in bytes, that
+   * {@linkcode MultiprocessingConnection.recvBytes} accepts. A larger
+   * announced length is refused before any memory is allocated for it.
+   *
+   * @default {67108864}
+   */
+  maxMessageSize?: number;
+}
+
+/** Options for {@linkcode listenMultiprocessing}. */
+export interface ListenMultiprocessingOptions
+  extends MultiprocessingAuthOptions {
+  /**
+   * The address to listen on.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The port to listen on; `0` picks a free one (read it back from
+   * {@linkcode MultiprocessingListener.addr}).
+   *
+   * @default {0}
+   */
+  port?: number;
+  /**
+   * Most connections that may be handshaking or waiting to be taken by
+   * {@linkcode MultiprocessingListener.accept} at once. When reached, the
+   * listener stops accepting until one finishes or is taken.
+   *
+   * @default {64}
+   */
+  maxPending?: number;
+  /**
+   * Called with the error and the peer's address when a connection fails
+   * its handshake (it has been closed; the listener goes on). Errors
+   * contain no key material. Exceptions thrown by the hook are ignored.
+   *
+   * @default {undefined}
+   */
+  onHandshakeError?: (error: unknown, remoteAddr: Deno.Addr) => void;
+  /** Closes the listener when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Options for {@linkcode connectMultiprocessing}. */
+export interface ConnectMultiprocessingOptions
+  extends MultiprocessingAuthOptions {
+  /**
+   * The listener's host.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /** The listener's port. */
+  port: number;
+  /** Aborts the connect and the handshake; rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Options for one send or receive on a {@linkcode MultiprocessingConnection}. */
+export interface MultiprocessingIoOptions {
+  /**
+   * Deadline for this call, in milliseconds. `Infinity` (the default) waits
+   * as long as the connection lives, which suits a worker waiting for jobs.
+   *
+   * @default {Infinity}
+   */
+  timeout?: number;
+  /**
+   * Stops waiting when aborted; rejects with the signal's reason. An
+   * interrupted receive loses nothing: the next call gets the message. An
+   * interrupted send may still be delivered.
+   */
+  signal?: AbortSignal;
+}
+
+interface Keys {
+  readonly legacyMd5: boolean;
+  readonly digest: "sha256" | "sha384";
+  readonly maxMessageSize: number;
+  readonly timeout: number;
+  get(name: MultiprocessingDigest): HmacKey | undefined;
+}
+
+async function importKeys(options: MultiprocessingAuthOptions): Promise<Keys> {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(
+      `Cannot use the options: expected an object, got ${
+        options === null ? "null" : typeof options
+      }`,
+    );
+  }
+  const { authkey } = options;
+  let raw: Uint8Array<ArrayBuffer>;
+  if (typeof authkey === "string") {
+    raw = utf8(authkey);
+  } else if (authkey instanceof Uint8Array) {
+    raw = new Uint8Array(authkey);
+  } else {
+    throw new TypeError(
+      `Cannot use the authkey: expected a string or Uint8Array, got ${
+        authkey === null ? "null" : typeof authkey
+      }`,
+    );
+  }
+  if (raw.byteLength === 0) {
+    throw new TypeError(
+      "Cannot use the authkey: it is empty; give the same non-empty authkey as the Python side",
+    );
+  }
+  const legacyMd5 = options.legacyMd5 ?? false;
+  if (typeof legacyMd5 !== "boolean") {
+    throw new TypeError(
+      `Cannot use legacyMd5: expected a boolean, got ${typeof legacyMd5}`,
+    );
+  }
+  const digest = options.digest ?? "sha256";
+  if (digest !== "sha256" && digest !== "sha384") {
+    throw new TypeError(
+      `Cannot use digest "${digest}": expected "sha256" or "sha384"`,
+    );
+  }
+  const maxMessageSize = options.maxMessageSize ??
+    MULTIPROCESSING_MAX_MESSAGE_SIZE;
+  if (!Number.isSafeInteger(maxMessageSize) || maxMessageSize < 0) {
+    throw new RangeError(
+      `Cannot use maxMessageSize ${maxMessageSize}: expected a whole number of bytes, 0 or more`,
+    );
+  }
+  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  try {
+    const keys = new Map<MultiprocessingDigest, HmacKey>();
+    for (const name of ["sha256", "sha384", "md5"] as const) {
+      if (name === "md5" && !legacyMd5) continue;
+      keys.set(name, await HmacKey.import(raw, { hash: HASHES[name] }));
+    }
+    return {
+      legacyMd5,
+      digest,
+      maxMessageSize,
+      timeout,
+      get: (name) => keys.get(name),
+    };
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/** The byte stream and closer a connection runs over (a `Deno.Conn` fits). */
+interface Transport {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  close(): void;
+}
+
+/** Frames on one transport: buffered reads, ordered writes. */
+class Wire {
+  #transport: Transport;
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #chunk: Uint8Array = new Uint8Array(0);
+  #offset = 0;
+  #pendingRead: Promise<unknown> | undefined;
+  #closed = false;
+
+  constructor(transport: Transport) {
+    this.#transport = transport;
+    this.#reader = transport.readable.getReader();
+    this.#writer = transport.writable.getWriter();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Reads exactly `n` bytes; null on a clean end of stream before the first. */
+  async take(
+    n: number,
+    allowEof: boolean,
+    what: string,
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      if (this.#offset >= this.#chunk.byteLength) {
+        const read = this.#reader.read();
+        this.#pendingRead = read;
+        let result: ReadableStreamReadResult<Uint8Array>;
+        try {
+          result = await read;
+        } finally {
+          this.#pendingRead = undefined;
+        }
+        if (result.done) {
+          if (filled === 0 && allowEof) return null;
+          throw new ProtocolError(
+            `Cannot read ${what}: the peer closed the connection after ${filled} of ${n} bytes`,
+            "closed",
+          );
+        }
+        this.#chunk = result.value;
+        this.#offset = 0;
+        continue;
+      }
+      const count = Math.min(n - filled, this.#chunk.byteLength - this.#offset);
+      out.set(
+        this.#chunk.subarray(this.#offset, this.#offset + count),
+        filled,
+      );
+      filled += count;
+      this.#offset += count;
+    }
+    return out;
+  }
+
+  /**
+   * Reads one message of at most `max` bytes; null on a clean end of stream
+   * between messages. `tooLarge` builds the error for a longer one.
+   */
+  async readFrame(
+    max: number,
+    what: string,
+    tooLarge: (size: number | bigint) => Error,
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
+    const head = await this.take(4, true, `the length of ${what}`);
+    if (head === null) return null;
+    let size = new DataView(head.buffer).getInt32(0);
+    if (size === -1) {
+      const long = await this.take(8, false, `the length of ${what}`);
+      const big = new DataView(long!.buffer).getBigUint64(0);
+      if (big > BigInt(max)) throw tooLarge(big);
+      size = Number(big);
+    } else if (size < 0) {
+      throw new ProtocolError(
+        `Cannot read ${what}: the peer sent the negative length ${size}; it does not speak the multiprocessing protocol`,
+        "malformed",
+      );
+    }
+    if (size > max) throw tooLarge(size);
+    return (await this.take(size, false, what))!;
+  }
+
+  /** Queues one message (length then payload) and waits until it is written. */
+  writeFrame(data: Uint8Array): Promise<void> {
+    const size = data.byteLength;
+    let head: Uint8Array<ArrayBuffer>;
+    if (size > 0x7fffffff) {
+      head = new Uint8Array(12);
+      const view = new DataView(head.buffer);
+      view.setInt32(0, -1);
+      view.setBigUint64(4, BigInt(size));
+    } else {
+      head = new Uint8Array(4);
+      new DataView(head.buffer).setInt32(0, size);
+    }
+    if (size <= 16384) {
+      // One write for small messages: no Nagle delay between the two parts.
+      return this.#writer.write(concat(head, data));
+    }
+    // Both writes are queued now, so concurrent sends never interleave.
+    this.#writer.write(head).catch(() => {});
+    return this.#writer.write(data);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#transport.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Resolves when no read is in flight (after {@linkcode close}). */
+  async settled(): Promise<void> {
+    await this.#pendingRead?.catch(() => {});
+  }
+}
+
+function handshakeTooLarge(size: number | bigint): ProtocolError {
+  return new ProtocolError(
+    `Cannot authenticate: the peer's handshake message is ${size} bytes, over the ${AUTH_MESSAGE_LIMIT}-byte limit; is it a multiprocessing peer?`,
+    "too-large",
+  );
+}
+
+async function readAuthMessage(
+  wire: Wire,
+  what: string,
+  signal: AbortSignal,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const message = await raceSignal(
+    wire.readFrame(AUTH_MESSAGE_LIMIT, what, handshakeTooLarge),
+    signal,
+  );
+  if (message === null) {
+    throw new ProtocolError(
+      `Cannot read ${what}: the peer closed the connection before sending it`,
+      "closed",
+    );
+  }
+  return message;
+}
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.byteLength < prefix.byteLength) return false;
+  for (let i = 0; i < prefix.byteLength; i++) {
+    if (bytes[i] !== prefix[i]) return false;
+  }
+  return true;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && startsWith(a, b);
+}
+
+/**
+ * Splits `{name}rest` as CPython does; returns null without a prefix.
+ * The name is only reported when it looks like a digest name.
+ */
+function splitDigest(
+  message: Uint8Array<ArrayBuffer>,
+): { name: string; rest: Uint8Array<ArrayBuffer> } | null {
+  if (message[0] !== 0x7b /* { */) return null;
+  const end = message.subarray(0, MAX_DIGEST_NAME + 2).indexOf(0x7d /* } */);
+  if (end < 1) return null;
+  const name = new TextDecoder().decode(message.subarray(1, end));
+  return {
+    name: /^[a-z0-9_]{1,8}$/.test(name) ? name : "?",
+    rest: message.slice(end + 1),
+  };
+}
+
+function digestFor(
+  name: string,
+  keys: Keys,
+  action: string,
+): { digest: MultiprocessingDigest; key: HmacKey } {
+  if (name === "sha256" || name === "sha384" || name === "md5") {
+    const key = keys.get(name);
+    if (key) return { digest: name, key };
+    throw new AuthenticationError(
+      `Cannot ${action}: the peer uses HMAC-MD5; ${LEGACY_HINT}`,
+      "unsupported",
+    );
+  }
+  if (SHA3.has(name)) {
+    throw new AuthenticationError(
+      `Cannot ${action}: the peer asks for HMAC-${name}, which WebCrypto cannot compute; configure the peer to use sha256 or sha384`,
+      "unsupported",
+    );
+  }
+  throw new AuthenticationError(
+    `Cannot ${action}: the peer asks for the unknown digest "${name}"; expected sha256 or sha384`,
+    "unsupported",
+  );
+}
+
+/** Sends a challenge, checks the answer, sends the verdict. */
+async function deliverChallenge(
+  wire: Wire,
+  keys: Keys,
+  signal: AbortSignal,
+): Promise<MultiprocessingDigest> {
+  const action = "authenticate the peer";
+  const message = concat(
+    utf8(`{${keys.digest}}`),
+    crypto.getRandomValues(new Uint8Array(CHALLENGE_RANDOM_LENGTH)),
+  );
+  await raceSignal(wire.writeFrame(concat(CHALLENGE, message)), signal);
+  const answer = await readAuthMessage(
+    wire,
+    "the peer's answer to our challenge",
+    signal,
+  );
+  let digest: MultiprocessingDigest;
+  try {
+    digest = await checkAnswer(answer, message, keys, action);
+  } catch (error) {
+    // The verdict is best effort after a failure; the failure is the news.
+    await raceSignal(wire.writeFrame(FAILURE), signal).catch(() => {});
+    throw error;
+  }
+  await raceSignal(wire.writeFrame(WELCOME), signal);
+  return digest;
+}
+
+/** Verifies the peer's answer to `message`; returns the digest it used. */
+async function checkAnswer(
+  answer: Uint8Array<ArrayBuffer>,
+  message: Uint8Array<ArrayBuffer>,
+  keys: Keys,
+  action: string,
+): Promise<MultiprocessingDigest> {
+  let digest: MultiprocessingDigest;
+  let key: HmacKey;
+  let mac: Uint8Array<ArrayBuffer>;
+  if (
+    answer.byteLength === MD5_LENGTH ||
+    answer.byteLength === LEGACY_CHALLENGE_LENGTH
+  ) {
+    // A legacy peer: a bare HMAC-MD5 (CPython reads 20 bytes the same way).
+    const md5 = keys.get("md5");
+    if (!md5) {
+      throw new AuthenticationError(
+        `Cannot ${action}: it answered with legacy HMAC-MD5, as Python 3.11 and older do; ${LEGACY_HINT}`,
+        "unsupported",
+      );
+    }
+    [digest, key, mac] = ["md5", md5, answer];
+  } else {
+    const split = splitDigest(answer);
+    if (split === null) {
+      throw new ProtocolError(
+        `Cannot ${action}: its answer has no {digest} prefix; is it a multiprocessing peer?`,
+        "malformed",
+      );
+    }
+    ({ digest, key } = digestFor(split.name, keys, action));
+    mac = split.rest;
+  }
+  const ok = mac.byteLength === key.digestLength &&
+    await key.verify(mac, message);
+  if (!ok) {
+    throw new AuthenticationError(
+      `Cannot ${action}: its answer does not match our challenge under our authkey (the authkeys differ)`,
+      "wrong-key",
+    );
+  }
+  return digest;
+}
+
+/** Reads a challenge, answers it, reads the verdict. */
+async function answerChallenge(
+  wire: Wire,
+  keys: Keys,
+  signal: AbortSignal,
+): Promise<void> {
+  const action = "answer the peer's challenge";
+  const challenge = await readAuthMessage(wire, "the peer's challenge", signal);
+  if (!startsWith(challenge, CHALLENGE)) {
+    throw new ProtocolError(
+      `Cannot ${action}: its message is not a challenge; is it a multiprocessing peer?`,
+      "malformed",
+    );
+  }
+  const message = challenge.slice(CHALLENGE.byteLength);
+  if (message.byteLength < LEGACY_CHALLENGE_LENGTH) {
+    throw new ProtocolError(
+      `Cannot ${action}: the challenge is ${message.byteLength} bytes, under the ${LEGACY_CHALLENGE_LENGTH}-byte minimum`,
+      "malformed",
+    );
+  }
+  let answer: Uint8Array<ArrayBuffer>;
+  if (message.byteLength === LEGACY_CHALLENGE_LENGTH) {
+    const md5 = keys.get("md5");
+    if (!md5) {
+      throw new AuthenticationError(
+        `Cannot ${action}: it is a legacy HMAC-MD5 challenge, as Python 3.11 and older send; ${LEGACY_HINT}`,
+        "unsupported",
+      );
+    }
+    answer = await md5.sign(message);
+  } else {
+    const split = splitDigest(message);
+    if (split === null) {
+      throw new ProtocolError(
+        `Cannot ${action}: the challenge has no {digest} prefix; is it a multiprocessing peer?`,
+        "malformed",
+      );
+    }
+    const { digest, key } = digestFor(split.name, keys, action);
+    // The MAC covers the whole challenge, its {digest} prefix included.
+    answer = concat(utf8(`{${digest}}`), await key.sign(message));
+  }
+  await raceSignal(wire.writeFrame(answer), signal);
+  const verdict = await readAuthMessage(wire, "the peer's verdict", signal);
+  if (sameBytes(verdict, WELCOME)) return;
+  if (sameBytes(verdict, FAILURE)) {
+    throw new AuthenticationError(
+      "Cannot authenticate to the peer: it rejected our answer (the authkeys differ)",
+      "rejected",
+    );
+  }
+  throw new ProtocolError(
+    "Cannot authenticate to the peer: its verdict is neither #WELCOME# nor #FAILURE#",
+    "malformed",
+  );
+}
+
+// Set in the classes' static blocks: their constructors stay private.
+let openConnection: (
+  conn: Deno.Conn,
+  role: "listener" | "client",
+  keys: Keys,
+  signal: AbortSignal,
+) => Promise<MultiprocessingConnection>;
+let createListener: (
+  listener: Deno.TcpListener,
+  keys: Keys,
+  maxPending: number,
+  options: ListenMultiprocessingOptions,
+) => MultiprocessingListener;
+
+/**
+ * An authenticated connection to a Python (or Deno) `multiprocessing`
+ * peer: one message per {@linkcode MultiprocessingConnection.sendBytes},
+ * one per {@linkcode MultiprocessingConnection.recvBytes}, exactly as
+ * Python's `send_bytes()` and `recv_bytes()`.
+ *
+ * Get one from {@linkcode connectMultiprocessing} or a
+ * {@linkcode MultiprocessingListener}. Calls may overlap: sends go out whole
+ * and in call order, receives get messages in call order. Iterating the
+ * connection yields messages until the peer closes.
+ *
+ * @example Echo every message back until the peer closes
+ * ```ts
+ * import {
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ * } from "./multiprocessing.ts";
+ *
+ * await using listener = await listenMultiprocessing({ authkey: "k" });
+ * const client = await connectMultiprocessing({
+ *   port: listener.addr.port,
+ *   authkey: "k",
+ * });
+ * await using server = await listener.accept();
+ * await client.sendBytes(new Uint8Array([1, 2, 3]));
+ * client.close();
+ * for await (const message of server) await server.sendBytes(message);
+ * ```
+ */
+export class MultiprocessingConnection
+  implements AsyncIterable<Uint8Array<ArrayBuffer>>, AsyncDisposable {
+  /** Our end's address. */
+  readonly localAddr: Deno.Addr;
+  /** The peer's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** The digest the peer proved the authkey with (`"md5"` for a legacy peer). */
+  readonly peerDigest: MultiprocessingDigest;
+  #wire: Wire;
+  #maxMessageSize: number;
+  #frame: Promise<Uint8Array<ArrayBuffer> | null> | undefined;
+  #turn: Promise<void> = Promise.resolve();
+
+  static {
+    openConnection = async (conn, role, keys, signal) => {
+      const wire = new Wire(conn);
+      try {
+        let digest: MultiprocessingDigest;
+        if (role === "listener") {
+          digest = await deliverChallenge(wire, keys, signal);
+          await answerChallenge(wire, keys, signal);
+        } else {
+          await answerChallenge(wire, keys, signal);
+          digest = await deliverChallenge(wire, keys, signal);
+        }
+        return new MultiprocessingConnection(
+          wire,
+          conn,
+          digest,
+          keys.maxMessageSize,
+        );
+      } catch (error) {
+        wire.close();
+        await wire.settled();
+        throw error;
+      }
+    };
+  }
+
+  private constructor(
+    wire: Wire,
+    conn: Deno.Conn,
+    peerDigest: MultiprocessingDigest,
+    maxMessageSize: number,
+  ) {
+    this.#wire = wire;
+    this.localAddr = conn.localAddr;
+    this.remoteAddr = conn.remoteAddr;
+    this.peerDigest = peerDigest;
+    this.#maxMessageSize = maxMessageSize;
+  }
+
+  /**
+   * Sends one message, like Python's `send_bytes()`.
+   *
+   * @param data The payload (may be empty).
+   * @param options A deadline and a signal for the write.
+   * @returns Resolves when the message has been handed to the socket.
+   * @throws {TypeError} When `data` is not bytes.
+   * @throws {Deno.errors.BadResource} When the connection is closed.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * await using client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using server = await listener.accept();
+   * await client.sendBytes(new Uint8Array(0)); // an empty message is fine
+   * console.log((await server.recvBytes())?.length); // 0
+   * ```
+   */
+  async sendBytes(
+    data: Uint8Array,
+    options: MultiprocessingIoOptions = {},
+  ): Promise<void> {
+    if (!(data instanceof Uint8Array)) {
+      throw new TypeError(
+        `Cannot send the message: expected a Uint8Array, got ${
+          data === null ? "null" : typeof data
+        }`,
+      );
+    }
+    if (this.#wire.closed) {
+      throw new Deno.errors.BadResource(
+        "Cannot send the message: the connection is closed",
+      );
+    }
+    const timeout = checkTimeout(options.timeout ?? Infinity);
+    const write = this.#wire.writeFrame(data);
+    if (timeout === Infinity && !options.signal) return await write;
+    using limit = deadline(timeout, options.signal, "send the message");
+    await raceSignal(write, limit.signal);
+  }
+
+  /**
+   * Sends a string as one UTF-8 message (Python: `recv_bytes().decode()`).
+   *
+   * @param text The text.
+   * @param options A deadline and a signal for the write.
+   * @returns Resolves when the message has been handed to the socket.
+   * @throws {Deno.errors.BadResource} When the connection is closed.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * await using client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using server = await listener.accept();
+   * await client.sendText(JSON.stringify({ job: 1 }));
+   * console.log(JSON.parse((await server.recvText())!)); // { job: 1 }
+   * ```
+   */
+  sendText(
+    text: string,
+    options: MultiprocessingIoOptions = {},
+  ): Promise<void> {
+    return this.sendBytes(utf8(String(text)), options);
+  }
+
+  /**
+   * Receives one message, like Python's `recv_bytes()`.
+   *
+   * Resolves `null` when the peer has closed the connection cleanly between
+   * messages (where Python raises `EOFError`); every later call resolves
+   * `null` too. A close in the middle of a message, or a message over
+   * `maxMessageSize`, is an error, and every later call rejects with it.
+   *
+   * @param options A deadline and a signal; stopping early loses nothing.
+   * @returns The message, or `null` at the end of the stream.
+   * @throws {ProtocolError} `"too-large"` when the announced length is over
+   * `maxMessageSize` (nothing is allocated); `"closed"` when the peer closed
+   * in the middle of a message; `"malformed"` for a negative length.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * const client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using server = await listener.accept();
+   * await client.sendBytes(new Uint8Array([42]));
+   * client.close();
+   * console.log(await server.recvBytes()); // Uint8Array(1) [ 42 ]
+   * console.log(await server.recvBytes()); // null
+   * ```
+   */
+  async recvBytes(
+    options: MultiprocessingIoOptions = {},
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
+    const timeout = checkTimeout(options.timeout ?? Infinity);
+    const previous = this.#turn;
+    let release!: () => void;
+    this.#turn = new Promise<void>((resolve) => release = resolve);
+    const limit = timeout === Infinity && !options.signal
+      ? undefined
+      : deadline(timeout, options.signal, "receive a message");
+    try {
+      await raceSignal(previous, limit?.signal);
+      if (this.#frame === undefined) {
+        this.#frame = this.#wire.readFrame(
+          this.#maxMessageSize,
+          "the message",
+          (size) =>
+            new ProtocolError(
+              `Cannot receive a message: the peer announced ${size} bytes, over the maxMessageSize limit of ${this.#maxMessageSize} bytes; raise maxMessageSize if such messages are expected`,
+              "too-large",
+            ),
+        );
+        this.#frame.catch(() => {});
+      }
+      const frame = this.#frame;
+      const message = await raceSignal(frame, limit?.signal);
+      // Keep the end of stream (and errors, by not getting here) sticky.
+      if (message !== null) this.#frame = undefined;
+      return message;
+    } catch (error) {
+      if (this.#wire.closed && !(error instanceof ProtocolError)) {
+        throw new Deno.errors.BadResource(
+          "Cannot receive a message: the connection is closed",
+          { cause: error },
+        );
+      }
+      throw error;
+    } finally {
+      limit?.[Symbol.dispose]();
+      // The next caller goes after us and after whoever we queued behind.
+      previous.then(release);
+    }
+  }
+
+  /**
+   * Receives one message and decodes it as UTF-8.
+   *
+   * @param options A deadline and a signal.
+   * @returns The text, or `null` at the end of the stream.
+   * @throws {ProtocolError} `"malformed"` when the message is not valid
+   * UTF-8, and as {@linkcode MultiprocessingConnection.recvBytes}.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * await using client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using server = await listener.accept();
+   * await server.sendText("héllo");
+   * console.log(await client.recvText()); // héllo
+   * ```
+   */
+  async recvText(
+    options: MultiprocessingIoOptions = {},
+  ): Promise<string | null> {
+    const message = await this.recvBytes(options);
+    if (message === null) return null;
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(message);
+    } catch (cause) {
+      throw new ProtocolError(
+        "Cannot decode the message: it is not valid UTF-8",
+        "malformed",
+        { cause },
+      );
+    }
+  }
+
+  /**
+   * Yields messages until the peer closes the connection.
+   *
+   * @returns An iterator of messages.
+   * @throws {ProtocolError} As {@linkcode MultiprocessingConnection.recvBytes}.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * const client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using server = await listener.accept();
+   * await client.sendText("a");
+   * await client.sendText("b");
+   * client.close();
+   * let count = 0;
+   * for await (const _ of server) count++;
+   * console.log(count); // 2
+   * ```
+   */
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array<ArrayBuffer>> {
+    while (true) {
+      const message = await this.recvBytes();
+      if (message === null) return;
+      yield message;
+    }
+  }
+
+  /**
+   * Closes the connection. Pending and later calls reject (receives with
+   * `Deno.errors.BadResource`). Safe to call more than once.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * const client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * const server = await listener.accept();
+   * client.close();
+   * server.close();
+   * ```
+   */
+  close(): void {
+    this.#wire.close();
+  }
+
+  /**
+   * Closes the connection (as {@linkcode MultiprocessingConnection.close})
+   * and waits until no read is left in flight; for `await using`.
+   *
+   * @returns Resolves when the connection is closed and its reads settled.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * await using client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using server = await listener.accept();
+   * console.log(server.peerDigest); // sha256
+   * ```
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#wire.close();
+    await this.#wire.settled();
+  }
+}
+
+/**
+ * Opens a connection to a Python `multiprocessing.connection.Listener` (or
+ * a {@linkcode MultiprocessingListener}) and authenticates both ways, like
+ * Python's `Client(address, authkey=...)`.
+ *
+ * | outcome | result |
+ * | --- | --- |
+ * | same authkey | a {@linkcode MultiprocessingConnection} |
+ * | the listener refused our answer | {@linkcode AuthenticationError} `"rejected"` |
+ * | the listener's answer is wrong | {@linkcode AuthenticationError} `"wrong-key"` |
+ * | legacy (Python 3.11) listener, `legacyMd5` off | {@linkcode AuthenticationError} `"unsupported"` |
+ * | not a multiprocessing listener | {@linkcode ProtocolError} |
+ * | stall past `timeout` / abort | `DOMException` `TimeoutError` / the signal's reason |
+ *
+ * @param options Address, authkey, legacy switch, limits, deadline, signal.
+ * @returns The authenticated connection.
+ * @throws {AuthenticationError} When either side's proof fails.
+ * @throws {ProtocolError} When the peer breaks the protocol or closes early.
+ * @throws {TypeError} When the authkey is empty or of the wrong type.
+ * @throws {Deno.errors.ConnectionRefused} When nothing listens there.
+ *
+ * @example Talk to a Deno listener (a Python one works the same)
+ * ```ts
+ * import {
+ *   AuthenticationError,
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ * } from "./mod.ts";
+ *
+ * await using listener = await listenMultiprocessing({ authkey: "right" });
+ * try {
+ *   await connectMultiprocessing({ port: listener.addr.port, authkey: "wrong" });
+ * } catch (error) {
+ *   if (!(error instanceof AuthenticationError)) throw error;
+ *   console.log(error.reason); // rejected
+ * }
+ * ```
+ */
+export async function connectMultiprocessing(
+  options: ConnectMultiprocessingOptions,
+): Promise<MultiprocessingConnection> {
+  const keys = await importKeys(options);
+  const port = options.port;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(
+      `Cannot connect: expected a port from 1 to 65535, got ${port}`,
+    );
+  }
+  const hostname = options.hostname ?? "127.0.0.1";
+  using limit = deadline(
+    keys.timeout,
+    options.signal,
+    `connect to the multiprocessing listener at ${hostname}:${port}`,
+  );
+  const connecting = Deno.connect({ hostname, port });
+  let conn: Deno.TcpConn;
+  try {
+    conn = await raceSignal(connecting, limit.signal);
+  } catch (error) {
+    connecting.then((late) => late.close(), () => {});
+    throw error;
+  }
+  return await openConnection(conn, "client", keys, limit.signal);
+}
+
+/**
+ * Starts a listener that Python's `multiprocessing.connection.Client`
+ * (and {@linkcode connectMultiprocessing}) can connect to; the Deno side of
+ * Python's `Listener(address, authkey=...)`.
+ *
+ * Each incoming connection is authenticated in its own task, with a
+ * deadline, so a slow or hostile client never holds up the others. At most
+ * `maxPending` connections are handshaking or waiting to be taken; failed
+ * ones are closed and reported to `onHandshakeError`.
+ *
+ * @param options Address, authkey, legacy switch, limits, hooks, signal.
+ * @returns The listening {@linkcode MultiprocessingListener}.
+ * @throws {TypeError} When the authkey is empty or of the wrong type.
+ * @throws {RangeError} When a limit is out of range.
+ * @throws {Deno.errors.AddrInUse} When the port is taken.
+ *
+ * @example Serve authenticated clients
+ * ```ts
+ * import {
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ * } from "./multiprocessing.ts";
+ *
+ * await using listener = await listenMultiprocessing({
+ *   authkey: "secret",
+ *   onHandshakeError: (error) => console.error(String(error)),
+ * });
+ * await using client = await connectMultiprocessing({
+ *   port: listener.addr.port,
+ *   authkey: "secret",
+ * });
+ * for await (const conn of listener) {
+ *   await conn.sendText("welcome");
+ *   conn.close();
+ *   break;
+ * }
+ * console.log(await client.recvText()); // welcome
+ * ```
+ */
+export async function listenMultiprocessing(
+  options: ListenMultiprocessingOptions,
+): Promise<MultiprocessingListener> {
+  const keys = await importKeys(options);
+  const maxPending = options.maxPending ?? 64;
+  if (!Number.isInteger(maxPending) || maxPending < 1) {
+    throw new RangeError(
+      `Cannot use maxPending ${maxPending}: expected a whole number, 1 or more`,
+    );
+  }
+  options.signal?.throwIfAborted();
+  const listener = Deno.listen({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? 0,
+  });
+  return createListener(listener, keys, maxPending, options);
+}
+
+/**
+ * A listening socket that yields authenticated
+ * {@linkcode MultiprocessingConnection}s; make one with
+ * {@linkcode listenMultiprocessing}.
+ *
+ * Iterate it (`for await`) or call
+ * {@linkcode MultiprocessingListener.accept}. Breaking out of a `for await`
+ * loop leaves it open; {@linkcode MultiprocessingListener.close} (or
+ * `await using`) closes it, along with connections not yet taken.
+ *
+ * @example
+ * ```ts
+ * import { listenMultiprocessing } from "./multiprocessing.ts";
+ *
+ * await using listener = await listenMultiprocessing({ authkey: "k" });
+ * console.log(listener.addr.hostname); // 127.0.0.1
+ * ```
+ */
+export class MultiprocessingListener
+  implements AsyncIterable<MultiprocessingConnection>, AsyncDisposable {
+  /** The address listened on (with the port picked when `port` was 0). */
+  readonly addr: Deno.NetAddr;
+  #listener: Deno.TcpListener;
+  #keys: Keys;
+  #maxPending: number;
+  #timeout: number;
+  #onError: ((error: unknown, remoteAddr: Deno.Addr) => void) | undefined;
+  #signal: AbortSignal | undefined;
+  #onAbort = () => this.close();
+  #closer = new AbortController();
+  #pending = 0;
+  #slotFreed: (() => void) | undefined;
+  #ready: MultiprocessingConnection[] = [];
+  #waiters: ((conn: MultiprocessingConnection | null) => void)[] = [];
+  #tasks = new Set<Promise<void>>();
+  #loop: Promise<void>;
+  #closed = false;
+
+  static {
+    createListener = (listener, keys, maxPending, options) =>
+      new MultiprocessingListener(listener, keys, maxPending, options);
+  }
+
+  private constructor(
+    listener: Deno.TcpListener,
+    keys: Keys,
+    maxPending: number,
+    options: ListenMultiprocessingOptions,
+  ) {
+    this.#listener = listener;
+    this.addr = listener.addr;
+    this.#keys = keys;
+    this.#maxPending = maxPending;
+    this.#timeout = keys.timeout;
+    this.#onError = options.onHandshakeError;
+    this.#signal = options.signal;
+    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+    this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#closed) {
+      if (this.#pending >= this.#maxPending) {
+        await new Promise<void>((resolve) => this.#slotFreed = resolve);
+        continue;
+      }
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#closed || error instanceof Deno.errors.BadResource) return;
+        // A transient accept failure (e.g. out of file descriptors).
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      if (this.#closed) {
+        conn.close();
+        return;
+      }
+      this.#pending++;
+      const task = this.#authenticate(conn);
+      this.#tasks.add(task);
+      task.finally(() => this.#tasks.delete(task));
+    }
+  }
+
+  async #authenticate(conn: Deno.TcpConn): Promise<void> {
+    const remoteAddr = conn.remoteAddr;
+    let authenticated: MultiprocessingConnection;
+    try {
+      using limit = deadline(
+        this.#timeout,
+        this.#closer.signal,
+        `authenticate the client at ${formatAddr(remoteAddr)}`,
+      );
+      authenticated = await openConnection(
+        conn,
+        "listener",
+        this.#keys,
+        limit.signal,
+      );
+    } catch (error) {
+      this.#release();
+      if (!this.#closed) {
+        try {
+          this.#onError?.(error, remoteAddr);
+        } catch {
+          // a failing hook must not stop the listener
+        }
+      }
+      return;
+    }
+    if (this.#closed) {
+      this.#release();
+      await authenticated[Symbol.asyncDispose]();
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      this.#release();
+      waiter(authenticated);
+    } else {
+      this.#ready.push(authenticated);
+    }
+  }
+
+  #release(): void {
+    this.#pending--;
+    const wake = this.#slotFreed;
+    this.#slotFreed = undefined;
+    wake?.();
+  }
+
+  #next(): Promise<MultiprocessingConnection | null> {
+    const ready = this.#ready.shift();
+    if (ready) {
+      this.#release();
+      return Promise.resolve(ready);
+    }
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /**
+   * Waits for the next authenticated connection.
+   *
+   * @returns The connection.
+   * @throws {Deno.errors.BadResource} When the listener is (or gets) closed.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * await using client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * await using conn = await listener.accept();
+   * console.log(conn.remoteAddr.transport); // tcp
+   * ```
+   */
+  async accept(): Promise<MultiprocessingConnection> {
+    const conn = await this.#next();
+    if (conn === null) {
+      throw new Deno.errors.BadResource(
+        "Cannot accept a connection: the listener is closed",
+      );
+    }
+    return conn;
+  }
+
+  /**
+   * Yields authenticated connections until the listener is closed.
+   *
+   * @returns An iterator of connections.
+   *
+   * @example
+   * ```ts
+   * import {
+   *   connectMultiprocessing,
+   *   listenMultiprocessing,
+   * } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * await using client = await connectMultiprocessing({
+   *   port: listener.addr.port,
+   *   authkey: "k",
+   * });
+   * for await (const conn of listener) {
+   *   conn.close();
+   *   break;
+   * }
+   * ```
+   */
+  [Symbol.asyncIterator](): AsyncIterator<MultiprocessingConnection> {
+    return {
+      next: async (): Promise<IteratorResult<MultiprocessingConnection>> => {
+        const conn = await this.#next();
+        return conn === null
+          ? { done: true, value: undefined }
+          : { done: false, value: conn };
+      },
+      return: (): Promise<IteratorResult<MultiprocessingConnection>> =>
+        Promise.resolve({ done: true, value: undefined }),
+    };
+  }
+
+  /**
+   * Stops listening: closes the socket, aborts handshakes in progress,
+   * closes connections not yet taken and ends iterations. Connections
+   * already taken stay open. Safe to call more than once.
+   *
+   * @example
+   * ```ts
+   * import { listenMultiprocessing } from "./multiprocessing.ts";
+   *
+   * const listener = await listenMultiprocessing({ authkey: "k" });
+   * listener.close();
+   * await listener[Symbol.asyncDispose]();
+   * ```
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    this.#closer.abort(
+      new DOMException(
+        "Cannot authenticate the client: the listener was closed",
+        "AbortError",
+      ),
+    );
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    this.#slotFreed?.();
+    for (const waiter of this.#waiters.splice(0)) waiter(null);
+    for (const conn of this.#ready.splice(0)) {
+      this.#tasks.add(conn[Symbol.asyncDispose]());
+    }
+  }
+
+  /**
+   * Closes the listener and waits for its handshakes to wind down.
+   *
+   * @returns Resolves when everything the listener opened is closed.
+   *
+   * @example
+   * ```ts
+   * import { listenMultiprocessing } from "./multiprocessing.ts";
+   *
+   * await using listener = await listenMultiprocessing({ authkey: "k" });
+   * console.log(listener.addr.port > 0); // true
+   * ```
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.#loop;
+    await Promise.allSettled([...this.#tasks]);
+  }
+}
