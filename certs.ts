@@ -917,6 +917,11 @@ function checkNames(names: string[]): string[] {
     }
     if (parseIp(name)) return name.replace(/^\[(.*)\]$/, "$1");
     const labels = name.split(".");
+    if (/^[0-9]+$/.test(labels[labels.length - 1])) {
+      throw new TypeError(
+        `Cannot use name "${name}": it looks like an IP address but is not a valid IPv4 or IPv6 address`,
+      );
+    }
     const ok = name.length <= 253 &&
       labels.every((label, i) =>
         DNS_LABEL.test(label) || (i === 0 && label === "*" && labels.length > 2)
