@@ -38,7 +38,7 @@ export class DecryptError extends Error {
 }
 
 /** The nonce space is used up (2^64-1 reached); the session must end. */
-export class NonceExhaustedError extends Error {
+export class NonceExhaustedError extends RangeError {
   constructor() {
     super(
       "Cannot encrypt or decrypt: the Noise nonce counter is exhausted (2^64-1 is reserved); open a new connection",

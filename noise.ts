@@ -177,15 +177,38 @@ function closeQuietly(conn: Duplex): void {
   }
 }
 
+/** The parts of a `Deno.Conn` used directly when present. */
+interface DenoConnLike {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+function isDenoConnLike(conn: unknown): conn is DenoConnLike {
+  const candidate = conn as Partial<DenoConnLike>;
+  return typeof candidate.read === "function" &&
+    typeof candidate.write === "function" &&
+    typeof candidate.closeWrite === "function" &&
+    typeof candidate.close === "function";
+}
+
 /**
  * Frame reader and writer over a duplex stream: 2-byte big-endian length,
- * then the message. Holds a BYOB reader and a writer for its lifetime, and
- * reads ahead into its own buffer (the whole stream belongs to Noise).
+ * then the message. Reads ahead into its own buffer (the whole stream belongs
+ * to Noise).
+ *
+ * A `Deno.Conn` (or `Deno.TlsConn`) is read and written with its own
+ * `read`/`write`: its `readable` closes the whole socket when it reaches the
+ * end of the stream, which would break half-closed connections. Any other
+ * {@linkcode Duplex} is used through a BYOB reader and a writer held for the
+ * lifetime of the channel.
  */
 class FrameIO {
   readonly conn: Duplex;
-  #reader: ReadableStreamBYOBReader;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #deno: DenoConnLike | undefined;
+  #reader: ReadableStreamBYOBReader | undefined;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #buffer = new Uint8Array(2 * (2 + MAX_MESSAGE_LENGTH));
   #start = 0;
   #end = 0;
@@ -193,6 +216,10 @@ class FrameIO {
 
   constructor(conn: Duplex) {
     this.conn = conn;
+    if (isDenoConnLike(conn)) {
+      this.#deno = conn;
+      return;
+    }
     this.#reader = byobReader(conn.readable);
     try {
       this.#writer = conn.writable.getWriter();
@@ -207,6 +234,19 @@ class FrameIO {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Reads some bytes into `buffer[end..]`; the count, or 0 at the end. */
+  async #fill(): Promise<number> {
+    const view = new Uint8Array(
+      this.#buffer.buffer,
+      this.#end,
+      this.#buffer.byteLength - this.#end,
+    );
+    if (this.#deno) return (await this.#deno.read(view)) ?? 0;
+    const { value, done } = await this.#reader!.read(view);
+    if (value) this.#buffer = new Uint8Array(value.buffer);
+    return done ? 0 : value!.byteLength;
   }
 
   /**
@@ -225,14 +265,8 @@ class FrameIO {
         this.#end -= this.#start;
         this.#start = 0;
       }
-      const view = new Uint8Array(
-        this.#buffer.buffer,
-        this.#end,
-        this.#buffer.byteLength - this.#end,
-      );
-      const { value, done } = await this.#reader.read(view);
-      if (value) this.#buffer = new Uint8Array(value.buffer);
-      if (done) {
+      const count = await this.#fill();
+      if (count === 0) {
         const have = this.#end - this.#start;
         if (have === 0 && eofOk) return null;
         throw new ProtocolError(
@@ -240,7 +274,7 @@ class FrameIO {
           "closed",
         );
       }
-      this.#end += value.byteLength;
+      this.#end += count;
     }
     const out = this.#buffer.subarray(this.#start, this.#start + length);
     this.#start += length;
@@ -268,17 +302,25 @@ class FrameIO {
     frame[0] = message.byteLength >>> 8;
     frame[1] = message.byteLength & 0xff;
     frame.set(message, 2);
-    await this.#writer.write(frame);
+    if (this.#deno) {
+      let offset = 0;
+      while (offset < frame.byteLength) {
+        offset += await this.#deno.write(frame.subarray(offset));
+      }
+      return;
+    }
+    await this.#writer!.write(frame);
   }
 
   /** Half-closes: `closeWrite()` when the connection has it (TCP, TLS). */
   async closeWrite(): Promise<void> {
+    if (this.#deno) return await this.#deno.closeWrite();
     const conn = this.conn as Partial<{ closeWrite(): Promise<void> }>;
     if (typeof conn.closeWrite === "function") {
-      await this.#writer.ready;
+      await this.#writer!.ready;
       await conn.closeWrite();
     } else {
-      await this.#writer.close();
+      await this.#writer!.close();
     }
   }
 
@@ -290,9 +332,9 @@ class FrameIO {
     if (typeof closable.close === "function") {
       closeQuietly(this.conn);
     } else {
-      this.#writer.close().catch(() => {});
+      this.#writer?.close().catch(() => {});
     }
-    this.#reader.cancel().catch(() => {});
+    this.#reader?.cancel().catch(() => {});
   }
 }
 
@@ -423,7 +465,7 @@ export class NoiseConn implements Duplex, AsyncDisposable {
       cancel: () => this.close(),
     }) as ReadableStream<Uint8Array<ArrayBuffer>>;
     this.writable = new WritableStream<Uint8Array>({
-      write: (chunk) => this.#write(chunk, false),
+      write: (chunk) => this.#write(chunk),
       close: () => this.closeWrite(),
       abort: () => this.close(),
     });
@@ -504,17 +546,12 @@ export class NoiseConn implements Duplex, AsyncDisposable {
   }
 
   /** Encrypts and writes `data` as one or more messages, in call order. */
-  #write(data: Uint8Array, single: boolean): Promise<void> {
+  #write(data: Uint8Array): Promise<void> {
     const next = this.#writeChain.then(async () => {
       if (this.#failure !== undefined) throw this.#failure;
       if (this.#io.closed || this.#writeClosed) {
         throw new TypeError(
           "Cannot send on the Noise connection: it is closed for writing",
-        );
-      }
-      if (single && data.byteLength > MAX_PAYLOAD_LENGTH) {
-        throw new RangeError(
-          `Cannot send a Noise message of ${data.byteLength} bytes: the most is ${MAX_PAYLOAD_LENGTH}; write through writable to split it`,
         );
       }
       let offset = 0;
@@ -571,7 +608,14 @@ export class NoiseConn implements Duplex, AsyncDisposable {
         ),
       );
     }
-    return this.#write(data, true);
+    if (data.byteLength > MAX_PAYLOAD_LENGTH) {
+      return Promise.reject(
+        new RangeError(
+          `Cannot send a Noise message of ${data.byteLength} bytes: the most is ${MAX_PAYLOAD_LENGTH}; write through writable to split it`,
+        ),
+      );
+    }
+    return this.#write(data);
   }
 
   /**
@@ -749,6 +793,7 @@ async function handshake(
   psk: NoisePsk,
   initiator: boolean,
   options: NoiseConnectOptions,
+  closeOnFailure = true,
 ): Promise<NoiseConn> {
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
@@ -810,7 +855,7 @@ async function handshake(
     const { send, receive, handshakeHash } = state.result;
     return createNoiseConn(io, initiator, send, receive, handshakeHash);
   } catch (error) {
-    io.close();
+    if (closeOnFailure) io.close();
     if (limit.signal.aborted) throw limit.signal.reason;
     throw error;
   }
@@ -970,6 +1015,11 @@ export type NoiseAuthenticator = (
  * instead of the raw connection, and clients without the PSK never reach
  * them. The PSK is checked (and copied) now.
  *
+ * Unlike {@linkcode noiseAccept}, a failed handshake leaves the connection
+ * open: `serve()` closes it, after holding it for its throttling delay when
+ * the failure is an {@linkcode AuthenticationError} (a wrong PSK), so a
+ * client guessing keys gets no quick answer.
+ *
  * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
  * @param options Prologue and per-handshake deadline.
  * @returns The authenticator: `(conn, { signal }) => Promise<NoiseConn>`.
@@ -1002,10 +1052,12 @@ export function noiseAuthenticator(
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
   const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  // serve() closes the connection itself, after its throttling delay for
+  // authentication failures, so a failed handshake leaves it open here.
   return (conn, context) =>
     handshake(conn, key, false, {
       prologue,
       timeout,
       signal: context?.signal,
-    });
+    }, false);
 }

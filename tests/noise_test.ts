@@ -1,0 +1,653 @@
+import assert from "node:assert/strict";
+import {
+  CipherState,
+  DecryptError,
+  HandshakeState,
+  keyPairFromPrivateKey,
+} from "../_noise_state.ts";
+import { readExact, readExactOrEof } from "../_io.ts";
+import { AuthenticationError, ProtocolError } from "../errors.ts";
+import {
+  generateNoisePsk,
+  NOISE_MAX_PAYLOAD_LENGTH,
+  noiseAccept,
+  noiseAuthenticator,
+  type NoiseConn,
+  noiseConnect,
+} from "../noise.ts";
+import { type AuthFailureInfo, serve } from "../server.ts";
+import type { Duplex } from "../types.ts";
+import { duplexPair, tcpPair } from "./_helpers.ts";
+
+const hex = (bytes: Uint8Array): string =>
+  Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+const unhex = (text: string): Uint8Array<ArrayBuffer> =>
+  new Uint8Array((text.match(/../g) ?? []).map((b) => parseInt(b, 16)));
+const text = (bytes: Uint8Array | null): string =>
+  new TextDecoder().decode(bytes ?? new Uint8Array(0));
+function randomBytes(length: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i += 65536) {
+    crypto.getRandomValues(out.subarray(i, i + 65536));
+  }
+  return out;
+}
+const bytes = (value: string): Uint8Array<ArrayBuffer> =>
+  new TextEncoder().encode(value) as Uint8Array<ArrayBuffer>;
+
+interface Vector {
+  protocol_name: string;
+  init_prologue: string;
+  init_psks: string[];
+  init_ephemeral: string;
+  resp_prologue: string;
+  resp_psks: string[];
+  resp_ephemeral: string;
+  handshake_hash: string;
+  messages: { payload: string; ciphertext: string }[];
+}
+
+const VECTOR: Vector = JSON.parse(
+  await Deno.readTextFile(
+    new URL(
+      "../../shared/testdata/noise/cacophony_nnpsk0_aesgcm_sha256.json",
+      import.meta.url,
+    ),
+  ),
+);
+
+Deno.test("HandshakeState reproduces the cacophony NNpsk0 AESGCM SHA256 vector byte for byte", async () => {
+  assert.equal(VECTOR.protocol_name, "Noise_NNpsk0_25519_AESGCM_SHA256");
+  const initiator = await HandshakeState.initialize(
+    true,
+    unhex(VECTOR.init_psks[0]),
+    {
+      prologue: unhex(VECTOR.init_prologue),
+      testingEphemeralPrivateKey: unhex(VECTOR.init_ephemeral),
+    },
+  );
+  const responder = await HandshakeState.initialize(
+    false,
+    unhex(VECTOR.resp_psks[0]),
+    {
+      prologue: unhex(VECTOR.resp_prologue),
+      testingEphemeralPrivateKey: unhex(VECTOR.resp_ephemeral),
+    },
+  );
+  const [m0, m1, ...transport] = VECTOR.messages;
+  const c0 = await initiator.writeMessage(unhex(m0.payload));
+  assert.equal(hex(c0), m0.ciphertext);
+  assert.equal(hex(await responder.readMessage(c0)), m0.payload);
+  const c1 = await responder.writeMessage(unhex(m1.payload));
+  assert.equal(hex(c1), m1.ciphertext);
+  assert.equal(hex(await initiator.readMessage(c1)), m1.payload);
+  assert.equal(hex(initiator.result.handshakeHash), VECTOR.handshake_hash);
+  assert.equal(hex(responder.result.handshakeHash), VECTOR.handshake_hash);
+  // Transport: the initiator writes messages 2 and 4, the responder 3 and 5.
+  for (const [index, message] of transport.entries()) {
+    const [from, to] = index % 2 === 0
+      ? [initiator, responder]
+      : [responder, initiator];
+    const ciphertext = await from.result.send.encryptWithAd(
+      new Uint8Array(0),
+      unhex(message.payload),
+    );
+    assert.equal(hex(ciphertext), message.ciphertext, `message ${index + 2}`);
+    const plaintext = await to.result.receive.decryptWithAd(
+      new Uint8Array(0),
+      ciphertext,
+    );
+    assert.equal(hex(plaintext), message.payload);
+  }
+});
+
+Deno.test("HandshakeState rejects the vector's first message under another PSK or prologue", async () => {
+  const initiator = await HandshakeState.initialize(
+    true,
+    unhex(VECTOR.init_psks[0]),
+    {
+      prologue: unhex(VECTOR.init_prologue),
+      testingEphemeralPrivateKey: unhex(VECTOR.init_ephemeral),
+    },
+  );
+  const message = await initiator.writeMessage(
+    unhex(VECTOR.messages[0].payload),
+  );
+  const otherPsk = unhex(VECTOR.resp_psks[0]);
+  otherPsk[0] ^= 1;
+  const wrongKey = await HandshakeState.initialize(false, otherPsk, {
+    prologue: unhex(VECTOR.resp_prologue),
+  });
+  await assert.rejects(wrongKey.readMessage(message), DecryptError);
+  const wrongPrologue = await HandshakeState.initialize(
+    false,
+    unhex(VECTOR.resp_psks[0]),
+    { prologue: bytes("John Galt?") },
+  );
+  await assert.rejects(wrongPrologue.readMessage(message), DecryptError);
+});
+
+Deno.test("keyPairFromPrivateKey derives the vector's ephemeral public key (PKCS#8 import)", async () => {
+  const pair = await keyPairFromPrivateKey(unhex(VECTOR.init_ephemeral));
+  // Message 0 starts with the initiator's ephemeral public key in the clear.
+  assert.equal(hex(pair.publicKey), VECTOR.messages[0].ciphertext.slice(0, 64));
+  await assert.rejects(keyPairFromPrivateKey(new Uint8Array(31)), RangeError);
+});
+
+Deno.test("CipherState refuses to encrypt or decrypt at the reserved nonce 2^64-1", async () => {
+  const key = crypto.getRandomValues(new Uint8Array(32));
+  const sender = await CipherState.create(key);
+  const receiver = await CipherState.create(key);
+  const last = (1n << 64n) - 2n;
+  sender.setNonce(last);
+  receiver.setNonce(last);
+  const ad = new Uint8Array(0);
+  const ciphertext = await sender.encryptWithAd(ad, bytes("last one"));
+  assert.equal(text(await receiver.decryptWithAd(ad, ciphertext)), "last one");
+  assert.equal(sender.nonce, (1n << 64n) - 1n);
+  await assert.rejects(
+    sender.encryptWithAd(ad, bytes("one too many")),
+    (error: Error) =>
+      error instanceof RangeError &&
+      /nonce counter is exhausted/.test(error.message),
+  );
+  await assert.rejects(receiver.decryptWithAd(ad, ciphertext), RangeError);
+});
+
+Deno.test("CipherState leaves the nonce unchanged when a tag fails", async () => {
+  const key = crypto.getRandomValues(new Uint8Array(32));
+  const sender = await CipherState.create(key);
+  const receiver = await CipherState.create(key);
+  const ad = new Uint8Array(0);
+  const ciphertext = await sender.encryptWithAd(ad, bytes("hello"));
+  const tampered = ciphertext.slice();
+  tampered[0] ^= 0x80;
+  await assert.rejects(receiver.decryptWithAd(ad, tampered), DecryptError);
+  assert.equal(receiver.nonce, 0n);
+  assert.equal(text(await receiver.decryptWithAd(ad, ciphertext)), "hello");
+});
+
+// ---------------------------------------------------------------------------
+// A man in the middle for in-memory connections: sees every frame (2-byte
+// length + message) and decides what to pass on.
+
+type Direction = "to-server" | "to-client";
+/** Returns the raw chunks to forward (any bytes), or null to close. */
+type FrameHook = (
+  direction: Direction,
+  index: number,
+  frame: Uint8Array<ArrayBuffer>,
+) => Uint8Array[] | null;
+
+function relayPair(hook: FrameHook): {
+  client: Duplex;
+  server: Duplex;
+  done: Promise<void>;
+} {
+  const [client, relayClient] = duplexPair();
+  const [relayServer, server] = duplexPair();
+  async function pump(from: Duplex, to: Duplex, direction: Direction) {
+    const writer = to.writable.getWriter();
+    let index = 0;
+    try {
+      while (true) {
+        const header = await readExactOrEof(from.readable, 2, undefined, "hdr");
+        if (header === null) break;
+        const body = await readExact(
+          from.readable,
+          (header[0] << 8) | header[1],
+          undefined,
+          "body",
+        );
+        const frame = new Uint8Array(2 + body.length);
+        frame.set(header);
+        frame.set(body, 2);
+        const out = hook(direction, index++, frame);
+        if (out === null) break;
+        for (const chunk of out) await writer.write(chunk);
+      }
+    } catch {
+      // the far end went away
+    } finally {
+      await writer.close().catch(() => {});
+      await from.readable.cancel().catch(() => {});
+    }
+  }
+  const done = Promise.all([
+    pump(relayClient, relayServer, "to-server"),
+    pump(relayServer, relayClient, "to-client"),
+  ]).then(() => {});
+  return { client, server, done };
+}
+
+async function noisePair(
+  client: Duplex,
+  server: Duplex,
+  psk = generateNoisePsk(),
+): Promise<[NoiseConn, NoiseConn]> {
+  return await Promise.all([
+    noiseConnect(client, psk, { timeout: 5000 }),
+    noiseAccept(server, psk, { timeout: 5000 }),
+  ]);
+}
+
+function isProtocolError(reason: string, pattern?: RegExp) {
+  return (error: unknown): boolean => {
+    assert.ok(error instanceof ProtocolError, `got ${error}`);
+    assert.equal(error.reason, reason);
+    if (pattern) assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+function assertClosed(conn: Deno.Conn): void {
+  assert.throws(() => conn.close(), Deno.errors.BadResource);
+}
+
+// ---------------------------------------------------------------------------
+
+Deno.test("noiseConnect() and noiseAccept() carry messages both ways over TCP", async () => {
+  using pair = await tcpPair();
+  const [client, server] = await noisePair(pair.client, pair.server);
+  assert.equal(client.initiator, true);
+  assert.equal(server.initiator, false);
+  assert.equal(hex(client.handshakeHash), hex(server.handshakeHash));
+  assert.equal(client.handshakeHash.length, 32);
+  assert.deepEqual(client.remoteAddr, pair.client.remoteAddr);
+  await client.send(bytes("ping"));
+  await client.send(new Uint8Array(0));
+  assert.equal(text(await server.receive()), "ping");
+  assert.equal((await server.receive())!.length, 0);
+  const big = crypto.getRandomValues(new Uint8Array(NOISE_MAX_PAYLOAD_LENGTH));
+  await server.send(big);
+  assert.deepEqual(await client.receive(), big);
+  await client.closeWrite();
+  assert.equal(await server.receive(), null);
+  await server.send(bytes("after half-close"));
+  assert.equal(text(await client.receive()), "after half-close");
+  client.close();
+  assert.equal(await server.receive(), null);
+  server.close();
+  assertClosed(pair.client);
+  assertClosed(pair.server);
+});
+
+Deno.test("NoiseConn streams large writes as several messages and reads them with BYOB", async () => {
+  using pair = await tcpPair();
+  const [client, server] = await noisePair(pair.client, pair.server);
+  await using _client = client;
+  await using _server = server;
+  const data = randomBytes(300_000);
+  const writing = (async () => {
+    const writer = client.writable.getWriter();
+    await writer.write(data);
+    await writer.close();
+  })();
+  const reader = server.readable.getReader({ mode: "byob" });
+  const received = new Uint8Array(data.length);
+  let offset = 0;
+  for (let i = 0; i < 10_000 && offset < data.length; i++) {
+    const { value, done } = await reader.read(
+      new Uint8Array(new ArrayBuffer(7_000)),
+    );
+    assert.equal(done, false);
+    received.set(value!, offset);
+    offset += value!.length;
+  }
+  const end = await reader.read(new Uint8Array(new ArrayBuffer(10)));
+  assert.equal(end.done, true);
+  assert.equal(offset, data.length);
+  assert.deepEqual(received, data);
+  await writing;
+});
+
+Deno.test("NoiseConn splits a write into messages of at most 65535 bytes", async () => {
+  const lengths: number[] = [];
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index > 0) lengths.push(frame.length - 2);
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  const data = randomBytes(150_000);
+  const writer = client.writable.getWriter();
+  await writer.write(data);
+  await writer.close();
+  const received = new Uint8Array(
+    await new Response(server.readable).arrayBuffer(),
+  );
+  assert.deepEqual(received, data);
+  assert.deepEqual(lengths, [65535, 65535, 150_000 - 2 * 65519 + 16]);
+  await assert.rejects(
+    client.send(new Uint8Array(NOISE_MAX_PAYLOAD_LENGTH + 1)),
+    RangeError,
+  );
+  client.close();
+  server.close();
+  await relay.done;
+});
+
+Deno.test("noiseAccept() rejects a wrong PSK and noiseConnect() reports the rejection; both close", async () => {
+  using pair = await tcpPair();
+  const [connected, accepted] = await Promise.allSettled([
+    noiseConnect(pair.client, generateNoisePsk(), { timeout: 5000 }),
+    noiseAccept(pair.server, generateNoisePsk(), { timeout: 5000 }),
+  ]);
+  assert.equal(accepted.status, "rejected");
+  assert.ok(accepted.reason instanceof AuthenticationError);
+  assert.equal(accepted.reason.reason, "wrong-key");
+  assert.match(
+    accepted.reason.message,
+    /does not decrypt under our pre-shared key/,
+  );
+  assert.equal(connected.status, "rejected");
+  assert.ok(connected.reason instanceof AuthenticationError);
+  assert.equal(connected.reason.reason, "rejected");
+  assertClosed(pair.client);
+  assertClosed(pair.server);
+});
+
+Deno.test("noiseConnect() rejects a responder whose reply does not decrypt (tampered)", async () => {
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-client" && index === 0) {
+      const copy = frame.slice();
+      copy[copy.length - 1] ^= 1; // the tag
+      return [copy];
+    }
+    return [frame];
+  });
+  const [connected, accepted] = await Promise.allSettled([
+    noiseConnect(relay.client, "00".repeat(32)),
+    noiseAccept(relay.server, "00".repeat(32)),
+  ]);
+  assert.equal(connected.status, "rejected");
+  assert.ok(connected.reason instanceof AuthenticationError);
+  assert.equal(connected.reason.reason, "wrong-key");
+  assert.equal(accepted.status, "fulfilled");
+  assert.equal(await accepted.value.receive(), null);
+  accepted.value.close();
+  await relay.done;
+});
+
+Deno.test("noiseAccept() rejects a different prologue as a wrong key", async () => {
+  using pair = await tcpPair();
+  const psk = generateNoisePsk();
+  const [connected, accepted] = await Promise.allSettled([
+    noiseConnect(pair.client, psk, { prologue: "app/1" }),
+    noiseAccept(pair.server, psk, { prologue: "app/2" }),
+  ]);
+  assert.equal(connected.status, "rejected");
+  assert.equal(accepted.status, "rejected");
+  assert.equal(accepted.reason.reason, "wrong-key");
+});
+
+Deno.test("NoiseConn.receive() rejects a tampered message and closes the connection", async () => {
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 2) {
+      const copy = frame.slice();
+      copy[5] ^= 0x01;
+      return [copy];
+    }
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("first"));
+  await client.send(bytes("second"));
+  assert.equal(text(await server.receive()), "first");
+  await assert.rejects(
+    server.receive(),
+    isProtocolError(
+      "malformed",
+      /Noise message 1: its authentication tag does not verify/,
+    ),
+  );
+  // The failure sticks, and the connection is gone: the client sees its end.
+  await assert.rejects(server.receive(), ProtocolError);
+  await assert.rejects(server.send(bytes("x")), ProtocolError);
+  assert.equal(await client.receive(), null);
+  client.close();
+  await relay.done;
+});
+
+Deno.test("NoiseConn.receive() rejects reordered messages", async () => {
+  let held: Uint8Array | undefined;
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 1) {
+      held = frame;
+      return [];
+    }
+    if (direction === "to-server" && index === 2) return [frame, held!];
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("one"));
+  await client.send(bytes("two"));
+  await assert.rejects(server.receive(), isProtocolError("malformed"));
+  client.close();
+  await relay.done;
+});
+
+Deno.test("NoiseConn.receive() rejects a replayed message", async () => {
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 1) return [frame, frame];
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("pay 100"));
+  assert.equal(text(await server.receive()), "pay 100");
+  await assert.rejects(server.receive(), isProtocolError("malformed"));
+  client.close();
+  await relay.done;
+});
+
+Deno.test("NoiseConn.readable errors on a tampered message without handing out its bytes", async () => {
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 2) {
+      const copy = frame.slice();
+      copy[2] ^= 0xff;
+      return [copy];
+    }
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("good"));
+  await client.send(bytes("evil"));
+  const reader = server.readable.getReader();
+  assert.equal(text((await reader.read()).value!), "good");
+  await assert.rejects(reader.read(), isProtocolError("malformed"));
+  client.close();
+  await relay.done;
+});
+
+Deno.test("NoiseConn.receive() rejects a truncated message", async () => {
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 1) {
+      return [frame.subarray(0, 10), frame.subarray(10, 20)];
+    }
+    if (direction === "to-server" && index > 1) return null;
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("a message that will be cut short"));
+  await client.send(bytes("closes the relay"));
+  await assert.rejects(
+    server.receive(),
+    isProtocolError("closed", /after 18 of 48 bytes/),
+  );
+  client.close();
+  await relay.done;
+});
+
+Deno.test("NoiseConn.receive() rejects a frame shorter than a tag", async () => {
+  using pair = await tcpPair();
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 1) {
+      return [new Uint8Array([0, 3, 1, 2, 3])];
+    }
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("x"));
+  await assert.rejects(
+    server.receive(),
+    isProtocolError("malformed", /less than the 16-byte tag/),
+  );
+  client.close();
+  await relay.done;
+  pair.client.close();
+  pair.server.close();
+});
+
+Deno.test("noiseAccept() refuses an oversized handshake length before reading it", async () => {
+  using pair = await tcpPair();
+  const accepting = noiseAccept(pair.server, generateNoisePsk(), {
+    timeout: 5000,
+  });
+  // Claims 65535 bytes and sends only 4: refused from the length alone.
+  await pair.client.write(new Uint8Array([0xff, 0xff, 1, 2, 3, 4]));
+  await assert.rejects(
+    accepting,
+    isProtocolError("too-large", /65535 bytes, expected 48/),
+  );
+  assertClosed(pair.server);
+});
+
+Deno.test("noiseAccept() refuses an HTTP request as not Noise", async () => {
+  using pair = await tcpPair();
+  const accepting = noiseAccept(pair.server, generateNoisePsk());
+  await pair.client.write(bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  await assert.rejects(
+    accepting,
+    isProtocolError("too-large", /does not speak Noise_NNpsk0/),
+  );
+});
+
+Deno.test("noiseAccept() rejects a first message cut short", async () => {
+  using pair = await tcpPair();
+  const accepting = noiseAccept(pair.server, generateNoisePsk());
+  await pair.client.write(new Uint8Array([0, 48, ...new Uint8Array(20)]));
+  pair.client.close();
+  await assert.rejects(
+    accepting,
+    isProtocolError("closed", /after 20 of 48 bytes/),
+  );
+});
+
+Deno.test("noiseConnect() rejects a reply of the wrong length", async () => {
+  using pair = await tcpPair();
+  const connecting = noiseConnect(pair.client, generateNoisePsk());
+  await readExact(pair.server.readable, 50, undefined, "message 0");
+  await pair.server.write(new Uint8Array([0, 10, ...new Uint8Array(10)]));
+  await assert.rejects(
+    connecting,
+    isProtocolError("malformed", /is 10 bytes, expected 48/),
+  );
+});
+
+Deno.test("noiseAccept() times out on a silent peer and honours its signal", async () => {
+  using pair = await tcpPair();
+  await assert.rejects(
+    noiseAccept(pair.server, generateNoisePsk(), { timeout: 100 }),
+    (error: unknown) => {
+      assert.ok(error instanceof DOMException);
+      assert.equal(error.name, "TimeoutError");
+      assert.match(
+        error.message,
+        /Noise handshake with the initiator: timed out after 100 ms/,
+      );
+      return true;
+    },
+  );
+  assertClosed(pair.server);
+  using other = await tcpPair();
+  const controller = new AbortController();
+  const connecting = noiseConnect(other.client, generateNoisePsk(), {
+    signal: controller.signal,
+  });
+  controller.abort();
+  await assert.rejects(connecting, { name: "AbortError" });
+  assertClosed(other.client);
+});
+
+Deno.test("noiseConnect() checks the PSK and options before any I/O", async () => {
+  const [a] = duplexPair();
+  await assert.rejects(noiseConnect(a, new Uint8Array(31)), RangeError);
+  await assert.rejects(noiseConnect(a, "abcd"), RangeError);
+  await assert.rejects(noiseConnect(a, "zz".repeat(32)), TypeError);
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(noiseConnect(a, 42 as any), TypeError);
+  await assert.rejects(
+    noiseConnect(a, generateNoisePsk(), { timeout: 0 }),
+    RangeError,
+  );
+  const secret = "ab".repeat(31);
+  await assert.rejects(noiseConnect(a, secret), (error: Error) => {
+    assert.ok(!error.message.includes(secret));
+    return true;
+  });
+  assert.throws(() => noiseAuthenticator(new Uint8Array(16)), RangeError);
+  assert.equal(a.readable.locked, false);
+});
+
+Deno.test("noiseConnect() accepts the PSK as bytes on one side and hex on the other", async () => {
+  const [a, b] = duplexPair();
+  const psk = generateNoisePsk();
+  const [client, server] = await Promise.all([
+    noiseConnect(a, psk),
+    noiseAccept(b, hex(psk).toUpperCase()),
+  ]);
+  await client.send(bytes("ok"));
+  assert.equal(text(await server.receive()), "ok");
+  client.close();
+  server.close();
+});
+
+Deno.test("NoiseConn allows either readable or receive(), not both", async () => {
+  const [a, b] = duplexPair();
+  const [client, server] = await noisePair(a, b);
+  await client.send(bytes("x"));
+  assert.equal(text(await server.receive()), "x");
+  await client.send(bytes("y"));
+  await assert.rejects(server.readable.getReader().read(), TypeError);
+  const [c, d] = duplexPair();
+  const [client2, server2] = await noisePair(c, d);
+  await client2.send(bytes("z"));
+  assert.equal(text((await server2.readable.getReader().read()).value!), "z");
+  await assert.rejects(server2.receive(), TypeError);
+  for (const conn of [client, server, client2, server2]) conn.close();
+});
+
+Deno.test("serve() with noiseAuthenticator() serves Noise clients and refuses a wrong PSK", async () => {
+  const psk = generateNoisePsk();
+  const failures: AuthFailureInfo[] = [];
+  await using server = serve<NoiseConn>({
+    hostname: "127.0.0.1",
+    port: 0,
+    log: false,
+    authenticate: noiseAuthenticator(psk, { prologue: "echo/1" }),
+    onAuthFailure: (info) => failures.push(info),
+  }, async (conn) => {
+    await conn.readable.pipeTo(conn.writable);
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  for (let i = 0; i < 3; i++) {
+    await using conn = await noiseConnect(
+      await Deno.connect({ hostname: "127.0.0.1", port }),
+      psk,
+      { prologue: "echo/1", timeout: 5000 },
+    );
+    await conn.send(bytes(`hello ${i}`));
+    assert.equal(text(await conn.receive()), `hello ${i}`);
+  }
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port });
+  await assert.rejects(
+    noiseConnect(raw, generateNoisePsk(), {
+      prologue: "echo/1",
+      timeout: 5000,
+    }),
+    (error: unknown) =>
+      error instanceof AuthenticationError && error.reason === "rejected",
+  );
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0].error.reason, "wrong-key");
+  assert.equal(server.stats.authenticated, 3);
+});
