@@ -1,0 +1,986 @@
+// Tests for multiprocessing.ts: Deno against Deno, against hand-made raw
+// peers (for the failure paths), and against CPython's own
+// multiprocessing.connection Listener and Client (3.11, 3.12, 3.13).
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import {
+  AuthenticationError,
+  connectMultiprocessing,
+  listenMultiprocessing,
+  type MultiprocessingConnection,
+  ProtocolError,
+} from "../mod.ts";
+import {
+  findPython,
+  interopScript,
+  lines,
+  peerTest,
+  spawn,
+} from "./_helpers.ts";
+
+const KEY = "multiprocessing test key";
+const MiB = 1024 * 1024;
+const LARGE = 32 * MiB;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+// ---------------------------------------------------------------- helpers
+
+/** Deterministic bytes, the same as pattern() in tests/interop/mp_peer.py. */
+function pattern(size: number): Uint8Array {
+  const period = new Uint8Array(256);
+  for (let j = 0; j < 256; j++) period[j] = (j * 7 + size) % 256;
+  const out = new Uint8Array(size);
+  for (let offset = 0; offset < size; offset += 256) {
+    out.set(period.subarray(0, Math.min(256, size - offset)), offset);
+  }
+  return out;
+}
+
+/** Pseudo-random bytes (xorshift), fast enough for tens of MiB. */
+function noise(size: number, seed = 0x9e3779b9): Uint8Array {
+  const out = new Uint8Array(size);
+  const words = new Uint32Array(out.buffer, 0, Math.floor(size / 4));
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x >>> 0;
+  }
+  for (let i = words.length * 4; i < size; i++) out[i] = i & 0xff;
+  return out;
+}
+
+function sameBytes(actual: Uint8Array | null, expected: Uint8Array): void {
+  assert.ok(actual !== null, "expected a message, got the end of stream");
+  assert.equal(actual.byteLength, expected.byteLength);
+  // Compare without building a huge assertion diff.
+  let mismatch = -1;
+  for (let i = 0; i < expected.byteLength; i++) {
+    if (actual[i] !== expected[i]) {
+      mismatch = i;
+      break;
+    }
+  }
+  assert.equal(mismatch, -1, `first differing byte at ${mismatch}`);
+}
+
+function frame(payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + payload.byteLength);
+  new DataView(out.buffer).setInt32(0, payload.byteLength);
+  out.set(payload, 4);
+  return out;
+}
+
+/** Reads one frame from a raw connection (for hand-made peers). */
+async function readRawFrame(conn: Deno.Conn): Promise<Uint8Array | null> {
+  const head = await readRaw(conn, 4);
+  if (head === null) return null;
+  const size = new DataView(head.buffer).getInt32(0);
+  assert.ok(size >= 0 && size <= 256, `unexpected frame length ${size}`);
+  return await readRaw(conn, size) ?? new Uint8Array(0);
+}
+
+async function readRaw(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
+  const out = new Uint8Array(n);
+  let filled = 0;
+  while (filled < n) {
+    const count = await conn.read(out.subarray(filled));
+    if (count === null) return null;
+    filled += count;
+  }
+  return out;
+}
+
+/** A listener whose handshake failures are collected. */
+async function listenCollecting(
+  options: Partial<Parameters<typeof listenMultiprocessing>[0]> = {},
+) {
+  const failures: unknown[] = [];
+  let notify: (() => void) | undefined;
+  const listener = await listenMultiprocessing({
+    authkey: KEY,
+    ...options,
+    onHandshakeError(error) {
+      failures.push(error);
+      notify?.();
+    },
+  });
+  return {
+    listener,
+    failures,
+    /** Waits (bounded) until `count` failures were reported. */
+    async failed(count = 1): Promise<unknown[]> {
+      const stop = Date.now() + 10_000;
+      while (failures.length < count) {
+        if (Date.now() > stop) throw new Error("no handshake failure reported");
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 200);
+          notify = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      return failures;
+    },
+  };
+}
+
+// ------------------------------------------------------ Deno against Deno
+
+Deno.test("connectMultiprocessing() and listenMultiprocessing() exchange messages both ways", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  assert.equal(client.peerDigest, "sha256");
+  assert.equal(server.peerDigest, "sha256");
+  const messages = [new Uint8Array(0), noise(MiB), encoder.encode("last")];
+  for (const message of messages) await client.sendBytes(message);
+  for (const message of messages) sameBytes(await server.recvBytes(), message);
+  await server.sendText("héllo");
+  assert.equal(await client.recvText(), "héllo");
+});
+
+Deno.test("listenMultiprocessing() with digest sha384 makes both sides use sha384", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    digest: "sha384",
+  });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+    digest: "sha384",
+  });
+  await using server = await listener.accept();
+  assert.equal(client.peerDigest, "sha384");
+  assert.equal(server.peerDigest, "sha384");
+});
+
+Deno.test("MultiprocessingConnection keeps concurrent sends whole and in order", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  const sizes = [100_000, 3, 50_000, 0, 20_000];
+  await Promise.all(sizes.map((size) => client.sendBytes(pattern(size))));
+  const received = await Promise.all(sizes.map(() => server.recvBytes()));
+  received.forEach((message, i) => sameBytes(message, pattern(sizes[i])));
+});
+
+Deno.test("MultiprocessingConnection.recvBytes() returns null at the end, every time", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  const client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  await client.sendText("one");
+  client.close();
+  assert.equal(await server.recvText(), "one");
+  assert.equal(await server.recvBytes(), null);
+  assert.equal(await server.recvBytes(), null);
+});
+
+Deno.test("MultiprocessingConnection.recvBytes() times out without losing the message", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  await assert.rejects(
+    server.recvBytes({ timeout: 50 }),
+    (error: unknown) =>
+      error instanceof DOMException && error.name === "TimeoutError" &&
+      /receive a message/.test(error.message),
+  );
+  const controller = new AbortController();
+  const aborted = server.recvBytes({ signal: controller.signal });
+  controller.abort();
+  await assert.rejects(aborted, { name: "AbortError" });
+  await client.sendText("still here");
+  await client.sendText("and this");
+  assert.equal(await server.recvText(), "still here");
+  assert.equal(await server.recvText(), "and this");
+});
+
+Deno.test("MultiprocessingConnection.recvBytes() refuses a message over maxMessageSize, and keeps refusing", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    maxMessageSize: 1024,
+  });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  await client.sendBytes(new Uint8Array(1024));
+  await client.sendBytes(new Uint8Array(1025));
+  assert.equal((await server.recvBytes())?.byteLength, 1024);
+  const tooLarge = (error: unknown) =>
+    error instanceof ProtocolError && error.reason === "too-large" &&
+    /1025 bytes/.test(error.message) && /maxMessageSize/.test(error.message);
+  await assert.rejects(server.recvBytes(), tooLarge);
+  await assert.rejects(server.recvBytes(), tooLarge);
+});
+
+Deno.test("MultiprocessingConnection.recvText() refuses invalid UTF-8", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  await client.sendBytes(new Uint8Array([0xff, 0xfe]));
+  await assert.rejects(server.recvText(), {
+    name: "ProtocolError",
+    reason: "malformed",
+  });
+});
+
+Deno.test("MultiprocessingConnection rejects calls after close()", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  const pending = server.recvBytes();
+  server.close();
+  await assert.rejects(pending, Deno.errors.BadResource);
+  await assert.rejects(
+    server.sendBytes(new Uint8Array(1)),
+    Deno.errors.BadResource,
+  );
+  await assert.rejects(
+    client.sendBytes("text" as unknown as Uint8Array),
+    TypeError,
+  );
+});
+
+Deno.test("connectMultiprocessing() with a wrong authkey fails on both sides", async () => {
+  const { listener, failed } = await listenCollecting();
+  await using _ = listener;
+  await assert.rejects(
+    connectMultiprocessing({
+      port: listener.addr.port,
+      authkey: "s3cr3t-other-key",
+    }),
+    (error: unknown) =>
+      error instanceof AuthenticationError && error.reason === "rejected" &&
+      !error.message.includes("s3cr3t") && !error.message.includes(KEY),
+  );
+  const [failure] = await failed();
+  assert.ok(failure instanceof AuthenticationError);
+  assert.equal(failure.reason, "wrong-key");
+  assert.match(failure.message, /authkeys differ/);
+});
+
+Deno.test("listenMultiprocessing() keeps serving while a client stalls, and times it out", async () => {
+  const { listener, failed } = await listenCollecting({ timeout: 300 });
+  await using _ = listener;
+  using staller = await Deno.connect({ port: listener.addr.port });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await listener.accept();
+  await client.sendText("not blocked");
+  assert.equal(await server.recvText(), "not blocked");
+  const [failure] = await failed();
+  assert.ok(failure instanceof DOMException);
+  assert.equal(failure.name, "TimeoutError");
+  // The stalled connection was closed by the listener.
+  assert.ok(await readRawFrame(staller)); // our challenge
+  assert.equal(await staller.read(new Uint8Array(1)), null);
+});
+
+Deno.test("connectMultiprocessing() times out on a listener that never speaks", async () => {
+  using raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = raw.accept();
+  await assert.rejects(
+    connectMultiprocessing({
+      port: raw.addr.port,
+      authkey: KEY,
+      timeout: 200,
+    }),
+    (error: unknown) =>
+      error instanceof DOMException && error.name === "TimeoutError" &&
+      /multiprocessing listener/.test(error.message),
+  );
+  (await accepted).close();
+});
+
+Deno.test("connectMultiprocessing() rejects with the signal's reason when aborted", async () => {
+  using raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = raw.accept();
+  const controller = new AbortController();
+  const connecting = connectMultiprocessing({
+    port: raw.addr.port,
+    authkey: KEY,
+    signal: controller.signal,
+  });
+  const peer = await accepted;
+  controller.abort(new Error("stop"));
+  await assert.rejects(connecting, { message: "stop" });
+  peer.close();
+});
+
+Deno.test("listenMultiprocessing() close() ends iteration and accept()", async () => {
+  const listener = await listenMultiprocessing({ authkey: KEY });
+  const iterated = (async () => {
+    let count = 0;
+    for await (const _ of listener) count++;
+    return count;
+  })();
+  const accepting = listener.accept();
+  listener.close();
+  assert.equal(await iterated, 0);
+  await assert.rejects(accepting, Deno.errors.BadResource);
+  await assert.rejects(listener.accept(), Deno.errors.BadResource);
+  await listener[Symbol.asyncDispose]();
+});
+
+Deno.test("listenMultiprocessing() is closed by its signal", async () => {
+  const controller = new AbortController();
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    signal: controller.signal,
+  });
+  controller.abort();
+  await assert.rejects(listener.accept(), Deno.errors.BadResource);
+  // The socket is closed: a connect is refused (or reset when it raced the
+  // close); an open listener would send its challenge.
+  const outcome = await Deno.connect({ port: listener.addr.port }).then(
+    async (conn) => {
+      try {
+        return await conn.read(new Uint8Array(1)) === null ? "closed" : "open";
+      } catch {
+        return "reset";
+      } finally {
+        conn.close();
+      }
+    },
+    () => "refused",
+  );
+  assert.notEqual(outcome, "open");
+});
+    try {
+      await conn.write(new Uint8Array(1));
+      assert.equal(await conn.read(new Uint8Array(1)), null);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("listenMultiprocessing() and connectMultiprocessing() check their options", async () => {
+  await assert.rejects(listenMultiprocessing({ authkey: "" }), TypeError);
+  await assert.rejects(
+    listenMultiprocessing({ authkey: 42 as unknown as string }),
+    TypeError,
+  );
+  await assert.rejects(
+    listenMultiprocessing({ authkey: KEY, maxMessageSize: -1 }),
+    RangeError,
+  );
+  await assert.rejects(
+    listenMultiprocessing({ authkey: KEY, maxPending: 0 }),
+    RangeError,
+  );
+  await assert.rejects(
+    listenMultiprocessing({
+      authkey: KEY,
+      digest: "sha3_256" as unknown as "sha256",
+    }),
+    TypeError,
+  );
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, port: 0 }),
+    RangeError,
+  );
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, port: 1, timeout: 0 }),
+    RangeError,
+  );
+});
+
+// ------------------------------------------- hand-made peers: failure paths
+
+/** Runs our client against a raw listener that sends `challenge` first. */
+async function clientAgainstRaw(
+  challenge: Uint8Array,
+  options: { legacyMd5?: boolean; close?: boolean } = {},
+): Promise<unknown> {
+  using raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connecting = connectMultiprocessing({
+    port: raw.addr.port,
+    authkey: KEY,
+    legacyMd5: options.legacyMd5,
+    timeout: 5000,
+  });
+  using peer = await raw.accept();
+  await peer.write(challenge);
+  if (options.close) peer.closeWrite();
+  try {
+    await connecting;
+    return "connected";
+  } catch (error) {
+    return error;
+  }
+}
+
+const CHALLENGE = encoder.encode("#CHALLENGE#");
+
+function concatBytes(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}
+
+Deno.test("connectMultiprocessing() refuses a legacy (Python 3.11) challenge by default and says how to allow it", async () => {
+  const error = await clientAgainstRaw(
+    frame(concatBytes(CHALLENGE, new Uint8Array(20))),
+  );
+  assert.ok(error instanceof AuthenticationError, String(error));
+  assert.equal(error.reason, "unsupported");
+  assert.match(error.message, /Python 3\.11/);
+  assert.match(error.message, /legacyMd5: true/);
+});
+
+Deno.test("connectMultiprocessing() refuses a sha3 challenge as unsupported", async () => {
+  const error = await clientAgainstRaw(
+    frame(concatBytes(
+      CHALLENGE,
+      encoder.encode("{sha3_256}"),
+      new Uint8Array(40),
+    )),
+  );
+  assert.ok(error instanceof AuthenticationError, String(error));
+  assert.equal(error.reason, "unsupported");
+  assert.match(error.message, /sha3_256/);
+  assert.match(error.message, /sha256 or sha384/);
+});
+
+Deno.test("connectMultiprocessing() refuses a handshake message over 256 bytes", async () => {
+  const error = await clientAgainstRaw(
+    frame(concatBytes(CHALLENGE, new Uint8Array(300))),
+  );
+  assert.ok(error instanceof ProtocolError, String(error));
+  assert.equal(error.reason, "too-large");
+  assert.match(error.message, /256-byte limit/);
+});
+
+Deno.test("connectMultiprocessing() refuses a peer that does not send a challenge", async () => {
+  const error = await clientAgainstRaw(frame(encoder.encode("HELLO THERE")));
+  assert.ok(error instanceof ProtocolError, String(error));
+  assert.equal(error.reason, "malformed");
+  const garbage = await clientAgainstRaw(
+    encoder.encode("HTTP/1.1 400 Bad\r\n\r\n"),
+  );
+  assert.ok(garbage instanceof ProtocolError, String(garbage));
+  assert.equal(garbage.reason, "too-large");
+});
+
+Deno.test("connectMultiprocessing() refuses a truncated challenge", async () => {
+  const whole = frame(concatBytes(
+    CHALLENGE,
+    encoder.encode("{sha256}"),
+    new Uint8Array(40),
+  ));
+  const error = await clientAgainstRaw(whole.subarray(0, 30), { close: true });
+  assert.ok(error instanceof ProtocolError, String(error));
+  assert.equal(error.reason, "closed");
+  assert.match(error.message, /after 26 of 59 bytes/);
+});
+
+Deno.test("connectMultiprocessing() answers a legacy challenge with HMAC-MD5 when legacyMd5 is on", async () => {
+  using raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connecting = connectMultiprocessing({
+    port: raw.addr.port,
+    authkey: KEY,
+    legacyMd5: true,
+  });
+  using peer = await raw.accept();
+  const message = crypto.getRandomValues(new Uint8Array(20));
+  await peer.write(frame(concatBytes(CHALLENGE, message)));
+  const answer = await readRawFrame(peer);
+  const expected = createHmac("md5", KEY).update(message).digest();
+  assert.deepEqual(answer, new Uint8Array(expected));
+  await peer.write(frame(encoder.encode("#FAILURE#")));
+  await assert.rejects(connecting, {
+    name: "AuthenticationError",
+    reason: "rejected",
+  });
+});
+
+Deno.test("listenMultiprocessing() refuses a bare HMAC-MD5 answer by default and sends #FAILURE#", async () => {
+  const { listener, failed } = await listenCollecting();
+  await using _ = listener;
+  using peer = await Deno.connect({ port: listener.addr.port });
+  const challenge = await readRawFrame(peer);
+  assert.ok(challenge);
+  const message = challenge.subarray(CHALLENGE.byteLength);
+  assert.equal(decoder.decode(message.subarray(0, 8)), "{sha256}");
+  assert.equal(message.byteLength, 48);
+  const md5 = createHmac("md5", KEY).update(message).digest();
+  await peer.write(frame(new Uint8Array(md5)));
+  assert.equal(decoder.decode((await readRawFrame(peer))!), "#FAILURE#");
+  const [failure] = await failed();
+  assert.ok(failure instanceof AuthenticationError);
+  assert.equal(failure.reason, "unsupported");
+  assert.match(failure.message, /legacyMd5: true/);
+});
+
+Deno.test("listenMultiprocessing() refuses an oversized, a truncated and a garbage answer", async () => {
+  const { listener, failed } = await listenCollecting();
+  await using _ = listener;
+  const answers = [
+    { bytes: new Uint8Array([0, 0, 1, 1]), close: false }, // 257 announced
+    {
+      bytes: frame(encoder.encode("{sha256}0123")).subarray(0, 10),
+      close: true,
+    },
+    {
+      bytes: frame(encoder.encode("no digest prefix, just words")),
+      close: false,
+    },
+  ];
+  for (const answer of answers) {
+    using peer = await Deno.connect({ port: listener.addr.port });
+    await readRawFrame(peer);
+    await peer.write(answer.bytes);
+    if (answer.close) peer.closeWrite();
+    // The listener closes the connection (after #FAILURE# where it applies).
+    while ((await readRawFrame(peer)) !== null) {
+      // drain the verdict
+    }
+  }
+  const failures = await failed(3);
+  assert.deepEqual(
+    failures.map((f) => f instanceof ProtocolError && f.reason),
+    ["too-large", "closed", "malformed"],
+  );
+});
+
+// --------------------------------------------------- CPython interop
+
+interface PeerEvent {
+  event: string;
+  [field: string]: unknown;
+}
+
+/** A running tests/interop/mp_peer.py with its JSON events. */
+class PythonPeer implements AsyncDisposable {
+  #child: Deno.ChildProcess;
+  #events: AsyncGenerator<string>;
+  #stderr: Promise<string>;
+
+  constructor(python: string, args: string[]) {
+    this.#child = spawn(python, [interopScript("mp_peer.py"), ...args], {
+      timeout: 60_000,
+    });
+    this.#child.stdin.close();
+    this.#events = lines(this.#child.stdout);
+    this.#stderr = new Response(this.#child.stderr).text();
+  }
+
+  static listener(
+    python: string,
+    session: string,
+    authkey = KEY,
+    extra: string[] = [],
+  ): PythonPeer {
+    return new PythonPeer(python, [
+      "listener",
+      "--authkey-hex",
+      hex(authkey),
+      "--session",
+      session,
+      ...extra,
+    ]);
+  }
+
+  static client(
+    python: string,
+    port: number,
+    session: string,
+    authkey = KEY,
+    extra: string[] = [],
+  ): PythonPeer {
+    return new PythonPeer(python, [
+      "client",
+      "--port",
+      String(port),
+      "--authkey-hex",
+      hex(authkey),
+      "--session",
+      session,
+      ...extra,
+    ]);
+  }
+
+  async next(): Promise<PeerEvent> {
+    const { value, done } = await this.#events.next();
+    if (done) {
+      throw new Error(`the Python peer exited early: ${await this.#stderr}`);
+    }
+    return JSON.parse(value);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    const status = await this.#child.status;
+    for await (const _ of this.#events) {
+      // drain
+    }
+    const stderr = await this.#stderr;
+    assert.equal(status.code, 0, `the Python peer failed: ${stderr}`);
+  }
+}
+
+function hex(text: string): string {
+  return [...encoder.encode(text)]
+    .map((byte) => byte.toString(16).padStart(2, "0"))
+    .join("");
+}
+
+const SIZES = [0, MiB, LARGE];
+
+/** The Deno half of the "exchange" session (see mp_peer.py). */
+async function exchange(conn: MultiprocessingConnection): Promise<void> {
+  for (const size of SIZES) sameBytes(await conn.recvBytes(), pattern(size));
+  const ours = [new Uint8Array(0), noise(MiB, 1), noise(LARGE, 2)];
+  for (const message of ours) {
+    await conn.sendBytes(message);
+    sameBytes(await conn.recvBytes(), message);
+  }
+}
+
+const PYTHONS = [
+  { version: "3.12", path: findPython("3.12") },
+  { version: "3.13", path: findPython("3.13") },
+];
+const PYTHON_311 = {
+  label: "Python 3.11 (pyenv 3.11.x)",
+  path: findPython("3.11"),
+};
+
+for (const { version, path } of PYTHONS) {
+  const peer = { label: `Python ${version} (pyenv ${version}.x)`, path };
+
+  peerTest(
+    `listenMultiprocessing() serves a Python ${version} Client: empty, 1 MiB and 32 MiB both ways`,
+    peer,
+    async (python) => {
+      await using listener = await listenMultiprocessing({ authkey: KEY });
+      await using client = PythonPeer.client(
+        python,
+        listener.addr.port,
+        "exchange",
+        KEY,
+        ["--sizes", SIZES.join(",")],
+      );
+      {
+        await using conn = await listener.accept();
+        assert.equal(conn.peerDigest, "sha256");
+        assert.deepEqual(await client.next(), { event: "authenticated" });
+        await exchange(conn);
+      }
+      assert.deepEqual(await client.next(), {
+        event: "done",
+        sent: 3,
+        echoed: 3,
+      });
+    },
+  );
+
+  peerTest(
+    `connectMultiprocessing() talks to a Python ${version} Listener: empty, 1 MiB and 32 MiB both ways`,
+    peer,
+    async (python) => {
+      await using listener = PythonPeer.listener(python, "exchange", KEY, [
+        "--sizes",
+        SIZES.join(","),
+      ]);
+      const { port } = await listener.next();
+      {
+        await using conn = await connectMultiprocessing({
+          port: port as number,
+          authkey: KEY,
+        });
+        assert.equal(conn.peerDigest, "sha256");
+        assert.deepEqual(await listener.next(), { event: "authenticated" });
+        await exchange(conn);
+      }
+      assert.deepEqual(await listener.next(), {
+        event: "done",
+        sent: 3,
+        echoed: 3,
+      });
+    },
+  );
+
+  peerTest(
+    `listenMultiprocessing() with digest sha384 serves a Python ${version} Client`,
+    peer,
+    async (python) => {
+      await using listener = await listenMultiprocessing({
+        authkey: KEY,
+        digest: "sha384",
+      });
+      await using client = PythonPeer.client(
+        python,
+        listener.addr.port,
+        "echo",
+      );
+      await using conn = await listener.accept();
+      assert.equal(conn.peerDigest, "sha384");
+      await conn.sendText("sha384 works");
+      assert.equal(await conn.recvText(), "sha384 works");
+      conn.close();
+      assert.deepEqual(await client.next(), { event: "authenticated" });
+      assert.deepEqual(await client.next(), { event: "done", echoed: 1 });
+    },
+  );
+
+  peerTest(
+    `listenMultiprocessing() rejects a Python ${version} Client with a wrong authkey, and both sides say so`,
+    peer,
+    async (python) => {
+      const { listener, failed } = await listenCollecting();
+      await using _ = listener;
+      await using client = PythonPeer.client(
+        python,
+        listener.addr.port,
+        "idle",
+        "not the key",
+      );
+      const event = await client.next();
+      assert.equal(event.event, "error");
+      assert.equal(event.type, "AuthenticationError");
+      assert.match(String(event.message), /rejected/);
+      const [failure] = await failed();
+      assert.ok(failure instanceof AuthenticationError);
+      assert.equal(failure.reason, "wrong-key");
+    },
+  );
+
+  peerTest(
+    `connectMultiprocessing() with a wrong authkey is rejected by a Python ${version} Listener, and both sides say so`,
+    peer,
+    async (python) => {
+      await using listener = PythonPeer.listener(python, "idle");
+      const { port } = await listener.next();
+      await assert.rejects(
+        connectMultiprocessing({ port: port as number, authkey: "wrong" }),
+        { name: "AuthenticationError", reason: "rejected" },
+      );
+      const event = await listener.next();
+      assert.equal(event.event, "error");
+      assert.equal(event.type, "AuthenticationError");
+    },
+  );
+}
+
+const CPYTHON_312 = {
+  label: "Python 3.12 (pyenv 3.12.x)",
+  path: findPython("3.12"),
+};
+
+/** Our client against a Python 3.12 Listener that runs a raw session. */
+async function recvFromPythonSession(
+  python: string,
+  session: string,
+): Promise<{ first: unknown; second: unknown }> {
+  await using listener = PythonPeer.listener(python, session);
+  const { port } = await listener.next();
+  await using conn = await connectMultiprocessing({
+    port: port as number,
+    authkey: KEY,
+  });
+  assert.deepEqual(await listener.next(), { event: "authenticated" });
+  const settle = (p: Promise<unknown>) => p.then((v) => v, (e) => e);
+  const first = await settle(conn.recvBytes());
+  const second = await settle(conn.recvBytes());
+  conn.close();
+  return { first, second };
+}
+
+peerTest(
+  "MultiprocessingConnection.recvBytes() refuses a 2 GiB length from Python before allocating",
+  CPYTHON_312,
+  async (python) => {
+    const { first, second } = await recvFromPythonSession(python, "oversized");
+    assert.ok(first instanceof ProtocolError, String(first));
+    assert.equal(first.reason, "too-large");
+    assert.match(first.message, /2147483647 bytes/);
+    assert.equal(second, first); // the connection stays refused
+  },
+);
+
+peerTest(
+  "MultiprocessingConnection.recvBytes() refuses a 1 TiB 8-byte length from Python",
+  CPYTHON_312,
+  async (python) => {
+    const { first } = await recvFromPythonSession(python, "oversized-long");
+    assert.ok(first instanceof ProtocolError, String(first));
+    assert.equal(first.reason, "too-large");
+    assert.match(first.message, /1099511627776 bytes/);
+  },
+);
+
+peerTest(
+  "MultiprocessingConnection.recvBytes() refuses a truncated message from Python",
+  CPYTHON_312,
+  async (python) => {
+    const { first } = await recvFromPythonSession(python, "truncated");
+    assert.ok(first instanceof ProtocolError, String(first));
+    assert.equal(first.reason, "closed");
+    assert.match(first.message, /after 10 of 1000 bytes/);
+  },
+);
+
+peerTest(
+  "MultiprocessingConnection.recvBytes() reads the -1 + 8-byte length form",
+  CPYTHON_312,
+  async (python) => {
+    await using listener = PythonPeer.listener(python, "long-header");
+    const { port } = await listener.next();
+    {
+      await using conn = await connectMultiprocessing({
+        port: port as number,
+        authkey: KEY,
+      });
+      assert.equal(decoder.decode((await conn.recvBytes())!), "hello");
+      await conn.sendText("after");
+      assert.equal(await conn.recvText(), "after");
+    }
+    assert.equal((await listener.next()).event, "authenticated");
+    assert.deepEqual(await listener.next(), { event: "done", echoed: 1 });
+  },
+);
+
+peerTest(
+  "listenMultiprocessing() with legacyMd5 serves a Python 3.11 Client",
+  PYTHON_311,
+  async (python) => {
+    await using listener = await listenMultiprocessing({
+      authkey: KEY,
+      legacyMd5: true,
+    });
+    await using client = PythonPeer.client(
+      python,
+      listener.addr.port,
+      "exchange",
+      KEY,
+      ["--sizes", "0,1048576"],
+    );
+    {
+      await using conn = await listener.accept();
+      assert.equal(conn.peerDigest, "md5");
+      sameBytes(await conn.recvBytes(), pattern(0));
+      sameBytes(await conn.recvBytes(), pattern(MiB));
+      await conn.sendText("legacy ok");
+      assert.equal(await conn.recvText(), "legacy ok");
+    }
+    assert.deepEqual(await client.next(), { event: "authenticated" });
+    assert.deepEqual(await client.next(), {
+      event: "done",
+      sent: 2,
+      echoed: 1,
+    });
+  },
+);
+
+peerTest(
+  "connectMultiprocessing() with legacyMd5 talks to a Python 3.11 Listener",
+  PYTHON_311,
+  async (python) => {
+    await using listener = PythonPeer.listener(python, "echo");
+    const { port } = await listener.next();
+    {
+      await using conn = await connectMultiprocessing({
+        port: port as number,
+        authkey: KEY,
+        legacyMd5: true,
+      });
+      assert.equal(conn.peerDigest, "md5");
+      await conn.sendBytes(noise(MiB));
+      sameBytes(await conn.recvBytes(), noise(MiB));
+    }
+    assert.deepEqual(await listener.next(), { event: "authenticated" });
+    assert.deepEqual(await listener.next(), { event: "done", echoed: 1 });
+  },
+);
+
+peerTest(
+  "listenMultiprocessing() without legacyMd5 refuses a Python 3.11 Client and says how to allow it",
+  PYTHON_311,
+  async (python) => {
+    const { listener, failed } = await listenCollecting();
+    await using _ = listener;
+    await using client = PythonPeer.client(
+      python,
+      listener.addr.port,
+      "idle",
+    );
+    const event = await client.next();
+    assert.equal(event.event, "error");
+    assert.equal(event.type, "AuthenticationError");
+    const [failure] = await failed();
+    assert.ok(failure instanceof AuthenticationError);
+    assert.equal(failure.reason, "unsupported");
+    assert.match(failure.message, /Python 3\.11 and older/);
+    assert.match(failure.message, /legacyMd5: true/);
+  },
+);
+
+peerTest(
+  "connectMultiprocessing() without legacyMd5 refuses a Python 3.11 Listener and says how to allow it",
+  PYTHON_311,
+  async (python) => {
+    await using listener = PythonPeer.listener(python, "idle");
+    const { port } = await listener.next();
+    await assert.rejects(
+      connectMultiprocessing({ port: port as number, authkey: KEY }),
+      (error: unknown) =>
+        error instanceof AuthenticationError &&
+        error.reason === "unsupported" &&
+        /legacyMd5: true/.test(error.message),
+    );
+    // The Python side sees the connection end instead of an answer.
+    const event = await listener.next();
+    assert.equal(event.event, "error");
+    assert.match(String(event.type), /EOFError|ConnectionResetError/);
+  },
+);
+
+peerTest(
+  "connectMultiprocessing() with a wrong authkey is rejected by a Python 3.11 Listener",
+  PYTHON_311,
+  async (python) => {
+    await using listener = PythonPeer.listener(python, "idle");
+    const { port } = await listener.next();
+    await assert.rejects(
+      connectMultiprocessing({
+        port: port as number,
+        authkey: "wrong",
+        legacyMd5: true,
+      }),
+      { name: "AuthenticationError", reason: "rejected" },
+    );
+    const event = await listener.next();
+    assert.equal(event.type, "AuthenticationError");
+  },
+);
