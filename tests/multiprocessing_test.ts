@@ -372,14 +372,6 @@ Deno.test("listenMultiprocessing() is closed by its signal", async () => {
   );
   assert.notEqual(outcome, "open");
 });
-    try {
-      await conn.write(new Uint8Array(1));
-      assert.equal(await conn.read(new Uint8Array(1)), null);
-    } finally {
-      conn.close();
-    }
-  });
-});
 
 Deno.test("listenMultiprocessing() and connectMultiprocessing() check their options", async () => {
   await assert.rejects(listenMultiprocessing({ authkey: "" }), TypeError);
