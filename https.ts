@@ -23,7 +23,7 @@
  * await using https = await serveHttps({
  *   cert: server.cert,
  *   key: server.key,
- *   ca: ca.cert,
+ *   clientCa: ca.cert,
  *   allowedClients: ["alice"],
  * }, (_request, info) => new Response(`hello ${info.clientName}\n`));
  *
@@ -59,11 +59,11 @@ export interface ServeHttpsOptions {
    *
    * @default {undefined}
    */
-  ca?: string | string[];
+  clientCa?: string | string[];
   /**
    * Client certificate common names (CN) allowed to make requests; any
-   * other verified client gets HTTP 403. Needs `ca`. When unset, every
-   * client with a certificate from `ca` is allowed.
+   * other verified client gets HTTP 403. Needs `clientCa`. When unset, every
+   * client with a certificate from `clientCa` is allowed.
    *
    * @default {undefined}
    */
@@ -175,7 +175,7 @@ function plain(status: number, message: string): Response {
 }
 
 /**
- * Serves `handler` over HTTPS, requiring client certificates when `ca` is
+ * Serves `handler` over HTTPS, requiring client certificates when `clientCa` is
  * given.
  *
  * A request from a client whose certificate is not in `allowedClients` gets
@@ -188,7 +188,7 @@ function plain(status: number, message: string): Response {
  * @param handler Answers each request.
  * @returns The running server, once it listens.
  * @throws {TypeError} When `cert` or `key` is missing, or `allowedClients`
- * is given without `ca`.
+ * is given without `clientCa`.
  * @throws {RangeError} When a limit or timeout is not a positive integer.
  * @throws {Error} When the address cannot be bound, or the certificate,
  * key or CA is not valid PEM.
@@ -221,10 +221,10 @@ export async function serveHttps(
       "Cannot serve HTTPS: cert and key (PEM strings) are required; make a development set with `deno task certs`",
     );
   }
-  const mutual = options.ca !== undefined;
+  const mutual = options.clientCa !== undefined;
   if (options.allowedClients !== undefined && !mutual) {
     throw new TypeError(
-      "Cannot serve HTTPS: allowedClients needs ca, the CA that signs client certificates",
+      "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
     );
   }
   const allowed = options.allowedClients
@@ -259,7 +259,7 @@ export async function serveHttps(
   const server = createServer({
     cert: options.cert,
     key: options.key,
-    ca: options.ca,
+    ca: options.clientCa,
     requestCert: mutual,
     rejectUnauthorized: mutual,
     minVersion: "TLSv1.2",
@@ -275,7 +275,9 @@ export async function serveHttps(
   server.on("tlsClientError", (error: Error, socket: TLSSocket) => {
     onError?.(
       error,
-      `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`,
+      socket?.remoteAddress
+        ? `${socket.remoteAddress}:${socket.remotePort}`
+        : "a client",
     );
   });
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {

@@ -1,0 +1,149 @@
+/**
+ * Command-line client for the XML-RPC key-value store
+ * (`examples/kv_server.ts`), presenting a client certificate from
+ * `deno task certs`.
+ *
+ *     deno task kv-client set colour blue
+ *     deno task kv-client set point '{"x": 1, "y": [2, null]}' --json
+ *     deno task kv-client get colour
+ *     deno task kv-client exists colour
+ *     deno task kv-client keys
+ *     deno task kv-client delete colour
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { xmlrpcClient, XmlRpcFault, type XmlRpcValue } from "../xmlrpc.ts";
+
+const USAGE = `Usage: deno task kv-client [options] COMMAND [ARGS]
+   or: deno run --allow-net=localhost:15000 --allow-read=certs examples/kv_client.ts [options] COMMAND [ARGS]
+
+Commands:
+  get NAME                 print the value (strings as they are, else JSON)
+  set NAME VALUE           store VALUE (a string; with --json, parsed as JSON)
+  delete NAME              remove NAME
+  exists NAME              print true or false
+  keys [AFTER [LIMIT]]     print the names, one a line (paged after AFTER)
+
+Options:
+  --url URL          the server (default https://localhost:15000/)
+  --certs DIR        folder from \`deno task certs\` (default certs): ca.pem,
+                     and client.pem + client-key.pem unless --no-client-cert
+  --no-client-cert   do not present a client certificate (--no-mutual servers)
+  --json             parse VALUE of set as JSON (objects, lists, numbers, null)
+  --timeout MS       deadline per call (default 10000)
+  -h, --help         show this help
+
+Exit status: 0 on success, 1 on a fault (a missing key, for instance) or a
+connection failure, 2 on bad usage.`;
+
+function fail(message: string, code = 1): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+function show(value: XmlRpcValue): string {
+  if (typeof value === "string") return value;
+  // Dates print as ISO strings (Date.toJSON); bytes as {"base64": "..."}.
+  return JSON.stringify(value, (_key, item) => {
+    if (item instanceof Uint8Array) return { base64: item.toBase64() };
+    return item;
+  });
+}
+
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    allowPositionals: true,
+    options: {
+      help: { type: "boolean", short: "h" },
+      url: { type: "string", default: "https://localhost:15000/" },
+      certs: { type: "string", default: "certs" },
+      "no-client-cert": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      timeout: { type: "string", default: "10000" },
+    },
+  });
+} catch (error) {
+  fail(`${(error as Error).message}\n\n${USAGE}`, 2);
+}
+const flags = parsed.values;
+if (flags.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const [command, ...args] = parsed.positionals;
+const counts: Record<string, [number, number]> = {
+  get: [1, 1],
+  set: [2, 2],
+  delete: [1, 1],
+  exists: [1, 1],
+  keys: [0, 2],
+};
+if (command === undefined || !Object.hasOwn(counts, command)) {
+  fail(
+    `Cannot run ${
+      JSON.stringify(command ?? "")
+    }: expected a command\n\n${USAGE}`,
+    2,
+  );
+}
+const [min, max] = counts[command];
+if (args.length < min || args.length > max) {
+  fail(`Cannot run ${command}: wrong number of arguments\n\n${USAGE}`, 2);
+}
+
+const params: unknown[] = [...args];
+if (command === "set" && flags.json) {
+  try {
+    params[1] = JSON.parse(args[1]);
+  } catch (error) {
+    fail(`Cannot parse the value as JSON: ${(error as Error).message}`, 2);
+  }
+}
+if (command === "keys" && args.length === 2) {
+  params[1] = Number(args[1]);
+}
+
+const read = (name: string): string => {
+  const path = `${flags.certs}/${name}`;
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    fail(
+      `Cannot read ${path}: ${
+        (error as Error).message
+      }; run \`deno task certs\` first (or pass --certs DIR)`,
+    );
+  }
+};
+const url = new URL(flags.url);
+const tls = url.protocol === "https:"
+  ? {
+    caCerts: [read("ca.pem")],
+    ...(flags["no-client-cert"]
+      ? {}
+      : { cert: read("client.pem"), key: read("client-key.pem") }),
+  }
+  : {};
+
+using client = xmlrpcClient(url, { ...tls, timeout: Number(flags.timeout) });
+try {
+  const result = await client.call(command, ...params);
+  if (command === "keys") {
+    for (const name of result as string[]) console.log(name);
+  } else if (command === "get" || command === "exists") {
+    console.log(show(result));
+  }
+} catch (error) {
+  if (error instanceof XmlRpcFault) {
+    fail(`fault ${error.faultCode}: ${error.faultString}`);
+  }
+  const cause = (error as Error).cause as Error | undefined;
+  fail(
+    `Cannot ${command}: ${(error as Error).message}${
+      cause?.message ? ` (${cause.message})` : ""
+    }`,
+  );
+}

@@ -1,0 +1,319 @@
+/**
+ * A key-value store served over XML-RPC on HTTPS, with mutual TLS by
+ * default: the Cookbook's recipe 11.10 server, kept in Deno KV so that no
+ * acknowledged write is lost.
+ *
+ *     deno task certs        # ./certs: ca.pem, server.pem, client.pem, keys
+ *     deno task kv-server    # https://localhost:15000/, clients need client.pem
+ *
+ * Methods, as the recipe's `KeyValueServer` has them (Python's
+ * `xmlrpc.client.ServerProxy(url, allow_none=True, context=ctx)` calls them
+ * unchanged):
+ *
+ * - `get(name)`: the value; a missing name is fault 1 `KeyError: 'name'`.
+ * - `set(name, value)`: stores any XML-RPC value (strings, numbers,
+ *   booleans, `None`, dates, binary, lists, dicts, nested); returns `None`
+ *   once the write is committed to disk.
+ * - `delete(name)`: removes it; a missing name is a `KeyError` fault.
+ * - `exists(name)`: `True` or `False`.
+ * - `keys()`: every name, in order, up to 1000 (a fault beyond: page with
+ *   `keys(after, limit)`, which returns up to `limit` (at most 1000) names
+ *   sorted after `after`).
+ *
+ * Names are strings of at most 1024 UTF-8 bytes; values take at most
+ * 65536 bytes once serialized (Deno KV's limit). Both limits are faults
+ * that say so.
+ *
+ * Storage is `Deno.openKv(--db)`: an embedded SQLite file (`./kv.sqlite3`
+ * by default; every commit is fsynced before `set` answers), `:memory:` for
+ * tests, or the URL of a remote Deno KV or self-hosted `denokv` server
+ * (`--db https://kv.example.com`, with `DENO_KV_ACCESS_TOKEN` set and
+ * `--allow-net`/`--allow-env` widened to match), which is how the store
+ * grows past one machine.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { serveHttps } from "../https.ts";
+import {
+  FaultCode,
+  XmlRpcFault,
+  xmlrpcHandler,
+  type XmlRpcMethod,
+  type XmlRpcValue,
+} from "../xmlrpc.ts";
+
+/** Longest name accepted, in UTF-8 bytes (Deno KV keys take 2048). */
+export const MAX_NAME_BYTES = 1024;
+/** Most names returned by one `keys` call. */
+export const MAX_KEYS = 1000;
+const PREFIX = "kv";
+
+function repr(name: string): string {
+  const shown = name.length > 80 ? `${name.slice(0, 80)}...` : name;
+  return `'${shown.replaceAll("\\", "\\\\").replaceAll("'", "\\'")}'`;
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return "None";
+  if (Array.isArray(value)) return "list";
+  if (value instanceof Uint8Array) return "bytes";
+  if (value instanceof Date) return "datetime";
+  return typeof value === "object" ? "dict" : typeof value;
+}
+
+function arity(
+  method: string,
+  params: XmlRpcValue[],
+  min: number,
+  max: number,
+): void {
+  if (params.length < min || params.length > max) {
+    const want = min === max ? `${min}` : `${min} to ${max}`;
+    throw new XmlRpcFault(
+      FaultCode.INVALID_PARAMS,
+      `TypeError: ${method}() takes ${want} arguments, got ${params.length}`,
+    );
+  }
+}
+
+function keyOf(method: string, name: XmlRpcValue): Deno.KvKey {
+  if (typeof name !== "string") {
+    throw new XmlRpcFault(
+      FaultCode.INVALID_PARAMS,
+      `TypeError: ${method}() takes a string name, got ${typeName(name)}`,
+    );
+  }
+  const size = new TextEncoder().encode(name).byteLength;
+  if (size > MAX_NAME_BYTES) {
+    throw new XmlRpcFault(
+      FaultCode.INVALID_PARAMS,
+      `ValueError: the name is ${size} bytes, over the ${MAX_NAME_BYTES}-byte limit`,
+    );
+  }
+  return [PREFIX, name];
+}
+
+function keyError(name: string): XmlRpcFault {
+  return new XmlRpcFault(FaultCode.APPLICATION, `KeyError: ${repr(name)}`);
+}
+
+/**
+ * The store's XML-RPC methods over a Deno KV database.
+ *
+ * @param kv The database (its entries live under the `["kv"]` prefix).
+ * @returns The methods, for {@linkcode xmlrpcHandler}.
+ */
+export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
+  return {
+    async get(...params) {
+      arity("get", params, 1, 1);
+      const entry = await kv.get<XmlRpcValue>(keyOf("get", params[0]));
+      if (entry.versionstamp === null) throw keyError(params[0] as string);
+      return entry.value;
+    },
+    async set(...params) {
+      arity("set", params, 2, 2);
+      const key = keyOf("set", params[0]);
+      try {
+        await kv.set(key, params[1]);
+      } catch (error) {
+        if (error instanceof TypeError && /too large/i.test(error.message)) {
+          throw new XmlRpcFault(
+            FaultCode.INVALID_PARAMS,
+            `ValueError: the value of ${
+              repr(params[0] as string)
+            } is too large: Deno KV stores at most 65536 bytes per value once serialized`,
+          );
+        }
+        throw error;
+      }
+      return null;
+    },
+    async delete(...params) {
+      arity("delete", params, 1, 1);
+      const key = keyOf("delete", params[0]);
+      const entry = await kv.get(key);
+      if (entry.versionstamp === null) throw keyError(params[0] as string);
+      const result = await kv.atomic().check(entry).delete(key).commit();
+      // Lost a race with another delete or set: report it as Python would
+      // have seen it (gone, or changed under us: retry is safe).
+      if (!result.ok) throw keyError(params[0] as string);
+      return null;
+    },
+    async exists(...params) {
+      arity("exists", params, 1, 1);
+      const entry = await kv.get(keyOf("exists", params[0]));
+      return entry.versionstamp !== null;
+    },
+    async keys(...params) {
+      arity("keys", params, 0, 2);
+      const [after, limit] = params;
+      if (after !== undefined && typeof after !== "string") {
+        throw new XmlRpcFault(
+          FaultCode.INVALID_PARAMS,
+          `TypeError: keys() takes a string 'after', got ${typeName(after)}`,
+        );
+      }
+      if (
+        limit !== undefined &&
+        (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 ||
+          limit > MAX_KEYS)
+      ) {
+        throw new XmlRpcFault(
+          FaultCode.INVALID_PARAMS,
+          `ValueError: keys() takes a 'limit' from 1 to ${MAX_KEYS}`,
+        );
+      }
+      const paged = params.length > 0;
+      const want = paged ? (limit ?? MAX_KEYS) : MAX_KEYS + 1;
+      const selector: Deno.KvListSelector = after
+        ? { prefix: [PREFIX], start: [PREFIX, `${after}\0`] }
+        : { prefix: [PREFIX] };
+      const names: string[] = [];
+      for await (
+        const entry of kv.list(selector, { limit: want, batchSize: 500 })
+      ) {
+        names.push(entry.key[1] as string);
+      }
+      if (!paged && names.length > MAX_KEYS) {
+        throw new XmlRpcFault(
+          FaultCode.APPLICATION,
+          `ValueError: the store holds more than ${MAX_KEYS} names; page through them with keys(after, limit): keys('', ${MAX_KEYS}), then keys(last_name, ${MAX_KEYS}) until fewer come back`,
+        );
+      }
+      return names;
+    },
+  };
+}
+
+const USAGE = `Usage: deno task kv-server [options]
+   or: deno run --unstable-kv --allow-net=HOST:PORT --allow-read=certs,DB --allow-write=DB examples/kv_server.ts [options]
+
+Serves get/set/delete/exists/keys over XML-RPC on HTTPS (mutual TLS by default).
+
+Options:
+  --hostname NAME     address to listen on (default 127.0.0.1)
+  --port N            TCP port (default 15000; 0 picks a free one)
+  --certs DIR         folder from \`deno task certs\` (default certs): ca.pem,
+                      server.pem, server-key.pem
+  --no-mutual         server-only TLS: do not ask clients for certificates
+  --allow-client CN   client certificate common name to accept; repeat for
+                      more (default "client", the one \`deno task certs\` makes)
+  --any-client        accept every client certificate the CA signed
+  --db PATH|URL       Deno KV database: a SQLite file (default kv.sqlite3),
+                      :memory:, or a remote Deno KV URL (https://...; needs
+                      DENO_KV_ACCESS_TOKEN and wider --allow-net/--allow-env)
+  -h, --help          show this help`;
+
+function fail(message: string, code = 1): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      options: {
+        help: { type: "boolean", short: "h" },
+        hostname: { type: "string", default: "127.0.0.1" },
+        port: { type: "string", default: "15000" },
+        certs: { type: "string", default: "certs" },
+        "no-mutual": { type: "boolean", default: false },
+        "allow-client": { type: "string", multiple: true },
+        "any-client": { type: "boolean", default: false },
+        db: { type: "string", default: "kv.sqlite3" },
+      },
+    });
+  } catch (error) {
+    fail(`${(error as Error).message}\n\n${USAGE}`, 2);
+  }
+  const flags = parsed.values;
+  if (flags.help) {
+    console.log(USAGE);
+    return;
+  }
+  const port = Number(flags.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    fail(
+      `Cannot use --port ${JSON.stringify(flags.port)}: expected 0 to 65535`,
+      2,
+    );
+  }
+  const mutual = !flags["no-mutual"];
+  const allowed = flags["any-client"]
+    ? undefined
+    : flags["allow-client"] ?? ["client"];
+  const read = (name: string): string => {
+    const path = `${flags.certs}/${name}`;
+    try {
+      return Deno.readTextFileSync(path);
+    } catch (error) {
+      fail(
+        `Cannot read ${path}: ${
+          (error as Error).message
+        }; run \`deno task certs\` first (or pass --certs DIR)`,
+      );
+    }
+  };
+  const cert = read("server.pem");
+  const key = read("server-key.pem");
+  const ca = mutual ? read("ca.pem") : undefined;
+
+  let kv: Deno.Kv;
+  try {
+    kv = await Deno.openKv(flags.db === ":memory:" ? ":memory:" : flags.db);
+  } catch (error) {
+    fail(
+      `Cannot open the database ${JSON.stringify(flags.db)}: ${
+        (error as Error).message
+      }`,
+    );
+  }
+  const controller = new AbortController();
+  const handler = xmlrpcHandler(kvMethods(kv), {
+    onError(error, method) {
+      console.error(
+        `error in ${method}: ${(error as Error)?.message ?? error}`,
+      );
+    },
+  });
+  const server = await serveHttps({
+    hostname: flags.hostname,
+    port,
+    cert,
+    key,
+    clientCa: ca,
+    allowedClients: mutual ? allowed : undefined,
+    signal: controller.signal,
+    onError(error, remote) {
+      console.error(`refused ${remote}: ${(error as Error)?.message ?? error}`);
+    },
+  }, (request) => handler(request)).catch((error) => {
+    kv.close();
+    fail(
+      `Cannot listen on ${flags.hostname}:${port}: ${(error as Error).message}`,
+    );
+  });
+  const host = flags.hostname === "127.0.0.1" ? "localhost" : flags.hostname;
+  console.error(
+    `kv server listening on https://${host}:${server.addr.port}/ (${
+      mutual
+        ? `mutual TLS, clients: ${
+          allowed ? allowed.join(", ") : "any from ca.pem"
+        }`
+        : "server-only TLS"
+    }; db: ${flags.db})`,
+  );
+  const stop = () => controller.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await server.finished;
+  kv.close();
+  console.error("kv server stopped");
+  Deno.exit(0);
+}
+
+if (import.meta.main) await main();
