@@ -545,6 +545,20 @@ export interface WrittenCertificateFile {
   readonly mode: number;
 }
 
+/** One file of a set, as {@linkcode certificateFiles} names it. */
+export interface CertificateFile {
+  /** The file name, e.g. `"server-key.pem"`. */
+  readonly name: string;
+  /** The PEM text to write. */
+  readonly contents: string;
+  /** Whether the file holds a certificate or a private key. */
+  readonly kind: "certificate" | "private key";
+  /** Which certificate of the set the file belongs to. */
+  readonly role: "ca" | "server" | "client";
+  /** The certificate the file belongs to. */
+  readonly certificate: IssuedCertificate;
+}
+
 /**
  * The file names {@linkcode writeCertificates} uses for a set: `ca.pem`,
  * `ca-key.pem`, `server.pem`, `server-key.pem`, `client.pem` and
@@ -566,15 +580,7 @@ export interface WrittenCertificateFile {
  * //  "client-key.pem", "client-bob-smith.pem", "client-bob-smith-key.pem"]
  * ```
  */
-export function certificateFiles(
-  set: CertificateSet,
-): {
-  name: string;
-  contents: string;
-  kind: "certificate" | "private key";
-  role: "ca" | "server" | "client";
-  certificate: IssuedCertificate;
-}[] {
+export function certificateFiles(set: CertificateSet): CertificateFile[] {
   const entries: [string, "ca" | "server" | "client", IssuedCertificate][] = [
     ["ca", "ca", set.ca],
     ["server", "server", set.server],

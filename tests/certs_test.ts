@@ -673,6 +673,83 @@ peerTest(
 );
 
 peerTest(
+  "issueCertificate() signs with a CA made by openssl req -x509",
+  OPENSSL,
+  async (openssl) => {
+    await withTempDir(async (dir) => {
+      const made = await run(openssl, [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        `${dir}/ca-key.pem`,
+        "-out",
+        `${dir}/ca.pem`,
+        "-subj",
+        "/CN=openssl CA",
+        "-days",
+        "2",
+      ]);
+      assert.equal(made.code, 0, made.stderr);
+      const ca = {
+        cert: await Deno.readTextFile(`${dir}/ca.pem`),
+        key: await Deno.readTextFile(`${dir}/ca-key.pem`),
+      };
+      const leaf = await issueCertificate(ca, { names: ["*.app.test"] });
+      assert.deepEqual(leaf.subjectAltNames.at(-1), "DNS:*.app.test");
+      const path = await writePem(dir, "leaf.pem", leaf.cert);
+      const verified = await run(openssl, [
+        "verify",
+        "-purpose",
+        "sslserver",
+        "-CAfile",
+        `${dir}/ca.pem`,
+        path,
+      ]);
+      assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+      // the authority key identifier is openssl's own subject key identifier
+      const caText = await opensslText(openssl, `${dir}/ca.pem`);
+      const leafText = await opensslText(openssl, path);
+      assert.equal(
+        extensionValue(leafText, "X509v3 Authority Key Identifier").split(
+          " | ",
+        )[1]
+          .replace(/^keyid:/, ""),
+        extensionValue(caText, "X509v3 Subject Key Identifier").split(" | ")[1],
+      );
+      // an RSA CA is refused with the reason
+      const rsa = await run(openssl, [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        `${dir}/rsa-key.pem`,
+        "-out",
+        `${dir}/rsa.pem`,
+        "-subj",
+        "/CN=rsa CA",
+        "-days",
+        "2",
+      ]);
+      assert.equal(rsa.code, 0, rsa.stderr);
+      await assert.rejects(
+        issueCertificate({
+          cert: await Deno.readTextFile(`${dir}/rsa.pem`),
+          key: await Deno.readTextFile(`${dir}/rsa-key.pem`),
+        }),
+        { name: "TypeError", message: /not an ECDSA P-256 PKCS#8 key/ },
+      );
+    });
+  },
+);
+
+peerTest(
   "issueCertificate() writes GeneralizedTime after 2049 that openssl reads",
   OPENSSL,
   async (openssl) => {
