@@ -59,7 +59,12 @@ function typeName(value: unknown): string {
   if (Array.isArray(value)) return "list";
   if (value instanceof Uint8Array) return "bytes";
   if (value instanceof Date) return "datetime";
-  return typeof value === "object" ? "dict" : typeof value;
+  if (typeof value === "number") {
+    return Number.isInteger(value) ? "int" : "float";
+  }
+  if (typeof value === "boolean") return "bool";
+  if (typeof value === "string") return "str";
+  return "dict";
 }
 
 function arity(
