@@ -3,6 +3,7 @@ import {
   CipherState,
   DecryptError,
   HandshakeState,
+  hkdf,
   keyPairFromPrivateKey,
 } from "../_noise_state.ts";
 import { readExact, readExactOrEof } from "../_io.ts";
@@ -132,6 +133,34 @@ Deno.test("keyPairFromPrivateKey derives the vector's ephemeral public key (PKCS
   // Message 0 starts with the initiator's ephemeral public key in the clear.
   assert.equal(hex(pair.publicKey), VECTOR.messages[0].ciphertext.slice(0, 64));
   await assert.rejects(keyPairFromPrivateKey(new Uint8Array(31)), RangeError);
+});
+
+async function hmacSha256(
+  key: Uint8Array<ArrayBuffer>,
+  data: Uint8Array<ArrayBuffer>,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const cryptoKey = await crypto.subtle.importKey(
+    "raw",
+    key,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  return new Uint8Array(await crypto.subtle.sign("HMAC", cryptoKey, data));
+}
+
+Deno.test("hkdf() matches the Noise spec's HMAC formulation of HKDF", async () => {
+  for (const ikmLength of [0, 32, 33, 100]) {
+    const ck = crypto.getRandomValues(new Uint8Array(32));
+    const ikm = crypto.getRandomValues(new Uint8Array(ikmLength));
+    // Noise spec section 4.3, written out.
+    const tempKey = await hmacSha256(ck, ikm);
+    const out1 = await hmacSha256(tempKey, new Uint8Array([1]));
+    const out2 = await hmacSha256(tempKey, new Uint8Array([...out1, 2]));
+    const out3 = await hmacSha256(tempKey, new Uint8Array([...out2, 3]));
+    assert.deepEqual(await hkdf(ck, ikm, 2), [out1, out2]);
+    assert.deepEqual(await hkdf(ck, ikm, 3), [out1, out2, out3]);
+  }
 });
 
 Deno.test("CipherState refuses to encrypt or decrypt at the reserved nonce 2^64-1", async () => {

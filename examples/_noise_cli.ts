@@ -1,0 +1,126 @@
+// Shared command-line handling for the Noise examples: flags and the PSK.
+import { parseArgs } from "node:util";
+import type { NoisePsk } from "../noise.ts";
+
+/** Flags both Noise examples understand. */
+export interface NoiseFlags {
+  hostname: string;
+  port: number;
+  psk: NoisePsk;
+  prologue: string;
+  timeout: number;
+  positionals: string[];
+}
+
+/**
+ * The PSK the examples use when none is configured: public, so anyone can
+ * connect. Never for production.
+ */
+export const DEMO_PSK =
+  "636f6e6e617574682064656d6f206b65793a206e6f7420666f72207573652121";
+
+/** Help lines for the flags {@linkcode parseNoiseFlags} reads. */
+export const NOISE_HELP =
+  `  --hostname NAME   address to use (default 127.0.0.1)
+  --port N          TCP port (default 18001; 0 picks a free one for the server)
+  --psk-file PATH   read the pre-shared key from PATH: 64 hex digits or 32 raw bytes
+                    (else CONNAUTH_PSK, 64 hex digits; else a public demo key)
+  --prologue TEXT   bind this text into the handshake; both ends must agree
+                    (default "connauth noise echo")
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+  -h, --help        show this help
+
+Make a key with: openssl rand -hex 32`;
+
+/** Prints `message` to stderr and exits with `code`. */
+export function fail(message: string, code = 1): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+function loadPsk(pskFile: string | undefined): NoisePsk {
+  if (pskFile !== undefined) {
+    let data: Uint8Array;
+    try {
+      data = Deno.readFileSync(pskFile);
+    } catch (error) {
+      fail(
+        `Cannot read --psk-file "${pskFile}": ${
+          (error as Error).message
+        } (run with --allow-read=${pskFile})`,
+        2,
+      );
+    }
+    if (data.length === 32) return data;
+    const text = new TextDecoder().decode(data).trim();
+    if (/^[0-9a-fA-F]{64}$/.test(text)) return text;
+    fail(
+      `Cannot use --psk-file "${pskFile}": expected 64 hexadecimal digits or 32 raw bytes, got ${data.length} bytes; make one with: openssl rand -hex 32 > ${pskFile}`,
+      2,
+    );
+  }
+  let fromEnv: string | undefined;
+  try {
+    fromEnv = Deno.env.get("CONNAUTH_PSK");
+  } catch {
+    // No env permission: treated as not set.
+  }
+  if (fromEnv) {
+    if (!/^[0-9a-fA-F]{64}$/.test(fromEnv.trim())) {
+      fail(
+        "Cannot use CONNAUTH_PSK: expected 64 hexadecimal digits; make one with: openssl rand -hex 32",
+        2,
+      );
+    }
+    return fromEnv.trim();
+  }
+  console.error(
+    "warning: using the public demo pre-shared key; anyone can connect. Set CONNAUTH_PSK (openssl rand -hex 32) or pass --psk-file",
+  );
+  return DEMO_PSK;
+}
+
+/** Parses Deno.args; prints `usage` and exits on --help or a bad flag. */
+export function parseNoiseFlags(usage: string): NoiseFlags {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: Deno.args,
+      allowPositionals: true,
+      options: {
+        help: { type: "boolean", short: "h" },
+        hostname: { type: "string" },
+        port: { type: "string", short: "p" },
+        "psk-file": { type: "string" },
+        prologue: { type: "string" },
+        timeout: { type: "string" },
+      },
+    });
+  } catch (error) {
+    fail(`${(error as Error).message}\n\n${usage}`, 2);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    console.log(usage);
+    Deno.exit(0);
+  }
+  const port = Number(values.port ?? 18001);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    fail(`Cannot use --port "${values.port}": expected 0 to 65535`, 2);
+  }
+  const timeout = Number(values.timeout ?? 10_000);
+  if (!(timeout > 0)) {
+    fail(
+      `Cannot use --timeout "${values.timeout}": expected a number of ms above 0`,
+      2,
+    );
+  }
+  return {
+    hostname: values.hostname ?? "127.0.0.1",
+    port,
+    psk: loadPsk(values["psk-file"]),
+    prologue: values.prologue ?? "connauth noise echo",
+    timeout,
+    positionals: parsed.positionals,
+  };
+}

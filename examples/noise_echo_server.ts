@@ -1,0 +1,51 @@
+/**
+ * Noise echo server: every client that holds the pre-shared key gets an
+ * encrypted channel and its bytes echoed back; any other is refused before
+ * the handler runs (and throttled by `serve()`).
+ *
+ *     CONNAUTH_PSK=$(openssl rand -hex 32) deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts
+ *
+ * Stops gracefully on Ctrl-C.
+ *
+ * @module
+ */
+import { noiseAuthenticator, type NoiseConn } from "../noise.ts";
+import { serve } from "../server.ts";
+import { formatAddr } from "../_io.ts";
+import { fail, NOISE_HELP, parseNoiseFlags } from "./_noise_cli.ts";
+
+const USAGE =
+  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts [options]
+
+Echoes back whatever a client holding the pre-shared key sends, over
+Noise_NNpsk0_25519_AESGCM_SHA256.
+
+Options:
+${NOISE_HELP}`;
+
+const flags = parseNoiseFlags(USAGE);
+const stop = new AbortController();
+Deno.addSignalListener("SIGINT", () => stop.abort());
+
+let server;
+try {
+  server = serve<NoiseConn>({
+    hostname: flags.hostname,
+    port: flags.port,
+    authenticate: noiseAuthenticator(flags.psk, {
+      prologue: flags.prologue,
+      timeout: flags.timeout,
+    }),
+    handshakeTimeout: flags.timeout,
+    signal: stop.signal,
+  }, async (conn, info) => {
+    await conn.readable.pipeTo(conn.writable);
+    console.error(`done ${formatAddr(info.remoteAddr)}`);
+  });
+} catch (error) {
+  fail(`Cannot start the server: ${(error as Error).message}`);
+}
+console.error(
+  `noise echo server listening on ${formatAddr(server.addr)} (Ctrl-C stops)`,
+);
+await server.finished;
