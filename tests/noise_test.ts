@@ -18,7 +18,15 @@ import {
 } from "../noise.ts";
 import { type AuthFailureInfo, serve } from "../server.ts";
 import type { Duplex } from "../types.ts";
-import { duplexPair, tcpPair } from "./_helpers.ts";
+import {
+  duplexPair,
+  findPython,
+  interopScript,
+  lines,
+  peerTest,
+  spawn,
+  tcpPair,
+} from "./_helpers.ts";
 
 const hex = (bytes: Uint8Array): string =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -680,3 +688,149 @@ Deno.test("serve() with noiseAuthenticator() serves Noise clients and refuses a 
   assert.equal(failures[0].error.reason, "wrong-key");
   assert.equal(server.stats.authenticated, 3);
 });
+
+// ---------------------------------------------------------------------------
+// A real peer: tests/interop/noise_peer.py, a Python implementation written
+// from the Noise specification on the `cryptography` package.
+
+function pythonWithCryptography(): string | null {
+  const python = findPython("3");
+  if (python === null) return null;
+  const { code } = new Deno.Command(python, {
+    args: ["-c", "import cryptography.hazmat.primitives.ciphers.aead"],
+    stdout: "null",
+    stderr: "null",
+  }).outputSync();
+  return code === 0 ? python : null;
+}
+
+const PYTHON_NOISE = {
+  label: "python3 with the cryptography package (pip install cryptography)",
+  path: pythonWithCryptography(),
+};
+
+/** Runs the Python peer; `next()` gives its stdout lines one by one. */
+function pythonPeer(python: string, args: string[]) {
+  const child = spawn(python, [interopScript("noise_peer.py"), ...args]);
+  child.stdin.close();
+  const stdout = lines(child.stdout);
+  const stderr = new Response(child.stderr).text();
+  return {
+    async next(): Promise<string> {
+      const { value, done } = await stdout.next();
+      if (done) {
+        throw new Error(`the Python peer ended early: ${await stderr}`);
+      }
+      return value;
+    },
+    async finish(): Promise<{ code: number; rest: string[] }> {
+      const rest: string[] = [];
+      for await (const line of stdout) rest.push(line);
+      const [{ code }] = await Promise.all([child.status, stderr]);
+      return { code, rest };
+    },
+  };
+}
+
+peerTest(
+  "noiseAccept() serves a Python initiator written from the spec",
+  PYTHON_NOISE,
+  async (python) => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const psk = generateNoisePsk();
+    const peer = pythonPeer(python, [
+      "initiator",
+      String(listener.addr.port),
+      hex(psk),
+      "interop/1",
+    ]);
+    await using conn = await noiseAccept(await listener.accept(), psk, {
+      prologue: "interop/1",
+      timeout: 20_000,
+    });
+    assert.equal(await peer.next(), `hash ${hex(conn.handshakeHash)}`);
+    const received: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const message = await conn.receive();
+      if (message === null) break;
+      received.push(message.length);
+      await conn.send(message);
+    }
+    assert.deepEqual(received, [17, 0, 65519, 3]);
+    await conn.closeWrite();
+    const { code, rest } = await peer.finish();
+    assert.deepEqual(rest, ["ok"]);
+    assert.equal(code, 0);
+  },
+);
+
+peerTest(
+  "noiseConnect() talks to a Python responder written from the spec",
+  PYTHON_NOISE,
+  async (python) => {
+    const psk = generateNoisePsk();
+    const peer = pythonPeer(python, ["responder", hex(psk), ""]);
+    const port = Number((await peer.next()).replace("port ", ""));
+    await using conn = await noiseConnect(
+      await Deno.connect({ hostname: "127.0.0.1", port }),
+      hex(psk),
+      { timeout: 20_000 },
+    );
+    assert.equal(await peer.next(), `hash ${hex(conn.handshakeHash)}`);
+    const data = randomBytes(200_000);
+    const reading = new Response(conn.readable).arrayBuffer();
+    const writer = conn.writable.getWriter();
+    await writer.write(bytes("hello from deno"));
+    await writer.write(data);
+    await writer.close();
+    const echoed = new Uint8Array(await reading);
+    assert.equal(text(echoed.subarray(0, 15)), "hello from deno");
+    assert.deepEqual(echoed.subarray(15), data);
+    const { code, rest } = await peer.finish();
+    // 1 message, then 200000 bytes in 4 messages of at most 65519.
+    assert.deepEqual(rest, ["ok 5"]);
+    assert.equal(code, 0);
+  },
+);
+
+peerTest(
+  "noiseAccept() and noiseConnect() refuse a Python peer with another PSK",
+  PYTHON_NOISE,
+  async (python) => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const initiator = pythonPeer(python, [
+      "initiator",
+      String(listener.addr.port),
+      hex(generateNoisePsk()),
+      "",
+    ]);
+    await assert.rejects(
+      noiseAccept(await listener.accept(), generateNoisePsk()),
+      (error: unknown) =>
+        error instanceof AuthenticationError && error.reason === "wrong-key",
+    );
+    assert.deepEqual(await initiator.finish(), {
+      code: 4,
+      rest: ["error closed"],
+    });
+
+    const responder = pythonPeer(python, [
+      "responder",
+      hex(generateNoisePsk()),
+      "",
+    ]);
+    const port = Number((await responder.next()).replace("port ", ""));
+    await assert.rejects(
+      noiseConnect(
+        await Deno.connect({ hostname: "127.0.0.1", port }),
+        generateNoisePsk(),
+      ),
+      (error: unknown) =>
+        error instanceof AuthenticationError && error.reason === "rejected",
+    );
+    assert.deepEqual(await responder.finish(), {
+      code: 3,
+      rest: ["error wrong-key"],
+    });
+  },
+);
