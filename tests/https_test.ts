@@ -1,0 +1,192 @@
+// serveHttps(): mutual TLS for Request -> Response handlers, with the
+// XML-RPC client from xmlrpc.ts and fetch as peers.
+import assert from "node:assert/strict";
+import {
+  type CertificateSet,
+  createCertificateAuthority,
+  generateCertificates,
+  issueCertificate,
+} from "../certs.ts";
+import { type HttpsRequestInfo, serveHttps } from "../https.ts";
+import { xmlrpcClient, xmlrpcHandler } from "../xmlrpc.ts";
+
+let shared: CertificateSet | undefined;
+async function certs(): Promise<CertificateSet> {
+  shared ??= await generateCertificates({ clients: ["alice", "mallory"] });
+  return shared;
+}
+
+function clientFor(
+  set: CertificateSet,
+  port: number,
+  who: { cert: string; key: string } | null,
+) {
+  return xmlrpcClient(`https://localhost:${port}/`, {
+    caCerts: [set.ca.cert],
+    ...(who ? { cert: who.cert, key: who.key } : {}),
+    timeout: 10_000,
+  });
+}
+
+Deno.test("serveHttps() serves a verified client and tells the handler who it is", async () => {
+  const set = await certs();
+  const seen: HttpsRequestInfo[] = [];
+  const handler = xmlrpcHandler({ echo: (value) => value });
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    clientCa: set.ca.cert,
+    allowedClients: ["alice"],
+  }, (request, info) => {
+    seen.push(info);
+    return handler(request);
+  });
+  using client = clientFor(set, server.addr.port, set.clients.alice);
+  for (let i = 0; i < 10; i++) {
+    assert.deepEqual(await client.call("echo", [i, "x"]), [i, "x"]);
+  }
+  assert.equal(seen.length, 10);
+  assert.equal(seen[0].clientName, "alice");
+  assert.match(
+    seen[0].clientFingerprint ?? "",
+    /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/,
+  );
+  assert.equal(seen[0].remoteAddr.hostname.replace("::ffff:", ""), "127.0.0.1");
+  const ports = new Set(seen.map((info) => info.remoteAddr.port));
+  assert.equal(ports.size, 1, "calls should share one kept-alive connection");
+});
+
+Deno.test("serveHttps() refuses clients without a certificate, from another CA, or outside the allow-list", async () => {
+  const set = await certs();
+  const other = await createCertificateAuthority({ commonName: "other CA" });
+  const stranger = await issueCertificate(other, {
+    usage: "client",
+    commonName: "alice",
+  });
+  const errors: string[] = [];
+  let served = 0;
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    clientCa: set.ca.cert,
+    allowedClients: ["alice"],
+    onError: (error) => errors.push(String((error as Error).message)),
+  }, () => {
+    served++;
+    return new Response("secret");
+  });
+  {
+    using client = clientFor(set, server.addr.port, null);
+    await assert.rejects(client.call("a"), TypeError);
+  }
+  {
+    using client = clientFor(set, server.addr.port, stranger);
+    await assert.rejects(client.call("a"), TypeError);
+  }
+  {
+    using client = clientFor(set, server.addr.port, set.clients.mallory);
+    await assert.rejects(
+      client.call("a"),
+      /HTTP 403: Cannot serve the request: the client certificate's common name "mallory" is not in the allow-list/,
+    );
+  }
+  assert.equal(served, 0);
+  assert.ok(errors.length >= 2, errors.join("\n"));
+});
+
+Deno.test("serveHttps() without clientCa serves server-only TLS", async () => {
+  const set = await certs();
+  await using server = await serveHttps(
+    { cert: set.server.cert, key: set.server.key },
+    (_request, info) => Response.json({ name: info.clientName }),
+  );
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const response = await fetch(`https://localhost:${server.addr.port}/`, {
+    client: http,
+  });
+  assert.deepEqual(await response.json(), { name: null });
+});
+
+Deno.test("serveHttps() answers 413 to oversized bodies and 500 when the handler throws", async () => {
+  const set = await certs();
+  const errors: unknown[] = [];
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    maxBodySize: 1000,
+    onError: (error) => errors.push(error),
+  }, async (request) => {
+    const body = await request.text();
+    if (body === "throw") throw new Error("handler bug");
+    return new Response(`got ${body.length}`);
+  });
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const url = `https://localhost:${server.addr.port}/`;
+  const ok = await fetch(url, {
+    method: "POST",
+    body: "x".repeat(1000),
+    client: http,
+  });
+  assert.equal(await ok.text(), "got 1000");
+  const declared = await fetch(url, {
+    method: "POST",
+    body: "x".repeat(1001),
+    client: http,
+  });
+  assert.equal(declared.status, 413);
+  assert.match(await declared.text(), /1001 bytes, over the 1000-byte limit/);
+  // Streamed without a length: refused as soon as the count goes over.
+  const chunks = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let i = 0; i < 5; i++) controller.enqueue(new Uint8Array(400));
+      controller.close();
+    },
+  });
+  const streamed = await fetch(url, {
+    method: "POST",
+    body: chunks,
+    client: http,
+  });
+  assert.equal(streamed.status, 413);
+  await streamed.body?.cancel();
+  const failed = await fetch(url, {
+    method: "POST",
+    body: "throw",
+    client: http,
+  });
+  assert.equal(failed.status, 500);
+  assert.match(await failed.text(), /the handler failed/);
+  assert.equal((errors[0] as Error).message, "handler bug");
+});
+
+Deno.test("serveHttps() shuts down on abort and refuses bad options", async () => {
+  const set = await certs();
+  const controller = new AbortController();
+  const server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    signal: controller.signal,
+  }, () => new Response("ok"));
+  controller.abort();
+  await server.finished;
+  await assert.rejects(
+    Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }),
+    Deno.errors.ConnectionRefused,
+  );
+  await assert.rejects(
+    serveHttps({
+      cert: set.server.cert,
+      key: set.server.key,
+      allowedClients: ["a"],
+    }, () => new Response()),
+    /allowedClients needs clientCa/,
+  );
+  await assert.rejects(
+    serveHttps({} as never, () => new Response()),
+    /cert and key \(PEM strings\) are required/,
+  );
+  await assert.rejects(
+    serveHttps({ cert: "x", key: "y", maxBodySize: 0 }, () => new Response()),
+    RangeError,
+  );
+});
