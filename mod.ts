@@ -32,3 +32,5 @@ export * from "./server.ts";
 export * from "./certs.ts";
 export * from "./noise.ts";
 export * from "./multiprocessing.ts";
+export * from "./https.ts";
+export * from "./xmlrpc.ts";

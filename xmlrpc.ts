@@ -87,17 +87,17 @@ export interface XmlRpcCall {
 }
 
 /** Default maximum body size, in bytes: 1 MiB. */
-export const DEFAULT_MAX_BODY_SIZE: number = 1024 * 1024;
+const DEFAULT_MAX_BODY_SIZE = 1024 * 1024;
 
 /** Default maximum nesting of arrays and structs. */
-export const DEFAULT_MAX_DEPTH: number = 64;
+const DEFAULT_MAX_DEPTH = 64;
 
 /**
  * Well-known fault codes (the "specification for fault code
  * interoperability" that Python's `xmlrpc.client` also lists), plus `1`, the
  * code Python's `SimpleXMLRPCServer` uses for an exception in a method.
  */
-export const FaultCode = {
+export const XmlRpcFaultCode = {
   /** An exception thrown by a method (Python's server uses 1 too). */
   APPLICATION: 1,
   /** The request is not well-formed XML-RPC. */
@@ -1285,8 +1285,8 @@ export function xmlrpcHandler(
       if (error instanceof ProtocolError) {
         return faultResponse(
           error.message.includes("encoding")
-            ? FaultCode.UNSUPPORTED_ENCODING
-            : FaultCode.NOT_WELLFORMED,
+            ? XmlRpcFaultCode.UNSUPPORTED_ENCODING
+            : XmlRpcFaultCode.NOT_WELLFORMED,
           error.message,
         );
       }
@@ -1295,7 +1295,7 @@ export function xmlrpcHandler(
     const fn = table.get(call.method);
     if (fn === undefined) {
       return faultResponse(
-        FaultCode.METHOD_NOT_FOUND,
+        XmlRpcFaultCode.METHOD_NOT_FOUND,
         `Cannot call ${quote(call.method)}: no such method`,
       );
     }
@@ -1309,14 +1309,14 @@ export function xmlrpcHandler(
       onError?.(error, call.method);
       const name = error instanceof Error ? error.name : "Error";
       const message = error instanceof Error ? error.message : String(error);
-      return faultResponse(FaultCode.APPLICATION, `${name}: ${message}`);
+      return faultResponse(XmlRpcFaultCode.APPLICATION, `${name}: ${message}`);
     }
     try {
       return xmlResponse(encodeMethodResponse(result, { maxDepth }));
     } catch (error) {
       onError?.(error, call.method);
       return faultResponse(
-        FaultCode.INTERNAL_ERROR,
+        XmlRpcFaultCode.INTERNAL_ERROR,
         `Cannot encode the result of ${quote(call.method)}: ${
           (error as Error).message
         }`,

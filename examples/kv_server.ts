@@ -36,8 +36,8 @@
 import { parseArgs } from "node:util";
 import { serveHttps } from "../https.ts";
 import {
-  FaultCode,
   XmlRpcFault,
+  XmlRpcFaultCode,
   xmlrpcHandler,
   type XmlRpcMethod,
   type XmlRpcValue,
@@ -76,7 +76,7 @@ function arity(
   if (params.length < min || params.length > max) {
     const want = min === max ? `${min}` : `${min} to ${max}`;
     throw new XmlRpcFault(
-      FaultCode.INVALID_PARAMS,
+      XmlRpcFaultCode.INVALID_PARAMS,
       `TypeError: ${method}() takes ${want} arguments, got ${params.length}`,
     );
   }
@@ -85,14 +85,14 @@ function arity(
 function keyOf(method: string, name: XmlRpcValue): Deno.KvKey {
   if (typeof name !== "string") {
     throw new XmlRpcFault(
-      FaultCode.INVALID_PARAMS,
+      XmlRpcFaultCode.INVALID_PARAMS,
       `TypeError: ${method}() takes a string name, got ${typeName(name)}`,
     );
   }
   const size = new TextEncoder().encode(name).byteLength;
   if (size > MAX_NAME_BYTES) {
     throw new XmlRpcFault(
-      FaultCode.INVALID_PARAMS,
+      XmlRpcFaultCode.INVALID_PARAMS,
       `ValueError: the name is ${size} bytes, over the ${MAX_NAME_BYTES}-byte limit`,
     );
   }
@@ -100,7 +100,10 @@ function keyOf(method: string, name: XmlRpcValue): Deno.KvKey {
 }
 
 function keyError(name: string): XmlRpcFault {
-  return new XmlRpcFault(FaultCode.APPLICATION, `KeyError: ${repr(name)}`);
+  return new XmlRpcFault(
+    XmlRpcFaultCode.APPLICATION,
+    `KeyError: ${repr(name)}`,
+  );
 }
 
 /**
@@ -125,7 +128,7 @@ export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
       } catch (error) {
         if (error instanceof TypeError && /too large/i.test(error.message)) {
           throw new XmlRpcFault(
-            FaultCode.INVALID_PARAMS,
+            XmlRpcFaultCode.INVALID_PARAMS,
             `ValueError: the value of ${
               repr(params[0] as string)
             } is too large: Deno KV stores at most 65536 bytes per value once serialized`,
@@ -156,7 +159,7 @@ export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
       const [after, limit] = params;
       if (after !== undefined && typeof after !== "string") {
         throw new XmlRpcFault(
-          FaultCode.INVALID_PARAMS,
+          XmlRpcFaultCode.INVALID_PARAMS,
           `TypeError: keys() takes a string 'after', got ${typeName(after)}`,
         );
       }
@@ -166,7 +169,7 @@ export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
           limit > MAX_KEYS)
       ) {
         throw new XmlRpcFault(
-          FaultCode.INVALID_PARAMS,
+          XmlRpcFaultCode.INVALID_PARAMS,
           `ValueError: keys() takes a 'limit' from 1 to ${MAX_KEYS}`,
         );
       }
@@ -183,7 +186,7 @@ export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
       }
       if (!paged && names.length > MAX_KEYS) {
         throw new XmlRpcFault(
-          FaultCode.APPLICATION,
+          XmlRpcFaultCode.APPLICATION,
           `ValueError: the store holds more than ${MAX_KEYS} names; page through them with keys(after, limit): keys('', ${MAX_KEYS}), then keys(last_name, ${MAX_KEYS}) until fewer come back`,
         );
       }

@@ -9,9 +9,9 @@ import {
   encodeFault,
   encodeMethodCall,
   encodeMethodResponse,
-  FaultCode,
   xmlrpcClient,
   XmlRpcFault,
+  XmlRpcFaultCode,
   xmlrpcHandler,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
@@ -566,7 +566,7 @@ Deno.test("xmlrpcHandler() answers 2000 mutated requests with a fault or a resul
     }
   }
   assert.ok(
-    seen.has(0) && seen.has(FaultCode.NOT_WELLFORMED),
+    seen.has(0) && seen.has(XmlRpcFaultCode.NOT_WELLFORMED),
     [...seen].join(),
   );
 });
@@ -655,12 +655,12 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
   await expectFault(encodeMethodCall("fault"), 42, /^chosen$/);
   await expectFault(
     encodeMethodCall("map"),
-    FaultCode.INTERNAL_ERROR,
+    XmlRpcFaultCode.INTERNAL_ERROR,
     /Cannot encode a Map/,
   );
   await expectFault(
     encodeMethodCall("missing"),
-    FaultCode.METHOD_NOT_FOUND,
+    XmlRpcFaultCode.METHOD_NOT_FOUND,
     /no such method/,
   );
   for (
@@ -668,19 +668,23 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
   ) {
     await expectFault(
       encodeMethodCall(name),
-      FaultCode.METHOD_NOT_FOUND,
+      XmlRpcFaultCode.METHOD_NOT_FOUND,
       /no such method/,
     );
   }
-  await expectFault("<methodCall>", FaultCode.NOT_WELLFORMED, /Cannot decode/);
+  await expectFault(
+    "<methodCall>",
+    XmlRpcFaultCode.NOT_WELLFORMED,
+    /Cannot decode/,
+  );
   await expectFault(
     "<!DOCTYPE x><methodCall/>",
-    FaultCode.NOT_WELLFORMED,
+    XmlRpcFaultCode.NOT_WELLFORMED,
     /DOCTYPE/,
   );
   await expectFault(
     `<?xml version="1.0" encoding="latin-1"?><methodCall/>`,
-    FaultCode.UNSUPPORTED_ENCODING,
+    XmlRpcFaultCode.UNSUPPORTED_ENCODING,
     /encoding/,
   );
   assert.deepEqual(errors, ["boom", "map"]);
@@ -689,7 +693,7 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
   });
   await assert.rejects(
     answer(await noIntrospection(post(encodeMethodCall("system.listMethods")))),
-    { faultCode: FaultCode.METHOD_NOT_FOUND },
+    { faultCode: XmlRpcFaultCode.METHOD_NOT_FOUND },
   );
   assert.throws(() => xmlrpcHandler({ a: 1 as unknown as () => 1 }), TypeError);
 });
