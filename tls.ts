@@ -71,6 +71,7 @@ import {
 } from "./_io.ts";
 import { children, decodeOid, readNode } from "./_asn1.ts";
 import type { Duplex } from "./types.ts";
+import { ProtocolError } from "./errors.ts";
 
 export type { Duplex } from "./types.ts";
 
@@ -276,6 +277,16 @@ export interface ListenTlsOptions {
    */
   acceptQueue?: number;
   /**
+   * Bytes a connection may hold that the application has not read yet.
+   * `node:tls` in Deno 2.9.6 cannot push back on a fast sender (a paused
+   * socket keeps reading), so a peer that gets this far ahead has its
+   * connection closed and the application's read fails with a
+   * `ProtocolError` `"too-large"`.
+   *
+   * @default {16777216 (16 MiB)}
+   */
+  readBufferLimit?: number;
+  /**
    * ALPN protocols to offer, in order of preference.
    *
    * @default {undefined (no ALPN)}
@@ -412,7 +423,11 @@ class ServerConn implements TlsServerConn {
   #socket: nodeTls.TLSSocket;
   #closed = false;
 
-  constructor(socket: nodeTls.TLSSocket, peerIdentity: PeerIdentity | null) {
+  constructor(
+    socket: nodeTls.TLSSocket,
+    peerIdentity: PeerIdentity | null,
+    readBufferLimit: number,
+  ) {
     this.#socket = socket;
     this.peerIdentity = peerIdentity;
     this.remoteAddr = netAddr(socket.remoteAddress, socket.remotePort);
@@ -421,8 +436,13 @@ class ServerConn implements TlsServerConn {
       ? socket.alpnProtocol
       : null;
     socket.setNoDelay(true);
-    socket.pause();
     let ended = false;
+    // No pause(): on Deno 2.9.6 a paused node:tls socket keeps reading from
+    // TCP into a native buffer (no backpressure reaches the peer) and, when
+    // paused from its 'data' callback or with writes pending, never reports
+    // the peer's EOF. So bytes flow into this stream's queue, and a peer
+    // that gets more than `readBufferLimit` bytes ahead of the application
+    // is cut off instead of filling memory.
     this.readable = new ReadableStream({
       type: "bytes",
       start(controller) {
@@ -430,7 +450,17 @@ class ServerConn implements TlsServerConn {
           if (ended) return;
           // Copy: node may pool the buffer, and enqueue transfers it.
           controller.enqueue(new Uint8Array(chunk));
-          if ((controller.desiredSize ?? 0) <= 0) socket.pause();
+          const queued = HIGH_WATER_MARK - (controller.desiredSize ?? 0);
+          if (queued > readBufferLimit) {
+            ended = true;
+            controller.error(
+              new ProtocolError(
+                `Cannot read from the TLS connection: the peer sent more than ${readBufferLimit} bytes that the application has not read; read faster or raise \`readBufferLimit\``,
+                "too-large",
+              ),
+            );
+            socket.destroy();
+          }
         });
         socket.on("end", () => {
           if (ended) return;
@@ -454,12 +484,8 @@ class ServerConn implements TlsServerConn {
           controller.error(toDenoError(error));
         });
       },
-      pull() {
-        socket.resume();
-      },
       cancel() {
         ended = true;
-        socket.pause();
       },
     }, { highWaterMark: HIGH_WATER_MARK }) as ReadableStream<
       Uint8Array<ArrayBuffer>
@@ -1087,6 +1113,12 @@ export async function listenTls(
     options.handshakeTimeout ?? DEFAULT_TIMEOUT,
     "handshakeTimeout",
   );
+  const readBufferLimit = options.readBufferLimit ?? 16 * 1024 * 1024;
+  if (!Number.isInteger(readBufferLimit) || readBufferLimit < 1) {
+    throw new RangeError(
+      `Cannot ${action}: readBufferLimit must be a positive integer, got ${readBufferLimit}`,
+    );
+  }
   const acceptQueue = options.acceptQueue ?? 128;
   if (!Number.isInteger(acceptQueue) || acceptQueue < 1) {
     throw new RangeError(
@@ -1178,7 +1210,6 @@ export async function listenTls(
   server.on("secureConnection", (socket: nodeTls.TLSSocket) => {
     listener.track(socket);
     socket.setNoDelay(true);
-    socket.pause();
     const remoteAddr = netAddr(socket.remoteAddress, socket.remotePort);
     // Keep an early error from being unhandled before the wrapper exists.
     socket.on("error", () => {});
@@ -1225,7 +1256,7 @@ export async function listenTls(
     }
     const accept = () => {
       if (socket.destroyed) return;
-      const conn = new ServerConn(socket, identity);
+      const conn = new ServerConn(socket, identity, readBufferLimit);
       if (!listener.deliver(socket, conn)) {
         report({
           reason: "queue-full",
@@ -1373,7 +1404,9 @@ class ClientConn implements TlsClientConn {
             offset += await conn.write(chunk.subarray(offset));
           }
         } catch (error) {
-          throw mapError(error);
+          // Not mapped: a write can fail for many reasons after the peer
+          // closed; the refusal shows on the read side.
+          throw error;
         }
       },
       async close() {
@@ -1422,11 +1455,20 @@ function refusalError(
       { cause: error },
     );
   }
-  if (!sentCert) return null;
-  const bareClose = error instanceof Deno.errors.UnexpectedEof ||
-    error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.BrokenPipe ||
+  const eof = error instanceof Deno.errors.UnexpectedEof ||
     /close_notify|unexpected eof/i.test(message);
+  const bareClose = eof || error instanceof Deno.errors.ConnectionReset;
+  if (!sentCert) {
+    if (!eof || alert) return null;
+    // A node:tls server (connauth's listenTls among them) that requires a
+    // client certificate refuses one that sent none this way: no alert,
+    // just a close without close_notify right after the handshake.
+    return new TlsError(
+      `Cannot use the TLS connection to ${server}: the server closed it before sending anything, without a TLS close_notify: most likely it requires a client certificate and we sent none (a node:tls server refuses that way, with no alert); pass \`cert\` and \`key\` (or \`certFile\`/\`keyFile\`) with a certificate signed by a CA the server trusts`,
+      "certificate-required",
+      { cause: error },
+    );
+  }
   if (alert || bareClose) {
     return new TlsError(
       `Cannot use the TLS connection to ${server}: the server refused our client certificate (${
@@ -1465,7 +1507,7 @@ function handshakeError(
       { cause: error },
     );
   }
-  if (/NotValidForName|CertNotValidForName|hostname/i.test(message)) {
+  if (/NotValidForName|not valid for name|hostname/i.test(message)) {
     return new TlsError(
       `${action}: the server's certificate is not valid for "${hostname}"; connect with a name in its subject alternative names, or reissue it with "${hostname}" as a SAN (the CN is not checked)`,
       "hostname-mismatch",

@@ -1,0 +1,1313 @@
+import assert from "node:assert/strict";
+import {
+  connectTls,
+  listenTls,
+  type ListenTlsOptions,
+  type PeerIdentity,
+  TlsError,
+  type TlsErrorEvent,
+  type TlsFailure,
+  type TlsListener,
+} from "../tls.ts";
+import {
+  type CertificateAndKey,
+  generateCertificates,
+  issueCertificate,
+} from "../certs.ts";
+import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+import { ProtocolError } from "../errors.ts";
+import { readExact, utf8, writeAll } from "../_io.ts";
+import {
+  findPython,
+  findTool,
+  interopScript,
+  lines,
+  peerTest,
+  spawn,
+} from "./_helpers.ts";
+
+// ---------------------------------------------------------------------------
+// Fixtures: one development set from certs.ts, a second CA, and the odd
+// certificates people actually run into. Files live in a temp dir that is
+// removed when the test module unloads.
+
+const dir = await Deno.makeTempDir({ prefix: "connauth-tls-" });
+addEventListener("unload", () => {
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch {
+    // already gone
+  }
+});
+
+const set = await generateCertificates({ clients: ["alice", "bob"] });
+const other = await generateCertificates({ clients: ["mallory"] });
+const PAST = {
+  notBefore: new Date("2020-01-01"),
+  notAfter: new Date("2020-02-01"),
+};
+const expiredServer = await issueCertificate(set.ca, {
+  usage: "server",
+  ...PAST,
+});
+const expiredClient = await issueCertificate(set.ca, {
+  usage: "client",
+  commonName: "old-client",
+  ...PAST,
+});
+const wrongName = await issueCertificate(set.ca, {
+  usage: "server",
+  commonName: "example.test",
+  includeLocalhost: false,
+  names: ["example.test"],
+});
+const alice = set.clients.alice;
+const bob = set.clients.bob;
+const mallory = other.clients.mallory;
+
+function file(name: string, contents: string): string {
+  const path = `${dir}/${name}`;
+  Deno.writeTextFileSync(path, contents);
+  return path;
+}
+const files = {
+  ca: file("ca.pem", set.ca.cert),
+  caKey: file("ca-key.pem", set.ca.key),
+  serverCert: file("server.pem", set.server.cert),
+  serverKey: file("server-key.pem", set.server.key),
+  aliceCert: file("alice.pem", alice.cert),
+  aliceKey: file("alice-key.pem", alice.key),
+  malloryCert: file("mallory.pem", mallory.cert),
+  malloryKey: file("mallory-key.pem", mallory.key),
+  otherCa: file("other-ca.pem", other.ca.cert),
+};
+
+const OPENSSL = findTool("openssl");
+const PYTHON = findPython("3.12") ?? findPython("3");
+const opensslPeer = { label: "openssl", path: OPENSSL };
+const pythonPeer = { label: "python3.12 (or python3)", path: PYTHON };
+
+async function openssl(...args: string[]): Promise<string> {
+  const out = await new Deno.Command(OPENSSL!, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `openssl ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** What `openssl req -new -x509 -nodes` makes: self-signed, CA:TRUE. */
+async function selfSignedCa(): Promise<CertificateAndKey> {
+  const key = `${dir}/selfca-key.pem`;
+  const cert = `${dir}/selfca.pem`;
+  await openssl(
+    "req",
+    "-new",
+    "-x509",
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-keyout",
+    key,
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-days",
+    "10",
+    "-out",
+    cert,
+  );
+  return { cert: Deno.readTextFileSync(cert), key: Deno.readTextFileSync(key) };
+}
+
+/** An X.509 version-1 server certificate (no extensions) from our CA. */
+async function version1(): Promise<CertificateAndKey> {
+  const key = `${dir}/v1-key.pem`;
+  const csr = `${dir}/v1.csr`;
+  const cert = `${dir}/v1.pem`;
+  await openssl(
+    "req",
+    "-new",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    key,
+    "-subj",
+    "/CN=localhost",
+    "-out",
+    csr,
+  );
+  await openssl(
+    "x509",
+    "-req",
+    "-in",
+    csr,
+    "-CA",
+    files.ca,
+    "-CAkey",
+    files.caKey,
+    "-set_serial",
+    "7",
+    "-days",
+    "10",
+    "-out",
+    cert,
+  );
+  const text = await openssl("x509", "-in", cert, "-noout", "-text");
+  assert.match(text, /Version: 1 \(0x0\)/);
+  return { cert: Deno.readTextFileSync(cert), key: Deno.readTextFileSync(key) };
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+interface Harness extends AsyncDisposable {
+  listener: TlsListener;
+  errors: TlsErrorEvent[];
+  identities: (PeerIdentity | null)[];
+  port: number;
+  /** Waits (bounded) until `count` refusals were reported. */
+  waitErrors(count: number): Promise<TlsErrorEvent[]>;
+}
+
+/** A listenTls echo server: each connection echoes until EOF. */
+async function echoServer(
+  options: Partial<ListenTlsOptions> = {},
+  twice = false,
+): Promise<Harness> {
+  const errors: TlsErrorEvent[] = [];
+  const identities: (PeerIdentity | null)[] = [];
+  const listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+    onTlsError: (event) => errors.push(event),
+    ...options,
+  });
+  const tasks = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const conn of listener) {
+      identities.push(conn.peerIdentity);
+      const task = (async () => {
+        const reader = conn.readable.getReader();
+        const writer = conn.writable.getWriter();
+        try {
+          while (true) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            await writer.write(value);
+            // A second write right after the first: with Nagle on, this is
+            // the write that waits ~40 ms for a delayed ACK.
+            if (twice) await writer.write(value);
+          }
+        } catch {
+          // the client went away
+        } finally {
+          reader.releaseLock();
+          writer.releaseLock();
+          conn.close();
+        }
+      })();
+      tasks.add(task);
+      task.finally(() => tasks.delete(task));
+    }
+  })();
+  return {
+    listener,
+    errors,
+    identities,
+    port: listener.addr.port,
+    async waitErrors(count) {
+      const until = Date.now() + 5000;
+      while (errors.length < count && Date.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.ok(
+        errors.length >= count,
+        `expected ${count} TLS error reports, got ${errors.length}`,
+      );
+      return errors;
+    },
+    async [Symbol.asyncDispose]() {
+      await listener[Symbol.asyncDispose]();
+      await loop;
+      await Promise.all(tasks);
+      // node:tls sockets finish closing on the next turns of the loop.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    },
+  };
+}
+
+async function roundTrip(
+  port: number,
+  options: Partial<Parameters<typeof connectTls>[0]> = {},
+  text = "hello",
+): Promise<string> {
+  using conn = await connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [set.ca.cert],
+    ...options,
+  });
+  await writeAll(conn.writable, utf8(text));
+  const bytes = await readExact(conn.readable, text.length, undefined, "echo");
+  return decoder.decode(bytes);
+}
+
+async function rejectsWith(
+  promise: Promise<unknown>,
+  reason: TlsFailure,
+  pattern?: RegExp,
+): Promise<TlsError> {
+  let caught: TlsError | undefined;
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(
+      error instanceof TlsError,
+      `expected TlsError, got ${(error as Error)?.name}: ${
+        (error as Error)?.message
+      }`,
+    );
+    assert.equal(error.reason, reason, error.message);
+    if (pattern) assert.match(error.message, pattern);
+    assert.match(error.message, /^Cannot /);
+    caught = error;
+    return true;
+  });
+  return caught!;
+}
+
+// ---------------------------------------------------------------------------
+// listenTls + connectTls
+
+Deno.test("listenTls() echoes over plain TLS to connectTls()", async () => {
+  await using server = await echoServer();
+  assert.equal(server.listener.addr.hostname, "127.0.0.1");
+  assert.equal(await roundTrip(server.port), "hello");
+  assert.equal(
+    await roundTrip(server.port, { hostname: "127.0.0.1" }),
+    "hello",
+  );
+  assert.deepEqual(server.identities, [null, null]);
+  assert.deepEqual(server.errors, []);
+});
+
+Deno.test("listenTls() reads cert and key from certFile/keyFile", async () => {
+  await using server = await echoServer({
+    cert: undefined,
+    key: undefined,
+    certFile: files.serverCert,
+    keyFile: files.serverKey,
+  });
+  assert.equal(
+    await roundTrip(server.port, { caCerts: undefined, caFile: files.ca }),
+    "hello",
+  );
+});
+
+Deno.test("listenTls() rejects unclear certificate options", async () => {
+  await assert.rejects(listenTls({}), TypeError);
+  await assert.rejects(
+    listenTls({
+      cert: set.server.cert,
+      certFile: files.serverCert,
+      key: set.server.key,
+    }),
+    /not both/,
+  );
+  await assert.rejects(
+    listenTls({ cert: files.serverCert, key: set.server.key }),
+    /must be PEM text.*certFile/,
+  );
+  await assert.rejects(
+    listenTls({ certFile: `${dir}/missing.pem`, key: set.server.key }),
+    Deno.errors.NotFound,
+  );
+  await assert.rejects(
+    listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      requireClientCert: true,
+    }),
+    /clientCa/,
+  );
+  await assert.rejects(
+    listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      allow: { cn: ["x"] },
+    }),
+    /allow.*clientCa/,
+  );
+});
+
+Deno.test("listenTls() refuses at start a key that does not match the cert", async () => {
+  const error = await rejectsWith(
+    listenTls({ cert: set.server.cert, key: alice.key }),
+    "key-mismatch",
+    /does not belong to the certificate/,
+  );
+  assert.ok(!error.message.includes("PRIVATE KEY"));
+});
+
+Deno.test("listenTls() connections carry the HMAC handshake and BYOB reads", async () => {
+  await using listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+  });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    connectTls({
+      hostname: "localhost",
+      port: listener.addr.port,
+      caCerts: [set.ca.cert],
+    }),
+  ]);
+  try {
+    await Promise.all([
+      serverAuthenticate(server, "peanut butter"),
+      clientAuthenticate(client, "peanut butter"),
+    ]);
+    // Bytes after the handshake stay for the application.
+    await writeAll(client.writable, utf8("after"));
+    assert.equal(
+      decoder.decode(await readExact(server.readable, 5, undefined, "x")),
+      "after",
+    );
+    assert.equal(server.remoteAddr.port, client.localAddr.port);
+    assert.equal(server.localAddr.port, listener.addr.port);
+    assert.equal(server.remoteAddr.hostname, "127.0.0.1");
+  } finally {
+    client.close();
+    server.close();
+  }
+});
+
+Deno.test("listenTls() echoes 8 MiB intact while both sides stream", async () => {
+  await using server = await echoServer();
+  using conn = await connectTls({
+    hostname: "localhost",
+    port: server.port,
+    caCerts: [set.ca.cert],
+  });
+  const size = 8 * 1024 * 1024;
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (i * 7 + (i >> 11)) & 0xff;
+  const writing = (async () => {
+    const writer = conn.writable.getWriter();
+    for (let offset = 0; offset < size; offset += 65536) {
+      await writer.write(data.subarray(offset, offset + 65536));
+    }
+    await writer.close();
+  })();
+  const got = await readExact(
+    conn.readable,
+    size,
+    AbortSignal.timeout(20_000),
+    "echo",
+  );
+  await writing;
+  assert.ok(got.every((byte, i) => byte === data[i]));
+});
+
+Deno.test("listenTls() cuts off a client that floods past readBufferLimit", async () => {
+  // node:tls in Deno 2.9.6 keeps reading while paused, so the limit, not
+  // TCP backpressure, is what bounds memory.
+  await using listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+    readBufferLimit: 1024 * 1024,
+  });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    connectTls({
+      hostname: "localhost",
+      port: listener.addr.port,
+      caCerts: [set.ca.cert],
+    }),
+  ]);
+  try {
+    const chunk = new Uint8Array(256 * 1024);
+    const writing = (async () => {
+      const writer = client.writable.getWriter();
+      for (let i = 0; i < 64; i++) await writer.write(chunk);
+    })().then(() => null, (error) => error);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await assert.rejects(
+      readExact(server.readable, 64 * chunk.byteLength, undefined, "flood"),
+      (error: unknown) =>
+        error instanceof ProtocolError && error.reason === "too-large" &&
+        /readBufferLimit/.test(error.message),
+    );
+    assert.ok(
+      await writing instanceof Error,
+      "the flooding client was not cut off",
+    );
+  } finally {
+    client.close();
+    server.close();
+  }
+});
+
+Deno.test("TlsListener.close() ends iteration and rejects pending accept()", async () => {
+  const listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+  });
+  const pending = listener.accept();
+  listener.close();
+  await assert.rejects(pending, Deno.errors.BadResource);
+  await assert.rejects(listener.accept(), Deno.errors.BadResource);
+  const seen = [];
+  for await (const conn of listener) seen.push(conn);
+  assert.equal(seen.length, 0);
+  await listener[Symbol.asyncDispose]();
+});
+
+Deno.test("listenTls() closes on signal abort", async () => {
+  const controller = new AbortController();
+  const listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+    signal: controller.signal,
+  });
+  const pending = listener.accept();
+  controller.abort();
+  await assert.rejects(pending, Deno.errors.BadResource);
+  await listener[Symbol.asyncDispose]();
+});
+
+Deno.test("listenTls() drops a client that stalls the handshake and keeps serving", async () => {
+  await using server = await echoServer({ handshakeTimeout: 200 });
+  using raw = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "handshake");
+  assert.match(event.message, /within 200 ms/);
+  assert.equal(await raw.read(new Uint8Array(16)), null);
+  assert.equal(await roundTrip(server.port), "hello");
+});
+
+Deno.test("listenTls() reports a garbage handshake and keeps serving", async () => {
+  await using server = await echoServer();
+  {
+    using raw = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    await raw.write(encoder.encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    await raw.read(new Uint8Array(64)).catch(() => null);
+  }
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "handshake");
+  assert.equal(await roundTrip(server.port), "hello");
+});
+
+Deno.test("listenTls() survives a client that resets mid-stream", async () => {
+  await using server = await echoServer();
+  {
+    const conn = await connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+    });
+    await writeAll(conn.writable, utf8("abc"));
+    await readExact(conn.readable, 3, undefined, "echo");
+    conn.close();
+  }
+  assert.equal(await roundTrip(server.port), "hello");
+});
+
+// ---------------------------------------------------------------------------
+// Mutual TLS
+
+const mutual = { clientCa: set.ca.cert };
+
+Deno.test("listenTls() with clientCa accepts a verified client and reports its identity", async () => {
+  await using server = await echoServer(mutual);
+  assert.equal(
+    await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+    "hello",
+  );
+  const identity = server.identities[0]!;
+  assert.equal(identity.cn, "alice");
+  assert.equal(identity.subject, "CN = alice");
+  assert.equal(identity.issuer, `CN = ${set.ca.commonName}`);
+  assert.equal(identity.fingerprint256, alice.fingerprint);
+  assert.equal(identity.serialNumber, alice.serialNumber);
+  assert.equal(identity.validTo.getTime(), alice.notAfter.getTime());
+  assert.equal(identity.validFrom.getTime(), alice.notBefore.getTime());
+});
+
+peerTest(
+  "listenTls() peer identity equals what openssl x509 reports",
+  opensslPeer,
+  async () => {
+    // A richer subject and SANs than certs.ts makes: an openssl-issued cert.
+    const key = `${dir}/rich-key.pem`;
+    const csr = `${dir}/rich.csr`;
+    const ext = file(
+      "rich.ext",
+      "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n" +
+        "extendedKeyUsage=clientAuth\n" +
+        "subjectAltName=DNS:carol.example,IP:10.0.0.5,email:carol@example.com\n",
+    );
+    const certPath = `${dir}/rich.pem`;
+    await openssl(
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      key,
+      "-subj",
+      "/C=DE/O=Acme Corp/CN=carol",
+      "-out",
+      csr,
+    );
+    await openssl(
+      "x509",
+      "-req",
+      "-in",
+      csr,
+      "-CA",
+      files.ca,
+      "-CAkey",
+      files.caKey,
+      "-set_serial",
+      "0x1234abcd",
+      "-days",
+      "5",
+      "-extfile",
+      ext,
+      "-out",
+      certPath,
+    );
+    await using server = await echoServer(mutual);
+    assert.equal(
+      await roundTrip(server.port, { certFile: certPath, keyFile: key }),
+      "hello",
+    );
+    const identity = server.identities[0]!;
+    const report = await openssl(
+      "x509",
+      "-in",
+      certPath,
+      "-noout",
+      "-subject",
+      "-issuer",
+      "-fingerprint",
+      "-sha256",
+      "-serial",
+      "-dates",
+      "-ext",
+      "subjectAltName",
+    );
+    const field = (name: string) =>
+      new RegExp(`^${name}=(.*)$`, "m").exec(report)![1];
+    assert.equal(identity.subject, field("subject"));
+    assert.equal(identity.issuer, field("issuer"));
+    assert.equal(identity.fingerprint256, field("sha256 Fingerprint"));
+    assert.equal(identity.serialNumber, field("serial"));
+    assert.equal(
+      identity.validFrom.getTime(),
+      new Date(field("notBefore")).getTime(),
+    );
+    assert.equal(
+      identity.validTo.getTime(),
+      new Date(field("notAfter")).getTime(),
+    );
+    const sanLine = report.split("\n").at(
+      report.split("\n").findIndex((line) =>
+        line.includes("Subject Alternative Name")
+      ) + 1,
+    )!.trim();
+    assert.deepEqual(identity.san, sanLine.split(", "));
+    assert.equal(identity.cn, "carol");
+  },
+);
+
+Deno.test("listenTls() refuses a client without a certificate, logs why, keeps serving", async () => {
+  await using server = await echoServer(mutual);
+  // Our client sent no certificate: the bare close right after the
+  // handshake becomes "certificate-required".
+  await rejectsWith(
+    roundTrip(server.port),
+    "certificate-required",
+    /pass `cert` and `key`/,
+  );
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "no-certificate");
+  assert.equal(event.identity, null);
+  assert.equal(event.remoteAddr?.hostname, "127.0.0.1");
+  assert.equal(
+    await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+    "hello",
+  );
+});
+
+Deno.test("listenTls() refuses a client certificate from an unknown CA", async () => {
+  await using server = await echoServer(mutual);
+  await rejectsWith(
+    roundTrip(server.port, { cert: mallory.cert, key: mallory.key }),
+    "certificate-refused",
+    /refused our client certificate/,
+  );
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "unknown-ca");
+  assert.match(event.message, /mallory.*not one of the client CAs/);
+  assert.equal(event.identity?.cn, "mallory");
+  assert.equal(
+    await roundTrip(server.port, { cert: bob.cert, key: bob.key }),
+    "hello",
+  );
+});
+
+Deno.test("listenTls() refuses a server certificate used as a client certificate", async () => {
+  await using server = await echoServer(mutual);
+  await rejectsWith(
+    roundTrip(server.port, { cert: set.server.cert, key: set.server.key }),
+    "certificate-refused",
+  );
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "wrong-key-usage");
+  assert.match(event.message, /clientAuth/);
+});
+
+Deno.test("listenTls() refuses an expired client certificate", async () => {
+  await using server = await echoServer(mutual);
+  await rejectsWith(
+    roundTrip(server.port, {
+      cert: expiredClient.cert,
+      key: expiredClient.key,
+    }),
+    "certificate-refused",
+  );
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "expired");
+  assert.match(event.message, /expired on 2020-02-01/);
+});
+
+Deno.test("listenTls() default onTlsError logs one line to stderr without secrets", async () => {
+  const logged: unknown[][] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => logged.push(args);
+  try {
+    const listener = await listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      ...mutual,
+    });
+    try {
+      await rejectsWith(
+        roundTrip(listener.addr.port, { cert: mallory.cert, key: mallory.key }),
+        "certificate-refused",
+      );
+      const until = Date.now() + 5000;
+      while (logged.length === 0 && Date.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    } finally {
+      await listener[Symbol.asyncDispose]();
+    }
+  } finally {
+    console.error = original;
+  }
+  assert.equal(logged.length, 1);
+  const line = String(logged[0][0]);
+  assert.match(
+    line,
+    /^connauth tls: refused 127\.0\.0\.1:\d+ \(unknown-ca\): /,
+  );
+  assert.ok(!line.includes("PRIVATE"));
+});
+
+Deno.test("listenTls() allow list accepts by CN, SAN and fingerprint only", async () => {
+  for (
+    const allow of [
+      { cn: ["alice"] },
+      { fingerprint: [alice.fingerprint.replaceAll(":", "").toLowerCase()] },
+    ]
+  ) {
+    await using server = await echoServer({ ...mutual, allow });
+    assert.equal(
+      await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+      "hello",
+    );
+    await rejectsWith(
+      roundTrip(server.port, { cert: bob.cert, key: bob.key }),
+      "certificate-refused",
+    );
+    const [event] = await server.waitErrors(1);
+    assert.equal(event.reason, "not-allowed");
+    assert.equal(event.identity?.cn, "bob");
+  }
+  // SAN: the server certificate has DNS:localhost; issue a client with a SAN.
+  const carol = await issueCertificate(set.ca, {
+    usage: "client",
+    commonName: "carol",
+    names: ["carol.example", "10.1.2.3"],
+  });
+  for (
+    const san of [
+      "DNS:carol.example",
+      "carol.example",
+      "IP:10.1.2.3",
+      "IP Address:10.1.2.3",
+    ]
+  ) {
+    await using server = await echoServer({ ...mutual, allow: { san: [san] } });
+    assert.equal(
+      await roundTrip(server.port, { cert: carol.cert, key: carol.key }),
+      "hello",
+      san,
+    );
+    await rejectsWith(
+      roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+      "certificate-refused",
+    );
+    assert.equal((await server.waitErrors(1))[0].reason, "not-allowed");
+  }
+  await using server = await echoServer({
+    ...mutual,
+    allow: { san: ["DNS:10.1.2.3"] },
+  });
+  await rejectsWith(
+    roundTrip(server.port, { cert: carol.cert, key: carol.key }),
+    "certificate-refused",
+  );
+});
+
+Deno.test("listenTls() authorize hook decides after verification", async () => {
+  const seen: (string | undefined)[] = [];
+  await using server = await echoServer({
+    ...mutual,
+    authorize: async (identity, remoteAddr) => {
+      await Promise.resolve();
+      assert.equal(remoteAddr.hostname, "127.0.0.1");
+      seen.push(identity?.cn);
+      if (identity?.cn === "bob") throw new Error("bob is on holiday");
+      return identity?.cn === "alice";
+    },
+  });
+  assert.equal(
+    await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+    "hello",
+  );
+  await rejectsWith(
+    roundTrip(server.port, { cert: bob.cert, key: bob.key }),
+    "certificate-refused",
+  );
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "not-allowed");
+  assert.match(event.message, /bob is on holiday/);
+  // An unverified client never reaches the hook.
+  await rejectsWith(
+    roundTrip(server.port, { cert: mallory.cert, key: mallory.key }),
+    "certificate-refused",
+  );
+  await server.waitErrors(2);
+  assert.deepEqual(seen, ["alice", "bob"]);
+});
+
+Deno.test("listenTls() with requireClientCert false accepts no certificate, not a bad one", async () => {
+  await using server = await echoServer({
+    ...mutual,
+    requireClientCert: false,
+  });
+  assert.equal(await roundTrip(server.port), "hello");
+  assert.equal(
+    await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+    "hello",
+  );
+  assert.equal(server.identities[0], null);
+  assert.equal(server.identities[1]?.cn, "alice");
+  await rejectsWith(
+    roundTrip(server.port, { cert: mallory.cert, key: mallory.key }),
+    "certificate-refused",
+  );
+  assert.equal((await server.waitErrors(1))[0].reason, "unknown-ca");
+});
+
+// ---------------------------------------------------------------------------
+// connectTls failures
+
+Deno.test("connectTls() names an unknown CA", async () => {
+  await using server = await echoServer();
+  await rejectsWith(
+    connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [other.ca.cert],
+    }),
+    "unknown-ca",
+    /unknown certificate authority.*caCerts/,
+  );
+  // System roots do not know a development CA either.
+  await rejectsWith(
+    connectTls({ hostname: "localhost", port: server.port }),
+    "unknown-ca",
+    /system roots/,
+  );
+});
+
+Deno.test("connectTls() names a hostname mismatch", async () => {
+  await using server = await echoServer({
+    cert: wrongName.cert,
+    key: wrongName.key,
+  });
+  await rejectsWith(
+    connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+    }),
+    "hostname-mismatch",
+    /not valid for "localhost"/,
+  );
+});
+
+Deno.test("connectTls() names an expired server certificate", async () => {
+  await using server = await echoServer({
+    cert: expiredServer.cert,
+    key: expiredServer.key,
+  });
+  await rejectsWith(
+    connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+    }),
+    "expired",
+    /has expired; renew it/,
+  );
+});
+
+peerTest(
+  "connectTls() refuses a version-1 server certificate",
+  opensslPeer,
+  async () => {
+    const v1 = await version1();
+    await using server = await echoServer(v1);
+    await rejectsWith(
+      connectTls({
+        hostname: "localhost",
+        port: server.port,
+        caCerts: [set.ca.cert],
+      }),
+      "version-1",
+      /version 1.*version 3/,
+    );
+  },
+);
+
+peerTest(
+  "connectTls() refuses a self-signed CA:TRUE server certificate",
+  opensslPeer,
+  async () => {
+    const selfCa = await selfSignedCa();
+    await using server = await echoServer(selfCa);
+    await rejectsWith(
+      connectTls({
+        hostname: "localhost",
+        port: server.port,
+        caCerts: [selfCa.cert],
+      }),
+      "ca-as-leaf",
+      /CA:TRUE.*openssl req -new -x509/,
+    );
+  },
+);
+
+Deno.test("connectTls() refuses a client key that does not match the cert", async () => {
+  await rejectsWith(
+    connectTls({ port: 1, cert: alice.cert, key: bob.key }),
+    "key-mismatch",
+    /does not belong to the certificate/,
+  );
+  await assert.rejects(
+    connectTls({ port: 1, cert: alice.cert }),
+    /needs its private key/,
+  );
+});
+
+Deno.test("connectTls() times out on a server that never answers", async () => {
+  using silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of silent) accepted.push(conn);
+  })();
+  await assert.rejects(
+    connectTls({ port: silent.addr.port, timeout: 150 }),
+    (error: unknown) =>
+      error instanceof DOMException && error.name === "TimeoutError" &&
+      /timed out after 150 ms/.test(error.message),
+  );
+  const controller = new AbortController();
+  const pending = connectTls({
+    port: silent.addr.port,
+    signal: controller.signal,
+  });
+  setTimeout(() => controller.abort(), 50);
+  await assert.rejects(
+    pending,
+    (error: unknown) => (error as Error).name === "AbortError",
+  );
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  silent.close();
+  await accepting;
+  for (const conn of accepted) conn.close();
+});
+
+Deno.test("connectTls() reports a refused port as Deno's error", async () => {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  await assert.rejects(connectTls({ port }), Deno.errors.ConnectionRefused);
+});
+
+// ---------------------------------------------------------------------------
+// Real peers: openssl s_client / s_server, Python ssl
+
+async function sClient(
+  port: number,
+  extra: string[],
+): Promise<{ out: string; echoed: boolean }> {
+  const child = spawn(OPENSSL!, [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${port}`,
+    "-servername",
+    "localhost",
+    "-CAfile",
+    files.ca,
+    "-verify_return_error",
+    "-quiet",
+    ...extra,
+  ], { timeout: 15_000 });
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode("hello from openssl\n"));
+  let echoed = false;
+  let out = "";
+  const stderr = new Response(child.stderr).text();
+  for await (const line of lines(child.stdout)) {
+    out += line + "\n";
+    if (line === "hello from openssl") {
+      echoed = true;
+      break;
+    }
+  }
+  await writer.close().catch(() => {});
+  if (echoed) child.kill();
+  await child.status;
+  await child.stdout.cancel().catch(() => {});
+  out += await stderr;
+  return { out, echoed };
+}
+
+peerTest(
+  "listenTls() serves openssl s_client with and without a client certificate",
+  opensslPeer,
+  async () => {
+    {
+      await using server = await echoServer();
+      const result = await sClient(server.port, []);
+      assert.ok(result.echoed, result.out);
+    }
+    await using server = await echoServer(mutual);
+    const good = await sClient(server.port, [
+      "-cert",
+      files.aliceCert,
+      "-key",
+      files.aliceKey,
+    ]);
+    assert.ok(good.echoed, good.out);
+    assert.equal(server.identities[0]?.cn, "alice");
+    const none = await sClient(server.port, []);
+    assert.ok(!none.echoed, none.out);
+    const [event] = await server.waitErrors(1);
+    assert.equal(event.reason, "no-certificate");
+    const bad = await sClient(server.port, [
+      "-cert",
+      files.malloryCert,
+      "-key",
+      files.malloryKey,
+    ]);
+    assert.ok(!bad.echoed, bad.out);
+    assert.equal((await server.waitErrors(2))[1].reason, "unknown-ca");
+  },
+);
+
+async function python(args: string[]): Promise<{ code: number; out: string }> {
+  const out = await new Deno.Command(PYTHON!, {
+    args: [interopScript("tls_echo_peer.py"), ...args],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  return {
+    code: out.code,
+    out: decoder.decode(out.stdout) + decoder.decode(out.stderr),
+  };
+}
+
+peerTest(
+  "listenTls() serves Python ssl clients with and without a client certificate",
+  pythonPeer,
+  async () => {
+    {
+      await using server = await echoServer();
+      const result = await python([
+        "client",
+        String(server.port),
+        "localhost",
+        files.ca,
+      ]);
+      assert.equal(result.code, 0, result.out);
+      assert.match(result.out, /^echo hello from python$/m);
+    }
+    await using server = await echoServer(mutual);
+    const good = await python([
+      "client",
+      String(server.port),
+      "localhost",
+      files.ca,
+      "--cert",
+      files.aliceCert,
+      "--key",
+      files.aliceKey,
+    ]);
+    assert.equal(good.code, 0, good.out);
+    assert.match(good.out, /^echo hello from python$/m);
+    assert.equal(server.identities[0]?.cn, "alice");
+    const none = await python([
+      "client",
+      String(server.port),
+      "localhost",
+      files.ca,
+    ]);
+    assert.equal(none.code, 1, none.out);
+    assert.match(none.out, /^error eof/m);
+    assert.equal((await server.waitErrors(1))[0].reason, "no-certificate");
+    const bad = await python([
+      "client",
+      String(server.port),
+      "localhost",
+      files.ca,
+      "--cert",
+      files.malloryCert,
+      "--key",
+      files.malloryKey,
+    ]);
+    assert.equal(bad.code, 1, bad.out);
+    assert.equal((await server.waitErrors(2))[1].reason, "unknown-ca");
+  },
+);
+
+peerTest(
+  "listenTls() has no Nagle stall: p50 of 20 Python connect+echo round trips under 20 ms",
+  pythonPeer,
+  async () => {
+    // The server writes each echo twice: with Nagle on, the second write waits
+    // for the client's delayed ACK (~40 ms). Generous bound; typical p50 is a
+    // few ms on loopback.
+    await using server = await echoServer({}, true);
+    const result = await python([
+      "latency",
+      String(server.port),
+      "localhost",
+      files.ca,
+      "--count",
+      "20",
+    ]);
+    assert.equal(result.code, 0, result.out);
+    const p50 = Number(/^p50 ([\d.]+)$/m.exec(result.out)![1]);
+    assert.ok(p50 < 20, `p50 ${p50} ms: Nagle stall? (${result.out.trim()})`);
+  },
+);
+
+async function sServer(
+  extra: string[],
+): Promise<
+  & { port: number; child: Deno.ChildProcess; output: Promise<string> }
+  & AsyncDisposable
+> {
+  const child = spawn(OPENSSL!, [
+    "s_server",
+    "-accept",
+    "127.0.0.1:0",
+    "-cert",
+    files.serverCert,
+    "-key",
+    files.serverKey,
+    "-rev",
+    "-naccept",
+    "1",
+    "-verify_return_error",
+    ...extra,
+  ], { timeout: 15_000 });
+  const stdout = lines(child.stdout);
+  let port = 0;
+  for await (const line of stdout) {
+    const match = /^ACCEPT .*:(\d+)$/.exec(line);
+    if (match) {
+      port = Number(match[1]);
+      break;
+    }
+  }
+  assert.ok(port > 0, "openssl s_server printed no port");
+  const output = (async () => {
+    let text = "";
+    for await (const line of stdout) text += line + "\n";
+    return text + await new Response(child.stderr).text();
+  })();
+  return {
+    port,
+    child,
+    output,
+    async [Symbol.asyncDispose]() {
+      await child.stdin.close().catch(() => {});
+      try {
+        child.kill();
+      } catch {
+        // already exited
+      }
+      await child.status;
+      await output;
+    },
+  };
+}
+
+async function reversed(
+  port: number,
+  options: Partial<Parameters<typeof connectTls>[0]> = {},
+): Promise<string> {
+  using conn = await connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [set.ca.cert],
+    ...options,
+  });
+  await writeAll(conn.writable, utf8("hello\n"));
+  return decoder.decode(
+    await readExact(conn.readable, 6, AbortSignal.timeout(10_000), "reply"),
+  );
+}
+
+peerTest(
+  "connectTls() talks to openssl s_server, plain and mutual",
+  opensslPeer,
+  async () => {
+    {
+      await using server = await sServer([]);
+      assert.equal(await reversed(server.port), "olleh\n");
+    }
+    {
+      await using server = await sServer(["-Verify", "1", "-CAfile", files.ca]);
+      assert.equal(
+        await reversed(server.port, { cert: alice.cert, key: alice.key }),
+        "olleh\n",
+      );
+    }
+    {
+      // s_server sends an alert when we present no certificate.
+      await using server = await sServer(["-Verify", "1", "-CAfile", files.ca]);
+      await rejectsWith(
+        reversed(server.port),
+        "certificate-required",
+      );
+    }
+    {
+      await using server = await sServer(["-Verify", "1", "-CAfile", files.ca]);
+      await rejectsWith(
+        reversed(server.port, { cert: mallory.cert, key: mallory.key }),
+        "certificate-refused",
+        /alert/,
+      );
+    }
+  },
+);
+
+async function pythonServer(
+  extra: string[],
+): Promise<{ port: number; output: Promise<string> } & AsyncDisposable> {
+  const child = spawn(PYTHON!, [
+    interopScript("tls_echo_peer.py"),
+    "server",
+    files.serverCert,
+    files.serverKey,
+    "--count",
+    "1",
+    ...extra,
+  ], { timeout: 20_000 });
+  const stdout = lines(child.stdout);
+  const first = await stdout.next();
+  const port = Number(/^port (\d+)$/.exec(String(first.value))?.[1]);
+  assert.ok(port > 0, `python server printed ${first.value}`);
+  const output = (async () => {
+    let text = "";
+    for await (const line of stdout) text += line + "\n";
+    return text + await new Response(child.stderr).text();
+  })();
+  return {
+    port,
+    output,
+    async [Symbol.asyncDispose]() {
+      await child.stdin.close().catch(() => {});
+      try {
+        child.kill();
+      } catch {
+        // already exited
+      }
+      await child.status;
+      await output;
+    },
+  };
+}
+
+peerTest(
+  "connectTls() talks to a Python ssl server, plain and mutual",
+  pythonPeer,
+  async () => {
+    {
+      await using server = await pythonServer([]);
+      assert.equal(await roundTrip(server.port), "hello");
+    }
+    {
+      await using server = await pythonServer(["--ca", files.ca]);
+      assert.equal(
+        await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+        "hello",
+      );
+    }
+    {
+      await using server = await pythonServer(["--ca", files.ca]);
+      await rejectsWith(roundTrip(server.port), "certificate-required");
+    }
+    {
+      await using server = await pythonServer(["--ca", files.ca]);
+      await rejectsWith(
+        roundTrip(server.port, { cert: mallory.cert, key: mallory.key }),
+        "certificate-refused",
+      );
+      assert.match(
+        await server.output,
+        /error .*(unknown ca|certificate verify failed)/i,
+      );
+    }
+  },
+);
