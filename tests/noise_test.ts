@@ -689,6 +689,35 @@ Deno.test("serve() with noiseAuthenticator() serves Noise clients and refuses a 
   assert.equal(server.stats.authenticated, 3);
 });
 
+Deno.test("serve() with noiseAuthenticator() reports a client that does not speak Noise and a stalled one", async () => {
+  const errors: { error: unknown; phase: string }[] = [];
+  await using server = serve<NoiseConn>({
+    hostname: "127.0.0.1",
+    port: 0,
+    log: false,
+    handshakeTimeout: 200,
+    authenticate: noiseAuthenticator(generateNoisePsk()),
+    onError: (error, info) => errors.push({ error, phase: info.phase }),
+  }, () => {
+    throw new Error("no handler may run");
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  for (const request of [bytes("GET / HTTP/1.1\r\n\r\n"), new Uint8Array(0)]) {
+    using raw = await Deno.connect({ hostname: "127.0.0.1", port });
+    if (request.length) await raw.write(request);
+    // The server closes the connection: after the bad length at once, after
+    // its handshake deadline for the silent client.
+    assert.equal(await raw.read(new Uint8Array(16)), null);
+  }
+  assert.equal(errors.length, 2);
+  assert.ok(errors[0].error instanceof ProtocolError);
+  assert.equal(errors[0].error.reason, "too-large");
+  assert.ok(errors[1].error instanceof DOMException);
+  assert.equal(errors[1].error.name, "TimeoutError");
+  assert.deepEqual(errors.map((e) => e.phase), ["handshake", "handshake"]);
+  assert.equal(server.stats.authenticated, 0);
+});
+
 // ---------------------------------------------------------------------------
 // A real peer: tests/interop/noise_peer.py, a Python implementation written
 // from the Noise specification on the `cryptography` package.
