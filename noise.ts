@@ -382,7 +382,8 @@ let createNoiseConn: (
  * in call order.
  *
  * Closing it closes the underlying connection; so does any decryption or
- * framing failure. `await using` closes it at the end of the scope.
+ * framing failure. `await using` (or `using`) closes it at the end of the
+ * scope.
  *
  * @example Stream use: write, half-close, read to the end
  * ```ts
@@ -405,7 +406,7 @@ let createNoiseConn: (
  * console.log(text); // hello, world
  * ```
  */
-export class NoiseConn implements Duplex, AsyncDisposable {
+export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   /** Whether this side started the handshake (the initiator). */
   readonly initiator: boolean;
   /**
@@ -745,6 +746,30 @@ export class NoiseConn implements Duplex, AsyncDisposable {
    */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#writeChain;
+    this.close();
+  }
+
+  /**
+   * Closes the connection at once, like {@linkcode NoiseConn.close}, for
+   * `using`; `await using` also waits for pending writes first.
+   *
+   * @example
+   * ```ts
+   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => noiseConnect(conn, psk)),
+   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   * ]);
+   * using _client = client;
+   * using _server = server;
+   * console.log(client.handshakeHash.length); // 32
+   * ```
+   */
+  [Symbol.dispose](): void {
     this.close();
   }
 
