@@ -863,3 +863,100 @@ peerTest(
     });
   },
 );
+
+// ---------------------------------------------------------------------------
+// The examples, end to end.
+
+const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
+
+async function runNoiseExample(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-env=CONNAUTH_PSK",
+      `${EXAMPLES}${name}`,
+      ...args,
+    ],
+    env,
+    stdin: "null",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  return {
+    code,
+    stdout: new TextDecoder().decode(stdout).trim(),
+    stderr: new TextDecoder().decode(stderr),
+  };
+}
+
+Deno.test("examples/noise_echo_server.ts and noise_echo_client.ts work end to end", async () => {
+  const psk = hex(generateNoisePsk());
+  const server = spawn(Deno.execPath(), [
+    "run",
+    "--allow-net=127.0.0.1",
+    "--allow-env=CONNAUTH_PSK",
+    `${EXAMPLES}noise_echo_server.ts`,
+    "--port",
+    "0",
+  ], { env: { CONNAUTH_PSK: psk } });
+  server.stdin.close();
+  await server.stdout.cancel();
+  const stderr = lines(server.stderr);
+  const log: string[] = [];
+  let port = 0;
+  for (let i = 0; i < 10 && port === 0; i++) {
+    const { value, done } = await stderr.next();
+    if (done) break;
+    log.push(value);
+    port = Number(value.match(/listening on 127\.0\.0\.1:(\d+)/)?.[1] ?? 0);
+  }
+  const draining = (async () => {
+    for await (const line of stderr) log.push(line);
+  })();
+  try {
+    assert.notEqual(port, 0, log.join("\n"));
+    const ok = await runNoiseExample(
+      "noise_echo_client.ts",
+      ["--port", String(port), "Hello", "Noise"],
+      { CONNAUTH_PSK: psk },
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "Hello Noise");
+    assert.ok(!ok.stderr.includes("demo"));
+
+    const wrong = await runNoiseExample(
+      "noise_echo_client.ts",
+      ["--port", String(port)],
+      { CONNAUTH_PSK: hex(generateNoisePsk()) },
+    );
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /rejected our pre-shared key/);
+    assert.equal(wrong.stdout, "");
+
+    const demo = await runNoiseExample(
+      "noise_echo_client.ts",
+      ["--port", String(port)],
+      {},
+    );
+    assert.equal(demo.code, 1);
+    assert.match(demo.stderr, /public demo pre-shared key/);
+
+    const bad = await runNoiseExample("noise_echo_client.ts", [], {
+      CONNAUTH_PSK: "not hex",
+    });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /CONNAUTH_PSK: expected 64 hexadecimal digits/);
+  } finally {
+    server.kill("SIGINT"); // a graceful stop
+  }
+  const status = await server.status;
+  await draining;
+  assert.equal(status.code, 0, log.join("\n"));
+  const text = log.join("\n");
+  assert.match(text, /authentication failed \(wrong-key\)/);
+  assert.ok(!text.includes(psk), "the log shows no key");
+});
