@@ -29,6 +29,7 @@ export * from "./errors.ts";
 export * from "./types.ts";
 export * from "./handshake.ts";
 export * from "./server.ts";
+export * from "./tls.ts";
 export * from "./certs.ts";
 export * from "./noise.ts";
 export * from "./multiprocessing.ts";

@@ -1,0 +1,111 @@
+/**
+ * TLS echo server: the Cookbook's TLS recipe on connauth.
+ *
+ * Serves TLS with the certificate in `./certs` (writing a development set
+ * there on first run, with a notice). `--mutual` requires and verifies a
+ * client certificate (mutual TLS) and logs the client's identity; `--hmac`
+ * adds the Cookbook HMAC handshake inside TLS: TLS gives secrecy and the
+ * server's identity, the handshake proves the client knows the key.
+ *
+ *     deno task tls-echo-server                 # plain TLS
+ *     deno task tls-echo-server --mutual        # client certificates required
+ *     CONNAUTH_KEY=secret deno task tls-echo-server --hmac
+ *
+ * @module
+ */
+import { listenTls, type TlsServerConn } from "../tls.ts";
+import { generateCertificates, writeCertificates } from "../certs.ts";
+import { serve } from "../server.ts";
+import { HmacKey, serverAuthenticate } from "../handshake.ts";
+import { formatAddr } from "../_io.ts";
+import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+
+const USAGE = `Usage: deno task tls-echo-server [options]
+   or: deno run --allow-net=127.0.0.1:18443 --allow-read=certs --allow-write=certs --allow-env=CONNAUTH_KEY examples/tls_echo_server.ts [options]
+
+Echoes back whatever a TLS client sends. Certificates come from --certs
+(server.pem, server-key.pem, ca.pem); when the directory holds none, a
+development set is written there first.
+
+Options:
+${COMMON_HELP.replace("default 18000", "default 18443")}
+  --certs DIR       certificate directory (default certs)
+  --mutual          require a client certificate signed by DIR/ca.pem
+  --hmac            also run the HMAC handshake (key: CONNAUTH_KEY or --key-file)
+  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+
+const { common, values } = parseFlags(USAGE, {
+  certs: { type: "string" },
+  mutual: { type: "boolean" },
+  hmac: { type: "boolean" },
+  timeout: { type: "string" },
+}, { port: 18443 });
+const dir = String(values.certs ?? "certs");
+const mutual = values.mutual === true;
+const hmac = values.hmac === true;
+const timeout = Number(values.timeout ?? 10_000);
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+if (!await exists(`${dir}/server.pem`)) {
+  if (await exists(`${dir}/server-key.pem`) || await exists(`${dir}/ca.pem`)) {
+    fail(
+      `Cannot start: ${dir}/ holds some certificate files but no server.pem; complete it or run deno task certs --force`,
+    );
+  }
+  const written = await writeCertificates(dir, await generateCertificates());
+  console.error(
+    `notice: no certificates in ${dir}/, wrote a development set (do not use in production):`,
+  );
+  for (const file of written) console.error(`  ${file.path}`);
+}
+
+const key = hmac
+  ? await HmacKey.import(common.key, { hash: common.hash })
+  : null;
+if (hmac && common.demoKey) warnDemoKey();
+
+let listener;
+try {
+  listener = await listenTls({
+    hostname: common.hostname,
+    port: common.port,
+    certFile: `${dir}/server.pem`,
+    keyFile: `${dir}/server-key.pem`,
+    clientCaFile: mutual ? `${dir}/ca.pem` : undefined,
+    handshakeTimeout: timeout,
+  });
+} catch (error) {
+  fail((error as Error).message);
+}
+console.error(
+  `TLS echo server listening on ${formatAddr(listener.addr)}${
+    mutual ? ", client certificates required" : ""
+  }${key ? `, HMAC-${key.hash} handshake inside TLS` : ""}`,
+);
+
+serve<TlsServerConn>({
+  listener,
+  handshakeTimeout: timeout,
+  authenticate: async (conn, { signal }) => {
+    if (key) await serverAuthenticate(conn, key, { signal });
+    return conn as TlsServerConn;
+  },
+}, async (conn) => {
+  const peer = formatAddr(conn.remoteAddr);
+  const who = conn.peerIdentity
+    ? ` as "${conn.peerIdentity.subject}" (SHA-256 ${conn.peerIdentity.fingerprint256})`
+    : "";
+  console.error(`accept ${peer}${who}`);
+  await conn.readable.pipeTo(conn.writable, { preventClose: false }).catch(
+    (error) => console.error(`error ${peer}: ${(error as Error).message}`),
+  );
+});
