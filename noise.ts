@@ -177,6 +177,11 @@ function closeQuietly(conn: Duplex): void {
   }
 }
 
+/** First size of a connection's read buffer. */
+const INITIAL_READ_BUFFER = 16 * 1024;
+/** Largest read buffer: room for two whole frames. */
+const MAX_READ_BUFFER = 2 * (2 + MAX_MESSAGE_LENGTH);
+
 /** The parts of a `Deno.Conn` used directly when present. */
 interface DenoConnLike {
   read(buffer: Uint8Array): Promise<number | null>;
@@ -209,7 +214,9 @@ class FrameIO {
   #deno: DenoConnLike | undefined;
   #reader: ReadableStreamBYOBReader | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  #buffer = new Uint8Array(2 * (2 + MAX_MESSAGE_LENGTH));
+  // Starts small (many idle connections cost little) and grows up to two
+  // whole frames when large messages arrive.
+  #buffer = new Uint8Array(INITIAL_READ_BUFFER);
   #start = 0;
   #end = 0;
   #closed = false;
@@ -261,9 +268,21 @@ class FrameIO {
   ): Promise<Uint8Array<ArrayBuffer> | null> {
     while (this.#end - this.#start < length) {
       if (this.#start + length > this.#buffer.byteLength) {
-        this.#buffer.copyWithin(0, this.#start, this.#end);
-        this.#end -= this.#start;
+        const have = this.#end - this.#start;
+        if (length > this.#buffer.byteLength) {
+          const grown = new Uint8Array(
+            Math.min(
+              Math.max(length, this.#buffer.byteLength * 2),
+              MAX_READ_BUFFER,
+            ),
+          );
+          grown.set(this.#buffer.subarray(this.#start, this.#end));
+          this.#buffer = grown;
+        } else {
+          this.#buffer.copyWithin(0, this.#start, this.#end);
+        }
         this.#start = 0;
+        this.#end = have;
       }
       const count = await this.#fill();
       if (count === 0) {
