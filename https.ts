@@ -287,6 +287,11 @@ export async function serveHttps(
     });
   });
 
+  const peers = new WeakMap<
+    TLSSocket,
+    { name: string; fingerprint: string | null }
+  >();
+
   async function handle(
     req: IncomingMessage,
     res: ServerResponse,
@@ -300,10 +305,20 @@ export async function serveHttps(
     let clientName: string | null = null;
     let clientFingerprint: string | null = null;
     if (mutual) {
-      const peer = socket.getPeerCertificate();
-      const cn = peer?.subject?.CN;
-      clientName = Array.isArray(cn) ? cn.join(",") : cn ?? "";
-      clientFingerprint = peer?.fingerprint256 ?? null;
+      // Parsing the certificate costs more than a small request: once per
+      // connection.
+      let peer = peers.get(socket);
+      if (peer === undefined) {
+        const cert = socket.getPeerCertificate();
+        const cn = cert?.subject?.CN;
+        peer = {
+          name: Array.isArray(cn) ? cn.join(",") : cn ?? "",
+          fingerprint: cert?.fingerprint256 ?? null,
+        };
+        peers.set(socket, peer);
+      }
+      clientName = peer.name;
+      clientFingerprint = peer.fingerprint;
       if (!socket.authorized) {
         return send(
           res,
