@@ -8,7 +8,9 @@ import {
   type TlsErrorEvent,
   type TlsFailure,
   type TlsListener,
+  type TlsServerConn,
 } from "../tls.ts";
+import { serve } from "../server.ts";
 import {
   type CertificateAndKey,
   generateCertificates,
@@ -1311,3 +1313,184 @@ peerTest(
     }
   },
 );
+
+// ---------------------------------------------------------------------------
+// serve() over TLS, and the examples end to end
+
+Deno.test("serve() runs the HMAC handshake inside listenTls() connections", async () => {
+  const failures: string[] = [];
+  await using server = serve({
+    listener: await listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      ...mutual,
+    }),
+    key: "peanut butter",
+    log: false,
+    onAuthFailure: (info) => failures.push(info.error.reason),
+  }, async (conn) => {
+    const identity = (conn as TlsServerConn).peerIdentity;
+    await writeAll(conn.writable, utf8(`hello ${identity?.cn}`));
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  {
+    using conn = await connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [set.ca.cert],
+      cert: alice.cert,
+      key: alice.key,
+    });
+    await clientAuthenticate(conn, "peanut butter");
+    const reply = await readExact(conn.readable, 11, undefined, "greeting");
+    assert.equal(decoder.decode(reply), "hello alice");
+  }
+  {
+    using conn = await connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [set.ca.cert],
+      cert: bob.cert,
+      key: bob.key,
+    });
+    // The Cookbook client learns the verdict only from what follows: the
+    // server closes instead of greeting.
+    await clientAuthenticate(conn, "wrong key");
+    await assert.rejects(readExact(conn.readable, 11, undefined, "greeting"));
+  }
+  const until = Date.now() + 5000;
+  while (failures.length === 0 && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.deepEqual(failures, ["wrong-key"]);
+});
+
+const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
+
+async function startTlsExample(
+  certs: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ port: number; log: string[] } & AsyncDisposable> {
+  const child = spawn(Deno.execPath(), [
+    "run",
+    "--allow-net=127.0.0.1",
+    `--allow-read=${certs}`,
+    `--allow-write=${certs}`,
+    "--allow-env=CONNAUTH_KEY",
+    `${EXAMPLES}tls_echo_server.ts`,
+    "--port",
+    "0",
+    "--certs",
+    certs,
+    ...args,
+  ], { env });
+  child.stdin.close();
+  await child.stdout.cancel();
+  const log: string[] = [];
+  const stderr = lines(child.stderr);
+  let port = 0;
+  let rest: Promise<void> = Promise.resolve();
+  for (let i = 0; i < 20; i++) {
+    const { value, done } = await stderr.next();
+    if (done) break;
+    log.push(value);
+    const match = value.match(/listening on 127\.0\.0\.1:(\d+)/);
+    if (match) {
+      port = Number(match[1]);
+      rest = (async () => {
+        for await (const line of stderr) log.push(line);
+      })();
+      break;
+    }
+  }
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+    await child.status;
+    await rest;
+  };
+  if (port === 0) {
+    await stop();
+    throw new Error(`TLS echo server did not start: ${log.join("\n")}`);
+  }
+  return { port, log, [Symbol.asyncDispose]: stop };
+}
+
+async function runTlsClient(
+  certs: string,
+  port: number,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      `--allow-net=localhost:${port}`,
+      `--allow-read=${certs}`,
+      "--allow-env=CONNAUTH_KEY",
+      `${EXAMPLES}tls_echo_client.ts`,
+      "--port",
+      String(port),
+      "--certs",
+      certs,
+      ...args,
+    ],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout).trim(),
+    stderr: decoder.decode(output.stderr).trim(),
+  };
+}
+
+Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts work end to end", async () => {
+  const certs = `${dir}/example-certs`;
+  {
+    await using server = await startTlsExample(certs, []);
+    assert.match(
+      server.log.join("\n"),
+      /notice: no certificates in .*wrote a development set/,
+    );
+    const ok = await runTlsClient(certs, server.port, ["Hello", "TLS"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "Hello TLS");
+  }
+  {
+    await using server = await startTlsExample(certs, ["--mutual"]);
+    assert.ok(
+      !server.log.join("\n").includes("notice"),
+      "certificates were reused",
+    );
+    const ok = await runTlsClient(certs, server.port, ["--mutual", "hi"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "hi");
+    const none = await runTlsClient(certs, server.port, ["hi"]);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /client certificate.*--mutual/);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const log = server.log.join("\n");
+    assert.match(log, /accept 127\.0\.0\.1:\d+ as "CN = client"/);
+    assert.match(log, /refused 127\.0\.0\.1:\d+ \(no-certificate\)/);
+  }
+  {
+    const env = { CONNAUTH_KEY: "tls example key" };
+    await using server = await startTlsExample(certs, ["--hmac"], env);
+    const ok = await runTlsClient(certs, server.port, ["--hmac", "keyed"], env);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "keyed");
+    const wrong = await runTlsClient(certs, server.port, ["--hmac", "x"], {
+      CONNAUTH_KEY: "wrong",
+    });
+    assert.equal(wrong.code, 1);
+    assert.ok(!server.log.join("\n").includes("tls example key"));
+  }
+});
