@@ -106,7 +106,7 @@ export interface PeerIdentity {
    * (`"AB:CD:..."`).
    */
   readonly fingerprint256: string;
-  /** The serial number, uppercase hex. */
+  /** The serial number, uppercase hex in whole bytes (`openssl x509 -serial`). */
   readonly serialNumber: string;
 }
 
@@ -694,6 +694,10 @@ function splitSan(text: string | undefined): string[] {
   return out;
 }
 
+function evenHex(hex: string): string {
+  return hex.length % 2 === 1 ? `0${hex}` : hex;
+}
+
 function identityOf(cert: X509Certificate): PeerIdentity {
   const cnPart = cert.subject.split("\n").find((part) =>
     part.startsWith("CN=")
@@ -706,7 +710,8 @@ function identityOf(cert: X509Certificate): PeerIdentity {
     validFrom: new Date(cert.validFrom),
     validTo: new Date(cert.validTo),
     fingerprint256: cert.fingerprint256.toUpperCase(),
-    serialNumber: cert.serialNumber.toUpperCase(),
+    // Whole bytes, as openssl prints it (the runtime drops a leading 0).
+    serialNumber: evenHex(cert.serialNumber.toUpperCase()),
   });
 }
 

@@ -591,7 +591,7 @@ peerTest(
       "-CAkey",
       files.caKey,
       "-set_serial",
-      "0x1234abcd",
+      "0x0abc1234ef",
       "-days",
       "5",
       "-extfile",
