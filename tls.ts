@@ -982,7 +982,15 @@ class Listener implements TlsListener {
 
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
-    await this.#closedPromise;
+    // node:tls reports 'close' only once every accepted connection has
+    // closed too; accepted connections belong to the caller, so wait for
+    // that or for the next turn of the event loop, whichever comes first.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#closedPromise,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, 0)),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Closes the listener (for `using`). */

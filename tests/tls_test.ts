@@ -1494,3 +1494,36 @@ Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts work end to end", 
     assert.ok(!server.log.join("\n").includes("tls example key"));
   }
 });
+
+Deno.test("TlsListener disposal does not wait for accepted connections", async () => {
+  const listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+  });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    connectTls({
+      hostname: "localhost",
+      port: listener.addr.port,
+      caCerts: [set.ca.cert],
+    }),
+  ]);
+  await listener[Symbol.asyncDispose]();
+  // The accepted connection still works after the listener is gone.
+  await writeAll(client.writable, utf8("still here"));
+  assert.equal(
+    decoder.decode(await readExact(server.readable, 10, undefined, "x")),
+    "still here",
+  );
+  await assert.rejects(
+    connectTls({
+      hostname: "localhost",
+      port: listener.addr.port,
+      caCerts: [set.ca.cert],
+    }),
+    Deno.errors.ConnectionRefused,
+  );
+  client.close();
+  server.close();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+});
