@@ -8,6 +8,7 @@ import {
   connectMultiprocessing,
   listenMultiprocessing,
   type MultiprocessingConnection,
+  type MultiprocessingListener,
   ProtocolError,
 } from "../mod.ts";
 import {
@@ -93,6 +94,29 @@ async function readRaw(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
   return out;
 }
 
+/** Accepts one connection, or fails the test after `ms` (never hangs). */
+async function acceptWithin(
+  listener: MultiprocessingListener,
+  ms = 20_000,
+): Promise<MultiprocessingConnection> {
+  const accepting = listener.accept();
+  accepting.catch(() => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      accepting,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no authenticated connection in ${ms} ms`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A listener whose handshake failures are collected. */
 async function listenCollecting(
   options: Partial<Parameters<typeof listenMultiprocessing>[0]> = {},
@@ -136,7 +160,7 @@ Deno.test("connectMultiprocessing() and listenMultiprocessing() exchange message
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   assert.equal(client.peerDigest, "sha256");
   assert.equal(server.peerDigest, "sha256");
   const messages = [new Uint8Array(0), noise(MiB), encoder.encode("last")];
@@ -156,7 +180,7 @@ Deno.test("listenMultiprocessing() with digest sha384 makes both sides use sha38
     authkey: KEY,
     digest: "sha384",
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   assert.equal(client.peerDigest, "sha384");
   assert.equal(server.peerDigest, "sha384");
 });
@@ -167,7 +191,7 @@ Deno.test("MultiprocessingConnection keeps concurrent sends whole and in order",
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   const sizes = [100_000, 3, 50_000, 0, 20_000];
   await Promise.all(sizes.map((size) => client.sendBytes(pattern(size))));
   const received = await Promise.all(sizes.map(() => server.recvBytes()));
@@ -180,7 +204,7 @@ Deno.test("MultiprocessingConnection.recvBytes() returns null at the end, every 
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   await client.sendText("one");
   client.close();
   assert.equal(await server.recvText(), "one");
@@ -194,7 +218,7 @@ Deno.test("MultiprocessingConnection.recvBytes() times out without losing the me
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   await assert.rejects(
     server.recvBytes({ timeout: 50 }),
     (error: unknown) =>
@@ -220,7 +244,7 @@ Deno.test("MultiprocessingConnection.recvBytes() refuses a message over maxMessa
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   await client.sendBytes(new Uint8Array(1024));
   await client.sendBytes(new Uint8Array(1025));
   assert.equal((await server.recvBytes())?.byteLength, 1024);
@@ -237,7 +261,7 @@ Deno.test("MultiprocessingConnection.recvText() refuses invalid UTF-8", async ()
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   await client.sendBytes(new Uint8Array([0xff, 0xfe]));
   await assert.rejects(server.recvText(), {
     name: "ProtocolError",
@@ -251,7 +275,7 @@ Deno.test("MultiprocessingConnection rejects calls after close()", async () => {
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   const pending = server.recvBytes();
   server.close();
   await assert.rejects(pending, Deno.errors.BadResource);
@@ -291,7 +315,7 @@ Deno.test("listenMultiprocessing() keeps serving while a client stalls, and time
     port: listener.addr.port,
     authkey: KEY,
   });
-  await using server = await listener.accept();
+  await using server = await acceptWithin(listener);
   await client.sendText("not blocked");
   assert.equal(await server.recvText(), "not blocked");
   const [failure] = await failed();
@@ -684,7 +708,7 @@ for (const { version, path } of PYTHONS) {
         ["--sizes", SIZES.join(",")],
       );
       {
-        await using conn = await listener.accept();
+        await using conn = await acceptWithin(listener);
         assert.equal(conn.peerDigest, "sha256");
         assert.deepEqual(await client.next(), { event: "authenticated" });
         await exchange(conn);
@@ -736,7 +760,7 @@ for (const { version, path } of PYTHONS) {
         listener.addr.port,
         "echo",
       );
-      await using conn = await listener.accept();
+      await using conn = await acceptWithin(listener);
       assert.equal(conn.peerDigest, "sha384");
       await conn.sendText("sha384 works");
       assert.equal(await conn.recvText(), "sha384 works");
@@ -879,7 +903,7 @@ peerTest(
       ["--sizes", "0,1048576"],
     );
     {
-      await using conn = await listener.accept();
+      await using conn = await acceptWithin(listener);
       assert.equal(conn.peerDigest, "md5");
       sameBytes(await conn.recvBytes(), pattern(0));
       sameBytes(await conn.recvBytes(), pattern(MiB));
