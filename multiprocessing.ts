@@ -83,6 +83,8 @@ import {
 import { AuthenticationError, ProtocolError } from "./errors.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
 
+export { AuthenticationError, ProtocolError } from "./errors.ts";
+
 /**
  * A digest a multiprocessing peer may use: `"sha256"` and `"sha384"` (what
  * Python 3.12+ uses and WebCrypto computes), or `"md5"`, the legacy HMAC-MD5
