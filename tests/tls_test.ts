@@ -1527,3 +1527,55 @@ Deno.test("TlsListener disposal does not wait for accepted connections", async (
   server.close();
   await new Promise((resolve) => setTimeout(resolve, 20));
 });
+
+Deno.test("listenTls() serves 16 concurrent verified clients among 8 refused ones", async () => {
+  await using server = await echoServer(mutual);
+  const results = await Promise.allSettled(
+    Array.from(
+      { length: 24 },
+      (_, i) =>
+        i % 3 === 2
+          ? roundTrip(
+            server.port,
+            { cert: mallory.cert, key: mallory.key },
+            `m${i}`,
+          )
+          : roundTrip(
+            server.port,
+            { cert: alice.cert, key: alice.key },
+            `client ${i}`,
+          ),
+    ),
+  );
+  results.forEach((result, i) => {
+    if (i % 3 === 2) {
+      assert.equal(result.status, "rejected");
+    } else {
+      assert.deepEqual(result, { status: "fulfilled", value: `client ${i}` });
+    }
+  });
+  const events = await server.waitErrors(8);
+  assert.ok(events.every((event) => event.reason === "unknown-ca"));
+});
+
+Deno.test("listenTls() and connectTls() agree on an ALPN protocol", async () => {
+  await using listener = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+    alpnProtocols: ["connauth/1", "http/1.1"],
+  });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    connectTls({
+      hostname: "localhost",
+      port: listener.addr.port,
+      caCerts: [set.ca.cert],
+      alpnProtocols: ["connauth/1"],
+    }),
+  ]);
+  assert.equal(client.alpnProtocol, "connauth/1");
+  assert.equal(server.alpnProtocol, "connauth/1");
+  client.close();
+  server.close();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+});
