@@ -1000,3 +1000,62 @@ peerTest(
     assert.equal(event.type, "AuthenticationError");
   },
 );
+
+// ------------------------------------------------------------- the example
+
+peerTest(
+  "examples/python_worker.ts answers the jobs of examples/python_coordinator.py",
+  CPYTHON_312,
+  async (python) => {
+    const env = { CONNAUTH_KEY: "example key" };
+    const root = new URL("../examples/", import.meta.url).pathname;
+    const coordinator = spawn(
+      python,
+      [`${root}python_coordinator.py`, "--port", "0"],
+      { env },
+    );
+    coordinator.stdin.close();
+    const stderr = new Response(coordinator.stderr).text();
+    const output = lines(coordinator.stdout);
+    const first = await output.next();
+    const port = /listening on 127\.0\.0\.1:(\d+)/.exec(String(first.value))
+      ?.[1];
+    assert.ok(port, `unexpected first line ${first.value}`);
+    const worker = (args: string[], key: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-net=127.0.0.1",
+          "--allow-env=CONNAUTH_KEY",
+          `${root}python_worker.ts`,
+          "--port",
+          port,
+          ...args,
+        ],
+        env: { CONNAUTH_KEY: key },
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+    // A worker with the wrong authkey is refused, and says why.
+    const refused = await worker([], "not the key");
+    assert.equal(refused.code, 1);
+    assert.match(
+      decoder.decode(refused.stderr),
+      /rejected our answer.*CONNAUTH_KEY/,
+    );
+    const accepted = await worker([], env.CONNAUTH_KEY);
+    assert.equal(accepted.code, 0, decoder.decode(accepted.stderr));
+    assert.match(decoder.decode(accepted.stdout), /answered 4 jobs/);
+    const rest: string[] = [];
+    for await (const line of output) rest.push(line);
+    assert.equal((await coordinator.status).code, 0, await stderr);
+    assert.match(rest[0], /^worker refused: /);
+    assert.deepEqual(rest.slice(1), [
+      "worker authenticated",
+      "job 1: 9 words, 'THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG'",
+      "job 2: 4 words, 'AUTHENTICATION IS NOT ENCRYPTION'",
+      "job 3: 0 words, ''",
+      "job 4: 4 words, 'MULTIPROCESSING TALKS TO DENO'",
+      "done",
+    ]);
+  },
+);
