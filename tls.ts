@@ -351,6 +351,8 @@ export interface ConnectTlsOptions {
 // Byte streams over sockets
 
 const HIGH_WATER_MARK = 64 * 1024;
+/** Milliseconds a closed connection may spend flushing before it is cut. */
+const CLOSE_GRACE = 5_000;
 
 function toDenoError(error: unknown): unknown {
   const code = (error as { code?: string } | null)?.code;
@@ -512,8 +514,14 @@ class ServerConn implements TlsServerConn {
     const socket = this.#socket;
     if (socket.destroyed) return;
     socket.end();
-    // destroySoon() destroys once everything written has been flushed.
+    // destroySoon() destroys once everything written has been flushed; a
+    // peer that never reads would hold the socket open, so it gets
+    // CLOSE_GRACE ms.
     socket.destroySoon();
+    if (socket.destroyed) return;
+    const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE);
+    (timer as { unref?: () => void }).unref?.();
+    socket.once("close", () => clearTimeout(timer));
   }
 
   [Symbol.dispose](): void {
