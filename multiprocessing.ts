@@ -84,6 +84,7 @@ import { AuthenticationError, ProtocolError } from "./errors.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
 
 export { AuthenticationError, ProtocolError } from "./errors.ts";
+export type { AuthenticationFailure, ProtocolFailure } from "./errors.ts";
 
 /**
  * A digest a multiprocessing peer may use: `"sha256"` and `"sha384"` (what
@@ -300,31 +301,47 @@ async function importKeys(options: MultiprocessingAuthOptions): Promise<Keys> {
   }
 }
 
-/** The byte stream and closer a connection runs over (a `Deno.Conn` fits). */
+/** What a connection runs over: a `Deno.Conn` fits. */
 interface Transport {
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly writable: WritableStream<Uint8Array>;
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
   close(): void;
 }
 
-/** Frames on one transport: buffered reads, ordered writes. */
+/** Bytes read ahead of the current frame, at most. */
+const READ_AHEAD = 64 * 1024;
+
+/**
+ * Frames on one transport: buffered reads (a message that does not fit the
+ * buffer is read straight into its own array) and writes queued whole, so
+ * concurrent sends never interleave.
+ */
 class Wire {
   #transport: Transport;
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #chunk: Uint8Array = new Uint8Array(0);
-  #offset = 0;
+  #buffer = new Uint8Array(READ_AHEAD);
+  #start = 0;
+  #end = 0;
+  #eof = false;
   #pendingRead: Promise<unknown> | undefined;
+  #writing: Promise<void> = Promise.resolve();
   #closed = false;
 
   constructor(transport: Transport) {
     this.#transport = transport;
-    this.#reader = transport.readable.getReader();
-    this.#writer = transport.writable.getWriter();
   }
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  async #read(into: Uint8Array): Promise<number | null> {
+    const read = this.#transport.read(into);
+    this.#pendingRead = read;
+    try {
+      return await read;
+    } finally {
+      this.#pendingRead = undefined;
+    }
   }
 
   /** Reads exactly `n` bytes; null on a clean end of stream before the first. */
@@ -334,35 +351,36 @@ class Wire {
     what: string,
   ): Promise<Uint8Array<ArrayBuffer> | null> {
     const out = new Uint8Array(n);
-    let filled = 0;
+    let filled = Math.min(n, this.#end - this.#start);
+    out.set(this.#buffer.subarray(this.#start, this.#start + filled));
+    this.#start += filled;
     while (filled < n) {
-      if (this.#offset >= this.#chunk.byteLength) {
-        const read = this.#reader.read();
-        this.#pendingRead = read;
-        let result: ReadableStreamReadResult<Uint8Array>;
-        try {
-          result = await read;
-        } finally {
-          this.#pendingRead = undefined;
+      let count: number | null = null;
+      if (!this.#eof) {
+        if (n - filled >= READ_AHEAD) {
+          // Big: straight into the message, no read-ahead.
+          count = await this.#read(out.subarray(filled));
+          if (count !== null) filled += count;
+        } else {
+          this.#start = this.#end = 0;
+          count = await this.#read(this.#buffer);
+          if (count !== null) {
+            this.#end = count;
+            const used = Math.min(n - filled, count);
+            out.set(this.#buffer.subarray(0, used), filled);
+            this.#start = used;
+            filled += used;
+          }
         }
-        if (result.done) {
-          if (filled === 0 && allowEof) return null;
-          throw new ProtocolError(
-            `Cannot read ${what}: the peer closed the connection after ${filled} of ${n} bytes`,
-            "closed",
-          );
-        }
-        this.#chunk = result.value;
-        this.#offset = 0;
-        continue;
       }
-      const count = Math.min(n - filled, this.#chunk.byteLength - this.#offset);
-      out.set(
-        this.#chunk.subarray(this.#offset, this.#offset + count),
-        filled,
-      );
-      filled += count;
-      this.#offset += count;
+      if (count === null) {
+        this.#eof = true;
+        if (filled === 0 && allowEof) return null;
+        throw new ProtocolError(
+          `Cannot read ${what}: the peer closed the connection after ${filled} of ${n} bytes`,
+          "closed",
+        );
+      }
     }
     return out;
   }
@@ -394,7 +412,7 @@ class Wire {
     return (await this.take(size, false, what))!;
   }
 
-  /** Queues one message (length then payload) and waits until it is written. */
+  /** Queues one message (length then payload); resolves once it is written. */
   writeFrame(data: Uint8Array): Promise<void> {
     const size = data.byteLength;
     let head: Uint8Array<ArrayBuffer>;
@@ -407,13 +425,25 @@ class Wire {
       head = new Uint8Array(4);
       new DataView(head.buffer).setInt32(0, size);
     }
-    if (size <= 16384) {
-      // One write for small messages: no Nagle delay between the two parts.
-      return this.#writer.write(concat(head, data));
-    }
-    // Both writes are queued now, so concurrent sends never interleave.
-    this.#writer.write(head).catch(() => {});
-    return this.#writer.write(data);
+    // One write for small messages: no Nagle delay between the two parts.
+    const parts = size <= 16384 ? [concat(head, data)] : [head, data];
+    const write = this.#writing.then(async () => {
+      if (this.#closed) {
+        throw new Deno.errors.BadResource(
+          "Cannot send the message: the connection is closed",
+        );
+      }
+      for (const part of parts) {
+        let offset = 0;
+        while (offset < part.byteLength) {
+          offset += await this.#transport.write(part.subarray(offset));
+        }
+      }
+    });
+    // A failed write fails its own caller; the queue goes on (and fails fast
+    // if the socket is gone).
+    this.#writing = write.catch(() => {});
+    return write;
   }
 
   close(): void {
@@ -429,6 +459,7 @@ class Wire {
   /** Resolves when no read is in flight (after {@linkcode close}). */
   async settled(): Promise<void> {
     await this.#pendingRead?.catch(() => {});
+    await this.#writing;
   }
 }
 
