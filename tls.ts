@@ -23,6 +23,11 @@
  * `node:tls` client (it refuses version-1 certificates and `CA:TRUE`
  * certificates used as server certificates).
  *
+ * One limit of that backend on Deno 2.9.6: a paused `node:tls` socket keeps
+ * reading from TCP, so the server cannot push back on a fast sender; a peer
+ * that gets more than `readBufferLimit` bytes (16 MiB) ahead of the
+ * application is cut off instead of filling memory.
+ *
  * Certificates and keys are PEM text in `cert` / `key` / `clientCa` /
  * `caCerts`; file paths go in the separate `certFile` / `keyFile` /
  * `clientCaFile` / `caFile` options. Nothing is guessed from the string.
