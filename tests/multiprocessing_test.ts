@@ -326,6 +326,27 @@ Deno.test("listenMultiprocessing() keeps serving while a client stalls, and time
   assert.equal(await staller.read(new Uint8Array(1)), null);
 });
 
+Deno.test("listenMultiprocessing() with maxPending 1 starts no handshake while one is pending", async () => {
+  const { listener, failures } = await listenCollecting({
+    maxPending: 1,
+    timeout: 300,
+  });
+  await using _ = listener;
+  using staller = await Deno.connect({ port: listener.addr.port });
+  assert.ok(await readRawFrame(staller)); // its handshake has started
+  // This client only gets its challenge once the staller's slot is free,
+  // which happens when the staller times out (and is reported).
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  assert.equal(failures.length, 1);
+  assert.equal((failures[0] as DOMException).name, "TimeoutError");
+  await using server = await acceptWithin(listener);
+  await client.sendText("served");
+  assert.equal(await server.recvText(), "served");
+});
+
 Deno.test("connectMultiprocessing() times out on a listener that never speaks", async () => {
   using raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted = raw.accept();
