@@ -508,15 +508,15 @@ async function send(
 ): Promise<void> {
   const body = response.body === null
     ? new Uint8Array(0)
-    : new Uint8Array(await response.arrayBuffer());
-  res.statusCode = response.status;
+    : await response.bytes();
+  // One flat list and one writeHead: cheaper than a setHeader per header.
+  const headers: string[] = [];
   for (const [name, value] of response.headers) {
-    if (name === "set-cookie") continue;
-    res.setHeader(name, value);
+    if (name === "content-length" || name === "connection") continue;
+    headers.push(name, value); // set-cookie comes once per cookie
   }
-  const cookies = response.headers.getSetCookie();
-  if (cookies.length > 0) res.setHeader("set-cookie", cookies);
-  res.setHeader("content-length", body.byteLength);
-  if (close) res.setHeader("connection", "close");
+  headers.push("content-length", String(body.byteLength));
+  if (close) headers.push("connection", "close");
+  res.writeHead(response.status, headers);
   res.end(body);
 }

@@ -8,6 +8,8 @@
 //
 // - ours, --db :memory: (Deno KV in memory, as the recipe keeps a dict);
 // - ours, --db FILE (Deno KV on SQLite, every set fsynced before it answers);
+// - ours with a Map instead of Deno KV (bench/_kv_map_server.ts): the HTTPS,
+//   TLS and XML-RPC stack alone, to show the storage's share;
 // - Python's SimpleXMLRPCServer as the recipe writes it (HTTP/1.0: the
 //   server closes the connection after every call, so each call pays a new
 //   TCP connection and TLS handshake even though our client keeps alive);
@@ -96,6 +98,19 @@ const targets: Target[] = [
     stream: "stderr",
   },
 ];
+targets.push({
+  name: "ours, a Map instead of Deno KV (stack only)",
+  command: Deno.execPath(),
+  args: [
+    "run",
+    "--allow-net=127.0.0.1",
+    `--allow-read=${DIR}`,
+    new URL("./_kv_map_server.ts", import.meta.url).pathname,
+    `${DIR}/certs`,
+  ],
+  ready: /localhost:(\d+)\//,
+  stream: "stderr",
+});
 if (python) {
   targets.push({
     name: "Python SimpleXMLRPCServer (recipe, HTTP/1.0)",

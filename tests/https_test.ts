@@ -94,16 +94,25 @@ Deno.test("serveHttps() refuses clients without a certificate, from another CA, 
   assert.ok(errors.length >= 2, errors.join("\n"));
 });
 
-Deno.test("serveHttps() without clientCa serves server-only TLS", async () => {
+Deno.test("serveHttps() without clientCa serves server-only TLS, passing status and headers through", async () => {
   const set = await certs();
   await using server = await serveHttps(
     { cert: set.server.cert, key: set.server.key },
-    (_request, info) => Response.json({ name: info.clientName }),
+    (request, info) => {
+      const headers = new Headers({ "x-path": new URL(request.url).pathname });
+      headers.append("set-cookie", "a=1");
+      headers.append("set-cookie", "b=2");
+      return Response.json({ name: info.clientName }, { status: 201, headers });
+    },
   );
   using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
-  const response = await fetch(`https://localhost:${server.addr.port}/`, {
-    client: http,
-  });
+  const response = await fetch(
+    `https://localhost:${server.addr.port}/some/path?q=1`,
+    { client: http },
+  );
+  assert.equal(response.status, 201);
+  assert.equal(response.headers.get("x-path"), "/some/path");
+  assert.deepEqual(response.headers.getSetCookie(), ["a=1", "b=2"]);
   assert.deepEqual(await response.json(), { name: null });
 });
 
