@@ -93,18 +93,29 @@ export interface ServeHttpsOptions {
    */
   handshakeTimeout?: number;
   /**
-   * Deadline for receiving a whole request (headers and body), in
-   * milliseconds.
+   * Time a client has to send a whole request (headers and body), in
+   * milliseconds, counted from the end of its previous response (or its
+   * handshake) once `keepAliveTimeout` is added: a connection that has not
+   * delivered its next complete request within `keepAliveTimeout +
+   * requestTimeout` is closed, however slowly it trickles bytes.
    *
    * @default {30000}
    */
   requestTimeout?: number;
   /**
-   * How long an idle kept-alive connection stays open, in milliseconds.
+   * How long a connection may stay silent (no byte either way) before it is
+   * closed, in milliseconds.
    *
    * @default {30000}
    */
   keepAliveTimeout?: number;
+  /**
+   * Most connections open at once; more are closed right after their
+   * handshake (and reported to `onError`).
+   *
+   * @default {1024}
+   */
+  maxConnections?: number;
   /**
    * Aborting it shuts the server down, as {@linkcode HttpsServer.shutdown}.
    *
@@ -246,6 +257,10 @@ export async function serveHttps(
     options.keepAliveTimeout ?? 30_000,
     "keepAliveTimeout",
   );
+  const maxConnections = positive(
+    options.maxConnections ?? 1024,
+    "maxConnections",
+  );
   const onError = options.onError;
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -264,14 +279,45 @@ export async function serveHttps(
     rejectUnauthorized: mutual,
     minVersion: "TLSv1.2",
     handshakeTimeout,
-    requestTimeout,
-    keepAliveTimeout,
-    headersTimeout: Math.min(requestTimeout, 20_000),
     noDelay: true,
     keepAlive: true,
   });
 
-  server.on("secureConnection", (socket: TLSSocket) => socket.setNoDelay(true));
+  // node's requestTimeout, headersTimeout and keepAliveTimeout are not
+  // enforced by Deno's node:http, so the deadlines are kept here.
+  const deadlines = new Map<TLSSocket, ReturnType<typeof setTimeout>>();
+  const arm = (socket: TLSSocket) => {
+    clearTimeout(deadlines.get(socket));
+    deadlines.set(
+      socket,
+      setTimeout(() => socket.destroy(), keepAliveTimeout + requestTimeout),
+    );
+  };
+  const disarm = (socket: TLSSocket) => {
+    clearTimeout(deadlines.get(socket));
+    deadlines.delete(socket);
+  };
+  let connections = 0;
+  server.on("secureConnection", (socket: TLSSocket) => {
+    socket.setNoDelay(true);
+    if (connections >= maxConnections) {
+      onError?.(
+        new RangeError(
+          `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
+        ),
+        `${socket.remoteAddress}:${socket.remotePort}`,
+      );
+      socket.destroy();
+      return;
+    }
+    connections++;
+    socket.once("close", () => {
+      connections--;
+      disarm(socket);
+    });
+    socket.setTimeout(keepAliveTimeout, () => socket.destroy());
+    arm(socket);
+  });
   server.on("tlsClientError", (error: Error, socket: TLSSocket) => {
     onError?.(
       error,
@@ -369,6 +415,11 @@ export async function serveHttps(
         );
       }
     }
+    // The whole request is in: the rest is our time, not the client's.
+    disarm(socket);
+    res.once("finish", () => {
+      if (!socket.destroyed) arm(socket);
+    });
     const headers = new Headers();
     const raw = req.rawHeaders;
     for (let i = 0; i + 1 < raw.length; i += 2) {

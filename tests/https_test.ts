@@ -199,3 +199,115 @@ Deno.test("serveHttps() shuts down on abort and refuses bad options", async () =
     RangeError,
   );
 });
+
+/** Reads until the server closes; the elapsed ms, or null after `limit`. */
+async function closedWithin(conn: Deno.TlsConn, limit: number) {
+  const start = performance.now();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const read = (async () => {
+    const buffer = new Uint8Array(1024);
+    try {
+      while ((await conn.read(buffer)) !== null) { /* drain */ }
+    } catch {
+      // a reset or an EOF without close_notify: closed too
+    }
+    return performance.now() - start;
+  })();
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), limit);
+  });
+  try {
+    return await Promise.race([read, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("serveHttps() closes connections that stay silent or trickle a request", async () => {
+  const set = await certs();
+  let served = 0;
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    keepAliveTimeout: 300,
+    requestTimeout: 300,
+  }, () => {
+    served++;
+    return new Response("ok");
+  });
+  const connect = async () => {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: server.addr.port,
+      caCerts: [set.ca.cert],
+    });
+    await conn.handshake();
+    return conn;
+  };
+  {
+    using silent = await connect();
+    const ms = await closedWithin(silent, 5000);
+    assert.ok(ms !== null, "a silent connection stayed open");
+  }
+  {
+    using trickle = await connect();
+    const request = new TextEncoder().encode(
+      `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n${
+        "a".repeat(50)
+      }`,
+    );
+    const closed = closedWithin(trickle, 10_000);
+    let sent = 0;
+    // One byte every 100 ms: never silent for 300 ms, but far too slow.
+    for (; sent < request.length; sent++) {
+      try {
+        await trickle.write(request.subarray(sent, sent + 1));
+      } catch {
+        break; // closed under us
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      if (sent > 60) break; // 6 s: ten times the 600 ms allowed
+    }
+    const ms = await closed;
+    assert.ok(ms !== null, "a trickling connection stayed open");
+    // Closed by the request deadline (600 ms), not by the silence after the
+    // loop gave up (6 s): generous for a loaded machine.
+    assert.ok(ms < 4000, `closed after ${ms} ms`);
+    assert.ok(sent < 40, `${sent} bytes were accepted`);
+  }
+  assert.equal(served, 0);
+});
+
+Deno.test("serveHttps() closes connections over maxConnections", async () => {
+  const set = await certs();
+  const errors: string[] = [];
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    maxConnections: 1,
+    onError: (error) => errors.push((error as Error).message),
+  }, () => new Response("ok"));
+  const connect = async () => {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: server.addr.port,
+      caCerts: [set.ca.cert],
+    });
+    await conn.handshake();
+    return conn;
+  };
+  using first = await connect();
+  using second = await connect();
+  assert.ok((await closedWithin(second, 5000)) !== null);
+  assert.match(errors.join("\n"), /1 are open \(maxConnections\)/);
+  // The first is still served.
+  await first.write(
+    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+  );
+  const buffer = new Uint8Array(1024);
+  const n = await first.read(buffer);
+  assert.match(
+    new TextDecoder().decode(buffer.subarray(0, n ?? 0)),
+    /^HTTP\/1.1 200/,
+  );
+});
