@@ -155,7 +155,7 @@ export interface XmlRpcDecodeOptions {
    */
   maxBodySize?: number;
   /**
-   * Deepest nesting of arrays and structs accepted.
+   * Deepest nesting of arrays and structs accepted (at most 1000).
    *
    * @default {64}
    */
@@ -435,10 +435,18 @@ export function encodeFault(faultCode: number, faultString: string): string {
 // ---------------------------------------------------------------------------
 // Decoding
 
+// The decoder recurses once per level: keep far below the engine's stack.
+const MAX_MAX_DEPTH = 1000;
+
 function checkLimit(value: number, what: string): number {
   if (!Number.isInteger(value) || value < 1) {
     throw new RangeError(
       `Cannot use ${what}: expected a positive integer, got ${value}`,
+    );
+  }
+  if (what === "maxDepth" && value > MAX_MAX_DEPTH) {
+    throw new RangeError(
+      `Cannot use maxDepth: at most ${MAX_MAX_DEPTH}, got ${value}`,
     );
   }
   return value;

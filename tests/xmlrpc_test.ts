@@ -300,6 +300,12 @@ Deno.test("decodeMethodCall() refuses bodies and nesting over the limits", () =>
     "too-large",
   );
   assert.throws(() => decodeMethodCall("<x/>", { maxDepth: 0 }), RangeError);
+  assert.throws(
+    () => decodeMethodCall("<x/>", { maxDepth: 1001 }),
+    /at most 1000/,
+  );
+  // The highest allowed depth decodes without exhausting the stack.
+  assert.ok(decodeMethodCall(deep(1000, ...array), { maxDepth: 1000 }));
 });
 
 Deno.test("decodeMethodCall() refuses out-of-range and malformed values", () => {
