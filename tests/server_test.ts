@@ -1,0 +1,824 @@
+// Tests for server.ts: serve() under load, silent and hostile clients,
+// limits, throttling, errors in handlers and peers, shutdown; connect().
+import assert from "node:assert/strict";
+import {
+  type AuthFailureInfo,
+  connect,
+  type ConnectionInfo,
+  type RefuseInfo,
+  serve,
+  type ServeErrorInfo,
+  type ServeOptions,
+  type Server,
+  type ServerConn,
+} from "../server.ts";
+import { AuthenticationError, ProtocolError } from "../errors.ts";
+import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+
+const KEY = "peanut butter";
+const HELLO = new TextEncoder().encode("Hello World");
+
+function portOf(server: Server): number {
+  return (server.addr as Deno.NetAddr).port;
+}
+
+async function echo(conn: ServerConn): Promise<void> {
+  await conn.readable.pipeTo(conn.writable);
+}
+
+function echoServer(options: Partial<ServeOptions> = {}): Server {
+  return serve(
+    { hostname: "127.0.0.1", port: 0, key: KEY, log: false, ...options },
+    echo,
+  );
+}
+
+/** Reads exactly n bytes; null on EOF (or a reset) before all arrive. */
+/** Reads a stream to its end. */
+async function readAll(
+  readable: ReadableStream<Uint8Array>,
+): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of readable) chunks.push(chunk);
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
+  const buffer = new Uint8Array(n);
+  let offset = 0;
+  while (offset < n) {
+    let count: number | null;
+    try {
+      count = await conn.read(buffer.subarray(offset));
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) return null;
+      throw error;
+    }
+    if (count === null) return null;
+    offset += count;
+  }
+  return buffer;
+}
+
+/** Resolves when the peer closes (EOF or reset); rejects after `ms`. */
+async function waitClosed(conn: Deno.Conn, ms: number): Promise<void> {
+  const buffer = new Uint8Array(256);
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch {
+      // closed meanwhile
+    }
+  }, ms);
+  try {
+    while (true) {
+      let count: number | null;
+      try {
+        count = await conn.read(buffer);
+      } catch (error) {
+        if (error instanceof Deno.errors.ConnectionReset) return;
+        if (error instanceof Deno.errors.BadResource) {
+          throw new Error(`the server did not close within ${ms} ms`);
+        }
+        throw error;
+      }
+      if (count === null) return;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Connects, authenticates, sends Hello World, checks the echo, closes. */
+async function helloRoundTrip(port: number, key = KEY): Promise<void> {
+  const conn = await connect({ port, key, timeout: 20_000 });
+  try {
+    await conn.write(HELLO);
+    const reply = await readN(conn, HELLO.length);
+    assert.deepEqual(reply, HELLO);
+  } finally {
+    conn.close();
+  }
+}
+
+/** Asserts that a new connection to `port` gets no challenge. */
+async function assertNotServed(port: number): Promise<void> {
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (error) {
+    assert.ok(
+      error instanceof Deno.errors.ConnectionRefused ||
+        error instanceof Deno.errors.ConnectionReset,
+      String(error),
+    );
+    return;
+  }
+  try {
+    assert.equal(await readN(conn, 1), null);
+  } finally {
+    conn.close();
+  }
+}
+
+/** Polls `condition` every 10 ms; throws after `ms`. */
+async function waitFor(
+  condition: () => boolean,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > ms) throw new Error(`timed out waiting: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+Deno.test("serve() authenticates and echoes 500 clients at once", async () => {
+  let connections = 0;
+  await using server = echoServer({
+    maxPerAddress: 1000, // every test client is 127.0.0.1
+    onConnection: () => connections++,
+  });
+  const port = portOf(server);
+  await Promise.all(
+    Array.from({ length: 500 }, () => helloRoundTrip(port)),
+  );
+  assert.equal(connections, 500);
+  assert.equal(server.stats.authenticated, 500);
+});
+
+Deno.test("serve() serves a good client within a second while 200 silent sockets wait, and closes them at the deadline", async () => {
+  const handshakeTimeout = 1500;
+  const errors: unknown[] = [];
+  await using server = echoServer({
+    handshakeTimeout,
+    maxPerAddress: 1000,
+    onError: (error) => errors.push(error),
+  });
+  const port = portOf(server);
+  const silentStart = Date.now();
+  const silent = await Promise.all(
+    Array.from(
+      { length: 200 },
+      () => Deno.connect({ hostname: "127.0.0.1", port }),
+    ),
+  );
+  try {
+    await waitFor(
+      () => server.stats.handshaking === 200,
+      5000,
+      "200 silent handshakes",
+    );
+    const start = performance.now();
+    await helloRoundTrip(port);
+    const elapsed = performance.now() - start;
+    assert.ok(elapsed < 1000, `the good client took ${elapsed} ms`);
+
+    // Every silent socket is closed by the server at its deadline, not before.
+    await Promise.all(silent.map((conn) => waitClosed(conn, 10_000)));
+    const closedAfter = Date.now() - silentStart;
+    assert.ok(
+      closedAfter >= handshakeTimeout - 100,
+      `silent sockets closed after ${closedAfter} ms`,
+    );
+    await waitFor(() => server.stats.open === 0, 5000, "all closed");
+    assert.equal(errors.length, 200);
+    for (const error of errors) {
+      assert.ok(error instanceof DOMException);
+      assert.equal(error.name, "TimeoutError");
+      assert.match(error.message, /timed out after 1500 ms/);
+    }
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("serve() throttles a flood of wrong-key clients while a good client from the same address gets in", async () => {
+  const failures: AuthFailureInfo[] = [];
+  const maxDelay = 1000;
+  await using server = echoServer({
+    maxPerAddress: 1000,
+    throttle: { delay: 50, maxDelay },
+    onAuthFailure: (info) => failures.push(info),
+  });
+  const port = portOf(server);
+
+  // One wrong-key attempt: returns how long the server held it after the
+  // digest was sent.
+  async function wrongKey(): Promise<number> {
+    const conn = await connect({ port, key: "wrong", timeout: 10_000 });
+    const start = performance.now();
+    try {
+      await waitClosed(conn, 10_000);
+      return performance.now() - start;
+    } finally {
+      conn.close();
+    }
+  }
+
+  const holds: number[] = [];
+  let goodWhileHeld = -1;
+  for (let wave = 0; wave < 3; wave++) {
+    const flood = Array.from({ length: 10 }, () => wrongKey());
+    if (wave === 2) {
+      await waitFor(() => server.stats.held >= 5, 5000, "held failures");
+      await helloRoundTrip(port);
+      goodWhileHeld = server.stats.held;
+    }
+    holds.push(...await Promise.all(flood));
+  }
+
+  // The good client got in while failing connections were being held.
+  assert.ok(
+    goodWhileHeld > 0,
+    `held when the good client finished: ${goodWhileHeld}`,
+  );
+  assert.equal(server.stats.authenticated, 1);
+  // Every failure counted, the hold doubled per failure up to maxDelay.
+  assert.equal(failures.length, 30);
+  const delays = failures.map((f) => f.delay);
+  assert.deepEqual(delays.slice(0, 5), [50, 100, 200, 400, 800]);
+  assert.ok(delays.slice(5).every((d) => d === maxDelay), String(delays));
+  assert.deepEqual(
+    failures.map((f) => f.failures),
+    Array.from({ length: 30 }, (_, i) => i + 1),
+  );
+  for (const info of failures) {
+    assert.ok(info.error instanceof AuthenticationError);
+    assert.equal(info.error.reason, "wrong-key");
+  }
+  // The last waves were really held (a lower bound: load only adds to it).
+  const late = holds.slice(20);
+  assert.ok(
+    late.every((ms) => ms >= maxDelay * 0.9),
+    `holds of the last wave: ${late.map(Math.round)}`,
+  );
+});
+
+Deno.test("serve() with throttle: false closes failures at once and counts nothing", async () => {
+  const failures: AuthFailureInfo[] = [];
+  await using server = echoServer({
+    throttle: false,
+    onAuthFailure: (info) => failures.push(info),
+  });
+  const port = portOf(server);
+  for (let i = 0; i < 3; i++) {
+    using conn = await connect({ port, key: "wrong" });
+    await waitClosed(conn, 5000);
+  }
+  await waitFor(() => server.stats.open === 0, 5000, "all closed");
+  assert.deepEqual(failures.map((f) => [f.failures, f.delay]), [
+    [0, 0],
+    [0, 0],
+    [0, 0],
+  ]);
+});
+
+Deno.test("serve() refuses an address for banFor after banAfter failures, even with the right key", async () => {
+  const refused: RefuseInfo[] = [];
+  await using server = echoServer({
+    throttle: { delay: 0, banAfter: 2, banFor: 60_000 },
+    onRefuse: (info) => refused.push(info),
+  });
+  const port = portOf(server);
+  for (let i = 0; i < 2; i++) {
+    using conn = await connect({ port, key: "wrong" });
+    await waitClosed(conn, 5000);
+  }
+  // Banned now: closed before any challenge is sent.
+  await assert.rejects(
+    connect({ port, key: KEY }),
+    (error: unknown) =>
+      error instanceof ProtocolError && error.reason === "closed" ||
+      error instanceof Deno.errors.ConnectionReset,
+  );
+  assert.equal(refused.length, 1);
+  assert.equal(refused[0].reason, "banned");
+  assert.equal(server.stats.authenticated, 0);
+});
+
+Deno.test("serve() closes the newest connection past maxPerAddress and keeps the others", async () => {
+  const refused: RefuseInfo[] = [];
+  await using server = echoServer({
+    maxPerAddress: 3,
+    onRefuse: (info) => refused.push(info),
+  });
+  const port = portOf(server);
+  const held = await Promise.all(
+    Array.from({ length: 3 }, () => connect({ port, key: KEY })),
+  );
+  try {
+    await waitFor(() => server.stats.active === 3, 5000, "3 active");
+    await assert.rejects(
+      connect({ port, key: KEY }),
+      (error: unknown) =>
+        error instanceof ProtocolError && error.reason === "closed" ||
+        error instanceof Deno.errors.ConnectionReset,
+    );
+    assert.deepEqual(refused.map((r) => r.reason), ["max-per-address"]);
+    // The first three still work.
+    for (const conn of held) {
+      await conn.write(HELLO);
+      assert.deepEqual(await readN(conn, HELLO.length), HELLO);
+    }
+  } finally {
+    for (const conn of held) conn.close();
+  }
+  // A slot is free again once they close.
+  await waitFor(() => server.stats.open === 0, 5000, "all closed");
+  await helloRoundTrip(port);
+});
+
+Deno.test("serve() stops accepting at maxHandshakes and resumes when a handshake ends", async () => {
+  await using server = echoServer({ maxHandshakes: 2 });
+  const port = portOf(server);
+  const silent = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port }),
+    Deno.connect({ hostname: "127.0.0.1", port }),
+  ]);
+  try {
+    await waitFor(() => server.stats.handshaking === 2, 5000, "2 handshaking");
+    // The third client's TCP connect completes in the kernel backlog, but the
+    // server does not accept it (no challenge) while two handshakes run.
+    const third = connect({ port, key: KEY, timeout: 10_000 });
+    await delay(300);
+    assert.equal(server.stats.accepted, 2);
+    silent[0].close();
+    const conn = await third;
+    try {
+      await conn.write(HELLO);
+      assert.deepEqual(await readN(conn, HELLO.length), HELLO);
+    } finally {
+      conn.close();
+    }
+    assert.equal(server.stats.accepted, 3);
+  } finally {
+    silent[1].close();
+  }
+});
+
+Deno.test("serve() stops accepting at maxConnections and resumes when a connection closes", async () => {
+  await using server = echoServer({ maxConnections: 1 });
+  const port = portOf(server);
+  const first = await connect({ port, key: KEY });
+  try {
+    await waitFor(() => server.stats.active === 1, 5000, "1 active");
+    const second = connect({ port, key: KEY, timeout: 10_000 });
+    await delay(300);
+    assert.equal(server.stats.accepted, 1);
+    first.close();
+    const conn = await second;
+    try {
+      await conn.write(HELLO);
+      assert.deepEqual(await readN(conn, HELLO.length), HELLO);
+    } finally {
+      conn.close();
+    }
+  } finally {
+    try {
+      first.close();
+    } catch {
+      // closed above
+    }
+  }
+});
+
+Deno.test("serve() reports a throwing handler through onError and goes on serving", async () => {
+  const errors: [unknown, ServeErrorInfo][] = [];
+  let calls = 0;
+  await using server = serve(
+    {
+      port: 0,
+      key: KEY,
+      log: false,
+      onError: (error, info) => errors.push([error, info]),
+    },
+    async (conn) => {
+      if (++calls === 1) throw new Error("handler bug");
+      await echo(conn);
+    },
+  );
+  const port = portOf(server);
+  const first = await connect({ port, key: KEY });
+  try {
+    await waitClosed(first, 5000); // the server closes it after the throw
+  } finally {
+    first.close();
+  }
+  await helloRoundTrip(port);
+  assert.equal(errors.length, 1);
+  assert.equal((errors[0][0] as Error).message, "handler bug");
+  assert.equal(errors[0][1].phase, "handler");
+  assert.equal((errors[0][1].remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+});
+
+Deno.test("serve() reports a peer that resets mid-handshake and goes on serving", async () => {
+  const errors: [unknown, ServeErrorInfo][] = [];
+  await using server = echoServer({
+    onError: (error, info) => errors.push([error, info]),
+  });
+  const port = portOf(server);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  // Read part of the challenge; closing with unread bytes sends a reset.
+  assert.ok(await readN(conn, 1));
+  await delay(50);
+  conn.close();
+  await waitFor(() => errors.length === 1, 5000, "the reset reported");
+  assert.equal(errors[0][1].phase, "handshake");
+  assert.ok(
+    errors[0][0] instanceof Deno.errors.ConnectionReset ||
+      errors[0][0] instanceof ProtocolError,
+    String(errors[0][0]),
+  );
+  await helloRoundTrip(port);
+});
+
+Deno.test("serve() reports a short reply as a handshake error, not an auth failure", async () => {
+  const errors: unknown[] = [];
+  const failures: unknown[] = [];
+  await using server = echoServer({
+    onError: (error) => errors.push(error),
+    onAuthFailure: (info) => failures.push(info),
+  });
+  const port = portOf(server);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  assert.ok(await readN(conn, 32));
+  await conn.write(new Uint8Array(5)); // 5 of 32 digest bytes
+  await conn.closeWrite();
+  await waitClosed(conn, 5000);
+  conn.close();
+  await waitFor(() => errors.length === 1, 5000, "the error reported");
+  assert.ok(errors[0] instanceof ProtocolError);
+  assert.equal((errors[0] as ProtocolError).reason, "closed");
+  assert.equal(failures.length, 0);
+});
+
+Deno.test("serve() echoes to a client that half-closes, then closes", async () => {
+  await using server = echoServer();
+  const port = portOf(server);
+  using conn = await connect({ port, key: KEY });
+  await conn.write(HELLO);
+  await conn.closeWrite();
+  assert.deepEqual(await readN(conn, HELLO.length), HELLO);
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+  await helloRoundTrip(port);
+});
+
+Deno.test("serve() reports a handler write to a closed socket and goes on serving", async () => {
+  const errors: [unknown, ServeErrorInfo][] = [];
+  const gone = Promise.withResolvers<void>();
+  await using server = serve(
+    {
+      port: 0,
+      key: KEY,
+      log: false,
+      onError: (error, info) => errors.push([error, info]),
+    },
+    async (conn, info) => {
+      if (info.id !== 1) return await echo(conn);
+      await gone.promise;
+      await delay(50);
+      const writer = conn.writable.getWriter();
+      for (let i = 0; i < 100; i++) {
+        await writer.write(new Uint8Array(65536)); // EPIPE / reset soon
+      }
+    },
+  );
+  const port = portOf(server);
+  const conn = await connect({ port, key: KEY });
+  conn.close();
+  gone.resolve();
+  await waitFor(() => errors.length === 1, 5000, "the write error");
+  assert.equal(errors[0][1].phase, "handler");
+  await helloRoundTrip(port);
+});
+
+Deno.test("serve() passes a custom authenticator's result to the handler and throttles its AuthenticationError", async () => {
+  const failures: AuthFailureInfo[] = [];
+  const seen: string[] = [];
+  await using server = serve<{ conn: ServerConn; user: string }>({
+    port: 0,
+    log: false,
+    throttle: { delay: 10 },
+    onAuthFailure: (info) => failures.push(info),
+    authenticate: async (conn, { signal, remoteAddr }) => {
+      assert.equal((remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+      try {
+        await serverAuthenticate(conn, KEY, { signal });
+        return { conn, user: "alice" };
+      } catch (error) {
+        if (!(error instanceof AuthenticationError)) throw error;
+        throw new AuthenticationError("Cannot authenticate: no", "rejected");
+      }
+    },
+  }, async ({ conn, user }, info: ConnectionInfo) => {
+    seen.push(`${user} #${info.id}`);
+    await echo(conn);
+  });
+  const port = portOf(server);
+  await helloRoundTrip(port);
+  using bad = await connect({ port, key: "wrong" });
+  await waitClosed(bad, 5000);
+  assert.deepEqual(seen, ["alice #1"]);
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0].error.reason, "rejected");
+  assert.equal(failures[0].delay, 10);
+});
+
+Deno.test("serve() shutdown lets in-flight handlers finish, refuses new connections and resolves finished", async () => {
+  const started = Promise.withResolvers<void>();
+  let signalAborted = false;
+  const server = serve(
+    { port: 0, key: KEY, log: false },
+    async (conn, info) => {
+      // Read the request (not to end of stream: in Deno that closes the
+      // whole connection).
+      const request = new Uint8Array(HELLO.length);
+      let offset = 0;
+      const reader = conn.readable.getReader();
+      while (offset < request.length) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        request.set(value, offset);
+        offset += value.length;
+      }
+      reader.releaseLock();
+      // Wait for the test to start the shutdown, then reply late.
+      started.resolve();
+      await new Promise((resolve) =>
+        info.signal.addEventListener("abort", resolve, { once: true })
+      );
+      signalAborted = info.signal.aborted;
+      await delay(200);
+      const writer = conn.writable.getWriter();
+      await writer.write(request);
+      await writer.close();
+    },
+  );
+  const port = portOf(server);
+  const conn = await connect({ port, key: KEY });
+  try {
+    await conn.write(HELLO);
+    await started.promise;
+    const finished = server.shutdown();
+    // Refused: by the kernel once the socket is gone, or reset by the
+    // closing listener; never served (no challenge).
+    await assertNotServed(port);
+    assert.deepEqual(await readN(conn, HELLO.length), HELLO);
+    await finished;
+    assert.equal(signalAborted, true);
+    assert.equal(server.stats.open, 0);
+    assert.equal(server.shutdown(), server.finished);
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("serve() shutdown closes handlers that outlive the grace period", async () => {
+  const errors: unknown[] = [];
+  const server = serve(
+    {
+      port: 0,
+      key: KEY,
+      log: false,
+      gracePeriod: 200,
+      onError: (error) => errors.push(error),
+    },
+    async (conn) => {
+      // Ignores info.signal: reads until the socket goes away.
+      await readAll(conn.readable);
+    },
+  );
+  const conn = await connect({ port: portOf(server), key: KEY });
+  try {
+    await waitFor(() => server.stats.active === 1, 5000, "1 active");
+    const start = performance.now();
+    await server.shutdown();
+    const elapsed = performance.now() - start;
+    assert.ok(elapsed >= 150, `finished after ${elapsed} ms`);
+    await waitClosed(conn, 5000);
+    assert.deepEqual(errors, []); // forced closes are not reported
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("serve() aborts pending handshakes on shutdown and shuts down on its signal", async () => {
+  const controller = new AbortController();
+  const server = echoServer({ signal: controller.signal });
+  const silent = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: portOf(server),
+  });
+  try {
+    await waitFor(() => server.stats.handshaking === 1, 5000, "1 handshaking");
+    controller.abort();
+    await server.finished;
+    await waitClosed(silent, 5000);
+  } finally {
+    silent.close();
+  }
+});
+
+Deno.test("serve() shuts down at the end of an await using block", async () => {
+  let port = 0;
+  {
+    await using server = echoServer();
+    port = portOf(server);
+    await helloRoundTrip(port);
+  }
+  await assert.rejects(
+    Deno.connect({ hostname: "127.0.0.1", port }),
+    Deno.errors.ConnectionRefused,
+  );
+});
+
+Deno.test("serve() accepts from a given listener and closes it on shutdown", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const server = serve({ listener, key: KEY, log: false }, echo);
+  assert.equal(server.addr, listener.addr);
+  await helloRoundTrip(listener.addr.port);
+  await server.shutdown();
+  await assert.rejects(listener.accept(), Deno.errors.BadResource);
+});
+
+Deno.test("serve() rejects bad options before listening", () => {
+  const handler = () => {};
+  assert.throws(
+    () => serve({ port: 0 }, handler),
+    (e: unknown) => e instanceof TypeError && /pass key/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      serve(
+        { port: 0, key: KEY, authenticate: (c) => Promise.resolve(c) },
+        handler,
+      ),
+    TypeError,
+  );
+  assert.throws(() => serve({ port: 0, key: "" }, handler), TypeError);
+  assert.throws(
+    () => serve({ port: 0, key: KEY, maxConnections: 0 }, handler),
+    RangeError,
+  );
+  assert.throws(
+    () => serve({ port: 0, key: KEY, maxPerAddress: 1.5 }, handler),
+    RangeError,
+  );
+  assert.throws(
+    () => serve({ port: 0, key: KEY, handshakeTimeout: 0 }, handler),
+    RangeError,
+  );
+  assert.throws(
+    () => serve({ port: 0, key: KEY, throttle: { delay: -1 } }, handler),
+    RangeError,
+  );
+  assert.throws(() => serve({ port: 70000, key: KEY }, handler), RangeError);
+  assert.throws(
+    () => serve({ port: 0, key: KEY }, undefined as unknown as () => void),
+    TypeError,
+  );
+});
+
+Deno.test("serve() rejects finished and closes the listener when the key cannot be imported", async () => {
+  const sha1 = await crypto.subtle.importKey(
+    "raw",
+    new Uint8Array(16),
+    { name: "HMAC", hash: "SHA-1" },
+    false,
+    ["sign", "verify"],
+  );
+  const server = serve(
+    { port: 0, key: sha1, hash: "SHA-256", log: false },
+    () => {},
+  );
+  await assert.rejects(server.finished, TypeError);
+  await assert.rejects(
+    Deno.connect({ hostname: "127.0.0.1", port: portOf(server) }),
+    Deno.errors.ConnectionRefused,
+  );
+});
+
+Deno.test("serve() logs failures to stderr without key material, and log: false silences it", async () => {
+  const secret = "correct horse battery staple";
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => lines.push(args.join(" "));
+  try {
+    {
+      await using server = serve(
+        { port: 0, key: secret, throttle: { delay: 0 } },
+        async (conn, info) => {
+          if (info.id === 1) throw new Error("handler bug");
+          await echo(conn);
+        },
+      );
+      const port = portOf(server);
+      using bad = await connect({ port, key: "wrong horse" });
+      await waitClosed(bad, 5000);
+      using good = await connect({ port, key: secret });
+      await waitClosed(good, 5000);
+      await waitFor(() => lines.length >= 2, 5000, "2 log lines");
+    }
+    const log = lines.join("\n");
+    assert.match(log, /127\.0\.0\.1:\d+: authentication failed \(wrong-key\)/);
+    assert.match(log, /127\.0\.0\.1:\d+: handler failed: Error: handler bug/);
+    assert.ok(!log.includes(secret) && !log.includes("wrong horse"), log);
+
+    lines.length = 0;
+    {
+      await using server = echoServer({ log: false });
+      using bad = await connect({ port: portOf(server), key: "wrong" });
+      await waitClosed(bad, 5000);
+    }
+    assert.deepEqual(lines, []);
+  } finally {
+    console.error = original;
+  }
+});
+
+Deno.test("connect() rejects with TimeoutError against a server that never sends a challenge, and closes the socket", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  await assert.rejects(
+    connect({ port: listener.addr.port, key: KEY, timeout: 200 }),
+    (error: unknown) =>
+      error instanceof DOMException && error.name === "TimeoutError" &&
+      /Cannot connect to 127\.0\.0\.1:\d+/.test(error.message),
+  );
+  using server = await accepted;
+  // Our side was closed: the server sees end of stream.
+  assert.equal(await server.read(new Uint8Array(1)), null);
+});
+
+Deno.test("connect() rejects with the signal's reason when aborted", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const controller = new AbortController();
+  const pending = connect({
+    port: listener.addr.port,
+    key: KEY,
+    signal: controller.signal,
+  });
+  controller.abort(new Error("stop"));
+  await assert.rejects(pending, /stop/);
+  (await accepted).close();
+});
+
+Deno.test("connect() rejects when nothing listens and on bad options", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  await assert.rejects(
+    connect({ port, key: KEY }),
+    Deno.errors.ConnectionRefused,
+  );
+  await assert.rejects(connect({ port: 0, key: KEY }), RangeError);
+  await assert.rejects(connect({ port, key: "" }), TypeError);
+  await assert.rejects(
+    connect({ port } as unknown as Parameters<typeof connect>[0]),
+    TypeError,
+  );
+});
+
+Deno.test("connect() with the wrong key gets end of stream on its first read", async () => {
+  await using server = echoServer({ throttle: false });
+  using conn = await connect({ port: portOf(server), key: "wrong" });
+  await conn.write(HELLO).catch(() => {});
+  assert.equal(await readN(conn, 1), null);
+});
+
+Deno.test("connect() and serve() agree on hash and challenge length", async () => {
+  await using server = echoServer({ hash: "SHA-512", challengeLength: 64 });
+  const port = portOf(server);
+  using conn = await connect({
+    port,
+    key: KEY,
+    hash: "SHA-512",
+    challengeLength: 64,
+  });
+  await conn.write(HELLO);
+  assert.deepEqual(await readN(conn, HELLO.length), HELLO);
+  // A client with another key is rejected.
+  using other = await connect({
+    port,
+    key: "wrong",
+    hash: "SHA-512",
+    challengeLength: 64,
+  });
+  assert.equal(await readN(other, 1), null);
+  // clientAuthenticate() works against serve() too.
+  using raw = await Deno.connect({ hostname: "127.0.0.1", port });
+  await clientAuthenticate(raw, KEY, { hash: "SHA-512", challengeLength: 64 });
+});
