@@ -930,9 +930,12 @@ class ServerImpl<T> implements Server {
       try {
         await this.#handler(result, info);
       } catch (error) {
-        // After the grace period the server closed the socket under the
-        // handler: its I/O errors are expected, not news.
-        if (!(this.#closing && this.#graceTimer === undefined)) {
+        // A handler that stopped because info.signal aborted, or whose
+        // socket the server closed after the grace period, is not news.
+        const expected = this.#closing &&
+          (error === this.#stopping.signal.reason ||
+            this.#graceTimer === undefined);
+        if (!expected) {
           this.#report(error, { phase: "handler", remoteAddr });
         }
       }

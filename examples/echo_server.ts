@@ -1,18 +1,21 @@
 /**
- * Authenticated echo server: the Cookbook recipe's server, the Deno way.
+ * Authenticated echo server: the Cookbook recipe's server on top of
+ * {@linkcode serve}.
  *
  * Each connection is authenticated with the HMAC challenge-response in its
  * own task; a client that proves the key gets its bytes echoed back, any
- * other is logged and closed.
+ * other is logged and closed (after the throttle's delay when it sent a
+ * wrong digest). Ctrl-C or SIGTERM stops accepting, lets the open
+ * connections finish and exits.
  *
  *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_server.ts
  *
  * @module
  */
-import { serverAuthenticate } from "../handshake.ts";
-import { HmacKey } from "../handshake.ts";
+import { serve } from "../server.ts";
 import { formatAddr } from "../_io.ts";
-import { COMMON_HELP, parseFlags, warnDemoKey } from "./_cli.ts";
+import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_server.ts [options]
@@ -26,33 +29,44 @@ ${COMMON_HELP}
 const { common, values } = parseFlags(USAGE, { timeout: { type: "string" } });
 if (common.demoKey) warnDemoKey();
 const timeout = Number(values.timeout ?? 10_000);
-const key = await HmacKey.import(common.key, { hash: common.hash });
-
-const listener = Deno.listen({ hostname: common.hostname, port: common.port });
-console.error(
-  `echo server listening on ${formatAddr(listener.addr)} (HMAC-${key.hash})`,
-);
-
-async function handle(conn: Deno.Conn): Promise<void> {
-  const peer = formatAddr(conn.remoteAddr);
-  try {
-    await serverAuthenticate(conn, key, { timeout });
-  } catch (error) {
-    console.error(`reject ${peer}: ${(error as Error).message}`);
-    conn.close();
-    return;
-  }
-  console.error(`accept ${peer}`);
-  try {
-    await conn.readable.pipeTo(conn.writable);
-  } catch (error) {
-    console.error(`error ${peer}: ${(error as Error).message}`);
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
-  }
+if (!(timeout > 0)) {
+  fail(
+    `Cannot use --timeout "${values.timeout}": expected a number of milliseconds above 0`,
+    2,
+  );
 }
 
-for await (const conn of listener) handle(conn);
+using stop = shutdownSignal();
+const server = serve({
+  hostname: common.hostname,
+  port: common.port,
+  key: common.key,
+  hash: common.hash,
+  handshakeTimeout: timeout,
+  signal: stop.signal,
+  // These lines replace the library's default log.
+  log: false,
+  onConnection: (info) =>
+    console.error(`accept ${formatAddr(info.remoteAddr)}`),
+  onAuthFailure: ({ remoteAddr, error, delay }) =>
+    console.error(
+      `reject ${formatAddr(remoteAddr)}: ${error.message}${
+        delay ? ` (closing in ${delay} ms)` : ""
+      }`,
+    ),
+  onRefuse: ({ remoteAddr, reason }) =>
+    console.error(`refuse ${formatAddr(remoteAddr)}: ${reason}`),
+  onError: (error, { phase, remoteAddr }) =>
+    console.error(
+      `${phase === "handshake" ? "reject" : "error"} ${
+        formatAddr(remoteAddr)
+      }: ${(error as Error).message ?? error}`,
+    ),
+}, async (conn, info) => {
+  await conn.readable.pipeTo(conn.writable, { signal: info.signal });
+});
+console.error(
+  `echo server listening on ${formatAddr(server.addr)} (HMAC-${common.hash})`,
+);
+await server.finished;
+console.error("echo server stopped");
