@@ -14,6 +14,7 @@ import {
 } from "../server.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+import { lines, spawn } from "./_helpers.ts";
 
 const KEY = "peanut butter";
 const HELLO = new TextEncoder().encode("Hello World");
@@ -821,4 +822,108 @@ Deno.test("connect() and serve() agree on hash and challenge length", async () =
   // clientAuthenticate() works against serve() too.
   using raw = await Deno.connect({ hostname: "127.0.0.1", port });
   await clientAuthenticate(raw, KEY, { hash: "SHA-512", challengeLength: 64 });
+});
+
+// The upper-case server and the chat client, as subprocesses.
+
+const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
+
+async function startUpperServer(
+  env: Record<string, string>,
+): Promise<{ child: Deno.ChildProcess; port: number; log: string[] }> {
+  const child = spawn(Deno.execPath(), [
+    "run",
+    "--allow-net=127.0.0.1",
+    "--allow-env=CONNAUTH_KEY",
+    `${EXAMPLES}upper_server.ts`,
+    "--port",
+    "0",
+  ], { env });
+  child.stdin.close();
+  await child.stdout.cancel();
+  const log: string[] = [];
+  const stderr = lines(child.stderr);
+  for (let i = 0; i < 10; i++) {
+    const { value, done } = await stderr.next();
+    if (done) break;
+    log.push(value);
+    const match = value.match(/listening on 127\.0\.0\.1:(\d+)/);
+    if (match) {
+      (async () => {
+        for await (const line of stderr) log.push(line);
+      })();
+      return { child, port: Number(match[1]), log };
+    }
+  }
+  child.kill();
+  await child.status;
+  throw new Error(`upper server did not start: ${log.join("\n")}`);
+}
+
+async function runChatClient(
+  port: number,
+  env: Record<string, string>,
+  input: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = spawn(Deno.execPath(), [
+    "run",
+    `--allow-net=127.0.0.1:${port}`,
+    "--allow-env=CONNAUTH_KEY",
+    `${EXAMPLES}chat_client.ts`,
+    "--port",
+    String(port),
+  ], { env });
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(input));
+  await writer.close();
+  const output = await child.output();
+  return {
+    code: output.code,
+    stdout: new TextDecoder().decode(output.stdout),
+    stderr: new TextDecoder().decode(output.stderr),
+  };
+}
+
+Deno.test("examples/chat_client.ts driven through a pipe talks to examples/upper_server.ts", async () => {
+  const env = { CONNAUTH_KEY: "example key" };
+  const server = await startUpperServer(env);
+  let status: Deno.CommandStatus | undefined;
+  try {
+    const chat = await runChatClient(
+      server.port,
+      env,
+      "hello\n\n   \nHéllo wörld\r\nquit\nnot sent\n",
+    );
+    assert.equal(chat.code, 0, chat.stderr);
+    assert.equal(chat.stdout, "HELLO\nHÉLLO WÖRLD\n");
+    assert.ok(!chat.stdout.includes(">>:"), "no prompt when piped");
+
+    // End of input without quit also exits cleanly.
+    const eof = await runChatClient(server.port, env, "one more");
+    assert.equal(eof.code, 0, eof.stderr);
+    assert.equal(eof.stdout, "ONE MORE\n");
+
+    const wrong = await runChatClient(
+      server.port,
+      { CONNAUTH_KEY: "nope" },
+      "hello\n",
+    );
+    assert.equal(wrong.code, 1);
+    assert.equal(wrong.stdout, "");
+    assert.match(wrong.stderr, /the server closed the connection/);
+  } finally {
+    server.child.kill("SIGTERM");
+    status = await server.child.status;
+  }
+  // SIGTERM is a clean shutdown.
+  assert.equal(status.code, 0);
+  await waitFor(
+    () => server.log.some((line) => line === "upper server stopped"),
+    5000,
+    "the stop line",
+  );
+  const log = server.log.join("\n");
+  assert.match(log, /accept 127\.0\.0\.1:\d+ \(#1\)/);
+  assert.match(log, /127\.0\.0\.1:\d+: authentication failed \(wrong-key\)/);
+  assert.ok(!log.includes("example key") && !log.includes("nope"), log);
 });

@@ -1,0 +1,148 @@
+/**
+ * Interactive client for `examples/upper_server.ts`: the recipe's
+ * `input('>>: ')` loop.
+ *
+ * Connects and authenticates with {@linkcode connect}, then reads lines from
+ * standard input: empty lines are skipped, `quit` exits, anything else is
+ * sent and the server's reply printed. The `>>: ` prompt is shown when
+ * standard input is a terminal; from a pipe the client reads line by line
+ * and prints only the replies, so it can be scripted:
+ *
+ *     printf 'hello\nquit\n' | deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_KEY examples/chat_client.ts
+ *
+ * Exits 0 on `quit`, end of input or Ctrl-C; 1 when the server rejects the
+ * key or goes away.
+ *
+ * @module
+ */
+import { connect } from "../server.ts";
+import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import { shutdownSignal } from "./_shutdown.ts";
+
+const USAGE =
+  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_KEY examples/chat_client.ts [options]
+
+Sends each line typed (or piped) to the upper-case server and prints the reply.
+An empty line is skipped; "quit" exits.
+
+Options:
+${COMMON_HELP.replace("default 18000", "default 18001")}
+  --timeout MS      deadline in milliseconds to connect, authenticate and for
+                    each reply (default 10000)`;
+
+const { common, values } = parseFlags(
+  USAGE,
+  { timeout: { type: "string" } },
+  { port: 18001 },
+);
+if (common.demoKey) warnDemoKey();
+const timeout = Number(values.timeout ?? 10_000);
+if (!(timeout > 0)) {
+  fail(
+    `Cannot use --timeout "${values.timeout}": expected a number of milliseconds above 0`,
+    2,
+  );
+}
+
+const address = `${common.hostname}:${common.port}`;
+using stop = shutdownSignal();
+let conn: Deno.TcpConn;
+try {
+  conn = await connect({
+    hostname: common.hostname,
+    port: common.port,
+    key: common.key,
+    hash: common.hash,
+    timeout,
+    signal: stop.signal,
+  });
+} catch (error) {
+  if (stop.signal.aborted) Deno.exit(0);
+  fail(`Cannot connect to ${address}: ${(error as Error).message}`);
+}
+
+const encoder = new TextEncoder();
+const interactive = Deno.stdin.isTerminal();
+
+/** Lines of a byte stream, without their line endings. */
+async function* readLines(
+  stream: ReadableStream<Uint8Array>,
+  signal?: AbortSignal,
+): AsyncGenerator<string> {
+  let pending = "";
+  const text = stream.pipeThrough(new TextDecoderStream(), { signal });
+  for await (const chunk of text) {
+    pending += chunk;
+    let end: number;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, end).replace(/\r$/, "");
+      pending = pending.slice(end + 1);
+    }
+  }
+  if (pending) yield pending;
+}
+
+const replies = readLines(conn.readable);
+const input = readLines(Deno.stdin.readable, stop.signal);
+let code = 0;
+try {
+  while (true) {
+    if (interactive) await Deno.stdout.write(encoder.encode(">>: "));
+    const next = await input.next();
+    if (next.done) break;
+    const message = next.value.trim();
+    if (!message) continue;
+    if (message === "quit") break;
+    try {
+      await conn.write(encoder.encode(`${message}\n`));
+    } catch (error) {
+      // In Deno the reply stream reaching its end closes the socket, so a
+      // server that went away shows here as a bad resource.
+      if (
+        error instanceof Deno.errors.BadResource ||
+        error instanceof Deno.errors.BrokenPipe ||
+        error instanceof Deno.errors.ConnectionReset
+      ) {
+        throw new Error(
+          "the server closed the connection (a wrong key, or the server stopped)",
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    using deadline = replyTimer(timeout);
+    const reply = await Promise.race([replies.next(), deadline.expired]);
+    if (reply === "timeout") {
+      throw new Error(`no reply within ${timeout} ms`);
+    }
+    if (reply.done) {
+      throw new Error(
+        "the server closed the connection (a wrong key, or the server stopped)",
+      );
+    }
+    console.log(reply.value);
+  }
+} catch (error) {
+  if (!stop.signal.aborted) {
+    console.error(`Cannot talk to ${address}: ${(error as Error).message}`);
+    code = 1;
+  }
+} finally {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+if (interactive) console.log();
+Deno.exit(code);
+
+function replyTimer(
+  ms: number,
+): { expired: Promise<"timeout"> } & Disposable {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), ms);
+  });
+  return { expired, [Symbol.dispose]: () => clearTimeout(timer) };
+}
