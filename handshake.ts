@@ -36,6 +36,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import {
   checkTimeout,
+  type Deadline,
   deadline,
   DEFAULT_TIMEOUT,
   readExact,
@@ -340,6 +341,24 @@ function checkChallengeLength(length: number): number {
   return length;
 }
 
+/** Checks the options, imports the key and starts the handshake deadline. */
+async function prepare(
+  key: KeyInput | HmacKey,
+  options: AuthenticateOptions,
+  action: string,
+): Promise<{ challengeLength: number; hmac: HmacKey; limit: Deadline }> {
+  const challengeLength = checkChallengeLength(
+    options.challengeLength ?? DEFAULT_CHALLENGE_LENGTH,
+  );
+  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const hmac = await HmacKey.import(key, { hash: options.hash });
+  return {
+    challengeLength,
+    hmac,
+    limit: deadline(timeout, options.signal, action),
+  };
+}
+
 /**
  * Authenticates the client on a freshly accepted connection (the server side).
  *
@@ -393,12 +412,12 @@ export async function serverAuthenticate(
   key: KeyInput | HmacKey,
   options: AuthenticateOptions = {},
 ): Promise<void> {
-  const challengeLength = checkChallengeLength(
-    options.challengeLength ?? DEFAULT_CHALLENGE_LENGTH,
+  const { challengeLength, hmac, limit } = await prepare(
+    key,
+    options,
+    "authenticate the client",
   );
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
-  const hmac = await HmacKey.import(key, { hash: options.hash });
-  using limit = deadline(timeout, options.signal, "authenticate the client");
+  using _ = limit;
   const challenge = crypto.getRandomValues(new Uint8Array(challengeLength));
   await writeAll(conn.writable, challenge, limit.signal);
   const reply = await readExact(
@@ -454,12 +473,12 @@ export async function clientAuthenticate(
   key: KeyInput | HmacKey,
   options: AuthenticateOptions = {},
 ): Promise<void> {
-  const challengeLength = checkChallengeLength(
-    options.challengeLength ?? DEFAULT_CHALLENGE_LENGTH,
+  const { challengeLength, hmac, limit } = await prepare(
+    key,
+    options,
+    "authenticate to the server",
   );
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
-  const hmac = await HmacKey.import(key, { hash: options.hash });
-  using limit = deadline(timeout, options.signal, "authenticate to the server");
+  using _ = limit;
   const challenge = await readExact(
     conn.readable,
     challengeLength,
