@@ -2,7 +2,8 @@
  * TLS benchmark, side by side in one run (`deno task bench-tls`):
  *
  * - Handshakes per second of our `listenTls` server, plain TLS and mutual
- *   TLS, and of a Python `ssl` server (threaded, tests/interop/
+ *   TLS, of `Deno.listenTls` (the backend we did not choose, for plain TLS),
+ *   and of a Python `ssl` server (threaded, tests/interop/
  *   tls_echo_peer.py), measured with `openssl s_time -new` (C, an external
  *   client) at concurrency 1 and 16 (16 s_time processes).
  * - p50 latency of connect + handshake + 1-byte echo + close, measured with
@@ -110,6 +111,25 @@ async function ourServer(mutual: boolean): Promise<Target> {
     mutual,
     async stop() {
       await listener[Symbol.asyncDispose]();
+      await loop;
+    },
+  };
+}
+
+function denoServer(): Target {
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: set.server.cert,
+    key: set.server.key,
+  });
+  const loop = echoLoop(listener);
+  return {
+    name: "Deno.listenTls TLS",
+    port: listener.addr.port,
+    mutual: false,
+    async stop() {
+      listener.close();
       await loop;
     },
   };
@@ -254,6 +274,7 @@ interface Row {
 const rows: Row[] = [];
 const makers = [
   () => ourServer(false),
+  () => Promise.resolve(denoServer()),
   () => pythonServer(false),
   () => ourServer(true),
   () => pythonServer(true),
@@ -300,6 +321,8 @@ const ratios: Record<string, number> = {};
 for (const c of CONCURRENCY) {
   ratios[`plain TLS vs Python, c=${c} (target >= 1.2)`] =
     rate("connauth TLS", c) / rate("Python ssl TLS", c);
+  ratios[`plain TLS vs Deno.listenTls, c=${c}`] = rate("connauth TLS", c) /
+    rate("Deno.listenTls TLS", c);
   ratios[`mutual vs our plain TLS, c=${c} (target >= 0.8)`] =
     rate("connauth mutual TLS", c) / rate("connauth TLS", c);
 }
