@@ -145,10 +145,13 @@ async function start(
   };
 }
 
+/** A load result plus the server's CPU time per completed connection, µs. */
+type Measured = LoadResult & { serverCpu: number };
+
 async function measure(
   spec: ServerSpec,
   silent: number,
-): Promise<LoadResult> {
+): Promise<Measured> {
   await using server = await start(spec);
   const options = {
     port: server.port,
@@ -164,10 +167,38 @@ async function measure(
     held.ready,
     new Promise((resolve) => setTimeout(resolve, 10_000)),
   ]);
-  return await runLoad({ ...options, total });
+  const before = await cpuTime(server.child.pid);
+  const result = await runLoad({ ...options, total });
+  const after = await cpuTime(server.child.pid);
+  const cpu = before === undefined || after === undefined
+    ? NaN
+    : (after - before) / Math.max(result.completed, 1) * 1000;
+  return Object.assign(result, { serverCpu: cpu });
 }
 
-const results = new Map<string, { plain: LoadResult[]; silent: LoadResult[] }>(
+/**
+ * CPU time (user + system, all threads) of a process in ms, from
+ * /proc/PID/stat (Linux; read with `cat`, since Deno wants --allow-all to
+ * read /proc itself); undefined elsewhere.
+ */
+async function cpuTime(pid: number): Promise<number | undefined> {
+  try {
+    const { stdout, success } = await new Deno.Command("cat", {
+      args: [`/proc/${pid}/stat`],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (!success) return undefined;
+    const stat = new TextDecoder().decode(stdout);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+const results = new Map<string, { plain: Measured[]; silent: Measured[] }>(
   chosen.map((s) => [s.name, { plain: [], silent: [] }]),
 );
 console.error(
@@ -190,27 +221,35 @@ for (let round = 1; round <= rounds; round++) {
   }
 }
 
-function median(list: LoadResult[]): LoadResult | undefined {
+function median(list: Measured[]): Measured | undefined {
   if (list.length === 0) return undefined;
   const sorted = [...list].sort((a, b) => a.rate - b.rate);
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-function cell(result: LoadResult | undefined): string {
-  if (!result) return "| - | - | - ";
+function num(value: number, digits: number): string {
+  return Number.isFinite(value) ? value.toFixed(digits) : "-";
+}
+
+function cell(result: Measured | undefined, cpu: boolean): string {
+  if (!result) return cpu ? "| - | - | - | - " : "| - | - | - ";
   const note = result.timedOut ? " (stalled)" : "";
-  return `| ${result.rate.toFixed(0)}${note} | ${
-    Number.isNaN(result.p50) ? "-" : result.p50.toFixed(1)
-  } | ${Number.isNaN(result.p99) ? "-" : result.p99.toFixed(1)} `;
+  return `| ${result.rate.toFixed(0)}${note} | ${num(result.p50, 1)} | ${
+    num(result.p99, 1)
+  } ${cpu ? `| ${num(result.serverCpu, 0)} ` : ""}`;
 }
 
 const table = [
-  `| server | conn/s | p50 ms | p99 ms | conn/s, ${silentCount} silent | p50 ms | p99 ms |`,
-  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+  `| server | conn/s | p50 ms | p99 ms | server CPU µs/conn | conn/s, ${silentCount} silent | p50 ms | p99 ms |`,
+  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ];
 for (const spec of chosen) {
   const { plain, silent } = results.get(spec.name)!;
-  table.push(`| ${spec.name} ${cell(median(plain))}${cell(median(silent))}|`);
+  table.push(
+    `| ${spec.name} ${cell(median(plain), true)}${
+      cell(median(silent), false)
+    }|`,
+  );
 }
 console.log(table.join("\n"));
 
@@ -237,6 +276,18 @@ ratio(
   rate("ours", "silent"),
   ours,
   0.8,
+);
+const cpu = (name: string) => median(results.get(name)?.plain ?? [])?.serverCpu;
+const cpuRatio = (label: string, a?: number, b?: number) => {
+  if (a && b && Number.isFinite(a) && Number.isFinite(b)) {
+    lines.push(`${label}: ${(a / b).toFixed(2)}x`);
+  }
+};
+cpuRatio("server CPU per connection, ours / raw", cpu("ours"), cpu("raw"));
+cpuRatio(
+  "server CPU per connection, py-threaded / ours",
+  cpu("py-threaded"),
+  cpu("ours"),
 );
 ratio(
   `raw with ${silentCount} silent / raw`,
