@@ -14,7 +14,13 @@ import {
 } from "../server.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
-import { lines, spawn } from "./_helpers.ts";
+import {
+  findPython,
+  interopScript,
+  lines,
+  peerTest,
+  spawn,
+} from "./_helpers.ts";
 
 const KEY = "peanut butter";
 const HELLO = new TextEncoder().encode("Hello World");
@@ -969,3 +975,36 @@ Deno.test("serve() and connect() turn off Nagle's algorithm: back-to-back small 
   // Linux): over 1 s in all. Without it, a few ms.
   assert.ok(elapsed < 800, `${rounds} rounds took ${elapsed.toFixed(0)} ms`);
 });
+
+// The Python recipe servers the benchmark compares against.
+
+for (const script of ["recipe_echo_server.py", "recipe_threaded_server.py"]) {
+  peerTest(
+    `connect() authenticates and echoes against tests/interop/${script} (Python 3.12)`,
+    { label: "Python 3.12", path: findPython("3.12") },
+    async (python) => {
+      const child = spawn(python, [interopScript(script), "0", "5"], {
+        env: { CONNAUTH_KEY: KEY },
+      });
+      child.stdin.close();
+      const stdout = lines(child.stdout);
+      try {
+        const first = await stdout.next();
+        const port = Number(String(first.value).match(/^port (\d+)$/)?.[1]);
+        assert.ok(port > 0, `no port line: ${first.value}`);
+        await helloRoundTrip(port);
+        // A wrong key: the server closes without a word.
+        using wrong = await connect({ port, key: "wrong" });
+        assert.equal(await readN(wrong, 1), null);
+        await helloRoundTrip(port);
+      } finally {
+        child.kill("SIGTERM");
+        await child.status;
+        for await (const _ of stdout) {
+          // drain
+        }
+        await child.stderr.cancel();
+      }
+    },
+  );
+}
