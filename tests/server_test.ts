@@ -1008,3 +1008,19 @@ for (const script of ["recipe_echo_server.py", "recipe_threaded_server.py"]) {
     },
   );
 }
+
+Deno.test("serve() reports a throwing hook and goes on serving", async () => {
+  const errors: [unknown, ServeErrorInfo][] = [];
+  await using server = echoServer({
+    onConnection: () => {
+      throw new Error("hook bug");
+    },
+    onError: (error, info) => errors.push([error, info]),
+  });
+  await helloRoundTrip(portOf(server));
+  await helloRoundTrip(portOf(server));
+  assert.deepEqual(
+    errors.map(([error, info]) => [(error as Error).message, info.phase]),
+    [["hook bug", "hook"], ["hook bug", "hook"]],
+  );
+});
