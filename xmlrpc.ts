@@ -480,6 +480,9 @@ function quote(text: string): string {
   return JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}...` : text);
 }
 
+/** The refusal of a declared encoding other than UTF-8 (fault -32701). */
+class UnsupportedEncoding extends ProtocolError {}
+
 interface Tag {
   name: string;
   kind: "open" | "close" | "empty";
@@ -513,7 +516,7 @@ class Reader {
       const decl = s.slice(0, end);
       const match = /encoding\s*=\s*["']([^"']*)["']/.exec(decl);
       if (match && !/^(utf-?8|us-ascii|ascii)$/i.test(match[1])) {
-        throw new ProtocolError(
+        throw new UnsupportedEncoding(
           `Cannot decode the XML-RPC message: the encoding ${
             quote(match[1])
           } is not supported; send UTF-8`,
@@ -1302,7 +1305,7 @@ export function xmlrpcHandler(
       }
       if (error instanceof ProtocolError) {
         return faultResponse(
-          error.message.includes("encoding")
+          error instanceof UnsupportedEncoding
             ? XmlRpcFaultCode.UNSUPPORTED_ENCODING
             : XmlRpcFaultCode.NOT_WELLFORMED,
           error.message,
@@ -1321,7 +1324,10 @@ export function xmlrpcHandler(
     try {
       result = await fn(...call.params);
     } catch (error) {
-      if (error instanceof XmlRpcFault) {
+      if (
+        error instanceof XmlRpcFault && Number.isInteger(error.faultCode) &&
+        error.faultCode >= INT_MIN && error.faultCode <= INT_MAX
+      ) {
         return faultResponse(error.faultCode, error.faultString);
       }
       onError?.(error, call.method);

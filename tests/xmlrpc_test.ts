@@ -632,6 +632,9 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
       throw new XmlRpcFault(42, "chosen");
     },
     map: () => new Map(),
+    badFault() {
+      throw new XmlRpcFault(1.5, "not an int code");
+    },
   }, { onError: (_error, method) => errors.push(method) });
   assert.equal(
     await answer(await handler(post(encodeMethodCall("add", [2, 3])))),
@@ -647,7 +650,16 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
   );
   assert.deepEqual(
     await answer(await handler(post(encodeMethodCall("system.listMethods")))),
-    ["add", "boom", "fault", "later", "map", "nothing", "system.listMethods"],
+    [
+      "add",
+      "badFault",
+      "boom",
+      "fault",
+      "later",
+      "map",
+      "nothing",
+      "system.listMethods",
+    ],
   );
   const expectFault = async (body: BodyInit, code: number, pattern: RegExp) => {
     await assert.rejects(answer(await handler(post(body))), (error) => {
@@ -693,7 +705,15 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
     XmlRpcFaultCode.UNSUPPORTED_ENCODING,
     /encoding/,
   );
-  assert.deepEqual(errors, ["boom", "map"]);
+  await expectFault(
+    call(
+      "<param><value><struct><member><name>encoding</name><value>a</value></member><member><name>encoding</name><value>b</value></member></struct></value></param>",
+    ),
+    XmlRpcFaultCode.NOT_WELLFORMED,
+    /"encoding" appears twice/,
+  );
+  await expectFault(encodeMethodCall("badFault"), 1, /^XmlRpcFault: /);
+  assert.deepEqual(errors, ["boom", "map", "badFault"]);
   const noIntrospection = xmlrpcHandler({ a: () => 1 }, {
     introspection: false,
   });
