@@ -315,7 +315,9 @@ export async function serveHttps(
       connections--;
       disarm(socket);
     });
-    socket.setTimeout(keepAliveTimeout, () => socket.destroy());
+    // Silence (no byte either way) closes it, except while a handler runs.
+    socket.on("timeout", () => socket.destroy());
+    socket.setTimeout(keepAliveTimeout);
     arm(socket);
   });
   server.on("tlsClientError", (error: Error, socket: TLSSocket) => {
@@ -417,8 +419,11 @@ export async function serveHttps(
     }
     // The whole request is in: the rest is our time, not the client's.
     disarm(socket);
+    socket.setTimeout(0);
     res.once("finish", () => {
-      if (!socket.destroyed) arm(socket);
+      if (socket.destroyed) return;
+      socket.setTimeout(keepAliveTimeout);
+      arm(socket);
     });
     const headers = new Headers();
     const raw = req.rawHeaders;
@@ -472,6 +477,7 @@ export async function serveHttps(
       resolve();
     });
   });
+  server.on("error", (error: Error) => onError?.(error, "the server"));
   const address = server.address();
   const addr: Deno.NetAddr = {
     transport: "tcp",

@@ -313,3 +313,24 @@ Deno.test("serveHttps() closes connections over maxConnections", async () => {
   // The first is still served.
   assert.match(await get(first), /^HTTP\/1.1 200/);
 });
+
+Deno.test("serveHttps() does not count a slow handler against the client's deadlines", async () => {
+  const set = await certs();
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    keepAliveTimeout: 200,
+    requestTimeout: 200,
+  }, async () => {
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    return new Response("slow but fine");
+  });
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  for (let i = 0; i < 2; i++) {
+    const response = await fetch(`https://localhost:${server.addr.port}/`, {
+      client: http,
+    });
+    assert.equal(response.status, 200);
+    assert.equal(await response.text(), "slow but fine");
+  }
+});
