@@ -348,7 +348,9 @@ export interface ServeOptions<T = ServerConn> {
   /**
    * Log problems (failed handshakes, refused connections, handler errors,
    * paused accepts) to stderr with `console.error`. Lines name the peer's
-   * address and the error, never key material. The hooks run either way.
+   * address and the error, never key material. At most 20 lines a second
+   * are printed, so a flood of bad clients cannot flood the log; the rest
+   * are counted in a summary line. The hooks see every event either way.
    *
    * @default {true}
    */
@@ -432,6 +434,9 @@ export interface ConnectOptions extends AuthenticateOptions {
    */
   timeout?: number;
 }
+
+/** Most lines the default logger prints a second. */
+const LOG_LINES_PER_SECOND = 20;
 
 const DEFAULTS = {
   hostname: "127.0.0.1",
@@ -648,6 +653,9 @@ class ServerImpl<T> implements Server {
   #idle: (() => void) | undefined;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #paused = false;
+  #logWindow = 0;
+  #logCount = 0;
+  #logSuppressed = 0;
 
   constructor(
     listener: ServeListener,
@@ -797,6 +805,7 @@ class ServerImpl<T> implements Server {
       await new Promise<void>((resolve) => this.#idle = resolve);
     }
     if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
+    if (this.#log) this.#flushLog();
   }
 
   #hasCapacity(): boolean {
@@ -1000,8 +1009,8 @@ class ServerImpl<T> implements Server {
       const hold = delay > 0
         ? `; closing in ${delay} ms (failure ${failures} from ${key})`
         : "; closing";
-      console.error(
-        `connauth: ${
+      this.#logLine(
+        `${
           formatAddr(remoteAddr)
         }: authentication failed (${error.reason})${hold}`,
       );
@@ -1033,17 +1042,41 @@ class ServerImpl<T> implements Server {
           error.stack
         ? error.stack
         : describe(error);
-      console.error(
-        `connauth: ${where}${info.phase} failed: ${detail}${
-          then ? `; ${then}` : ""
-        }`,
+      this.#logLine(
+        `${where}${info.phase} failed: ${detail}${then ? `; ${then}` : ""}`,
       );
     }
     this.#hook("onError", error, info);
   }
 
+  /**
+   * Logs a line, at most LOG_LINES_PER_SECOND a second so that a flood of
+   * bad clients cannot flood the log; the rest are counted and summed up in
+   * the next line printed after the second (and at shutdown).
+   */
   #logLine(line: string): void {
-    if (this.#log) console.error(`connauth: ${line}`);
+    if (!this.#log) return;
+    const now = Date.now();
+    if (now - this.#logWindow >= 1000) {
+      this.#flushLog();
+      this.#logWindow = now;
+      this.#logCount = 0;
+    }
+    if (this.#logCount < LOG_LINES_PER_SECOND) {
+      this.#logCount += 1;
+      console.error(`connauth: ${line}`);
+    } else {
+      this.#logSuppressed += 1;
+    }
+  }
+
+  #flushLog(): void {
+    if (this.#logSuppressed > 0) {
+      console.error(
+        `connauth: ${this.#logSuppressed} more lines suppressed (over ${LOG_LINES_PER_SECOND} a second); use the hooks to see every event`,
+      );
+      this.#logSuppressed = 0;
+    }
   }
 
   // deno-lint-ignore no-explicit-any

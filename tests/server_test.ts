@@ -1024,3 +1024,40 @@ Deno.test("serve() reports a throwing hook and goes on serving", async () => {
     [["hook bug", "hook"], ["hook bug", "hook"]],
   );
 });
+
+Deno.test("serve() logs at most 20 lines a second and sums up the rest", async () => {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => lines.push(args.join(" "));
+  let failures = 0;
+  try {
+    {
+      await using server = serve(
+        {
+          port: 0,
+          key: KEY,
+          throttle: false,
+          maxPerAddress: 1000,
+          onAuthFailure: () => failures++,
+        },
+        echo,
+      );
+      const port = portOf(server);
+      await Promise.all(Array.from({ length: 60 }, async () => {
+        using conn = await connect({ port, key: "wrong" });
+        await waitClosed(conn, 5000);
+      }));
+      await waitFor(() => failures === 60, 5000, "60 failures");
+    }
+  } finally {
+    console.error = original;
+  }
+  const printed = lines.filter((l) => l.includes("authentication failed"));
+  const suppressed = lines
+    .map((l) => l.match(/(\d+) more lines suppressed/)?.[1])
+    .filter((n) => n !== undefined)
+    .reduce((sum, n) => sum + Number(n), 0);
+  assert.equal(failures, 60); // the hook saw every one
+  assert.ok(printed.length < 60, `${printed.length} lines printed`);
+  assert.equal(printed.length + suppressed, 60, lines.join("\n"));
+});
