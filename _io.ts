@@ -118,17 +118,75 @@ export function byobReader(
   }
 }
 
+/** The parts of a `Deno.Conn` (or `Deno.TlsConn`) used directly when present. */
+export interface DenoConnLike {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+/**
+ * Tells a `Deno.Conn`-like object, read and written with its own
+ * `read`/`write` (a sized read never takes more than asked), from other
+ * duplex streams. Its methods skip the stream machinery (measured faster), and
+ * its `readable` would close the whole socket at the end of the stream.
+ */
+export function isDenoConnLike(conn: unknown): conn is DenoConnLike {
+  const candidate = conn as Partial<DenoConnLike> | null;
+  return typeof candidate?.read === "function" &&
+    typeof candidate.write === "function" &&
+    typeof candidate.closeWrite === "function" &&
+    typeof candidate.close === "function";
+}
+
+/** Where exact reads come from: a connection or its readable byte stream. */
+export type ReadSource =
+  | ReadableStream<Uint8Array<ArrayBuffer>>
+  | { readonly readable: ReadableStream<Uint8Array<ArrayBuffer>> };
+
+/** Where whole writes go: a connection or its writable stream. */
+export type WriteTarget =
+  | WritableStream<Uint8Array>
+  | { readonly writable: WritableStream<Uint8Array> };
+
+async function readExactDirect(
+  conn: DenoConnLike,
+  length: number,
+  signal: AbortSignal | undefined,
+  what: string,
+): Promise<Uint8Array<ArrayBuffer> | null> {
+  const buffer = new Uint8Array(length);
+  let offset = 0;
+  while (offset < length) {
+    const n = await raceSignal(conn.read(buffer.subarray(offset)), signal);
+    if (n === null) {
+      if (offset === 0) return null;
+      throw new ProtocolError(
+        `Cannot read ${what}: the peer closed the connection after ${offset} of ${length} bytes`,
+        "closed",
+      );
+    }
+    offset += n;
+  }
+  return buffer;
+}
+
 /**
  * Reads exactly `length` bytes, or returns `null` if the peer closes cleanly
  * before the first byte. A close after some but not all bytes is a
  * {@linkcode ProtocolError} with reason `"closed"`. Never reads past
  * `length`: later bytes stay in the stream for the next reader.
  *
+ * `source` is a connection or a readable byte stream; a `Deno.Conn` is read
+ * with its own `read` into a sized buffer. After an abort the connection is
+ * in an undefined state (a read may still be pending): close it.
+ *
  * `what` names the thing being read, for error messages
  * ("the challenge", "the reply").
  */
 export async function readExactOrEof(
-  readable: ReadableStream<Uint8Array<ArrayBuffer>>,
+  source: ReadSource,
   length: number,
   signal: AbortSignal | undefined,
   what: string,
@@ -136,6 +194,10 @@ export async function readExactOrEof(
   let buffer = new Uint8Array(length);
   if (length === 0) return buffer;
   signal?.throwIfAborted();
+  if (isDenoConnLike(source)) {
+    return await readExactDirect(source, length, signal, what);
+  }
+  const readable = source instanceof ReadableStream ? source : source.readable;
   const reader = byobReader(readable);
   const onAbort = () => reader.releaseLock();
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -173,12 +235,12 @@ export async function readExactOrEof(
  * first) is a {@linkcode ProtocolError} with reason `"closed"`.
  */
 export async function readExact(
-  readable: ReadableStream<Uint8Array<ArrayBuffer>>,
+  source: ReadSource,
   length: number,
   signal: AbortSignal | undefined,
   what: string,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const bytes = await readExactOrEof(readable, length, signal, what);
+  const bytes = await readExactOrEof(source, length, signal, what);
   if (bytes === null) {
     throw new ProtocolError(
       `Cannot read ${what}: the peer closed the connection after 0 of ${length} bytes`,
@@ -188,13 +250,24 @@ export async function readExact(
   return bytes;
 }
 
-/** Writes all of `data`, rejecting with the signal's reason on abort. */
+/**
+ * Writes all of `data` to a connection or a writable stream (a `Deno.Conn`
+ * with its own `write`), rejecting with the signal's reason on abort.
+ */
 export async function writeAll(
-  writable: WritableStream<Uint8Array>,
+  target: WriteTarget,
   data: Uint8Array,
   signal?: AbortSignal,
 ): Promise<void> {
   signal?.throwIfAborted();
+  if (isDenoConnLike(target)) {
+    let offset = 0;
+    while (offset < data.byteLength) {
+      offset += await raceSignal(target.write(data.subarray(offset)), signal);
+    }
+    return;
+  }
+  const writable = target instanceof WritableStream ? target : target.writable;
   const writer = writable.getWriter();
   try {
     await raceSignal(writer.write(data), signal);

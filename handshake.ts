@@ -364,9 +364,11 @@ async function prepare(
  *
  * Sends a challenge of fresh random bytes from `crypto.getRandomValues`, reads
  * exactly one digest back and verifies it with `crypto.subtle.verify`
- * (constant time). Bytes the client sent after its digest stay unread in
- * `conn.readable` for the application. The connection is never closed here:
- * on any failure the caller closes it, as the recipe does.
+ * (constant time). Bytes the client sent after its digest stay unread for
+ * the application (`conn.read` or `conn.readable`; a `Deno.Conn` is read with
+ * its own `read` into a sized buffer, other duplex streams with BYOB reads).
+ * The connection is never closed here: on any failure the caller closes it,
+ * as the recipe does (after a timeout a read may still be pending on it).
  *
  * | outcome | result |
  * | --- | --- |
@@ -419,9 +421,9 @@ export async function serverAuthenticate(
   );
   using _ = limit;
   const challenge = crypto.getRandomValues(new Uint8Array(challengeLength));
-  await writeAll(conn.writable, challenge, limit.signal);
+  await writeAll(conn, challenge, limit.signal);
   const reply = await readExact(
-    conn.readable,
+    conn,
     hmac.digestLength,
     limit.signal,
     "the client's reply",
@@ -480,11 +482,11 @@ export async function clientAuthenticate(
   );
   using _ = limit;
   const challenge = await readExact(
-    conn.readable,
+    conn,
     challengeLength,
     limit.signal,
     "the server's challenge",
   );
   const digest = await hmac.sign(challenge);
-  await writeAll(conn.writable, digest, limit.signal);
+  await writeAll(conn, digest, limit.signal);
 }

@@ -57,6 +57,8 @@ import {
   checkTimeout,
   deadline,
   DEFAULT_TIMEOUT,
+  type DenoConnLike,
+  isDenoConnLike,
   raceSignal,
   utf8,
 } from "./_io.ts";
@@ -181,22 +183,6 @@ function closeQuietly(conn: Duplex): void {
 const INITIAL_READ_BUFFER = 16 * 1024;
 /** Largest read buffer: room for two whole frames. */
 const MAX_READ_BUFFER = 2 * (2 + MAX_MESSAGE_LENGTH);
-
-/** The parts of a `Deno.Conn` used directly when present. */
-interface DenoConnLike {
-  read(buffer: Uint8Array): Promise<number | null>;
-  write(data: Uint8Array): Promise<number>;
-  closeWrite(): Promise<void>;
-  close(): void;
-}
-
-function isDenoConnLike(conn: unknown): conn is DenoConnLike {
-  const candidate = conn as Partial<DenoConnLike>;
-  return typeof candidate.read === "function" &&
-    typeof candidate.write === "function" &&
-    typeof candidate.closeWrite === "function" &&
-    typeof candidate.close === "function";
-}
 
 /**
  * Frame reader and writer over a duplex stream: 2-byte big-endian length,
