@@ -59,7 +59,7 @@ interface Vector {
 const VECTOR: Vector = JSON.parse(
   await Deno.readTextFile(
     new URL(
-      "../../shared/testdata/noise/cacophony_nnpsk0_aesgcm_sha256.json",
+      "./testdata/noise/cacophony_nnpsk0_aesgcm_sha256.json",
       import.meta.url,
     ),
   ),
