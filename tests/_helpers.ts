@@ -184,3 +184,71 @@ export async function* lines(
   }
   if (rest) yield rest;
 }
+
+/** An example program started by {@linkcode startExample}. */
+export interface RunningExample extends AsyncDisposable {
+  /** The child process. */
+  readonly child: Deno.ChildProcess;
+  /** The port it printed in its "listening on" line. */
+  readonly port: number;
+  /** Every stderr line so far (complete after {@linkcode stop}). */
+  readonly log: string[];
+  /** Sends SIGTERM, waits for the exit and the rest of the log. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Runs `deno <args>` (an example server started on port 0) and waits for the
+ * stderr line matching `listening` (first group: the port), reading at most
+ * 20 lines. Stdout is discarded. Dispose (or `stop()`) to end it.
+ */
+export async function startExample(
+  args: string[],
+  options: { env?: Record<string, string>; listening?: RegExp } = {},
+): Promise<RunningExample> {
+  const listening = options.listening ?? /listening on 127\.0\.0\.1:(\d+)/;
+  const child = spawn(Deno.execPath(), args, { env: options.env });
+  child.stdin.close();
+  await child.stdout.cancel();
+  const log: string[] = [];
+  const stderr = lines(child.stderr);
+  let port = 0;
+  for (let i = 0; i < 20 && port === 0; i++) {
+    const { value, done } = await stderr.next();
+    if (done) break;
+    log.push(value);
+    port = Number(value.match(listening)?.[1] ?? 0);
+  }
+  const rest = (async () => {
+    for await (const line of stderr) log.push(line);
+  })();
+  let status: Promise<Deno.CommandStatus> | undefined;
+  const stop = () => {
+    status ??= (async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already exited
+      }
+      const result = await child.status;
+      await rest;
+      return result;
+    })();
+    return status;
+  };
+  if (port === 0) {
+    await stop();
+    throw new Error(
+      `Cannot start ${args.at(-1)}: no "listening on" line\n${log.join("\n")}`,
+    );
+  }
+  return {
+    child,
+    port,
+    log,
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop();
+    },
+  };
+}

@@ -16,7 +16,9 @@ import {
   interopScript,
   lines,
   peerTest,
+  type RunningExample,
   spawn,
+  startExample,
   tcpPair,
 } from "./_helpers.ts";
 
@@ -526,10 +528,10 @@ peerTest(
 
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
 
-async function startEchoServer(
+function startEchoServer(
   env: Record<string, string>,
-): Promise<{ child: Deno.ChildProcess; port: number; log: string[] }> {
-  const child = spawn(Deno.execPath(), [
+): Promise<RunningExample> {
+  return startExample([
     "run",
     "--allow-net=127.0.0.1",
     "--allow-env=CONNAUTH_KEY",
@@ -537,25 +539,6 @@ async function startEchoServer(
     "--port",
     "0",
   ], { env });
-  child.stdin.close();
-  await child.stdout.cancel();
-  const log: string[] = [];
-  const stderr = lines(child.stderr);
-  for (let i = 0; i < 10; i++) {
-    const { value, done } = await stderr.next();
-    if (done) break;
-    log.push(value);
-    const match = value.match(/listening on 127\.0\.0\.1:(\d+)/);
-    if (match) {
-      (async () => {
-        for await (const line of stderr) log.push(line);
-      })();
-      return { child, port: Number(match[1]), log };
-    }
-  }
-  child.kill();
-  await child.status;
-  throw new Error(`echo server did not start: ${log.join("\n")}`);
 }
 
 async function runEchoClient(
@@ -603,8 +586,7 @@ Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async ()
     assert.match(wrong.stderr, /rejected our key/);
     assert.equal(wrong.stdout, "");
   } finally {
-    server.child.kill("SIGTERM");
-    await server.child.status;
+    await server.stop();
   }
   const log = server.log.join("\n");
   assert.match(log, /accept 127\.0\.0\.1:\d+/);
@@ -619,8 +601,7 @@ Deno.test("examples/echo_server.ts warns when it runs with the demo key", async 
     assert.equal(ok.stdout, "Hello World");
     assert.match(ok.stderr, /demo key/);
   } finally {
-    server.child.kill("SIGTERM");
-    await server.child.status;
+    await server.stop();
   }
   assert.match(server.log.join("\n"), /warning: using the built-in demo key/);
 });

@@ -19,7 +19,9 @@ import {
   interopScript,
   lines,
   peerTest,
+  type RunningExample,
   spawn,
+  startExample,
 } from "./_helpers.ts";
 
 const KEY = "peanut butter";
@@ -834,10 +836,10 @@ Deno.test("connect() and serve() agree on hash and challenge length", async () =
 
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
 
-async function startUpperServer(
+function startUpperServer(
   env: Record<string, string>,
-): Promise<{ child: Deno.ChildProcess; port: number; log: string[] }> {
-  const child = spawn(Deno.execPath(), [
+): Promise<RunningExample> {
+  return startExample([
     "run",
     "--allow-net=127.0.0.1",
     "--allow-env=CONNAUTH_KEY",
@@ -845,25 +847,6 @@ async function startUpperServer(
     "--port",
     "0",
   ], { env });
-  child.stdin.close();
-  await child.stdout.cancel();
-  const log: string[] = [];
-  const stderr = lines(child.stderr);
-  for (let i = 0; i < 10; i++) {
-    const { value, done } = await stderr.next();
-    if (done) break;
-    log.push(value);
-    const match = value.match(/listening on 127\.0\.0\.1:(\d+)/);
-    if (match) {
-      (async () => {
-        for await (const line of stderr) log.push(line);
-      })();
-      return { child, port: Number(match[1]), log };
-    }
-  }
-  child.kill();
-  await child.status;
-  throw new Error(`upper server did not start: ${log.join("\n")}`);
 }
 
 async function runChatClient(
@@ -918,8 +901,7 @@ Deno.test("examples/chat_client.ts driven through a pipe talks to examples/upper
     assert.equal(wrong.stdout, "");
     assert.match(wrong.stderr, /the server closed the connection/);
   } finally {
-    server.child.kill("SIGTERM");
-    status = await server.child.status;
+    status = await server.stop();
   }
   // SIGTERM is a clean shutdown.
   assert.equal(status.code, 0);

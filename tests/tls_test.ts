@@ -25,7 +25,9 @@ import {
   interopScript,
   lines,
   peerTest,
+  type RunningExample,
   spawn,
+  startExample,
 } from "./_helpers.ts";
 
 // ---------------------------------------------------------------------------
@@ -1367,12 +1369,12 @@ Deno.test("serve() runs the HMAC handshake inside listenTls() connections", asyn
 
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
 
-async function startTlsExample(
+function startTlsExample(
   certs: string,
   args: string[],
   env: Record<string, string> = {},
-): Promise<{ port: number; log: string[] } & AsyncDisposable> {
-  const child = spawn(Deno.execPath(), [
+): Promise<RunningExample> {
+  return startExample([
     "run",
     "--allow-net=127.0.0.1",
     `--allow-read=${certs}`,
@@ -1385,39 +1387,6 @@ async function startTlsExample(
     certs,
     ...args,
   ], { env });
-  child.stdin.close();
-  await child.stdout.cancel();
-  const log: string[] = [];
-  const stderr = lines(child.stderr);
-  let port = 0;
-  let rest: Promise<void> = Promise.resolve();
-  for (let i = 0; i < 20; i++) {
-    const { value, done } = await stderr.next();
-    if (done) break;
-    log.push(value);
-    const match = value.match(/listening on 127\.0\.0\.1:(\d+)/);
-    if (match) {
-      port = Number(match[1]);
-      rest = (async () => {
-        for await (const line of stderr) log.push(line);
-      })();
-      break;
-    }
-  }
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    await child.status;
-    await rest;
-  };
-  if (port === 0) {
-    await stop();
-    throw new Error(`TLS echo server did not start: ${log.join("\n")}`);
-  }
-  return { port, log, [Symbol.asyncDispose]: stop };
 }
 
 async function runTlsClient(
