@@ -316,12 +316,15 @@ export function formatAddr(addr: Deno.Addr | undefined): string {
 }
 
 /**
- * Closes a connection, ignoring "already closed" (Deno closes a conn's
- * resource itself after a read error such as a reset).
+ * Closes a connection if it can be closed, ignoring "already closed" (Deno
+ * closes a conn's resource itself after a read error such as a reset).
+ * Never throws.
  */
-export function closeQuietly(conn: { close(): void } | undefined): void {
+export function closeQuietly(conn: unknown): void {
+  const closable = conn as Partial<{ close(): void }> | null | undefined;
+  if (typeof closable?.close !== "function") return;
   try {
-    conn?.close();
+    closable.close();
   } catch {
     // already closed
   }

@@ -55,6 +55,7 @@
 import {
   byobReader,
   checkTimeout,
+  closeQuietly,
   deadline,
   DEFAULT_TIMEOUT,
   type DenoConnLike,
@@ -165,18 +166,6 @@ function parsePrologue(
       prologue === null ? "null" : typeof prologue
     }`,
   );
-}
-
-/** Closes a connection if it can be closed; never throws. */
-function closeQuietly(conn: Duplex): void {
-  const closable = conn as Partial<{ close(): void }>;
-  if (typeof closable.close === "function") {
-    try {
-      closable.close();
-    } catch {
-      // already closed
-    }
-  }
 }
 
 /** First size of a connection's read buffer. */

@@ -46,7 +46,13 @@
  * @module
  */
 
-import { checkTimeout, deadline, DEFAULT_TIMEOUT, formatAddr } from "./_io.ts";
+import {
+  checkTimeout,
+  closeQuietly,
+  deadline,
+  DEFAULT_TIMEOUT,
+  formatAddr,
+} from "./_io.ts";
 import { AuthenticationError } from "./errors.ts";
 import {
   type AuthenticateOptions,
@@ -548,14 +554,6 @@ function setNoDelay(conn: object): void {
     tcp.setNoDelay(true);
   } catch {
     // A socket that already died: the handshake reports it.
-  }
-}
-
-function closeQuietly(conn: ServerConn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed (by the handler, or by the streams ending).
   }
 }
 
