@@ -1,16 +1,25 @@
 /**
  * An HTTPS server for `Request` -> `Response` handlers that can require and
- * verify client certificates (mutual TLS), which `Deno.serve` cannot. It
- * runs on `node:https` (OpenSSL-compatible verification, as Python's `ssl`
- * does), and bridges each request to a web-standard handler such as
+ * verify client certificates (mutual TLS), which `Deno.serve` cannot. TLS
+ * comes from {@linkcode listenTls} in `tls.ts` (`node:tls`: OpenSSL-style
+ * verification as Python's `ssl` does, Nagle off, the client's verified
+ * identity); HTTP/1.1 is spoken by a small, strict parser of our own, which
+ * hands each request to a web-standard handler such as
  * {@linkcode xmlrpcHandler} from `xmlrpc.ts`.
  *
- * Request bodies are bounded (`maxBodySize`, refused with HTTP 413 from the
- * `Content-Length` header or as soon as the count goes over, before the
- * rest is read) and handed to the handler whole; responses are written with
- * a `Content-Length`. Connections are kept alive and sockets have Nagle's
- * algorithm off, so a client making call after call on one connection does
- * not wait on delayed ACKs.
+ * The HTTP side is deliberately small: request line and headers under a
+ * size (`maxHeaderSize`, 431) and count (`maxHeaderCount`, 431) limit;
+ * bodies by `Content-Length` or `Transfer-Encoding: chunked`, bounded by
+ * `maxBodySize` (413, refused from the header or as soon as the count goes
+ * over, before the rest is read) and handed to the handler whole; other
+ * transfer codings get 501, a duplicate or malformed `Content-Length` 400.
+ * Responses are written with a `Content-Length` in one write. Connections
+ * are kept alive (HTTP/1.1, or HTTP/1.0 with `Connection: keep-alive`),
+ * pipelined requests are answered in order, and every refusal closes the
+ * connection. A client gets `keepAliveTimeout` of silence and
+ * `keepAliveTimeout + requestTimeout` for a whole request (408 if it had
+ * started one); both pause while the handler runs. No HTTP/2, no upgrades,
+ * no streamed bodies.
  *
  * @example Mutual TLS with a client certificate allow-list
  * ```ts
@@ -40,10 +49,10 @@
  *
  * @module
  */
-import { createServer } from "node:https";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { TLSSocket } from "node:tls";
 import { formatAddr } from "./_io.ts";
+import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
+import { allowed } from "./_tls_identity.ts";
+import { listenTls, TlsError, type TlsServerConn } from "./tls.ts";
 
 /** Options for {@linkcode serveHttps}. */
 export interface ServeHttpsOptions {
@@ -87,6 +96,19 @@ export interface ServeHttpsOptions {
    */
   maxBodySize?: number;
   /**
+   * Largest request line plus headers, in bytes (HTTP 431 above it, 414
+   * when the request line alone is over).
+   *
+   * @default {16384}
+   */
+  maxHeaderSize?: number;
+  /**
+   * Most header lines in a request (HTTP 431 above it).
+   *
+   * @default {100}
+   */
+  maxHeaderCount?: number;
+  /**
    * Deadline for a TLS handshake, in milliseconds.
    *
    * @default {10000}
@@ -124,8 +146,9 @@ export interface ServeHttpsOptions {
   signal?: AbortSignal;
   /**
    * Called with errors: a handler that throws (the client gets HTTP 500), a
-   * failed TLS handshake (a client without a valid certificate, for
-   * instance). For logging.
+   * failed or refused TLS connection (a {@linkcode TlsError} naming the
+   * reason: a client without a certificate, one from another CA, ...), a
+   * connection over `maxConnections`. For logging.
    *
    * @default {undefined}
    */
@@ -193,7 +216,10 @@ function plain(status: number, message: string): Response {
  * HTTP 403; one with a body over `maxBodySize` gets HTTP 413 and the
  * connection is closed; a handler that throws gets HTTP 500 (and
  * `onError`). A client without a certificate, or with one from another CA,
- * fails the TLS handshake.
+ * is refused right after the TLS handshake (`onError` gets a
+ * {@linkcode TlsError} naming the reason). Malformed, oversized or slow
+ * requests get 400, 413, 414, 431, 501, 505 or 408 (see the module doc)
+ * and the connection is closed.
  *
  * @param options Certificate, key, CAs, address, limits.
  * @param handler Answers each request.
@@ -238,9 +264,6 @@ export async function serveHttps(
       "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
     );
   }
-  const allowed = options.allowedClients
-    ? new Set(options.allowedClients)
-    : null;
   const maxBodySize = positive(
     options.maxBodySize ?? 1024 * 1024,
     "maxBodySize",
@@ -270,235 +293,128 @@ export async function serveHttps(
   }
   const hostname = options.hostname ?? "127.0.0.1";
 
-  let base = "https://localhost/";
-  const server = createServer({
+  const maxHeaderSize = positive(
+    options.maxHeaderSize ?? 16 * 1024,
+    "maxHeaderSize",
+  );
+  const maxHeaderCount = positive(
+    options.maxHeaderCount ?? 100,
+    "maxHeaderCount",
+  );
+  const report = (error: unknown, remote: string) => {
+    try {
+      onError?.(error, remote);
+    } catch {
+      // a throwing hook must not stop the server
+    }
+  };
+
+  const listener = await listenTls({
     cert: options.cert,
     key: options.key,
-    ca: options.clientCa,
-    requestCert: mutual,
-    rejectUnauthorized: mutual,
-    minVersion: "TLSv1.2",
+    clientCa: options.clientCa,
+    hostname,
+    port,
     handshakeTimeout,
-    noDelay: true,
-    keepAlive: true,
+    // One request (head and body) plus slack may wait unread while the
+    // handler runs; a client further ahead than that is cut off.
+    readBufferLimit: maxBodySize + 2 * maxHeaderSize + 64 * 1024,
+    onTlsError: (event) =>
+      report(
+        new TlsError(
+          `Cannot accept the TLS connection: ${event.message}`,
+          event.reason,
+          { cause: event.cause },
+        ),
+        event.remoteAddr ? formatAddr(event.remoteAddr) : "a client",
+      ),
   });
+  const addr = listener.addr;
+  const base = `https://${
+    hostname.includes(":") ? `[${hostname}]` : hostname
+  }:${addr.port}/`;
+  const allowList = options.allowedClients
+    ? { cn: options.allowedClients }
+    : null;
 
-  // node's requestTimeout, headersTimeout and keepAliveTimeout are not
-  // enforced by Deno's node:http, so the deadlines are kept here.
-  const deadlines = new Map<TLSSocket, ReturnType<typeof setTimeout>>();
-  const arm = (socket: TLSSocket) => {
-    clearTimeout(deadlines.get(socket));
-    deadlines.set(
-      socket,
-      setTimeout(() => socket.destroy(), keepAliveTimeout + requestTimeout),
-    );
-  };
-  const disarm = (socket: TLSSocket) => {
-    clearTimeout(deadlines.get(socket));
-    deadlines.delete(socket);
-  };
-  let connections = 0;
-  server.on("secureConnection", (socket: TLSSocket) => {
-    socket.setNoDelay(true);
-    if (connections >= maxConnections) {
-      onError?.(
+  const sessions = new Set<Http1Session>();
+  let draining = false;
+  const serveConn = (conn: TlsServerConn) => {
+    const remote = formatAddr(conn.remoteAddr);
+    if (draining) return conn.close();
+    if (sessions.size >= maxConnections) {
+      report(
         new RangeError(
           `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
         ),
-        `${socket.remoteAddress}:${socket.remotePort}`,
+        remote,
       );
-      socket.destroy();
-      return;
+      return conn.close();
     }
-    connections++;
-    socket.once("close", () => {
-      connections--;
-      disarm(socket);
-    });
-    // Silence (no byte either way) closes it, except while a handler runs.
-    socket.on("timeout", () => socket.destroy());
-    socket.setTimeout(keepAliveTimeout);
-    arm(socket);
-  });
-  server.on("tlsClientError", (error: Error, socket: TLSSocket) => {
-    onError?.(
-      error,
-      socket?.remoteAddress
-        ? `${socket.remoteAddress}:${socket.remotePort}`
-        : "a client",
-    );
-  });
-  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-    handle(req, res).catch((error) => {
-      onError?.(error, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
-      res.destroy();
-    });
-  });
-
-  const peers = new WeakMap<
-    TLSSocket,
-    { name: string; fingerprint: string | null }
-  >();
-
-  async function handle(
-    req: IncomingMessage,
-    res: ServerResponse,
-  ): Promise<void> {
-    const socket = req.socket as TLSSocket;
-    const remoteAddr: Deno.NetAddr = {
-      transport: "tcp",
-      hostname: socket.remoteAddress ?? "",
-      port: socket.remotePort ?? 0,
+    const identity = conn.peerIdentity;
+    const info: HttpsRequestInfo = {
+      remoteAddr: conn.remoteAddr,
+      clientName: mutual ? identity?.cn ?? "" : null,
+      clientFingerprint: mutual ? identity?.fingerprint256 ?? null : null,
     };
-    let clientName: string | null = null;
-    let clientFingerprint: string | null = null;
-    if (mutual) {
-      // Parsing the certificate costs more than a small request: once per
-      // connection.
-      let peer = peers.get(socket);
-      if (peer === undefined) {
-        const cert = socket.getPeerCertificate();
-        const cn = cert?.subject?.CN;
-        peer = {
-          name: Array.isArray(cn) ? cn.join(",") : cn ?? "",
-          fingerprint: cert?.fingerprint256 ?? null,
-        };
-        peers.set(socket, peer);
-      }
-      clientName = peer.name;
-      clientFingerprint = peer.fingerprint;
-      if (!socket.authorized) {
-        return send(
-          res,
-          plain(
-            403,
-            "Cannot serve the request: the client certificate is not verified",
-          ),
-          true,
-        );
-      }
-      if (allowed && !allowed.has(clientName)) {
-        req.resume();
-        return send(
-          res,
-          plain(
-            403,
-            `Cannot serve the request: the client certificate's common name ${
-              JSON.stringify(clientName)
-            } is not in the allow-list`,
-          ),
-          true,
-        );
-      }
-    }
-    const method = req.method ?? "GET";
-    let body: Uint8Array | null = null;
-    if (method !== "GET" && method !== "HEAD") {
-      const declared = req.headers["content-length"];
-      if (declared !== undefined && Number(declared) > maxBodySize) {
-        return send(
-          res,
-          plain(
-            413,
-            `Cannot serve the request: the body is ${declared} bytes, over the ${maxBodySize}-byte limit`,
-          ),
-          true,
-        );
-      }
-      body = await readBounded(req, maxBodySize);
-      if (body === null) {
-        return send(
-          res,
-          plain(
-            413,
-            `Cannot serve the request: the body is over the ${maxBodySize}-byte limit`,
-          ),
-          true,
-        );
-      }
-    }
-    // The whole request is in: the rest is our time, not the client's.
-    disarm(socket);
-    socket.setTimeout(0);
-    res.once("finish", () => {
-      if (socket.destroyed) return;
-      socket.setTimeout(keepAliveTimeout);
-      arm(socket);
-    });
-    const headers = new Headers();
-    const raw = req.rawHeaders;
-    for (let i = 0; i + 1 < raw.length; i += 2) {
+    const refusal = allowList && !allowed(identity, allowList)
+      ? new HttpRefusal(
+        403,
+        `Cannot serve the request: the client certificate's common name ${
+          JSON.stringify(info.clientName)
+        } is not in the allow-list`,
+      )
+      : null;
+    const session = serveHttp1(conn, {
+      maxHeaderSize,
+      maxHeaderCount,
+      maxBodySize,
+      keepAliveTimeout,
+      requestTimeout,
+      base,
+    }, async (request) => {
+      let response: Response;
+      let body: Uint8Array;
       try {
-        headers.append(raw[i], raw[i + 1]);
-      } catch {
-        return send(
-          res,
-          plain(400, "Cannot serve the request: a header is malformed"),
-          true,
-        );
+        response = await handler(request, info);
+        body = response.body === null
+          ? new Uint8Array(0)
+          : await response.bytes();
+      } catch (error) {
+        report(error, remote);
+        response = plain(500, "Cannot serve the request: the handler failed");
+        body = await response.bytes();
       }
-    }
-    let url: URL;
-    try {
-      url = new URL(
-        req.url ?? "/",
-        base,
-      );
-    } catch {
-      return send(
-        res,
-        plain(400, "Cannot serve the request: the URL is malformed"),
-        true,
-      );
-    }
-    const request = new Request(url, {
-      method,
-      headers,
-      body: body as Uint8Array<ArrayBuffer> | null,
-    });
-    let response: Response;
-    try {
-      response = await handler(request, {
-        remoteAddr,
-        clientName,
-        clientFingerprint,
-      });
-    } catch (error) {
-      onError?.(error, formatAddr(remoteAddr));
-      response = plain(500, "Cannot serve the request: the handler failed");
-    }
-    await send(res, response, false);
-  }
-
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, hostname, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  server.on("error", (error: Error) => onError?.(error, "the server"));
-  const address = server.address();
-  const addr: Deno.NetAddr = {
-    transport: "tcp",
-    hostname,
-    port: typeof address === "object" && address ? address.port : port,
+      return { status: response.status, headers: response.headers, body };
+    }, refusal);
+    sessions.add(session);
+    session.done.then(() => sessions.delete(session));
   };
-  base = `https://${
-    hostname.includes(":") ? `[${hostname}]` : hostname
-  }:${addr.port}/`;
+  const accepting = (async () => {
+    for await (const conn of listener) serveConn(conn);
+  })().catch((error) => report(error, "the server"));
 
-  const finished = new Promise<void>((resolve) =>
-    server.once("close", resolve)
-  );
   let closing: Promise<void> | undefined;
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
   const shutdown = (): Promise<void> => {
     if (!closing) {
-      server.close();
-      server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), 1000);
-      closing = finished.then(() => clearTimeout(timer));
+      draining = true;
       options.signal?.removeEventListener("abort", onAbort);
+      listener.close();
+      for (const session of sessions) session.drain();
+      const timer = setTimeout(() => {
+        for (const session of sessions) session.abort();
+      }, 1000);
+      closing = (async () => {
+        await accepting;
+        while (sessions.size > 0) {
+          await Promise.all([...sessions].map((session) => session.done));
+        }
+        clearTimeout(timer);
+        await listener[Symbol.asyncDispose]();
+        resolveFinished();
+      })();
     }
     return closing;
   };
@@ -512,68 +428,4 @@ export async function serveHttps(
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
-}
-
-/** Reads the whole body, or returns null as soon as it is over `max`. */
-function readBounded(
-  req: IncomingMessage,
-  max: number,
-): Promise<Uint8Array | null> {
-  return new Promise((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    const onData = (chunk: Uint8Array) => {
-      size += chunk.byteLength;
-      if (size > max) {
-        cleanup();
-        req.pause();
-        resolve(null);
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => {
-      cleanup();
-      if (chunks.length === 1) return resolve(new Uint8Array(chunks[0]));
-      const out = new Uint8Array(size);
-      let offset = 0;
-      for (const chunk of chunks) {
-        out.set(chunk, offset);
-        offset += chunk.byteLength;
-      }
-      resolve(out);
-    };
-    const onError = (error: Error) => {
-      cleanup();
-      reject(error);
-    };
-    const cleanup = () => {
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onError);
-    };
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onError);
-  });
-}
-
-async function send(
-  res: ServerResponse,
-  response: Response,
-  close: boolean,
-): Promise<void> {
-  const body = response.body === null
-    ? new Uint8Array(0)
-    : await response.bytes();
-  // One flat list and one writeHead: cheaper than a setHeader per header.
-  const headers: string[] = [];
-  for (const [name, value] of response.headers) {
-    if (name === "content-length" || name === "connection") continue;
-    headers.push(name, value); // set-cookie comes once per cookie
-  }
-  headers.push("content-length", String(body.byteLength));
-  if (close) headers.push("connection", "close");
-  res.writeHead(response.status, headers);
-  res.end(body);
 }

@@ -1,0 +1,731 @@
+// A small, strict, bounded HTTP/1.1 server side for https.ts: parses
+// requests from a byte stream (request line and headers under size and count
+// limits, `Content-Length` or bounded `Transfer-Encoding: chunked` bodies),
+// calls a `Request -> Response` handler and writes each response with a
+// `Content-Length` in one write. Keep-alive (HTTP/1.1 by default, HTTP/1.0
+// with `Connection: keep-alive`), pipelining (requests are answered in
+// order, one at a time), a silence deadline and a whole-request deadline
+// that both pause while the handler runs.
+//
+// Refusals: 400 (malformed request line or header, bad or duplicate
+// Content-Length, Content-Length with Transfer-Encoding, a body that ends
+// early), 408 (request deadline passed after some bytes), 413 (body over the
+// limit), 414 (request line over the header limit), 431 (header section too
+// large or too many headers), 501 (a transfer coding other than chunked),
+// 505 (HTTP version other than 1.0 / 1.1). Every refusal closes the
+// connection. Private: not exported from mod.ts.
+
+/** A connection to serve: the parts of a `Deno.Conn` / `TlsServerConn` used. */
+export interface Http1Conn {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  close(): void;
+}
+
+/** Limits and deadlines, all already validated. */
+export interface Http1Options {
+  maxHeaderSize: number;
+  maxHeaderCount: number;
+  maxBodySize: number;
+  /** Silence (no byte from the client) allowed while waiting on it, ms. */
+  keepAliveTimeout: number;
+  /** Added to keepAliveTimeout: the deadline for a whole request, ms. */
+  requestTimeout: number;
+  /** `https://host:port/`, the base of request URLs. */
+  base: string;
+}
+
+/** A response, its body read whole. */
+export interface Http1Response {
+  status: number;
+  headers: Iterable<[string, string]>;
+  body: Uint8Array;
+}
+
+/**
+ * Decides the response to one request; must not throw (answer 500 itself).
+ */
+export type Http1Handler = (request: Request) => Promise<Http1Response>;
+
+/** A request refused before the handler saw it. */
+export class HttpRefusal extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "HttpRefusal";
+    this.status = status;
+  }
+}
+
+/** The parsed head of a request. */
+export interface RequestHead {
+  method: string;
+  target: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: 0 | 1;
+  /** Header names as sent, values trimmed, in order. */
+  headers: [string, string][];
+  /** Body length, or -1 for a chunked body. */
+  contentLength: number;
+  keepAlive: boolean;
+  expectContinue: boolean;
+}
+
+const REASONS: Record<number, string> = {
+  100: "Continue",
+  200: "OK",
+  201: "Created",
+  202: "Accepted",
+  204: "No Content",
+  206: "Partial Content",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  304: "Not Modified",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  409: "Conflict",
+  411: "Length Required",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  415: "Unsupported Media Type",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
+};
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const TARGET = /^[\x21-\x7e]+$/;
+// Field values: visible ASCII, obs-text, space and tab; no other controls.
+// deno-lint-ignore no-control-regex
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const latin1 = new TextDecoder("latin1");
+
+/** Where `\r\n\r\n` starts in `bytes` at or after `from`, or -1. */
+function findHeadEnd(bytes: Uint8Array, from: number): number {
+  for (let i = Math.max(0, from); i + 3 < bytes.length; i++) {
+    if (
+      bytes[i] === 13 && bytes[i + 1] === 10 &&
+      bytes[i + 2] === 13 && bytes[i + 3] === 10
+    ) return i;
+  }
+  return -1;
+}
+
+function indexOfCrlf(bytes: Uint8Array, from: number, to: number): number {
+  for (let i = from; i + 1 < to; i++) {
+    if (bytes[i] === 13 && bytes[i + 1] === 10) return i;
+  }
+  return -1;
+}
+
+/** Parses a request head (request line and header lines, no final CRLF). */
+export function parseHead(text: string, maxHeaderCount: number): RequestHead {
+  const lines = text.split("\r\n");
+  const requestLine = lines[0];
+  if (/[\r\n]/.test(text.replaceAll("\r\n", ""))) {
+    throw new HttpRefusal(
+      400,
+      "Cannot parse the request: a bare CR or LF (lines end with CRLF)",
+    );
+  }
+  const parts = requestLine.split(" ");
+  if (
+    parts.length !== 3 || !TOKEN.test(parts[0]) || !TARGET.test(parts[1])
+  ) {
+    throw new HttpRefusal(
+      400,
+      "Cannot parse the request: the request line is not METHOD SP TARGET SP HTTP/1.1",
+    );
+  }
+  const [method, target, version] = parts;
+  let minor: 0 | 1;
+  if (version === "HTTP/1.1") minor = 1;
+  else if (version === "HTTP/1.0") minor = 0;
+  else if (/^HTTP\/\d\.\d$/.test(version)) {
+    throw new HttpRefusal(
+      505,
+      `Cannot serve the request: ${version} is not supported; use HTTP/1.1`,
+    );
+  } else {
+    throw new HttpRefusal(
+      400,
+      "Cannot parse the request: the request line does not end in HTTP/1.x",
+    );
+  }
+  if (
+    !target.startsWith("/") && !/^https?:\/\//i.test(target) &&
+    !(target === "*" && method === "OPTIONS")
+  ) {
+    throw new HttpRefusal(
+      400,
+      "Cannot parse the request: the target must be a path (/...) or an absolute URL",
+    );
+  }
+  if (lines.length - 1 > maxHeaderCount) {
+    throw new HttpRefusal(
+      431,
+      `Cannot serve the request: ${
+        lines.length - 1
+      } header lines, over the limit of ${maxHeaderCount}`,
+    );
+  }
+  const headers: [string, string][] = [];
+  let contentLength: string | null = null;
+  let transferEncoding: string | null = null;
+  let connection = "";
+  let hosts = 0;
+  let expectContinue = false;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    const colon = line.indexOf(":");
+    const name = colon > 0 ? line.slice(0, colon) : "";
+    if (!TOKEN.test(name)) {
+      throw new HttpRefusal(
+        400,
+        line.startsWith(" ") || line.startsWith("\t")
+          ? "Cannot parse the request: folded header lines are not accepted"
+          : "Cannot parse the request: a header line is not NAME: VALUE",
+      );
+    }
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (BAD_VALUE.test(value)) {
+      throw new HttpRefusal(
+        400,
+        `Cannot parse the request: header "${name}" holds a control character`,
+      );
+    }
+    headers.push([name, value]);
+    switch (name.toLowerCase()) {
+      case "content-length":
+        if (contentLength !== null) {
+          throw new HttpRefusal(
+            400,
+            "Cannot parse the request: Content-Length is sent twice",
+          );
+        }
+        contentLength = value;
+        break;
+      case "transfer-encoding":
+        transferEncoding = transferEncoding === null
+          ? value
+          : `${transferEncoding}, ${value}`;
+        break;
+      case "connection":
+        connection += `,${value.toLowerCase()}`;
+        break;
+      case "host":
+        hosts++;
+        break;
+      case "expect":
+        if (value.toLowerCase() === "100-continue") expectContinue = true;
+        break;
+    }
+  }
+  if (minor === 1 && hosts !== 1) {
+    throw new HttpRefusal(
+      400,
+      `Cannot parse the request: HTTP/1.1 needs exactly one Host header, got ${hosts}`,
+    );
+  }
+  let length = 0;
+  if (transferEncoding !== null) {
+    if (contentLength !== null || minor === 0) {
+      throw new HttpRefusal(
+        400,
+        "Cannot parse the request: Transfer-Encoding with Content-Length or on HTTP/1.0",
+      );
+    }
+    if (transferEncoding.toLowerCase() !== "chunked") {
+      throw new HttpRefusal(
+        501,
+        `Cannot serve the request: transfer coding ${
+          JSON.stringify(transferEncoding)
+        } is not supported; send Content-Length or chunked`,
+      );
+    }
+    length = -1;
+  } else if (contentLength !== null) {
+    if (!/^\d{1,15}$/.test(contentLength)) {
+      throw new HttpRefusal(
+        400,
+        `Cannot parse the request: Content-Length ${
+          JSON.stringify(contentLength)
+        } is not a decimal number`,
+      );
+    }
+    length = Number(contentLength);
+  }
+  const tokens = connection.split(",").map((token) => token.trim());
+  const keepAlive = tokens.includes("close")
+    ? false
+    : minor === 1 || tokens.includes("keep-alive");
+  return {
+    method,
+    target,
+    minor,
+    headers,
+    contentLength: length,
+    keepAlive,
+    expectContinue,
+  };
+}
+
+/** Buffered reads from a byte stream, with a hook called on every chunk. */
+export class Http1Reader {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #buffer: Uint8Array = new Uint8Array(0);
+  #onBytes: () => void;
+
+  constructor(readable: ReadableStream<Uint8Array>, onBytes: () => void) {
+    this.#reader = readable.getReader();
+    this.#onBytes = onBytes;
+  }
+
+  /** Bytes received and not consumed yet. */
+  get buffered(): number {
+    return this.#buffer.length;
+  }
+
+  /** Reads one more chunk into the buffer; false on EOF. */
+  async #fill(): Promise<boolean> {
+    const { value, done } = await this.#reader.read();
+    if (done) return false;
+    this.#onBytes();
+    if (this.#buffer.length === 0) this.#buffer = value;
+    else {
+      const joined = new Uint8Array(this.#buffer.length + value.length);
+      joined.set(this.#buffer);
+      joined.set(value, this.#buffer.length);
+      this.#buffer = joined;
+    }
+    return true;
+  }
+
+  #take(n: number): Uint8Array {
+    const out = this.#buffer.subarray(0, n);
+    this.#buffer = this.#buffer.subarray(n);
+    return out;
+  }
+
+  /**
+   * Reads the next request head; null on a clean EOF before its first byte.
+   * Throws an HttpRefusal for a bad or oversized head.
+   */
+  async readHead(
+    maxHeaderSize: number,
+    maxHeaderCount: number,
+  ): Promise<RequestHead | null> {
+    // Tolerate empty lines before a request (RFC 9112, 2.2).
+    let scanned = 0;
+    while (true) {
+      while (
+        this.#buffer.length >= 2 && this.#buffer[0] === 13 &&
+        this.#buffer[1] === 10
+      ) this.#take(2);
+      const end = findHeadEnd(this.#buffer, scanned - 3);
+      if (end >= 0) {
+        if (end + 4 > maxHeaderSize) break;
+        const text = latin1.decode(this.#buffer.subarray(0, end));
+        this.#take(end + 4);
+        return parseHead(text, maxHeaderCount);
+      }
+      scanned = this.#buffer.length;
+      if (scanned >= maxHeaderSize) break;
+      if (!(await this.#fill())) {
+        if (this.#buffer.length === 0) return null;
+        throw new HttpRefusal(
+          400,
+          "Cannot parse the request: the client closed the connection in the middle of the headers",
+        );
+      }
+    }
+    const lineEnd = indexOfCrlf(
+      this.#buffer,
+      0,
+      Math.min(this.#buffer.length, maxHeaderSize),
+    );
+    if (lineEnd < 0) {
+      throw new HttpRefusal(
+        414,
+        `Cannot serve the request: the request line is over the ${maxHeaderSize}-byte limit`,
+      );
+    }
+    throw new HttpRefusal(
+      431,
+      `Cannot serve the request: the headers are over the ${maxHeaderSize}-byte limit`,
+    );
+  }
+
+  /** Reads exactly n bytes of body. */
+  async #exact(n: number): Promise<Uint8Array> {
+    while (this.#buffer.length < n) {
+      if (!(await this.#fill())) {
+        throw new HttpRefusal(
+          400,
+          "Cannot read the request body: the client closed the connection before the end of the body",
+        );
+      }
+    }
+    return this.#take(n);
+  }
+
+  /** Reads up to the next CRLF (not included), at most max bytes. */
+  async #line(max: number, what: string): Promise<string> {
+    let scanned = 0;
+    while (true) {
+      const end = indexOfCrlf(
+        this.#buffer,
+        Math.max(0, scanned - 1),
+        this.#buffer.length,
+      );
+      if (end >= 0 && end <= max) {
+        const text = latin1.decode(this.#buffer.subarray(0, end));
+        this.#take(end + 2);
+        return text;
+      }
+      scanned = this.#buffer.length;
+      if (end > max || scanned > max + 1) {
+        throw new HttpRefusal(
+          400,
+          `Cannot read the request body: a chunked ${what} line is over ${max} bytes`,
+        );
+      }
+      if (!(await this.#fill())) {
+        throw new HttpRefusal(
+          400,
+          "Cannot read the request body: the client closed the connection before the end of the body",
+        );
+      }
+    }
+  }
+
+  /** Reads a body of `length` bytes (-1: chunked), at most `max` bytes. */
+  async readBody(length: number, max: number): Promise<Uint8Array> {
+    if (length === 0) return new Uint8Array(0);
+    if (length > 0) {
+      if (length > max) {
+        throw new HttpRefusal(
+          413,
+          `Cannot serve the request: the body is ${length} bytes, over the ${max}-byte limit`,
+        );
+      }
+      // A copy: the buffer may be a view on a larger chunk.
+      return (await this.#exact(length)).slice();
+    }
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    while (true) {
+      const line = await this.#line(1024, "size");
+      const match = /^([0-9a-fA-F]{1,8})[ \t]*(;.*)?$/.exec(line);
+      if (!match) {
+        throw new HttpRefusal(
+          400,
+          "Cannot read the request body: a chunk size is not hexadecimal",
+        );
+      }
+      const chunk = parseInt(match[1], 16);
+      if (chunk === 0) break;
+      if (size + chunk > max) {
+        throw new HttpRefusal(
+          413,
+          `Cannot serve the request: the body is over the ${max}-byte limit`,
+        );
+      }
+      parts.push((await this.#exact(chunk)).slice());
+      size += chunk;
+      if ((await this.#line(0, "data end")) !== "") {
+        throw new HttpRefusal(
+          400,
+          "Cannot read the request body: a chunk is longer than its size",
+        );
+      }
+    }
+    // Trailers: read and dropped, bounded in count and size.
+    for (let count = 0;; count++) {
+      const line = await this.#line(8192, "trailer");
+      if (line === "") break;
+      if (count >= 64) {
+        throw new HttpRefusal(
+          431,
+          "Cannot read the request body: too many trailer lines",
+        );
+      }
+    }
+    if (parts.length === 1) return parts[0];
+    const body = new Uint8Array(size);
+    let offset = 0;
+    for (const part of parts) {
+      body.set(part, offset);
+      offset += part.length;
+    }
+    return body;
+  }
+
+  /** Stops reading. */
+  cancel(): void {
+    this.#reader.cancel().catch(() => {});
+  }
+}
+
+let dateSecond = 0;
+let dateText = "";
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * Encodes a response head and body into one buffer. Header values are
+ * ByteStrings (code points up to 0xFF), written one byte each.
+ */
+export function encodeResponse(
+  status: number,
+  headers: Iterable<[string, string]>,
+  body: Uint8Array | null,
+  bodyLength: number,
+  connection: "close" | "keep-alive" | null,
+): Uint8Array {
+  let head = `HTTP/1.1 ${status} ${
+    REASONS[status] ?? "Status"
+  }\r\ndate: ${httpDate()}\r\n`;
+  for (const [name, value] of headers) {
+    if (
+      name === "content-length" || name === "connection" ||
+      name === "transfer-encoding" || name === "keep-alive"
+    ) continue;
+    head += `${name}: ${value}\r\n`; // set-cookie comes once per cookie
+  }
+  if (status !== 204 && status !== 304) {
+    head += `content-length: ${bodyLength}\r\n`;
+  }
+  if (connection !== null) head += `connection: ${connection}\r\n`;
+  head += "\r\n";
+  const size = body === null ? 0 : body.length;
+  const out = new Uint8Array(head.length + size);
+  for (let i = 0; i < head.length; i++) out[i] = head.charCodeAt(i);
+  if (body !== null) out.set(body, head.length);
+  return out;
+}
+
+function plainRefusal(
+  status: number,
+  message: string,
+): [number, [string, string][], Uint8Array] {
+  const body = new TextEncoder().encode(`${message}\n`);
+  return [status, [["content-type", "text/plain; charset=utf-8"]], body];
+}
+
+/** The state of one served connection, for shutdown. */
+export interface Http1Session {
+  /** Closes now if waiting for a request, else after the current response. */
+  drain(): void;
+  /** Closes now. */
+  abort(): void;
+  /** Settles when the connection is done. */
+  readonly done: Promise<void>;
+}
+
+/**
+ * Serves requests on `conn` until the client closes, a deadline passes, a
+ * request is refused, or `drain()` / `abort()`. Closes `conn` at the end.
+ * `refuseAll` refuses every request of the connection (the allow-list).
+ */
+export function serveHttp1(
+  conn: Http1Conn,
+  options: Http1Options,
+  handler: Http1Handler,
+  refuseAll: HttpRefusal | null,
+): Http1Session {
+  let draining = false;
+  let closed = false;
+  let waiting = false; // between requests, no byte of the next one yet
+  // Deadlines as times (0: off), checked by one timer per connection that
+  // is re-armed only when it fires: moving a deadline costs no timer call.
+  let silenceAt = 0;
+  let requestAt = 0;
+  let writeAt = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const writer = conn.writable.getWriter();
+  writer.closed.catch(() => {});
+
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    clearTimeout(timer);
+    reader.cancel();
+    conn.close();
+  };
+  const timedOut = () => {
+    if (closed) return;
+    if (!waiting || reader.buffered > 0) {
+      // Part of a request came, too slowly: say so (best effort), then close.
+      const [status, headers, body] = plainRefusal(
+        408,
+        "Cannot serve the request: the request did not arrive in time",
+      );
+      writer.write(encodeResponse(status, headers, body, body.length, "close"))
+        .catch(() => {});
+    }
+    close();
+  };
+  const tick = () => {
+    timer = undefined;
+    if (closed) return;
+    const now = performance.now();
+    if (writeAt !== 0 && now >= writeAt) return close();
+    if (
+      (silenceAt !== 0 && now >= silenceAt) ||
+      (requestAt !== 0 && now >= requestAt)
+    ) return timedOut();
+    schedule();
+  };
+  const schedule = () => {
+    if (timer !== undefined || closed) return;
+    let next = Infinity;
+    for (const at of [silenceAt, requestAt, writeAt]) {
+      if (at !== 0 && at < next) next = at;
+    }
+    if (next === Infinity) return;
+    timer = setTimeout(tick, Math.max(0, Math.ceil(next - performance.now())));
+  };
+  const armSilence = () => {
+    silenceAt = performance.now() + options.keepAliveTimeout;
+    schedule();
+  };
+  const reader = new Http1Reader(conn.readable, () => {
+    waiting = false;
+    if (silenceAt !== 0) armSilence();
+  });
+  const pause = () => {
+    silenceAt = 0;
+    requestAt = 0;
+  };
+  const send = async (bytes: Uint8Array) => {
+    // A client that does not read gets keepAliveTimeout to take the response.
+    writeAt = performance.now() + options.keepAliveTimeout;
+    schedule();
+    try {
+      await writer.write(bytes);
+    } finally {
+      writeAt = 0;
+    }
+  };
+
+  const loop = async () => {
+    while (!closed) {
+      waiting = reader.buffered === 0;
+      if (draining && waiting) break;
+      requestAt = performance.now() + options.keepAliveTimeout +
+        options.requestTimeout;
+      armSilence();
+      let head: RequestHead | null = null;
+      let response: [number, Iterable<[string, string]>, Uint8Array];
+      let keepAlive = false;
+      try {
+        head = await reader.readHead(
+          options.maxHeaderSize,
+          options.maxHeaderCount,
+        );
+        if (head === null) break;
+        if (refuseAll) throw refuseAll;
+        if (
+          head.expectContinue && head.minor === 1 && head.contentLength !== 0
+        ) {
+          if (head.contentLength > options.maxBodySize) {
+            await reader.readBody(head.contentLength, options.maxBodySize);
+          }
+          await send(new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n"));
+        }
+        const body = await reader.readBody(
+          head.contentLength,
+          options.maxBodySize,
+        );
+        // The whole request is in: the rest is our time, not the client's.
+        pause();
+        keepAlive = head.keepAlive && !draining;
+        const result = await handler(makeRequest(head, body, options.base));
+        response = [result.status, result.headers, result.body];
+      } catch (error) {
+        if (!(error instanceof HttpRefusal)) throw error;
+        if (closed) break;
+        keepAlive = false;
+        response = plainRefusal(error.status, error.message);
+      }
+      pause();
+      if (closed) break;
+      const [status, headers, bytes] = response;
+      keepAlive &&= !draining;
+      const headRequest = head?.method === "HEAD";
+      const noBody = headRequest || status === 204 || status === 304;
+      await send(
+        encodeResponse(
+          status,
+          headers,
+          noBody ? null : bytes,
+          bytes.length,
+          keepAlive ? (head?.minor === 0 ? "keep-alive" : null) : "close",
+        ),
+      );
+      if (!keepAlive) break;
+    }
+  };
+  const done = loop().catch(() => {
+    // A reset, a read over readBufferLimit, a write to a closed peer: the
+    // connection is gone, nothing to answer.
+  }).finally(close);
+  return {
+    drain() {
+      draining = true;
+      if (waiting && reader.buffered === 0) close();
+    },
+    abort: close,
+    done,
+  };
+}
+
+function makeRequest(
+  head: RequestHead,
+  body: Uint8Array,
+  base: string,
+): Request {
+  let url: URL;
+  try {
+    url = new URL(head.target, base);
+  } catch {
+    throw new HttpRefusal(
+      400,
+      "Cannot serve the request: the URL is malformed",
+    );
+  }
+  let headers: Headers;
+  try {
+    headers = new Headers(head.headers);
+  } catch {
+    throw new HttpRefusal(
+      400,
+      "Cannot serve the request: a header is malformed",
+    );
+  }
+  const hasBody = head.method !== "GET" && head.method !== "HEAD";
+  return new Request(url, {
+    method: head.method,
+    headers,
+    body: hasBody ? body as Uint8Array<ArrayBuffer> : null,
+  });
+}
