@@ -444,7 +444,8 @@ export class Http1Reader {
       }
       parts.push((await this.#exact(chunk)).slice());
       size += chunk;
-      if ((await this.#line(0, "data end")) !== "") {
+      const end = await this.#exact(2);
+      if (end[0] !== 13 || end[1] !== 10) {
         throw new HttpRefusal(
           400,
           "Cannot read the request body: a chunk is longer than its size",

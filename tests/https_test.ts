@@ -334,3 +334,344 @@ Deno.test("serveHttps() does not count a slow handler against the client's deadl
     assert.equal(await response.text(), "slow but fine");
   }
 });
+
+/**
+ * Sends `request` on a fresh TLS connection and reads until the server
+ * closes it (at most `limit` ms): the whole text, and whether it closed.
+ */
+async function exchange(
+  port: number,
+  caCert: string,
+  request: string | Uint8Array,
+  limit = 5000,
+): Promise<{ text: string; closed: boolean }> {
+  using conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [caCert],
+  });
+  await conn.write(
+    typeof request === "string" ? new TextEncoder().encode(request) : request,
+  );
+  const decoder = new TextDecoder();
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), limit);
+  });
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await Promise.race([
+        conn.read(buffer).catch(() => null),
+        timeout,
+      ]);
+      if (n === "timeout") return { text, closed: false };
+      if (n === null) return { text, closed: true };
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A plain-TLS server that echoes method, path and body length. */
+async function echoServer(
+  set: CertificateSet,
+  options: Partial<Parameters<typeof serveHttps>[0]> = {},
+  seen: string[] = [],
+) {
+  return await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    ...options,
+  }, async (request) => {
+    const body = await request.text();
+    seen.push(`${request.method} ${new URL(request.url).pathname} ${body}`);
+    return new Response(`${request.method} ${body.length}`);
+  });
+}
+
+Deno.test("serveHttps() refuses oversized or too many headers with 431, a long request line with 414", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {
+    maxHeaderSize: 1024,
+    maxHeaderCount: 5,
+  }, seen);
+  const port = server.addr.port;
+  const big = await exchange(
+    port,
+    set.ca.cert,
+    `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(2000)}\r\n\r\n`,
+  );
+  assert.match(big.text, /^HTTP\/1.1 431 /);
+  assert.match(big.text, /over the 1024-byte limit/);
+  assert.match(big.text, /connection: close/);
+  assert.ok(big.closed);
+  const many = await exchange(
+    port,
+    set.ca.cert,
+    `GET / HTTP/1.1\r\nHost: x\r\n${
+      Array.from({ length: 6 }, (_, i) => `X-${i}: ${i}\r\n`).join("")
+    }\r\n`,
+  );
+  assert.match(many.text, /^HTTP\/1.1 431 /);
+  assert.match(many.text, /7 header lines, over the limit of 5/);
+  assert.ok(many.closed);
+  const line = await exchange(
+    port,
+    set.ca.cert,
+    `GET /${"a".repeat(2000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+  );
+  assert.match(line.text, /^HTTP\/1.1 414 /);
+  assert.ok(line.closed);
+  // Exactly at the limit is fine.
+  const head =
+    "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: \r\n\r\n";
+  const fits = await exchange(
+    port,
+    set.ca.cert,
+    head.replace("X-Pad: ", `X-Pad: ${"p".repeat(1024 - head.length)}`),
+  );
+  assert.match(fits.text, /^HTTP\/1.1 200 /);
+  assert.deepEqual(seen, ["GET / "]);
+});
+
+Deno.test("serveHttps() answers 400 to malformed request lines and headers, 505 to other versions", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {}, seen);
+  const cases: [string, RegExp][] = [
+    ["garbage\r\n\r\n", /^HTTP\/1.1 400 .*request line/s],
+    ["GET  / HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1.1 400 /],
+    ["GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", /^HTTP\/1.1 400 /],
+    ["GET nopath HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1.1 400 .*target/s],
+    ["G@T / HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1.1 400 /],
+    ["GET / HTTP/2.0\r\nHost: x\r\n\r\n", /^HTTP\/1.1 505 /],
+    ["GET / HTTP/1.1\r\n\r\n", /^HTTP\/1.1 400 .*exactly one Host/s],
+    ["GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", /^HTTP\/1.1 400 /],
+    ["GET / HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n", /^HTTP\/1.1 400 /],
+    ["GET / HTTP/1.1\r\nHost: x\r\nBad name: 1\r\n\r\n", /^HTTP\/1.1 400 /],
+    ["GET / HTTP/1.1\r\nHost : x\r\n\r\n", /^HTTP\/1.1 400 /],
+    [
+      "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+      /^HTTP\/1.1 400 .*folded/s,
+    ],
+    [
+      "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+      /^HTTP\/1.1 400 .*bare CR or LF/s,
+    ],
+    [
+      "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
+      /^HTTP\/1.1 400 .*control/s,
+    ],
+  ];
+  for (const [request, expected] of cases) {
+    const { text, closed } = await exchange(
+      server.addr.port,
+      set.ca.cert,
+      request,
+    );
+    assert.match(text, expected, JSON.stringify(request));
+    assert.ok(closed, JSON.stringify(request));
+  }
+  assert.deepEqual(seen, []);
+});
+
+Deno.test("serveHttps() refuses bad, duplicate or conflicting body lengths", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, { maxBodySize: 100 }, seen);
+  const post = (headers: string, body = "") =>
+    exchange(
+      server.addr.port,
+      set.ca.cert,
+      `POST / HTTP/1.1\r\nHost: x\r\n${headers}\r\n${body}`,
+    );
+  const cases: [string, RegExp][] = [
+    ["Content-Length: abc\r\n", /^HTTP\/1.1 400 .*not a decimal/s],
+    ["Content-Length: -1\r\n", /^HTTP\/1.1 400 /],
+    ["Content-Length: 1e2\r\n", /^HTTP\/1.1 400 /],
+    ["Content-Length: 3\r\nContent-Length: 3\r\n", /^HTTP\/1.1 400 .*twice/s],
+    ["Content-Length: 3, 3\r\n", /^HTTP\/1.1 400 /],
+    [
+      "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+      /^HTTP\/1.1 400 .*Transfer-Encoding with Content-Length/s,
+    ],
+    ["Transfer-Encoding: gzip, chunked\r\n", /^HTTP\/1.1 501 /],
+    ["Content-Length: 101\r\n", /^HTTP\/1.1 413 .*101 bytes/s],
+    ["Transfer-Encoding: chunked\r\n", /^HTTP\/1.1 400 .*hexadecimal/s],
+  ];
+  for (const [headers, expected] of cases) {
+    const { text, closed } = await post(headers, "xyz\r\n");
+    assert.match(text, expected, JSON.stringify(headers));
+    assert.ok(closed, JSON.stringify(headers));
+  }
+  // A chunked body is decoded and bounded.
+  const chunked = await post(
+    "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+    "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n",
+  );
+  assert.match(chunked.text, /^HTTP\/1.1 200 [^]*\r\n\r\nPOST 5$/);
+  const over = await post(
+    "Transfer-Encoding: chunked\r\n",
+    `40\r\n${"a".repeat(64)}\r\n40\r\n${"b".repeat(64)}\r\n0\r\n\r\n`,
+  );
+  assert.match(over.text, /^HTTP\/1.1 413 .*over the 100-byte limit/s);
+  const long = await post("Transfer-Encoding: chunked\r\n", "2\r\nabc\r\n");
+  assert.match(long.text, /^HTTP\/1.1 400 .*longer than its size/s);
+  assert.deepEqual(seen, ["POST / abcde"]);
+});
+
+Deno.test("serveHttps() answers 408 to headers or a body that come too slowly", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {
+    keepAliveTimeout: 300,
+    requestTimeout: 300,
+  }, seen);
+  // Headers that never end: silent after the first line.
+  const headers = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "GET / HTTP/1.1\r\nHost: x\r\n",
+  );
+  assert.match(headers.text, /^HTTP\/1.1 408 /);
+  assert.ok(headers.closed);
+  // A body shorter than its Content-Length.
+  const body = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+  );
+  assert.match(body.text, /^HTTP\/1.1 408 /);
+  assert.ok(body.closed);
+  // Idle between requests: closed without a response.
+  const idle = await exchange(server.addr.port, set.ca.cert, "");
+  assert.equal(idle.text, "");
+  assert.ok(idle.closed);
+  assert.deepEqual(seen, []);
+});
+
+Deno.test("serveHttps() answers pipelined requests in order and honours Connection: close", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {}, seen);
+  const { text, closed } = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi" +
+      "GET /b HTTP/1.1\r\nHost: x\r\n\r\n" +
+      "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye" +
+      "GET /never HTTP/1.1\r\nHost: x\r\n\r\n",
+  );
+  assert.ok(closed);
+  const statuses = text.match(/HTTP\/1.1 \d+/g);
+  assert.deepEqual(statuses, [
+    "HTTP/1.1 200",
+    "HTTP/1.1 200",
+    "HTTP/1.1 200",
+  ]);
+  assert.match(text, /\r\n\r\nPOST 2HTTP\/1.1 200 [^]*\r\n\r\nGET 0HTTP/);
+  assert.match(text, /connection: close\r\n\r\nPOST 3$/);
+  assert.deepEqual(seen, ["POST /a hi", "GET /b ", "POST /c bye"]);
+});
+
+Deno.test("serveHttps() keeps HTTP/1.0 connections alive only when asked", async () => {
+  const set = await certs();
+  await using server = await echoServer(set);
+  const once = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "GET / HTTP/1.0\r\n\r\nGET /never HTTP/1.0\r\n\r\n",
+  );
+  assert.ok(once.closed);
+  assert.equal(once.text.match(/HTTP\/1.1 200/g)?.length, 1);
+  assert.match(once.text, /connection: close/);
+  const kept = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" +
+      "POST / HTTP/1.0\r\nContent-Length: 1\r\n\r\nz",
+  );
+  assert.ok(kept.closed);
+  assert.equal(kept.text.match(/HTTP\/1.1 200/g)?.length, 2);
+  assert.match(kept.text, /connection: keep-alive\r\n\r\nGET 0HTTP/);
+  assert.match(kept.text, /connection: close\r\n\r\nPOST 1$/);
+});
+
+Deno.test("serveHttps() survives a client that closes mid-body and keeps serving", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  const errors: unknown[] = [];
+  await using server = await echoServer(set, {
+    onError: (error) => errors.push(error),
+  }, seen);
+  {
+    using conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: server.addr.port,
+      caCerts: [set.ca.cert],
+    });
+    await conn.write(
+      new TextEncoder().encode(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial",
+      ),
+    );
+    await conn.closeWrite();
+    const buffer = new Uint8Array(1024);
+    let text = "";
+    while (true) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    assert.match(text, /^HTTP\/1.1 400 .*before the end of the body/s);
+  }
+  const after = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+  );
+  assert.match(after.text, /^HTTP\/1.1 200 [^]*POST 2$/);
+  assert.deepEqual(seen, ["POST / ok"]);
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("serveHttps() answers Expect: 100-continue, HEAD without a body, and streamed fetch bodies", async () => {
+  const set = await certs();
+  await using server = await echoServer(set, { maxBodySize: 10 });
+  const cont = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+  );
+  assert.match(cont.text, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 /);
+  const refused = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+  );
+  assert.match(refused.text, /^HTTP\/1.1 413 /);
+  const head = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(head.text, /content-length: 6\r\n/);
+  assert.match(head.text, /\r\n\r\n$/);
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const streamed = await fetch(`https://localhost:${server.addr.port}/`, {
+    method: "POST",
+    body: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("abc"));
+        controller.enqueue(new TextEncoder().encode("defg"));
+        controller.close();
+      },
+    }),
+    client: http,
+  });
+  assert.equal(await streamed.text(), "POST 7");
+});
