@@ -15,6 +15,8 @@
 // 505 (HTTP version other than 1.0 / 1.1). Every refusal closes the
 // connection. Private: not exported from mod.ts.
 
+import { closeQuietly } from "./_io.ts";
+
 /** A connection to serve: the parts of a `Deno.Conn` / `TlsServerConn` used. */
 export interface Http1Conn {
   readonly readable: ReadableStream<Uint8Array>;
@@ -569,8 +571,10 @@ export function serveHttp1(
     if (closed) return;
     closed = true;
     clearTimeout(timer);
+    // A Deno.Conn throws on a second close (cancelling its readable may
+    // close it): closeQuietly.
+    closeQuietly(conn);
     reader.cancel();
-    conn.close();
   };
   const timedOut = () => {
     if (closed) return;

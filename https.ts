@@ -52,14 +52,35 @@
 import { formatAddr } from "./_io.ts";
 import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
 import { allowed } from "./_tls_identity.ts";
-import { listenTls, TlsError, type TlsServerConn } from "./tls.ts";
+import {
+  listenTls,
+  type PeerIdentity,
+  TlsError,
+  type TlsListener,
+} from "./tls.ts";
+
+export type { PeerIdentity, TlsListener } from "./tls.ts";
 
 /** Options for {@linkcode serveHttps}. */
 export interface ServeHttpsOptions {
-  /** The server's certificate chain (PEM). */
-  cert: string;
-  /** The server certificate's private key (PEM). */
-  key: string;
+  /** The server's certificate chain (PEM). Required unless `listener` is given. */
+  cert?: string;
+  /** The server certificate's private key (PEM). Required unless `listener` is given. */
+  key?: string;
+  /**
+   * A listener to serve on instead of opening one from `cert`, `key`,
+   * `clientCa`, `hostname`, `port` and `handshakeTimeout` (leave those out):
+   * typically a {@linkcode listenTls} listener, for its `allow` (CN, SAN,
+   * fingerprint), `authorize`, `requireClientCert` and `onTlsError` options.
+   * `clientName` and `clientFingerprint` then come from each connection's
+   * `peerIdentity` (`null` when it has none), `allowedClients` still
+   * answers 403, and request URLs are `https:` when the connection has a
+   * `peerIdentity` property, `http:` otherwise (a `Deno.listen()` listener
+   * serves plain HTTP). The server closes it on shutdown.
+   *
+   * @default {undefined}
+   */
+  listener?: HttpsListener;
   /**
    * CA certificates (PEM) that client certificates must chain to. When set,
    * every client must present a valid certificate from one of them (mutual
@@ -155,6 +176,31 @@ export interface ServeHttpsOptions {
   onError?: (error: unknown, remote: string) => void;
 }
 
+/** A connection {@linkcode serveHttps} can serve: a `Deno.Conn` or a `TlsServerConn` fits. */
+export interface HttpsConn {
+  /** Bytes from the client. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the client. */
+  readonly writable: WritableStream<Uint8Array>;
+  /** The client's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** The client's verified certificate, as {@linkcode listenTls} reports it. */
+  readonly peerIdentity?: PeerIdentity | null;
+  /** Closes the connection. */
+  close(): void;
+}
+
+/**
+ * A listener for the `listener` option of {@linkcode serveHttps}: a
+ * {@linkcode TlsListener} from {@linkcode listenTls}, or a `Deno.TcpListener`.
+ */
+export interface HttpsListener extends AsyncIterable<HttpsConn> {
+  /** The bound address. */
+  readonly addr: Deno.NetAddr;
+  /** Stops listening. */
+  close(): void;
+}
+
 /** What {@linkcode serveHttps} tells the handler about a request. */
 export interface HttpsRequestInfo {
   /** The client's address. */
@@ -248,18 +294,72 @@ function plain(status: number, message: string): Response {
  * });
  * console.log(await response.text()); // ping
  * ```
+ *
+ * @example On your own listenTls() listener, allowing clients by fingerprint
+ * ```ts
+ * import { generateCertificates } from "./certs.ts";
+ * import { serveHttps } from "./https.ts";
+ * import { listenTls } from "./tls.ts";
+ *
+ * const { ca, server, clients } = await generateCertificates({
+ *   clients: ["alice"],
+ * });
+ * await using https = await serveHttps({
+ *   listener: await listenTls({
+ *     cert: server.cert,
+ *     key: server.key,
+ *     clientCa: ca.cert,
+ *     allow: { fingerprint: [clients.alice.fingerprint] },
+ *   }),
+ * }, (_request, info) => new Response(`hello ${info.clientName}`));
+ * using client = Deno.createHttpClient({
+ *   caCerts: [ca.cert],
+ *   cert: clients.alice.cert,
+ *   key: clients.alice.key,
+ * });
+ * const response = await fetch(`https://localhost:${https.addr.port}/`, {
+ *   client,
+ * });
+ * console.log(await response.text()); // hello alice
+ * ```
  */
 export async function serveHttps(
   options: ServeHttpsOptions,
   handler: HttpsHandler,
 ): Promise<HttpsServer> {
-  if (typeof options?.cert !== "string" || typeof options.key !== "string") {
+  const given = options?.listener;
+  if (given !== undefined) {
+    const clash = (
+      [
+        "cert",
+        "key",
+        "clientCa",
+        "hostname",
+        "port",
+        "handshakeTimeout",
+      ] as const
+    ).filter((name) => options[name] !== undefined);
+    if (clash.length > 0) {
+      throw new TypeError(
+        `Cannot serve HTTPS: give \`${
+          clash.join("`, `")
+        }\` to listenTls() and pass its listener, or leave out \`listener\``,
+      );
+    }
+    if (typeof given?.[Symbol.asyncIterator] !== "function") {
+      throw new TypeError(
+        "Cannot serve HTTPS: `listener` must be an async iterable listener, such as listenTls() returns",
+      );
+    }
+  } else if (
+    typeof options?.cert !== "string" || typeof options.key !== "string"
+  ) {
     throw new TypeError(
       "Cannot serve HTTPS: cert and key (PEM strings) are required; make a development set with `deno task certs`",
     );
   }
   const mutual = options.clientCa !== undefined;
-  if (options.allowedClients !== undefined && !mutual) {
+  if (options.allowedClients !== undefined && !mutual && !given) {
     throw new TypeError(
       "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
     );
@@ -309,7 +409,7 @@ export async function serveHttps(
     }
   };
 
-  const listener = await listenTls({
+  const listener: HttpsListener = given ?? await listenTls({
     cert: options.cert,
     key: options.key,
     clientCa: options.clientCa,
@@ -330,8 +430,8 @@ export async function serveHttps(
       ),
   });
   const addr = listener.addr;
-  const base = `https://${
-    hostname.includes(":") ? `[${hostname}]` : hostname
+  const host = `${
+    addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
   }:${addr.port}/`;
   const allowList = options.allowedClients
     ? { cn: options.allowedClients }
@@ -339,8 +439,11 @@ export async function serveHttps(
 
   const sessions = new Set<Http1Session>();
   let draining = false;
-  const serveConn = (conn: TlsServerConn) => {
+  const serveConn = (conn: HttpsConn) => {
     const remote = formatAddr(conn.remoteAddr);
+    const tls = given === undefined || "peerIdentity" in conn;
+    // Nagle off (listenTls() connections already are; a Deno.TcpConn is not).
+    (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     if (draining) return conn.close();
     if (sessions.size >= maxConnections) {
       report(
@@ -351,11 +454,12 @@ export async function serveHttps(
       );
       return conn.close();
     }
-    const identity = conn.peerIdentity;
+    const identity = conn.peerIdentity ?? null;
+    const named = given ? identity !== null : mutual;
     const info: HttpsRequestInfo = {
-      remoteAddr: conn.remoteAddr,
-      clientName: mutual ? identity?.cn ?? "" : null,
-      clientFingerprint: mutual ? identity?.fingerprint256 ?? null : null,
+      remoteAddr: conn.remoteAddr as Deno.NetAddr,
+      clientName: named ? identity?.cn ?? "" : null,
+      clientFingerprint: named ? identity?.fingerprint256 ?? null : null,
     };
     const refusal = allowList && !allowed(identity, allowList)
       ? new HttpRefusal(
@@ -371,7 +475,7 @@ export async function serveHttps(
       maxBodySize,
       keepAliveTimeout,
       requestTimeout,
-      base,
+      base: `${tls ? "https" : "http"}://${host}`,
     }, async (request) => {
       let response: Response;
       let body: Uint8Array;
@@ -412,7 +516,9 @@ export async function serveHttps(
           await Promise.all([...sessions].map((session) => session.done));
         }
         clearTimeout(timer);
-        await listener[Symbol.asyncDispose]();
+        if (given === undefined) {
+          await (listener as TlsListener)[Symbol.asyncDispose]();
+        }
         resolveFinished();
       })();
     }

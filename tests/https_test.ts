@@ -8,6 +8,7 @@ import {
   issueCertificate,
 } from "../certs.ts";
 import { type HttpsRequestInfo, serveHttps } from "../https.ts";
+import { listenTls, type TlsErrorEvent } from "../tls.ts";
 import { xmlrpcClient, xmlrpcHandler } from "../xmlrpc.ts";
 
 let shared: CertificateSet | undefined;
@@ -674,4 +675,72 @@ Deno.test("serveHttps() answers Expect: 100-continue, HEAD without a body, and s
     client: http,
   });
   assert.equal(await streamed.text(), "POST 7");
+});
+
+Deno.test("serveHttps() serves a listenTls() listener, whose allow-list refuses at the TLS layer", async () => {
+  const set = await certs();
+  const refused: TlsErrorEvent[] = [];
+  const seen: HttpsRequestInfo[] = [];
+  await using server = await serveHttps({
+    listener: await listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      clientCa: set.ca.cert,
+      allow: { fingerprint: [set.clients.alice.fingerprint] },
+      onTlsError: (event) => refused.push(event),
+    }),
+  }, (request, info) => {
+    seen.push(info);
+    return new Response(new URL(request.url).protocol);
+  });
+  {
+    using http = Deno.createHttpClient({
+      caCerts: [set.ca.cert],
+      cert: set.clients.alice.cert,
+      key: set.clients.alice.key,
+    });
+    const response = await fetch(`https://localhost:${server.addr.port}/`, {
+      client: http,
+    });
+    assert.equal(await response.text(), "https:");
+  }
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].clientName, "alice");
+  assert.equal(seen[0].clientFingerprint, set.clients.alice.fingerprint);
+  {
+    using client = clientFor(set, server.addr.port, set.clients.mallory);
+    await assert.rejects(client.call("a"), TypeError);
+  }
+  assert.equal(seen.length, 1);
+  assert.deepEqual(refused.map((event) => event.reason), ["not-allowed"]);
+  assert.equal(refused[0].identity?.cn, "mallory");
+});
+
+Deno.test("serveHttps() serves plain HTTP on a Deno.listen() listener and refuses conflicting options", async () => {
+  const set = await certs();
+  await using server = await serveHttps(
+    {
+      listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+    },
+    (request, info) =>
+      Response.json({ url: request.url, name: info.clientName }),
+  );
+  const response = await fetch(`http://127.0.0.1:${server.addr.port}/x`);
+  assert.deepEqual(await response.json(), {
+    url: `http://127.0.0.1:${server.addr.port}/x`,
+    name: null,
+  });
+  using other = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await assert.rejects(
+    serveHttps({
+      listener: other,
+      cert: set.server.cert,
+      key: set.server.key,
+    }, () => new Response()),
+    /give `cert`, `key` to listenTls\(\) and pass its listener/,
+  );
+  await assert.rejects(
+    serveHttps({ listener: {} as never }, () => new Response()),
+    /must be an async iterable listener/,
+  );
 });
