@@ -1,4 +1,4 @@
-// The key-value store's stack without Deno KV, for bench/kv_bench.ts: the
+// The key-value store's stack without Deno KV, for bench/kv_compare.ts: the
 // same serveHttps (mutual TLS) and xmlrpcHandler, with a Map as the store, so
 // that the benchmark can tell the storage's share from the rest.
 //

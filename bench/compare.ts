@@ -13,7 +13,7 @@
  * 1,000 silent sockets are held open against it. Rounds alternate between
  * servers and the median round is reported, to even out a noisy machine.
  *
- *     deno task bench:compare [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000]
+ *     deno task bench:server [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000]
  *
  * Targets (ratios, not tests): ours >= 0.85x raw, >= 3.5x py-threaded, and
  * with the silent sockets held >= 0.8x our own unloaded rate.
@@ -38,7 +38,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "Usage: deno task bench:compare [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000] [--only ours,raw,py-threaded,py-single]",
+    "Usage: deno task bench:server [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000] [--only ours,raw,py-threaded,py-single]",
   );
   Deno.exit(0);
 }

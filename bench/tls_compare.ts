@@ -1,5 +1,5 @@
 /**
- * TLS benchmark, side by side in one run (`deno task bench-tls`):
+ * TLS benchmark, side by side in one run (`deno task bench:tls`):
  *
  * - Handshakes per second of our `listenTls` server, plain TLS and mutual
  *   TLS, of `Deno.listenTls` (the backend we did not choose, for plain TLS),
@@ -16,7 +16,7 @@
  * Targets (ratios, not tests): plain TLS >= 1.2x the Python server; mutual
  * TLS >= 0.8x our plain TLS. Results also go to bench/results/tls.json.
  *
- *     deno task bench-tls [--seconds 3] [--mib 64]
+ *     deno task bench:tls [--seconds 3] [--mib 64]
  *
  * @module
  */
@@ -43,7 +43,7 @@ function which(name: string): string {
       // not here
     }
   }
-  console.error(`bench-tls needs ${name} on PATH`);
+  console.error(`bench:tls needs ${name} on PATH`);
   Deno.exit(1);
 }
 const OPENSSL = which("openssl");
@@ -51,7 +51,7 @@ const PYTHON = Deno.env.get("CONNAUTH_PYTHON_3_12") ?? which("python3");
 const PEER = new URL("../tests/interop/tls_echo_peer.py", import.meta.url)
   .pathname;
 
-const dir = await Deno.makeTempDir({ prefix: "connauth-bench-tls-" });
+const dir = await Deno.makeTempDir({ prefix: "connauth-bench:tls-" });
 const set = await generateCertificates({ clients: ["bench"] });
 const files = {
   ca: `${dir}/ca.pem`,

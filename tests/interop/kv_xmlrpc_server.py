@@ -7,7 +7,7 @@ allow_none=True, its socket wrapped in TLS that requires a client
 certificate signed by CA_FILE. Prints "listening PORT" once ready. With
 --keep-alive the handler speaks HTTP/1.1 so one client connection carries
 many calls (the recipe's default, HTTP/1.0, reconnects for every call).
-Used by bench/kv_bench.ts as the baseline.
+Used by bench/kv_compare.ts as the baseline.
 """
 import ssl
 import sys

@@ -1,5 +1,5 @@
 """A Python multiprocessing.connection peer for tests/multiprocessing_test.ts
-and bench/multiprocessing_bench.ts.
+and bench/multiprocessing_compare.ts.
 
 Runs CPython's own Listener or Client (with an authkey) and then one
 session. Every event is one JSON line on stdout, so the Deno side can follow

@@ -4,7 +4,7 @@
 // - handshakes/s: connect + accept + the handshake, one connection at a time;
 // - transport MB/s: one client sends N MiB, the server reads all of it.
 //
-// Run with `deno task bench-noise` (options: --handshakes N and --mib N per
+// Run with `deno task bench:noise` (options: --handshakes N and --mib N per
 // round, --json bench/results/noise.json to also write the numbers). TLS uses
 // a development CA and server certificate made by certs.ts at start (ECDSA
 // P-256, TLS 1.3).

@@ -2,7 +2,7 @@
 // SimpleXMLRPCServer, measured side by side in one run: requests/s of
 // set+get pairs from one client on one kept-alive mutual-TLS connection.
 //
-// Run with `deno task bench-kv` (options: --seconds N per target, split
+// Run with `deno task bench:kv` (options: --seconds N per target, split
 // into --rounds N slices that alternate between the targets, --json PATH to
 // also write the numbers). Targets, each a separate process:
 //

@@ -1,6 +1,6 @@
 /**
  * multiprocessing benchmark, side by side in one run
- * (`deno task bench-multiprocessing`): round trips per second of small
+ * (`deno task bench:multiprocessing`): round trips per second of small
  * (16-byte) messages over an authenticated `multiprocessing.connection`,
  * one message in flight at a time, for each pairing of client and echo
  * listener:
@@ -14,7 +14,7 @@
  * them all alike); the median is reported with the ratio to the
  * Python-to-Python baseline. The Python peer is tests/interop/mp_peer.py.
  *
- *     deno task bench-multiprocessing [--count 20000] [--rounds 3] [--python 3.12]
+ *     deno task bench:multiprocessing [--count 20000] [--rounds 3] [--python 3.12]
  *
  * @module
  */
