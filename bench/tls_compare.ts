@@ -51,7 +51,7 @@ const PYTHON = Deno.env.get("CONNAUTH_PYTHON_3_12") ?? which("python3");
 const PEER = new URL("../tests/interop/tls_echo_peer.py", import.meta.url)
   .pathname;
 
-const dir = await Deno.makeTempDir({ prefix: "connauth-bench:tls-" });
+const dir = await Deno.makeTempDir({ prefix: "connauth-bench-tls-" });
 const set = await generateCertificates({ clients: ["bench"] });
 const files = {
   ca: `${dir}/ca.pem`,
