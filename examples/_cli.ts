@@ -1,5 +1,6 @@
-// Shared command-line handling for the examples: flags, the shared key, help.
-import { parseArgs } from "node:util";
+// Shared command-line handling for the examples: flags, the shared key, help,
+// and the small helpers every example uses (fail, ports, secret files, env).
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { type HashName, parseHashName } from "../handshake.ts";
 
 /** Flags every authenticated example understands. */
@@ -21,6 +22,79 @@ export type ExtraOptions = Record<
   { type: "string" | "boolean"; short?: string; default?: string | boolean }
 >;
 
+/** Prints `message` to stderr and exits with `code`. */
+export function fail(message: string, code = 1): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+/** What {@linkcode parseArgsOrExit} returns for the flags `O`. */
+export type ParsedFlags<O extends ParseArgsOptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; allowPositionals: boolean }>
+>;
+
+/**
+ * Parses Deno.args with node:util parseArgs. On --help (declare it in
+ * `options`) prints `usage` and exits 0; on a bad flag prints the message
+ * and `usage` to stderr and exits 2.
+ */
+export function parseArgsOrExit<const O extends ParseArgsOptionsConfig>(
+  usage: string,
+  options: O,
+  { allowPositionals = true }: { allowPositionals?: boolean } = {},
+): ParsedFlags<O> {
+  let parsed: ParsedFlags<O>;
+  try {
+    parsed = parseArgs({ args: Deno.args, allowPositionals, options });
+  } catch (error) {
+    fail(`${(error as Error).message}\n\n${usage}`, 2);
+  }
+  if ((parsed.values as { help?: unknown }).help) {
+    console.log(usage);
+    Deno.exit(0);
+  }
+  return parsed;
+}
+
+/** `text` (else `fallback`) as a TCP port; exits 2 when it is not 0 to 65535. */
+export function parsePort(text: string | undefined, fallback: number): number {
+  const port = Number(text ?? fallback);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    fail(`Cannot use --port "${text}": expected 0 to 65535`, 2);
+  }
+  return port;
+}
+
+/**
+ * The bytes of the secret file `path` given with `--flagName`; exits 2 with
+ * the --allow-read hint when it cannot be read.
+ */
+export function readSecretFile(
+  path: string,
+  flagName: string,
+): Uint8Array<ArrayBuffer> {
+  try {
+    return Deno.readFileSync(path);
+  } catch (error) {
+    fail(
+      `Cannot read --${flagName} "${path}": ${
+        (error as Error).message
+      } (run with --allow-read=${path})`,
+      2,
+    );
+  }
+}
+
+/** The environment variable `name`, or undefined when unset or not permitted. */
+export function envOrUndefined(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    // No env permission: treated as not set.
+    return undefined;
+  }
+}
+
 /** Prints `usage` and exits 0 on --help; exits 2 with a message on bad flags. */
 export function parseFlags<E extends ExtraOptions>(
   usage: string,
@@ -31,32 +105,19 @@ export function parseFlags<E extends ExtraOptions>(
   values: Record<string, string | boolean | undefined>;
   positionals: string[];
 } {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      allowPositionals: true,
-      options: {
-        help: { type: "boolean", short: "h" },
-        port: { type: "string", short: "p" },
-        hostname: { type: "string" },
-        hash: { type: "string" },
-        "key-file": { type: "string" },
-        ...extra,
-      },
-    });
-  } catch (error) {
-    fail(`${(error as Error).message}\n\n${usage}`, 2);
-  }
+  const parsed = parseArgsOrExit(usage, {
+    help: { type: "boolean", short: "h" },
+    port: { type: "string", short: "p" },
+    hostname: { type: "string" },
+    hash: { type: "string" },
+    "key-file": { type: "string" },
+    ...extra,
+  });
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (values.help) {
-    console.log(usage);
-    Deno.exit(0);
-  }
-  const port = Number(values.port ?? defaults.port ?? 18000);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    fail(`Cannot use --port "${values.port}": expected 0 to 65535`, 2);
-  }
+  const port = parsePort(
+    values.port as string | undefined,
+    defaults.port ?? 18000,
+  );
   let hash: HashName = "SHA-256";
   try {
     if (values.hash !== undefined) hash = parseHashName(String(values.hash));
@@ -81,17 +142,7 @@ function loadKey(
   keyFile: string | undefined,
 ): { key: string | Uint8Array; demoKey: boolean } {
   if (keyFile !== undefined) {
-    let bytes: Uint8Array;
-    try {
-      bytes = Deno.readFileSync(keyFile);
-    } catch (error) {
-      fail(
-        `Cannot read --key-file "${keyFile}": ${
-          (error as Error).message
-        } (run with --allow-read=${keyFile})`,
-        2,
-      );
-    }
+    const bytes = readSecretFile(keyFile, "key-file");
     // A trailing newline from `echo secret > file` is not part of the key.
     let end = bytes.length;
     while (end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) {
@@ -100,12 +151,7 @@ function loadKey(
     if (end === 0) fail(`Cannot use --key-file "${keyFile}": it is empty`, 2);
     return { key: bytes.subarray(0, end), demoKey: false };
   }
-  let fromEnv: string | undefined;
-  try {
-    fromEnv = Deno.env.get("CONNAUTH_KEY");
-  } catch {
-    // No env permission: treated as not set.
-  }
+  const fromEnv = envOrUndefined("CONNAUTH_KEY");
   if (fromEnv) return { key: fromEnv, demoKey: false };
   return { key: DEMO_KEY, demoKey: true };
 }
@@ -115,12 +161,6 @@ export function warnDemoKey(): void {
   console.error(
     "warning: using the built-in demo key; anyone can authenticate. Set CONNAUTH_KEY or pass --key-file for a real key",
   );
-}
-
-/** Prints `message` to stderr and exits with `code`. */
-export function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
 }
 
 /** Common flag help lines. */

@@ -1,6 +1,14 @@
 // Shared command-line handling for the Noise examples: flags and the PSK.
-import { parseArgs } from "node:util";
 import type { NoisePsk } from "../noise.ts";
+import {
+  envOrUndefined,
+  fail,
+  parseArgsOrExit,
+  parsePort,
+  readSecretFile,
+} from "./_cli.ts";
+
+export { fail };
 
 /** Flags both Noise examples understand. */
 export interface NoiseFlags {
@@ -32,25 +40,9 @@ export const NOISE_HELP =
 
 Make a key with: openssl rand -hex 32`;
 
-/** Prints `message` to stderr and exits with `code`. */
-export function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
-}
-
 function loadPsk(pskFile: string | undefined): NoisePsk {
   if (pskFile !== undefined) {
-    let data: Uint8Array;
-    try {
-      data = Deno.readFileSync(pskFile);
-    } catch (error) {
-      fail(
-        `Cannot read --psk-file "${pskFile}": ${
-          (error as Error).message
-        } (run with --allow-read=${pskFile})`,
-        2,
-      );
-    }
+    const data = readSecretFile(pskFile, "psk-file");
     if (data.length === 32) return data;
     const text = new TextDecoder().decode(data).trim();
     if (/^[0-9a-fA-F]{64}$/.test(text)) return text;
@@ -59,12 +51,7 @@ function loadPsk(pskFile: string | undefined): NoisePsk {
       2,
     );
   }
-  let fromEnv: string | undefined;
-  try {
-    fromEnv = Deno.env.get("CONNAUTH_PSK");
-  } catch {
-    // No env permission: treated as not set.
-  }
+  const fromEnv = envOrUndefined("CONNAUTH_PSK");
   if (fromEnv) {
     if (!/^[0-9a-fA-F]{64}$/.test(fromEnv.trim())) {
       fail(
@@ -82,32 +69,16 @@ function loadPsk(pskFile: string | undefined): NoisePsk {
 
 /** Parses Deno.args; prints `usage` and exits on --help or a bad flag. */
 export function parseNoiseFlags(usage: string): NoiseFlags {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      allowPositionals: true,
-      options: {
-        help: { type: "boolean", short: "h" },
-        hostname: { type: "string" },
-        port: { type: "string", short: "p" },
-        "psk-file": { type: "string" },
-        prologue: { type: "string" },
-        timeout: { type: "string" },
-      },
-    });
-  } catch (error) {
-    fail(`${(error as Error).message}\n\n${usage}`, 2);
-  }
+  const parsed = parseArgsOrExit(usage, {
+    help: { type: "boolean", short: "h" },
+    hostname: { type: "string" },
+    port: { type: "string", short: "p" },
+    "psk-file": { type: "string" },
+    prologue: { type: "string" },
+    timeout: { type: "string" },
+  });
   const { values } = parsed;
-  if (values.help) {
-    console.log(usage);
-    Deno.exit(0);
-  }
-  const port = Number(values.port ?? 18001);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    fail(`Cannot use --port "${values.port}": expected 0 to 65535`, 2);
-  }
+  const port = parsePort(values.port, 18001);
   const timeout = Number(values.timeout ?? 10_000);
   if (!(timeout > 0)) {
     fail(
