@@ -11,13 +11,13 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import {
   type CertificateSet,
   generateCertificates,
   writeCertificates,
   type WrittenCertificateFile,
 } from "../certs.ts";
+import { fail, parseArgsOrExit } from "./_cli.ts";
 
 const USAGE = `Usage: deno task certs [options]
    or: deno run --allow-read=DIR --allow-write=DIR examples/certs.ts --out DIR [options]
@@ -39,34 +39,15 @@ Options:
                     and 8 random hex digits)
   -h, --help        show this help`;
 
-function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
-}
-
-let parsed;
-try {
-  parsed = parseArgs({
-    args: Deno.args,
-    allowPositionals: false,
-    options: {
-      help: { type: "boolean", short: "h" },
-      out: { type: "string" },
-      force: { type: "boolean" },
-      client: { type: "string", multiple: true },
-      name: { type: "string", multiple: true },
-      days: { type: "string" },
-      "ca-name": { type: "string" },
-    },
-  });
-} catch (error) {
-  fail(`${(error as Error).message}\n\n${USAGE}`, 2);
-}
-const values = parsed.values;
-if (values.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
+const { values } = parseArgsOrExit(USAGE, {
+  help: { type: "boolean", short: "h" },
+  out: { type: "string" },
+  force: { type: "boolean" },
+  client: { type: "string", multiple: true },
+  name: { type: "string", multiple: true },
+  days: { type: "string" },
+  "ca-name": { type: "string" },
+}, { allowPositionals: false });
 const out = values.out ?? "certs";
 const days = values.days === undefined ? 365 : Number(values.days);
 if (!Number.isFinite(days) || days <= 0) {

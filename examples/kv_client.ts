@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { xmlrpcClient, XmlRpcFault, type XmlRpcValue } from "../xmlrpc.ts";
+import { fail, parseArgsOrExit } from "./_cli.ts";
 
 const USAGE = `Usage: deno task kv-client [options] COMMAND [ARGS]
    or: deno run --allow-net=localhost:15000 --allow-read=certs examples/kv_client.ts [options] COMMAND [ARGS]
@@ -37,11 +37,6 @@ Options:
 Exit status: 0 on success, 1 on a fault (a missing key, for instance) or a
 connection failure, 2 on bad usage.`;
 
-function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
-}
-
 function show(value: XmlRpcValue): string {
   if (typeof value === "string") return value;
   // Dates print as ISO strings (Date.toJSON); bytes as {"base64": "..."}.
@@ -51,28 +46,15 @@ function show(value: XmlRpcValue): string {
   });
 }
 
-let parsed;
-try {
-  parsed = parseArgs({
-    args: Deno.args,
-    allowPositionals: true,
-    options: {
-      help: { type: "boolean", short: "h" },
-      url: { type: "string", default: "https://localhost:15000/" },
-      certs: { type: "string", default: "certs" },
-      "no-client-cert": { type: "boolean", default: false },
-      json: { type: "boolean", default: false },
-      timeout: { type: "string", default: "10000" },
-    },
-  });
-} catch (error) {
-  fail(`${(error as Error).message}\n\n${USAGE}`, 2);
-}
+const parsed = parseArgsOrExit(USAGE, {
+  help: { type: "boolean", short: "h" },
+  url: { type: "string", default: "https://localhost:15000/" },
+  certs: { type: "string", default: "certs" },
+  "no-client-cert": { type: "boolean", default: false },
+  json: { type: "boolean", default: false },
+  timeout: { type: "string", default: "10000" },
+});
 const flags = parsed.values;
-if (flags.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
 const [command, ...args] = parsed.positionals;
 const counts: Record<string, [number, number]> = {
   get: [1, 1],

@@ -33,7 +33,6 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { serveHttps } from "../https.ts";
 import {
   XmlRpcFault,
@@ -42,6 +41,7 @@ import {
   type XmlRpcMethod,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
+import { fail, parseArgsOrExit } from "./_cli.ts";
 
 /** Longest name accepted, in UTF-8 bytes (Deno KV keys take 2048). */
 export const MAX_NAME_BYTES = 1024;
@@ -214,35 +214,17 @@ Options:
                       DENO_KV_ACCESS_TOKEN and wider --allow-net/--allow-env)
   -h, --help          show this help`;
 
-function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
-}
-
 async function main(): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: Deno.args,
-      options: {
-        help: { type: "boolean", short: "h" },
-        hostname: { type: "string", default: "127.0.0.1" },
-        port: { type: "string", default: "15000" },
-        certs: { type: "string", default: "certs" },
-        "no-mutual": { type: "boolean", default: false },
-        "allow-client": { type: "string", multiple: true },
-        "any-client": { type: "boolean", default: false },
-        db: { type: "string", default: "kv.sqlite3" },
-      },
-    });
-  } catch (error) {
-    fail(`${(error as Error).message}\n\n${USAGE}`, 2);
-  }
-  const flags = parsed.values;
-  if (flags.help) {
-    console.log(USAGE);
-    return;
-  }
+  const { values: flags } = parseArgsOrExit(USAGE, {
+    help: { type: "boolean", short: "h" },
+    hostname: { type: "string", default: "127.0.0.1" },
+    port: { type: "string", default: "15000" },
+    certs: { type: "string", default: "certs" },
+    "no-mutual": { type: "boolean", default: false },
+    "allow-client": { type: "string", multiple: true },
+    "any-client": { type: "boolean", default: false },
+    db: { type: "string", default: "kv.sqlite3" },
+  }, { allowPositionals: false });
   const port = Number(flags.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     fail(
