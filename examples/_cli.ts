@@ -66,6 +66,24 @@ export function parsePort(text: string | undefined, fallback: number): number {
 }
 
 /**
+ * `text` (else 10000) as a --timeout in milliseconds; exits 2 when it is not
+ * above 0. `unit` is how the error message names milliseconds.
+ */
+export function parseTimeout(
+  text: string | undefined,
+  unit = "milliseconds",
+): number {
+  const timeout = Number(text ?? 10_000);
+  if (!(timeout > 0)) {
+    fail(
+      `Cannot use --timeout "${text}": expected a number of ${unit} above 0`,
+      2,
+    );
+  }
+  return timeout;
+}
+
+/**
  * The bytes of the secret file `path` given with `--flagName`; exits 2 with
  * the --allow-read hint when it cannot be read.
  */

@@ -5,6 +5,7 @@ import {
   fail,
   parseArgsOrExit,
   parsePort,
+  parseTimeout,
   readSecretFile,
 } from "./_cli.ts";
 
@@ -79,13 +80,7 @@ export function parseNoiseFlags(usage: string): NoiseFlags {
   });
   const { values } = parsed;
   const port = parsePort(values.port, 18001);
-  const timeout = Number(values.timeout ?? 10_000);
-  if (!(timeout > 0)) {
-    fail(
-      `Cannot use --timeout "${values.timeout}": expected a number of ms above 0`,
-      2,
-    );
-  }
+  const timeout = parseTimeout(values.timeout, "ms");
   return {
     hostname: values.hostname ?? "127.0.0.1",
     port,

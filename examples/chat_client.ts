@@ -16,7 +16,13 @@
  * @module
  */
 import { connect } from "../server.ts";
-import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import {
+  COMMON_HELP,
+  fail,
+  parseFlags,
+  parseTimeout,
+  warnDemoKey,
+} from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
@@ -36,13 +42,7 @@ const { common, values } = parseFlags(
   { port: 18001 },
 );
 if (common.demoKey) warnDemoKey();
-const timeout = Number(values.timeout ?? 10_000);
-if (!(timeout > 0)) {
-  fail(
-    `Cannot use --timeout "${values.timeout}": expected a number of milliseconds above 0`,
-    2,
-  );
-}
+const timeout = parseTimeout(values.timeout as string | undefined);
 
 const address = `${common.hostname}:${common.port}`;
 using stop = shutdownSignal();

@@ -14,7 +14,7 @@
  */
 import { serve } from "../server.ts";
 import { formatAddr } from "../_io.ts";
-import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
@@ -28,13 +28,7 @@ ${COMMON_HELP}
 
 const { common, values } = parseFlags(USAGE, { timeout: { type: "string" } });
 if (common.demoKey) warnDemoKey();
-const timeout = Number(values.timeout ?? 10_000);
-if (!(timeout > 0)) {
-  fail(
-    `Cannot use --timeout "${values.timeout}": expected a number of milliseconds above 0`,
-    2,
-  );
-}
+const timeout = parseTimeout(values.timeout as string | undefined);
 
 using stop = shutdownSignal();
 const server = serve({

@@ -14,7 +14,7 @@
  */
 import { type ConnectionInfo, serve, type ServerConn } from "../server.ts";
 import { formatAddr } from "../_io.ts";
-import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 /** Longest line accepted, in UTF-16 code units; a longer one ends the session. */
@@ -35,13 +35,7 @@ const { common, values } = parseFlags(
   { port: 18001 },
 );
 if (common.demoKey) warnDemoKey();
-const timeout = Number(values.timeout ?? 10_000);
-if (!(timeout > 0)) {
-  fail(
-    `Cannot use --timeout "${values.timeout}": expected a number of milliseconds above 0`,
-    2,
-  );
-}
+const timeout = parseTimeout(values.timeout as string | undefined);
 
 /** Upper-cases each line of one session until the client leaves. */
 async function upper(conn: ServerConn, info: ConnectionInfo): Promise<void> {
