@@ -103,6 +103,23 @@ export function readSecretFile(
   }
 }
 
+/**
+ * The text of `name` in the folder `dir` that `deno task certs` wrote; exits
+ * 1 saying to run it (or pass --certs DIR) when it cannot be read.
+ */
+export function readCertsFile(dir: string, name: string): string {
+  const path = `${dir}/${name}`;
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    fail(
+      `Cannot read ${path}: ${
+        (error as Error).message
+      }; run \`deno task certs\` first (or pass --certs DIR)`,
+    );
+  }
+}
+
 /** The environment variable `name`, or undefined when unset or not permitted. */
 export function envOrUndefined(name: string): string | undefined {
   try {

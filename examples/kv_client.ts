@@ -13,7 +13,7 @@
  * @module
  */
 import { xmlrpcClient, XmlRpcFault, type XmlRpcValue } from "../xmlrpc.ts";
-import { fail, parseArgsOrExit } from "./_cli.ts";
+import { fail, parseArgsOrExit, readCertsFile } from "./_cli.ts";
 
 const USAGE = `Usage: deno task kv-client [options] COMMAND [ARGS]
    or: deno run --allow-net=localhost:15000 --allow-read=certs examples/kv_client.ts [options] COMMAND [ARGS]
@@ -88,18 +88,7 @@ if (command === "keys" && args.length === 2) {
   params[1] = Number(args[1]);
 }
 
-const read = (name: string): string => {
-  const path = `${flags.certs}/${name}`;
-  try {
-    return Deno.readTextFileSync(path);
-  } catch (error) {
-    fail(
-      `Cannot read ${path}: ${
-        (error as Error).message
-      }; run \`deno task certs\` first (or pass --certs DIR)`,
-    );
-  }
-};
+const read = (name: string): string => readCertsFile(flags.certs, name);
 const url = new URL(flags.url);
 const tls = url.protocol === "https:"
   ? {

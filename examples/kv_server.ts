@@ -41,7 +41,7 @@ import {
   type XmlRpcMethod,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
-import { fail, parseArgsOrExit } from "./_cli.ts";
+import { fail, parseArgsOrExit, readCertsFile } from "./_cli.ts";
 
 /** Longest name accepted, in UTF-8 bytes (Deno KV keys take 2048). */
 export const MAX_NAME_BYTES = 1024;
@@ -236,18 +236,7 @@ async function main(): Promise<void> {
   const allowed = flags["any-client"]
     ? undefined
     : flags["allow-client"] ?? ["client"];
-  const read = (name: string): string => {
-    const path = `${flags.certs}/${name}`;
-    try {
-      return Deno.readTextFileSync(path);
-    } catch (error) {
-      fail(
-        `Cannot read ${path}: ${
-          (error as Error).message
-        }; run \`deno task certs\` first (or pass --certs DIR)`,
-      );
-    }
-  };
+  const read = (name: string): string => readCertsFile(flags.certs, name);
   const cert = read("server.pem");
   const key = read("server-key.pem");
   const ca = mutual ? read("ca.pem") : undefined;
