@@ -11,7 +11,9 @@ export const DEFAULT_TIMEOUT = 10_000;
 export function checkTimeout(timeout: number, what = "timeout"): number {
   if (typeof timeout !== "number" || Number.isNaN(timeout)) {
     throw new TypeError(
-      `Cannot use ${what}: expected a number of milliseconds, got ${typeof timeout}`,
+      `Cannot use ${what}: expected a number of milliseconds, got ${
+        typeof timeout === "number" ? "NaN" : typeof timeout
+      }`,
     );
   }
   if (timeout <= 0) {

@@ -373,7 +373,8 @@ async function prepare(
  * | outcome | result |
  * | --- | --- |
  * | right key | resolves |
- * | wrong key or hash | {@linkcode AuthenticationError}, reason `"wrong-key"` |
+ * | wrong key, or a hash with a digest at least as long as ours | {@linkcode AuthenticationError}, reason `"wrong-key"` |
+ * | a hash with a shorter digest (MD5 or SHA-1 against SHA-256) | `TimeoutError`: we wait for the rest of our digest length |
  * | peer closes before a whole digest (short reply) | {@linkcode ProtocolError}, reason `"closed"` |
  * | peer stalls past `timeout` | `DOMException` `TimeoutError` |
  * | `signal` aborts | the signal's reason (`AbortError` by default) |

@@ -203,5 +203,6 @@ export const COMMON_HELP =
   `  --hostname NAME   address to use (default 127.0.0.1)
   --port N          TCP port (default 18000; 0 picks a free one)
   --hash NAME       HMAC hash: SHA-256 (default), SHA-1, SHA-384, SHA-512, MD5 (legacy)
-  --key-file PATH   read the shared key from PATH (else CONNAUTH_KEY, else a demo key)
+  --key-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
+                    (else CONNAUTH_KEY, else a demo key)
   -h, --help        show this help`;

@@ -9,9 +9,21 @@
  * @module
  */
 import { clientAuthenticate } from "../handshake.ts";
-import { closeQuietly, readExactOrEof, utf8, writeAll } from "../_io.ts";
+import {
+  closeQuietly,
+  deadline,
+  readExactOrEof,
+  utf8,
+  writeAll,
+} from "../_io.ts";
 import { ProtocolError } from "../errors.ts";
-import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import {
+  COMMON_HELP,
+  fail,
+  parseFlags,
+  parseTimeout,
+  warnDemoKey,
+} from "./_cli.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_client.ts [options] [message...]
@@ -27,20 +39,32 @@ const { common, values, positionals } = parseFlags(USAGE, {
   timeout: { type: "string" },
 });
 if (common.demoKey) warnDemoKey();
-const timeout = Number(values.timeout ?? 10_000);
+const timeout = parseTimeout(values.timeout as string | undefined);
 const message = utf8(
   positionals.length ? positionals.join(" ") : "Hello World",
 );
 
 let conn: Deno.TcpConn;
-try {
-  conn = await Deno.connect({ hostname: common.hostname, port: common.port });
-} catch (error) {
-  fail(
-    `Cannot connect to ${common.hostname}:${common.port}: ${
-      (error as Error).message
-    }; is the server running?`,
+{
+  using limit = deadline(
+    timeout,
+    undefined,
+    `connect to ${common.hostname}:${common.port}`,
   );
+  try {
+    conn = await Deno.connect({
+      hostname: common.hostname,
+      port: common.port,
+      signal: limit.signal,
+    });
+  } catch (error) {
+    const cause = limit.signal.aborted ? limit.signal.reason : error;
+    fail(
+      `Cannot connect to ${common.hostname}:${common.port}: ${
+        (cause as Error).message
+      }; is the server running?`,
+    );
+  }
 }
 
 try {

@@ -2,6 +2,13 @@
 // lookup of real peers (Python versions, openssl) for interop tests.
 import type { Duplex } from "../types.ts";
 
+// Child processes inherit this process's environment, and Deno.Command's `env`
+// adds to it rather than replacing it: a developer's own CONNAUTH_KEY or
+// CONNAUTH_PSK would leak into the examples the tests start (and, for
+// example, silence the demo-key warning a test expects). Every test file
+// imports this module, so dropping them here covers every child.
+for (const name of ["CONNAUTH_KEY", "CONNAUTH_PSK"]) Deno.env.delete(name);
+
 /** One direction of an in-memory connection: a byte stream and its writer. */
 function pipe(): {
   readable: ReadableStream<Uint8Array<ArrayBuffer>>;

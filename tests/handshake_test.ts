@@ -101,6 +101,33 @@ Deno.test("serverAuthenticate() rejects a client that uses another hash", async 
   );
 });
 
+Deno.test("serverAuthenticate() times out a client whose hash has a shorter digest", async () => {
+  // MD5 (16 bytes) and SHA-1 (20 bytes) against SHA-256 (32): the server waits
+  // for the rest of its digest length, so the outcome is a timeout, not
+  // "wrong-key" (documented in the outcome table).
+  for (const hash of ["MD5", "SHA-1"] as const) {
+    const [client, server] = duplexPair();
+    const done = serverAuthenticate(server, KEY, { timeout: 300 });
+    await clientAuthenticate(client, KEY, { hash });
+    await rejects(
+      done,
+      (e) => e instanceof DOMException && e.name === "TimeoutError",
+    );
+  }
+});
+
+Deno.test("serverAuthenticate() reports a client that reads the challenge and closes", async () => {
+  const [client, server] = duplexPair();
+  const done = serverAuthenticate(server, KEY);
+  await readExact(client.readable, 32, undefined, "challenge");
+  await client.writable.close();
+  const error = await rejects(
+    done,
+    (e) => e instanceof ProtocolError && e.reason === "closed",
+  ) as ProtocolError;
+  assert.match(error.message, /after 0 of 32 bytes/);
+});
+
 Deno.test("serverAuthenticate() rejects garbage", async () => {
   const [client, server] = duplexPair();
   const done = serverAuthenticate(server, KEY);
@@ -318,8 +345,14 @@ Deno.test("HmacKey.import() refuses empty and mistyped keys", async () => {
     TypeError,
   );
   const [client, server] = duplexPair();
-  await assert.rejects(serverAuthenticate(server, ""), /empty/);
-  await assert.rejects(clientAuthenticate(client, new Uint8Array()), /empty/);
+  await assert.rejects(
+    serverAuthenticate(server, ""),
+    (e) => e instanceof TypeError && /empty/.test(e.message),
+  );
+  await assert.rejects(
+    clientAuthenticate(client, new Uint8Array()),
+    (e) => e instanceof TypeError && /empty/.test(e.message),
+  );
 });
 
 Deno.test("HmacKey.import() takes an HMAC CryptoKey and checks its hash", async () => {
@@ -406,7 +439,18 @@ async function ourServerAgainstPython(
     "Hello from Python",
   ]);
   child.stdin.close();
-  const conn = await listener.accept();
+  // spawn() kills the child after 30 s, so this race is bounded: a client that
+  // dies before connecting fails the test instead of hanging accept().
+  const accepted = listener.accept();
+  const conn = await Promise.race([accepted, child.status.then(() => null)]);
+  if (conn === null) {
+    const output = await child.output();
+    throw new Error(
+      `the Python client exited (code ${output.code}) before connecting: ${
+        new TextDecoder().decode(output.stderr).trim()
+      }`,
+    );
+  }
   let error: unknown;
   try {
     await serverAuthenticate(conn, KEY, { hash, timeout: 10_000 });
@@ -579,6 +623,7 @@ Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async ()
     assert.ok(!ok.stderr.includes("demo key"));
 
     const args = await runEchoClient(server.port, env, ["Hi", "there"]);
+    assert.equal(args.code, 0, args.stderr);
     assert.equal(args.stdout, "Hi there");
 
     const wrong = await runEchoClient(server.port, { CONNAUTH_KEY: "nope" });
@@ -594,6 +639,38 @@ Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async ()
   assert.ok(!log.includes("example key"), "the log shows no key");
 });
 
+Deno.test("examples/echo_server.ts reads --key-file without its trailing newline", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "connauth-key-" });
+  try {
+    const keyFile = `${dir}/secret.key`;
+    await Deno.writeTextFile(keyFile, "file key\r\n");
+    const server = await startExample([
+      "run",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${keyFile}`,
+      `${EXAMPLES}echo_server.ts`,
+      "--port",
+      "0",
+      "--key-file",
+      keyFile,
+    ]);
+    try {
+      const ok = await runEchoClient(server.port, { CONNAUTH_KEY: "file key" });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, "Hello World");
+      const withNewline = await runEchoClient(server.port, {
+        CONNAUTH_KEY: "file key\n",
+      });
+      assert.equal(withNewline.code, 1);
+    } finally {
+      await server.stop();
+    }
+    assert.ok(!server.log.join("\n").includes("demo key"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("examples/echo_server.ts warns when it runs with the demo key", async () => {
   const server = await startEchoServer({});
   try {
@@ -604,6 +681,20 @@ Deno.test("examples/echo_server.ts warns when it runs with the demo key", async 
     await server.stop();
   }
   assert.match(server.log.join("\n"), /warning: using the built-in demo key/);
+});
+
+Deno.test("examples/echo_client.ts refuses a bad --timeout before connecting", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const result = await runEchoClient(listener.addr.port, {}, [
+    "--timeout",
+    "abc",
+  ]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /Cannot use --timeout "abc"/);
+  // Nothing connected: closing the listener ends the pending accept.
+  listener.close();
+  await assert.rejects(accepted, Deno.errors.BadResource);
 });
 
 Deno.test("examples/echo_client.ts explains a refused connection", async () => {
