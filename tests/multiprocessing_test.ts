@@ -562,6 +562,49 @@ Deno.test("connectMultiprocessing() answers a legacy challenge with HMAC-MD5 whe
   });
 });
 
+Deno.test("connectMultiprocessing() rejects a listener that cannot prove the authkey, and sends #FAILURE#", async () => {
+  using raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connecting = connectMultiprocessing({
+    port: raw.addr.port,
+    authkey: KEY,
+    timeout: 5000,
+  });
+  connecting.catch(() => {});
+  using peer = await raw.accept();
+  // First half: the listener challenges, our client answers, it is welcomed.
+  const message = concatBytes(
+    encoder.encode("{sha256}"),
+    crypto.getRandomValues(new Uint8Array(40)),
+  );
+  await peer.write(frame(concatBytes(CHALLENGE, message)));
+  const answer = await readRawFrame(peer);
+  const expected = createHmac("sha256", KEY).update(message).digest();
+  assert.deepEqual(
+    answer,
+    concatBytes(encoder.encode("{sha256}"), new Uint8Array(expected)),
+  );
+  await peer.write(frame(encoder.encode("#WELCOME#")));
+  // Second half: our client challenges; this listener has another key.
+  const ours = await readRawFrame(peer);
+  assert.ok(ours);
+  assert.equal(decoder.decode(ours.subarray(0, 19)), "#CHALLENGE#{sha256}");
+  const wrong = createHmac("sha256", "not the key")
+    .update(ours.subarray(CHALLENGE.byteLength))
+    .digest();
+  await peer.write(
+    frame(concatBytes(encoder.encode("{sha256}"), new Uint8Array(wrong))),
+  );
+  assert.equal(decoder.decode((await readRawFrame(peer))!), "#FAILURE#");
+  await assert.rejects(
+    connecting,
+    (error: unknown) =>
+      error instanceof AuthenticationError && error.reason === "wrong-key" &&
+      /authkeys differ/.test(error.message) && !error.message.includes(KEY),
+  );
+  // And it hangs up.
+  assert.equal(await readRawFrame(peer), null);
+});
+
 Deno.test("listenMultiprocessing() refuses a bare HMAC-MD5 answer by default and sends #FAILURE#", async () => {
   const { listener, failed } = await listenCollecting();
   await using _ = listener;
