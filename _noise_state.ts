@@ -414,6 +414,18 @@ export class SymmetricState {
 // ---------------------------------------------------------------------------
 // HandshakeState for NNpsk0 (spec 5.3, 7.5, 9)
 
+/**
+ * Hooks for tests/noise_test.ts only. This module is private: neither
+ * mod.ts nor noise.ts exports it or anything that reaches these hooks.
+ */
+export const testHooks: {
+  /**
+   * Called with each session's transport ciphers right after Split(), so a
+   * test can move a nonce next to its limit.
+   */
+  afterSplit?: (result: HandshakeResult, initiator: boolean) => void;
+} = {};
+
 /** Options for a {@linkcode HandshakeState}. */
 export interface HandshakeStateOptions {
   /** Both sides must use the same prologue. */
@@ -521,6 +533,7 @@ export class HandshakeState {
       receive: this.initiator ? c2 : c1,
       handshakeHash: this.#symmetric.handshakeHash,
     };
+    testHooks.afterSplit?.(this.#result, this.initiator);
     this.#psk.fill(0);
   }
 

@@ -552,11 +552,13 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
       let offset = 0;
       do {
         const end = Math.min(offset + MAX_PAYLOAD_LENGTH, data.byteLength);
-        const ciphertext = await this.#send.encryptWithAd(
-          EMPTY,
-          new Uint8Array(data.subarray(offset, end)),
-        );
         try {
+          // Encryption fails only when the nonces are used up; like a write
+          // error, that ends the connection.
+          const ciphertext = await this.#send.encryptWithAd(
+            EMPTY,
+            new Uint8Array(data.subarray(offset, end)),
+          );
           await this.#io.writeFrame(ciphertext);
         } catch (error) {
           this.#fail(error);
@@ -575,7 +577,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    * message is allowed (the peer's `receive()` returns it).
    * @returns Once the message is handed to the connection.
    * @throws {RangeError} When `data` is longer than one message can carry,
-   * or the session's nonces are used up (after 2^64-1 messages).
+   * or the session's nonces are used up (after 2^64-1 messages; the
+   * connection is closed).
    * @throws {TypeError} When the connection is closed for writing.
    *
    * @example

@@ -5,6 +5,7 @@ import {
   HandshakeState,
   hkdf,
   keyPairFromPrivateKey,
+  testHooks,
 } from "../_noise_state.ts";
 import { readExact, readExactOrEof } from "../_io.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
@@ -532,6 +533,33 @@ Deno.test("NoiseConn.receive() rejects a frame shorter than a tag", async () => 
   await relay.done;
   pair.client.close();
   pair.server.close();
+});
+
+Deno.test("NoiseConn.send() refuses to go past nonce 2^64-2 and closes the connection", async () => {
+  using pair = await tcpPair();
+  // Both ends of the client-to-server direction start at the last usable
+  // nonce, as after 2^64-2 messages.
+  testHooks.afterSplit = (result, initiator) => {
+    (initiator ? result.send : result.receive).setNonce((1n << 64n) - 2n);
+  };
+  let client: NoiseConn, server: NoiseConn;
+  try {
+    [client, server] = await noisePair(pair.client, pair.server);
+  } finally {
+    testHooks.afterSplit = undefined;
+  }
+  await client.send(bytes("the last one"));
+  assert.equal(text(await server.receive()), "the last one");
+  const exhausted = (error: unknown): boolean =>
+    error instanceof RangeError &&
+    /nonce counter is exhausted/.test(error.message);
+  await assert.rejects(client.send(bytes("one too many")), exhausted);
+  // The connection is closed, as for every other failure.
+  assertClosed(pair.client);
+  await assert.rejects(client.send(bytes("again")), exhausted);
+  await assert.rejects(client.receive(), exhausted);
+  assert.equal(await server.receive(), null);
+  server.close();
 });
 
 Deno.test("noiseAccept() refuses an oversized handshake length before reading it", async () => {
