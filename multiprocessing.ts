@@ -82,6 +82,7 @@ import {
 } from "./_io.ts";
 import { AuthenticationError, ProtocolError } from "./errors.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
+import { frameHeader } from "./_multiprocessing_frame.ts";
 
 export { AuthenticationError, ProtocolError } from "./errors.ts";
 export type { AuthenticationFailure, ProtocolFailure } from "./errors.ts";
@@ -415,16 +416,7 @@ class Wire {
   /** Queues one message (length then payload); resolves once it is written. */
   writeFrame(data: Uint8Array): Promise<void> {
     const size = data.byteLength;
-    let head: Uint8Array<ArrayBuffer>;
-    if (size > 0x7fffffff) {
-      head = new Uint8Array(12);
-      const view = new DataView(head.buffer);
-      view.setInt32(0, -1);
-      view.setBigUint64(4, BigInt(size));
-    } else {
-      head = new Uint8Array(4);
-      new DataView(head.buffer).setInt32(0, size);
-    }
+    const head = frameHeader(size);
     // One write for small messages: no Nagle delay between the two parts.
     const parts = size <= 16384 ? [concat(head, data)] : [head, data];
     const write = this.#writing.then(async () => {
