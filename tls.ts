@@ -127,7 +127,9 @@ export interface PeerIdentity {
  *
  * Server side ({@linkcode TlsErrorEvent.reason}) adds `"no-certificate"`,
  * `"wrong-key-usage"`, `"not-allowed"` (verified, but not in `allow` or
- * refused by `authorize`) and `"queue-full"`.
+ * refused by `authorize`), `"authorize-timeout"` (the `authorize` hook did
+ * not answer within `authorizeTimeout`), `"too-large"` (the client sent more
+ * than `readBufferLimit` bytes while the hook ran) and `"queue-full"`.
  */
 export type TlsFailure =
   | "unknown-ca"
@@ -141,6 +143,8 @@ export type TlsFailure =
   | "no-certificate"
   | "wrong-key-usage"
   | "not-allowed"
+  | "authorize-timeout"
+  | "too-large"
   | "key-mismatch"
   | "queue-full"
   | "handshake";
@@ -255,12 +259,27 @@ export interface ListenTlsOptions {
    * `identity` is `null` when the client sent no certificate (only possible
    * with `requireClientCert: false`). Return `false` (or throw) to refuse.
    *
+   * The hook has `authorizeTimeout` ms to answer; then the client is
+   * refused (reason `"authorize-timeout"`) and `signal` aborts with a
+   * `TimeoutError`. `signal` also aborts (`AbortError`) when the client
+   * disconnects or the listener closes first. While the hook runs, what the
+   * client sends is held against `readBufferLimit` (past it the client is
+   * refused, reason `"too-large"`), and connections waiting on the hook
+   * count against `acceptQueue`.
+   *
    * @default {undefined (accept)}
    */
   authorize?: (
     identity: PeerIdentity | null,
     remoteAddr: Deno.NetAddr,
+    signal: AbortSignal,
   ) => boolean | Promise<boolean>;
+  /**
+   * Milliseconds the `authorize` hook has to answer for one client.
+   *
+   * @default {10000}
+   */
+  authorizeTimeout?: number;
   /**
    * Called for every refused or failed incoming connection (failed
    * handshake, missing or unverifiable client certificate, not allowed).
@@ -276,8 +295,9 @@ export interface ListenTlsOptions {
    */
   handshakeTimeout?: number;
   /**
-   * Verified connections kept waiting for `accept()`; beyond it new ones are
-   * closed (reason `"queue-full"`).
+   * Verified connections held before the application takes them: those
+   * waiting for `accept()` plus those waiting on the `authorize` hook.
+   * Beyond it new ones are closed (reason `"queue-full"`).
    *
    * @default {128}
    */
@@ -287,7 +307,9 @@ export interface ListenTlsOptions {
    * `node:tls` in Deno 2.9.6 cannot push back on a fast sender (a paused
    * socket keeps reading), so a peer that gets this far ahead has its
    * connection closed and the application's read fails with a
-   * `ProtocolError` `"too-large"`.
+   * `ProtocolError` `"too-large"`. The count starts once the client is
+   * verified, before the `authorize` hook answers (a client over the limit
+   * by then is refused with reason `"too-large"`).
    *
    * @default {16777216 (16 MiB)}
    */
@@ -435,6 +457,7 @@ class ServerConn implements TlsServerConn {
     socket: nodeTls.TLSSocket,
     peerIdentity: PeerIdentity | null,
     readBufferLimit: number,
+    onOverflow?: () => void,
   ) {
     this.#socket = socket;
     this.peerIdentity = peerIdentity;
@@ -467,6 +490,7 @@ class ServerConn implements TlsServerConn {
                 "too-large",
               ),
             );
+            onOverflow?.();
             socket.destroy();
           }
         });
@@ -911,9 +935,26 @@ class Listener implements TlsListener {
   }
 
   queueLimit = 128;
+  /** Connections waiting on the authorize hook (they hold queue slots). */
+  #authorizing = 0;
+
+  /** Takes a queue slot for a connection about to wait on the hook. */
+  reserve(): boolean {
+    if (this.#closed) return false;
+    if (this.#queue.length + this.#authorizing >= this.queueLimit) {
+      return false;
+    }
+    this.#authorizing++;
+    return true;
+  }
+
+  /** Gives back a slot taken by {@linkcode reserve}. */
+  release(): void {
+    this.#authorizing--;
+  }
 
   #queueConn(conn: TlsServerConn): boolean {
-    if (this.#queue.length >= this.queueLimit) {
+    if (this.#queue.length + this.#authorizing >= this.queueLimit) {
       conn.close();
       return false;
     }
@@ -1093,6 +1134,10 @@ export async function listenTls(
     options.handshakeTimeout ?? DEFAULT_TIMEOUT,
     "handshakeTimeout",
   );
+  const authorizeTimeout = checkTimeout(
+    options.authorizeTimeout ?? DEFAULT_TIMEOUT,
+    "authorizeTimeout",
+  );
   const readBufferLimit = options.readBufferLimit ?? 16 * 1024 * 1024;
   if (!Number.isInteger(readBufferLimit) || readBufferLimit < 1) {
     throw new RangeError(
@@ -1234,19 +1279,6 @@ export async function listenTls(
         }
       }
     }
-    const accept = () => {
-      if (socket.destroyed) return;
-      const conn = new ServerConn(socket, identity, readBufferLimit);
-      if (!listener.deliver(socket, conn)) {
-        report({
-          reason: "queue-full",
-          message:
-            `${acceptQueue} verified connections are waiting for accept(); call accept() faster or raise \`acceptQueue\``,
-          remoteAddr,
-          identity,
-        });
-      }
-    };
     if (options.allow && !allowed(identity, options.allow)) {
       refuse(
         "not-allowed",
@@ -1257,21 +1289,107 @@ export async function listenTls(
       );
       return;
     }
-    if (!options.authorize) return accept();
+    // From here on, what the client sends is queued in the connection's
+    // stream against readBufferLimit, also while the authorize hook runs.
+    let onOverflow: (() => void) | undefined;
+    const conn = new ServerConn(
+      socket,
+      identity,
+      readBufferLimit,
+      () => onOverflow?.(),
+    );
+    const deliver = () => {
+      if (socket.destroyed) return;
+      if (!listener.deliver(socket, conn)) {
+        report({
+          reason: "queue-full",
+          message:
+            `${acceptQueue} verified connections are waiting for accept(); call accept() faster or raise \`acceptQueue\``,
+          remoteAddr,
+          identity,
+        });
+      }
+    };
+    if (!options.authorize) return deliver();
+    if (!listener.reserve()) {
+      refuse(
+        "queue-full",
+        `${acceptQueue} connections are waiting for the authorize hook or for accept(); ${
+          describe(identity)
+        } was closed; make the hook answer faster, call accept() faster or raise \`acceptQueue\``,
+        identity,
+      );
+      return;
+    }
+    const controller = new AbortController();
+    let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // Ends the wait exactly once: gives back the queue slot and aborts the
+    // hook's signal with `reason` (unless the hook answered).
+    const settle = (reason?: unknown): boolean => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      socket.off("close", onClose);
+      onOverflow = undefined;
+      listener.release();
+      if (reason !== undefined) controller.abort(reason);
+      return true;
+    };
+    const onClose = () => {
+      settle(
+        new DOMException(
+          "Cannot authorize the client: it disconnected (or the listener closed) before the hook answered",
+          "AbortError",
+        ),
+      );
+    };
+    socket.once("close", onClose);
+    onOverflow = () => {
+      const message = `${
+        describe(identity)
+      } sent more than ${readBufferLimit} bytes while the authorize hook ran; it was closed (raise \`readBufferLimit\` if clients may send that much before the hook answers)`;
+      if (
+        !settle(new DOMException(`Cannot authorize: ${message}`, "AbortError"))
+      ) {
+        return;
+      }
+      refuse("too-large", message, identity);
+    };
+    if (Number.isFinite(authorizeTimeout)) {
+      timer = setTimeout(() => {
+        const message = `${
+          describe(identity)
+        } was refused: the authorize hook did not answer within ${authorizeTimeout} ms; make it answer sooner (it gets an AbortSignal) or raise \`authorizeTimeout\``;
+        if (
+          !settle(
+            new DOMException(
+              `Cannot authorize: timed out after ${authorizeTimeout} ms`,
+              "TimeoutError",
+            ),
+          )
+        ) return;
+        refuse("authorize-timeout", message, identity);
+      }, authorizeTimeout);
+    }
     let verdict: Promise<boolean>;
     try {
-      verdict = Promise.resolve(options.authorize(identity, remoteAddr));
+      verdict = Promise.resolve(
+        options.authorize(identity, remoteAddr, controller.signal),
+      );
     } catch (error) {
       verdict = Promise.reject(error);
     }
     verdict.then((ok) => {
-      if (ok === true) return accept();
+      if (!settle()) return;
+      if (ok === true) return deliver();
       refuse(
         "not-allowed",
         `${describe(identity)} was refused by the authorize hook`,
         identity,
       );
     }, (error) => {
+      if (!settle()) return;
       refuse(
         "not-allowed",
         `${describe(identity)} was refused: the authorize hook threw: ${

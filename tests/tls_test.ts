@@ -828,6 +828,146 @@ Deno.test("listenTls() authorize hook decides after verification", async () => {
   assert.deepEqual(seen, ["alice", "bob"]);
 });
 
+Deno.test("listenTls() refuses a client whose authorize hook never answers, by authorizeTimeout", async () => {
+  const signals: AbortSignal[] = [];
+  await using server = await echoServer({
+    ...mutual,
+    handshakeTimeout: 60_000,
+    authorizeTimeout: 300,
+    authorize: (identity, _remoteAddr, signal) => {
+      signals.push(signal);
+      // alice is answered; everyone else waits forever.
+      return identity?.cn === "alice" ? true : new Promise<boolean>(() => {});
+    },
+  });
+  const started = Date.now();
+  using conn = await connectTls({
+    hostname: "localhost",
+    port: server.port,
+    caCerts: [set.ca.cert],
+    cert: bob.cert,
+    key: bob.key,
+  });
+  await rejectsWith(
+    readExact(conn.readable, 1, AbortSignal.timeout(5000), "reply"),
+    "certificate-refused",
+  );
+  assert.ok(Date.now() - started < 3000, "the deadline did not close it");
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "authorize-timeout");
+  assert.equal(event.identity?.cn, "bob");
+  assert.match(event.message, /did not answer within 300 ms.*authorizeTimeout/);
+  assert.equal(signals[0].aborted, true);
+  assert.equal((signals[0].reason as DOMException).name, "TimeoutError");
+  // The listener keeps serving, and an answered hook's signal stays quiet.
+  assert.equal(
+    await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+    "hello",
+  );
+  assert.equal(signals[1].aborted, false);
+  await assert.rejects(
+    listenTls({
+      ...mutual,
+      cert: set.server.cert,
+      key: set.server.key,
+      authorizeTimeout: 0,
+    }),
+    RangeError,
+  );
+});
+
+Deno.test("listenTls() cuts off a client that floods while the authorize hook runs", async () => {
+  let release!: (ok: boolean) => void;
+  const answer = new Promise<boolean>((resolve) => release = resolve);
+  const signals: AbortSignal[] = [];
+  await using server = await echoServer({
+    ...mutual,
+    readBufferLimit: 1024 * 1024,
+    authorize: (_identity, _remoteAddr, signal) => {
+      signals.push(signal);
+      return answer;
+    },
+  });
+  try {
+    using conn = await connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+      cert: alice.cert,
+      key: alice.key,
+    });
+    const chunk = new Uint8Array(64 * 1024);
+    const writing = (async () => {
+      const writer = conn.writable.getWriter();
+      // 32 MiB at most: far past the limit, far short of the old 256 MiB.
+      for (let i = 0; i < 512; i++) await writer.write(chunk);
+    })().then(() => null, (error: unknown) => error);
+    const [event] = await server.waitErrors(1);
+    assert.equal(event.reason, "too-large");
+    assert.match(
+      event.message,
+      /more than 1048576 bytes while the authorize hook ran/,
+    );
+    assert.ok(
+      await writing instanceof Error,
+      "the flooding client was not cut off",
+    );
+    assert.equal(signals[0].aborted, true);
+  } finally {
+    release(true);
+  }
+  assert.equal(server.identities.length, 0, "a refused client was delivered");
+});
+
+Deno.test("listenTls() counts connections waiting on the authorize hook against acceptQueue", async () => {
+  let release!: (ok: boolean) => void;
+  const answer = new Promise<boolean>((resolve) => release = resolve);
+  let calls = 0;
+  await using server = await echoServer({
+    ...mutual,
+    acceptQueue: 2,
+    authorize: () => {
+      calls++;
+      return answer;
+    },
+  });
+  const open = (client: CertificateAndKey) =>
+    connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+      cert: client.cert,
+      key: client.key,
+    });
+  const waiting = [await open(alice), await open(alice)];
+  const until = Date.now() + 5000;
+  while (calls < 2 && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  using third = await open(bob);
+  await rejectsWith(
+    readExact(third.readable, 1, AbortSignal.timeout(5000), "reply"),
+    "certificate-refused",
+  );
+  const [event] = await server.waitErrors(1);
+  assert.equal(event.reason, "queue-full");
+  assert.equal(event.identity?.cn, "bob");
+  assert.match(event.message, /waiting for the authorize hook/);
+  assert.equal(calls, 2, "the hook ran for a client over the limit");
+  // Once the hook answers, the two waiting clients are served.
+  release(true);
+  for (const conn of waiting) {
+    await writeAll(conn.writable, utf8("hi"));
+    assert.equal(
+      decoder.decode(
+        await readExact(conn.readable, 2, AbortSignal.timeout(5000), "echo"),
+      ),
+      "hi",
+    );
+    conn.close();
+  }
+});
+
 Deno.test("listenTls() with requireClientCert false accepts no certificate, not a bad one", async () => {
   await using server = await echoServer({
     ...mutual,
