@@ -563,6 +563,25 @@ async function deliverChallenge(
   return digest;
 }
 
+/**
+ * Refuses a MAC of the wrong length as malformed (CPython: "expected 'sha256'
+ * of length 32 got 20"): no key makes it right, so it says nothing about the
+ * authkey.
+ */
+function checkMacLength(
+  mac: Uint8Array,
+  expected: number,
+  name: string,
+  action: string,
+): void {
+  if (mac.byteLength !== expected) {
+    throw new ProtocolError(
+      `Cannot ${action}: expected a ${expected}-byte MAC (${name}), got ${mac.byteLength} bytes; is it a multiprocessing peer?`,
+      "malformed",
+    );
+  }
+}
+
 /** Verifies the peer's answer to `message`; returns the digest it used. */
 async function checkAnswer(
   answer: Uint8Array<ArrayBuffer>,
@@ -577,7 +596,9 @@ async function checkAnswer(
     answer.byteLength === MD5_LENGTH ||
     answer.byteLength === LEGACY_CHALLENGE_LENGTH
   ) {
-    // A legacy peer: a bare HMAC-MD5 (CPython reads 20 bytes the same way).
+    // A legacy peer: a bare HMAC-MD5 (CPython reads 20 bytes the same way,
+    // and refuses them for their length).
+    checkMacLength(answer, MD5_LENGTH, "HMAC-MD5", action);
     const md5 = keys.get("md5");
     if (!md5) {
       throw new AuthenticationError(
@@ -596,10 +617,14 @@ async function checkAnswer(
     }
     ({ digest, key } = digestFor(split.name, keys, action));
     mac = split.rest;
+    checkMacLength(
+      mac,
+      key.digestLength,
+      `HMAC-${digest.toUpperCase()}`,
+      action,
+    );
   }
-  const ok = mac.byteLength === key.digestLength &&
-    await key.verify(mac, message);
-  if (!ok) {
+  if (!await key.verify(mac, message)) {
     throw new AuthenticationError(
       `Cannot ${action}: its answer does not match our challenge under our authkey (the authkeys differ)`,
       "wrong-key",

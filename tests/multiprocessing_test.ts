@@ -649,6 +649,35 @@ Deno.test("listenMultiprocessing() refuses a bare HMAC-MD5 answer by default and
   assert.match(failure.message, /legacyMd5: true/);
 });
 
+Deno.test("listenMultiprocessing() refuses a MAC of the wrong length as malformed, not as a wrong key", async () => {
+  const { listener, failed } = await listenCollecting({ legacyMd5: true });
+  await using _ = listener;
+  const answers = [
+    new Uint8Array(20), // legacy form: a bare MAC, but MD5 is 16 bytes
+    concatBytes(encoder.encode("{sha256}"), new Uint8Array(20)), // not 32
+  ];
+  for (const answer of answers) {
+    using peer = await Deno.connect({ port: listener.addr.port });
+    assert.ok(await readRawFrame(peer)); // the challenge
+    await peer.write(frame(answer));
+    assert.equal(decoder.decode((await readRawFrame(peer))!), "#FAILURE#");
+    assert.equal(await readRawFrame(peer), null);
+  }
+  const failures = await failed(2);
+  for (const failure of failures) {
+    assert.ok(failure instanceof ProtocolError, String(failure));
+    assert.equal(failure.reason, "malformed");
+  }
+  assert.match(
+    (failures[0] as Error).message,
+    /expected a 16-byte MAC \(HMAC-MD5\), got 20 bytes/,
+  );
+  assert.match(
+    (failures[1] as Error).message,
+    /expected a 32-byte MAC \(HMAC-SHA256\), got 20 bytes/,
+  );
+});
+
 Deno.test("listenMultiprocessing() refuses an oversized, a truncated and a garbage answer", async () => {
   const { listener, failed } = await listenCollecting();
   await using _ = listener;
