@@ -747,6 +747,14 @@ export class MultiprocessingConnection
   #frame: Promise<Uint8Array<ArrayBuffer> | null> | undefined;
   #turn: Promise<void> = Promise.resolve();
 
+  #throwIfClosed(): void {
+    if (this.#wire.closed) {
+      throw new Deno.errors.BadResource(
+        "Cannot receive a message: the connection is closed",
+      );
+    }
+  }
+
   static {
     openConnection = async (conn, role, keys, signal) => {
       const wire = new Wire(conn);
@@ -874,12 +882,17 @@ export class MultiprocessingConnection
    * messages (where Python raises `EOFError`); every later call resolves
    * `null` too. A close in the middle of a message, or a message over
    * `maxMessageSize`, is an error, and every later call rejects with it.
+   * Once {@linkcode MultiprocessingConnection.close} has been called, every
+   * call (and any still waiting) rejects with `Deno.errors.BadResource`
+   * instead.
    *
    * @param options A deadline and a signal; stopping early loses nothing.
    * @returns The message, or `null` at the end of the stream.
    * @throws {ProtocolError} `"too-large"` when the announced length is over
    * `maxMessageSize` (nothing is allocated); `"closed"` when the peer closed
    * in the middle of a message; `"malformed"` for a negative length.
+   * @throws {Deno.errors.BadResource} When the connection has been closed
+   * with {@linkcode MultiprocessingConnection.close}.
    *
    * @example
    * ```ts
@@ -904,6 +917,7 @@ export class MultiprocessingConnection
     options: MultiprocessingIoOptions = {},
   ): Promise<Uint8Array<ArrayBuffer> | null> {
     const timeout = checkTimeout(options.timeout ?? Infinity);
+    this.#throwIfClosed();
     const previous = this.#turn;
     let release!: () => void;
     this.#turn = new Promise<void>((resolve) => release = resolve);
@@ -912,6 +926,7 @@ export class MultiprocessingConnection
       : deadline(timeout, options.signal, "receive a message");
     try {
       await raceSignal(previous, limit?.signal);
+      this.#throwIfClosed();
       if (this.#frame === undefined) {
         this.#frame = this.#wire.readFrame(
           this.#maxMessageSize,
@@ -926,11 +941,13 @@ export class MultiprocessingConnection
       }
       const frame = this.#frame;
       const message = await raceSignal(frame, limit?.signal);
+      this.#throwIfClosed();
       // Keep the end of stream (and errors, by not getting here) sticky.
       if (message !== null) this.#frame = undefined;
       return message;
     } catch (error) {
-      if (this.#wire.closed && !(error instanceof ProtocolError)) {
+      // After close(), whatever the read ended with, the news is the close.
+      if (this.#wire.closed && !(error instanceof Deno.errors.BadResource)) {
         throw new Deno.errors.BadResource(
           "Cannot receive a message: the connection is closed",
           { cause: error },
@@ -990,6 +1007,8 @@ export class MultiprocessingConnection
    *
    * @returns An iterator of messages.
    * @throws {ProtocolError} As {@linkcode MultiprocessingConnection.recvBytes}.
+   * @throws {Deno.errors.BadResource} When the connection is closed with
+   * {@linkcode MultiprocessingConnection.close} during the iteration.
    *
    * @example
    * ```ts
@@ -1021,8 +1040,10 @@ export class MultiprocessingConnection
   }
 
   /**
-   * Closes the connection. Pending and later calls reject (receives with
-   * `Deno.errors.BadResource`). Safe to call more than once.
+   * Closes the connection. From then on every call rejects with
+   * `Deno.errors.BadResource`, including calls still pending and receives
+   * that would otherwise resolve `null` (end of stream) or repeat a stored
+   * error. Safe to call more than once.
    *
    * @example
    * ```ts

@@ -315,6 +315,42 @@ Deno.test("MultiprocessingConnection rejects calls after close()", async () => {
   );
 });
 
+Deno.test("MultiprocessingConnection rejects every call after close(), even after the end of stream or an error", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    maxMessageSize: 4,
+  });
+  const closed = { name: "BadResource", message: /connection is closed/ };
+  // After the peer's end of stream (which recvBytes() reports as null).
+  {
+    const client = await connectMultiprocessing({
+      port: listener.addr.port,
+      authkey: KEY,
+    });
+    await using server = await acceptWithin(listener);
+    client.close();
+    assert.equal(await server.recvBytes(), null);
+    server.close();
+    await assert.rejects(server.recvBytes(), closed);
+    await assert.rejects(server.recvText(), closed);
+    await assert.rejects(server[Symbol.asyncIterator]().next(), closed);
+    await assert.rejects(server.sendBytes(new Uint8Array(1)), closed);
+  }
+  // After a stored error (a message over maxMessageSize).
+  {
+    await using client = await connectMultiprocessing({
+      port: listener.addr.port,
+      authkey: KEY,
+    });
+    await using server = await acceptWithin(listener);
+    await client.sendBytes(new Uint8Array(5));
+    await assert.rejects(server.recvBytes(), { reason: "too-large" });
+    server.close();
+    await assert.rejects(server.recvBytes(), closed);
+    await assert.rejects(server.recvBytes({ timeout: 1000 }), closed);
+  }
+});
+
 Deno.test("connectMultiprocessing() with a wrong authkey fails on both sides", async () => {
   const { listener, failed } = await listenCollecting();
   await using _ = listener;
