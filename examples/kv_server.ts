@@ -34,6 +34,7 @@
  * @module
  */
 import { serveHttps } from "../https.ts";
+import { TlsError } from "../tls.ts";
 import {
   XmlRpcFault,
   XmlRpcFaultCode,
@@ -268,7 +269,12 @@ async function main(): Promise<void> {
     allowedClients: mutual ? allowed : undefined,
     signal: controller.signal,
     onError(error, remote) {
-      console.error(`refused ${remote}: ${(error as Error)?.message ?? error}`);
+      // A TLS refusal carries its machine-readable reason: "no-certificate",
+      // "unknown-ca", "expired", ...
+      const reason = error instanceof TlsError ? ` (${error.reason})` : "";
+      console.error(
+        `refused ${remote}${reason}: ${(error as Error)?.message ?? error}`,
+      );
     },
   }, (request) => handler(request)).catch((error) => {
     kv.close();
