@@ -224,47 +224,82 @@ for (const version of ["3.12", "3.7"]) {
 
 const python = findPython("3.12");
 
+/**
+ * Runs one Python probe against a server of its own, stopped right after,
+ * so that every line it logged (its whole stderr) belongs to this probe.
+ */
+async function probeAlone(
+  python: string,
+  dir: string,
+  who: string | null,
+): Promise<{ result: Record<string, unknown>; refusals: string[] }> {
+  const server = await startServer(dir);
+  let result: Record<string, unknown>;
+  try {
+    result = await runPython(python, [
+      String(server.port),
+      `${dir}/certs/ca.pem`,
+      who ? `${dir}/${who}.pem` : "-",
+      who ? `${dir}/${who}-key.pem` : "-",
+      "probe",
+    ]);
+  } finally {
+    await server[Symbol.asyncDispose]();
+  }
+  return {
+    result,
+    refusals: server.log.filter((line) => /^refused /.test(line)),
+  };
+}
+
+/** Asserts at least one refusal, each naming `reason` and matching `detail`. */
+function assertRefusals(refusals: string[], reason: string, detail: RegExp) {
+  assert.ok(refusals.length > 0, "the server logged no refusal");
+  for (const line of refusals) {
+    assert.match(
+      line,
+      new RegExp(
+        `^refused \\S+ \\(${reason}\\): Cannot accept the TLS connection: `,
+      ),
+    );
+    assert.match(line, detail);
+  }
+}
+
 peerTest(
   "kv_server refuses Python without a client certificate, with one from another CA, and with a CN outside the allow-list",
   { label: "python3.12", path: python },
   async (python) => {
     await using dir = await certDir();
-    await using server = await startServer(dir);
-    const base = [String(server.port), `${dir}/certs/ca.pem`];
-    const good = await runPython(python, [
-      ...base,
-      `${dir}/certs/client.pem`,
-      `${dir}/certs/client-key.pem`,
-      "probe",
-    ]);
-    assert.deepEqual(good, { ok: true, result: false });
+    const good = await probeAlone(python, dir, "certs/client");
+    assert.deepEqual(good.result, { ok: true, result: false });
+    assert.deepEqual(good.refusals, []);
 
-    const none = await runPython(python, [...base, "-", "-", "probe"]);
-    assert.equal(none.ok, false);
-    assert.notEqual(none.error, "ProtocolError"); // a TLS refusal, no HTTP
-
-    const stranger = await runPython(python, [
-      ...base,
-      `${dir}/stranger.pem`,
-      `${dir}/stranger-key.pem`,
-      "probe",
-    ]);
-    assert.equal(stranger.ok, false);
-    assert.notEqual(stranger.error, "ProtocolError");
-
-    const mallory = await runPython(python, [
-      ...base,
-      `${dir}/mallory.pem`,
-      `${dir}/mallory-key.pem`,
-      "probe",
-    ]);
-    assert.equal(mallory.ok, false);
-    assert.equal(mallory.error, "ProtocolError");
-    assert.equal(mallory.status, 403);
-    assert.ok(
-      server.log.some((line) => /^refused /.test(line)),
-      server.log.join("\n"),
+    const none = await probeAlone(python, dir, null);
+    assert.equal(none.result.ok, false);
+    assert.notEqual(none.result.error, "ProtocolError"); // a TLS refusal, no HTTP
+    assertRefusals(
+      none.refusals,
+      "no-certificate",
+      /the client sent no certificate; this server requires one/,
     );
+
+    const stranger = await probeAlone(python, dir, "stranger");
+    assert.equal(stranger.result.ok, false);
+    assert.notEqual(stranger.result.error, "ProtocolError");
+    assertRefusals(
+      stranger.refusals,
+      "unknown-ca",
+      /"CN ?= ?client".* was refused: its issuer "CN ?= ?other CA" is not one of the client CAs/,
+    );
+
+    // Verified by the TLS layer, refused by the allow-list: HTTP 403.
+    const mallory = await probeAlone(python, dir, "mallory");
+    assert.deepEqual(
+      [mallory.result.ok, mallory.result.error, mallory.result.status],
+      [false, "ProtocolError", 403],
+    );
+    assert.deepEqual(mallory.refusals, []);
   },
 );
 
