@@ -56,6 +56,7 @@ import {
   byobReader,
   checkTimeout,
   closeQuietly,
+  type Deadline,
   deadline,
   DEFAULT_TIMEOUT,
   type DenoConnLike,
@@ -195,6 +196,10 @@ class FrameIO {
   #start = 0;
   #end = 0;
   #closed = false;
+  // Aborted by close(), so that a write into a stream whose sink never
+  // returns still settles. (A Deno.Conn's pending ops fail on their own when
+  // it closes, and reader.cancel() ends a pending stream read.)
+  #closing = new AbortController();
 
   constructor(conn: Duplex) {
     this.conn = conn;
@@ -303,7 +308,7 @@ class FrameIO {
       }
       return;
     }
-    await this.#writer!.write(frame);
+    await raceSignal(this.#writer!.write(frame), this.#closing.signal);
   }
 
   /** Half-closes: `closeWrite()` when the connection has it (TCP, TLS). */
@@ -311,10 +316,10 @@ class FrameIO {
     if (this.#deno) return await this.#deno.closeWrite();
     const conn = this.conn as Partial<{ closeWrite(): Promise<void> }>;
     if (typeof conn.closeWrite === "function") {
-      await this.#writer!.ready;
+      await raceSignal(this.#writer!.ready, this.#closing.signal);
       await conn.closeWrite();
     } else {
-      await this.#writer!.close();
+      await raceSignal(this.#writer!.close(), this.#closing.signal);
     }
   }
 
@@ -322,6 +327,7 @@ class FrameIO {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.abort(new Error("the Noise connection is closed"));
     const closable = this.conn as Partial<{ close(): void }>;
     if (typeof closable.close === "function") {
       closeQuietly(this.conn);
@@ -344,7 +350,9 @@ export interface NoiseConnectOptions {
   prologue?: Uint8Array | string;
   /**
    * Deadline for the whole handshake, in milliseconds (`Infinity` for none).
-   * A peer that stalls gets a `TimeoutError` `DOMException`.
+   * A peer that stalls gets a `TimeoutError` `DOMException`. Calls on the
+   * {@linkcode NoiseConn} afterwards take their own deadline
+   * ({@linkcode NoiseIoOptions}).
    *
    * @default {10000}
    */
@@ -355,6 +363,79 @@ export interface NoiseConnectOptions {
 
 /** Options for {@linkcode noiseAccept}: the same as for {@linkcode noiseConnect}. */
 export type NoiseAcceptOptions = NoiseConnectOptions;
+
+/**
+ * Options for one {@linkcode NoiseConn.send}, {@linkcode NoiseConn.receive}
+ * or {@linkcode NoiseConn.closeWrite} call: how long it may wait on the
+ * peer. The call rejects with the signal's reason (a `TimeoutError`
+ * `DOMException` when `timeout` passes).
+ *
+ * What a call stopped early leaves behind:
+ *
+ * | call | stopped while | then |
+ * | --- | --- | --- |
+ * | `receive()` | waiting, even with half a message read | nothing is lost: the next `receive()` (or `readable`) gets the message |
+ * | `send()` | queued behind earlier sends | the message is not sent; the connection goes on |
+ * | `send()` | encrypting or writing its message | the connection is closed, as by {@linkcode NoiseConn.close}: part of the frame may be on the wire and its nonce is spent, so the stream could not go on in step |
+ * | `closeWrite()` | queued behind earlier sends | the sending side stays open |
+ * | `closeWrite()` | closing | the sending side is closed; the half-close finishes on its own |
+ *
+ * @example Wait a bounded time for the next message
+ * ```ts
+ * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+ *
+ * const psk = generateNoisePsk();
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [client, server] = await Promise.all([
+ *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+ *     .then((conn) => noiseConnect(conn, psk)),
+ *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+ * ]);
+ * try {
+ *   await server.receive({ timeout: 100 }); // the client sends nothing yet
+ * } catch (error) {
+ *   console.log((error as DOMException).name); // TimeoutError
+ * }
+ * const stop = new AbortController();
+ * await client.send(new TextEncoder().encode("late"), { timeout: 5000 });
+ * const message = await server.receive({ signal: stop.signal });
+ * console.log(new TextDecoder().decode(message!)); // late
+ * client.close();
+ * server.close();
+ * ```
+ */
+export interface NoiseIoOptions {
+  /**
+   * Deadline for this call, in milliseconds. `Infinity` waits as long as
+   * the connection lives (a server waiting for its client's next request).
+   *
+   * @default {Infinity}
+   */
+  timeout?: number;
+  /**
+   * Stops the call when aborted; it rejects with the signal's reason.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
+/** The deadline for one call, or none when it may wait for ever. */
+function ioDeadline(
+  options: NoiseIoOptions,
+  action: string,
+): Deadline | undefined {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(
+      `Cannot ${action}: expected an options object, got ${
+        options === null ? "null" : typeof options
+      }`,
+    );
+  }
+  const timeout = checkTimeout(options.timeout ?? Infinity);
+  if (timeout === Infinity && options.signal === undefined) return undefined;
+  return deadline(timeout, options.signal, action);
+}
 
 let createNoiseConn: (
   io: FrameIO,
@@ -373,7 +454,9 @@ let createNoiseConn: (
  * messages through {@linkcode NoiseConn.send} / {@linkcode NoiseConn.receive}
  * (one Noise message each). Reading one way excludes the other: once one
  * has been used, the other throws a `TypeError`. Writes through either go out
- * in call order.
+ * in call order. `send()`, `receive()` and `closeWrite()` take a deadline
+ * and a signal ({@linkcode NoiseIoOptions}); streams stop through
+ * `pipeTo()`'s `signal`, `cancel()` and `abort()`.
  *
  * Closing it closes the underlying connection; so does any decryption or
  * framing failure. `await using` (or `using`) closes it at the end of the
@@ -420,7 +503,10 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   #receive: CipherState;
   #handshakeHash: Uint8Array<ArrayBuffer>;
   #mode: "stream" | "messages" | undefined;
-  #readChain: Promise<unknown> = Promise.resolve();
+  // Readers take turns; the message being read outlives a reader that stops
+  // waiting, and the next one gets it.
+  #readTurn: Promise<void> = Promise.resolve();
+  #inFlight: Promise<Uint8Array<ArrayBuffer> | null> | undefined;
   #writeChain: Promise<unknown> = Promise.resolve();
   #failure: unknown;
   #writeClosed = false;
@@ -497,10 +583,28 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   }
 
   /** One transport message, decrypted; `null` at a clean end of stream. */
-  #read(): Promise<Uint8Array<ArrayBuffer> | null> {
-    const next = this.#readChain.then(() => this.#readMessage());
-    this.#readChain = next.catch(() => {});
-    return next;
+  async #read(
+    options: NoiseIoOptions = {},
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
+    using limit = ioDeadline(options, "receive a Noise message");
+    const signal = limit?.signal;
+    const previous = this.#readTurn;
+    let release!: () => void;
+    this.#readTurn = new Promise<void>((resolve) => release = resolve);
+    try {
+      await raceSignal(previous, signal);
+      if (this.#inFlight === undefined) {
+        this.#inFlight = this.#readMessage();
+        this.#inFlight.catch(() => {});
+      }
+      const message = await raceSignal(this.#inFlight, signal);
+      // The end of stream and failures stay for every later call.
+      if (message !== null) this.#inFlight = undefined;
+      return message;
+    } finally {
+      // The next reader goes after us and after whoever we queued behind.
+      previous.then(release);
+    }
   }
 
   async #readMessage(): Promise<Uint8Array<ArrayBuffer> | null> {
@@ -541,14 +645,33 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   }
 
   /** Encrypts and writes `data` as one or more messages, in call order. */
-  #write(data: Uint8Array): Promise<void> {
-    const next = this.#writeChain.then(async () => {
-      if (this.#failure !== undefined) throw this.#failure;
-      if (this.#io.closed || this.#writeClosed) {
-        throw new TypeError(
-          "Cannot send on the Noise connection: it is closed for writing",
-        );
-      }
+  async #write(data: Uint8Array, options: NoiseIoOptions = {}): Promise<void> {
+    using limit = ioDeadline(options, "send a Noise message");
+    const signal = limit?.signal;
+    const task = this.#writeChain.then(() => this.#writeNow(data, signal));
+    this.#writeChain = task.catch(() => {});
+    await raceSignal(task, signal);
+  }
+
+  async #writeNow(
+    data: Uint8Array,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    // Stopped while queued: nothing is encrypted or written, so the message
+    // is simply not sent (the caller has its rejection already).
+    if (signal?.aborted) return;
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#io.closed || this.#writeClosed) {
+      throw new TypeError(
+        "Cannot send on the Noise connection: it is closed for writing",
+      );
+    }
+    // From here the message is committed: its nonce is spent once it is
+    // encrypted and its frame may be half written. The peer could not read
+    // on in step after that, so stopping now closes the connection.
+    const onAbort = () => this.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
       let offset = 0;
       do {
         const end = Math.min(offset + MAX_PAYLOAD_LENGTH, data.byteLength);
@@ -561,25 +684,39 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
           );
           await this.#io.writeFrame(ciphertext);
         } catch (error) {
+          if (this.#io.closed && this.#failure === undefined) {
+            throw new TypeError(
+              "Cannot send on the Noise connection: it was closed during the write",
+              { cause: error },
+            );
+          }
           this.#fail(error);
         }
         offset = end;
       } while (offset < data.byteLength);
-    });
-    this.#writeChain = next.catch(() => {});
-    return next;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
   }
 
   /**
    * Encrypts and sends one Noise message.
    *
+   * A send that waits on a peer that does not read can be bounded with
+   * `timeout` or stopped with `signal`. Stopped while queued behind earlier
+   * sends, the message is not sent; stopped while its message is being
+   * written, it closes the connection (see {@linkcode NoiseIoOptions}).
+   *
    * @param data At most {@linkcode NOISE_MAX_PAYLOAD_LENGTH} bytes; an empty
    * message is allowed (the peer's `receive()` returns it).
+   * @param options A deadline and a signal for this call.
    * @returns Once the message is handed to the connection.
    * @throws {RangeError} When `data` is longer than one message can carry,
    * or the session's nonces are used up (after 2^64-1 messages; the
    * connection is closed).
    * @throws {TypeError} When the connection is closed for writing.
+   * @throws {DOMException} `TimeoutError` when `timeout` passes; `signal`'s
+   * reason when it aborts.
    *
    * @example
    * ```ts
@@ -592,13 +729,13 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *     .then((conn) => noiseConnect(conn, psk)),
    *   listener.accept().then((conn) => noiseAccept(conn, psk)),
    * ]);
-   * await client.send(new Uint8Array([1, 2, 3]));
+   * await client.send(new Uint8Array([1, 2, 3]), { timeout: 5000 });
    * console.log(await server.receive()); // Uint8Array(3) [ 1, 2, 3 ]
    * client.close();
    * server.close();
    * ```
    */
-  send(data: Uint8Array): Promise<void> {
+  send(data: Uint8Array, options: NoiseIoOptions = {}): Promise<void> {
     if (!(data instanceof Uint8Array)) {
       return Promise.reject(
         new TypeError(
@@ -613,19 +750,26 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
         ),
       );
     }
-    return this.#write(data);
+    return this.#write(data, options);
   }
 
   /**
    * Receives and decrypts one Noise message. Nothing is returned before its
    * tag verifies.
    *
+   * Waits as long as the connection lives unless given a `timeout` or a
+   * `signal`. A receive stopped early loses nothing, even with half a
+   * message read: the next call returns that message.
+   *
+   * @param options A deadline and a signal for this call.
    * @returns The message's data, or `null` when the peer has closed its side
    * (or this side was closed).
    * @throws {ProtocolError} When a message fails to decrypt (`"malformed"`:
    * modified, replayed, reordered), has an impossible length
    * (`"malformed"`) or is cut short (`"closed"`); the connection is closed.
    * @throws {TypeError} When `readable` is in use instead.
+   * @throws {DOMException} `TimeoutError` when `timeout` passes; `signal`'s
+   * reason when it aborts.
    *
    * @example
    * ```ts
@@ -639,12 +783,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *   listener.accept().then((conn) => noiseAccept(conn, psk)),
    * ]);
    * await client.closeWrite();
-   * console.log(await server.receive()); // null
+   * console.log(await server.receive({ timeout: 5000 })); // null
    * client.close();
    * server.close();
    * ```
    */
-  receive(): Promise<Uint8Array<ArrayBuffer> | null> {
+  receive(
+    options: NoiseIoOptions = {},
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
     if (this.#mode === "stream") {
       return Promise.reject(
         new TypeError(
@@ -653,15 +799,22 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
       );
     }
     this.#mode = "messages";
-    return this.#read();
+    return this.#read(options);
   }
 
   /**
    * Finishes pending writes, then closes our sending side (a TCP or TLS
    * half-close; the peer reads the end of the stream). Reading goes on.
    *
+   * Pending writes can take as long as the peer takes to read them: bound
+   * the wait with `timeout` or `signal`. Stopped before its turn, the
+   * sending side stays open (see {@linkcode NoiseIoOptions}).
+   *
+   * @param options A deadline and a signal for this call.
    * @returns Once the side is closed.
    * @throws {TypeError} When the connection is already closed.
+   * @throws {DOMException} `TimeoutError` when `timeout` passes; `signal`'s
+   * reason when it aborts.
    *
    * @example
    * ```ts
@@ -675,14 +828,21 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *   listener.accept().then((conn) => noiseAccept(conn, psk)),
    * ]);
    * await client.send(new TextEncoder().encode("last words"));
-   * await client.closeWrite();
+   * await client.closeWrite({ timeout: 5000 });
    * console.log((await server.receive())?.length, await server.receive()); // 10 null
    * client.close();
    * server.close();
    * ```
    */
-  closeWrite(): Promise<void> {
-    const next = this.#writeChain.then(async () => {
+  async closeWrite(options: NoiseIoOptions = {}): Promise<void> {
+    using limit = ioDeadline(
+      options,
+      "close the Noise connection for writing",
+    );
+    const signal = limit?.signal;
+    const task = this.#writeChain.then(async () => {
+      // Stopped while queued: the sending side stays open.
+      if (signal?.aborted) return;
       if (this.#failure !== undefined) throw this.#failure;
       if (this.#io.closed) {
         throw new TypeError(
@@ -693,8 +853,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
       this.#writeClosed = true;
       await this.#io.closeWrite();
     });
-    this.#writeChain = next.catch(() => {});
-    return next;
+    this.#writeChain = task.catch(() => {});
+    await raceSignal(task, signal);
   }
 
   /**

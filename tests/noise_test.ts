@@ -210,12 +210,15 @@ Deno.test("CipherState leaves the nonce unchanged when a tag fails", async () =>
 // length + message) and decides what to pass on.
 
 type Direction = "to-server" | "to-client";
-/** Returns the raw chunks to forward (any bytes), or null to close. */
+/**
+ * Returns the raw chunks to forward (any bytes; a promise holds that chunk
+ * and everything after it until it resolves), or null to close.
+ */
 type FrameHook = (
   direction: Direction,
   index: number,
   frame: Uint8Array<ArrayBuffer>,
-) => Uint8Array[] | null;
+) => (Uint8Array | Promise<Uint8Array>)[] | null;
 
 function relayPair(hook: FrameHook): {
   client: Duplex;
@@ -242,7 +245,7 @@ function relayPair(hook: FrameHook): {
         frame.set(body, 2);
         const out = hook(direction, index++, frame);
         if (out === null) break;
-        for (const chunk of out) await writer.write(chunk);
+        for (const chunk of out) await writer.write(await chunk);
       }
     } catch {
       // the far end went away
@@ -280,6 +283,70 @@ function isProtocolError(reason: string, pattern?: RegExp) {
 
 function assertClosed(conn: Deno.Conn): void {
   assert.throws(() => conn.close(), Deno.errors.BadResource);
+}
+
+/**
+ * `promise`, or a failure after `ms`: keeps a test whose fix is missing from
+ * hanging (the timer is cleared either way).
+ */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`still pending after ${ms} ms`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function isTimeout(pattern?: RegExp) {
+  return (error: unknown): boolean => {
+    assert.ok(error instanceof DOMException, `got ${error}`);
+    assert.equal(error.name, "TimeoutError");
+    if (pattern) assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+/**
+ * An in-memory pair whose client side can stop taking writes, like a peer
+ * that does not read: `stall()` holds every write until `release()`.
+ */
+function stallablePair(): {
+  client: Duplex;
+  server: Duplex;
+  stall(): void;
+  release(): void;
+} {
+  const [client, server] = duplexPair();
+  const writer = client.writable.getWriter();
+  let gate: PromiseWithResolvers<void> | undefined;
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      if (gate) await gate.promise;
+      await writer.write(chunk);
+    },
+    close: () => writer.close(),
+    abort: (reason) => writer.abort(reason),
+  });
+  return {
+    client: { readable: client.readable, writable },
+    server,
+    stall() {
+      gate ??= Promise.withResolvers();
+    },
+    release() {
+      gate?.resolve();
+      gate = undefined;
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -533,6 +600,128 @@ Deno.test("NoiseConn.receive() rejects a frame shorter than a tag", async () => 
   await relay.done;
   pair.client.close();
   pair.server.close();
+});
+
+Deno.test("NoiseConn.receive() stops at its timeout or signal and keeps a half-read message for the next call", async () => {
+  const rest = Promise.withResolvers<void>();
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-server" && index === 1) {
+      // Half the frame now, the rest when the test says so.
+      return [frame.subarray(0, 10), rest.promise.then(() => frame.slice(10))];
+    }
+    return [frame];
+  });
+  const [client, server] = await noisePair(relay.client, relay.server);
+  await client.send(bytes("a message that arrives in two parts"));
+  await client.send(bytes("and the next one"));
+  await within(
+    assert.rejects(
+      server.receive({ timeout: 100 }),
+      isTimeout(/Cannot receive a Noise message: timed out after 100 ms/),
+    ),
+    3000,
+  );
+  const stop = new AbortController();
+  const stopped = server.receive({ signal: stop.signal });
+  stop.abort(new Error("stopped by the test"));
+  await assert.rejects(stopped, /stopped by the test/);
+  // Nothing was lost or damaged: the message and the next one decrypt.
+  rest.resolve();
+  assert.equal(
+    text(await within(server.receive({ timeout: 3000 }), 5000)),
+    "a message that arrives in two parts",
+  );
+  assert.equal(text(await server.receive()), "and the next one");
+  // The options are checked like the handshake's.
+  await assert.rejects(server.receive({ timeout: 0 }), RangeError);
+  client.close();
+  assert.equal(await server.receive({ timeout: 3000 }), null);
+  server.close();
+  await relay.done;
+});
+
+Deno.test("NoiseConn.send() times out on a peer that does not read and closes the connection", async () => {
+  using pair = await tcpPair();
+  const [client, server] = await noisePair(pair.client, pair.server);
+  // The server reads nothing: sends go into the socket buffers until they
+  // are full, then one waits and its deadline passes.
+  const chunk = randomBytes(NOISE_MAX_PAYLOAD_LENGTH);
+  let sent = 0;
+  let failure: unknown;
+  for (; sent < 2000 && failure === undefined; sent++) {
+    await client.send(chunk, { timeout: 200 }).catch((error) => {
+      failure = error;
+    });
+  }
+  isTimeout(/Cannot send a Noise message: timed out after 200 ms/)(failure);
+  // Part of the frame may have gone out, so the connection is closed rather
+  // than left out of step; later calls say so.
+  assertClosed(pair.client);
+  await assert.rejects(client.send(bytes("x")), TypeError);
+  assert.equal(await client.receive(), null);
+  // The peer gets every whole message, then the end or a cut frame.
+  let received = 0;
+  try {
+    for (let i = 0; i < sent; i++) {
+      const message = await server.receive({ timeout: 5000 });
+      if (message === null) break;
+      assert.deepEqual(message, chunk);
+      received++;
+    }
+  } catch (error) {
+    isProtocolError("closed")(error);
+  }
+  // `sent` counts the attempts, the one that timed out included.
+  assert.ok(
+    received === sent - 1 || received === sent,
+    `received ${received} of ${sent}`,
+  );
+  server.close();
+});
+
+Deno.test("NoiseConn.send() stopped while queued sends nothing and the connection goes on", async () => {
+  const pair = stallablePair();
+  const [client, server] = await noisePair(pair.client, pair.server);
+  pair.stall();
+  const first = client.send(bytes("first"));
+  await assert.rejects(
+    client.send(bytes("never sent"), { timeout: 50 }),
+    isTimeout(),
+  );
+  const stop = new AbortController();
+  const aborted = client.send(bytes("never sent either"), {
+    signal: stop.signal,
+  });
+  stop.abort();
+  await assert.rejects(aborted, { name: "AbortError" });
+  pair.release();
+  await first;
+  await client.send(bytes("third"), { timeout: 3000 });
+  // The peer reads on in step: the skipped messages spent no nonce.
+  assert.equal(text(await server.receive({ timeout: 3000 })), "first");
+  assert.equal(text(await server.receive({ timeout: 3000 })), "third");
+  client.close();
+  server.close();
+});
+
+Deno.test("NoiseConn.closeWrite() stops at its timeout and leaves the sending side open", async () => {
+  const pair = stallablePair();
+  const [client, server] = await noisePair(pair.client, pair.server);
+  pair.stall();
+  const first = client.send(bytes("first"));
+  await assert.rejects(
+    client.closeWrite({ timeout: 50 }),
+    isTimeout(/Cannot close the Noise connection for writing: timed out/),
+  );
+  pair.release();
+  await first;
+  await client.send(bytes("still open"));
+  await client.closeWrite({ timeout: 3000 });
+  assert.equal(text(await server.receive()), "first");
+  assert.equal(text(await server.receive()), "still open");
+  assert.equal(await server.receive({ timeout: 3000 }), null);
+  client.close();
+  server.close();
 });
 
 Deno.test("NoiseConn.send() refuses to go past nonce 2^64-2 and closes the connection", async () => {
