@@ -1408,9 +1408,12 @@ export async function listenTls(
 
 /**
  * A client TLS connection from {@linkcode connectTls}: a duplex over a
- * `Deno.TlsConn` whose first read turns a bare EOF or reset (what a
- * `node:tls` server sends when it refuses a client certificate) into a
- * {@linkcode TlsError} `"certificate-refused"`.
+ * `Deno.TlsConn`. Until the server has sent something, a bare EOF or reset
+ * (what a `node:tls` server sends when it refuses a client certificate)
+ * fails the read or the write that meets it with a {@linkcode TlsError}
+ * `"certificate-refused"` (or `"certificate-required"` when we sent no
+ * certificate). A server that closed with a TLS close_notify is not taken
+ * for a refusal.
  *
  * @example
  * ```ts
@@ -1458,10 +1461,66 @@ class ClientConn implements TlsClientConn {
     this.remoteAddr = conn.remoteAddr;
     this.localAddr = conn.localAddr;
     this.alpnProtocol = alpnProtocol;
-    let received = 0;
+    // Whether the server has sent us anything: a refusal (a bare close right
+    // after the handshake) is only recognized before that.
+    let heard = false;
     const mapError = (error: unknown): unknown => {
-      if (received > 0) return error;
+      if (heard) return error;
       return refusalError(error, sentCert, server) ?? error;
+    };
+    type ReadOutcome = { n: number | null } | { error: unknown };
+    const settle = (read: Promise<number | null>): Promise<ReadOutcome> =>
+      read.then((n) => ({ n }), (error: unknown) => ({ error }));
+    // The application's read in flight, and what a read made by the write
+    // side (to learn why a write failed) returned, kept for the next pull.
+    let pulling: Promise<ReadOutcome> | null = null;
+    let probing: Promise<ReadOutcome> | null = null;
+    let leftover: { bytes: Uint8Array } | ReadOutcome | null = null;
+    // A write that fails before the server sent anything fails because the
+    // server closed the connection; only a read tells how: close_notify (a
+    // clean close, not a refusal), an alert, or a bare EOF (a node:tls server
+    // refusing our certificate). Bytes read here go to the next pull.
+    const mapWriteError = async (error: unknown): Promise<unknown> => {
+      if (
+        heard ||
+        !(error instanceof Deno.errors.BrokenPipe ||
+          error instanceof Deno.errors.ConnectionReset ||
+          error instanceof Deno.errors.UnexpectedEof)
+      ) return error;
+      let outcome: Promise<ReadOutcome>;
+      if (leftover) {
+        outcome = Promise.resolve(
+          "bytes" in leftover ? { n: leftover.bytes.byteLength } : leftover,
+        );
+      } else if (pulling) {
+        outcome = pulling;
+      } else {
+        if (!probing) {
+          const buffer = new Uint8Array(HIGH_WATER_MARK);
+          const probe = settle(conn.read(buffer)).then((result) => {
+            if ("n" in result && result.n !== null && result.n > 0) {
+              heard = true;
+              leftover = { bytes: buffer.subarray(0, result.n) };
+            } else {
+              leftover = result;
+            }
+            return result;
+          });
+          probing = probe;
+          probe.then(() => {
+            if (probing === probe) probing = null;
+          });
+        }
+        outcome = probing;
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([
+        outcome,
+        new Promise<null>((resolve) => timer = setTimeout(resolve, 1000, null)),
+      ]);
+      clearTimeout(timer);
+      if (result === null || !("error" in result)) return error;
+      return mapError(result.error);
     };
     this.readable = new ReadableStream({
       type: "bytes",
@@ -1469,12 +1528,32 @@ class ClientConn implements TlsClientConn {
       async pull(controller) {
         const request = controller.byobRequest!;
         const view = request.view!;
-        let n: number | null;
-        try {
-          n = await conn.read(
-            new Uint8Array(view.buffer, view.byteOffset, view.byteLength),
-          );
-        } catch (error) {
+        const target = new Uint8Array(
+          view.buffer,
+          view.byteOffset,
+          view.byteLength,
+        );
+        if (probing) await probing;
+        let result: ReadOutcome;
+        const kept = leftover;
+        if (kept && "bytes" in kept) {
+          const n = Math.min(kept.bytes.byteLength, target.byteLength);
+          target.set(kept.bytes.subarray(0, n));
+          leftover = n < kept.bytes.byteLength
+            ? { bytes: kept.bytes.subarray(n) }
+            : null;
+          result = { n };
+        } else if (kept) {
+          leftover = null;
+          result = kept;
+        } else {
+          const read = settle(conn.read(target));
+          pulling = read;
+          result = await read;
+          pulling = null;
+        }
+        if ("error" in result) {
+          const error = result.error;
           if (error instanceof Deno.errors.BadResource) {
             controller.close();
             request.respond(0);
@@ -1482,13 +1561,13 @@ class ClientConn implements TlsClientConn {
           }
           throw mapError(error);
         }
-        if (n === null) {
+        if (result.n === null) {
           controller.close();
           request.respond(0);
           return;
         }
-        received += n;
-        request.respond(n);
+        if (result.n > 0) heard = true;
+        request.respond(result.n);
       },
       cancel() {
         // leave the socket to close(): cancelling the reader is not a close
@@ -1502,9 +1581,7 @@ class ClientConn implements TlsClientConn {
             offset += await conn.write(chunk.subarray(offset));
           }
         } catch (error) {
-          // Not mapped: a write can fail for many reasons after the peer
-          // closed; the refusal shows on the read side.
-          throw error;
+          throw await mapWriteError(error);
         }
       },
       async close() {

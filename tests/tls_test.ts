@@ -681,6 +681,83 @@ Deno.test("listenTls() refuses a client certificate from an unknown CA", async (
   );
 });
 
+/** Writes until a write fails (bounded), as a client that talks first. */
+async function writeUntilError(
+  conn: { writable: WritableStream<Uint8Array> },
+): Promise<unknown> {
+  const writer = conn.writable.getWriter();
+  try {
+    for (let i = 0; i < 400; i++) {
+      await writer.write(new Uint8Array(1024));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  } catch (error) {
+    return error;
+  } finally {
+    writer.releaseLock();
+  }
+  assert.fail("no write failed within 2 s");
+}
+
+Deno.test("connectTls() names the refusal on the first write when the client talks first", async () => {
+  await using server = await echoServer(mutual);
+  for (
+    const [client, reason] of [
+      [mallory, "certificate-refused"],
+      [null, "certificate-required"],
+    ] as const
+  ) {
+    using conn = await connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+      ...(client ? { cert: client.cert, key: client.key } : {}),
+    });
+    const error = await writeUntilError(conn);
+    assert.ok(
+      error instanceof TlsError,
+      `expected TlsError, got ${(error as Error)?.name}: ${
+        (error as Error)?.message
+      }`,
+    );
+    assert.equal(error.reason, reason, error.message);
+    assert.match(error.message, /^Cannot use the TLS connection to localhost:/);
+  }
+  const events = await server.waitErrors(2);
+  assert.deepEqual(events.map((event) => event.reason), [
+    "unknown-ca",
+    "no-certificate",
+  ]);
+  // A server that closes cleanly (close_notify) is not a refusal: the write
+  // error stays Deno's own.
+  await using plain = await listenTls({
+    cert: set.server.cert,
+    key: set.server.key,
+  });
+  const closing = (async () => {
+    const conn = await plain.accept();
+    conn.close();
+  })();
+  using conn = await connectTls({
+    hostname: "localhost",
+    port: plain.addr.port,
+    caCerts: [set.ca.cert],
+    cert: alice.cert,
+    key: alice.key,
+  });
+  await closing;
+  const error = await writeUntilError(conn);
+  assert.ok(
+    error instanceof Deno.errors.BrokenPipe ||
+      error instanceof Deno.errors.ConnectionReset,
+    `expected Deno's write error, got ${(error as Error)?.name}`,
+  );
+  assert.equal(
+    await readExact(conn.readable, 1, undefined, "reply").catch((e) => e.name),
+    "ProtocolError",
+  );
+});
+
 Deno.test("listenTls() refuses a server certificate used as a client certificate", async () => {
   await using server = await echoServer(mutual);
   await rejectsWith(
