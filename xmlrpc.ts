@@ -1104,11 +1104,19 @@ export function decodeMethodResponse(
 
 class TooLarge extends ProtocolError {}
 
-/** Reads a body, refusing before buffering more than `max` bytes. */
+/** Most bytes of an HTTP error's body the client reads for its message. */
+const ERROR_BODY_LIMIT = 4096;
+
+/**
+ * Reads a body, refusing before buffering more than `max` bytes; with
+ * `truncate`, keeps the first `max` bytes of a longer body instead and
+ * cancels the rest.
+ */
 async function readBody(
   message: Request | Response,
   max: number,
   what: string,
+  truncate = false,
 ): Promise<Uint8Array> {
   const tooLarge = (size: string) =>
     new TooLarge(
@@ -1117,21 +1125,24 @@ async function readBody(
     );
   const body = message.body;
   const contentLength = message.headers.get("content-length");
-  if (contentLength !== null && Number(contentLength) > max) {
+  const declared = contentLength === null ? NaN : Number(contentLength);
+  if (declared > max && !truncate) {
     await body?.cancel().catch(() => {});
-    throw tooLarge(contentLength);
+    throw tooLarge(contentLength!);
   }
   if (body === null) return new Uint8Array(0);
-  if (contentLength !== null && /^[0-9]+$/.test(contentLength)) {
+  if (/^[0-9]+$/.test(contentLength ?? "") && declared <= max) {
     // A declared length within the limit: the HTTP layer (hyper, node)
     // enforces the framing, so the body cannot run past it. Read it whole,
     // which is much faster than chunk by chunk; still check, for a
     // hand-made Request whose header does not match its body.
     const bytes = await message.bytes();
-    if (bytes.byteLength > max) throw tooLarge(String(bytes.byteLength));
+    if (bytes.byteLength > max) {
+      if (truncate) return bytes.subarray(0, max);
+      throw tooLarge(String(bytes.byteLength));
+    }
     return bytes;
   }
-  if (body === null) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = body.getReader();
@@ -1142,7 +1153,10 @@ async function readBody(
       size += value.byteLength;
       if (size > max) {
         await reader.cancel().catch(() => {});
-        throw tooLarge(`more than ${max}`);
+        if (!truncate) throw tooLarge(`more than ${max}`);
+        chunks.push(value.subarray(0, value.byteLength - (size - max)));
+        size = max;
+        break;
       }
       chunks.push(value);
     }
@@ -1474,7 +1488,14 @@ class Client implements XmlRpcClient {
         signal: d.signal,
       });
       if (response.status !== 200) {
-        const detail = (await response.text()).slice(0, 200).trim();
+        // Only the start, for the message: an error page can be endless.
+        const head = await readBody(
+          response,
+          ERROR_BODY_LIMIT,
+          "the error body",
+          true,
+        );
+        const detail = new TextDecoder().decode(head).slice(0, 200).trim();
         throw new ProtocolError(
           `Cannot call ${
             quote(method)

@@ -932,6 +932,53 @@ Deno.test("xmlrpcClient() rejects HTTP errors, garbage, oversized answers, stall
   stall.resolve();
 });
 
+Deno.test("xmlrpcClient() reads at most 4 KiB of an endless HTTP error body, then cancels it", async () => {
+  let sent = 0;
+  const cancelled = Promise.withResolvers<void>();
+  const chunk = new TextEncoder().encode("x".repeat(64 * 1024));
+  await using server = serveHttp(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode("overloaded: "));
+        },
+        pull(controller) {
+          sent += chunk.byteLength;
+          controller.enqueue(chunk);
+        },
+        cancel() {
+          cancelled.resolve();
+        },
+      }),
+      { status: 503 },
+    )
+  );
+  await using client = xmlrpcClient(`http://127.0.0.1:${server.addr.port}/`, {
+    timeout: 5000,
+  });
+  // Reading it whole would never end: the call would time out instead.
+  await assert.rejects(client.call("a"), (error) => {
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.match(error.message, /HTTP 503: overloaded: x{100}/);
+    assert.ok(error.message.length < 300, `${error.message.length} chars`);
+    return true;
+  });
+  // The rest is not drained: the server sees the body cancelled.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve("not cancelled"), 5000);
+  });
+  try {
+    assert.equal(
+      await Promise.race([cancelled.promise.then(() => "cancelled"), late]),
+      "cancelled",
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.ok(sent < 64 * 1024 * 1024, `the server sent ${sent} bytes`);
+});
+
 Deno.test("xmlrpcClient() refuses bad arguments", () => {
   assert.throws(
     () => xmlrpcClient("ftp://localhost/"),
