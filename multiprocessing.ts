@@ -213,19 +213,23 @@ export interface ConnectMultiprocessingOptions
   signal?: AbortSignal;
 }
 
-/** Options for one send or receive on a {@linkcode MultiprocessingConnection}. */
+/**
+ * Options for one send or receive on a {@linkcode MultiprocessingConnection},
+ * or one {@linkcode MultiprocessingListener.accept}.
+ */
 export interface MultiprocessingIoOptions {
   /**
    * Deadline for this call, in milliseconds. `Infinity` (the default) waits
-   * as long as the connection lives, which suits a worker waiting for jobs.
+   * as long as the connection (or listener) lives, which suits a worker
+   * waiting for jobs.
    *
    * @default {Infinity}
    */
   timeout?: number;
   /**
    * Stops waiting when aborted; rejects with the signal's reason. An
-   * interrupted receive loses nothing: the next call gets the message. An
-   * interrupted send may still be delivered.
+   * interrupted receive or accept loses nothing: the next call gets the
+   * message or connection. An interrupted send may still be delivered.
    */
   signal?: AbortSignal;
 }
@@ -1349,21 +1353,46 @@ export class MultiprocessingListener
     wake?.();
   }
 
-  #next(): Promise<MultiprocessingConnection | null> {
+  /**
+   * The next connection, or null once closed. A wait stopped by `signal`
+   * leaves the queue, so the connection it would have taken goes to the
+   * next caller.
+   */
+  #next(signal?: AbortSignal): Promise<MultiprocessingConnection | null> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const ready = this.#ready.shift();
     if (ready) {
       this.#release();
       return Promise.resolve(ready);
     }
     if (this.#closed) return Promise.resolve(null);
-    return new Promise((resolve) => this.#waiters.push(resolve));
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const index = this.#waiters.indexOf(waiter);
+        if (index >= 0) this.#waiters.splice(index, 1);
+        reject(signal!.reason);
+      };
+      const waiter = (conn: MultiprocessingConnection | null) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(conn);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
   }
 
   /**
    * Waits for the next authenticated connection.
    *
+   * A wait that times out or is aborted takes nothing: a connection that
+   * arrives afterwards goes to the next call.
+   *
+   * @param options A deadline (none by default) and a signal for the wait.
    * @returns The connection.
    * @throws {Deno.errors.BadResource} When the listener is (or gets) closed.
+   * @throws {DOMException} `TimeoutError` when `timeout` passes first; the
+   * signal's reason when it aborts.
+   * @throws {RangeError} When `timeout` is not above 0.
    *
    * @example
    * ```ts
@@ -1381,8 +1410,17 @@ export class MultiprocessingListener
    * console.log(conn.remoteAddr.transport); // tcp
    * ```
    */
-  async accept(): Promise<MultiprocessingConnection> {
-    const conn = await this.#next();
+  async accept(
+    options: MultiprocessingIoOptions = {},
+  ): Promise<MultiprocessingConnection> {
+    const timeout = checkTimeout(options.timeout ?? Infinity);
+    let conn: MultiprocessingConnection | null;
+    if (timeout === Infinity && !options.signal) {
+      conn = await this.#next();
+    } else {
+      using limit = deadline(timeout, options.signal, "accept a connection");
+      conn = await this.#next(limit.signal);
+    }
     if (conn === null) {
       throw new Deno.errors.BadResource(
         "Cannot accept a connection: the listener is closed",
@@ -1393,6 +1431,11 @@ export class MultiprocessingListener
 
   /**
    * Yields authenticated connections until the listener is closed.
+   *
+   * Each wait has no deadline. To stop iterating, close the listener (or
+   * abort the `signal` given to {@linkcode listenMultiprocessing}); to bound
+   * each wait, loop on {@linkcode MultiprocessingListener.accept} with
+   * `{ timeout, signal }` instead.
    *
    * @returns An iterator of connections.
    *

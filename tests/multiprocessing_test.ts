@@ -455,6 +455,64 @@ Deno.test("listenMultiprocessing() close() ends iteration and accept()", async (
   await listener[Symbol.asyncDispose]();
 });
 
+/** Settles `promise` or fails after `ms` (for calls that might never settle). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`not settled in ${ms} ms`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("MultiprocessingListener.accept() times out and takes nothing from the next accept()", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  const started = Date.now();
+  await assert.rejects(
+    within(listener.accept({ timeout: 50 }), 5000),
+    (error: unknown) =>
+      error instanceof DOMException && error.name === "TimeoutError" &&
+      /accept a connection/.test(error.message),
+  );
+  assert.ok(Date.now() - started < 2000);
+  // The timed-out wait left the queue: this connection is not lost to it.
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await within(listener.accept({ timeout: 5000 }), 6000);
+  await client.sendText("taken");
+  assert.equal(await server.recvText(), "taken");
+});
+
+Deno.test("MultiprocessingListener.accept() rejects with the signal's reason and takes nothing", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  const controller = new AbortController();
+  const aborted = listener.accept({ signal: controller.signal });
+  controller.abort(new Error("stop waiting"));
+  await assert.rejects(within(aborted, 5000), { message: "stop waiting" });
+  await assert.rejects(
+    listener.accept({ signal: AbortSignal.abort(new Error("already")) }),
+    { message: "already" },
+  );
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using server = await acceptWithin(listener, 5000);
+  await client.sendText("taken");
+  assert.equal(await server.recvText(), "taken");
+  await assert.rejects(listener.accept({ timeout: 0 }), RangeError);
+});
+
 Deno.test("listenMultiprocessing() is closed by its signal", async () => {
   const controller = new AbortController();
   await using listener = await listenMultiprocessing({
