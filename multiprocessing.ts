@@ -805,6 +805,7 @@ export class MultiprocessingConnection
    * @param options A deadline and a signal for the write.
    * @returns Resolves when the message has been handed to the socket.
    * @throws {TypeError} When `data` is not bytes.
+   * @throws {RangeError} When `timeout` is not above 0.
    * @throws {Deno.errors.BadResource} When the connection is closed.
    *
    * @example
@@ -853,6 +854,7 @@ export class MultiprocessingConnection
    * @param text The text.
    * @param options A deadline and a signal for the write.
    * @returns Resolves when the message has been handed to the socket.
+   * @throws {RangeError} When `timeout` is not above 0.
    * @throws {Deno.errors.BadResource} When the connection is closed.
    *
    * @example
@@ -897,6 +899,7 @@ export class MultiprocessingConnection
    * in the middle of a message; `"malformed"` for a negative length.
    * @throws {Deno.errors.BadResource} When the connection has been closed
    * with {@linkcode MultiprocessingConnection.close}.
+   * @throws {RangeError} When `timeout` is not above 0.
    *
    * @example
    * ```ts
@@ -1116,7 +1119,11 @@ export class MultiprocessingConnection
  * @returns The authenticated connection.
  * @throws {AuthenticationError} When either side's proof fails.
  * @throws {ProtocolError} When the peer breaks the protocol or closes early.
- * @throws {TypeError} When the authkey is empty or of the wrong type.
+ * @throws {TypeError} When the authkey is empty or not a string or
+ * Uint8Array, or `legacyMd5`, `digest` or `timeout` has the wrong type.
+ * @throws {RangeError} When `port` is not a whole number from 1 to 65535,
+ * `timeout` is not above 0, or `maxMessageSize` is not a whole number of
+ * bytes, 0 or more.
  * @throws {Deno.errors.ConnectionRefused} When nothing listens there.
  *
  * @example Talk to a Deno listener (a Python one works the same)
@@ -1175,8 +1182,11 @@ export async function connectMultiprocessing(
  *
  * @param options Address, authkey, legacy switch, limits, hooks, signal.
  * @returns The listening {@linkcode MultiprocessingListener}.
- * @throws {TypeError} When the authkey is empty or of the wrong type.
- * @throws {RangeError} When a limit is out of range.
+ * @throws {TypeError} When the authkey is empty or not a string or
+ * Uint8Array, or `legacyMd5`, `digest` or `timeout` has the wrong type.
+ * @throws {RangeError} When `port` is not a whole number from 0 to 65535,
+ * `timeout` is not above 0, `maxMessageSize` is not a whole number of bytes,
+ * 0 or more, or `maxPending` is not a whole number, 1 or more.
  * @throws {Deno.errors.AddrInUse} When the port is taken.
  *
  * @example Serve authenticated clients
@@ -1212,10 +1222,16 @@ export async function listenMultiprocessing(
       `Cannot use maxPending ${maxPending}: expected a whole number, 1 or more`,
     );
   }
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(
+      `Cannot listen: expected a port from 0 to 65535, got ${port}`,
+    );
+  }
   options.signal?.throwIfAborted();
   const listener = Deno.listen({
     hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? 0,
+    port,
   });
   return createListener(listener, keys, maxPending, options);
 }

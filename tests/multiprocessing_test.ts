@@ -567,6 +567,30 @@ Deno.test("listenMultiprocessing() and connectMultiprocessing() check their opti
     connectMultiprocessing({ authkey: KEY, port: 1, timeout: 0 }),
     RangeError,
   );
+  // Every RangeError the JSDoc of both functions promises.
+  for (const port of [-1, 1.5, 65536]) {
+    await assert.rejects(
+      listenMultiprocessing({ authkey: KEY, port }),
+      (error: unknown) =>
+        error instanceof RangeError &&
+        error.message ===
+          `Cannot listen: expected a port from 0 to 65535, got ${port}`,
+    );
+  }
+  await assert.rejects(
+    listenMultiprocessing({ authkey: KEY, timeout: -5 }),
+    RangeError,
+  );
+  for (const port of [65536, 2.5]) {
+    await assert.rejects(
+      connectMultiprocessing({ authkey: KEY, port }),
+      RangeError,
+    );
+  }
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, port: 1, maxMessageSize: 1.5 }),
+    RangeError,
+  );
 });
 
 // ------------------------------------------- hand-made peers: failure paths
