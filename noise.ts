@@ -359,6 +359,15 @@ export interface NoiseConnectOptions {
   timeout?: number;
   /** Aborts the handshake; it rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * How long `await using` (the connection's `Symbol.asyncDispose`) waits
+   * for pending writes to go out before it closes the connection anyway, in
+   * milliseconds: a peer that stops reading cannot hold it open. `0` closes
+   * at once; `Infinity` waits for the writes however long they take.
+   *
+   * @default {5000}
+   */
+  gracePeriod?: number;
 }
 
 /** Options for {@linkcode noiseAccept}: the same as for {@linkcode noiseConnect}. */
@@ -420,6 +429,24 @@ export interface NoiseIoOptions {
   signal?: AbortSignal;
 }
 
+/** Default {@linkcode NoiseConnectOptions.gracePeriod}, in milliseconds. */
+const DEFAULT_GRACE_PERIOD = 5_000;
+
+function checkGracePeriod(value: number | undefined): number {
+  if (value === undefined) return DEFAULT_GRACE_PERIOD;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(
+      `Cannot use gracePeriod: expected a number of milliseconds, got ${typeof value}`,
+    );
+  }
+  if (value < 0) {
+    throw new RangeError(
+      `Cannot use gracePeriod: expected 0 or more ms, got ${value}`,
+    );
+  }
+  return value;
+}
+
 /** The deadline for one call, or none when it may wait for ever. */
 function ioDeadline(
   options: NoiseIoOptions,
@@ -443,6 +470,7 @@ let createNoiseConn: (
   send: CipherState,
   receive: CipherState,
   handshakeHash: Uint8Array<ArrayBuffer>,
+  gracePeriod: number,
 ) => NoiseConn;
 
 /**
@@ -510,6 +538,7 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   #writeChain: Promise<unknown> = Promise.resolve();
   #failure: unknown;
   #writeClosed = false;
+  #gracePeriod: number;
 
   private constructor(
     io: FrameIO,
@@ -517,8 +546,10 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
     send: CipherState,
     receive: CipherState,
     handshakeHash: Uint8Array<ArrayBuffer>,
+    gracePeriod: number,
   ) {
     this.#io = io;
+    this.#gracePeriod = gracePeriod;
     this.initiator = initiator;
     this.#send = send;
     this.#receive = receive;
@@ -553,8 +584,22 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   }
 
   static {
-    createNoiseConn = (io, initiator, send, receive, handshakeHash) =>
-      new NoiseConn(io, initiator, send, receive, handshakeHash);
+    createNoiseConn = (
+      io,
+      initiator,
+      send,
+      receive,
+      handshakeHash,
+      gracePeriod,
+    ) =>
+      new NoiseConn(
+        io,
+        initiator,
+        send,
+        receive,
+        handshakeHash,
+        gracePeriod,
+      );
   }
 
   /**
@@ -882,7 +927,10 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   }
 
   /**
-   * Waits for pending writes (errors ignored), then closes the connection.
+   * Waits for pending writes (errors ignored), then closes the connection;
+   * for `await using`. The wait lasts at most the connection's
+   * `gracePeriod` (default 5000 ms, see {@linkcode NoiseConnectOptions}):
+   * after it the connection is closed anyway and writes still pending fail.
    *
    * @returns Once closed.
    *
@@ -902,13 +950,28 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    * ```
    */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.#writeChain;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.#writeChain,
+        new Promise<void>((resolve) => {
+          if (Number.isFinite(this.#gracePeriod)) {
+            timer = setTimeout(resolve, this.#gracePeriod);
+          }
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
     this.close();
+    // Closing settles a write still waiting on the peer.
+    await this.#writeChain;
   }
 
   /**
    * Closes the connection at once, like {@linkcode NoiseConn.close}, for
-   * `using`; `await using` also waits for pending writes first.
+   * `using`; `await using` also waits for pending writes first, up to the
+   * connection's `gracePeriod`.
    *
    * @example
    * ```ts
@@ -980,6 +1043,7 @@ async function handshake(
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
   const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const gracePeriod = checkGracePeriod(options.gracePeriod);
   const io = new FrameIO(conn);
   using limit = deadline(
     timeout,
@@ -1035,7 +1099,14 @@ async function handshake(
       await raceSignal(io.writeFrame(reply), limit.signal);
     }
     const { send, receive, handshakeHash } = state.result;
-    return createNoiseConn(io, initiator, send, receive, handshakeHash);
+    return createNoiseConn(
+      io,
+      initiator,
+      send,
+      receive,
+      handshakeHash,
+      gracePeriod,
+    );
   } catch (error) {
     if (closeOnFailure) io.close();
     if (limit.signal.aborted) throw limit.signal.reason;
@@ -1064,11 +1135,12 @@ async function handshake(
  *
  * @param conn The connection: a `Deno.Conn` or any {@linkcode Duplex}.
  * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
- * @param options Prologue, deadline and signal.
+ * @param options Prologue, deadline, signal and grace period.
  * @returns The channel.
  * @throws {AuthenticationError} When the responder does not hold the PSK.
  * @throws {ProtocolError} When the responder's reply is malformed or cut short.
- * @throws {RangeError} When the PSK is not 32 bytes or `timeout` is not above 0.
+ * @throws {RangeError} When the PSK is not 32 bytes, `timeout` is not above
+ * 0 or `gracePeriod` is below 0.
  * @throws {TypeError} When the PSK or prologue has the wrong type, or the
  * connection's streams are locked.
  *
@@ -1125,11 +1197,12 @@ export function noiseConnect(
  *
  * @param conn The connection: a `Deno.Conn` or any {@linkcode Duplex}.
  * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
- * @param options Prologue, deadline and signal.
+ * @param options Prologue, deadline, signal and grace period.
  * @returns The channel.
  * @throws {AuthenticationError} When the initiator does not hold the PSK.
  * @throws {ProtocolError} When the first message is malformed or cut short.
- * @throws {RangeError} When the PSK is not 32 bytes or `timeout` is not above 0.
+ * @throws {RangeError} When the PSK is not 32 bytes, `timeout` is not above
+ * 0 or `gracePeriod` is below 0.
  * @throws {TypeError} When the PSK or prologue has the wrong type, or the
  * connection's streams are locked.
  *
@@ -1179,6 +1252,14 @@ export interface NoiseAuthenticatorOptions {
    * @default {10000}
    */
   timeout?: number;
+  /**
+   * How long `await using` on each connection waits for pending writes
+   * before closing it anyway, in milliseconds (as
+   * {@linkcode NoiseConnectOptions.gracePeriod}).
+   *
+   * @default {5000}
+   */
+  gracePeriod?: number;
 }
 
 /**
@@ -1203,9 +1284,10 @@ export type NoiseAuthenticator = (
  * client guessing keys gets no quick answer.
  *
  * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
- * @param options Prologue and per-handshake deadline.
+ * @param options Prologue, per-handshake deadline and grace period.
  * @returns The authenticator: `(conn, { signal }) => Promise<NoiseConn>`.
- * @throws {RangeError} When the PSK is not 32 bytes or `timeout` is not above 0.
+ * @throws {RangeError} When the PSK is not 32 bytes, `timeout` is not above
+ * 0 or `gracePeriod` is below 0.
  * @throws {TypeError} When the PSK or prologue has the wrong type.
  *
  * @example Use it directly (serve() calls it the same way)
@@ -1234,6 +1316,7 @@ export function noiseAuthenticator(
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
   const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const gracePeriod = checkGracePeriod(options.gracePeriod);
   // serve() closes the connection itself, after its throttling delay for
   // authentication failures, so a failed handshake leaves it open here.
   return (conn, context) =>
@@ -1241,5 +1324,6 @@ export function noiseAuthenticator(
       prologue,
       timeout,
       signal: context?.signal,
+      gracePeriod,
     }, false);
 }

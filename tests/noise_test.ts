@@ -724,6 +724,43 @@ Deno.test("NoiseConn.closeWrite() stops at its timeout and leaves the sending si
   server.close();
 });
 
+Deno.test("NoiseConn[Symbol.asyncDispose]() closes after gracePeriod when a peer stops reading", async () => {
+  using pair = await tcpPair();
+  const psk = generateNoisePsk();
+  const [client, server] = await Promise.all([
+    noiseConnect(pair.client, psk, { timeout: 5000, gracePeriod: 100 }),
+    noiseAccept(pair.server, psk, { timeout: 5000 }),
+  ]);
+  // More than the socket buffers hold, and the server reads nothing.
+  const chunk = randomBytes(NOISE_MAX_PAYLOAD_LENGTH);
+  const sends = Array.from({ length: 400 }, () => client.send(chunk));
+  const started = performance.now();
+  await within(client[Symbol.asyncDispose](), 3000);
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed >= 90, `closed after ${elapsed} ms`);
+  assertClosed(pair.client);
+  const results = await Promise.allSettled(sends);
+  const failed = results.filter((result) => result.status === "rejected");
+  assert.ok(failed.length > 0, "some sends were still pending");
+  for (const result of failed) {
+    assert.ok(result.reason instanceof TypeError, `got ${result.reason}`);
+  }
+  server.close();
+});
+
+Deno.test("noiseConnect() checks gracePeriod", async () => {
+  const [a] = duplexPair();
+  const psk = generateNoisePsk();
+  await assert.rejects(noiseConnect(a, psk, { gracePeriod: -1 }), RangeError);
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    noiseConnect(a, psk, { gracePeriod: "5" as any }),
+    TypeError,
+  );
+  assert.throws(() => noiseAuthenticator(psk, { gracePeriod: -1 }), RangeError);
+  assert.equal(a.readable.locked, false);
+});
+
 Deno.test("NoiseConn.send() refuses to go past nonce 2^64-2 and closes the connection", async () => {
   using pair = await tcpPair();
   // Both ends of the client-to-server direction start at the last usable
