@@ -540,7 +540,10 @@ export interface Http1Session {
   drain(): void;
   /** Closes now. */
   abort(): void;
-  /** Settles when the connection is done. */
+  /**
+   * Settles when the connection is done: served to the end, or closed (by
+   * `abort()`, say) even if the handler it was waiting on never settles.
+   */
   readonly done: Promise<void>;
 }
 
@@ -566,10 +569,14 @@ export function serveHttp1(
   let timer: ReturnType<typeof setTimeout> | undefined;
   const writer = conn.writable.getWriter();
   writer.closed.catch(() => {});
+  // Settles `done` when the connection is closed, even while a handler that
+  // never settles holds the loop: shutdown must not wait on it.
+  const gone = Promise.withResolvers<void>();
 
   const close = () => {
     if (closed) return;
     closed = true;
+    gone.resolve();
     clearTimeout(timer);
     // A Deno.Conn throws on a second close (cancelling its readable may
     // close it): closeQuietly.
@@ -690,10 +697,11 @@ export function serveHttp1(
       if (!keepAlive) break;
     }
   };
-  const done = loop().catch(() => {
+  const served = loop().catch(() => {
     // A reset, a read over readBufferLimit, a write to a closed peer: the
     // connection is gone, nothing to answer.
-  }).finally(close);
+  });
+  const done = Promise.race([served, gone.promise]).finally(close);
   return {
     drain() {
       draining = true;

@@ -230,8 +230,10 @@ export interface HttpsServer extends AsyncDisposable {
   /** Settles when the server has closed. */
   readonly finished: Promise<void>;
   /**
-   * Stops accepting connections, closes idle ones, lets requests in
-   * flight finish, then closes every connection.
+   * Stops accepting connections, closes idle ones, gives requests in
+   * flight one second to finish, then closes every connection. A handler
+   * still running then is abandoned (its response is never sent), so
+   * shutdown finishes even when a handler never settles.
    *
    * @returns When the server has closed.
    */

@@ -225,6 +225,46 @@ Deno.test("serveHttps() shuts down on abort and refuses bad options", async () =
   );
 });
 
+Deno.test("serveHttps() shutdown finishes after its grace period when a handler never settles", async () => {
+  const set = await certs();
+  const entered = Promise.withResolvers<void>();
+  const server = await serveHttps(
+    { cert: set.server.cert, key: set.server.key },
+    () => {
+      entered.resolve();
+      return new Promise<Response>(() => {}); // hangs forever
+    },
+  );
+  using conn = await Deno.connectTls({
+    hostname: "localhost",
+    port: server.addr.port,
+    caCerts: [set.ca.cert],
+  });
+  await conn.write(
+    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+  );
+  await entered.promise;
+  const start = performance.now();
+  void server.shutdown();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stuck = new Promise<"stuck">((resolve) => {
+    timer = setTimeout(() => resolve("stuck"), 10_000);
+  });
+  try {
+    assert.equal(
+      await Promise.race([server.finished.then(() => "finished"), stuck]),
+      "finished",
+      "shutdown waited on the hung handler",
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  const ms = performance.now() - start;
+  // The request in flight had its grace period (1 s) before the close.
+  assert.ok(ms >= 900, `finished after ${ms} ms`);
+  assert.ok((await closedWithin(conn, 5000)) !== null, "the conn stayed open");
+});
+
 /** Reads until the server closes; the elapsed ms, or null after `limit`. */
 async function closedWithin(conn: Deno.TlsConn, limit: number) {
   const start = performance.now();
