@@ -8,7 +8,8 @@
  *
  * A job is UTF-8 JSON `{"id": 1, "text": "..."}`; the reply is
  * `{"id": 1, "words": 2, "upper": "..."}`. Exits 1 with a clear message when
- * the authkey is wrong.
+ * the authkey is wrong, or when the coordinator runs Python 3.11 or older
+ * and --legacy-md5 was not given.
  *
  * @module
  */
@@ -51,11 +52,24 @@ try {
     legacyMd5: values["legacy-md5"] === true,
   });
 } catch (error) {
-  if (error instanceof AuthenticationError) {
+  // The library's legacy hint names its legacyMd5 option; here it is a flag.
+  if (
+    error instanceof AuthenticationError && error.reason === "unsupported" &&
+    error.message.includes("legacyMd5")
+  ) {
+    fail(
+      "Cannot authenticate to the coordinator: it speaks the legacy HMAC-MD5 handshake of Python 3.11 and older; rerun with --legacy-md5 (or run the coordinator on Python 3.12+)",
+    );
+  }
+  if (
+    error instanceof AuthenticationError &&
+    (error.reason === "rejected" || error.reason === "wrong-key")
+  ) {
     fail(
       `${error.message}; check CONNAUTH_KEY / --key-file against the coordinator's authkey`,
     );
   }
+  if (error instanceof AuthenticationError) fail(error.message);
   fail(
     `Cannot connect to the coordinator at ${common.hostname}:${common.port}: ${
       (error as Error).message

@@ -1240,59 +1240,109 @@ peerTest(
 
 // ------------------------------------------------------------- the example
 
-peerTest(
-  "examples/python_worker.ts answers the jobs of examples/python_coordinator.py",
-  CPYTHON_312,
-  async (python) => {
-    const env = { CONNAUTH_KEY: "example key" };
-    const root = new URL("../examples/", import.meta.url).pathname;
-    const coordinator = spawn(
-      python,
-      [`${root}python_coordinator.py`, "--port", "0"],
-      { env },
-    );
-    coordinator.stdin.close();
-    const stderr = new Response(coordinator.stderr).text();
-    const output = lines(coordinator.stdout);
-    const first = await output.next();
-    const port = /listening on 127\.0\.0\.1:(\d+)/.exec(String(first.value))
-      ?.[1];
-    assert.ok(port, `unexpected first line ${first.value}`);
-    const worker = (args: string[], key: string) =>
-      new Deno.Command(Deno.execPath(), {
+/** Runs examples/python_coordinator.py; `worker()` runs the Deno example. */
+function startCoordinator(python: string) {
+  const env = { CONNAUTH_KEY: "example key" };
+  const root = new URL("../examples/", import.meta.url).pathname;
+  const coordinator = spawn(
+    python,
+    [`${root}python_coordinator.py`, "--port", "0"],
+    { env },
+  );
+  coordinator.stdin.close();
+  const stderr = new Response(coordinator.stderr).text();
+  const output = lines(coordinator.stdout);
+  const port = output.next().then(({ value }) => {
+    const found = /listening on 127\.0\.0\.1:(\d+)/.exec(String(value))?.[1];
+    assert.ok(found, `unexpected first line ${value}`);
+    return found;
+  });
+  return {
+    key: env.CONNAUTH_KEY,
+    async worker(args: string[], key: string) {
+      const result = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
           "--allow-net=127.0.0.1",
           "--allow-env=CONNAUTH_KEY",
           `${root}python_worker.ts`,
           "--port",
-          port,
+          await port,
           ...args,
         ],
         env: { CONNAUTH_KEY: key },
         signal: AbortSignal.timeout(30_000),
       }).output();
-    // A worker with the wrong authkey is refused, and says why.
-    const refused = await worker([], "not the key");
+      return {
+        code: result.code,
+        stdout: decoder.decode(result.stdout),
+        stderr: decoder.decode(result.stderr),
+      };
+    },
+    /** The coordinator's lines after "listening on", once it exited 0. */
+    async rest(): Promise<string[]> {
+      await port;
+      const rest: string[] = [];
+      for await (const line of output) rest.push(line);
+      assert.equal((await coordinator.status).code, 0, await stderr);
+      return rest;
+    },
+  };
+}
+
+const COORDINATOR_JOBS = [
+  "worker authenticated",
+  "job 1: 9 words, 'THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG'",
+  "job 2: 4 words, 'AUTHENTICATION IS NOT ENCRYPTION'",
+  "job 3: 0 words, ''",
+  "job 4: 4 words, 'MULTIPROCESSING TALKS TO DENO'",
+  "done",
+];
+
+peerTest(
+  "examples/python_worker.ts answers the jobs of examples/python_coordinator.py",
+  CPYTHON_312,
+  async (python) => {
+    const coordinator = startCoordinator(python);
+    // A worker with the wrong authkey is refused, and says to check the key.
+    const refused = await coordinator.worker([], "not the key");
     assert.equal(refused.code, 1);
-    assert.match(
-      decoder.decode(refused.stderr),
-      /rejected our answer.*CONNAUTH_KEY/,
-    );
-    const accepted = await worker([], env.CONNAUTH_KEY);
-    assert.equal(accepted.code, 0, decoder.decode(accepted.stderr));
-    assert.match(decoder.decode(accepted.stdout), /answered 4 jobs/);
-    const rest: string[] = [];
-    for await (const line of output) rest.push(line);
-    assert.equal((await coordinator.status).code, 0, await stderr);
+    assert.match(refused.stderr, /rejected our answer.*CONNAUTH_KEY/);
+    assert.doesNotMatch(refused.stderr, /--legacy-md5/);
+    const accepted = await coordinator.worker([], coordinator.key);
+    assert.equal(accepted.code, 0, accepted.stderr);
+    assert.match(accepted.stdout, /answered 4 jobs/);
+    const rest = await coordinator.rest();
     assert.match(rest[0], /^worker refused: /);
-    assert.deepEqual(rest.slice(1), [
-      "worker authenticated",
-      "job 1: 9 words, 'THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG'",
-      "job 2: 4 words, 'AUTHENTICATION IS NOT ENCRYPTION'",
-      "job 3: 0 words, ''",
-      "job 4: 4 words, 'MULTIPROCESSING TALKS TO DENO'",
-      "done",
-    ]);
+    assert.deepEqual(rest.slice(1), COORDINATOR_JOBS);
+  },
+);
+
+peerTest(
+  "examples/python_worker.ts tells to rerun with --legacy-md5 against a Python 3.11 coordinator, not to check the key",
+  PYTHON_311,
+  async (python) => {
+    const coordinator = startCoordinator(python);
+    const legacy = await coordinator.worker([], coordinator.key);
+    assert.equal(legacy.code, 1);
+    assert.match(
+      legacy.stderr,
+      /rerun with --legacy-md5 \(or run the coordinator on Python 3\.12\+\)/,
+    );
+    assert.doesNotMatch(legacy.stderr, /CONNAUTH_KEY|authkey/);
+    // With the flag on, a wrong key is a key problem again.
+    const refused = await coordinator.worker(["--legacy-md5"], "not the key");
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /rejected our answer.*CONNAUTH_KEY/);
+    const accepted = await coordinator.worker(
+      ["--legacy-md5"],
+      coordinator.key,
+    );
+    assert.equal(accepted.code, 0, accepted.stderr);
+    assert.match(accepted.stdout, /answered 4 jobs/);
+    const rest = await coordinator.rest();
+    assert.match(rest[0], /^worker refused: /);
+    assert.match(rest[1], /^worker refused: /);
+    assert.deepEqual(rest.slice(2), COORDINATOR_JOBS);
   },
 );
