@@ -141,22 +141,62 @@ async function start(target: Target): Promise<
   const reader = child[target.stream].pipeThrough(new TextDecoderStream())
     .getReader();
   let text = "";
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-    const match = target.ready.exec(text);
-    if (match) {
-      // Keep draining so the child never blocks on a full pipe.
-      (async () => {
-        while (!(await reader.read()).done) { /* discard */ }
-      })().catch(() => {});
-      return { port: Number(match[1]), child };
+  // A server that prints nothing must not hang the run: every read races
+  // the 20 s deadline.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<"expired">((resolve) => {
+    timer = setTimeout(() => resolve("expired"), 20_000);
+  });
+  let why = "it timed out after 20 s";
+  try {
+    for (;;) {
+      const result = await Promise.race([reader.read(), expired]);
+      if (result === "expired") break;
+      if (result.done) {
+        why = "it exited or closed its output";
+        break;
+      }
+      text += result.value;
+      const match = target.ready.exec(text);
+      if (match) {
+        // Keep draining so the child never blocks on a full pipe.
+        (async () => {
+          while (!(await reader.read()).done) { /* discard */ }
+        })().catch(() => {});
+        return { port: Number(match[1]), child };
+      }
     }
+  } finally {
+    clearTimeout(timer);
   }
-  child.kill("SIGKILL");
-  throw new Error(`${target.name} did not start: ${text}`);
+  await reader.cancel().catch(() => {});
+  await stop(child);
+  throw new Error(`${target.name} did not start (${why}): ${text}`);
+}
+
+/**
+ * Stops a server: SIGTERM, then SIGKILL if it has not exited after 5 s, so
+ * a server that ignores or hangs on SIGTERM cannot hang the run.
+ */
+async function stop(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // already exited
+  }
+  const timer = setTimeout(() => {
+    console.error("warning: a server ignored SIGTERM for 5 s; killing it");
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited meanwhile
+    }
+  }, 5_000);
+  try {
+    await child.status;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 interface Result {
@@ -208,8 +248,7 @@ try {
 } finally {
   for (const run of running) {
     run.client.close();
-    run.child.kill("SIGTERM");
-    await run.child.status;
+    await stop(run.child);
   }
 }
 
