@@ -28,18 +28,22 @@ export interface NoiseFlags {
 export const DEMO_PSK =
   "636f6e6e617574682064656d6f206b65793a206e6f7420666f72207573652121";
 
-/** Help lines for the flags {@linkcode parseNoiseFlags} reads. */
-export const NOISE_HELP =
-  `  --hostname NAME   address to use (default 127.0.0.1)
+/**
+ * Help lines for the flags {@linkcode parseNoiseFlags} reads; `timeout` is
+ * the line for --timeout, which means something else to each program.
+ */
+export function noiseHelp(timeout: string): string {
+  return `  --hostname NAME   address to use (default 127.0.0.1)
   --port N          TCP port (default 18001; 0 picks a free one for the server)
   --psk-file PATH   read the pre-shared key from PATH: 64 hex digits or 32 raw bytes
                     (else CONNAUTH_PSK, 64 hex digits; else a public demo key)
   --prologue TEXT   bind this text into the handshake; both ends must agree
                     (default "connauth noise echo")
-  --timeout MS      handshake deadline in milliseconds (default 10000)
+  --timeout MS      ${timeout} (default 10000)
   -h, --help        show this help
 
 Make a key with: openssl rand -hex 32`;
+}
 
 function loadPsk(pskFile: string | undefined): NoisePsk {
   if (pskFile !== undefined) {

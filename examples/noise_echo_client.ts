@@ -10,8 +10,8 @@
  */
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { noiseConnect } from "../noise.ts";
-import { utf8 } from "../_io.ts";
-import { fail, NOISE_HELP, parseNoiseFlags } from "./_noise_cli.ts";
+import { concat, utf8 } from "../_io.ts";
+import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_client.ts [options] [message...]
@@ -20,34 +20,57 @@ Opens a Noise_NNpsk0_25519_AESGCM_SHA256 channel to the echo server, sends
 the message (default "Hello World") and prints the reply.
 
 Options:
-${NOISE_HELP}`;
+${
+    noiseHelp(
+      "deadline for each step in milliseconds: connect, handshake,\n                    send, half-close, the whole reply",
+    )
+  }`;
 
 const flags = parseNoiseFlags(USAGE);
+const { timeout } = flags;
 const message = utf8(
   flags.positionals.length ? flags.positionals.join(" ") : "Hello World",
 );
 
 let tcp: Deno.TcpConn;
 try {
-  tcp = await Deno.connect({ hostname: flags.hostname, port: flags.port });
+  tcp = await Deno.connect({
+    hostname: flags.hostname,
+    port: flags.port,
+    signal: AbortSignal.timeout(timeout),
+  });
 } catch (error) {
+  const cause = error instanceof DOMException && error.name === "TimeoutError"
+    ? `no answer within ${timeout} ms`
+    : (error as Error).message;
   fail(
-    `Cannot connect to ${flags.hostname}:${flags.port}: ${
-      (error as Error).message
-    }; is the server running?`,
+    `Cannot connect to ${flags.hostname}:${flags.port}: ${cause}; is the server running?`,
   );
 }
 
 try {
   await using conn = await noiseConnect(tcp, flags.psk, {
     prologue: flags.prologue,
-    timeout: flags.timeout,
+    timeout,
   });
-  const reading = new Response(conn.readable).arrayBuffer();
-  await conn.send(message);
-  await conn.closeWrite();
-  const reply = await reading;
-  console.log(new TextDecoder().decode(reply));
+  await conn.send(message, { timeout });
+  await conn.closeWrite({ timeout });
+  // The echo may come back in several messages: one deadline for them all,
+  // and no more bytes than we sent.
+  const until = performance.now() + timeout;
+  const left = () => Math.max(1, Math.ceil(until - performance.now()));
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for (let part; (part = await conn.receive({ timeout: left() })) !== null;) {
+    length += part.byteLength;
+    if (length > message.byteLength) {
+      fail(
+        `Cannot get the echo: the server sent more than the ${message.byteLength} bytes we sent`,
+      );
+    }
+    parts.push(part);
+  }
+  console.log(new TextDecoder().decode(concat(...parts)));
 } catch (error) {
   if (error instanceof AuthenticationError) {
     fail(

@@ -12,7 +12,7 @@
 import { noiseAuthenticator, type NoiseConn } from "../noise.ts";
 import { serve } from "../server.ts";
 import { formatAddr } from "../_io.ts";
-import { fail, NOISE_HELP, parseNoiseFlags } from "./_noise_cli.ts";
+import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts [options]
@@ -21,7 +21,7 @@ Echoes back whatever a client holding the pre-shared key sends, over
 Noise_NNpsk0_25519_AESGCM_SHA256.
 
 Options:
-${NOISE_HELP}`;
+${noiseHelp("handshake deadline in milliseconds")}`;
 
 const flags = parseNoiseFlags(USAGE);
 const stop = new AbortController();

@@ -1127,6 +1127,7 @@ async function runNoiseExample(
   name: string,
   args: string[],
   env: Record<string, string>,
+  killAfter = 30_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: [
@@ -1138,7 +1139,7 @@ async function runNoiseExample(
     ],
     env,
     stdin: "null",
-    signal: AbortSignal.timeout(30_000),
+    signal: AbortSignal.timeout(killAfter),
   }).output();
   return {
     code,
@@ -1213,4 +1214,31 @@ Deno.test("examples/noise_echo_server.ts and noise_echo_client.ts work end to en
   const text = log.join("\n");
   assert.match(text, /authentication failed \(wrong-key\)/);
   assert.ok(!text.includes(psk), "the log shows no key");
+});
+
+Deno.test("examples/noise_echo_client.ts gives up after --timeout when the server goes silent after the handshake", async () => {
+  const psk = hex(generateNoisePsk());
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  // Completes the handshake, then reads and answers nothing.
+  const silent = listener.accept().then((conn) =>
+    noiseAccept(conn, psk, { prologue: "connauth noise echo", timeout: 5000 })
+  );
+  const started = performance.now();
+  const result = await runNoiseExample(
+    "noise_echo_client.ts",
+    ["--port", String(listener.addr.port), "--timeout", "300", "Hello"],
+    { CONNAUTH_PSK: psk },
+    10_000,
+  );
+  const elapsed = performance.now() - started;
+  (await silent).close();
+  assert.equal(result.code, 1, result.stderr);
+  assert.match(
+    result.stderr,
+    /Cannot get the echo: Cannot receive a Noise message: timed out after \d+ ms/,
+  );
+  assert.equal(result.stdout, "");
+  assert.ok(elapsed < 8000, `exited after ${elapsed} ms`);
+  const help = await runNoiseExample("noise_echo_client.ts", ["--help"], {});
+  assert.match(help.stdout, /--timeout MS\s+deadline for each step/);
 });
