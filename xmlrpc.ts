@@ -943,6 +943,34 @@ function describe(tag: Tag): string {
   return tag.kind === "close" ? `</${name}>` : `<${name}>`;
 }
 
+/** The length of `text` in UTF-8, without encoding it. */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    // 2 bytes below U+0800; a surrogate is half of a 4-byte pair (a lone
+    // one is refused later anyway); 3 bytes for the rest of the BMP.
+    bytes += code < 0x800 || (code >= 0xd800 && code <= 0xdfff) ? 1 : 2;
+  }
+  return bytes;
+}
+
+/**
+ * The size of `body` in UTF-8 bytes, as a refusal states it, when it is over
+ * `max`; else null. A UTF-16 code unit is 1 to 3 bytes (a surrogate pair 4
+ * for 2 units): a string is counted only when its length cannot decide.
+ */
+function oversize(body: string | Uint8Array, max: number): string | null {
+  if (typeof body !== "string") {
+    return body.byteLength > max ? String(body.byteLength) : null;
+  }
+  if (body.length > max) return `more than ${max}`;
+  if (body.length * 3 <= max) return null;
+  const bytes = utf8Length(body);
+  return bytes > max ? String(bytes) : null;
+}
+
 function toText(
   body: string | Uint8Array,
   options: XmlRpcDecodeOptions,
@@ -955,8 +983,8 @@ function toText(
     options.maxDepth ?? DEFAULT_MAX_DEPTH,
     "maxDepth",
   );
-  const size = typeof body === "string" ? body.length : body.byteLength;
-  if (size > maxBodySize) {
+  const size = oversize(body, maxBodySize);
+  if (size !== null) {
     throw new ProtocolError(
       `Cannot decode the XML-RPC message: it is ${size} bytes, over the ${maxBodySize}-byte limit (maxBodySize)`,
       "too-large",

@@ -309,6 +309,31 @@ Deno.test("decodeMethodCall() refuses bodies and nesting over the limits", () =>
   assert.ok(decodeMethodCall(deep(1000, ...array), { maxDepth: 1000 }));
 });
 
+Deno.test("decodeMethodCall() counts maxBodySize in UTF-8 bytes for a string too", () => {
+  // 2-, 3- and 4-byte characters: 4 UTF-16 code units, 9 UTF-8 bytes.
+  const text = "\u00e9\u20ac\u{1F600}".repeat(100);
+  const doc = param(`<string>${text}</string>`);
+  const utf8 = new TextEncoder().encode(doc);
+  const bytes = utf8.byteLength;
+  assert.equal(bytes - doc.length, 500);
+  // Exactly at the limit: accepted, as text and as bytes.
+  assert.equal(decodeMethodCall(doc, { maxBodySize: bytes }).params[0], text);
+  assert.equal(decodeMethodCall(utf8, { maxBodySize: bytes }).params[0], text);
+  // One byte over, though the string's length is 499 under: refused alike.
+  for (const body of [doc, utf8]) {
+    refused(
+      body,
+      new RegExp(`it is ${bytes} bytes, over the ${bytes - 1}-byte limit`),
+      "too-large",
+      { maxBodySize: bytes - 1 },
+    );
+  }
+  // Longer than the limit in code units: over without counting.
+  refused(doc, /more than 100 bytes, over the 100-byte limit/, "too-large", {
+    maxBodySize: 100,
+  });
+});
+
 Deno.test("decodeMethodCall() refuses out-of-range and malformed values", () => {
   const cases: [string, RegExp][] = [
     ["<int>2147483648</int>", /outside -2147483648 to 2147483647/],
