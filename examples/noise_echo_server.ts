@@ -39,7 +39,9 @@ try {
     handshakeTimeout: flags.timeout,
     signal: stop.signal,
   }, async (conn, info) => {
-    await conn.readable.pipeTo(conn.writable);
+    // info.signal aborts on Ctrl-C: an idle client does not hold the
+    // shutdown for the whole grace period.
+    await conn.readable.pipeTo(conn.writable, { signal: info.signal });
     console.error(`done ${formatAddr(info.remoteAddr)}`);
   });
 } catch (error) {

@@ -1148,8 +1148,8 @@ async function runNoiseExample(
   };
 }
 
-Deno.test("examples/noise_echo_server.ts and noise_echo_client.ts work end to end", async () => {
-  const psk = hex(generateNoisePsk());
+/** Starts examples/noise_echo_server.ts on a free port; its log in `log`. */
+async function startNoiseServer(psk: string) {
   const server = spawn(Deno.execPath(), [
     "run",
     "--allow-net=127.0.0.1",
@@ -1172,6 +1172,24 @@ Deno.test("examples/noise_echo_server.ts and noise_echo_client.ts work end to en
   const draining = (async () => {
     for await (const line of stderr) log.push(line);
   })();
+  return {
+    port,
+    log,
+    /** Stops it with Ctrl-C; its exit code once its log is drained. */
+    async stop(): Promise<number> {
+      server.kill("SIGINT");
+      const status = await server.status;
+      await draining;
+      return status.code;
+    },
+  };
+}
+
+Deno.test("examples/noise_echo_server.ts and noise_echo_client.ts work end to end", async () => {
+  const psk = hex(generateNoisePsk());
+  const server = await startNoiseServer(psk);
+  const { port, log } = server;
+  let code: number;
   try {
     assert.notEqual(port, 0, log.join("\n"));
     const ok = await runNoiseExample(
@@ -1206,14 +1224,41 @@ Deno.test("examples/noise_echo_server.ts and noise_echo_client.ts work end to en
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /CONNAUTH_PSK: expected 64 hexadecimal digits/);
   } finally {
-    server.kill("SIGINT"); // a graceful stop
+    code = await server.stop(); // a graceful stop
   }
-  const status = await server.status;
-  await draining;
-  assert.equal(status.code, 0, log.join("\n"));
+  assert.equal(code, 0, log.join("\n"));
   const text = log.join("\n");
   assert.match(text, /authentication failed \(wrong-key\)/);
   assert.ok(!text.includes(psk), "the log shows no key");
+});
+
+Deno.test("examples/noise_echo_server.ts stops at once on Ctrl-C with an idle client connected", async () => {
+  const psk = hex(generateNoisePsk());
+  const server = await startNoiseServer(psk);
+  let conn: NoiseConn | undefined;
+  let code: number;
+  let elapsed: number;
+  try {
+    assert.notEqual(server.port, 0, server.log.join("\n"));
+    conn = await noiseConnect(
+      await Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+      psk,
+      { prologue: "connauth noise echo", timeout: 5000 },
+    );
+    // The handler runs (it echoes), then the client goes idle.
+    await conn.send(bytes("hello"), { timeout: 5000 });
+    assert.equal(text(await conn.receive({ timeout: 5000 })), "hello");
+  } finally {
+    const started = performance.now();
+    code = await server.stop();
+    elapsed = performance.now() - started;
+  }
+  // The server closed our connection on its way out.
+  assert.equal(await conn!.receive({ timeout: 5000 }), null);
+  conn!.close();
+  assert.equal(code, 0, server.log.join("\n"));
+  // serve()'s grace period is 5000 ms; an aborted pipe ends well before.
+  assert.ok(elapsed < 2500, `stopped after ${elapsed} ms`);
 });
 
 Deno.test("examples/noise_echo_client.ts gives up after --timeout when the server goes silent after the handshake", async () => {
