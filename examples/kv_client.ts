@@ -13,7 +13,7 @@
  * @module
  */
 import { xmlrpcClient, XmlRpcFault, type XmlRpcValue } from "../xmlrpc.ts";
-import { fail, parseArgsOrExit, readCertsFile } from "./_cli.ts";
+import { fail, parseArgsOrExit, parseTimeout, readCertsFile } from "./_cli.ts";
 
 const USAGE = `Usage: deno task kv-client [options] COMMAND [ARGS]
    or: deno run --allow-net=localhost:15000 --allow-read=certs examples/kv_client.ts [options] COMMAND [ARGS]
@@ -23,7 +23,8 @@ Commands:
   set NAME VALUE           store VALUE (a string; with --json, parsed as JSON)
   delete NAME              remove NAME
   exists NAME              print true or false
-  keys [AFTER [LIMIT]]     print the names, one a line (paged after AFTER)
+  keys [AFTER [LIMIT]]     print the names, one a line (paged: at most LIMIT
+                           names sorted after AFTER)
 
 Options:
   --url URL          the server (default https://localhost:15000/)
@@ -52,9 +53,10 @@ const parsed = parseArgsOrExit(USAGE, {
   certs: { type: "string", default: "certs" },
   "no-client-cert": { type: "boolean", default: false },
   json: { type: "boolean", default: false },
-  timeout: { type: "string", default: "10000" },
+  timeout: { type: "string" },
 });
 const flags = parsed.values;
+const timeout = parseTimeout(flags.timeout);
 const [command, ...args] = parsed.positionals;
 const counts: Record<string, [number, number]> = {
   get: [1, 1],
@@ -85,6 +87,15 @@ if (command === "set" && flags.json) {
   }
 }
 if (command === "keys" && args.length === 2) {
+  // keys AFTER LIMIT: LIMIT is a count of names (the server caps it).
+  if (!/^[0-9]+$/.test(args[1]) || Number(args[1]) < 1) {
+    fail(
+      `Cannot run keys: LIMIT must be a whole number above 0, got ${
+        JSON.stringify(args[1])
+      }\n\n${USAGE}`,
+      2,
+    );
+  }
   params[1] = Number(args[1]);
 }
 
@@ -99,7 +110,7 @@ const tls = url.protocol === "https:"
   }
   : {};
 
-using client = xmlrpcClient(url, { ...tls, timeout: Number(flags.timeout) });
+using client = xmlrpcClient(url, { ...tls, timeout });
 try {
   const result = await client.call(command, ...params);
   if (command === "keys") {

@@ -428,6 +428,24 @@ Deno.test("kv_client get/set/delete/exists/keys from the command line", async ()
   assert.match(missing.stderr, /fault 1: KeyError: 'colour'/);
   const usage = await cli(dir, port, "get");
   assert.equal(usage.code, 2);
+  // Bad values are usage errors (exit 2, a message, no stack trace).
+  for (
+    const [args, message] of [
+      [["--timeout", "abc", "keys"], /^Cannot use --timeout "abc": /],
+      [["--timeout", "0", "keys"], /^Cannot use --timeout "0": /],
+      [
+        ["keys", "a", "zz"],
+        /^Cannot run keys: LIMIT must be a whole number above 0, got "zz"/,
+      ],
+      [["keys", "a", "0"], /^Cannot run keys: LIMIT must be/],
+      [["keys", "a", "2.5"], /^Cannot run keys: LIMIT must be/],
+    ] as const
+  ) {
+    const result = await cli(dir, port, ...args);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.match(result.stderr, message, args.join(" "));
+    assert.doesNotMatch(result.stderr, /^\s+at /m, args.join(" "));
+  }
   const refused = await cli(dir, port, "--no-client-cert", "keys");
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /Cannot keys/);
