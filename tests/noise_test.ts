@@ -473,6 +473,32 @@ Deno.test("noiseConnect() rejects a responder whose reply does not decrypt (tamp
   await relay.done;
 });
 
+Deno.test("noiseConnect() rejects a responder whose ephemeral key is invalid (all zeros) and closes", async () => {
+  const relay = relayPair((direction, index, frame) => {
+    if (direction === "to-client" && index === 0) {
+      const copy = frame.slice();
+      copy.fill(0, 2, 2 + 32); // the responder's `e`, after the length
+      return [copy];
+    }
+    return [frame];
+  });
+  const psk = generateNoisePsk();
+  const [connected, accepted] = await Promise.allSettled([
+    noiseConnect(relay.client, psk, { timeout: 5000 }),
+    noiseAccept(relay.server, psk, { timeout: 5000 }),
+  ]);
+  assert.equal(connected.status, "rejected");
+  isProtocolError(
+    "malformed",
+    /the responder sent an invalid ephemeral public key/,
+  )(connected.reason);
+  // The responder finished its side; it sees the initiator close.
+  assert.equal(accepted.status, "fulfilled");
+  assert.equal(await accepted.value.receive({ timeout: 3000 }), null);
+  accepted.value.close();
+  await relay.done;
+});
+
 Deno.test("noiseAccept() rejects a different prologue as a wrong key", async () => {
   using pair = await tcpPair();
   const psk = generateNoisePsk();
