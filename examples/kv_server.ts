@@ -49,6 +49,8 @@ export const MAX_NAME_BYTES = 1024;
 /** Most names returned by one `keys` call. */
 export const MAX_KEYS = 1000;
 const PREFIX = "kv";
+/** Reads and conditional deletes `delete` tries while writers race it. */
+const DELETE_ATTEMPTS = 10;
 
 function repr(name: string): string {
   const shown = name.length > 80 ? `${name.slice(0, 80)}...` : name;
@@ -142,13 +144,21 @@ export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
     async delete(...params) {
       arity("delete", params, 1, 1);
       const key = keyOf("delete", params[0]);
-      const entry = await kv.get(key);
-      if (entry.versionstamp === null) throw keyError(params[0] as string);
-      const result = await kv.atomic().check(entry).delete(key).commit();
-      // Lost a race with another delete or set: report it as Python would
-      // have seen it (gone, or changed under us: retry is safe).
-      if (!result.ok) throw keyError(params[0] as string);
-      return null;
+      // Delete the entry we saw, so that a missing name is a KeyError. If a
+      // set or delete got in between, look again: KeyError only if the name
+      // is really gone.
+      for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
+        const entry = await kv.get(key);
+        if (entry.versionstamp === null) throw keyError(params[0] as string);
+        const result = await kv.atomic().check(entry).delete(key).commit();
+        if (result.ok) return null;
+      }
+      throw new XmlRpcFault(
+        XmlRpcFaultCode.APPLICATION,
+        `RuntimeError: ${
+          repr(params[0] as string)
+        } changed ${DELETE_ATTEMPTS} times while being deleted; try again`,
+      );
     },
     async exists(...params) {
       arity("exists", params, 1, 1);

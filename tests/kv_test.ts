@@ -523,3 +523,65 @@ Deno.test("kvMethods() keys() pages after a name and refuses an unbounded list",
   const page = await call(handler, "keys", "", MAX_KEYS) as string[];
   assert.equal(page.length, MAX_KEYS);
 });
+
+/** `kv`, whose next `times` atomic commits first run `interfere`: a racing writer. */
+function racing(
+  kv: Deno.Kv,
+  interfere: () => Promise<unknown>,
+  times: number,
+): Deno.Kv {
+  let left = times;
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const operation = target.atomic();
+          const commit = operation.commit.bind(operation);
+          operation.commit = async () => {
+            if (left > 0) {
+              left--;
+              await interfere();
+            }
+            return await commit();
+          };
+          return operation;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("kvMethods() delete() retries when a set races it, and says KeyError only when the name is gone", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const key = ["kv", "k"];
+  // A set between delete's read and its commit: deleted all the same.
+  await kv.set(key, 1);
+  let handler = xmlrpcHandler(
+    kvMethods(racing(kv, () => kv.set(key, 2), 1)),
+  );
+  assert.equal(await call(handler, "delete", "k"), null);
+  assert.equal((await kv.get(key)).versionstamp, null);
+  // A delete in between: the name is gone, so KeyError.
+  await kv.set(key, 1);
+  handler = xmlrpcHandler(kvMethods(racing(kv, () => kv.delete(key), 1)));
+  await assert.rejects(call(handler, "delete", "k"), {
+    faultCode: 1,
+    faultString: "KeyError: 'k'",
+  });
+  // A writer that always gets in first: a bounded number of tries, then a
+  // fault that says so; the name stays.
+  await kv.set(key, 0);
+  let sets = 0;
+  handler = xmlrpcHandler(
+    kvMethods(racing(kv, () => kv.set(key, ++sets), Infinity)),
+  );
+  await assert.rejects(call(handler, "delete", "k"), {
+    faultCode: 1,
+    faultString:
+      "RuntimeError: 'k' changed 10 times while being deleted; try again",
+  });
+  assert.equal(sets, 10);
+  assert.equal((await kv.get(key)).value, 10);
+});
