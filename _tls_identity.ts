@@ -1,18 +1,280 @@
-// Client-certificate allow-lists, shared by tls.ts (refusing at the TLS
-// layer) and https.ts (answering HTTP 403). Private: not exported from
-// mod.ts.
+// The identity in a certificate, in openssl's notation, and client
+// allow-lists over it; shared by tls.ts (refusing at the TLS layer), https.ts
+// (answering HTTP 403) and certs.ts (IP address text). Private: not exported
+// from mod.ts.
 import type { PeerIdentity, TlsAllowList } from "./tls.ts";
+import { children, contents, decodeOid, type Node, readNode } from "./_asn1.ts";
+
+/** IPv4 or IPv6 text (brackets allowed) to bytes; null when not an IP. */
+export function parseIp(text: string): Uint8Array<ArrayBuffer> | null {
+  const v4 = parseIpv4(text);
+  if (v4) return v4;
+  const name = text.startsWith("[") && text.endsWith("]")
+    ? text.slice(1, -1)
+    : text;
+  if (!name.includes(":")) return null;
+  return parseIpv6(name);
+}
+
+function parseIpv4(text: string): Uint8Array<ArrayBuffer> | null {
+  const parts = text.split(".");
+  if (parts.length !== 4) return null;
+  const bytes = new Uint8Array(4);
+  for (const [i, part] of parts.entries()) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) return null;
+    bytes[i] = Number(part);
+  }
+  return bytes;
+}
+
+function parseIpv6(text: string): Uint8Array<ArrayBuffer> | null {
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const parse = (part: string): number[] | null => {
+    if (part === "") return [];
+    const out: number[] = [];
+    const groups = part.split(":");
+    for (const [i, group] of groups.entries()) {
+      if (i === groups.length - 1 && group.includes(".")) {
+        const v4 = parseIpv4(group);
+        if (!v4) return null;
+        out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(group)) {
+        out.push(parseInt(group, 16));
+      } else {
+        return null;
+      }
+    }
+    return out;
+  };
+  const head = parse(halves[0]);
+  const tail = halves.length === 2 ? parse(halves[1]) : [];
+  if (!head || !tail) return null;
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return null;
+  const groups = [...head, ...new Array(missing).fill(0), ...tail];
+  const bytes = new Uint8Array(16);
+  groups.forEach((group, i) => {
+    bytes[2 * i] = group >> 8;
+    bytes[2 * i + 1] = group & 0xff;
+  });
+  return bytes;
+}
+
+/**
+ * An IP address as openssl prints it in a SAN: dotted IPv4, or IPv6 as eight
+ * uppercase hex groups without zero compression (`FD00:0:0:0:0:0:0:5`).
+ */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join(".");
+  if (bytes.length !== 16) return `<invalid length=${bytes.length}>`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) {
+    groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16).toUpperCase());
+  }
+  return groups.join(":");
+}
+
+// ---------------------------------------------------------------------------
+// Reading a DER certificate
+
+const OID_SUBJECT_ALT_NAME = "2.5.29.17";
+
+/** The TBSCertificate fields of a DER certificate. */
+interface TbsFields {
+  issuer: Node;
+  subject: Node;
+  extensions: Node[];
+}
+
+function tbsFields(der: Uint8Array): TbsFields {
+  const certificate = readNode(der, 0);
+  const tbs = children(der, certificate)[0];
+  const fields = children(der, tbs);
+  const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
+  const issuer = fields[offset + 2];
+  const subject = fields[offset + 4];
+  if (issuer?.tag !== 0x30 || subject?.tag !== 0x30) {
+    throw new TypeError("Cannot parse certificate: malformed TBSCertificate");
+  }
+  const wrapper = fields.find((node) => node.tag === 0xa3);
+  const extensions = wrapper ? children(der, children(der, wrapper)[0]) : [];
+  return { issuer, subject, extensions };
+}
+
+const utf8Decoder = new TextDecoder();
+
+/** Raw bytes as openssl writes them to a terminal (read back as UTF-8). */
+function rawText(bytes: Uint8Array): string {
+  return utf8Decoder.decode(bytes);
+}
+
+/**
+ * Short names openssl gives the usual attribute types; others print as a
+ * dotted OID (openssl knows a few more by name).
+ */
+const ATTRIBUTE_NAMES: Record<string, string> = {
+  "2.5.4.3": "CN",
+  "2.5.4.4": "SN",
+  "2.5.4.5": "serialNumber",
+  "2.5.4.6": "C",
+  "2.5.4.7": "L",
+  "2.5.4.8": "ST",
+  "2.5.4.9": "street",
+  "2.5.4.10": "O",
+  "2.5.4.11": "OU",
+  "2.5.4.12": "title",
+  "2.5.4.13": "description",
+  "2.5.4.15": "businessCategory",
+  "2.5.4.17": "postalCode",
+  "2.5.4.18": "postOfficeBox",
+  "2.5.4.20": "telephoneNumber",
+  "2.5.4.41": "name",
+  "2.5.4.42": "GN",
+  "2.5.4.43": "initials",
+  "2.5.4.44": "generationQualifier",
+  "2.5.4.45": "x500UniqueIdentifier",
+  "2.5.4.46": "dnQualifier",
+  "2.5.4.65": "pseudonym",
+  "2.5.4.72": "role",
+  "2.5.4.97": "organizationIdentifier",
+  "1.2.840.113549.1.9.1": "emailAddress",
+  "1.2.840.113549.1.9.2": "unstructuredName",
+  "1.2.840.113549.1.9.8": "unstructuredAddress",
+  "0.9.2342.19200300.100.1.1": "UID",
+  "0.9.2342.19200300.100.1.3": "mail",
+  "0.9.2342.19200300.100.1.25": "DC",
+  "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL",
+  "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
+  "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
+};
+
+/** The attributes of a Name, RDN by RDN: `[[oid, value node], ...]`. */
+function nameEntries(der: Uint8Array, name: Node): [string, Node][][] {
+  return children(der, name).map((rdn) =>
+    children(der, rdn).map((attribute): [string, Node] => {
+      const [type, value] = children(der, attribute);
+      return [decodeOid(contents(der, type)), value];
+    })
+  );
+}
+
+/**
+ * A Name as openssl's `X509_NAME_oneline` writes it (how `-ext
+ * subjectAltName` prints a DirName): `/CN=a+O=b/OU=c`, bytes outside
+ * printable ASCII as `\xHH`, `/` and `+` escaped with a backslash.
+ */
+function onelineName(der: Uint8Array, name: Node): string {
+  return nameEntries(der, name).map((rdn) =>
+    "/" + rdn.map(([id, value]) => {
+      let text = "";
+      for (const byte of contents(der, value)) {
+        if (byte < 0x20 || byte > 0x7e) {
+          text += `\\x${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+        } else {
+          const char = String.fromCharCode(byte);
+          text += char === "/" || char === "+" ? `\\${char}` : char;
+        }
+      }
+      return `${ATTRIBUTE_NAMES[id] ?? id}=${text}`;
+    }).join("+")
+  ).join("");
+}
+
+/** One GeneralName as `openssl x509 -ext subjectAltName` prints it. */
+function generalName(der: Uint8Array, node: Node): string {
+  const body = contents(der, node);
+  switch (node.tag) {
+    case 0x81:
+      return `email:${rawText(body)}`;
+    case 0x82:
+      return `DNS:${rawText(body)}`;
+    case 0x86:
+      return `URI:${rawText(body)}`;
+    case 0x87:
+      return `IP Address:${formatIp(body)}`;
+    case 0x88:
+      return `Registered ID:${decodeOid(body)}`;
+    case 0xa0:
+      return otherName(der, node);
+    case 0xa3:
+      return "X400Name:<unsupported>";
+    case 0xa4:
+      return `DirName:${onelineName(der, children(der, node)[0])}`;
+    case 0xa5:
+      return "EdiPartyName:<unsupported>";
+    default:
+      return `<unknown ${node.tag}>`;
+  }
+}
+
+const OTHER_NAMES: Record<string, [string, number]> = {
+  "1.3.6.1.4.1.311.20.2.3": ["UPN", 0x0c],
+  "1.3.6.1.5.5.7.8.9": ["SmtpUTF8Mailbox", 0x0c],
+  "1.3.6.1.5.5.7.8.5": ["XmppAddr", 0x0c],
+  "1.3.6.1.5.5.7.8.7": ["SRVName", 0x16],
+  "1.3.6.1.5.5.7.8.8": ["NAIRealm", 0x0c],
+};
+
+function otherName(der: Uint8Array, node: Node): string {
+  const [typeId, wrapper] = children(der, node);
+  const id = decodeOid(contents(der, typeId));
+  const value = wrapper ? children(der, wrapper)[0] : undefined;
+  const known = OTHER_NAMES[id];
+  const label = known?.[0] ?? id;
+  const printable = known
+    ? value?.tag === known[1]
+    : value?.tag === 0x0c || value?.tag === 0x16;
+  return `othername: ${label}::${
+    printable ? rawText(contents(der, value!)) : "<unsupported>"
+  }`;
+}
+
+/**
+ * The subject alternative names of a DER certificate, each as `openssl x509
+ * -ext subjectAltName` prints it (`"DNS:a.test"`, `"IP Address:10.0.0.5"`,
+ * `"IP Address:FD00:0:0:0:0:0:0:5"`, `"email:a@b.test"`, `"URI:..."`).
+ */
+export function subjectAltNames(der: Uint8Array): string[] {
+  for (const extension of tbsFields(der).extensions) {
+    const parts = children(der, extension);
+    if (decodeOid(contents(der, parts[0])) !== OID_SUBJECT_ALT_NAME) continue;
+    const octets = parts[parts.length - 1];
+    const names = readNode(der, octets.contentStart, octets.end);
+    return children(der, names).map((name) => generalName(der, name));
+  }
+  return [];
+}
+
+// ---------------------------------------------------------------------------
+// Allow lists
 
 function normalizeFingerprint(value: string): string {
   return value.replace(/[^0-9a-f]/gi, "").toUpperCase();
 }
 
-function sanValue(entry: string): string {
-  const index = entry.indexOf(":");
-  return index < 0 ? entry : entry.slice(index + 1);
+const SAN_PREFIX = /^(DNS|IP|IP Address|email|URI):/i;
+
+/** A SAN entry's type (`DNS`, `IP`, `EMAIL`, `URI`) and value. */
+function splitSan(entry: string): { type: string | null; value: string } {
+  const match = SAN_PREFIX.exec(entry);
+  if (!match) return { type: null, value: entry };
+  const type = match[1].toUpperCase();
+  return {
+    type: type === "IP ADDRESS" ? "IP" : type,
+    value: entry.slice(match[0].length),
+  };
 }
 
-/** Whether a verified identity matches `allow` (CN, SAN or fingerprint). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+/**
+ * Whether a verified identity matches `allow` (CN, SAN or fingerprint). IP
+ * SANs compare by address, so `"IP:fd00::5"`, `"IP Address:FD00:0:0:0:0:0:0:5"`
+ * and a bare `"fd00::5"` all match the same certificate.
+ */
 export function allowed(
   identity: PeerIdentity | null,
   allow: TlsAllowList,
@@ -21,26 +283,19 @@ export function allowed(
   if (
     identity.cn !== undefined && (allow.cn ?? []).includes(identity.cn)
   ) return true;
+  const sans = identity.san.map(splitSan);
   for (const wanted of allow.san ?? []) {
-    const wantedValue = /^(DNS|IP|IP Address|email|URI):/i.test(wanted)
-      ? sanValue(wanted)
-      : wanted;
-    const wantedType = wanted.includes(":") &&
-        /^(DNS|IP|IP Address|email|URI):/i.test(wanted)
-      ? wanted.slice(0, wanted.indexOf(":")).toUpperCase().replace(
-        "IP ADDRESS",
-        "IP",
-      )
+    const { type: wantedType, value: wantedValue } = splitSan(wanted);
+    const wantedIp = wantedType === null || wantedType === "IP"
+      ? parseIp(wantedValue)
       : null;
-    for (const entry of identity.san) {
-      const type = entry.slice(0, entry.indexOf(":")).toUpperCase().replace(
-        "IP ADDRESS",
-        "IP",
-      );
-      if (
-        sanValue(entry) === wantedValue &&
-        (wantedType === null || wantedType === type)
-      ) return true;
+    for (const { type, value } of sans) {
+      if (wantedType !== null && wantedType !== type) continue;
+      if (value === wantedValue) return true;
+      if (type === "IP" && wantedIp) {
+        const ip = parseIp(value);
+        if (ip && sameBytes(ip, wantedIp)) return true;
+      }
     }
   }
   const fingerprint = normalizeFingerprint(identity.fingerprint256);

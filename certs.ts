@@ -70,6 +70,7 @@ import {
   utf8String,
 } from "./_asn1.ts";
 import { concat, copyBytes, utf8 } from "./_io.ts";
+import { formatIp, parseIp } from "./_tls_identity.ts";
 
 /** A certificate and its private key, both PEM text. */
 export interface CertificateAndKey {
@@ -84,8 +85,11 @@ export interface IssuedCertificate extends CertificateAndKey {
   /** The subject common name (`CN`). */
   readonly commonName: string;
   /**
-   * The subject alternative names, as `"DNS:localhost"` / `"IP:127.0.0.1"`
-   * (the notation `openssl x509` prints); empty when the certificate has none.
+   * The subject alternative names, each as `openssl x509 -ext
+   * subjectAltName` prints it: `"DNS:localhost"`, `"IP Address:127.0.0.1"`,
+   * `"IP Address:0:0:0:0:0:0:0:1"` (IPv6 as eight uppercase hex groups);
+   * empty when the certificate has none. The same strings as
+   * `PeerIdentity.san` in `tls.ts`.
    */
   readonly subjectAltNames: readonly string[];
   /** The serial number, uppercase hex without separators. */
@@ -469,7 +473,8 @@ export async function issueCertificate(
  *   days: 30,
  * });
  * console.log(set.server.subjectAltNames);
- * // ["DNS:localhost", "IP:127.0.0.1", "IP:0:0:0:0:0:0:0:1", "DNS:app.test"]
+ * // ["DNS:localhost", "IP Address:127.0.0.1", "IP Address:0:0:0:0:0:0:0:1",
+ * //  "DNS:app.test"]
  * console.log(Object.keys(set.clients)); // ["alice", "bob"]
  * ```
  */
@@ -827,15 +832,10 @@ function generalNames(names: string[]): Uint8Array<ArrayBuffer> {
   );
 }
 
+/** A SAN as `openssl x509 -ext subjectAltName` prints it. */
 function displayName(name: string): string {
   const ip = parseIp(name);
-  if (!ip) return `DNS:${name}`;
-  if (ip.length === 4) return `IP:${ip.join(".")}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) {
-    groups.push(((ip[i] << 8) | ip[i + 1]).toString(16).toUpperCase());
-  }
-  return `IP:${groups.join(":")}`;
+  return ip ? `IP Address:${formatIp(ip)}` : `DNS:${name}`;
 }
 
 function dedupe(names: string[]): string[] {
@@ -849,62 +849,6 @@ function dedupe(names: string[]): string[] {
     }
   }
   return out;
-}
-
-/** IPv4 or IPv6 text (brackets allowed) to bytes; null when not an IP. */
-function parseIp(text: string): Uint8Array<ArrayBuffer> | null {
-  const v4 = parseIpv4(text);
-  if (v4) return v4;
-  const name = text.startsWith("[") && text.endsWith("]")
-    ? text.slice(1, -1)
-    : text;
-  if (!name.includes(":")) return null;
-  return parseIpv6(name);
-}
-
-function parseIpv4(text: string): Uint8Array<ArrayBuffer> | null {
-  const parts = text.split(".");
-  if (parts.length !== 4) return null;
-  const bytes = new Uint8Array(4);
-  for (const [i, part] of parts.entries()) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) return null;
-    bytes[i] = Number(part);
-  }
-  return bytes;
-}
-
-function parseIpv6(text: string): Uint8Array<ArrayBuffer> | null {
-  const halves = text.split("::");
-  if (halves.length > 2) return null;
-  const parse = (part: string): number[] | null => {
-    if (part === "") return [];
-    const out: number[] = [];
-    const groups = part.split(":");
-    for (const [i, group] of groups.entries()) {
-      if (i === groups.length - 1 && group.includes(".")) {
-        const v4 = parseIpv4(group);
-        if (!v4) return null;
-        out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-      } else if (/^[0-9a-fA-F]{1,4}$/.test(group)) {
-        out.push(parseInt(group, 16));
-      } else {
-        return null;
-      }
-    }
-    return out;
-  };
-  const head = parse(halves[0]);
-  const tail = halves.length === 2 ? parse(halves[1]) : [];
-  if (!head || !tail) return null;
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 2 ? missing < 1 : missing !== 0) return null;
-  const groups = [...head, ...new Array(missing).fill(0), ...tail];
-  const bytes = new Uint8Array(16);
-  groups.forEach((group, i) => {
-    bytes[2 * i] = group >> 8;
-    bytes[2 * i + 1] = group & 0xff;
-  });
-  return bytes;
 }
 
 const DNS_LABEL = /^([a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])$/i;

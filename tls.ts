@@ -75,7 +75,7 @@ import {
   raceSignal,
 } from "./_io.ts";
 import { children, decodeOid, readNode } from "./_asn1.ts";
-import { allowed, describe } from "./_tls_identity.ts";
+import { allowed, describe, subjectAltNames } from "./_tls_identity.ts";
 import type { Duplex } from "./types.ts";
 import { ProtocolError } from "./errors.ts";
 
@@ -91,15 +91,19 @@ export type { Duplex } from "./types.ts";
  * output into an allow list: `subject` / `issuer` as `-subject` prints them
  * (`"CN = alice"`, `"C = DE, O = Acme, CN = alice"`), `san` as `-ext
  * subjectAltName` prints each entry (`"DNS:alice.test"`,
- * `"IP Address:127.0.0.1"`, `"email:a@b.test"`), `fingerprint256` as
- * `-fingerprint -sha256` prints it.
+ * `"IP Address:127.0.0.1"`, `"IP Address:FD00:0:0:0:0:0:0:5"` for
+ * `fd00::5`, `"email:a@b.test"`), `fingerprint256` as `-fingerprint -sha256`
+ * prints it.
  */
 export interface PeerIdentity {
   /** The subject common name (`CN`), or `undefined` when there is none. */
   readonly cn: string | undefined;
   /** The subject distinguished name (`"CN = alice"`). */
   readonly subject: string;
-  /** The subject alternative names (`["DNS:alice.test"]`), maybe empty. */
+  /**
+   * The subject alternative names (`["DNS:alice.test"]`), maybe empty. IPv6
+   * addresses are written out as openssl does (`"IP Address:FD00:0:0:0:0:0:0:5"`).
+   */
   readonly san: readonly string[];
   /** The issuer distinguished name (`"CN = connauth development CA"`). */
   readonly issuer: string;
@@ -200,7 +204,9 @@ export interface TlsAllowList {
   cn?: string[];
   /**
    * Subject alternative names to accept: `"DNS:alice.test"`,
-   * `"IP Address:10.0.0.5"` (or `"IP:10.0.0.5"`), or the bare value.
+   * `"IP Address:10.0.0.5"` (or `"IP:10.0.0.5"`), or the bare value. IP
+   * addresses match by value, in any notation: `"IP:fd00::5"` matches the
+   * SAN openssl prints as `"IP Address:FD00:0:0:0:0:0:0:5"`.
    */
   san?: string[];
   /** SHA-256 fingerprints to accept (`"AB:CD:..."`; case and colons free). */
@@ -712,26 +718,6 @@ function opensslName(name: string): string {
   }).join(", ");
 }
 
-function splitSan(text: string | undefined): string[] {
-  if (!text) return [];
-  const out: string[] = [];
-  let current = "";
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const char = text[i];
-    if (char === '"') quoted = !quoted;
-    if (!quoted && char === "," && text[i + 1] === " ") {
-      out.push(current);
-      current = "";
-      i++;
-      continue;
-    }
-    current += char;
-  }
-  if (current) out.push(current);
-  return out;
-}
-
 function evenHex(hex: string): string {
   return hex.length % 2 === 1 ? `0${hex}` : hex;
 }
@@ -743,7 +729,7 @@ function identityOf(cert: X509Certificate): PeerIdentity {
   return Object.freeze({
     cn: cnPart?.slice(3),
     subject: opensslName(cert.subject),
-    san: Object.freeze(splitSan(cert.subjectAltName)),
+    san: Object.freeze(subjectAltNames(new Uint8Array(cert.raw))),
     issuer: opensslName(cert.issuer),
     validFrom: new Date(cert.validFrom),
     validTo: new Date(cert.validTo),

@@ -234,11 +234,11 @@ Deno.test("generateCertificates() returns a CA, a server and named clients", asy
   assert.equal(set.server.commonName, "localhost");
   assert.deepEqual(set.server.subjectAltNames, [
     "DNS:localhost",
-    "IP:127.0.0.1",
-    "IP:0:0:0:0:0:0:0:1",
+    "IP Address:127.0.0.1",
+    "IP Address:0:0:0:0:0:0:0:1",
     "DNS:app.test",
-    "IP:10.1.2.3",
-    "IP:FD00:0:0:0:0:0:0:5",
+    "IP Address:10.1.2.3",
+    "IP Address:FD00:0:0:0:0:0:0:5",
   ]);
   assert.deepEqual(Object.keys(set.clients), ["alice", "bob"]);
   assert.equal(set.clients.alice.commonName, "alice");
@@ -377,7 +377,7 @@ Deno.test("issueCertificate() works from a CA read back from PEM files", async (
     names: ["[::1]", "Example.TEST", "::1"],
   });
   assert.deepEqual(server.subjectAltNames, [
-    "IP:0:0:0:0:0:0:0:1",
+    "IP Address:0:0:0:0:0:0:0:1",
     "DNS:example.test",
   ]);
 });
@@ -485,6 +485,13 @@ peerTest(
       assert.equal(
         extensionValue(server, "X509v3 Subject Alternative Name"),
         "X509v3 Subject Alternative Name: | DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:app.test, IP Address:10.1.2.3, IP Address:FD00:0:0:0:0:0:0:5",
+      );
+      // subjectAltNames is what openssl prints, entry for entry.
+      assert.equal(
+        extensionValue(server, "X509v3 Subject Alternative Name"),
+        `X509v3 Subject Alternative Name: | ${
+          set.server.subjectAltNames.join(", ")
+        }`,
       );
       assert.equal(
         extensionValue(server, "X509v3 Extended Key Usage"),

@@ -19,6 +19,7 @@ import {
 import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
 import { readExact, utf8, writeAll } from "../_io.ts";
+import { allowed } from "../_tls_identity.ts";
 import {
   findPython,
   findTool,
@@ -565,7 +566,7 @@ peerTest(
       "rich.ext",
       "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n" +
         "extendedKeyUsage=clientAuth\n" +
-        "subjectAltName=DNS:carol.example,IP:10.0.0.5,email:carol@example.com\n",
+        "subjectAltName=DNS:carol.example,IP:10.0.0.5,IP:fd00::5,IP:2001:db8::ab:1,email:carol@example.com\n",
     );
     const certPath = `${dir}/rich.pem`;
     await openssl(
@@ -641,6 +642,7 @@ peerTest(
       ) + 1,
     )!.trim();
     assert.deepEqual(identity.san, sanLine.split(", "));
+    assert.ok(identity.san.includes("IP Address:FD00:0:0:0:0:0:0:5"));
     assert.equal(identity.cn, "carol");
   },
 );
@@ -863,14 +865,46 @@ Deno.test("listenTls() allow list accepts by CN, SAN and fingerprint only", asyn
     );
     assert.equal((await server.waitErrors(1))[0].reason, "not-allowed");
   }
+  {
+    await using server = await echoServer({
+      ...mutual,
+      allow: { san: ["DNS:10.1.2.3"] },
+    });
+    await rejectsWith(
+      roundTrip(server.port, { cert: carol.cert, key: carol.key }),
+      "certificate-refused",
+    );
+  }
+  // IP SANs match by address, whatever the notation: as typed, as openssl
+  // prints it, or as Node prints it.
+  const dave = await issueCertificate(set.ca, {
+    usage: "client",
+    commonName: "dave",
+    names: ["fd00::5"],
+  });
+  assert.deepEqual(dave.subjectAltNames, ["IP Address:FD00:0:0:0:0:0:0:5"]);
+  const notations = [
+    "IP:fd00::5",
+    "IP Address:FD00:0:0:0:0:0:0:5",
+    "fd00:0::0:5",
+    "IP Address:fd00::5",
+  ];
   await using server = await echoServer({
     ...mutual,
-    allow: { san: ["DNS:10.1.2.3"] },
+    allow: { san: [notations[0]] },
   });
-  await rejectsWith(
-    roundTrip(server.port, { cert: carol.cert, key: carol.key }),
-    "certificate-refused",
+  assert.equal(
+    await roundTrip(server.port, { cert: dave.cert, key: dave.key }),
+    "hello",
   );
+  assert.deepEqual(server.identities[0]?.san, dave.subjectAltNames);
+  const identity = server.identities[0]!;
+  for (const san of notations) {
+    assert.ok(allowed(identity, { san: [san] }), san);
+  }
+  for (const san of ["IP:fd00::6", "DNS:fd00::5", "IP:253.0.0.0"]) {
+    assert.ok(!allowed(identity, { san: [san] }), san);
+  }
 });
 
 Deno.test("listenTls() authorize hook decides after verification", async () => {
