@@ -424,6 +424,8 @@ export const testHooks: {
    * test can move a nonce next to its limit.
    */
   afterSplit?: (result: HandshakeResult, initiator: boolean) => void;
+  /** Called with each handshake's own copy of the PSK, to check it is wiped. */
+  pskCopy?: (copy: Uint8Array) => void;
 } = {};
 
 /** Options for a {@linkcode HandshakeState}. */
@@ -451,8 +453,12 @@ export interface HandshakeResult {
  * The NNpsk0 handshake, one side. The initiator calls `writeMessage` then
  * `readMessage`; the responder `readMessage` then `writeMessage`. After the
  * second message {@linkcode HandshakeState.result} holds the ciphers.
+ *
+ * The state keeps its own copy of the PSK and wipes it after the psk token
+ * (its only use), whether that message succeeds or fails; dispose the state
+ * to wipe it when the handshake stops before that.
  */
-export class HandshakeState {
+export class HandshakeState implements Disposable {
   readonly initiator: boolean;
   #symmetric: SymmetricState;
   #psk: Uint8Array<ArrayBuffer>;
@@ -487,12 +493,28 @@ export class HandshakeState {
     }
     const symmetric = await SymmetricState.initialize(PROTOCOL_NAME);
     await symmetric.mixHash(new Uint8Array(options.prologue ?? []));
+    const copy = new Uint8Array(psk);
+    testHooks.pskCopy?.(copy);
     return new HandshakeState(
       initiator,
       symmetric,
-      new Uint8Array(psk),
+      copy,
       options.testingEphemeralPrivateKey,
     );
+  }
+
+  /** Wipes the PSK copy (a no-op once the psk token has used it). */
+  [Symbol.dispose](): void {
+    this.#psk.fill(0);
+  }
+
+  /** The psk token: MixKeyAndHash(psk), then the copy is wiped either way. */
+  async #mixPsk(): Promise<void> {
+    try {
+      await this.#symmetric.mixKeyAndHash(this.#psk);
+    } finally {
+      this.#psk.fill(0);
+    }
   }
 
   /** Whether the handshake is complete. */
@@ -534,7 +556,6 @@ export class HandshakeState {
       handshakeHash: this.#symmetric.handshakeHash,
     };
     testHooks.afterSplit?.(this.#result, this.initiator);
-    this.#psk.fill(0);
   }
 
   /**
@@ -551,7 +572,7 @@ export class HandshakeState {
     }
     let e: Uint8Array<ArrayBuffer>;
     if (this.initiator) {
-      await this.#symmetric.mixKeyAndHash(this.#psk);
+      await this.#mixPsk();
       e = await this.#writeE();
     } else {
       e = await this.#writeE();
@@ -581,7 +602,7 @@ export class HandshakeState {
       await this.#readE(message);
       await this.#ee();
     } else {
-      await this.#symmetric.mixKeyAndHash(this.#psk);
+      await this.#mixPsk();
       await this.#readE(message);
     }
     const payload = await this.#symmetric.decryptAndHash(

@@ -1054,7 +1054,8 @@ async function handshake(
   );
   try {
     limit.signal.throwIfAborted();
-    const state = await HandshakeState.initialize(initiator, key, {
+    // Disposed (its PSK copy wiped) however the handshake ends.
+    using state = await HandshakeState.initialize(initiator, key, {
       prologue,
     });
     key.fill(0);
@@ -1111,6 +1112,8 @@ async function handshake(
     if (closeOnFailure) io.close();
     if (limit.signal.aborted) throw limit.signal.reason;
     throw error;
+  } finally {
+    key.fill(0);
   }
 }
 

@@ -499,6 +499,39 @@ Deno.test("noiseConnect() rejects a responder whose ephemeral key is invalid (al
   await relay.done;
 });
 
+Deno.test("noiseConnect() and noiseAccept() wipe their PSK copies whether the handshake succeeds, fails or stalls", async () => {
+  const copies: Uint8Array[] = [];
+  testHooks.pskCopy = (copy) => copies.push(copy);
+  const wiped = () => copies.every((copy) => copy.every((byte) => byte === 0));
+  try {
+    // Success.
+    const [a, b] = duplexPair();
+    const [client, server] = await noisePair(a, b);
+    client.close();
+    server.close();
+    assert.equal(copies.length, 2);
+    assert.ok(wiped(), "after a handshake that succeeded");
+    // Failure after the psk token: a wrong key.
+    const [c, d] = duplexPair();
+    await Promise.allSettled([
+      noiseConnect(c, generateNoisePsk(), { timeout: 5000 }),
+      noiseAccept(d, generateNoisePsk(), { timeout: 5000 }),
+    ]);
+    assert.equal(copies.length, 4);
+    assert.ok(wiped(), "after a wrong key");
+    // Failure before it: the responder never gets a message.
+    const [, e] = duplexPair();
+    await assert.rejects(
+      noiseAccept(e, generateNoisePsk(), { timeout: 50 }),
+      isTimeout(),
+    );
+    assert.equal(copies.length, 5);
+    assert.ok(wiped(), "after a handshake that timed out");
+  } finally {
+    testHooks.pskCopy = undefined;
+  }
+});
+
 Deno.test("noiseAccept() rejects a different prologue as a wrong key", async () => {
   using pair = await tcpPair();
   const psk = generateNoisePsk();
