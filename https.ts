@@ -59,7 +59,12 @@ import {
   type TlsListener,
 } from "./tls.ts";
 
-export type { PeerIdentity, TlsListener } from "./tls.ts";
+export type {
+  Duplex,
+  PeerIdentity,
+  TlsListener,
+  TlsServerConn,
+} from "./tls.ts";
 
 /** Options for {@linkcode serveHttps}. */
 export interface ServeHttpsOptions {
