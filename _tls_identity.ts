@@ -181,6 +181,183 @@ function onelineName(der: Uint8Array, name: Node): string {
   ).join("");
 }
 
+// Character classes of openssl's crypto/asn1/charmap.h that matter here:
+// 1 escape with a backslash (RFC 2253), 2 control (\XX), 8 needs quotes
+// (with ESC_QUOTE), 32 special as the first character, 64 as the last.
+function charClass(code: number): number {
+  if (code === 0x20) return 8 | 32 | 64;
+  if (code === 0x23) return 8 | 32; // #
+  if (code === 0x22 || code === 0x5c) return 1; // " \
+  if (code === 0x2b || code === 0x2c) return 8 | 1; // + ,
+  if (code === 0x3b || code === 0x3c || code === 0x3e) return 8 | 1; // ; < >
+  if (code < 0x20 || code === 0x7f) return 2;
+  return 0;
+}
+
+/** Characters of a string value as openssl reads them, by ASN.1 tag. */
+function valueChars(tag: number, bytes: Uint8Array): number[] | null {
+  const out: number[] = [];
+  switch (tag) {
+    case 0x0c: // UTF8String: printed byte by byte
+    case 0x12: // NumericString
+    case 0x13: // PrintableString
+    case 0x14: // T61String (read as Latin-1)
+    case 0x16: // IA5String
+    case 0x17: // UTCTime
+    case 0x18: // GeneralizedTime
+    case 0x1a: // VisibleString
+      out.push(...bytes);
+      return out;
+    case 0x1e: // BMPString
+      if (bytes.length % 2) return null;
+      for (let i = 0; i < bytes.length; i += 2) {
+        out.push((bytes[i] << 8) | bytes[i + 1]);
+      }
+      return out;
+    case 0x1c: // UniversalString
+      if (bytes.length % 4) return null;
+      for (let i = 0; i < bytes.length; i += 4) {
+        out.push(
+          ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) |
+            bytes[i + 3]) >>> 0,
+        );
+      }
+      return out;
+    default:
+      return null;
+  }
+}
+
+/** UTF-8 of one code point, as openssl's UTF8_putc writes it. */
+function utf8Bytes(code: number): number[] {
+  if (code < 0x80) return [code];
+  if (code < 0x800) return [0xc0 | (code >> 6), 0x80 | (code & 0x3f)];
+  if (code < 0x10000) {
+    return [
+      0xe0 | (code >> 12),
+      0x80 | ((code >> 6) & 0x3f),
+      0x80 | (code & 0x3f),
+    ];
+  }
+  return [
+    0xf0 | (code >> 18),
+    0x80 | ((code >> 12) & 0x3f),
+    0x80 | ((code >> 6) & 0x3f),
+    0x80 | (code & 0x3f),
+  ];
+}
+
+function hexByte(byte: number): string {
+  return byte.toString(16).toUpperCase().padStart(2, "0");
+}
+
+function hexDump(bytes: Uint8Array): string {
+  return [...bytes].map(hexByte).join("");
+}
+
+/**
+ * One attribute value as `openssl x509 -subject` (OpenSSL 3.0's default
+ * `-nameopt oneline`) prints it: characters are converted to UTF-8 and every
+ * byte above 0x7F written `\XX`, control characters `\XX`, `"` and `\`
+ * escaped with a backslash, and the whole value quoted when it holds `,` `+`
+ * `;` `<` `>`, or starts with `#` or a space, or ends with a space. A value
+ * that is not a string prints as `#` and the hex of its DER.
+ */
+function onelineValue(der: Uint8Array, value: Node): string {
+  const body = contents(der, value);
+  const chars = valueChars(value.tag, body);
+  if (chars === null) {
+    return `#${hexDump(der.subarray(value.start, value.end))}`;
+  }
+  // UTF8String is taken byte by byte; the others go through UTF-8.
+  const bytewise = value.tag === 0x0c;
+  let quotes = false;
+  let text = "";
+  chars.forEach((char, index) => {
+    // openssl sets "first" for the first character and overwrites it with
+    // "last" for the last, so a one-character value is only "last".
+    const position = index === chars.length - 1 ? 64 : index === 0 ? 32 : 0;
+    const bytes = bytewise ? [char] : utf8Bytes(char);
+    for (const byte of bytes) {
+      if (byte > 0x7f) {
+        text += `\\${hexByte(byte)}`;
+        continue;
+      }
+      const kind = charClass(byte);
+      if (kind & (1 | position)) {
+        if (kind & 8) {
+          quotes = true;
+          text += String.fromCharCode(byte);
+        } else {
+          text += `\\${String.fromCharCode(byte)}`;
+        }
+      } else if (kind & 2) {
+        text += `\\${hexByte(byte)}`;
+      } else {
+        text += String.fromCharCode(byte);
+      }
+    }
+  });
+  return quotes ? `"${text}"` : text;
+}
+
+/**
+ * A Name as `openssl x509 -subject` (OpenSSL 3.0, `-nameopt oneline`)
+ * prints it: `"C = DE, O = Acme, CN = alice"`, `" + "` between the
+ * attributes of one multi-valued RDN.
+ */
+function formatName(der: Uint8Array, name: Node): string {
+  return nameEntries(der, name).map((rdn) =>
+    rdn.map(([id, value]) =>
+      `${ATTRIBUTE_NAMES[id] ?? id} = ${onelineValue(der, value)}`
+    ).join(" + ")
+  ).join(", ");
+}
+
+/** A string attribute's value as text (no escaping), or undefined. */
+function decodeValue(der: Uint8Array, value: Node): string | undefined {
+  const body = contents(der, value);
+  if (value.tag === 0x0c) return utf8Decoder.decode(body);
+  const chars = valueChars(value.tag, body);
+  if (chars === null) return undefined;
+  try {
+    return String.fromCodePoint(...chars);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The names in a DER certificate, as {@linkcode PeerIdentity} holds them. */
+export interface CertificateNames {
+  /** The first subject common name, unescaped, or undefined. */
+  cn: string | undefined;
+  /** The subject as `openssl x509 -subject` prints it. */
+  subject: string;
+  /** The issuer as `openssl x509 -issuer` prints it. */
+  issuer: string;
+  /** The SANs as `openssl x509 -ext subjectAltName` prints them. */
+  san: string[];
+}
+
+/** Reads subject, issuer, first CN and SANs from a DER certificate. */
+export function certificateNames(der: Uint8Array): CertificateNames {
+  const fields = tbsFields(der);
+  let cn: string | undefined;
+  for (const rdn of nameEntries(der, fields.subject)) {
+    const found = rdn.find(([id]) => id === "2.5.4.3");
+    if (found) {
+      cn = decodeValue(der, found[1]);
+      break;
+    }
+  }
+  return {
+    cn,
+    subject: formatName(der, fields.subject),
+    issuer: formatName(der, fields.issuer),
+    san: subjectAltNames(der),
+  };
+}
+
 /** One GeneralName as `openssl x509 -ext subjectAltName` prints it. */
 function generalName(der: Uint8Array, node: Node): string {
   const body = contents(der, node);

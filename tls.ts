@@ -75,7 +75,12 @@ import {
   raceSignal,
 } from "./_io.ts";
 import { children, decodeOid, readNode } from "./_asn1.ts";
-import { allowed, describe, subjectAltNames } from "./_tls_identity.ts";
+import {
+  allowed,
+  type CertificateNames,
+  certificateNames,
+  describe,
+} from "./_tls_identity.ts";
 import type { Duplex } from "./types.ts";
 import { ProtocolError } from "./errors.ts";
 
@@ -87,18 +92,28 @@ export type { Duplex } from "./types.ts";
 /**
  * The identity in a verified client certificate.
  *
- * String formats follow `openssl x509` so that values can be pasted from its
- * output into an allow list: `subject` / `issuer` as `-subject` prints them
- * (`"CN = alice"`, `"C = DE, O = Acme, CN = alice"`), `san` as `-ext
- * subjectAltName` prints each entry (`"DNS:alice.test"`,
- * `"IP Address:127.0.0.1"`, `"IP Address:FD00:0:0:0:0:0:0:5"` for
- * `fd00::5`, `"email:a@b.test"`), `fingerprint256` as `-fingerprint -sha256`
- * prints it.
+ * String formats follow `openssl x509` (OpenSSL 3.0) so that values can be
+ * compared with, or pasted from, its output: `subject` / `issuer` as
+ * `-subject` prints them with its default `-nameopt oneline`
+ * (`"CN = alice"`, `"C = DE, O = Acme, CN = alice"`; a value holding `,` `+`
+ * `;` `<` `>`, a leading `#` or a leading or trailing space is quoted, `"`
+ * and `\` get a backslash, control characters and every non-ASCII UTF-8
+ * byte are written `\XX`, as in `CN = Zo\C3\AB`), `san` as `-ext
+ * subjectAltName` prints each entry (`"DNS:alice.test"`, `"IP Address:127.0.0.1"`,
+ * `"IP Address:FD00:0:0:0:0:0:0:5"` for `fd00::5`, `"email:a@b.test"`),
+ * `fingerprint256` as `-fingerprint -sha256` prints it. Attribute types are
+ * named as openssl names them (`CN`, `O`, `OU`, `emailAddress`, `DC`, ...);
+ * a rare type openssl knows by name may show here as a dotted OID, and so
+ * may a `Registered ID` SAN.
  */
 export interface PeerIdentity {
-  /** The subject common name (`CN`), or `undefined` when there is none. */
+  /**
+   * The value of the subject's first common name (`CN`) attribute as text,
+   * unescaped (`"Zoë"`, `"a, b"`), or `undefined` when there is none. This
+   * is what `allow.cn` compares.
+   */
   readonly cn: string | undefined;
-  /** The subject distinguished name (`"CN = alice"`). */
+  /** The subject distinguished name (`"CN = alice"`), escaped as above. */
   readonly subject: string;
   /**
    * The subject alternative names (`["DNS:alice.test"]`), maybe empty. IPv6
@@ -701,21 +716,11 @@ function checkKeyPair(
   if (!matches) {
     throw new TlsError(
       `Cannot ${action}: the private key in \`${keyOption}\` does not belong to the certificate in \`${certOption}\` (subject "${
-        opensslName(cert.subject)
+        namesOf(cert).subject
       }"); pass the key that was generated together with this certificate`,
       "key-mismatch",
     );
   }
-}
-
-/** "C=DE\nCN=alice" (node) -> "C = DE, CN = alice" (openssl -subject). */
-function opensslName(name: string): string {
-  return name.split("\n").filter((part) => part.length > 0).map((part) => {
-    const index = part.indexOf("=");
-    return index < 0
-      ? part
-      : `${part.slice(0, index)} = ${part.slice(index + 1)}`;
-  }).join(", ");
 }
 
 function evenHex(hex: string): string {
@@ -723,20 +728,42 @@ function evenHex(hex: string): string {
 }
 
 function identityOf(cert: X509Certificate): PeerIdentity {
-  const cnPart = cert.subject.split("\n").find((part) =>
-    part.startsWith("CN=")
-  );
+  const names = namesOf(cert);
   return Object.freeze({
-    cn: cnPart?.slice(3),
-    subject: opensslName(cert.subject),
-    san: Object.freeze(subjectAltNames(new Uint8Array(cert.raw))),
-    issuer: opensslName(cert.issuer),
+    cn: names.cn,
+    subject: names.subject,
+    san: Object.freeze(names.san),
+    issuer: names.issuer,
     validFrom: new Date(cert.validFrom),
     validTo: new Date(cert.validTo),
     fingerprint256: cert.fingerprint256.toUpperCase(),
     // Whole bytes, as openssl prints it (the runtime drops a leading 0).
     serialNumber: evenHex(cert.serialNumber.toUpperCase()),
   });
+}
+
+/**
+ * Subject, issuer, CN and SANs read from the DER, in openssl's notation.
+ * The runtime's own strings do not escape (a CN holding ", CN = x" or a
+ * newline would read as two attributes); they are only a fallback for a
+ * certificate our small DER reader cannot walk.
+ */
+function namesOf(cert: X509Certificate): CertificateNames {
+  try {
+    return certificateNames(new Uint8Array(cert.raw));
+  } catch {
+    const fallback = (name: string) =>
+      name.split("\n").filter((part) => part.length > 0).map((part) =>
+        part.replace("=", " = ")
+      ).join(", ");
+    return {
+      cn: cert.subject.split("\n").find((part) => part.startsWith("CN="))
+        ?.slice(3),
+      subject: fallback(cert.subject),
+      issuer: fallback(cert.issuer),
+      san: cert.subjectAltName ? cert.subjectAltName.split(", ") : [],
+    };
+  }
 }
 
 const OID_EXT_KEY_USAGE = "2.5.29.37";
@@ -777,7 +804,7 @@ function diagnoseClientCert(
   cas: X509Certificate[],
   runtimeCode: string | undefined,
 ): { reason: TlsFailure; detail: string } {
-  const issuer = opensslName(cert.issuer);
+  const issuer = namesOf(cert).issuer;
   const signer = cas.find((ca) => {
     try {
       return cert.checkIssued(ca) && cert.verify(ca.publicKey);

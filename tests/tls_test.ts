@@ -579,8 +579,10 @@ peerTest(
       "-nodes",
       "-keyout",
       key,
+      "-utf8",
       "-subj",
-      "/C=DE/O=Acme Corp/CN=carol",
+      // A comma, a plus sign, quotes and non-ASCII, which openssl escapes.
+      '/C=DE/O=Acme, Inc./OU=R\\+D "Ünits"/CN=carol',
       "-out",
       csr,
     );
@@ -625,6 +627,10 @@ peerTest(
     const field = (name: string) =>
       new RegExp(`^${name}=(.*)$`, "m").exec(report)![1];
     assert.equal(identity.subject, field("subject"));
+    assert.match(
+      identity.subject,
+      /O = "Acme, Inc\.", OU = "R\+D \\"\\C3\\9Cnits\\""/,
+    );
     assert.equal(identity.issuer, field("issuer"));
     assert.equal(identity.fingerprint256, field("sha256 Fingerprint"));
     assert.equal(identity.serialNumber, field("serial"));
@@ -644,6 +650,208 @@ peerTest(
     assert.deepEqual(identity.san, sanLine.split(", "));
     assert.ok(identity.san.includes("IP Address:FD00:0:0:0:0:0:0:5"));
     assert.equal(identity.cn, "carol");
+  },
+);
+
+// Certificates with awkward names, built from DER (only their printing is
+// compared, so the signature is a dummy).
+const asn1 = await import("../_asn1.ts");
+const spki = new Uint8Array(
+  await crypto.subtle.exportKey(
+    "spki",
+    (await crypto.subtle.generateKey(
+      { name: "ECDSA", namedCurve: "P-256" },
+      true,
+      ["sign"],
+    )).publicKey,
+  ),
+);
+type Attribute = [oid: string, tag: number, value: Uint8Array];
+function nameDer(rdns: Attribute[][]): Uint8Array {
+  return asn1.sequence(
+    ...rdns.map((rdn) =>
+      asn1.set(
+        ...rdn.map(([id, tag, value]) =>
+          asn1.sequence(asn1.oid(id), asn1.tlv(tag, value))
+        ),
+      )
+    ),
+  );
+}
+function craftedPem(subject: Uint8Array, sans: Uint8Array[]): string {
+  const algorithm = asn1.sequence(asn1.oid("1.2.840.10045.4.3.2"));
+  const extensions = sans.length === 0 ? [] : [
+    asn1.explicit(
+      3,
+      asn1.sequence(
+        asn1.sequence(
+          asn1.oid("2.5.29.17"),
+          asn1.octetString(asn1.sequence(...sans)),
+        ),
+      ),
+    ),
+  ];
+  const der = asn1.sequence(
+    asn1.sequence(
+      asn1.explicit(0, asn1.smallInteger(2)),
+      asn1.smallInteger(5),
+      algorithm,
+      nameDer([[["2.5.4.3", 0x0c, utf8("Issuer, Inc.")]]]),
+      asn1.sequence(
+        asn1.time(new Date("2024-01-01")),
+        asn1.time(new Date("2034-01-01")),
+      ),
+      subject,
+      spki,
+      ...extensions,
+    ),
+    algorithm,
+    asn1.bitString(asn1.sequence(asn1.smallInteger(1), asn1.smallInteger(1))),
+  );
+  return `-----BEGIN CERTIFICATE-----\n${
+    btoa(String.fromCharCode(...der)).match(/.{1,64}/g)!.join("\n")
+  }\n-----END CERTIFICATE-----\n`;
+}
+
+peerTest(
+  "PeerIdentity subject, issuer and SANs match openssl x509 for awkward values",
+  opensslPeer,
+  async () => {
+    const latin1 = (text: string) =>
+      Uint8Array.from(text, (char) => char.charCodeAt(0));
+    const ucs2 = (text: string) =>
+      Uint8Array.from(
+        [...text].flatMap((char) => [
+          char.charCodeAt(0) >> 8,
+          char.charCodeAt(0) & 0xff,
+        ]),
+      );
+    const ucs4 = (text: string) =>
+      Uint8Array.from(
+        [...text].flatMap((char) => {
+          const code = char.codePointAt(0)!;
+          return [
+            code >>> 24,
+            (code >> 16) & 255,
+            (code >> 8) & 255,
+            code & 255,
+          ];
+        }),
+      );
+    const CN = "2.5.4.3";
+    const subjects: Attribute[][][] = [
+      [
+        [[CN, 0x0c, utf8("a, b+c/é")]],
+        [["2.5.4.10", 0x0c, utf8('x+y=z;q"w<>#')]],
+        [["2.5.4.11", 0x0c, utf8("a")], ["2.5.4.11", 0x0c, utf8("b")]],
+        [["2.5.4.7", 0x0c, utf8(" lead")]],
+      ],
+      [
+        [[CN, 0x0c, utf8("#hash")]],
+        [[CN, 0x0c, utf8("#")]],
+        [[CN, 0x0c, utf8(" ")]],
+        [[CN, 0x0c, utf8("")]],
+        [[CN, 0x0c, utf8("trail ")]],
+        [[CN, 0x0c, utf8("mid dle")]],
+        [[CN, 0x0c, utf8("back\\slash")]],
+        [[CN, 0x0c, utf8("ctl\x01\n\x1b[31m\x7f")]],
+        [[CN, 0x0c, utf8("nul\0x")]],
+      ],
+      [
+        [["2.5.4.6", 0x13, utf8("DE")]],
+        [[CN, 0x14, latin1("t61 é")]],
+        [[CN, 0x1e, ucs2("bmp €é")]],
+        [[CN, 0x1c, ucs4("uni 😀")]],
+        [[CN, 0x16, latin1("ia5 é")]],
+        [["1.2.840.113549.1.9.1", 0x16, utf8("a@b.test")]],
+        [["0.9.2342.19200300.100.1.25", 0x16, utf8("example")]],
+        [["1.2.3.4.5", 0x0c, utf8("unknown, oid")]],
+        [[CN, 0x03, Uint8Array.of(0, 0x41)]],
+        [["2.5.4.5", 0x13, utf8("1234")]],
+        [["2.5.4.42", 0x0c, utf8("given")]],
+        [["2.5.4.97", 0x0c, utf8("org")]],
+      ],
+    ];
+    const sans = [
+      asn1.implicit(2, utf8("dns.test")),
+      asn1.implicit(7, Uint8Array.of(10, 0, 0, 5)),
+      asn1.implicit(
+        7,
+        Uint8Array.of(0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5),
+      ),
+      asn1.implicit(7, Uint8Array.of(1, 2, 3)),
+      asn1.implicit(1, utf8("e@x.test")),
+      asn1.implicit(6, utf8("https://x.test/a, b")),
+      asn1.implicit(8, asn1.oid("1.2.3.4").subarray(2)),
+      asn1.explicit(
+        4,
+        nameDer([[[CN, 0x0c, utf8("dir/+é")]], [
+          ["2.5.4.10", 0x13, utf8("O")],
+          ["2.5.4.11", 0x13, utf8("U")],
+        ]]),
+      ),
+      asn1.tlv(
+        0xa0,
+        asn1.oid("1.3.6.1.4.1.311.20.2.3"),
+        asn1.explicit(0, asn1.utf8String("upn@x.test")),
+      ),
+      asn1.tlv(
+        0xa0,
+        asn1.oid("1.2.3.9"),
+        asn1.explicit(0, asn1.tlv(0x16, utf8("other"))),
+      ),
+      asn1.tlv(
+        0xa0,
+        asn1.oid("1.2.3.9"),
+        asn1.explicit(0, asn1.tlv(0x13, utf8("printable"))),
+      ),
+    ];
+    const { certificateNames } = await import("../_tls_identity.ts");
+    for (const [i, rdns] of subjects.entries()) {
+      const path = file(`awkward-${i}.pem`, craftedPem(nameDer(rdns), sans));
+      const report = await openssl(
+        "x509",
+        "-in",
+        path,
+        "-noout",
+        "-subject",
+        "-issuer",
+        "-ext",
+        "subjectAltName",
+      );
+      const lines = report.split("\n");
+      const field = (name: string) =>
+        lines.find((line) => line.startsWith(`${name}=`))!.slice(
+          name.length + 1,
+        );
+      const der = Uint8Array.from(
+        atob(
+          Deno.readTextFileSync(path).replace(/-----[A-Z ]+-----|\s/g, ""),
+        ),
+        (char) => char.charCodeAt(0),
+      );
+      const names = certificateNames(der);
+      assert.equal(names.subject, field("subject"), `subject ${i}`);
+      assert.equal(names.issuer, field("issuer"), `issuer ${i}`);
+      const sanLine = lines[
+        lines.findIndex((line) => line.startsWith("X509v3 Subject Alt")) + 1
+      ];
+      assert.equal(names.san.join(", "), sanLine.trim(), `SANs ${i}`);
+    }
+    const names = certificateNames(
+      Uint8Array.from(
+        atob(
+          craftedPem(nameDer(subjects[0]), []).replace(
+            /-----[A-Z ]+-----|\s/g,
+            "",
+          ),
+        ),
+        (char) => char.charCodeAt(0),
+      ),
+    );
+    // The CN itself is the value, unescaped, for allow lists.
+    assert.equal(names.cn, "a, b+c/é");
+    assert.deepEqual(names.san, []);
   },
 );
 
