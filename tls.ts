@@ -1709,9 +1709,15 @@ function handshakeError(
       { cause: error },
     );
   }
-  if (/NotValidYet/i.test(message)) {
+  // rustls: "certificate not valid yet: verification time N (UNIX), but
+  // certificate is not valid before M"; older Deno: "NotValidYet".
+  if (/NotValidYet|not valid yet/i.test(message)) {
+    const start = /not valid before (\d+)/.exec(message)?.[1];
+    const from = start === undefined
+      ? ""
+      : ` (it is valid from ${new Date(Number(start) * 1000).toISOString()})`;
     return new TlsError(
-      `${action}: the server's certificate is not valid yet; check the clocks of both machines or the certificate's start date`,
+      `${action}: the server's certificate is not valid yet${from}; check the clocks of both machines or the certificate's start date`,
       "not-yet-valid",
       { cause: error },
     );

@@ -1360,6 +1360,32 @@ Deno.test("connectTls() names an expired server certificate", async () => {
   );
 });
 
+Deno.test("connectTls() names a server certificate that is not valid yet", async () => {
+  const start = new Date(Date.now() + 86_400_000);
+  const future = await issueCertificate(set.ca, {
+    usage: "server",
+    notBefore: start,
+    days: 10,
+  });
+  await using server = await echoServer({
+    cert: future.cert,
+    key: future.key,
+  });
+  await rejectsWith(
+    connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [set.ca.cert],
+    }),
+    "not-yet-valid",
+    new RegExp(
+      `not valid yet \\(it is valid from ${
+        future.notBefore.toISOString().replace(".", "\\.")
+      }\\); check the clocks`,
+    ),
+  );
+});
+
 peerTest(
   "connectTls() refuses a version-1 server certificate",
   opensslPeer,
