@@ -10,7 +10,7 @@
  * is announced as `-1` followed by an 8-byte big-endian unsigned length.
  * There is no other framing: no type byte, no checksum.
  *
- * **Authentication** runs in both directions right after the TCP connect,
+ * **Authentication** runs in both directions right after the connect,
  * and every step is one message. The listener first *delivers* a challenge
  * and then *answers* the client's; the client answers first, then delivers.
  *
@@ -47,6 +47,9 @@
  *   and {@linkcode MultiprocessingConnection.recvText} do that.
  * - A connection without an authkey (CPython's `authkey=None`) is not
  *   supported: an authkey is always required.
+ * - Transports: TCP (`hostname` and `port`), and Unix sockets (`path`),
+ *   which CPython's `Listener` and `Client` use for a string address.
+ *   Windows named pipes (`AF_PIPE`) are not supported.
  *
  * Authentication is not encryption: after the handshake, messages travel in
  * plaintext, as they do between Python processes.
@@ -162,22 +165,13 @@ export interface MultiprocessingAuthOptions {
   maxMessageSize?: number;
 }
 
-/** Options for {@linkcode listenMultiprocessing}. */
-export interface ListenMultiprocessingOptions
+/**
+ * Options every {@linkcode listenMultiprocessing} call takes, on TCP
+ * ({@linkcode ListenMultiprocessingOptions}) or on a Unix socket
+ * ({@linkcode ListenMultiprocessingUnixOptions}).
+ */
+export interface MultiprocessingListenerOptions
   extends MultiprocessingAuthOptions {
-  /**
-   * The address to listen on.
-   *
-   * @default {"127.0.0.1"}
-   */
-  hostname?: string;
-  /**
-   * The port to listen on; `0` picks a free one (read it back from
-   * {@linkcode MultiprocessingListener.addr}).
-   *
-   * @default {0}
-   */
-  port?: number;
   /**
    * Most connections that may be handshaking or waiting to be taken by
    * {@linkcode MultiprocessingListener.accept} at once. When reached, the
@@ -198,7 +192,40 @@ export interface ListenMultiprocessingOptions
   signal?: AbortSignal;
 }
 
-/** Options for {@linkcode connectMultiprocessing}. */
+/** Options for {@linkcode listenMultiprocessing} on TCP. */
+export interface ListenMultiprocessingOptions
+  extends MultiprocessingListenerOptions {
+  /**
+   * The address to listen on.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The port to listen on; `0` picks a free one (read it back from
+   * {@linkcode MultiprocessingListener.addr}).
+   *
+   * @default {0}
+   */
+  port?: number;
+}
+
+/**
+ * Options for {@linkcode listenMultiprocessing} on a Unix socket, the Deno
+ * side of Python's `Listener("/path/to/socket", authkey=...)`.
+ */
+export interface ListenMultiprocessingUnixOptions
+  extends MultiprocessingListenerOptions {
+  /**
+   * The socket file to create and listen on (it must not exist yet; it is
+   * removed when the listener closes). Deno allows it by its exact path:
+   * `--allow-net=unix:PATH --allow-read=PATH --allow-write=PATH`. Not
+   * combined with `hostname` or `port`.
+   */
+  path: string;
+}
+
+/** Options for {@linkcode connectMultiprocessing} over TCP. */
 export interface ConnectMultiprocessingOptions
   extends MultiprocessingAuthOptions {
   /**
@@ -211,6 +238,48 @@ export interface ConnectMultiprocessingOptions
   port: number;
   /** Aborts the connect and the handshake; rejects with the signal's reason. */
   signal?: AbortSignal;
+}
+
+/**
+ * Options for {@linkcode connectMultiprocessing} over a Unix socket, like
+ * Python's `Client("/path/to/socket", authkey=...)`.
+ */
+export interface ConnectMultiprocessingUnixOptions
+  extends MultiprocessingAuthOptions {
+  /**
+   * The listener's socket file. Deno allows it by its exact path:
+   * `--allow-net=unix:PATH --allow-read=PATH --allow-write=PATH`. Not
+   * combined with `hostname` or `port`.
+   */
+  path: string;
+  /** Aborts the connect and the handshake; rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The Unix socket path in `options`, or undefined for TCP; a path given
+ * together with `hostname` or `port` is refused.
+ */
+function unixPath(options: object, action: string): string | undefined {
+  const { path, hostname, port } = options as {
+    path?: unknown;
+    hostname?: unknown;
+    port?: unknown;
+  };
+  if (path === undefined) return undefined;
+  if (typeof path !== "string" || path === "") {
+    throw new TypeError(
+      `Cannot ${action}: expected path to be a non-empty string, got ${
+        path === "" ? "an empty string" : path === null ? "null" : typeof path
+      }`,
+    );
+  }
+  if (hostname !== undefined || port !== undefined) {
+    throw new TypeError(
+      `Cannot ${action}: give either path (a Unix socket) or hostname and port (TCP), not both`,
+    );
+  }
+  return path;
 }
 
 /**
@@ -702,12 +771,12 @@ let openConnection: (
   keys: Keys,
   signal: AbortSignal,
 ) => Promise<MultiprocessingConnection>;
-let createListener: (
-  listener: Deno.TcpListener,
+let createListener: <A extends Deno.NetAddr | Deno.UnixAddr>(
+  listener: Deno.Listener<Deno.Conn, A>,
   keys: Keys,
   maxPending: number,
-  options: ListenMultiprocessingOptions,
-) => MultiprocessingListener;
+  options: MultiprocessingListenerOptions,
+) => MultiprocessingListener<A>;
 
 /**
  * An authenticated connection to a Python (or Deno) `multiprocessing`
@@ -1104,7 +1173,8 @@ export class MultiprocessingConnection
 /**
  * Opens a connection to a Python `multiprocessing.connection.Listener` (or
  * a {@linkcode MultiprocessingListener}) and authenticates both ways, like
- * Python's `Client(address, authkey=...)`.
+ * Python's `Client(address, authkey=...)`: over TCP with `hostname` and
+ * `port`, or over a Unix socket with `path` (Python's `Client(path)`).
  *
  * | outcome | result |
  * | --- | --- |
@@ -1115,16 +1185,19 @@ export class MultiprocessingConnection
  * | not a multiprocessing listener | {@linkcode ProtocolError} |
  * | stall past `timeout` / abort | `DOMException` `TimeoutError` / the signal's reason |
  *
- * @param options Address, authkey, legacy switch, limits, deadline, signal.
+ * @param options Address (or Unix socket path), authkey, legacy switch,
+ * limits, deadline, signal.
  * @returns The authenticated connection.
  * @throws {AuthenticationError} When either side's proof fails.
  * @throws {ProtocolError} When the peer breaks the protocol or closes early.
  * @throws {TypeError} When the authkey is empty or not a string or
- * Uint8Array, or `legacyMd5`, `digest` or `timeout` has the wrong type.
+ * Uint8Array, `legacyMd5`, `digest` or `timeout` has the wrong type, or
+ * `path` is empty or given with `hostname` or `port`.
  * @throws {RangeError} When `port` is not a whole number from 1 to 65535,
  * `timeout` is not above 0, or `maxMessageSize` is not a whole number of
  * bytes, 0 or more.
  * @throws {Deno.errors.ConnectionRefused} When nothing listens there.
+ * @throws {Deno.errors.NotFound} When the Unix socket `path` does not exist.
  *
  * @example Talk to a Deno listener (a Python one works the same)
  * ```ts
@@ -1144,23 +1217,36 @@ export class MultiprocessingConnection
  * ```
  */
 export async function connectMultiprocessing(
-  options: ConnectMultiprocessingOptions,
+  options: ConnectMultiprocessingOptions | ConnectMultiprocessingUnixOptions,
 ): Promise<MultiprocessingConnection> {
   const keys = await importKeys(options);
-  const port = options.port;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new RangeError(
-      `Cannot connect: expected a port from 1 to 65535, got ${port}`,
-    );
+  const path = unixPath(options, "connect");
+  let target: Deno.ConnectOptions | Deno.UnixConnectOptions;
+  let where: string;
+  if (path !== undefined) {
+    target = { transport: "unix", path };
+    where = `unix:${path}`;
+  } else {
+    const tcp = options as ConnectMultiprocessingOptions;
+    const port = tcp.port;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(
+        `Cannot connect: expected a port from 1 to 65535, got ${port}`,
+      );
+    }
+    const hostname = tcp.hostname ?? "127.0.0.1";
+    target = { hostname, port };
+    where = `${hostname}:${port}`;
   }
-  const hostname = options.hostname ?? "127.0.0.1";
   using limit = deadline(
     keys.timeout,
     options.signal,
-    `connect to the multiprocessing listener at ${hostname}:${port}`,
+    `connect to the multiprocessing listener at ${where}`,
   );
-  const connecting = Deno.connect({ hostname, port });
-  let conn: Deno.TcpConn;
+  const connecting: Promise<Deno.Conn> = Deno.connect(
+    target as Deno.ConnectOptions,
+  );
+  let conn: Deno.Conn;
   try {
     conn = await raceSignal(connecting, limit.signal);
   } catch (error) {
@@ -1171,9 +1257,53 @@ export async function connectMultiprocessing(
 }
 
 /**
- * Starts a listener that Python's `multiprocessing.connection.Client`
+ * Starts a listener on a Unix socket, the Deno side of Python's
+ * `Listener("/path/to/socket", authkey=...)` (which CPython picks for a
+ * string address). Everything else is as on TCP: see the other overload.
+ * The socket file is created here and removed when the listener closes.
+ *
+ * @param options The socket path, authkey, legacy switch, limits, hooks,
+ * signal.
+ * @returns The listening {@linkcode MultiprocessingListener}; its `addr` is
+ * a `Deno.UnixAddr`.
+ * @throws {TypeError} When `path` is empty or given with `hostname` or
+ * `port`, the authkey is empty or not a string or Uint8Array, or
+ * `legacyMd5`, `digest` or `timeout` has the wrong type.
+ * @throws {RangeError} When `timeout` is not above 0, `maxMessageSize` is
+ * not a whole number of bytes, 0 or more, or `maxPending` is not a whole
+ * number, 1 or more.
+ * @throws {Deno.errors.AddrInUse} When the socket file already exists.
+ *
+ * @example Over a Unix socket (run with `--allow-net=unix:/tmp/mp.sock
+ * --allow-read=/tmp/mp.sock --allow-write=/tmp/mp.sock`)
+ * ```ts ignore
+ * import {
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ * } from "./multiprocessing.ts";
+ *
+ * // Python: Client("/tmp/mp.sock", authkey=b"secret") connects to it too.
+ * await using listener = await listenMultiprocessing({
+ *   path: "/tmp/mp.sock",
+ *   authkey: "secret",
+ * });
+ * await using client = await connectMultiprocessing({
+ *   path: "/tmp/mp.sock",
+ *   authkey: "secret",
+ * });
+ * await using server = await listener.accept();
+ * await client.sendText("over unix");
+ * console.log(await server.recvText()); // over unix
+ * ```
+ */
+export function listenMultiprocessing(
+  options: ListenMultiprocessingUnixOptions,
+): Promise<MultiprocessingListener<Deno.UnixAddr>>;
+/**
+ * Starts a TCP listener that Python's `multiprocessing.connection.Client`
  * (and {@linkcode connectMultiprocessing}) can connect to; the Deno side of
- * Python's `Listener(address, authkey=...)`.
+ * Python's `Listener((host, port), authkey=...)`. Pass `path` instead of
+ * `hostname`/`port` for a Unix socket (the other overload).
  *
  * Each incoming connection is authenticated in its own task, with a
  * deadline, so a slow or hostile client never holds up the others. At most
@@ -1212,9 +1342,12 @@ export async function connectMultiprocessing(
  * console.log(await client.recvText()); // welcome
  * ```
  */
-export async function listenMultiprocessing(
+export function listenMultiprocessing(
   options: ListenMultiprocessingOptions,
-): Promise<MultiprocessingListener> {
+): Promise<MultiprocessingListener<Deno.NetAddr>>;
+export async function listenMultiprocessing(
+  options: ListenMultiprocessingOptions | ListenMultiprocessingUnixOptions,
+): Promise<MultiprocessingListener<Deno.NetAddr | Deno.UnixAddr>> {
   const keys = await importKeys(options);
   const maxPending = options.maxPending ?? 64;
   if (!Number.isInteger(maxPending) || maxPending < 1) {
@@ -1222,7 +1355,14 @@ export async function listenMultiprocessing(
       `Cannot use maxPending ${maxPending}: expected a whole number, 1 or more`,
     );
   }
-  const port = options.port ?? 0;
+  const path = unixPath(options, "listen");
+  if (path !== undefined) {
+    options.signal?.throwIfAborted();
+    const listener = Deno.listen({ transport: "unix", path });
+    return createListener(listener, keys, maxPending, options);
+  }
+  const tcp = options as ListenMultiprocessingOptions;
+  const port = tcp.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new RangeError(
       `Cannot listen: expected a port from 0 to 65535, got ${port}`,
@@ -1230,7 +1370,7 @@ export async function listenMultiprocessing(
   }
   options.signal?.throwIfAborted();
   const listener = Deno.listen({
-    hostname: options.hostname ?? "127.0.0.1",
+    hostname: tcp.hostname ?? "127.0.0.1",
     port,
   });
   return createListener(listener, keys, maxPending, options);
@@ -1254,11 +1394,15 @@ export async function listenMultiprocessing(
  * console.log(listener.addr.hostname); // 127.0.0.1
  * ```
  */
-export class MultiprocessingListener
-  implements AsyncIterable<MultiprocessingConnection>, AsyncDisposable {
-  /** The address listened on (with the port picked when `port` was 0). */
-  readonly addr: Deno.NetAddr;
-  #listener: Deno.TcpListener;
+export class MultiprocessingListener<
+  A extends Deno.NetAddr | Deno.UnixAddr = Deno.NetAddr,
+> implements AsyncIterable<MultiprocessingConnection>, AsyncDisposable {
+  /**
+   * The address listened on: a `Deno.NetAddr` (with the port picked when
+   * `port` was 0), or a `Deno.UnixAddr` for a Unix socket.
+   */
+  readonly addr: A;
+  #listener: Deno.Listener<Deno.Conn, A>;
   #keys: Keys;
   #maxPending: number;
   #timeout: number;
@@ -1280,10 +1424,10 @@ export class MultiprocessingListener
   }
 
   private constructor(
-    listener: Deno.TcpListener,
+    listener: Deno.Listener<Deno.Conn, A>,
     keys: Keys,
     maxPending: number,
-    options: ListenMultiprocessingOptions,
+    options: MultiprocessingListenerOptions,
   ) {
     this.#listener = listener;
     this.addr = listener.addr;
@@ -1302,7 +1446,7 @@ export class MultiprocessingListener
         await new Promise<void>((resolve) => this.#slotFreed = resolve);
         continue;
       }
-      let conn: Deno.TcpConn;
+      let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
       } catch (error) {
@@ -1322,14 +1466,18 @@ export class MultiprocessingListener
     }
   }
 
-  async #authenticate(conn: Deno.TcpConn): Promise<void> {
+  async #authenticate(conn: Deno.Conn): Promise<void> {
     const remoteAddr = conn.remoteAddr;
+    // A Unix socket's clients have no address of their own: name ours.
+    const from = remoteAddr.transport === "unix"
+      ? `unix:${(this.addr as Deno.UnixAddr).path}`
+      : formatAddr(remoteAddr);
     let authenticated: MultiprocessingConnection;
     try {
       using limit = deadline(
         this.#timeout,
         this.#closer.signal,
-        `authenticate the client at ${formatAddr(remoteAddr)}`,
+        `authenticate the client at ${from}`,
       );
       authenticated = await openConnection(
         conn,

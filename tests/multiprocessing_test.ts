@@ -96,8 +96,8 @@ async function readRaw(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
 }
 
 /** Accepts one connection, or fails the test after `ms` (never hangs). */
-async function acceptWithin(
-  listener: MultiprocessingListener,
+async function acceptWithin<A extends Deno.NetAddr | Deno.UnixAddr>(
+  listener: MultiprocessingListener<A>,
   ms = 20_000,
 ): Promise<MultiprocessingConnection> {
   const accepting = listener.accept();
@@ -538,6 +538,50 @@ Deno.test("listenMultiprocessing() is closed by its signal", async () => {
   assert.notEqual(outcome, "open");
 });
 
+/** A fresh Unix socket path in its own temporary folder. */
+async function socketPath(): Promise<AsyncDisposable & { path: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "connauth_mp_" });
+  return {
+    path: `${dir}/mp.sock`,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("listenMultiprocessing() and connectMultiprocessing() refuse a path with a port, or an empty path", async () => {
+  const both = /give either path \(a Unix socket\) or hostname and port/;
+  await assert.rejects(
+    listenMultiprocessing({
+      authkey: KEY,
+      path: "/tmp/x.sock",
+      port: 0,
+    } as unknown as { authkey: string; path: string }),
+    (error: unknown) => error instanceof TypeError && both.test(error.message),
+  );
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, path: "/tmp/x.sock", port: 1 }),
+    (error: unknown) => error instanceof TypeError && both.test(error.message),
+  );
+  await assert.rejects(
+    listenMultiprocessing({ authkey: KEY, path: "" }),
+    TypeError,
+  );
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, path: "" }),
+    TypeError,
+  );
+});
+
 Deno.test("listenMultiprocessing() and connectMultiprocessing() check their options", async () => {
   await assert.rejects(listenMultiprocessing({ authkey: "" }), TypeError);
   await assert.rejects(
@@ -834,19 +878,42 @@ interface PeerEvent {
   [field: string]: unknown;
 }
 
-/** A running tests/interop/mp_peer.py with its JSON events. */
-class PythonPeer implements AsyncDisposable {
+/**
+ * A running peer process with its JSON events: tests/interop/mp_peer.py, or
+ * tests/_multiprocessing_peer.ts (our side, on a Unix socket).
+ */
+class ChildPeer implements AsyncDisposable {
   #child: Deno.ChildProcess;
   #events: AsyncGenerator<string>;
   #stderr: Promise<string>;
 
-  constructor(python: string, args: string[]) {
-    this.#child = spawn(python, [interopScript("mp_peer.py"), ...args], {
-      timeout: 60_000,
-    });
+  constructor(command: string, args: string[]) {
+    this.#child = spawn(command, args, { timeout: 60_000 });
     this.#child.stdin.close();
     this.#events = lines(this.#child.stdout);
     this.#stderr = new Response(this.#child.stderr).text();
+  }
+
+  /** mp_peer.py with `args`. */
+  static python(python: string, args: string[]): ChildPeer {
+    return new ChildPeer(python, [interopScript("mp_peer.py"), ...args]);
+  }
+
+  /**
+   * tests/_multiprocessing_peer.ts with `args`, allowed the Unix socket
+   * `path` (and nothing else on the network).
+   */
+  static deno(path: string, args: string[]): ChildPeer {
+    return new ChildPeer(Deno.execPath(), [
+      "run",
+      `--allow-net=unix:${path}`,
+      `--allow-read=${path}`,
+      `--allow-write=${path}`,
+      new URL("./_multiprocessing_peer.ts", import.meta.url).pathname,
+      ...args,
+      "--path",
+      path,
+    ]);
   }
 
   static listener(
@@ -854,8 +921,8 @@ class PythonPeer implements AsyncDisposable {
     session: string,
     authkey = KEY,
     extra: string[] = [],
-  ): PythonPeer {
-    return new PythonPeer(python, [
+  ): ChildPeer {
+    return ChildPeer.python(python, [
       "listener",
       "--authkey-hex",
       hex(authkey),
@@ -871,8 +938,8 @@ class PythonPeer implements AsyncDisposable {
     session: string,
     authkey = KEY,
     extra: string[] = [],
-  ): PythonPeer {
-    return new PythonPeer(python, [
+  ): ChildPeer {
+    return ChildPeer.python(python, [
       "client",
       "--port",
       String(port),
@@ -937,7 +1004,7 @@ for (const { version, path } of PYTHONS) {
     peer,
     async (python) => {
       await using listener = await listenMultiprocessing({ authkey: KEY });
-      await using client = PythonPeer.client(
+      await using client = ChildPeer.client(
         python,
         listener.addr.port,
         "exchange",
@@ -962,7 +1029,7 @@ for (const { version, path } of PYTHONS) {
     `connectMultiprocessing() talks to a Python ${version} Listener: empty, 1 MiB and 32 MiB both ways`,
     peer,
     async (python) => {
-      await using listener = PythonPeer.listener(python, "exchange", KEY, [
+      await using listener = ChildPeer.listener(python, "exchange", KEY, [
         "--sizes",
         SIZES.join(","),
       ]);
@@ -992,7 +1059,7 @@ for (const { version, path } of PYTHONS) {
         authkey: KEY,
         digest: "sha384",
       });
-      await using client = PythonPeer.client(
+      await using client = ChildPeer.client(
         python,
         listener.addr.port,
         "echo",
@@ -1013,7 +1080,7 @@ for (const { version, path } of PYTHONS) {
     async (python) => {
       const { listener, failed } = await listenCollecting();
       await using _ = listener;
-      await using client = PythonPeer.client(
+      await using client = ChildPeer.client(
         python,
         listener.addr.port,
         "idle",
@@ -1033,7 +1100,7 @@ for (const { version, path } of PYTHONS) {
     `connectMultiprocessing() with a wrong authkey is rejected by a Python ${version} Listener, and both sides say so`,
     peer,
     async (python) => {
-      await using listener = PythonPeer.listener(python, "idle");
+      await using listener = ChildPeer.listener(python, "idle");
       const { port } = await listener.next();
       await assert.rejects(
         connectMultiprocessing({ port: port as number, authkey: "wrong" }),
@@ -1056,7 +1123,7 @@ async function recvFromPythonSession(
   python: string,
   session: string,
 ): Promise<{ first: unknown; second: unknown }> {
-  await using listener = PythonPeer.listener(python, session);
+  await using listener = ChildPeer.listener(python, session);
   const { port } = await listener.next();
   await using conn = await connectMultiprocessing({
     port: port as number,
@@ -1108,7 +1175,7 @@ peerTest(
   "MultiprocessingConnection.recvBytes() reads the -1 + 8-byte length form",
   CPYTHON_312,
   async (python) => {
-    await using listener = PythonPeer.listener(python, "long-header");
+    await using listener = ChildPeer.listener(python, "long-header");
     const { port } = await listener.next();
     {
       await using conn = await connectMultiprocessing({
@@ -1132,7 +1199,7 @@ peerTest(
       authkey: KEY,
       legacyMd5: true,
     });
-    await using client = PythonPeer.client(
+    await using client = ChildPeer.client(
       python,
       listener.addr.port,
       "exchange",
@@ -1160,7 +1227,7 @@ peerTest(
   "connectMultiprocessing() with legacyMd5 talks to a Python 3.11 Listener",
   PYTHON_311,
   async (python) => {
-    await using listener = PythonPeer.listener(python, "echo");
+    await using listener = ChildPeer.listener(python, "echo");
     const { port } = await listener.next();
     {
       await using conn = await connectMultiprocessing({
@@ -1183,7 +1250,7 @@ peerTest(
   async (python) => {
     const { listener, failed } = await listenCollecting();
     await using _ = listener;
-    await using client = PythonPeer.client(
+    await using client = ChildPeer.client(
       python,
       listener.addr.port,
       "idle",
@@ -1203,7 +1270,7 @@ peerTest(
   "connectMultiprocessing() without legacyMd5 refuses a Python 3.11 Listener and says how to allow it",
   PYTHON_311,
   async (python) => {
-    await using listener = PythonPeer.listener(python, "idle");
+    await using listener = ChildPeer.listener(python, "idle");
     const { port } = await listener.next();
     await assert.rejects(
       connectMultiprocessing({ port: port as number, authkey: KEY }),
@@ -1223,7 +1290,7 @@ peerTest(
   "connectMultiprocessing() with a wrong authkey is rejected by a Python 3.11 Listener",
   PYTHON_311,
   async (python) => {
-    await using listener = PythonPeer.listener(python, "idle");
+    await using listener = ChildPeer.listener(python, "idle");
     const { port } = await listener.next();
     await assert.rejects(
       connectMultiprocessing({
@@ -1237,6 +1304,155 @@ peerTest(
     assert.equal(event.type, "AuthenticationError");
   },
 );
+
+// ------------------------------------------------------------ Unix sockets
+//
+// Deno allows a Unix socket only by its exact path (--allow-net=unix:PATH),
+// which the test task cannot know in advance: our side runs in
+// tests/_multiprocessing_peer.ts, a child process allowed just that path.
+
+Deno.test("listenMultiprocessing() and connectMultiprocessing() with a path work over a Unix socket", async () => {
+  await using socket = await socketPath();
+  const { path } = socket;
+  const client = (authkey: string, extra: string[] = []) =>
+    ChildPeer.deno(path, [
+      "client",
+      "--authkey-hex",
+      hex(authkey),
+      "--session",
+      "roundtrip",
+      ...extra,
+    ]);
+  {
+    await using listener = ChildPeer.deno(path, [
+      "listener",
+      "--authkey-hex",
+      hex(KEY),
+      "--session",
+      "echo",
+    ]);
+    assert.deepEqual(await listener.next(), { event: "listening", path });
+    // A wrong key fails on both sides, as over TCP.
+    {
+      await using wrong = client("not the key");
+      assert.deepEqual(await wrong.next(), {
+        event: "error",
+        name: "AuthenticationError",
+        reason: "rejected",
+        message:
+          "Cannot authenticate to the peer: it rejected our answer (the authkeys differ)",
+      });
+    }
+    const refused = await listener.next();
+    assert.equal(refused.event, "handshake-error");
+    assert.equal(refused.reason, "wrong-key");
+    {
+      await using right = client(KEY, ["--sizes", `0,5,${MiB}`]);
+      assert.deepEqual(await right.next(), {
+        event: "authenticated",
+        peerDigest: "sha256",
+      });
+      assert.deepEqual(await right.next(), { event: "done", checked: 3 });
+    }
+    assert.deepEqual(await listener.next(), {
+      event: "authenticated",
+      peerDigest: "sha256",
+    });
+    assert.deepEqual(await listener.next(), { event: "done", echoed: 3 });
+  }
+  // The listener removed its socket file when it closed, as CPython's does.
+  assert.equal(exists(path), false);
+  await using late = client(KEY);
+  const missing = await late.next();
+  assert.equal(missing.event, "error");
+  assert.equal(missing.name, "NotFound");
+});
+
+for (const { version, path: python } of PYTHONS) {
+  const peer = {
+    label: `Python ${version} (pyenv ${version}.x)`,
+    path: python,
+  };
+
+  peerTest(
+    `listenMultiprocessing() with a path serves a Python ${version} Client(path) over a Unix socket`,
+    peer,
+    async (python) => {
+      await using socket = await socketPath();
+      await using listener = ChildPeer.deno(socket.path, [
+        "listener",
+        "--authkey-hex",
+        hex(KEY),
+        "--session",
+        "roundtrip",
+        "--sizes",
+        `0,${MiB}`,
+      ]);
+      assert.deepEqual(await listener.next(), {
+        event: "listening",
+        path: socket.path,
+      });
+      {
+        await using client = ChildPeer.python(python, [
+          "client",
+          "--path",
+          socket.path,
+          "--authkey-hex",
+          hex(KEY),
+          "--session",
+          "echo",
+        ]);
+        assert.deepEqual(await client.next(), { event: "authenticated" });
+        assert.deepEqual(await listener.next(), {
+          event: "authenticated",
+          peerDigest: "sha256",
+        });
+        assert.deepEqual(await listener.next(), { event: "done", checked: 2 });
+        assert.deepEqual(await client.next(), { event: "done", echoed: 2 });
+      }
+    },
+  );
+
+  peerTest(
+    `connectMultiprocessing() with a path talks to a Python ${version} Listener(path) over a Unix socket`,
+    peer,
+    async (python) => {
+      await using socket = await socketPath();
+      {
+        await using listener = ChildPeer.python(python, [
+          "listener",
+          "--path",
+          socket.path,
+          "--authkey-hex",
+          hex(KEY),
+          "--session",
+          "echo",
+        ]);
+        assert.deepEqual(await listener.next(), {
+          event: "listening",
+          path: socket.path,
+        });
+        await using client = ChildPeer.deno(socket.path, [
+          "client",
+          "--authkey-hex",
+          hex(KEY),
+          "--session",
+          "roundtrip",
+          "--sizes",
+          `0,${MiB}`,
+        ]);
+        assert.deepEqual(await client.next(), {
+          event: "authenticated",
+          peerDigest: "sha256",
+        });
+        assert.deepEqual(await client.next(), { event: "done", checked: 2 });
+        assert.deepEqual(await listener.next(), { event: "authenticated" });
+        assert.deepEqual(await listener.next(), { event: "done", echoed: 2 });
+      }
+      assert.equal(exists(socket.path), false);
+    },
+  );
+}
 
 // ------------------------------------------------------------- the example
 

@@ -6,13 +6,17 @@ session. Every event is one JSON line on stdout, so the Deno side can follow
 along:
 
     {"event": "listening", "port": 40123}        (listener only)
+    {"event": "listening", "path": "/tmp/x.sock"} (listener on --path)
     {"event": "authenticated"}
     {"event": "error", "type": "AuthenticationError", "message": "..."}
     {"event": "done", ...}
 
 Usage:
-    mp_peer.py listener|client --authkey-hex HEX [--port N] --session NAME
-               [--sizes 0,1048576] [--count N]
+    mp_peer.py listener|client --authkey-hex HEX [--port N | --path P]
+               --session NAME [--sizes 0,1048576] [--count N]
+
+--path P uses a Unix socket: CPython's Listener(P) and Client(P) pick
+AF_UNIX for a string address.
 
 Sessions:
     exchange   send one patterned message per --sizes entry, then echo every
@@ -121,16 +125,20 @@ def main():
     parser.add_argument("role", choices=["listener", "client"])
     parser.add_argument("--authkey-hex", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--path")
     parser.add_argument("--session", default="echo")
     parser.add_argument("--sizes", default="")
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
     authkey = bytes.fromhex(args.authkey_hex)
-    address = ("127.0.0.1", args.port)
+    address = args.path or ("127.0.0.1", args.port)
 
     if args.role == "listener":
         with Listener(address, authkey=authkey) as listener:
-            report("listening", port=listener.address[1])
+            if args.path:
+                report("listening", path=listener.address)
+            else:
+                report("listening", port=listener.address[1])
             try:
                 conn = listener.accept()
             except Exception as error:  # noqa: BLE001 - reported to the test
