@@ -1949,6 +1949,56 @@ Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts work end to end", 
   }
 });
 
+peerTest(
+  "bench/tls_compare.ts flags a row whose handshakes the server refused",
+  opensslPeer,
+  async () => {
+    const bench = await import("../bench/tls_compare.ts");
+    const benchDir = `${dir}/bench`;
+    await Deno.mkdir(benchDir);
+    const env = await bench.benchEnv(benchDir, {
+      openssl: OPENSSL!,
+      python: "python3",
+      seconds: 1,
+    });
+    // s_time without a client certificate against a mutual-TLS server: it
+    // counts every refused connection as a handshake done.
+    const mutualServer = await bench.ourServer(env, true);
+    try {
+      const row = await bench.measureRow(
+        env,
+        { ...mutualServer, mutual: false },
+        1,
+        false,
+      );
+      assert.ok(row.handshakesPerSecond > 0, "s_time counted nothing");
+      assert.ok(row.refused > 0, "the refusals were not counted");
+      assert.ok(bench.flagged(row));
+      assert.match(row.failures[0], /^no-certificate: /);
+    } finally {
+      await mutualServer.stop();
+    }
+    const plainServer = await bench.ourServer(env, false);
+    try {
+      const row = await bench.measureRow(env, plainServer, 1, false);
+      assert.equal(row.refused, 0, row.failures.join("; "));
+      assert.equal(row.failedRuns, 0, row.failures.join("; "));
+      assert.ok(!bench.flagged(row));
+    } finally {
+      await plainServer.stop();
+    }
+    // A client run that fails (nothing listens) is a failed run, not 0.
+    const row = await bench.measureRow(
+      env,
+      { ...plainServer, port: 1 },
+      1,
+      false,
+    );
+    assert.equal(row.failedRuns, 1);
+    assert.match(row.failures[0], /^openssl s_time exited/);
+  },
+);
+
 Deno.test("TlsListener disposal does not wait for accepted connections", async () => {
   const listener = await listenTls({
     cert: set.server.cert,
