@@ -13,7 +13,7 @@ along:
 
 Usage:
     mp_peer.py listener|client --authkey-hex HEX [--port N | --path P]
-               --session NAME [--sizes 0,1048576] [--count N]
+               --session NAME [--sizes 0,1048576] [--count N] [--warmup N]
 
 --path P uses a Unix socket: CPython's Listener(P) and Client(P) pick
 AF_UNIX for a string address.
@@ -22,8 +22,9 @@ Sessions:
     exchange   send one patterned message per --sizes entry, then echo every
                message received until the peer closes
     echo       echo every message until the peer closes
-    pingpong   (client) send --count small messages, each waiting for its
-               echo; report round trips per second
+    pingpong   (client) send --warmup untimed then --count timed small
+               messages, each waiting for its echo; report round trips per
+               second
     oversized  send a 4-byte length of 0x7fffffff and a few bytes, raw
     oversized-long  send length -1 then an 8-byte length of 2**40, raw
     truncated  send a length of 1000 and 10 bytes, raw, then close
@@ -91,6 +92,10 @@ def run_session(conn, args):
         report("done", echoed=echo_until_eof(conn))
     elif session == "pingpong":
         message = b"x" * 16
+        for _ in range(args.warmup):
+            conn.send_bytes(message)
+            if conn.recv_bytes() != message:
+                raise RuntimeError("echo mismatch")
         start = time.perf_counter()
         for _ in range(args.count):
             conn.send_bytes(message)
@@ -129,6 +134,7 @@ def main():
     parser.add_argument("--session", default="echo")
     parser.add_argument("--sizes", default="")
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=0)
     args = parser.parse_args()
     authkey = bytes.fromhex(args.authkey_hex)
     address = args.path or ("127.0.0.1", args.port)
