@@ -14,7 +14,13 @@
 import { connectTls, type TlsClientConn, TlsError } from "../tls.ts";
 import { clientAuthenticate } from "../handshake.ts";
 import { readExactOrEof, utf8, writeAll } from "../_io.ts";
-import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import {
+  COMMON_HELP,
+  fail,
+  parseFlags,
+  parseTimeout,
+  warnDemoKey,
+} from "./_cli.ts";
 
 const USAGE = `Usage: deno task tls-echo-client [options] [message...]
    or: deno run --allow-net=localhost:18443 --allow-read=certs --allow-env=CONNAUTH_KEY examples/tls_echo_client.ts [options] [message...]
@@ -44,7 +50,7 @@ const dir = String(values.certs ?? "certs");
 const hostname = values.hostname === undefined
   ? "localhost"
   : String(values.hostname);
-const timeout = Number(values.timeout ?? 10_000);
+const timeout = parseTimeout(values.timeout as string | undefined);
 const message = utf8(positionals.length ? positionals.join(" ") : "Hello TLS");
 if (values.hmac && common.demoKey) warnDemoKey();
 

@@ -18,7 +18,13 @@ import { generateCertificates, writeCertificates } from "../certs.ts";
 import { serve } from "../server.ts";
 import { HmacKey, serverAuthenticate } from "../handshake.ts";
 import { formatAddr } from "../_io.ts";
-import { COMMON_HELP, fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import {
+  COMMON_HELP,
+  fail,
+  parseFlags,
+  parseTimeout,
+  warnDemoKey,
+} from "./_cli.ts";
 
 const USAGE = `Usage: deno task tls-echo-server [options]
    or: deno run --allow-net=127.0.0.1:18443 --allow-read=certs --allow-write=certs --allow-env=CONNAUTH_KEY examples/tls_echo_server.ts [options]
@@ -43,7 +49,7 @@ const { common, values } = parseFlags(USAGE, {
 const dir = String(values.certs ?? "certs");
 const mutual = values.mutual === true;
 const hmac = values.hmac === true;
-const timeout = Number(values.timeout ?? 10_000);
+const timeout = parseTimeout(values.timeout as string | undefined);
 
 async function exists(path: string): Promise<boolean> {
   try {

@@ -1949,6 +1949,40 @@ Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts work end to end", 
   }
 });
 
+Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts refuse a bad --timeout with exit 2", async () => {
+  const certs = `${dir}/timeout-certs`;
+  for (const bad of ["abc", "0", "-5"]) {
+    const server = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        `--allow-read=${certs}`,
+        `--allow-write=${certs}`,
+        `${EXAMPLES}tls_echo_server.ts`,
+        "--port",
+        "0",
+        "--certs",
+        certs,
+        `--timeout=${bad}`,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    assert.equal(server.code, 2, decoder.decode(server.stderr));
+    assert.match(
+      decoder.decode(server.stderr),
+      new RegExp(`Cannot use --timeout "${bad}": expected a number`),
+    );
+    // Checked before anything is written.
+    await assert.rejects(Deno.stat(certs), Deno.errors.NotFound);
+    const client = await runTlsClient(certs, 1, [`--timeout=${bad}`, "hi"]);
+    assert.equal(client.code, 2, client.stderr);
+    assert.match(client.stderr, /Cannot use --timeout/);
+  }
+});
+
 peerTest(
   "bench/tls_compare.ts flags a row whose handshakes the server refused",
   opensslPeer,
