@@ -7,11 +7,14 @@
  *     deno run --allow-read=out --allow-write=out examples/certs.ts --out out
  *
  * Private keys get mode 0600. It prints paths, subjects and fingerprints,
- * never key contents.
+ * never key contents. With `--force` it also removes (and lists) the
+ * `client-*.pem` files of an earlier set that the new set does not replace:
+ * they are signed by the CA it replaced.
  *
  * @module
  */
 import {
+  certificateFiles,
   type CertificateSet,
   generateCertificates,
   writeCertificates,
@@ -29,7 +32,8 @@ ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem
 Options:
   --out DIR         directory to write (default certs; the deno task may
                     only write to certs, run the script directly for another)
-  --force           overwrite existing files
+  --force           overwrite existing files, and remove client-*.pem files
+                    of an earlier set that this one does not replace
   --client CN       client certificate common name; repeat for more
                     (default "client")
   --name NAME       extra server name (DNS name or IP address) besides
@@ -78,6 +82,34 @@ try {
   fail((error as Error).message);
 }
 
+// --force replaces the whole set. Client files of an earlier set that this
+// one does not overwrite are signed by the CA just replaced, so anything
+// trusting the new ca.pem refuses them: remove them, and say so below.
+const removed: string[] = [];
+if (values.force) {
+  const current = new Set(certificateFiles(set).map((file) => file.name));
+  try {
+    for await (const entry of Deno.readDir(out)) {
+      if (
+        entry.isFile && /^client-.+\.pem$/.test(entry.name) &&
+        !current.has(entry.name)
+      ) {
+        const path = out.endsWith("/")
+          ? `${out}${entry.name}`
+          : `${out}/${entry.name}`;
+        await Deno.remove(path);
+        removed.push(path);
+      }
+    }
+  } catch (error) {
+    fail(
+      `Wrote the new set to "${out}" but cannot remove the client files of the earlier set: ${
+        (error as Error).message
+      }; delete the client-*.pem files not listed below by hand`,
+    );
+  }
+}
+
 const certificates = [set.ca, set.server, ...Object.values(set.clients)];
 console.log(`Wrote a development certificate set to ${out}/:`);
 for (const certificate of certificates) {
@@ -100,6 +132,13 @@ for (const certificate of certificates) {
       })`,
     );
   }
+}
+if (removed.length > 0) {
+  removed.sort();
+  console.log(
+    `\nRemoved ${removed.length} client files left from the earlier set (signed by the CA this run replaced, so they would be refused):`,
+  );
+  for (const path of removed) console.log(`  ${path}`);
 }
 console.log(
   `\nTrust ${out}/ca.pem in clients and servers that verify peers. Keep the *-key.pem files private: they are development keys, never commit them.`,

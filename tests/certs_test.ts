@@ -1141,12 +1141,29 @@ Deno.test("deno task certs writes ./certs with narrow permissions, refuses overw
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already exists; pass force: true \(--force\)/);
     assert.equal(await Deno.readTextFile(`${dir}/certs/ca.pem`), written.ca);
-    // --force replaces
+    // --force replaces, and removes bob's files: a client of the old CA
+    await Deno.writeTextFile(`${dir}/certs/notes.txt`, "mine");
     const forced = await run(deno, ["task", "-q", "certs", "--force"], {
       cwd: dir,
     });
     assert.equal(forced.code, 0, forced.stderr);
     assert.notEqual(await Deno.readTextFile(`${dir}/certs/ca.pem`), written.ca);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${dir}/certs`)].map((e) => e.name).sort(),
+      [
+        "ca-key.pem",
+        "ca.pem",
+        "client-key.pem",
+        "client.pem",
+        "notes.txt",
+        "server-key.pem",
+        "server.pem",
+      ],
+    );
+    assert.match(
+      forced.stdout,
+      /Removed 2 client files left from the earlier set.*\n {2}certs\/client-bob-key\.pem\n {2}certs\/client-bob\.pem\n/,
+    );
     assert.equal(
       (await Deno.stat(`${dir}/certs/ca-key.pem`)).mode! & 0o777,
       0o600,
