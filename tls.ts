@@ -9,8 +9,9 @@
  *   subject, SANs, issuer, validity and SHA-256 fingerprint. With `clientCa`
  *   it requires and verifies client certificates; `allow` / `authorize`
  *   narrow that down to named clients.
- * - {@linkcode connectTls} opens a verified TLS client connection (system
- *   roots or `caCerts`, hostname checked, optional client certificate) and
+ * - {@linkcode connectTls} opens a verified TLS client connection (Deno's
+ *   default roots plus `caCerts`, hostname checked, optional client
+ *   certificate) and
  *   turns the usual failures into a {@linkcode TlsError} naming the cause and
  *   the fix.
  *
@@ -360,13 +361,17 @@ export interface ConnectTlsOptions {
   /** The server's port. */
   port: number;
   /**
-   * Trusted CA certificates, PEM text. When neither this nor `caFile` is
-   * set, the system roots (Deno's default) are used.
+   * CA certificates to trust, PEM text, in addition to Deno's default roots:
+   * `Deno.connectTls` keeps those, so `caCerts` adds a private CA but does
+   * not narrow trust to it. Deno's default roots are the Mozilla root store
+   * bundled with Deno, not the operating system's, unless
+   * `DENO_TLS_CA_STORE=system` (or `system,mozilla`) is set; `DENO_CERT`
+   * adds a PEM file to them.
    *
-   * @default {undefined (system roots)}
+   * @default {undefined (Deno's default roots only)}
    */
   caCerts?: string[];
-  /** Path of a PEM file with trusted CA certificates. */
+  /** Path of a PEM file with CA certificates to trust, added like `caCerts`. */
   caFile?: string;
   /** A client certificate chain, PEM text (for mutual TLS). */
   cert?: string;
@@ -1687,7 +1692,7 @@ function handshakeError(
   const action = `Cannot connect with TLS to ${server}`;
   const ca = customCa
     ? "pass the CA certificate that signed it in `caCerts` (or `caFile`)"
-    : "the system roots do not include its issuer; pass the CA certificate in `caCerts` (for a development set: certs/ca.pem)";
+    : "Deno's default roots (the Mozilla roots bundled with Deno, or the system's with DENO_TLS_CA_STORE=system) do not include its issuer; pass the CA certificate in `caCerts` (for a development set: certs/ca.pem)";
   if (/UnknownIssuer|UnknownCA|self.signed|BadSignature/i.test(message)) {
     return new TlsError(
       `${action}: the server's certificate is signed by an unknown certificate authority; ${ca}`,
@@ -1764,7 +1769,8 @@ function handshakeError(
 
 /**
  * Connects to a TLS server and completes the handshake, verifying the
- * server's certificate against `caCerts` (or the system roots) and
+ * server's certificate against Deno's default roots (the bundled Mozilla
+ * roots unless `DENO_TLS_CA_STORE=system`) plus `caCerts`, and against
  * `hostname`. With `cert` / `key` it presents a client certificate.
  *
  * Verification is `Deno.connectTls`'s (rustls): version-1 certificates and

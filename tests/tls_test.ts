@@ -1320,12 +1320,63 @@ Deno.test("connectTls() names an unknown CA", async () => {
     "unknown-ca",
     /unknown certificate authority.*caCerts/,
   );
-  // System roots do not know a development CA either.
+  // Deno's default roots do not know a development CA either.
   await rejectsWith(
     connectTls({ hostname: "localhost", port: server.port }),
     "unknown-ca",
-    /system roots/,
+    /Deno's default roots \(the Mozilla roots bundled with Deno, or the system's with DENO_TLS_CA_STORE=system\)/,
   );
+});
+
+Deno.test({
+  name:
+    "connectTls() trusts Deno's bundled Mozilla roots, the system's only with DENO_TLS_CA_STORE=system, and adds caCerts",
+  // rustls-native-certs reads SSL_CERT_FILE as the system store on Linux.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using server = await echoServer();
+    const attempt = async (env: Record<string, string>, caFile?: string) => {
+      const code = `import { connectTls } from ${
+        JSON.stringify(new URL("../tls.ts", import.meta.url).href)
+      };
+try {
+  const conn = await connectTls({ hostname: "localhost", port: ${server.port}${
+        caFile ? `, caFile: ${JSON.stringify(caFile)}` : ""
+      } });
+  conn.close();
+  console.log("connected");
+} catch (error) {
+  console.log(error.reason ?? error.name);
+}`;
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", code],
+        clearEnv: true,
+        env: {
+          PATH: Deno.env.get("PATH") ?? "",
+          HOME: Deno.env.get("HOME") ?? "",
+          ...(Deno.env.get("DENO_DIR")
+            ? { DENO_DIR: Deno.env.get("DENO_DIR")! }
+            : {}),
+          // The "system" store, for rustls-native-certs: our development CA.
+          SSL_CERT_FILE: files.ca,
+          ...env,
+        },
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+      return decoder.decode(output.stdout).trim() ||
+        decoder.decode(output.stderr).trim();
+    };
+    assert.equal(await attempt({}), "unknown-ca");
+    assert.equal(await attempt({ DENO_TLS_CA_STORE: "mozilla" }), "unknown-ca");
+    assert.equal(await attempt({ DENO_TLS_CA_STORE: "system" }), "connected");
+    // caCerts (here another CA) add to the default roots, not replace them.
+    assert.equal(
+      await attempt({ DENO_TLS_CA_STORE: "system" }, files.otherCa),
+      "connected",
+    );
+  },
 });
 
 Deno.test("connectTls() names a hostname mismatch", async () => {
