@@ -1398,7 +1398,9 @@ export function xmlrpcHandler(
 export interface XmlRpcClientOptions {
   /**
    * PEM certificates trusted to sign the server's certificate, in addition
-   * to the system roots (for a development CA from `deno task certs`).
+   * to Deno's default roots (its bundled Mozilla roots, or the system store
+   * with `DENO_TLS_CA_STORE=system`); for a development CA from
+   * `deno task certs`.
    *
    * @default {[]}
    */
