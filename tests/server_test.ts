@@ -42,7 +42,6 @@ function echoServer(options: Partial<ServeOptions> = {}): Server {
   );
 }
 
-/** Reads exactly n bytes; null on EOF (or a reset) before all arrive. */
 /** Reads a stream to its end. */
 async function readAll(
   readable: ReadableStream<Uint8Array>,
@@ -58,6 +57,7 @@ async function readAll(
   return out;
 }
 
+/** Reads exactly n bytes; null on EOF (or a reset) before all arrive. */
 async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
   const buffer = new Uint8Array(n);
   let offset = 0;
