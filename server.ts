@@ -104,7 +104,9 @@ export interface AuthenticatorContext {
   /**
    * Aborts at the handshake deadline (reason: a `TimeoutError`
    * `DOMException`) or when the server shuts down (an `AbortError`). The
-   * authenticator must stop waiting on the peer when it aborts.
+   * authenticator should stop waiting on the peer when it aborts; if it
+   * does not, the server closes the connection then (which ends a pending
+   * read) and no longer waits for it.
    */
   readonly signal: AbortSignal;
 }
@@ -306,7 +308,8 @@ export interface ServeOptions<T = ServerConn> {
   noDelay?: boolean;
   /**
    * Deadline for each handshake, in milliseconds, counted from accept.
-   * A peer that has not authenticated by then is closed.
+   * A peer that has not authenticated by then is closed, even by a custom
+   * authenticator that ignores its signal.
    *
    * @default {10000}
    */
@@ -926,10 +929,11 @@ class ServerImpl<T> implements Server {
           "authenticate the client",
         );
         try {
-          result = await this.#authenticate!(conn, {
+          result = await this.#runAuthenticator(
+            conn,
             remoteAddr,
-            signal: limit.signal,
-          });
+            limit.signal,
+          );
         } catch (error) {
           failure = { error };
         }
@@ -987,6 +991,38 @@ class ServerImpl<T> implements Server {
         else this.#perAddress.set(key, left);
       }
       this.#wakeAcceptLoop();
+    }
+  }
+
+  /**
+   * Runs the authenticator until it settles or its signal aborts (deadline
+   * or shutdown). On abort the connection is closed at once, so an
+   * authenticator that ignores its signal is stopped by its socket, and the
+   * server stops waiting for it: a late result is dropped.
+   */
+  async #runAuthenticator(
+    conn: ServerConn,
+    remoteAddr: Deno.Addr,
+    signal: AbortSignal,
+  ): Promise<T> {
+    if (signal.aborted) {
+      closeQuietly(conn);
+      throw signal.reason;
+    }
+    const aborted = Promise.withResolvers<never>();
+    const onAbort = () => {
+      closeQuietly(conn);
+      aborted.reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    let pending: Promise<T> | undefined;
+    try {
+      pending = this.#authenticate!(conn, { remoteAddr, signal });
+      return await Promise.race([pending, aborted.promise]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      // A late rejection after the deadline is nobody's news.
+      pending?.catch(() => {});
     }
   }
 
@@ -1109,7 +1145,7 @@ class ServerImpl<T> implements Server {
  * | --- | --- |
  * | handshake succeeds | `onConnection`, then the handler |
  * | wrong key ({@linkcode AuthenticationError}) | holds the connection for the throttle delay, `onAuthFailure`, closes |
- * | handshake deadline, garbage, reset | `onError` (phase `"handshake"`), closes |
+ * | handshake deadline (even for an authenticator that ignores its signal), garbage, reset | `onError` (phase `"handshake"`), closes |
  * | handler throws | `onError` (phase `"handler"`), closes, goes on |
  * | `maxConnections` or `maxHandshakes` reached | stops accepting until a slot frees |
  * | `maxPerAddress` reached, or address banned | closes the new connection, `onRefuse` |

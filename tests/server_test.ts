@@ -545,6 +545,46 @@ Deno.test("serve() passes a custom authenticator's result to the handler and thr
   assert.equal(failures[0].delay, 10);
 });
 
+Deno.test("serve() closes a custom authenticator's connection at the handshake deadline even when it ignores its signal", async () => {
+  const errors: [unknown, ServeErrorInfo][] = [];
+  const readEnded = Promise.withResolvers<unknown>();
+  await using server = serve<ServerConn>({
+    port: 0,
+    log: false,
+    handshakeTimeout: 200,
+    onError: (error, info) => errors.push([error, info]),
+    // Waits for a byte that never comes, deaf to its signal.
+    authenticate: async (conn) => {
+      try {
+        await (conn as Deno.Conn).read(new Uint8Array(1));
+        readEnded.resolve("read returned");
+      } catch (error) {
+        readEnded.resolve(error);
+      }
+      return conn;
+    },
+  }, () => {
+    throw new Error("no handler may run");
+  });
+  using client = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: portOf(server),
+  });
+  const start = performance.now();
+  await waitClosed(client, 3000);
+  const elapsed = performance.now() - start;
+  assert.ok(elapsed >= 150 && elapsed < 2000, `closed after ${elapsed} ms`);
+  // Closing the socket is what ended the authenticator's read.
+  assert.notEqual(await readEnded.promise, "read returned");
+  await waitFor(() => errors.length === 1, 2000, "the timeout reported");
+  const [error, info] = errors[0];
+  assert.ok(error instanceof DOMException && error.name === "TimeoutError");
+  assert.match(error.message, /timed out after 200 ms/);
+  assert.equal(info.phase, "handshake");
+  assert.equal(server.stats.handshaking, 0);
+  assert.equal(server.stats.open, 0);
+});
+
 Deno.test("serve() shutdown lets in-flight handlers finish, refuses new connections and resolves finished", async () => {
   const started = Promise.withResolvers<void>();
   let signalAborted = false;
