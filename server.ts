@@ -347,7 +347,9 @@ export interface ServeOptions<T = ServerConn> {
   throttle?: ThrottleOptions | false;
   /**
    * On shutdown, how long in-flight handlers may run before their
-   * connections are closed, in milliseconds.
+   * connections are closed, in milliseconds. A handler still running 1000
+   * ms after that (one that ignores both its signal and its socket) is
+   * abandoned: reported to `onError` and no longer waited for.
    *
    * @default {5000}
    */
@@ -400,8 +402,9 @@ export interface Server extends AsyncDisposable {
   readonly addr: Deno.Addr;
   /**
    * Resolves once the server has shut down and every connection task has
-   * settled; rejects if the server could not start (a key that fails to
-   * import).
+   * settled, or, at the latest, 1000 ms after the grace period ended (the
+   * tasks still running then are reported to `onError` and abandoned);
+   * rejects if the server could not start (a key that fails to import).
    */
   readonly finished: Promise<void>;
   /** Current connection counts. */
@@ -410,7 +413,8 @@ export interface Server extends AsyncDisposable {
    * Shuts down gracefully: stops accepting (the listener closes, so new
    * clients are refused), aborts handshakes and held failures, aborts
    * {@linkcode ConnectionInfo.signal}, waits up to `gracePeriod` for the
-   * handlers, then closes the connections left.
+   * handlers, then closes the connections left and waits 1000 ms more
+   * before abandoning the handlers still running.
    *
    * @returns {@linkcode Server.finished}.
    */
@@ -446,6 +450,12 @@ export interface ConnectOptions extends AuthenticateOptions {
 
 /** Most lines the default logger prints a second. */
 const LOG_LINES_PER_SECOND = 20;
+
+/**
+ * How long after the grace period, in milliseconds, shutdown still waits for
+ * tasks whose connections it closed before it abandons them.
+ */
+const ABANDON_AFTER = 1000;
 
 const DEFAULTS = {
   hostname: "127.0.0.1",
@@ -619,6 +629,15 @@ type HookName = "onConnection" | "onAuthFailure" | "onRefuse" | "onError";
 
 type Handler<T> = (conn: T, info: ConnectionInfo) => void | Promise<void>;
 
+/** One accepted connection's task, while it runs. */
+interface Task {
+  readonly conn: ServerConn;
+  remoteAddr?: Deno.Addr;
+  phase: "accept" | "handshake" | "held" | "handler";
+  /** Shutdown stopped waiting for it: report nothing more. */
+  abandoned: boolean;
+}
+
 class ServerImpl<T> implements Server {
   readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
@@ -648,11 +667,12 @@ class ServerImpl<T> implements Server {
   #authenticated = 0;
   #nextId = 1;
   #perAddress = new Map<string, number>();
-  #live = new Set<ServerConn>();
-  #tasks = 0;
+  #tasks = new Set<Task>();
   #wake: (() => void) | undefined;
   #idle: (() => void) | undefined;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #abandonTimer: ReturnType<typeof setTimeout> | undefined;
+  #graceOver = false;
   #paused = false;
   #logWindow = 0;
   #logCount = 0;
@@ -771,10 +791,15 @@ class ServerImpl<T> implements Server {
         // already closed
       }
       this.#wakeAcceptLoop();
-      if (this.#tasks > 0) {
+      if (this.#tasks.size > 0) {
         this.#graceTimer = setTimeout(() => {
           this.#graceTimer = undefined;
-          for (const conn of this.#live) closeQuietly(conn);
+          this.#graceOver = true;
+          for (const task of this.#tasks) closeQuietly(task.conn);
+          this.#abandonTimer = setTimeout(
+            () => this.#abandon(),
+            ABANDON_AFTER,
+          );
         }, this.#gracePeriod);
       }
     }
@@ -802,11 +827,41 @@ class ServerImpl<T> implements Server {
     }
     this.#authenticate = authenticate;
     await this.#acceptLoop();
-    if (this.#tasks > 0) {
+    if (this.#tasks.size > 0) {
       await new Promise<void>((resolve) => this.#idle = resolve);
     }
     if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
+    if (this.#abandonTimer !== undefined) clearTimeout(this.#abandonTimer);
     if (this.#log) this.#flushLog();
+  }
+
+  /**
+   * Stops waiting for the tasks still running after the grace period and
+   * its extra second (their connections are closed; the code that ignores
+   * both is not ours to stop), reporting each.
+   */
+  #abandon(): void {
+    this.#abandonTimer = undefined;
+    for (const task of this.#tasks) {
+      task.abandoned = true;
+      const what = task.phase === "handler" ? "handler" : "authenticator";
+      this.#report(
+        new DOMException(
+          `Cannot shut down cleanly: the ${what} for ${
+            formatAddr(task.remoteAddr)
+          } did not settle within the grace period (${this.#gracePeriod} ms) and ${ABANDON_AFTER} ms after its connection was closed; no longer waiting for it`,
+          "TimeoutError",
+        ),
+        {
+          phase: task.phase === "handler" ? "handler" : "handshake",
+          remoteAddr: task.remoteAddr,
+        },
+      );
+    }
+    this.#tasks.clear();
+    const idle = this.#idle;
+    this.#idle = undefined;
+    idle?.();
   }
 
   #hasCapacity(): boolean {
@@ -853,10 +908,11 @@ class ServerImpl<T> implements Server {
         closeQuietly(conn);
         break;
       }
-      this.#tasks += 1;
-      this.#connection(conn).finally(() => {
-        this.#tasks -= 1;
-        if (this.#tasks === 0) {
+      const task: Task = { conn, phase: "accept", abandoned: false };
+      this.#tasks.add(task);
+      this.#connection(task).finally(() => {
+        if (!this.#tasks.delete(task)) return;
+        if (this.#tasks.size === 0) {
           const idle = this.#idle;
           this.#idle = undefined;
           idle?.();
@@ -865,11 +921,11 @@ class ServerImpl<T> implements Server {
     }
   }
 
-  async #connection(conn: ServerConn): Promise<void> {
+  async #connection(task: Task): Promise<void> {
+    const { conn } = task;
     const accepted = performance.now();
     this.#accepted += 1;
     this.#open += 1;
-    this.#live.add(conn);
     let remoteAddr: Deno.Addr;
     let localAddr: Deno.Addr;
     try {
@@ -878,12 +934,12 @@ class ServerImpl<T> implements Server {
     } catch (error) {
       // A socket that died between accept and here.
       this.#report(error, { phase: "accept" });
-      this.#live.delete(conn);
       this.#open -= 1;
       closeQuietly(conn);
       this.#wakeAcceptLoop();
       return;
     }
+    task.remoteAddr = remoteAddr;
     if (this.#noDelay) setNoDelay(conn);
     const key = addressKey(remoteAddr);
     if (key !== null) {
@@ -919,6 +975,7 @@ class ServerImpl<T> implements Server {
       }
 
       phase = "handshake";
+      task.phase = "handshake";
       this.#handshaking += 1;
       let result!: T;
       let failure: { error: unknown } | undefined;
@@ -945,6 +1002,7 @@ class ServerImpl<T> implements Server {
         this.#wakeAcceptLoop();
         if (error instanceof AuthenticationError) {
           phase = "held";
+          task.phase = "held";
           this.#held += 1;
           await this.#authFailure(error, key, remoteAddr, localAddr);
         } else if (!this.#closing) {
@@ -957,6 +1015,7 @@ class ServerImpl<T> implements Server {
       if (this.#closing) return;
 
       phase = "handler";
+      task.phase = "handler";
       this.#active += 1;
       this.#authenticated += 1;
       const info: ConnectionInfo = {
@@ -973,9 +1032,8 @@ class ServerImpl<T> implements Server {
         // A handler that stopped because info.signal aborted, or whose
         // socket the server closed after the grace period, is not news.
         const expected = this.#closing &&
-          (error === this.#stopping.signal.reason ||
-            this.#graceTimer === undefined);
-        if (!expected) {
+          (error === this.#stopping.signal.reason || this.#graceOver);
+        if (!expected && !task.abandoned) {
           this.#report(error, { phase: "handler", remoteAddr });
         }
       }
@@ -983,7 +1041,6 @@ class ServerImpl<T> implements Server {
       if (phase === "held") this.#held -= 1;
       if (phase === "handler") this.#active -= 1;
       closeQuietly(conn);
-      this.#live.delete(conn);
       this.#open -= 1;
       if (key !== null) {
         const left = this.#perAddress.get(key)! - 1;
@@ -1149,6 +1206,7 @@ class ServerImpl<T> implements Server {
  * | handler throws | `onError` (phase `"handler"`), closes, goes on |
  * | `maxConnections` or `maxHandshakes` reached | stops accepting until a slot frees |
  * | `maxPerAddress` reached, or address banned | closes the new connection, `onRefuse` |
+ * | shutdown | stops accepting, aborts handshakes, waits `gracePeriod` for handlers, closes the rest; abandons (and reports) a handler still running 1 s later |
  *
  * @typeParam T What the handler receives.
  * @param options Where to listen, how to authenticate, limits, hooks.

@@ -663,6 +663,61 @@ Deno.test("serve() shutdown closes handlers that outlive the grace period", asyn
   }
 });
 
+Deno.test("serve() shutdown stops waiting for a handler that ignores its signal and its socket, and reports it", async () => {
+  const errors: [unknown, ServeErrorInfo][] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let release = () => {};
+  const handlerDone = Promise.withResolvers<void>();
+  const server = serve(
+    {
+      port: 0,
+      key: KEY,
+      log: false,
+      gracePeriod: 100,
+      onError: (error, info) => errors.push([error, info]),
+    },
+    async () => {
+      // Neither info.signal nor the socket: a 3 s timer.
+      await new Promise<void>((resolve) => {
+        release = resolve;
+        timer = setTimeout(resolve, 3000);
+      });
+      handlerDone.resolve();
+    },
+  );
+  const conn = await connect({ port: portOf(server), key: KEY });
+  try {
+    await waitFor(() => server.stats.active === 1, 5000, "1 active");
+    const start = performance.now();
+    await server.shutdown();
+    const elapsed = performance.now() - start;
+    // gracePeriod (100 ms), then 1000 ms for the closed socket to end it.
+    assert.ok(
+      elapsed >= 1000 && elapsed < 2500,
+      `finished after ${elapsed} ms`,
+    );
+    await waitClosed(conn, 1000);
+    assert.equal(errors.length, 1);
+    const [error, info] = errors[0];
+    assert.ok(error instanceof DOMException && error.name === "TimeoutError");
+    assert.match(
+      error.message,
+      /the handler for 127\.0\.0\.1:\d+ did not settle within the grace period \(100 ms\)/,
+    );
+    assert.equal(info.phase, "handler");
+    assert.equal((info.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+  } finally {
+    clearTimeout(timer);
+    release();
+    await handlerDone.promise;
+    conn.close();
+  }
+  // The abandoned task ran to its end later, quietly.
+  await delay(0);
+  assert.equal(errors.length, 1);
+  assert.equal(server.stats.active, 0);
+});
+
 Deno.test("serve() aborts pending handshakes on shutdown and shuts down on its signal", async () => {
   const controller = new AbortController();
   const server = echoServer({ signal: controller.signal });
