@@ -331,8 +331,9 @@ export interface ServeOptions<T = ServerConn> {
    */
   maxHandshakes?: number;
   /**
-   * Most connections open at once from one IP address. A connection past it
-   * is closed at once, before any handshake, and reported to `onRefuse`.
+   * Most connections open at once from one address (an IP address, or one
+   * entry for all Unix socket peers). A connection past it is closed at
+   * once, before any handshake, and reported to `onRefuse`.
    * Behind NAT or a proxy one address is many users: raise it there.
    *
    * @default {256}
@@ -528,12 +529,29 @@ function checkKey(key: unknown): void {
   );
 }
 
-/** The per-address key: the IP (IPv4-mapped IPv6 folded), or null. */
-function addressKey(addr: Deno.Addr): string | null {
-  if (addr.transport !== "tcp" && addr.transport !== "udp") return null;
-  const host = addr.hostname.toLowerCase();
-  if (host.startsWith("::ffff:") && host.includes(".")) return host.slice(7);
-  return host;
+/**
+ * The name limits and throttling count a peer under: its IP address
+ * (IPv4-mapped IPv6 folded to IPv4); `"unix"` for every Unix socket peer;
+ * `"vsock:<cid>"`.
+ */
+function addressKey(addr: Deno.Addr): string {
+  switch (addr.transport) {
+    case "tcp":
+    case "udp": {
+      const host = addr.hostname.toLowerCase();
+      if (host.startsWith("::ffff:") && host.includes(".")) {
+        return host.slice(7);
+      }
+      return host;
+    }
+    case "unix":
+    case "unixpacket":
+      return "unix";
+    case "vsock":
+      return `vsock:${addr.cid}`;
+    default:
+      return String((addr as { transport: unknown }).transport);
+  }
 }
 
 function describe(error: unknown): string {
@@ -942,36 +960,32 @@ class ServerImpl<T> implements Server {
     task.remoteAddr = remoteAddr;
     if (this.#noDelay) setNoDelay(conn);
     const key = addressKey(remoteAddr);
-    if (key !== null) {
-      this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
-    }
+    this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
     let phase: "handshake" | "held" | "handler" | "done" = "done";
     try {
-      if (key !== null) {
-        const count = this.#perAddress.get(key)!;
-        if (count > this.#maxPerAddress) {
-          this.#refuse(
-            remoteAddr,
-            localAddr,
-            "max-per-address",
-            `${
-              count - 1
-            } connections from ${key} already open (maxPerAddress ${this.#maxPerAddress})`,
-          );
-          return;
-        }
-        const record = this.#failures?.lookup(key, Date.now());
-        if (record && record.bannedUntil > Date.now()) {
-          this.#refuse(
-            remoteAddr,
-            localAddr,
-            "banned",
-            `${key} is refused for ${
-              Math.ceil((record.bannedUntil - Date.now()) / 1000)
-            } s more after ${record.failures} authentication failures`,
-          );
-          return;
-        }
+      const count = this.#perAddress.get(key)!;
+      if (count > this.#maxPerAddress) {
+        this.#refuse(
+          remoteAddr,
+          localAddr,
+          "max-per-address",
+          `${
+            count - 1
+          } connections from ${key} already open (maxPerAddress ${this.#maxPerAddress})`,
+        );
+        return;
+      }
+      const record = this.#failures?.lookup(key, Date.now());
+      if (record && record.bannedUntil > Date.now()) {
+        this.#refuse(
+          remoteAddr,
+          localAddr,
+          "banned",
+          `${key} is refused for ${
+            Math.ceil((record.bannedUntil - Date.now()) / 1000)
+          } s more after ${record.failures} authentication failures`,
+        );
+        return;
       }
 
       phase = "handshake";
@@ -1042,11 +1056,9 @@ class ServerImpl<T> implements Server {
       if (phase === "handler") this.#active -= 1;
       closeQuietly(conn);
       this.#open -= 1;
-      if (key !== null) {
-        const left = this.#perAddress.get(key)! - 1;
-        if (left === 0) this.#perAddress.delete(key);
-        else this.#perAddress.set(key, left);
-      }
+      const left = this.#perAddress.get(key)! - 1;
+      if (left === 0) this.#perAddress.delete(key);
+      else this.#perAddress.set(key, left);
       this.#wakeAcceptLoop();
     }
   }
@@ -1085,13 +1097,13 @@ class ServerImpl<T> implements Server {
 
   async #authFailure(
     error: AuthenticationError,
-    key: string | null,
+    key: string,
     remoteAddr: Deno.Addr,
     localAddr: Deno.Addr,
   ): Promise<void> {
     let failures = 0;
     let delay = 0;
-    if (this.#failures && key !== null) {
+    if (this.#failures) {
       const counted = this.#failures.fail(key, Date.now());
       failures = counted.record.failures;
       delay = counted.delay;

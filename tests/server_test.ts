@@ -349,6 +349,84 @@ Deno.test("serve() closes the newest connection past maxPerAddress and keeps the
   await helloRoundTrip(port);
 });
 
+Deno.test("serve() counts every Unix socket peer as one address, for maxPerAddress and throttling", async () => {
+  // Deno wants net permission for each socket path, which the test task
+  // cannot name in advance: run the server and its clients in a child that
+  // is allowed exactly this path.
+  const dir = await Deno.makeTempDir({ prefix: "connauth-unix-" });
+  try {
+    const path = `${dir}/server.sock`;
+    const script = `
+      import { serve } from ${
+      JSON.stringify(import.meta.resolve("../server.ts"))
+    };
+      import { clientAuthenticate } from ${
+      JSON.stringify(import.meta.resolve("../handshake.ts"))
+    };
+      const path = Deno.args[0];
+      const events = [];
+      const until = async (condition) => {
+        for (let i = 0; i < 500 && !condition(); i++) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      };
+      const server = serve({
+        listener: Deno.listen({ transport: "unix", path }),
+        key: "k",
+        log: false,
+        maxPerAddress: 1,
+        onRefuse: (info) => events.push("refused " + info.reason),
+        onAuthFailure: (info) =>
+          events.push("failure " + info.failures + ", pause " + info.delay),
+      }, (conn) => conn.readable.pipeTo(conn.writable));
+      const first = await Deno.connect({ transport: "unix", path });
+      await clientAuthenticate(first, "k");
+      await until(() => server.stats.active === 1);
+      const second = await Deno.connect({ transport: "unix", path });
+      try {
+        await clientAuthenticate(second, "k");
+        await second.write(new Uint8Array([1]));
+        const n = await second.read(new Uint8Array(1));
+        events.push(n === 1 ? "second served" : "second closed");
+      } catch (error) {
+        events.push("second closed");
+      }
+      second.close();
+      first.close();
+      await until(() => server.stats.open === 0);
+      const bad = await Deno.connect({ transport: "unix", path });
+      await clientAuthenticate(bad, "wrong");
+      await bad.read(new Uint8Array(1)).catch(() => null);
+      bad.close();
+      await until(() => events.length === 3);
+      await server.shutdown();
+      console.log(JSON.stringify(events));
+    `;
+    const child = spawn(Deno.execPath(), [
+      "run",
+      `--allow-net=unix:${path}`,
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      "-",
+      path,
+    ]);
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(script));
+    await writer.close();
+    const output = await child.output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, stderr);
+    const events = JSON.parse(new TextDecoder().decode(output.stdout));
+    assert.deepEqual(events, [
+      "refused max-per-address",
+      "second closed",
+      "failure 1, pause 250",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("serve() stops accepting at maxHandshakes and resumes when a handshake ends", async () => {
   await using server = echoServer({ maxHandshakes: 2 });
   const port = portOf(server);
