@@ -11,9 +11,10 @@
  *   nothing costs one pending task and one timer until the handshake deadline
  *   closes it.
  * - Limits on connections open at once, connections still handshaking, and
- *   connections per remote address. The global limits pause the accept loop
- *   (backpressure: the kernel queues new clients in the listen backlog); the
- *   per-address limit closes the newest connection with a logged reason.
+ *   connections per remote address (an IPv4 address, an IPv6 /64, or one
+ *   entry for all Unix socket peers). The global limits pause the accept
+ *   loop (backpressure: the kernel queues new clients in the listen backlog);
+ *   the per-address limit closes the newest connection with a logged reason.
  * - Repeated authentication failures from one address are throttled: each
  *   failed connection is held (silently, with nothing read) for a delay that
  *   doubles with every failure from that address, in the spirit of
@@ -191,8 +192,9 @@ export interface ServeErrorInfo {
 }
 
 /**
- * Failure throttling per remote address (IP address; all connections over
- * a Unix socket share one entry).
+ * Failure throttling per remote address (see `ipv6Prefix` in
+ * {@linkcode ServeOptions} for what counts as one address; all connections
+ * over a Unix socket share one entry).
  *
  * The n-th failure from an address is held for
  * `min(delay * 2 ** (n - 1), maxDelay)` ms before its connection is closed:
@@ -331,14 +333,26 @@ export interface ServeOptions<T = ServerConn> {
    */
   maxHandshakes?: number;
   /**
-   * Most connections open at once from one address (an IP address, or one
-   * entry for all Unix socket peers). A connection past it is closed at
-   * once, before any handshake, and reported to `onRefuse`.
-   * Behind NAT or a proxy one address is many users: raise it there.
+   * Most connections open at once from one address (an IPv4 address, an
+   * IPv6 prefix of `ipv6Prefix` bits, or one entry for all Unix socket
+   * peers). A connection past it is closed at once, before any handshake,
+   * and reported to `onRefuse`. Behind NAT or a proxy one address is many
+   * users: raise it there.
    *
    * @default {256}
    */
   maxPerAddress?: number;
+  /**
+   * How many leading bits of an IPv6 address name one client for
+   * `maxPerAddress` and throttling. A host is usually given a whole /64, so
+   * counting single IPv6 addresses would let it dodge both with addresses of
+   * its own; 128 counts each address. IPv4-mapped IPv6 addresses count as
+   * their IPv4 address, and link-local ones (`fe80::/10`, where every host
+   * on a link shares the /64) as the whole address.
+   *
+   * @default {64}
+   */
+  ipv6Prefix?: number;
   /**
    * Failure throttling per address ({@linkcode ThrottleOptions}), or `false`
    * to turn it off.
@@ -465,6 +479,7 @@ const DEFAULTS = {
   maxConnections: 10_000,
   maxHandshakes: 2_000,
   maxPerAddress: 256,
+  ipv6Prefix: 64,
   gracePeriod: 5_000,
   delay: 250,
   maxDelay: 10_000,
@@ -530,20 +545,16 @@ function checkKey(key: unknown): void {
 }
 
 /**
- * The name limits and throttling count a peer under: its IP address
- * (IPv4-mapped IPv6 folded to IPv4); `"unix"` for every Unix socket peer;
+ * The name limits and throttling count a peer under: its IPv4 address; its
+ * IPv6 address cut to `ipv6Prefix` bits (`2001:db8:1:2::/64`), whole when
+ * link-local, as IPv4 when IPv4-mapped; `"unix"` for every Unix socket peer;
  * `"vsock:<cid>"`.
  */
-function addressKey(addr: Deno.Addr): string {
+function addressKey(addr: Deno.Addr, ipv6Prefix: number): string {
   switch (addr.transport) {
     case "tcp":
-    case "udp": {
-      const host = addr.hostname.toLowerCase();
-      if (host.startsWith("::ffff:") && host.includes(".")) {
-        return host.slice(7);
-      }
-      return host;
-    }
+    case "udp":
+      return ipKey(addr.hostname, ipv6Prefix);
     case "unix":
     case "unixpacket":
       return "unix";
@@ -552,6 +563,77 @@ function addressKey(addr: Deno.Addr): string {
     default:
       return String((addr as { transport: unknown }).transport);
   }
+}
+
+function ipKey(hostname: string, ipv6Prefix: number): string {
+  const host = hostname.toLowerCase();
+  if (!host.includes(":")) return host;
+  const groups = parseIpv6(host);
+  if (groups === null) return host;
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return [groups[6] >> 8, groups[6] & 255, groups[7] >> 8, groups[7] & 255]
+      .join(".");
+  }
+  // Every host on a link shares fe80::/64: keep link-local addresses whole,
+  // zone included.
+  if ((groups[0] & 0xffc0) === 0xfe80) return host;
+  if (ipv6Prefix >= 128) return formatIpv6(groups);
+  const masked = groups.map((group, i) => {
+    const keep = Math.min(Math.max(ipv6Prefix - 16 * i, 0), 16);
+    return group & ((0xffff << (16 - keep)) & 0xffff);
+  });
+  return `${formatIpv6(masked)}/${ipv6Prefix}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address in text, or null. */
+function parseIpv6(text: string): number[] | null {
+  let host = text;
+  const zone = host.indexOf("%");
+  if (zone >= 0) host = host.slice(0, zone);
+  const lastColon = host.lastIndexOf(":");
+  const tail = host.slice(lastColon + 1);
+  if (tail.includes(".")) {
+    const bytes = tail.split(".").map((part) =>
+      /^\d{1,3}$/.test(part) ? Number(part) : NaN
+    );
+    if (bytes.length !== 4 || bytes.some((b) => !(b <= 255))) return null;
+    host = `${host.slice(0, lastColon + 1)}${
+      ((bytes[0] << 8) | bytes[1]).toString(16)
+    }:${((bytes[2] << 8) | bytes[3]).toString(16)}`;
+  }
+  const halves = host.split("::");
+  if (halves.length > 2) return null;
+  const split = (part: string) => part === "" ? [] : part.split(":");
+  const head = split(halves[0]);
+  const rest = halves.length === 2 ? split(halves[1]) : [];
+  const zeros = 8 - head.length - rest.length;
+  if (halves.length === 2 ? zeros < 1 : zeros !== 0) return null;
+  const groups: number[] = [];
+  for (const part of [...head, ...Array(zeros).fill("0"), ...rest]) {
+    if (!/^[0-9a-f]{1,4}$/.test(part)) return null;
+    groups.push(parseInt(part, 16));
+  }
+  return groups;
+}
+
+/** IPv6 groups as text, the longest run of zero groups shortened to `::`. */
+function formatIpv6(groups: number[]): string {
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8;) {
+    let end = i;
+    while (end < 8 && groups[end] === 0) end++;
+    if (end - i > bestLength) {
+      best = i;
+      bestLength = end - i;
+    }
+    i = end === i ? i + 1 : end;
+  }
+  const hex = groups.map((group) => group.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${
+    hex.slice(best + bestLength).join(":")
+  }`;
 }
 
 function describe(error: unknown): string {
@@ -667,6 +749,7 @@ class ServerImpl<T> implements Server {
   #maxConnections: number;
   #maxHandshakes: number;
   #maxPerAddress: number;
+  #ipv6Prefix: number;
   #gracePeriod: number;
   #failures: FailureTable | undefined;
   #log: boolean;
@@ -725,6 +808,18 @@ class ServerImpl<T> implements Server {
       DEFAULTS.maxPerAddress,
       "maxPerAddress",
     );
+    const prefix = options.ipv6Prefix ?? DEFAULTS.ipv6Prefix;
+    if (typeof prefix !== "number") {
+      throw new TypeError(
+        `Cannot use ipv6Prefix: expected a number of bits, got ${typeof prefix}`,
+      );
+    }
+    if (!Number.isInteger(prefix) || prefix < 1 || prefix > 128) {
+      throw new RangeError(
+        `Cannot use ipv6Prefix: expected a whole number of bits from 1 to 128, got ${prefix}`,
+      );
+    }
+    this.#ipv6Prefix = prefix;
     this.#gracePeriod = checkMillis(
       options.gracePeriod,
       DEFAULTS.gracePeriod,
@@ -959,7 +1054,7 @@ class ServerImpl<T> implements Server {
     }
     task.remoteAddr = remoteAddr;
     if (this.#noDelay) setNoDelay(conn);
-    const key = addressKey(remoteAddr);
+    const key = addressKey(remoteAddr, this.#ipv6Prefix);
     this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
     let phase: "handshake" | "held" | "handler" | "done" = "done";
     try {

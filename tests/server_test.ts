@@ -8,6 +8,7 @@ import {
   type RefuseInfo,
   serve,
   type ServeErrorInfo,
+  type ServeListener,
   type ServeOptions,
   type Server,
   type ServerConn,
@@ -151,6 +152,67 @@ async function waitFor(
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A listener on two loopback ports: connections to `port` show their real
+ * address, connections to `aliasPort` appear to come from `alias` (set it
+ * before connecting), so one test can be several clients.
+ */
+function aliasListener(): {
+  listener: ServeListener;
+  aliasPort: number;
+  alias: string;
+} {
+  const real = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const aliased = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const state = { alias: "192.0.2.1" };
+  const pending: (Promise<ServerConn> | undefined)[] = [undefined, undefined];
+  const disguise = (conn: Deno.Conn): ServerConn => {
+    const remoteAddr: Deno.NetAddr = {
+      transport: "tcp",
+      hostname: state.alias,
+      port: (conn.remoteAddr as Deno.NetAddr).port,
+    };
+    return new Proxy(conn, {
+      get(target, property) {
+        if (property === "remoteAddr") return remoteAddr;
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  };
+  const listener: ServeListener = {
+    addr: real.addr,
+    async accept() {
+      pending[0] ??= real.accept();
+      pending[1] ??= aliased.accept().then(disguise);
+      const { index, conn } = await Promise.race(
+        pending.map((promise, index) =>
+          promise!.then((conn) => ({ index, conn }))
+        ),
+      );
+      pending[index] = undefined;
+      return conn;
+    },
+    close() {
+      real.close();
+      aliased.close();
+    },
+    async *[Symbol.asyncIterator]() {
+      while (true) yield await listener.accept();
+    },
+  };
+  return {
+    listener,
+    aliasPort: aliased.addr.port,
+    get alias() {
+      return state.alias;
+    },
+    set alias(value: string) {
+      state.alias = value;
+    },
+  };
 }
 
 Deno.test("serve() authenticates and echoes 500 clients at once", async () => {
@@ -425,6 +487,89 @@ Deno.test("serve() counts every Unix socket peer as one address, for maxPerAddre
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("serve() counts an IPv6 /64 as one address by default; ipv6Prefix changes the prefix", async () => {
+  // Each address connects in turn with maxPerAddress: 1 and stays open;
+  // true when it is served, false when refused as max-per-address.
+  async function served(
+    ipv6Prefix: number | undefined,
+    addresses: string[],
+  ): Promise<{ served: boolean[]; log: string[] }> {
+    const aliased = aliasListener();
+    const log: string[] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => log.push(args.join(" "));
+    const open: Deno.TcpConn[] = [];
+    const result: boolean[] = [];
+    try {
+      await using server = serve({
+        listener: aliased.listener,
+        key: KEY,
+        maxPerAddress: 1,
+        ipv6Prefix,
+      }, echo);
+      for (const address of addresses) {
+        aliased.alias = address;
+        try {
+          open.push(await connect({ port: aliased.aliasPort, key: KEY }));
+          await waitFor(
+            () => server.stats.active === open.length,
+            5000,
+            `${address} served`,
+          );
+          result.push(true);
+        } catch (error) {
+          assert.ok(
+            error instanceof ProtocolError ||
+              error instanceof Deno.errors.ConnectionReset,
+            String(error),
+          );
+          result.push(false);
+        }
+      }
+      for (const conn of open) conn.close();
+    } finally {
+      console.error = original;
+    }
+    return { served: result, log };
+  }
+  const addresses = [
+    "2001:db8:1:2::1",
+    "2001:DB8:1:2:0:0:ffff:5", // the same /64, written otherwise
+    "2001:db8:1:3::1",
+    "2001:db8:1:102::1",
+    "fe80::1%eth0", // link-local: every host on the link shares fe80::/64
+    "fe80::2%eth0",
+    "::ffff:192.0.2.1",
+    "192.0.2.1", // the same IPv4 address as the mapped one
+  ];
+  const byDefault = await served(undefined, addresses);
+  assert.deepEqual(byDefault.served, [
+    true,
+    false,
+    true,
+    true,
+    true,
+    true,
+    true,
+    false,
+  ]);
+  const refusals = byDefault.log.filter((line) => line.includes("refused"));
+  assert.match(refusals[0], /connections from 2001:db8:1:2::\/64 already/);
+  assert.match(refusals[1], /connections from 192\.0\.2\.1 already/);
+  assert.deepEqual(
+    (await served(56, addresses)).served,
+    [true, false, false, true, true, true, true, false],
+  );
+  assert.deepEqual(
+    (await served(128, addresses)).served,
+    [true, true, true, true, true, true, true, false],
+  );
+  assert.throws(
+    () => serve({ port: 0, key: KEY, ipv6Prefix: 0 }, () => {}),
+    RangeError,
+  );
 });
 
 Deno.test("serve() stops accepting at maxHandshakes and resumes when a handshake ends", async () => {
