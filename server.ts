@@ -15,11 +15,13 @@
  *   entry for all Unix socket peers). The global limits pause the accept
  *   loop (backpressure: the kernel queues new clients in the listen backlog);
  *   the per-address limit closes the newest connection with a logged reason.
- * - Repeated authentication failures from one address are throttled: each
- *   failed connection is held (silently, with nothing read) for a delay that
- *   doubles with every failure from that address, in the spirit of
- *   PostgreSQL's `auth_delay`; optionally the address is refused for a while,
- *   as fail2ban does. A successful handshake is never delayed.
+ * - Repeated authentication failures from one address are throttled before
+ *   the next attempt, in the spirit of PostgreSQL's `auth_delay`: once an
+ *   address has failed, its handshakes run one at a time, and each failure
+ *   pauses the next one for a delay that doubles with every failure. Guesses
+ *   per address are bounded whatever the client's concurrency. Optionally the
+ *   address is refused for a while, as fail2ban does. An address with no
+ *   failures on record is never delayed.
  * - Hooks (`onConnection`, `onAuthFailure`, `onRefuse`, `onError`) and a
  *   default logger to stderr that never prints key material.
  * - Graceful shutdown by `signal`, {@linkcode Server.shutdown} or
@@ -137,7 +139,10 @@ export interface ConnectionInfo {
   readonly remoteAddr: Deno.Addr;
   /** Our end's address. */
   readonly localAddr: Deno.Addr;
-  /** How long the handshake took, in milliseconds. */
+  /**
+   * How long the handshake took, in milliseconds, counted from accept (a
+   * wait for a throttled address's turn included).
+   */
   readonly handshakeTime: number;
   /**
    * Aborts when the server starts shutting down: a long-lived handler (a
@@ -161,14 +166,21 @@ export interface AuthFailureInfo {
    */
   readonly failures: number;
   /**
-   * How long, in milliseconds, the server holds this connection before
-   * closing it (0 when throttling is off).
+   * How long, in milliseconds, the next handshake from this address waits
+   * (0 when throttling is off). The failed connection itself is closed at
+   * once.
    */
   readonly delay: number;
 }
 
-/** Why {@linkcode serve} closed a connection before any handshake. */
-export type RefuseReason = "max-per-address" | "banned";
+/**
+ * Why {@linkcode serve} closed a connection before any handshake:
+ * `"max-per-address"` (too many open from its address), `"banned"` (its
+ * address is refused after `banAfter` failures) or `"throttled"` (it waited
+ * for its throttled address's turn until its handshake deadline, or was the
+ * oldest waiting when more than `maxWaiting` arrived).
+ */
+export type RefuseReason = "max-per-address" | "banned" | "throttled";
 
 /** What `onRefuse` learns about a connection closed before its handshake. */
 export interface RefuseInfo {
@@ -192,30 +204,51 @@ export interface ServeErrorInfo {
 }
 
 /**
- * Failure throttling per remote address (see `ipv6Prefix` in
- * {@linkcode ServeOptions} for what counts as one address; all connections
- * over a Unix socket share one entry).
+ * Failure throttling per remote address (an IPv4 address, an IPv6 prefix of
+ * `ipv6Prefix` bits, or one entry for all Unix socket peers; see
+ * {@linkcode ServeOptions}), applied before the next attempt so that it
+ * bounds guesses whatever the client's concurrency and whatever
+ * `maxPerAddress` is:
  *
- * The n-th failure from an address is held for
- * `min(delay * 2 ** (n - 1), maxDelay)` ms before its connection is closed:
- * the peer cannot tell a rejection from a slow server, and every guess keeps
- * a connection slot (counted by `maxConnections` and `maxPerAddress`) for
- * the delay. An address is forgotten after `forgetAfter` ms without a
- * failure. Successful handshakes are neither delayed nor counted.
+ * - A connection that fails to authenticate is closed at once, and the n-th
+ *   failure from its address pauses that address for
+ *   `min(delay * 2 ** (n - 1), maxDelay)` ms: no handshake from it starts
+ *   until the pause ends.
+ * - While an address has failures on record its handshakes run one at a
+ *   time. New connections from it wait, silently (no challenge sent, nothing
+ *   read), first come first served; at most `maxWaiting` wait per address
+ *   (past it the oldest is closed) and each waits at most until its
+ *   handshake deadline (then it is closed). Both are reported to `onRefuse`
+ *   as `"throttled"`. Waiting connections count toward `maxConnections`,
+ *   `maxHandshakes` and `maxPerAddress` like any other.
  *
- * Behind NAT or a proxy one address is many users: a delay slows only the
- * failing connections, but `banAfter` refuses everyone from the address,
- * which is why it is off by default.
+ * So an address gets at most one guess per pause: about one every
+ * `maxDelay` ms once it has failed a few times. Before its first failure an
+ * address is not slowed at all, so the handshakes it already had in flight
+ * then (at most `maxPerAddress`, and `maxHandshakes` in all) can fail in one
+ * burst; after that the bound holds until the address is forgotten,
+ * `forgetAfter` ms after its last failure.
+ *
+ * The price is paid by the address, not the connection: a good client that
+ * shares an address with a guesser (behind NAT, or the same host) waits its
+ * turn too, up to the current pause (`maxDelay` at most, 10 s by default)
+ * plus the handshakes queued ahead of it, and while a flood lasts it may be
+ * closed as `"throttled"` and have to retry. A successful handshake adds no
+ * pause, but it does not clear the record either (a guesser must not ride on
+ * a good client's success). `banAfter` goes further and refuses everyone
+ * from the address, which is why it is off by default.
  */
 export interface ThrottleOptions {
   /**
-   * Hold, in milliseconds, of the first failure from an address.
+   * Pause, in milliseconds, of an address after its first failure; it
+   * doubles with each further failure.
    *
    * @default {250}
    */
   delay?: number;
   /**
-   * Largest hold, in milliseconds.
+   * Longest pause, in milliseconds: once an address has failed a few
+   * times, it gets at most one guess per `maxDelay`.
    *
    * @default {10000}
    */
@@ -235,11 +268,19 @@ export interface ThrottleOptions {
   banFor?: number;
   /**
    * Quiet time, in milliseconds, after which an address's failures are
-   * forgotten.
+   * forgotten (and its handshakes no longer run one at a time).
    *
    * @default {600000}
    */
   forgetAfter?: number;
+  /**
+   * Most connections from one throttled address waiting for their turn.
+   * When one more arrives the oldest waiting is closed (`onRefuse`,
+   * `"throttled"`): it is the one most likely given up on by its client.
+   *
+   * @default {32}
+   */
+  maxWaiting?: number;
   /**
    * Most addresses remembered at once; past it the least recently failing
    * address is forgotten, so memory stays bounded under a spoofed or
@@ -309,25 +350,26 @@ export interface ServeOptions<T = ServerConn> {
    */
   noDelay?: boolean;
   /**
-   * Deadline for each handshake, in milliseconds, counted from accept.
-   * A peer that has not authenticated by then is closed, even by a custom
-   * authenticator that ignores its signal.
+   * Deadline for each handshake, in milliseconds, counted from accept (a
+   * wait for a throttled address's turn included). A peer that has not
+   * authenticated by then is closed, even by a custom authenticator that
+   * ignores its signal.
    *
    * @default {10000}
    */
   handshakeTimeout?: number;
   /**
-   * Most connections open at once (handshaking, held after a failure, or in
-   * the handler). At the limit the server stops accepting until one closes;
-   * new clients wait in the kernel's listen backlog.
+   * Most connections open at once (waiting for a throttled address's turn,
+   * handshaking, or in the handler). At the limit the server stops accepting
+   * until one closes; new clients wait in the kernel's listen backlog.
    *
    * @default {10000}
    */
   maxConnections?: number;
   /**
-   * Most connections still in their handshake at once. At the limit the
-   * server stops accepting until a handshake ends (by success, failure or
-   * deadline).
+   * Most connections not yet authenticated at once (in their handshake, or
+   * waiting for a throttled address's turn). At the limit the server stops
+   * accepting until a handshake ends (by success, failure or deadline).
    *
    * @default {2000}
    */
@@ -337,7 +379,7 @@ export interface ServeOptions<T = ServerConn> {
    * IPv6 prefix of `ipv6Prefix` bits, or one entry for all Unix socket
    * peers). A connection past it is closed at once, before any handshake,
    * and reported to `onRefuse`. Behind NAT or a proxy one address is many
-   * users: raise it there.
+   * users: raise it there (throttling does not depend on it).
    *
    * @default {256}
    */
@@ -401,8 +443,11 @@ export interface ServerStats {
   readonly open: number;
   /** Connections in their handshake now. */
   readonly handshaking: number;
-  /** Connections held after an authentication failure now. */
-  readonly held: number;
+  /**
+   * Connections waiting for their throttled address's turn now, before
+   * their handshake.
+   */
+  readonly waiting: number;
   /** Connections in the handler now. */
   readonly active: number;
   /** Connections accepted since the start. */
@@ -426,10 +471,10 @@ export interface Server extends AsyncDisposable {
   readonly stats: ServerStats;
   /**
    * Shuts down gracefully: stops accepting (the listener closes, so new
-   * clients are refused), aborts handshakes and held failures, aborts
-   * {@linkcode ConnectionInfo.signal}, waits up to `gracePeriod` for the
-   * handlers, then closes the connections left and waits 1000 ms more
-   * before abandoning the handlers still running.
+   * clients are refused), aborts handshakes and closes the connections
+   * waiting for their turn, aborts {@linkcode ConnectionInfo.signal}, waits
+   * up to `gracePeriod` for the handlers, then closes the connections left
+   * and waits 1000 ms more before abandoning the handlers still running.
    *
    * @returns {@linkcode Server.finished}.
    */
@@ -487,6 +532,7 @@ const DEFAULTS = {
   banFor: 60_000,
   forgetAfter: 600_000,
   maxAddresses: 10_000,
+  maxWaiting: 32,
 } as const;
 
 function checkCount(value: number | undefined, fallback: number, what: string) {
@@ -673,15 +719,19 @@ function setNoDelay(conn: object): void {
 interface FailureRecord {
   failures: number;
   last: number;
+  /** No handshake from the address starts before this time. */
+  pausedUntil: number;
   bannedUntil: number;
 }
+
+type FailureOptions = Required<Omit<ThrottleOptions, "maxWaiting">>;
 
 /** Failures per address, bounded: least recently failing forgotten first. */
 class FailureTable {
   #records = new Map<string, FailureRecord>();
-  #options: Required<ThrottleOptions>;
+  #options: FailureOptions;
 
-  constructor(options: Required<ThrottleOptions>) {
+  constructor(options: FailureOptions) {
     this.#options = options;
   }
 
@@ -693,7 +743,8 @@ class FailureTable {
     const record = this.#records.get(key);
     if (!record) return undefined;
     if (
-      now - record.last > this.#options.forgetAfter && now >= record.bannedUntil
+      now - record.last > this.#options.forgetAfter &&
+      now >= record.bannedUntil && now >= record.pausedUntil
     ) {
       this.#records.delete(key);
       return undefined;
@@ -701,10 +752,10 @@ class FailureTable {
     return record;
   }
 
-  /** Counts a failure; returns the record and the hold for it. */
+  /** Counts a failure and pauses the address; returns the record and pause. */
   fail(key: string, now: number): { record: FailureRecord; delay: number } {
     const record = this.lookup(key, now) ??
-      { failures: 0, last: now, bannedUntil: 0 };
+      { failures: 0, last: now, pausedUntil: 0, bannedUntil: 0 };
     this.#records.delete(key);
     record.failures += 1;
     record.last = now;
@@ -717,11 +768,12 @@ class FailureTable {
       this.#records.delete(oldest);
     }
     const { delay, maxDelay } = this.#options;
-    const hold = Math.min(
+    const pause = Math.min(
       delay * 2 ** Math.min(record.failures - 1, 52),
       maxDelay,
     );
-    return { record, delay: hold };
+    record.pausedUntil = Math.max(record.pausedUntil, now + pause);
+    return { record, delay: pause };
   }
 }
 
@@ -733,9 +785,27 @@ type Handler<T> = (conn: T, info: ConnectionInfo) => void | Promise<void>;
 interface Task {
   readonly conn: ServerConn;
   remoteAddr?: Deno.Addr;
-  phase: "accept" | "handshake" | "held" | "handler";
+  phase: "accept" | "waiting" | "handshake" | "handler";
   /** Shutdown stopped waiting for it: report nothing more. */
   abandoned: boolean;
+}
+
+/** How a wait for a throttled address's turn ended. */
+type WaitOutcome = "admitted" | "unthrottled" | "evicted" | "aborted";
+
+interface Waiter {
+  settle(outcome: WaitOutcome): void;
+}
+
+/**
+ * The turn-taking of one throttled address: at most one handshake at a
+ * time (`busy`), none during its pause (`timer` wakes the queue at its end),
+ * the rest waiting in arrival order.
+ */
+interface Gate {
+  busy: boolean;
+  queue: Waiter[];
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 class ServerImpl<T> implements Server {
@@ -752,6 +822,7 @@ class ServerImpl<T> implements Server {
   #ipv6Prefix: number;
   #gracePeriod: number;
   #failures: FailureTable | undefined;
+  #maxWaiting: number;
   #log: boolean;
   #noDelay: boolean;
   #hooks: Pick<ServeOptions<T>, HookName>;
@@ -762,12 +833,13 @@ class ServerImpl<T> implements Server {
   #stopping = new AbortController();
   #open = 0;
   #handshaking = 0;
-  #held = 0;
+  #waiting = 0;
   #active = 0;
   #accepted = 0;
   #authenticated = 0;
   #nextId = 1;
   #perAddress = new Map<string, number>();
+  #gates = new Map<string, Gate>();
   #tasks = new Set<Task>();
   #wake: (() => void) | undefined;
   #idle: (() => void) | undefined;
@@ -826,6 +898,7 @@ class ServerImpl<T> implements Server {
       "gracePeriod",
     );
     const throttle = options.throttle ?? {};
+    this.#maxWaiting = DEFAULTS.maxWaiting;
     if (throttle !== false) {
       if (typeof throttle !== "object" || throttle === null) {
         throw new TypeError(
@@ -860,6 +933,11 @@ class ServerImpl<T> implements Server {
           "throttle.maxAddresses",
         ),
       });
+      this.#maxWaiting = checkCount(
+        throttle.maxWaiting,
+        DEFAULTS.maxWaiting,
+        "throttle.maxWaiting",
+      );
     }
     this.#log = options.log ?? true;
     this.#noDelay = options.noDelay ?? true;
@@ -884,7 +962,7 @@ class ServerImpl<T> implements Server {
     return {
       open: this.#open,
       handshaking: this.#handshaking,
-      held: this.#held,
+      waiting: this.#waiting,
       active: this.#active,
       accepted: this.#accepted,
       authenticated: this.#authenticated,
@@ -895,9 +973,15 @@ class ServerImpl<T> implements Server {
     if (!this.#closing) {
       this.#closing = true;
       this.#userSignal?.removeEventListener("abort", this.#onUserAbort);
+      // Aborts every handshake deadline, which takes the waiting
+      // connections out of their queues.
       this.#stopping.abort(
         new DOMException("The server is shutting down", "AbortError"),
       );
+      for (const gate of this.#gates.values()) {
+        if (gate.timer !== undefined) clearTimeout(gate.timer);
+        gate.timer = undefined;
+      }
       try {
         this.#listener.close();
       } catch {
@@ -979,7 +1063,7 @@ class ServerImpl<T> implements Server {
 
   #hasCapacity(): boolean {
     return this.#open < this.#maxConnections &&
-      this.#handshaking < this.#maxHandshakes;
+      this.#handshaking + this.#waiting < this.#maxHandshakes;
   }
 
   #wakeAcceptLoop(): void {
@@ -995,7 +1079,9 @@ class ServerImpl<T> implements Server {
         if (!this.#paused) {
           this.#paused = true;
           this.#logLine(
-            `pausing accept: ${this.#open} connections open (maxConnections ${this.#maxConnections}), ${this.#handshaking} handshaking (maxHandshakes ${this.#maxHandshakes}); new clients wait in the listen backlog`,
+            `pausing accept: ${this.#open} connections open (maxConnections ${this.#maxConnections}), ${
+              this.#handshaking + this.#waiting
+            } not yet authenticated (maxHandshakes ${this.#maxHandshakes}); new clients wait in the listen backlog`,
           );
         }
         await new Promise<void>((resolve) => this.#wake = resolve);
@@ -1056,7 +1142,15 @@ class ServerImpl<T> implements Server {
     if (this.#noDelay) setNoDelay(conn);
     const key = addressKey(remoteAddr, this.#ipv6Prefix);
     this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
-    let phase: "handshake" | "held" | "handler" | "done" = "done";
+    let counted: "waiting" | "handshake" | "handler" | undefined;
+    /** The throttled address's turn, held by this connection's handshake. */
+    let turn: Gate | undefined;
+    // The handshake deadline runs from accept, through any wait for a turn.
+    const limit = deadline(
+      this.#handshakeTimeout,
+      this.#stopping.signal,
+      "authenticate the client",
+    );
     try {
       const count = this.#perAddress.get(key)!;
       if (count > this.#maxPerAddress) {
@@ -1083,47 +1177,74 @@ class ServerImpl<T> implements Server {
         return;
       }
 
-      phase = "handshake";
+      if (record) {
+        // The address has failed before: its handshakes take turns.
+        const gate = this.#gate(key);
+        if (
+          !gate.busy && gate.queue.length === 0 &&
+          record.pausedUntil <= Date.now()
+        ) {
+          gate.busy = true;
+          turn = gate;
+        } else {
+          counted = "waiting";
+          task.phase = "waiting";
+          this.#waiting += 1;
+          const waitStart = performance.now();
+          const outcome = await this.#waitTurn(key, gate, limit.signal);
+          this.#waiting -= 1;
+          counted = undefined;
+          this.#wakeAcceptLoop();
+          if (outcome === "admitted") {
+            turn = gate;
+          } else if (outcome !== "unthrottled") {
+            if (!this.#closing) {
+              const waited = Math.round(performance.now() - waitStart);
+              this.#refuse(
+                remoteAddr,
+                localAddr,
+                "throttled",
+                outcome === "evicted"
+                  ? `${key} is throttled after ${record.failures} authentication failures and more than ${this.#maxWaiting} of its connections wait (maxWaiting); closing the oldest, after ${waited} ms`
+                  : `${key} is throttled after ${record.failures} authentication failures; no turn within the handshake deadline (${this.#handshakeTimeout} ms)`,
+              );
+            }
+            return;
+          }
+        }
+      }
+
+      counted = "handshake";
       task.phase = "handshake";
       this.#handshaking += 1;
       let result!: T;
       let failure: { error: unknown } | undefined;
-      {
-        using limit = deadline(
-          this.#handshakeTimeout,
-          this.#stopping.signal,
-          "authenticate the client",
-        );
-        try {
-          result = await this.#runAuthenticator(
-            conn,
-            remoteAddr,
-            limit.signal,
-          );
-        } catch (error) {
-          failure = { error };
-        }
+      try {
+        result = await this.#runAuthenticator(conn, remoteAddr, limit.signal);
+      } catch (error) {
+        failure = { error };
       }
+      limit[Symbol.dispose]();
+      this.#handshaking -= 1;
+      counted = undefined;
       if (failure) {
         const { error } = failure;
-        this.#handshaking -= 1;
-        phase = "done";
-        this.#wakeAcceptLoop();
         if (error instanceof AuthenticationError) {
-          phase = "held";
-          task.phase = "held";
-          this.#held += 1;
-          await this.#authFailure(error, key, remoteAddr, localAddr);
+          // Counted (and the address paused) before its turn passes on.
+          this.#authFailure(error, key, remoteAddr, localAddr);
         } else if (!this.#closing) {
           this.#report(error, { phase: "handshake", remoteAddr }, "closing");
         }
         return;
       }
-      this.#handshaking -= 1;
+      if (turn) {
+        this.#endTurn(key, turn);
+        turn = undefined;
+      }
       this.#wakeAcceptLoop();
       if (this.#closing) return;
 
-      phase = "handler";
+      counted = "handler";
       task.phase = "handler";
       this.#active += 1;
       this.#authenticated += 1;
@@ -1147,8 +1268,11 @@ class ServerImpl<T> implements Server {
         }
       }
     } finally {
-      if (phase === "held") this.#held -= 1;
-      if (phase === "handler") this.#active -= 1;
+      limit[Symbol.dispose]();
+      if (counted === "waiting") this.#waiting -= 1;
+      if (counted === "handshake") this.#handshaking -= 1;
+      if (counted === "handler") this.#active -= 1;
+      if (turn) this.#endTurn(key, turn);
       closeQuietly(conn);
       this.#open -= 1;
       const left = this.#perAddress.get(key)! - 1;
@@ -1190,12 +1314,90 @@ class ServerImpl<T> implements Server {
     }
   }
 
-  async #authFailure(
+  /** The turn-taking state of a throttled address, created on first use. */
+  #gate(key: string): Gate {
+    let gate = this.#gates.get(key);
+    if (!gate) {
+      gate = { busy: false, queue: [], timer: undefined };
+      this.#gates.set(key, gate);
+    }
+    return gate;
+  }
+
+  /** Queues a connection for its address's turn. */
+  #waitTurn(
+    key: string,
+    gate: Gate,
+    signal: AbortSignal,
+  ): Promise<WaitOutcome> {
+    const { promise, resolve } = Promise.withResolvers<WaitOutcome>();
+    const waiter: Waiter = {
+      settle: (outcome) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(outcome);
+      },
+    };
+    const onAbort = () => {
+      const index = gate.queue.indexOf(waiter);
+      if (index >= 0) gate.queue.splice(index, 1);
+      waiter.settle("aborted");
+      this.#nextTurn(key);
+    };
+    if (signal.aborted) return Promise.resolve("aborted");
+    signal.addEventListener("abort", onAbort, { once: true });
+    if (gate.queue.length >= this.#maxWaiting) {
+      gate.queue.shift()!.settle("evicted");
+    }
+    gate.queue.push(waiter);
+    this.#nextTurn(key);
+    return promise;
+  }
+
+  #endTurn(key: string, gate: Gate): void {
+    gate.busy = false;
+    this.#nextTurn(key);
+  }
+
+  /**
+   * Gives a throttled address's turn to its oldest waiting connection, once
+   * no handshake of its runs and its pause is over; lets them all go when
+   * the address has been forgotten; drops the state when nothing waits.
+   */
+  #nextTurn(key: string): void {
+    const gate = this.#gates.get(key);
+    if (!gate || gate.busy) return;
+    if (gate.queue.length === 0 || this.#closing) {
+      if (gate.queue.length === 0) {
+        if (gate.timer !== undefined) clearTimeout(gate.timer);
+        this.#gates.delete(key);
+      }
+      return;
+    }
+    if (gate.timer !== undefined) return;
+    const now = Date.now();
+    const record = this.#failures?.lookup(key, now);
+    if (!record) {
+      this.#gates.delete(key);
+      for (const waiter of gate.queue.splice(0)) waiter.settle("unthrottled");
+      return;
+    }
+    if (record.pausedUntil > now) {
+      gate.timer = setTimeout(() => {
+        gate.timer = undefined;
+        this.#nextTurn(key);
+      }, record.pausedUntil - now);
+      return;
+    }
+    gate.busy = true;
+    gate.queue.shift()!.settle("admitted");
+  }
+
+  #authFailure(
     error: AuthenticationError,
     key: string,
     remoteAddr: Deno.Addr,
     localAddr: Deno.Addr,
-  ): Promise<void> {
+  ): void {
     let failures = 0;
     let delay = 0;
     if (this.#failures) {
@@ -1204,13 +1406,13 @@ class ServerImpl<T> implements Server {
       delay = counted.delay;
     }
     if (this.#log) {
-      const hold = delay > 0
-        ? `; closing in ${delay} ms (failure ${failures} from ${key})`
-        : "; closing";
+      const pause = this.#failures
+        ? ` (failure ${failures} from ${key}; its next handshake waits ${delay} ms)`
+        : "";
       this.#logLine(
         `${
           formatAddr(remoteAddr)
-        }: authentication failed (${error.reason})${hold}`,
+        }: authentication failed (${error.reason}); closing${pause}`,
       );
     }
     this.#hook("onAuthFailure", {
@@ -1220,7 +1422,6 @@ class ServerImpl<T> implements Server {
       failures,
       delay,
     });
-    await sleep(delay, this.#stopping.signal);
   }
 
   #refuse(
@@ -1308,11 +1509,12 @@ class ServerImpl<T> implements Server {
  * | event | what the server does |
  * | --- | --- |
  * | handshake succeeds | `onConnection`, then the handler |
- * | wrong key ({@linkcode AuthenticationError}) | holds the connection for the throttle delay, `onAuthFailure`, closes |
+ * | wrong key ({@linkcode AuthenticationError}) | `onAuthFailure`, closes; the address's next handshake waits (throttling) |
+ * | connection from an address with failures on record | waits its turn, silently: one handshake at a time, none during the pause |
  * | handshake deadline (even for an authenticator that ignores its signal), garbage, reset | `onError` (phase `"handshake"`), closes |
  * | handler throws | `onError` (phase `"handler"`), closes, goes on |
  * | `maxConnections` or `maxHandshakes` reached | stops accepting until a slot frees |
- * | `maxPerAddress` reached, or address banned | closes the new connection, `onRefuse` |
+ * | `maxPerAddress` reached, address banned, or no turn in time | closes the new connection, `onRefuse` |
  * | shutdown | stops accepting, aborts handshakes, waits `gracePeriod` for handlers, closes the rest; abandons (and reports) a handler still running 1 s later |
  *
  * @typeParam T What the handler receives.

@@ -4,9 +4,9 @@
  *
  * Each connection is authenticated with the HMAC challenge-response in its
  * own task; a client that proves the key gets its bytes echoed back, any
- * other is logged and closed (after the throttle's delay when it sent a
- * wrong digest). Ctrl-C or SIGTERM stops accepting, lets the open
- * connections finish and exits.
+ * other is logged and closed (a wrong digest also pauses the next handshake
+ * from its address, by the throttle's delay). Ctrl-C or SIGTERM stops
+ * accepting, lets the open connections finish and exits.
  *
  *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_server.ts
  *
@@ -45,7 +45,7 @@ const server = serve({
   onAuthFailure: ({ remoteAddr, error, delay }) =>
     console.error(
       `reject ${formatAddr(remoteAddr)}: ${error.message}${
-        delay ? ` (closing in ${delay} ms)` : ""
+        delay ? ` (its address waits ${delay} ms for its next handshake)` : ""
       }`,
     ),
   onRefuse: ({ remoteAddr, reason }) =>

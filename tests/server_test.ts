@@ -106,8 +106,12 @@ async function waitClosed(conn: Deno.Conn, ms: number): Promise<void> {
 }
 
 /** Connects, authenticates, sends Hello World, checks the echo, closes. */
-async function helloRoundTrip(port: number, key = KEY): Promise<void> {
-  const conn = await connect({ port, key, timeout: 20_000 });
+async function helloRoundTrip(
+  port: number,
+  key = KEY,
+  timeout = 20_000,
+): Promise<void> {
+  const conn = await connect({ port, key, timeout });
   try {
     await conn.write(HELLO);
     const reply = await readN(conn, HELLO.length);
@@ -152,6 +156,14 @@ async function waitFor(
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function closeConn(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // closed already
+  }
 }
 
 /**
@@ -215,6 +227,35 @@ function aliasListener(): {
   };
 }
 
+/**
+ * One client of a wrong-key flood that does not wait: until `stopAt` (at
+ * most `attempts` times) it connects, waits at most 100 ms for the
+ * challenge, sends a wrong digest if one came, and closes at once.
+ */
+async function wrongKeyFlooder(
+  port: number,
+  stopAt: number,
+  attempts: number,
+  counts: { guesses: number },
+): Promise<void> {
+  for (let i = 0; i < attempts && Date.now() < stopAt; i++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const timer = setTimeout(() => closeConn(conn), 100);
+    try {
+      const challenge = await readN(conn, 32);
+      if (challenge) {
+        await conn.write(new Uint8Array(32));
+        counts.guesses++;
+      }
+    } catch {
+      // closed by the timer, or by the server
+    } finally {
+      clearTimeout(timer);
+      closeConn(conn);
+    }
+  }
+}
+
 Deno.test("serve() authenticates and echoes 500 clients at once", async () => {
   let connections = 0;
   await using server = echoServer({
@@ -275,66 +316,225 @@ Deno.test("serve() serves a good client within a second while 200 silent sockets
   }
 });
 
-Deno.test("serve() throttles a flood of wrong-key clients while a good client from the same address gets in", async () => {
+Deno.test("serve() pauses an address after each wrong key, doubling up to maxDelay, and a good client from it waits its turn", async () => {
   const failures: AuthFailureInfo[] = [];
-  const maxDelay = 1000;
   await using server = echoServer({
-    maxPerAddress: 1000,
-    throttle: { delay: 50, maxDelay },
+    throttle: { delay: 50, maxDelay: 400 },
     onAuthFailure: (info) => failures.push(info),
   });
   const port = portOf(server);
-
-  // One wrong-key attempt: returns how long the server held it after the
-  // digest was sent.
-  async function wrongKey(): Promise<number> {
-    const conn = await connect({ port, key: "wrong", timeout: 10_000 });
+  const pauses = [0, 50, 100, 200, 400, 400];
+  const waits: number[] = [];
+  const closes: number[] = [];
+  for (let i = 0; i < pauses.length; i++) {
     const start = performance.now();
-    try {
-      await waitClosed(conn, 10_000);
-      return performance.now() - start;
-    } finally {
-      conn.close();
-    }
+    // Resolves once the challenge arrives: after the address's pause.
+    using conn = await connect({ port, key: "wrong", timeout: 5000 });
+    waits.push(performance.now() - start);
+    const sent = performance.now();
+    await waitClosed(conn, 5000);
+    closes.push(performance.now() - sent);
   }
-
-  const holds: number[] = [];
-  let goodWhileHeld = -1;
-  for (let wave = 0; wave < 3; wave++) {
-    const flood = Array.from({ length: 10 }, () => wrongKey());
-    if (wave === 2) {
-      await waitFor(() => server.stats.held >= 5, 5000, "held failures");
-      await helloRoundTrip(port);
-      goodWhileHeld = server.stats.held;
-    }
-    holds.push(...await Promise.all(flood));
+  // The failed connection is closed at once, the next one waits: the
+  // pause is on the address, not on the connection.
+  for (let i = 0; i < pauses.length; i++) {
+    assert.ok(
+      waits[i] >= pauses[i] - 25,
+      `waits ${waits.map(Math.round)} for pauses ${pauses}`,
+    );
+    assert.ok(closes[i] < 300, `closed after ${closes.map(Math.round)} ms`);
   }
-
-  // The good client got in while failing connections were being held.
-  assert.ok(
-    goodWhileHeld > 0,
-    `held when the good client finished: ${goodWhileHeld}`,
-  );
-  assert.equal(server.stats.authenticated, 1);
-  // Every failure counted, the hold doubled per failure up to maxDelay.
-  assert.equal(failures.length, 30);
-  const delays = failures.map((f) => f.delay);
-  assert.deepEqual(delays.slice(0, 5), [50, 100, 200, 400, 800]);
-  assert.ok(delays.slice(5).every((d) => d === maxDelay), String(delays));
-  assert.deepEqual(
-    failures.map((f) => f.failures),
-    Array.from({ length: 30 }, (_, i) => i + 1),
-  );
+  assert.deepEqual(failures.map((f) => f.delay), [50, 100, 200, 400, 400, 400]);
+  assert.deepEqual(failures.map((f) => f.failures), [1, 2, 3, 4, 5, 6]);
   for (const info of failures) {
     assert.ok(info.error instanceof AuthenticationError);
     assert.equal(info.error.reason, "wrong-key");
   }
-  // The last waves were really held (a lower bound: load only adds to it).
-  const late = holds.slice(20);
-  assert.ok(
-    late.every((ms) => ms >= maxDelay * 0.9),
-    `holds of the last wave: ${late.map(Math.round)}`,
+  // A good client from the address waits out the pause too, then gets in;
+  // its success adds no pause, so the next one is served at once.
+  let start = performance.now();
+  await helloRoundTrip(port);
+  assert.ok(performance.now() - start >= 375);
+  start = performance.now();
+  await helloRoundTrip(port);
+  const next = performance.now() - start;
+  assert.ok(next < 200, `the next good client took ${next} ms`);
+  assert.equal(failures.length, 6);
+  assert.equal(server.stats.authenticated, 2);
+});
+
+Deno.test("serve() with default limits lets a good client in from the address of a wrong-key flood that does not wait", async () => {
+  const refused: RefuseInfo[] = [];
+  let failures = 0;
+  await using server = echoServer({
+    onRefuse: (info) => refused.push(info),
+    onAuthFailure: () => failures++,
+  });
+  const port = portOf(server);
+  // 50 clients from 127.0.0.1 guessing for 1.5 s, none waiting for a
+  // verdict (or, past 100 ms, for a challenge).
+  const flooders = 50;
+  const counts = { guesses: 0 };
+  const flood = Promise.all(
+    Array.from(
+      { length: flooders },
+      () => wrongKeyFlooder(port, Date.now() + 1500, 1000, counts),
+    ),
   );
+  await delay(300);
+  // The good client, from the same address, retries until it gets in. The
+  // address is paused for up to maxDelay (10 s) after the flood's failures,
+  // and while the flood lasts the good client's connections may be closed
+  // as throttled; then it gets its turn.
+  const start = performance.now();
+  let servedAfter = -1;
+  let attempts = 0;
+  while (servedAfter < 0 && performance.now() - start < 25_000) {
+    attempts++;
+    try {
+      await helloRoundTrip(port, KEY, 15_000);
+      servedAfter = performance.now() - start;
+    } catch (error) {
+      assert.ok(
+        error instanceof ProtocolError ||
+          error instanceof Deno.errors.ConnectionReset,
+        String(error),
+      );
+      await delay(100);
+    }
+  }
+  await flood;
+  assert.ok(servedAfter >= 0, `not served in ${attempts} attempts`);
+  assert.ok(servedAfter < 15_000, `served after ${servedAfter} ms`);
+  // Never shut out as max-per-address, and the guesses were bounded: the
+  // handshakes started before the first failure was counted (each
+  // flooder's first one or two, as the event loop interleaves them), then
+  // one per pause, none of which ends within the flood.
+  const shutOut = refused.filter((info) => info.reason !== "throttled");
+  assert.equal(shutOut.length, 0, `refused as ${shutOut[0]?.reason}`);
+  assert.ok(failures >= 1 && failures <= 4 * flooders, `${failures} failures`);
+  assert.equal(failures, counts.guesses);
+  assert.equal(server.stats.authenticated, 1);
+});
+
+Deno.test("serve() bounds wrong-key guesses per address with maxPerAddress: Infinity, and the flood starves no other address", async () => {
+  const aliased = aliasListener();
+  aliased.alias = "192.0.2.7";
+  const failures: number[] = [];
+  const maxDelay = 200;
+  await using server = serve({
+    listener: aliased.listener,
+    key: KEY,
+    log: false,
+    maxPerAddress: Infinity,
+    maxConnections: 200,
+    throttle: { delay: 100, maxDelay },
+    onAuthFailure: () => failures.push(performance.now()),
+  }, echo);
+  const port = portOf(server);
+  const flooders = 40;
+  const floodMs = 2000;
+  const start = performance.now();
+  const counts = { guesses: 0 };
+  const flood = Promise.all(
+    Array.from(
+      { length: flooders },
+      () => wrongKeyFlooder(port, Date.now() + floodMs, 1000, counts),
+    ),
+  );
+  let flooding = true;
+  void flood.finally(() => flooding = false);
+  let maxWaiting = 0;
+  let maxOpen = 0;
+  const sampler = (async () => {
+    while (flooding) {
+      maxWaiting = Math.max(maxWaiting, server.stats.waiting);
+      maxOpen = Math.max(maxOpen, server.stats.open);
+      await delay(10);
+    }
+  })();
+  // Meanwhile a client from another address is served without delay.
+  const other: number[] = [];
+  while (flooding) {
+    const began = performance.now();
+    await helloRoundTrip(aliased.aliasPort, KEY, 5000);
+    other.push(performance.now() - began);
+    await delay(100);
+  }
+  await Promise.all([flood, sampler]);
+  const end = performance.now();
+  assert.ok(other.length >= 5, `${other.length} round trips`);
+  assert.ok(
+    other.every((ms) => ms < 1000),
+    `other address: ${other.map(Math.round)} ms`,
+  );
+  // One burst (the handshakes in flight at the first failure), then at most
+  // one guess per pause, whatever the concurrency.
+  const late = failures.filter((t) => t - start > 500).length;
+  const bound = Math.ceil((end - start - 500) / maxDelay) + 2;
+  assert.ok(late <= bound, `${late} guesses after 500 ms (bound ${bound})`);
+  assert.ok(
+    failures.length - late <= 4 * flooders,
+    `${failures.length - late} guesses in the first 500 ms`,
+  );
+  assert.equal(failures.length, counts.guesses);
+  // Waiting connections are capped per address; nothing piles up.
+  assert.ok(maxWaiting <= 32, `${maxWaiting} waiting`);
+  assert.ok(maxOpen < 100, `${maxOpen} open`);
+  assert.equal(server.stats.authenticated, other.length);
+});
+
+Deno.test("serve() closes the oldest waiting connection past maxWaiting, and a waiting one at its deadline, as throttled", async () => {
+  const refused: RefuseInfo[] = [];
+  await using server = echoServer({
+    handshakeTimeout: 1000,
+    throttle: { delay: 10_000, maxWaiting: 2 },
+    onRefuse: (info) => refused.push(info),
+  });
+  const port = portOf(server);
+  // One wrong key: closed at once, the address paused for 10 s.
+  {
+    const start = performance.now();
+    using bad = await connect({ port, key: "wrong" });
+    await waitClosed(bad, 5000);
+    assert.ok(performance.now() - start < 500);
+  }
+  const open = async (nth: number) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await waitFor(
+      () => server.stats.accepted === 1 + nth,
+      5000,
+      `connection ${nth} accepted`,
+    );
+    return conn;
+  };
+  const a = await open(1);
+  const b = await open(2);
+  try {
+    assert.equal(server.stats.waiting, 2);
+    const c = await open(3); // a, the oldest, is closed to make room
+    const start = performance.now();
+    try {
+      await waitClosed(a, 500);
+      assert.deepEqual(refused.map((r) => r.reason), ["throttled"]);
+      // b and c get no challenge and are closed at their deadline.
+      await waitClosed(b, 3000);
+      await waitClosed(c, 3000);
+      const elapsed = performance.now() - start;
+      assert.ok(elapsed >= 800, `closed after ${elapsed} ms`);
+      assert.deepEqual(refused.map((r) => r.reason), [
+        "throttled",
+        "throttled",
+        "throttled",
+      ]);
+      assert.equal(server.stats.open, 0);
+    } finally {
+      closeConn(c);
+    }
+  } finally {
+    closeConn(a);
+    closeConn(b);
+  }
 });
 
 Deno.test("serve() with throttle: false closes failures at once and counts nothing", async () => {
