@@ -371,6 +371,11 @@ export interface ServeOptions<T = ServerConn> {
    * waiting for a throttled address's turn). At the limit the server stops
    * accepting until a handshake ends (by success, failure or deadline).
    *
+   * Silent sockets count until their deadline, so with the defaults
+   * `maxHandshakes / maxPerAddress` addresses (8) can pause accepting, for
+   * everyone, for up to `handshakeTimeout`. Lower `handshakeTimeout` or
+   * `maxPerAddress`, or raise this, to make that harder.
+   *
    * @default {2000}
    */
   maxHandshakes?: number;
