@@ -84,6 +84,13 @@ async function* readLines(
 
 const replies = readLines(conn.readable);
 const input = readLines(Deno.stdin.readable, stop.signal);
+// Ctrl-C also ends the wait for a reply, not only the wait for input.
+const stopped = new Promise<"stopped">((resolve) => {
+  if (stop.signal.aborted) resolve("stopped");
+  stop.signal.addEventListener("abort", () => resolve("stopped"), {
+    once: true,
+  });
+});
 let code = 0;
 try {
   while (true) {
@@ -111,7 +118,12 @@ try {
       throw error;
     }
     using deadline = replyTimer(timeout);
-    const reply = await Promise.race([replies.next(), deadline.expired]);
+    const reply = await Promise.race([
+      replies.next(),
+      deadline.expired,
+      stopped,
+    ]);
+    if (reply === "stopped") break;
     if (reply === "timeout") {
       throw new Error(`no reply within ${timeout} ms`);
     }

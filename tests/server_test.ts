@@ -1434,6 +1434,102 @@ Deno.test("examples/chat_client.ts driven through a pipe talks to examples/upper
   assert.ok(!log.includes("example key") && !log.includes("nope"), log);
 });
 
+/** Starts examples/chat_client.ts with its stdin left open for the test. */
+function startChatClient(
+  port: number,
+  env: Record<string, string>,
+  args: string[] = [],
+): {
+  child: Deno.ChildProcess;
+  say(line: string): Promise<void>;
+  stdout: AsyncGenerator<string>;
+  close(): Promise<Deno.CommandStatus>;
+} {
+  const child = spawn(Deno.execPath(), [
+    "run",
+    `--allow-net=127.0.0.1:${port}`,
+    "--allow-env=CONNAUTH_KEY",
+    `${EXAMPLES}chat_client.ts`,
+    "--port",
+    String(port),
+    ...args,
+  ], { env });
+  const writer = child.stdin.getWriter();
+  const stdout = lines(child.stdout);
+  const stderr = child.stderr.pipeTo(new WritableStream());
+  return {
+    child,
+    stdout,
+    say: (line) => writer.write(new TextEncoder().encode(`${line}\n`)),
+    async close() {
+      await writer.close().catch(() => {});
+      const status = await child.status;
+      for await (const _ of stdout) {
+        // drain
+      }
+      await stderr;
+      return status;
+    },
+  };
+}
+
+Deno.test("examples/upper_server.ts stops cleanly on Ctrl-C (SIGINT) with a chat session open", async () => {
+  const env = { CONNAUTH_KEY: "example key" };
+  const server = await startUpperServer(env);
+  const chat = startChatClient(server.port, env);
+  try {
+    await chat.say("hello");
+    assert.equal((await chat.stdout.next()).value, "HELLO");
+    const start = performance.now();
+    server.child.kill("SIGINT");
+    const status = await server.child.status;
+    const elapsed = performance.now() - start;
+    assert.equal(status.code, 0);
+    // The session's handler stops on its signal: no wait for gracePeriod.
+    assert.ok(elapsed < 3000, `exited after ${elapsed} ms`);
+  } finally {
+    await server.stop();
+    await chat.close();
+  }
+  assert.ok(server.log.includes("upper server stopped"), server.log.join("\n"));
+  assert.ok(
+    !server.log.some((line) => /failed/.test(line)),
+    server.log.join("\n"),
+  );
+});
+
+Deno.test("examples/chat_client.ts exits at once on Ctrl-C (SIGINT) while it waits for a reply", async () => {
+  const got = Promise.withResolvers<void>();
+  // A server that takes the line and never answers.
+  await using server = serve(
+    { port: 0, key: "example key", log: false, gracePeriod: 100 },
+    async (conn) => {
+      for await (const chunk of conn.readable) {
+        if (chunk.includes(10)) got.resolve();
+      }
+    },
+  );
+  const chat = startChatClient(
+    portOf(server),
+    { CONNAUTH_KEY: "example key" },
+    ["--timeout", "10000"],
+  );
+  try {
+    await chat.say("hello");
+    await got.promise;
+    await delay(100); // it is waiting for the reply now
+    const start = performance.now();
+    chat.child.kill("SIGINT");
+    const status = await chat.child.status;
+    const elapsed = performance.now() - start;
+    assert.equal(status.code, 0);
+    assert.ok(elapsed < 2000, `exited after ${elapsed} ms`);
+    assert.equal((await chat.stdout.next()).done, true);
+  } finally {
+    await chat.close();
+  }
+});
+
 Deno.test("serve() and connect() turn off Nagle's algorithm: back-to-back small writes do not wait for a delayed ACK", async () => {
   const noDelay = Deno.env.get("CONNAUTH_TEST_NAGLE") !== "on";
   await using server = serve(
