@@ -7,13 +7,17 @@
  * | `raw` | a plain Deno TCP echo server, no authentication: the floor cost of a connection |
  * | `py-threaded` | the recipe on `socketserver.ThreadingTCPServer` (`tests/interop/recipe_threaded_server.py`) |
  * | `py-single` | the recipe's single-threaded accept loop (`tests/interop/recipe_echo_server.py`) |
+ * | `ours-noop` | with `--noop` only: {@linkcode serve} with an authenticator that does nothing, driven without a handshake: the cost of `serve()` itself over `raw` |
  *
  * Each is driven by the same load generator (`bench/load.ts`: connect +
  * handshake + "Hello World" echo + close), first unloaded and then while
  * 1,000 silent sockets are held open against it. Rounds alternate between
  * servers and the median round is reported, to even out a noisy machine.
+ * Rates are handshakes per second: each connection does exactly one
+ * handshake (`raw` and `ours-noop` none: theirs are connections per second
+ * of the same exchange without it).
  *
- *     deno task bench:server [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000]
+ *     deno task bench:server [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000] [--noop] [--only ours,raw]
  *
  * Targets (ratios, not tests): ours >= 0.85x raw, >= 3.5x py-threaded, and
  * with the silent sockets held >= 0.8x our own unloaded rate.
@@ -33,12 +37,13 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     "time-limit": { type: "string", default: "10000" },
     only: { type: "string" },
+    noop: { type: "boolean", default: false },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
   console.log(
-    "Usage: deno task bench:server [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000] [--only ours,raw,py-threaded,py-single]",
+    "Usage: deno task bench:server [--n 5000] [--c 50] [--silent 1000] [--rounds 3] [--time-limit 10000] [--noop] [--only ours,raw,py-threaded,py-single,ours-noop]\n\n--noop adds ours-noop: serve() with an authenticator that does nothing, driven without a handshake.",
   );
   Deno.exit(0);
 }
@@ -75,6 +80,14 @@ const specs: ServerSpec[] = [
     args: [...denoArgs, serverScript, "raw"],
   },
 ];
+if (values.noop) {
+  specs.push({
+    name: "ours-noop",
+    auth: false,
+    command: deno,
+    args: [...denoArgs, serverScript, "ours-noop"],
+  });
+}
 if (python) {
   specs.push(
     {
@@ -208,13 +221,15 @@ for (let round = 1; round <= rounds; round++) {
   for (const spec of chosen) {
     const plain = await measure(spec, 0);
     results.get(spec.name)!.plain.push(plain);
-    console.error(`round ${round} ${spec.name}: ${formatResult(plain)}`);
+    console.error(
+      `round ${round} ${spec.name}: ${formatResult(plain, spec.auth)}`,
+    );
     if (silentCount > 0) {
       const silent = await measure(spec, silentCount);
       results.get(spec.name)!.silent.push(silent);
       console.error(
         `round ${round} ${spec.name} + ${silentCount} silent: ${
-          formatResult(silent)
+          formatResult(silent, spec.auth)
         }`,
       );
     }
@@ -240,7 +255,7 @@ function cell(result: Measured | undefined, cpu: boolean): string {
 }
 
 const table = [
-  `| server | conn/s | p50 ms | p99 ms | server CPU µs/conn | conn/s, ${silentCount} silent | p50 ms | p99 ms |`,
+  `| server | handshakes/s | p50 ms | p99 ms | server CPU µs/conn | handshakes/s, ${silentCount} silent | p50 ms | p99 ms |`,
   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ];
 for (const spec of chosen) {
@@ -252,6 +267,16 @@ for (const spec of chosen) {
   );
 }
 console.log(table.join("\n"));
+const noHandshake = chosen.filter((s) => !s.auth).map((s) => s.name);
+console.log(
+  `\nEach connection does exactly one handshake${
+    noHandshake.length > 0
+      ? ` (${
+        noHandshake.join(" and ")
+      }: none; their rate is connections/s of the same exchange without it)`
+      : ""
+  }.`,
+);
 
 const rate = (name: string, kind: "plain" | "silent") =>
   median(results.get(name)?.[kind] ?? [])?.rate;
@@ -271,6 +296,7 @@ function ratio(label: string, a?: number, b?: number, target?: number) {
 ratio("ours / raw", ours, rate("raw", "plain"), 0.85);
 ratio("ours / py-threaded", ours, rate("py-threaded", "plain"), 3.5);
 ratio("ours / py-single", ours, rate("py-single", "plain"));
+ratio("ours-noop / raw", rate("ours-noop", "plain"), rate("raw", "plain"));
 ratio(
   `ours with ${silentCount} silent / ours`,
   rate("ours", "silent"),
@@ -284,6 +310,11 @@ const cpuRatio = (label: string, a?: number, b?: number) => {
   }
 };
 cpuRatio("server CPU per connection, ours / raw", cpu("ours"), cpu("raw"));
+cpuRatio(
+  "server CPU per connection, ours-noop / raw",
+  cpu("ours-noop"),
+  cpu("raw"),
+);
 cpuRatio(
   "server CPU per connection, py-threaded / ours",
   cpu("py-threaded"),

@@ -1,7 +1,9 @@
 /**
  * Load generator: `total` connections, `concurrency` at a time, each doing
  * connect + (Cookbook handshake) + "Hello World" echo + close. Reports
- * connections per second and p50/p99 latency of the whole exchange.
+ * handshakes per second (each connection does exactly one handshake; with
+ * `--no-auth` none, and the rate is connections per second) and p50/p99
+ * latency of the whole exchange.
  *
  *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_KEY bench/load.ts --port 18000 [--n 5000] [--c 50] [--no-auth] [--silent 1000]
  *
@@ -42,7 +44,10 @@ export interface LoadResult {
   errors: number;
   /** Wall time of the run, ms. */
   elapsed: number;
-  /** Completed exchanges per second. */
+  /**
+   * Completed exchanges per second: handshakes per second, one per
+   * connection (connections per second without `auth`).
+   */
   rate: number;
   /** Median latency of an exchange, ms. */
   p50: number;
@@ -222,11 +227,11 @@ export function holdSilent(
   };
 }
 
-/** Formats a result as one line. */
-export function formatResult(result: LoadResult): string {
-  return `${result.rate.toFixed(0)} conn/s, p50 ${
-    result.p50.toFixed(2)
-  } ms, p99 ${
+/** Formats a result as one line; `auth` false for a run without handshakes. */
+export function formatResult(result: LoadResult, auth = true): string {
+  return `${result.rate.toFixed(0)} ${
+    auth ? "handshakes/s" : "conn/s (no handshake)"
+  }, p50 ${result.p50.toFixed(2)} ms, p99 ${
     result.p99.toFixed(2)
   } ms, ${result.completed} ok, ${result.errors} errors${
     result.timedOut ? " (time limit)" : ""
@@ -271,5 +276,5 @@ if (import.meta.main) {
     key,
     timeLimit: Number(values["time-limit"]),
   });
-  console.log(formatResult(result));
+  console.log(formatResult(result, auth));
 }
