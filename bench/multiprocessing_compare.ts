@@ -31,7 +31,7 @@ import {
   listenMultiprocessing,
   type MultiprocessingConnection,
 } from "../multiprocessing.ts";
-import { findPython, interopScript, lines } from "../tests/_helpers.ts";
+import { findPython, interopScript, lines, within } from "../tests/_helpers.ts";
 
 const USAGE =
   "Usage: deno task bench:multiprocessing [--count 20000] [--rounds 3] [--python 3.12]";
@@ -126,31 +126,6 @@ function startPeer(argv: string[]): Peer {
   return { child, events: lines(child.stdout) };
 }
 
-/** Rejects `promise` after `ms`, naming `what`. */
-async function within<T>(
-  promise: Promise<T>,
-  ms: number,
-  what: string,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new Error(`Cannot run the benchmark: ${what} took over ${ms} ms`),
-            ),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 async function event(
   peer: Peer,
   ms = EVENT_LIMIT,
@@ -158,7 +133,7 @@ async function event(
   const { value, done } = await within(
     peer.events.next(),
     ms,
-    "waiting for the Python peer",
+    "Cannot run the benchmark: waiting for the Python peer",
   );
   if (done) throw new Error("the Python peer exited early");
   const parsed = JSON.parse(value);

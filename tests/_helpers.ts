@@ -181,6 +181,32 @@ export function spawn(
   }).spawn();
 }
 
+/**
+ * `promise`, or a rejection after `ms` (the timer is cleared either way):
+ * keeps a call that might never settle from hanging a test or a benchmark.
+ * The error says `${what} took over ${ms} ms`.
+ */
+export async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  what = "the call",
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what} took over ${ms} ms`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Reads a stream as UTF-8 lines. */
 export async function* lines(
   stream: ReadableStream<Uint8Array>,

@@ -17,6 +17,7 @@ import {
   lines,
   peerTest,
   spawn,
+  within,
 } from "./_helpers.ts";
 import { frameHeader } from "../_multiprocessing_frame.ts";
 
@@ -454,24 +455,6 @@ Deno.test("listenMultiprocessing() close() ends iteration and accept()", async (
   await assert.rejects(listener.accept(), Deno.errors.BadResource);
   await listener[Symbol.asyncDispose]();
 });
-
-/** Settles `promise` or fails after `ms` (for calls that might never settle). */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`not settled in ${ms} ms`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 Deno.test("MultiprocessingListener.accept() times out and takes nothing from the next accept()", async () => {
   await using listener = await listenMultiprocessing({ authkey: KEY });

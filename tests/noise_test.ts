@@ -27,6 +27,7 @@ import {
   peerTest,
   spawn,
   tcpPair,
+  within,
 } from "./_helpers.ts";
 
 const hex = (bytes: Uint8Array): string =>
@@ -283,27 +284,6 @@ function isProtocolError(reason: string, pattern?: RegExp) {
 
 function assertClosed(conn: Deno.Conn): void {
   assert.throws(() => conn.close(), Deno.errors.BadResource);
-}
-
-/**
- * `promise`, or a failure after `ms`: keeps a test whose fix is missing from
- * hanging (the timer is cleared either way).
- */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`still pending after ${ms} ms`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function isTimeout(pattern?: RegExp) {
