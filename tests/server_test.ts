@@ -15,6 +15,7 @@ import {
 } from "../server.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+import { closeQuietly } from "../_io.ts";
 import {
   findPython,
   interopScript,
@@ -158,14 +159,6 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function closeConn(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // closed already
-  }
-}
-
 /**
  * A listener on two loopback ports: connections to `port` show their real
  * address, connections to `aliasPort` appear to come from `alias` (set it
@@ -240,7 +233,7 @@ async function wrongKeyFlooder(
 ): Promise<void> {
   for (let i = 0; i < attempts && Date.now() < stopAt; i++) {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    const timer = setTimeout(() => closeConn(conn), 100);
+    const timer = setTimeout(() => closeQuietly(conn), 100);
     try {
       const challenge = await readN(conn, 32);
       if (challenge) {
@@ -251,7 +244,7 @@ async function wrongKeyFlooder(
       // closed by the timer, or by the server
     } finally {
       clearTimeout(timer);
-      closeConn(conn);
+      closeQuietly(conn);
     }
   }
 }
@@ -529,11 +522,11 @@ Deno.test("serve() closes the oldest waiting connection past maxWaiting, and a w
       ]);
       assert.equal(server.stats.open, 0);
     } finally {
-      closeConn(c);
+      closeQuietly(c);
     }
   } finally {
-    closeConn(a);
-    closeConn(b);
+    closeQuietly(a);
+    closeQuietly(b);
   }
 });
 
