@@ -26,6 +26,7 @@ import {
   lines,
   peerTest,
   spawn,
+  startExample,
   tcpPair,
   within,
 } from "./_helpers.ts";
@@ -1186,7 +1187,7 @@ async function runNoiseExample(
 
 /** Starts examples/noise_echo_server.ts on a free port; its log in `log`. */
 async function startNoiseServer(psk: string) {
-  const server = spawn(Deno.execPath(), [
+  const server = await startExample([
     "run",
     "--allow-net=127.0.0.1",
     "--allow-env=CONNAUTH_PSK",
@@ -1194,29 +1195,14 @@ async function startNoiseServer(psk: string) {
     "--port",
     "0",
   ], { env: { CONNAUTH_PSK: psk } });
-  server.stdin.close();
-  await server.stdout.cancel();
-  const stderr = lines(server.stderr);
-  const log: string[] = [];
-  let port = 0;
-  for (let i = 0; i < 10 && port === 0; i++) {
-    const { value, done } = await stderr.next();
-    if (done) break;
-    log.push(value);
-    port = Number(value.match(/listening on 127\.0\.0\.1:(\d+)/)?.[1] ?? 0);
-  }
-  const draining = (async () => {
-    for await (const line of stderr) log.push(line);
-  })();
   return {
-    port,
-    log,
+    port: server.port,
+    log: server.log,
     /** Stops it with Ctrl-C; its exit code once its log is drained. */
     async stop(): Promise<number> {
-      server.kill("SIGINT");
-      const status = await server.status;
-      await draining;
-      return status.code;
+      server.child.kill("SIGINT");
+      await server.child.status;
+      return (await server.stop()).code;
     },
   };
 }
