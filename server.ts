@@ -55,6 +55,7 @@ import {
   deadline,
   DEFAULT_TIMEOUT,
   formatAddr,
+  raceSignal,
 } from "./_io.ts";
 import { AuthenticationError } from "./errors.ts";
 import {
@@ -1298,24 +1299,21 @@ class ServerImpl<T> implements Server {
     remoteAddr: Deno.Addr,
     signal: AbortSignal,
   ): Promise<T> {
+    const onAbort = () => closeQuietly(conn);
     if (signal.aborted) {
-      closeQuietly(conn);
+      onAbort();
       throw signal.reason;
     }
-    const aborted = Promise.withResolvers<never>();
-    const onAbort = () => {
-      closeQuietly(conn);
-      aborted.reject(signal.reason);
-    };
+    // Registered before raceSignal's own listener: the socket is closed
+    // before the wait rejects. raceSignal also silences a late rejection.
     signal.addEventListener("abort", onAbort, { once: true });
-    let pending: Promise<T> | undefined;
     try {
-      pending = this.#authenticate!(conn, { remoteAddr, signal });
-      return await Promise.race([pending, aborted.promise]);
+      return await raceSignal(
+        Promise.resolve(this.#authenticate!(conn, { remoteAddr, signal })),
+        signal,
+      );
     } finally {
       signal.removeEventListener("abort", onAbort);
-      // A late rejection after the deadline is nobody's news.
-      pending?.catch(() => {});
     }
   }
 
