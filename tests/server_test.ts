@@ -1360,19 +1360,29 @@ function startUpperServer(
   ], { env });
 }
 
-async function runChatClient(
+/** Starts examples/chat_client.ts against `port`, every stdio piped. */
+function spawnChatClient(
   port: number,
   env: Record<string, string>,
-  input: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = spawn(Deno.execPath(), [
+  args: string[] = [],
+): Deno.ChildProcess {
+  return spawn(Deno.execPath(), [
     "run",
     `--allow-net=127.0.0.1:${port}`,
     "--allow-env=CONNAUTH_KEY",
     `${EXAMPLES}chat_client.ts`,
     "--port",
     String(port),
+    ...args,
   ], { env });
+}
+
+async function runChatClient(
+  port: number,
+  env: Record<string, string>,
+  input: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = spawnChatClient(port, env);
   const writer = child.stdin.getWriter();
   await writer.write(new TextEncoder().encode(input));
   await writer.close();
@@ -1438,15 +1448,7 @@ function startChatClient(
   stdout: AsyncGenerator<string>;
   close(): Promise<Deno.CommandStatus>;
 } {
-  const child = spawn(Deno.execPath(), [
-    "run",
-    `--allow-net=127.0.0.1:${port}`,
-    "--allow-env=CONNAUTH_KEY",
-    `${EXAMPLES}chat_client.ts`,
-    "--port",
-    String(port),
-    ...args,
-  ], { env });
+  const child = spawnChatClient(port, env, args);
   const writer = child.stdin.getWriter();
   const stdout = lines(child.stdout);
   const stderr = child.stderr.pipeTo(new WritableStream());
