@@ -24,6 +24,7 @@ import {
   type RunningExample,
   spawn,
   startExample,
+  within,
 } from "./_helpers.ts";
 
 const KEY = "peanut butter";
@@ -1511,7 +1512,7 @@ Deno.test("examples/chat_client.ts exits at once on Ctrl-C (SIGINT) while it wai
   );
   try {
     await chat.say("hello");
-    await got.promise;
+    await within(got.promise, 5000, "the line reaching the server");
     await delay(100); // it is waiting for the reply now
     const start = performance.now();
     chat.child.kill("SIGINT");
