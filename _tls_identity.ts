@@ -1,7 +1,7 @@
 // The identity in a certificate, in openssl's notation, and client
 // allow-lists over it; shared by tls.ts (refusing at the TLS layer), https.ts
-// (answering HTTP 403) and certs.ts (IP address text). Private: not exported
-// from mod.ts.
+// (answering HTTP 403), and certs.ts and server.ts (IP address text).
+// Private: not exported from mod.ts.
 import type { PeerIdentity, TlsAllowList } from "./tls.ts";
 import { children, contents, decodeOid, type Node, readNode } from "./_asn1.ts";
 

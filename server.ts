@@ -66,6 +66,7 @@ import {
   type KeyInput,
   serverAuthenticate,
 } from "./handshake.ts";
+import { parseIp } from "./_tls_identity.ts";
 import type { Duplex } from "./types.ts";
 
 export type { Duplex } from "./types.ts";
@@ -620,11 +621,15 @@ function addressKey(addr: Deno.Addr, ipv6Prefix: number): string {
 function ipKey(hostname: string, ipv6Prefix: number): string {
   const host = hostname.toLowerCase();
   if (!host.includes(":")) return host;
-  const groups = parseIpv6(host);
-  if (groups === null) return host;
+  const zone = host.indexOf("%");
+  const bytes = parseIp(zone < 0 ? host : host.slice(0, zone));
+  if (bytes?.length !== 16) return host;
+  const groups = Array.from(
+    { length: 8 },
+    (_, i) => (bytes[2 * i] << 8) | bytes[2 * i + 1],
+  );
   if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return [groups[6] >> 8, groups[6] & 255, groups[7] >> 8, groups[7] & 255]
-      .join(".");
+    return bytes.subarray(12).join(".");
   }
   // Every host on a link shares fe80::/64: keep link-local addresses whole,
   // zone included.
@@ -635,37 +640,6 @@ function ipKey(hostname: string, ipv6Prefix: number): string {
     return group & ((0xffff << (16 - keep)) & 0xffff);
   });
   return `${formatIpv6(masked)}/${ipv6Prefix}`;
-}
-
-/** The eight 16-bit groups of an IPv6 address in text, or null. */
-function parseIpv6(text: string): number[] | null {
-  let host = text;
-  const zone = host.indexOf("%");
-  if (zone >= 0) host = host.slice(0, zone);
-  const lastColon = host.lastIndexOf(":");
-  const tail = host.slice(lastColon + 1);
-  if (tail.includes(".")) {
-    const bytes = tail.split(".").map((part) =>
-      /^\d{1,3}$/.test(part) ? Number(part) : NaN
-    );
-    if (bytes.length !== 4 || bytes.some((b) => !(b <= 255))) return null;
-    host = `${host.slice(0, lastColon + 1)}${
-      ((bytes[0] << 8) | bytes[1]).toString(16)
-    }:${((bytes[2] << 8) | bytes[3]).toString(16)}`;
-  }
-  const halves = host.split("::");
-  if (halves.length > 2) return null;
-  const split = (part: string) => part === "" ? [] : part.split(":");
-  const head = split(halves[0]);
-  const rest = halves.length === 2 ? split(halves[1]) : [];
-  const zeros = 8 - head.length - rest.length;
-  if (halves.length === 2 ? zeros < 1 : zeros !== 0) return null;
-  const groups: number[] = [];
-  for (const part of [...head, ...Array(zeros).fill("0"), ...rest]) {
-    if (!/^[0-9a-f]{1,4}$/.test(part)) return null;
-    groups.push(parseInt(part, 16));
-  }
-  return groups;
 }
 
 /** IPv6 groups as text, the longest run of zero groups shortened to `::`. */
