@@ -16,6 +16,7 @@ import {
   type XmlRpcValue,
 } from "../xmlrpc.ts";
 import type { FuzzJob, FuzzResult } from "./_xmlrpc_fuzz_worker.ts";
+import { within } from "./_helpers.ts";
 
 function roundTrip(value: unknown): XmlRpcValue {
   return decodeMethodCall(encodeMethodCall("echo", [value])).params[0];
@@ -583,26 +584,14 @@ async function fuzz(jobs: FuzzJob[]): Promise<FuzzResult[]> {
   try {
     for (const job of jobs) {
       answer = Promise.withResolvers<FuzzResult>();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const hung = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new Error(
-                `no answer within ${PER_DOC_MS} ms (a hang?) for ${job.kind} ${
-                  JSON.stringify(job.doc)
-                }`,
-              ),
-            ),
-          PER_DOC_MS,
-        );
-      });
       worker.postMessage(job);
-      try {
-        results.push(await Promise.race([answer.promise, hung]));
-      } finally {
-        clearTimeout(timer);
-      }
+      results.push(
+        await within(
+          answer.promise,
+          PER_DOC_MS,
+          `the answer (a hang?) for ${job.kind} ${JSON.stringify(job.doc)}`,
+        ),
+      );
       total += results.at(-1)!.ms;
       assert.ok(
         total < TOTAL_BUDGET_MS,
@@ -989,18 +978,7 @@ Deno.test("xmlrpcClient() reads at most 4 KiB of an endless HTTP error body, the
     return true;
   });
   // The rest is not drained: the server sees the body cancelled.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve("not cancelled"), 5000);
-  });
-  try {
-    assert.equal(
-      await Promise.race([cancelled.promise.then(() => "cancelled"), late]),
-      "cancelled",
-    );
-  } finally {
-    clearTimeout(timer);
-  }
+  await within(cancelled.promise, 5000, "the body's cancellation");
   assert.ok(sent < 64 * 1024 * 1024, `the server sent ${sent} bytes`);
 });
 
