@@ -354,7 +354,7 @@ export function certificateNames(der: Uint8Array): CertificateNames {
     cn,
     subject: formatName(der, fields.subject),
     issuer: formatName(der, fields.issuer),
-    san: subjectAltNames(der),
+    san: subjectAltNames(der, fields.extensions),
   };
 }
 
@@ -408,12 +408,13 @@ function otherName(der: Uint8Array, node: Node): string {
 }
 
 /**
- * The subject alternative names of a DER certificate, each as `openssl x509
- * -ext subjectAltName` prints it (`"DNS:a.test"`, `"IP Address:10.0.0.5"`,
- * `"IP Address:FD00:0:0:0:0:0:0:5"`, `"email:a@b.test"`, `"URI:..."`).
+ * The subject alternative names in a DER certificate's `extensions`, each as
+ * `openssl x509 -ext subjectAltName` prints it (`"DNS:a.test"`,
+ * `"IP Address:10.0.0.5"`, `"IP Address:FD00:0:0:0:0:0:0:5"`,
+ * `"email:a@b.test"`, `"URI:..."`).
  */
-export function subjectAltNames(der: Uint8Array): string[] {
-  for (const extension of tbsFields(der).extensions) {
+function subjectAltNames(der: Uint8Array, extensions: Node[]): string[] {
+  for (const extension of extensions) {
     const parts = children(der, extension);
     if (decodeOid(contents(der, parts[0])) !== OID_SUBJECT_ALT_NAME) continue;
     const octets = parts[parts.length - 1];
