@@ -103,20 +103,7 @@ async function acceptWithin<A extends Deno.NetAddr | Deno.UnixAddr>(
 ): Promise<MultiprocessingConnection> {
   const accepting = listener.accept();
   accepting.catch(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      accepting,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no authenticated connection in ${ms} ms`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return await within(accepting, ms, "an authenticated connection");
 }
 
 /** A listener whose handshake failures are collected. */
