@@ -940,9 +940,7 @@ class ChildPeer implements AsyncDisposable {
 }
 
 function hex(text: string): string {
-  return [...encoder.encode(text)]
-    .map((byte) => byte.toString(16).padStart(2, "0"))
-    .join("");
+  return toHex(encoder.encode(text));
 }
 
 const SIZES = [0, MiB, LARGE];
