@@ -853,11 +853,14 @@ interface PeerEvent {
  * tests/_multiprocessing_peer.ts (our side, on a Unix socket).
  */
 class ChildPeer implements AsyncDisposable {
+  #name: string;
   #child: Deno.ChildProcess;
   #events: AsyncGenerator<string>;
   #stderr: Promise<string>;
 
-  constructor(command: string, args: string[]) {
+  /** `name` says which peer in failure messages. */
+  constructor(name: string, command: string, args: string[]) {
+    this.#name = name;
     this.#child = spawn(command, args, { timeout: 60_000 });
     this.#child.stdin.close();
     this.#events = lines(this.#child.stdout);
@@ -866,7 +869,10 @@ class ChildPeer implements AsyncDisposable {
 
   /** mp_peer.py with `args`. */
   static python(python: string, args: string[]): ChildPeer {
-    return new ChildPeer(python, [interopScript("mp_peer.py"), ...args]);
+    return new ChildPeer("the Python peer", python, [
+      interopScript("mp_peer.py"),
+      ...args,
+    ]);
   }
 
   /**
@@ -874,7 +880,7 @@ class ChildPeer implements AsyncDisposable {
    * `path` (and nothing else on the network).
    */
   static deno(path: string, args: string[]): ChildPeer {
-    return new ChildPeer(Deno.execPath(), [
+    return new ChildPeer("the Deno peer", Deno.execPath(), [
       "run",
       `--allow-net=unix:${path}`,
       `--allow-read=${path}`,
@@ -924,7 +930,7 @@ class ChildPeer implements AsyncDisposable {
   async next(): Promise<PeerEvent> {
     const { value, done } = await this.#events.next();
     if (done) {
-      throw new Error(`the Python peer exited early: ${await this.#stderr}`);
+      throw new Error(`${this.#name} exited early: ${await this.#stderr}`);
     }
     return JSON.parse(value);
   }
@@ -935,7 +941,7 @@ class ChildPeer implements AsyncDisposable {
       // drain
     }
     const stderr = await this.#stderr;
-    assert.equal(status.code, 0, `the Python peer failed: ${stderr}`);
+    assert.equal(status.code, 0, `${this.#name} failed: ${stderr}`);
   }
 }
 
