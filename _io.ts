@@ -24,6 +24,30 @@ export function checkTimeout(timeout: number, what = "timeout"): number {
   return timeout;
 }
 
+/**
+ * Checks a duration option that may be 0 (a grace period, a delay): a
+ * number of milliseconds, >= 0, `Infinity` allowed. Returns `fallback` when
+ * the option is not set.
+ */
+export function checkMillis(
+  value: number | undefined,
+  fallback: number,
+  what: string,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(
+      `Cannot use ${what}: expected a number of milliseconds, got ${typeof value}`,
+    );
+  }
+  if (value < 0) {
+    throw new RangeError(
+      `Cannot use ${what}: expected 0 or more ms, got ${value}`,
+    );
+  }
+  return value;
+}
+
 /** A combined deadline + caller signal, with its timer cleared by dispose. */
 export interface Deadline extends Disposable {
   /** Aborts on timeout (reason: TimeoutError) or when the caller's aborts. */

@@ -54,6 +54,7 @@
 
 import {
   byobReader,
+  checkMillis,
   checkTimeout,
   closeQuietly,
   type Deadline,
@@ -431,21 +432,6 @@ export interface NoiseIoOptions {
 
 /** Default {@linkcode NoiseConnectOptions.gracePeriod}, in milliseconds. */
 const DEFAULT_GRACE_PERIOD = 5_000;
-
-function checkGracePeriod(value: number | undefined): number {
-  if (value === undefined) return DEFAULT_GRACE_PERIOD;
-  if (typeof value !== "number" || Number.isNaN(value)) {
-    throw new TypeError(
-      `Cannot use gracePeriod: expected a number of milliseconds, got ${typeof value}`,
-    );
-  }
-  if (value < 0) {
-    throw new RangeError(
-      `Cannot use gracePeriod: expected 0 or more ms, got ${value}`,
-    );
-  }
-  return value;
-}
 
 /** The deadline for one call, or none when it may wait for ever. */
 function ioDeadline(
@@ -1043,7 +1029,11 @@ async function handshake(
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
   const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
-  const gracePeriod = checkGracePeriod(options.gracePeriod);
+  const gracePeriod = checkMillis(
+    options.gracePeriod,
+    DEFAULT_GRACE_PERIOD,
+    "gracePeriod",
+  );
   const io = new FrameIO(conn);
   using limit = deadline(
     timeout,
@@ -1319,7 +1309,11 @@ export function noiseAuthenticator(
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
   const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
-  const gracePeriod = checkGracePeriod(options.gracePeriod);
+  const gracePeriod = checkMillis(
+    options.gracePeriod,
+    DEFAULT_GRACE_PERIOD,
+    "gracePeriod",
+  );
   // serve() closes the connection itself, after its throttling delay for
   // authentication failures, so a failed handshake leaves it open here.
   return (conn, context) =>

@@ -50,6 +50,7 @@
  */
 
 import {
+  checkMillis,
   checkTimeout,
   closeQuietly,
   deadline,
@@ -552,28 +553,6 @@ function checkCount(value: number | undefined, fallback: number, what: string) {
   if (value < 1 || (Number.isFinite(value) && !Number.isInteger(value))) {
     throw new RangeError(
       `Cannot use ${what}: expected a whole number of at least 1 (or Infinity), got ${value}`,
-    );
-  }
-  return value;
-}
-
-function checkMillis(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-  allowZero = true,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || Number.isNaN(value)) {
-    throw new TypeError(
-      `Cannot use ${what}: expected a number of milliseconds, got ${typeof value}`,
-    );
-  }
-  if (value < 0 || (!allowZero && value === 0)) {
-    throw new RangeError(
-      `Cannot use ${what}: expected ${
-        allowZero ? "0 or more" : "more than 0"
-      } ms, got ${value}`,
     );
   }
   return value;
