@@ -98,6 +98,7 @@ async function openssl(...args: string[]): Promise<string> {
     args,
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
   }).output();
   if (!out.success) {
     throw new Error(
