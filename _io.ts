@@ -92,6 +92,21 @@ export function deadline(
   };
 }
 
+/**
+ * A {@linkcode deadline} for a call that by default waits as long as its
+ * connection lives: `undefined` when `timeout` is `Infinity` and there is no
+ * `signal`, so the call skips the race (`raceSignal(p, undefined)` is `p`).
+ */
+export function optionalDeadline(
+  timeout: number,
+  signal: AbortSignal | undefined,
+  action: string,
+): Deadline | undefined {
+  checkTimeout(timeout);
+  if (timeout === Infinity && !signal) return undefined;
+  return deadline(timeout, signal, action);
+}
+
 /** Runs `fn` until it settles or `signal` aborts; rejects with the reason. */
 export function raceSignal<T>(
   promise: Promise<T>,

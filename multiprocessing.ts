@@ -80,6 +80,7 @@ import {
   deadline,
   DEFAULT_TIMEOUT,
   formatAddr,
+  optionalDeadline,
   raceSignal,
   utf8,
 } from "./_io.ts";
@@ -910,11 +911,12 @@ export class MultiprocessingConnection
         "Cannot send the message: the connection is closed",
       );
     }
-    const timeout = checkTimeout(options.timeout ?? Infinity);
-    const write = this.#wire.writeFrame(data);
-    if (timeout === Infinity && !options.signal) return await write;
-    using limit = deadline(timeout, options.signal, "send the message");
-    await raceSignal(write, limit.signal);
+    using limit = optionalDeadline(
+      options.timeout ?? Infinity,
+      options.signal,
+      "send the message",
+    );
+    await raceSignal(this.#wire.writeFrame(data), limit?.signal);
   }
 
   /**
@@ -997,9 +999,11 @@ export class MultiprocessingConnection
     const previous = this.#turn;
     let release!: () => void;
     this.#turn = new Promise<void>((resolve) => release = resolve);
-    const limit = timeout === Infinity && !options.signal
-      ? undefined
-      : deadline(timeout, options.signal, "receive a message");
+    const limit = optionalDeadline(
+      timeout,
+      options.signal,
+      "receive a message",
+    );
     try {
       await raceSignal(previous, limit?.signal);
       this.#throwIfClosed();
@@ -1577,14 +1581,12 @@ export class MultiprocessingListener<
   async accept(
     options: MultiprocessingIoOptions = {},
   ): Promise<MultiprocessingConnection> {
-    const timeout = checkTimeout(options.timeout ?? Infinity);
-    let conn: MultiprocessingConnection | null;
-    if (timeout === Infinity && !options.signal) {
-      conn = await this.#next();
-    } else {
-      using limit = deadline(timeout, options.signal, "accept a connection");
-      conn = await this.#next(limit.signal);
-    }
+    using limit = optionalDeadline(
+      options.timeout ?? Infinity,
+      options.signal,
+      "accept a connection",
+    );
+    const conn = await this.#next(limit?.signal);
     if (conn === null) {
       throw new Deno.errors.BadResource(
         "Cannot accept a connection: the listener is closed",

@@ -62,6 +62,7 @@ import {
   DEFAULT_TIMEOUT,
   type DenoConnLike,
   isDenoConnLike,
+  optionalDeadline,
   raceSignal,
   utf8,
 } from "./_io.ts";
@@ -445,9 +446,7 @@ function ioDeadline(
       }`,
     );
   }
-  const timeout = checkTimeout(options.timeout ?? Infinity);
-  if (timeout === Infinity && options.signal === undefined) return undefined;
-  return deadline(timeout, options.signal, action);
+  return optionalDeadline(options.timeout ?? Infinity, options.signal, action);
 }
 
 let createNoiseConn: (
