@@ -299,6 +299,8 @@ export async function sTime(
         stdout: "piped",
         stderr: "piped",
         stdin: "null",
+        // A stuck s_time is killed (and counted as a failed run).
+        signal: AbortSignal.timeout(env.seconds * 1000 + 30_000),
       }).output()),
   );
   const elapsed = (performance.now() - start) / 1000;
@@ -344,6 +346,8 @@ async function latencyP50(
         ],
         stdout: "piped",
         stderr: "piped",
+        // A stuck client is killed (and counted as a failed run).
+        signal: AbortSignal.timeout(60_000),
       }).output()),
   );
   const all: number[] = [];
@@ -383,6 +387,7 @@ async function bulk(
     ],
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
   }).output();
   const match = /^mbps ([\d.]+)$/m.exec(decoder.decode(run.stdout));
   if (run.success && match) return Number(match[1]);
