@@ -1322,14 +1322,12 @@ class ServerImpl<T> implements Server {
   #nextTurn(key: string): void {
     const gate = this.#gates.get(key);
     if (!gate || gate.busy) return;
-    if (gate.queue.length === 0 || this.#closing) {
-      if (gate.queue.length === 0) {
-        if (gate.timer !== undefined) clearTimeout(gate.timer);
-        this.#gates.delete(key);
-      }
+    if (gate.queue.length === 0) {
+      if (gate.timer !== undefined) clearTimeout(gate.timer);
+      this.#gates.delete(key);
       return;
     }
-    if (gate.timer !== undefined) return;
+    if (this.#closing || gate.timer !== undefined) return;
     const now = Date.now();
     const record = this.#failures?.lookup(key, now);
     if (!record) {
