@@ -803,13 +803,16 @@ function extendedKeyUsage(der: Uint8Array): string[] | null {
   }
 }
 
-/** Explains why a client certificate did not verify against `cas`. */
+/**
+ * Explains why a client certificate did not verify against `cas`; `issuer`
+ * is its issuer as {@linkcode PeerIdentity.issuer} holds it.
+ */
 function diagnoseClientCert(
   cert: X509Certificate,
+  issuer: string,
   cas: X509Certificate[],
   runtimeCode: string | undefined,
 ): { reason: TlsFailure; detail: string } {
-  const issuer = namesOf(cert).issuer;
   const signer = cas.find((ca) => {
     try {
       return cert.checkIssued(ca) && cert.verify(ca.publicKey);
@@ -1287,7 +1290,12 @@ export async function listenTls(
               socket.authorizationError === undefined
             ? undefined
             : String(socket.authorizationError);
-          const { reason, detail } = diagnoseClientCert(x509, caCerts, code);
+          const { reason, detail } = diagnoseClientCert(
+            x509,
+            identity.issuer,
+            caCerts,
+            code,
+          );
           refuse(
             reason,
             `the certificate of ${describe(identity)} was refused: ${detail}`,
