@@ -569,22 +569,7 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   }
 
   static {
-    createNoiseConn = (
-      io,
-      initiator,
-      send,
-      receive,
-      handshakeHash,
-      gracePeriod,
-    ) =>
-      new NoiseConn(
-        io,
-        initiator,
-        send,
-        receive,
-        handshakeHash,
-        gracePeriod,
-      );
+    createNoiseConn = (...args) => new NoiseConn(...args);
   }
 
   /**
