@@ -451,7 +451,8 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /**
  * Whether a verified identity matches `allow` (CN, SAN or fingerprint). IP
  * SANs compare by address, so `"IP:fd00::5"`, `"IP Address:FD00:0:0:0:0:0:0:5"`
- * and a bare `"fd00::5"` all match the same certificate.
+ * and a bare `"fd00::5"` all match the same certificate; DNS SANs compare
+ * without regard to case.
  */
 export function allowed(
   identity: PeerIdentity | null,
@@ -470,6 +471,10 @@ export function allowed(
     for (const { type, value } of sans) {
       if (wantedType !== null && wantedType !== type) continue;
       if (value === wantedValue) return true;
+      // DNS names are case-insensitive (RFC 4343).
+      if (
+        type === "DNS" && value.toLowerCase() === wantedValue.toLowerCase()
+      ) return true;
       if (type === "IP" && wantedIp) {
         const ip = parseIp(value);
         if (ip && sameBytes(ip, wantedIp)) return true;

@@ -222,7 +222,9 @@ export interface TlsAllowList {
    * Subject alternative names to accept: `"DNS:alice.test"`,
    * `"IP Address:10.0.0.5"` (or `"IP:10.0.0.5"`), or the bare value. IP
    * addresses match by value, in any notation: `"IP:fd00::5"` matches the
-   * SAN openssl prints as `"IP Address:FD00:0:0:0:0:0:0:5"`.
+   * SAN openssl prints as `"IP Address:FD00:0:0:0:0:0:0:5"`. DNS names match
+   * without regard to case (`"DNS:Alice.Test"` matches `"DNS:alice.test"`);
+   * everything else matches exactly.
    */
   san?: string[];
   /** SHA-256 fingerprints to accept (`"AB:CD:..."`; case and colons free). */

@@ -1102,6 +1102,23 @@ Deno.test("listenTls() allow list accepts by CN, SAN and fingerprint only", asyn
   }
 });
 
+Deno.test("allow.san compares DNS names without regard to case, other types exactly", () => {
+  const identity = {
+    cn: "alice",
+    san: ["DNS:alice.test", "email:Alice@example.test"],
+    fingerprint256: "AB:CD",
+  } as unknown as PeerIdentity;
+  for (const san of ["DNS:alice.test", "DNS:Alice.TEST", "dns:ALICE.test"]) {
+    assert.ok(allowed(identity, { san: [san] }), san);
+  }
+  for (
+    const san of ["DNS:bob.test", "DNS:alice.test.", "email:alice@example.test"]
+  ) {
+    assert.ok(!allowed(identity, { san: [san] }), san);
+  }
+  assert.ok(allowed(identity, { san: ["email:Alice@example.test"] }));
+});
+
 Deno.test("listenTls() authorize hook decides after verification", async () => {
   const seen: (string | undefined)[] = [];
   await using server = await echoServer({
