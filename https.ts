@@ -49,7 +49,7 @@
  *
  * @module
  */
-import { formatAddr } from "./_io.ts";
+import { checkMillis, formatAddr } from "./_io.ts";
 import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
 import { allowed } from "./_tls_identity.ts";
 import {
@@ -165,6 +165,13 @@ export interface ServeHttpsOptions {
    */
   maxConnections?: number;
   /**
+   * On shutdown, how long requests in flight may run before every
+   * connection is closed, in milliseconds (0 closes at once).
+   *
+   * @default {1000}
+   */
+  gracePeriod?: number;
+  /**
    * Aborting it shuts the server down, as {@linkcode HttpsServer.shutdown}.
    *
    * @default {undefined}
@@ -236,7 +243,8 @@ export interface HttpsServer extends AsyncDisposable {
   readonly finished: Promise<void>;
   /**
    * Stops accepting connections, closes idle ones, gives requests in
-   * flight one second to finish, then closes every connection. A handler
+   * flight `gracePeriod` (1 s by default) to finish, then closes every
+   * connection. A handler
    * still running then is abandoned (its response is never sent), so
    * shutdown finishes even when a handler never settles.
    *
@@ -279,7 +287,8 @@ function plain(status: number, message: string): Response {
  * @returns The running server, once it listens.
  * @throws {TypeError} When `cert` or `key` is missing, or `allowedClients`
  * is given without `clientCa`.
- * @throws {RangeError} When a limit or timeout is not a positive integer.
+ * @throws {RangeError} When a limit or timeout is not a positive integer,
+ * or `gracePeriod` is negative or infinite.
  * @throws {Error} When the address cannot be bound, or the certificate,
  * key or CA is not valid PEM.
  *
@@ -391,6 +400,16 @@ export async function serveHttps(
     options.maxConnections ?? 1024,
     "maxConnections",
   );
+  const gracePeriod = checkMillis(
+    options.gracePeriod,
+    1000,
+    "gracePeriod",
+  );
+  if (!Number.isFinite(gracePeriod)) {
+    throw new RangeError(
+      "Cannot serve HTTPS: gracePeriod must be finite, so that shutdown finishes",
+    );
+  }
   const onError = options.onError;
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -516,7 +535,7 @@ export async function serveHttps(
       for (const session of sessions) session.drain();
       const timer = setTimeout(() => {
         for (const session of sessions) session.abort();
-      }, 1000);
+      }, gracePeriod);
       closing = (async () => {
         await accepting;
         while (sessions.size > 0) {
