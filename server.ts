@@ -9,7 +9,10 @@
  *
  * - The accept loop never awaits a handshake. A client that connects and says
  *   nothing costs one pending task and one timer until the handshake deadline
- *   closes it.
+ *   closes it. A client that resets its connection before it is accepted
+ *   costs one failed accept, skipped at once; only running out of file
+ *   descriptors makes the loop back off (5 ms doubling to 1 s, for as long
+ *   as it lasts).
  * - Limits on connections open at once, connections still handshaking, and
  *   connections per remote address (an IPv4 address, an IPv6 /64, or one
  *   entry for all Unix socket peers). The global limits pause the accept
@@ -67,7 +70,12 @@ import {
   type KeyInput,
   serverAuthenticate,
 } from "./handshake.ts";
-import { parseIp } from "./_tls_identity.ts";
+import {
+  AcceptLoop,
+  AddressCounts,
+  addressKey,
+  checkIpv6Prefix,
+} from "./_accept.ts";
 import type { Duplex } from "./types.ts";
 
 export type { Duplex } from "./types.ts";
@@ -440,7 +448,9 @@ export interface ServeOptions<T = ServerConn> {
   /**
    * Called for errors that end one connection or one accept: a handshake
    * that timed out, was malformed or reset; a handler that threw; a failed
-   * accept. The server goes on serving.
+   * accept (phase `"accept"`: a connection reset before it was accepted,
+   * skipped at once, or the process out of file descriptors, retried after
+   * a back-off of 5 ms doubling to 1 s). The server goes on serving.
    */
   onError?: (error: unknown, info: ServeErrorInfo) => void;
 }
@@ -576,92 +586,9 @@ function checkKey(key: unknown): void {
   );
 }
 
-/**
- * The name limits and throttling count a peer under: its IPv4 address; its
- * IPv6 address cut to `ipv6Prefix` bits (`2001:db8:1:2::/64`), whole when
- * link-local, as IPv4 when IPv4-mapped; `"unix"` for every Unix socket peer;
- * `"vsock:<cid>"`.
- */
-function addressKey(addr: Deno.Addr, ipv6Prefix: number): string {
-  switch (addr.transport) {
-    case "tcp":
-    case "udp":
-      return ipKey(addr.hostname, ipv6Prefix);
-    case "unix":
-    case "unixpacket":
-      return "unix";
-    case "vsock":
-      return `vsock:${addr.cid}`;
-    default:
-      return String((addr as { transport: unknown }).transport);
-  }
-}
-
-function ipKey(hostname: string, ipv6Prefix: number): string {
-  const host = hostname.toLowerCase();
-  if (!host.includes(":")) return host;
-  const zone = host.indexOf("%");
-  const bytes = parseIp(zone < 0 ? host : host.slice(0, zone));
-  if (bytes?.length !== 16) return host;
-  const groups = Array.from(
-    { length: 8 },
-    (_, i) => (bytes[2 * i] << 8) | bytes[2 * i + 1],
-  );
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return bytes.subarray(12).join(".");
-  }
-  // Every host on a link shares fe80::/64: keep link-local addresses whole,
-  // zone included.
-  if ((groups[0] & 0xffc0) === 0xfe80) return host;
-  if (ipv6Prefix >= 128) return formatIpv6(groups);
-  const masked = groups.map((group, i) => {
-    const keep = Math.min(Math.max(ipv6Prefix - 16 * i, 0), 16);
-    return group & ((0xffff << (16 - keep)) & 0xffff);
-  });
-  return `${formatIpv6(masked)}/${ipv6Prefix}`;
-}
-
-/** IPv6 groups as text, the longest run of zero groups shortened to `::`. */
-function formatIpv6(groups: number[]): string {
-  let best = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8;) {
-    let end = i;
-    while (end < 8 && groups[end] === 0) end++;
-    if (end - i > bestLength) {
-      best = i;
-      bestLength = end - i;
-    }
-    i = end === i ? i + 1 : end;
-  }
-  const hex = groups.map((group) => group.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${
-    hex.slice(best + bestLength).join(":")
-  }`;
-}
-
 function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
-}
-
-function isClosedListenerError(error: unknown): boolean {
-  return error instanceof Deno.errors.BadResource ||
-    error instanceof Deno.errors.Interrupted;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Turns off Nagle's algorithm where the connection supports it. */
@@ -797,10 +724,10 @@ class ServerImpl<T> implements Server {
   #accepted = 0;
   #authenticated = 0;
   #nextId = 1;
-  #perAddress = new Map<string, number>();
+  #perAddress = new AddressCounts();
   #gates = new Map<string, Gate>();
   #tasks = new Set<Task>();
-  #wake: (() => void) | undefined;
+  #loop: AcceptLoop<ServerConn> | undefined;
   #idle: (() => void) | undefined;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #abandonTimer: ReturnType<typeof setTimeout> | undefined;
@@ -839,18 +766,10 @@ class ServerImpl<T> implements Server {
       DEFAULTS.maxPerAddress,
       "maxPerAddress",
     );
-    const prefix = options.ipv6Prefix ?? DEFAULTS.ipv6Prefix;
-    if (typeof prefix !== "number") {
-      throw new TypeError(
-        `Cannot use ipv6Prefix: expected a number of bits, got ${typeof prefix}`,
-      );
-    }
-    if (!Number.isInteger(prefix) || prefix < 1 || prefix > 128) {
-      throw new RangeError(
-        `Cannot use ipv6Prefix: expected a whole number of bits from 1 to 128, got ${prefix}`,
-      );
-    }
-    this.#ipv6Prefix = prefix;
+    this.#ipv6Prefix = checkIpv6Prefix(
+      options.ipv6Prefix,
+      DEFAULTS.ipv6Prefix,
+    );
     this.#gracePeriod = checkMillis(
       options.gracePeriod,
       DEFAULTS.gracePeriod,
@@ -982,7 +901,7 @@ class ServerImpl<T> implements Server {
       throw error;
     }
     this.#authenticate = authenticate;
-    await this.#acceptLoop();
+    if (!this.#closing) await this.#acceptLoop();
     if (this.#tasks.size > 0) {
       await new Promise<void>((resolve) => this.#idle = resolve);
     }
@@ -1020,63 +939,63 @@ class ServerImpl<T> implements Server {
     idle?.();
   }
 
+  /**
+   * Asked by the accept loop before each accept: whether a connection may
+   * be taken now. At `maxConnections` or `maxHandshakes` the loop pauses
+   * (new clients wait in the listen backlog) until a slot frees.
+   */
   #hasCapacity(): boolean {
-    return this.#open < this.#maxConnections &&
+    const free = this.#open < this.#maxConnections &&
       this.#handshaking + this.#waiting < this.#maxHandshakes;
+    if (free && this.#paused) {
+      this.#paused = false;
+      this.#logLine("resuming accept");
+    } else if (!free && !this.#paused) {
+      this.#paused = true;
+      this.#logLine(
+        `pausing accept: ${this.#open} connections open (maxConnections ${this.#maxConnections}), ${
+          this.#handshaking + this.#waiting
+        } not yet authenticated (maxHandshakes ${this.#maxHandshakes}); new clients wait in the listen backlog`,
+      );
+    }
+    return free;
   }
 
   #wakeAcceptLoop(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#loop?.wake();
   }
 
-  async #acceptLoop(): Promise<void> {
-    let backoff = 0;
-    while (!this.#closing) {
-      if (!this.#hasCapacity()) {
-        if (!this.#paused) {
-          this.#paused = true;
-          this.#logLine(
-            `pausing accept: ${this.#open} connections open (maxConnections ${this.#maxConnections}), ${
-              this.#handshaking + this.#waiting
-            } not yet authenticated (maxHandshakes ${this.#maxHandshakes}); new clients wait in the listen backlog`,
-          );
-        }
-        await new Promise<void>((resolve) => this.#wake = resolve);
-        continue;
+  /**
+   * Accepts until shutdown (`_accept.ts`): a connection reset before accept
+   * is skipped at once, exhaustion (EMFILE) backs off; both are reported.
+   */
+  #acceptLoop(): Promise<void> {
+    this.#loop = new AcceptLoop<ServerConn>({
+      listener: this.#listener,
+      signal: this.#stopping.signal,
+      ready: () => this.#hasCapacity(),
+      onConnection: (conn) => this.#startTask(conn),
+      onError: (error, retryIn) =>
+        this.#report(
+          error,
+          { phase: "accept" },
+          retryIn > 0 ? `retrying in ${retryIn} ms` : "skipping it",
+        ),
+    });
+    return this.#loop.done;
+  }
+
+  #startTask(conn: ServerConn): void {
+    const task: Task = { conn, phase: "accept", abandoned: false };
+    this.#tasks.add(task);
+    this.#connection(task).finally(() => {
+      if (!this.#tasks.delete(task)) return;
+      if (this.#tasks.size === 0) {
+        const idle = this.#idle;
+        this.#idle = undefined;
+        idle?.();
       }
-      if (this.#paused) {
-        this.#paused = false;
-        this.#logLine("resuming accept");
-      }
-      let conn: ServerConn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (error) {
-        if (this.#closing || isClosedListenerError(error)) break;
-        // EMFILE and the like: report, back off (5 ms doubling to 1 s), retry.
-        backoff = Math.min(backoff === 0 ? 5 : backoff * 2, 1000);
-        this.#report(error, { phase: "accept" }, `retrying in ${backoff} ms`);
-        await sleep(backoff, this.#stopping.signal);
-        continue;
-      }
-      backoff = 0;
-      if (this.#closing) {
-        closeQuietly(conn);
-        break;
-      }
-      const task: Task = { conn, phase: "accept", abandoned: false };
-      this.#tasks.add(task);
-      this.#connection(task).finally(() => {
-        if (!this.#tasks.delete(task)) return;
-        if (this.#tasks.size === 0) {
-          const idle = this.#idle;
-          this.#idle = undefined;
-          idle?.();
-        }
-      });
-    }
+    });
   }
 
   async #connection(task: Task): Promise<void> {
@@ -1100,7 +1019,7 @@ class ServerImpl<T> implements Server {
     task.remoteAddr = remoteAddr;
     if (this.#noDelay) setNoDelay(conn);
     const key = addressKey(remoteAddr, this.#ipv6Prefix);
-    this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
+    const count = this.#perAddress.add(key);
     let counted: "waiting" | "handshake" | "handler" | undefined;
     /** The throttled address's turn, held by this connection's handshake. */
     let turn: Gate | undefined;
@@ -1111,7 +1030,6 @@ class ServerImpl<T> implements Server {
       "authenticate the client",
     );
     try {
-      const count = this.#perAddress.get(key)!;
       if (count > this.#maxPerAddress) {
         this.#refuse(
           remoteAddr,
@@ -1234,9 +1152,7 @@ class ServerImpl<T> implements Server {
       if (turn) this.#endTurn(key, turn);
       closeQuietly(conn);
       this.#open -= 1;
-      const left = this.#perAddress.get(key)! - 1;
-      if (left === 0) this.#perAddress.delete(key);
-      else this.#perAddress.set(key, left);
+      this.#perAddress.remove(key);
       this.#wakeAcceptLoop();
     }
   }
@@ -1467,6 +1383,8 @@ class ServerImpl<T> implements Server {
  * | connection from an address with failures on record | waits its turn, silently: one handshake at a time, none during the pause |
  * | handshake deadline (even for an authenticator that ignores its signal), garbage, reset | `onError` (phase `"handshake"`), closes |
  * | handler throws | `onError` (phase `"handler"`), closes, goes on |
+ * | connection reset before accept | `onError` (phase `"accept"`), skips it at once |
+ * | out of file descriptors (EMFILE, ENFILE) | `onError` (phase `"accept"`), retries after 5 ms doubling to 1 s |
  * | `maxConnections` or `maxHandshakes` reached | stops accepting until a slot frees |
  * | `maxPerAddress` reached, address banned, or no turn in time | closes the new connection, `onRefuse` |
  * | shutdown | stops accepting, aborts handshakes, waits `gracePeriod` for handlers, closes the rest; abandons (and reports) a handler still running 1 s later |
