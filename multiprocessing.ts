@@ -87,6 +87,7 @@ import {
 import { AuthenticationError, ProtocolError } from "./errors.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
 import { frameHeader } from "./_multiprocessing_frame.ts";
+import { AcceptLoop } from "./_accept.ts";
 
 export { AuthenticationError, ProtocolError } from "./errors.ts";
 export type { AuthenticationFailure, ProtocolFailure } from "./errors.ts";
@@ -1312,7 +1313,10 @@ export function listenMultiprocessing(
  * Each incoming connection is authenticated in its own task, with a
  * deadline, so a slow or hostile client never holds up the others. At most
  * `maxPending` connections are handshaking or waiting to be taken; failed
- * ones are closed and reported to `onHandshakeError`.
+ * ones are closed and reported to `onHandshakeError`. A client that resets
+ * its connection before it is accepted is skipped at once; only running out
+ * of file descriptors makes the listener wait before its next accept (5 ms
+ * doubling to 1 s, for as long as it lasts).
  *
  * @param options Address, authkey, legacy switch, limits, hooks, signal.
  * @returns The listening {@linkcode MultiprocessingListener}.
@@ -1415,7 +1419,7 @@ export class MultiprocessingListener<
   #onAbort = () => this.close();
   #closer = new AbortController();
   #pending = 0;
-  #slotFreed: (() => void) | undefined;
+  #acceptLoop: AcceptLoop<Deno.Conn> | undefined;
   #ready: MultiprocessingConnection[] = [];
   #waiters: ((conn: MultiprocessingConnection | null) => void)[] = [];
   #tasks = new Set<Promise<void>>();
@@ -1444,30 +1448,24 @@ export class MultiprocessingListener<
     this.#loop = this.#run();
   }
 
-  async #run(): Promise<void> {
-    while (!this.#closed) {
-      if (this.#pending >= this.#maxPending) {
-        await new Promise<void>((resolve) => this.#slotFreed = resolve);
-        continue;
-      }
-      let conn: Deno.Conn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (error) {
-        if (this.#closed || error instanceof Deno.errors.BadResource) return;
-        // A transient accept failure (e.g. out of file descriptors).
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        continue;
-      }
-      if (this.#closed) {
-        conn.close();
-        return;
-      }
-      this.#pending++;
-      const task = this.#authenticate(conn);
-      this.#tasks.add(task);
-      task.finally(() => this.#tasks.delete(task));
-    }
+  /**
+   * The accept loop (`_accept.ts`): pauses at `maxPending`, skips a
+   * connection reset before accept at once, backs off when the process is
+   * out of file descriptors, ends when the listener closes.
+   */
+  #run(): Promise<void> {
+    this.#acceptLoop = new AcceptLoop<Deno.Conn>({
+      listener: this.#listener,
+      signal: this.#closer.signal,
+      ready: () => this.#pending < this.#maxPending,
+      onConnection: (conn) => {
+        this.#pending++;
+        const task = this.#authenticate(conn);
+        this.#tasks.add(task);
+        task.finally(() => this.#tasks.delete(task));
+      },
+    });
+    return this.#acceptLoop.done;
   }
 
   async #authenticate(conn: Deno.Conn): Promise<void> {
@@ -1516,9 +1514,7 @@ export class MultiprocessingListener<
 
   #release(): void {
     this.#pending--;
-    const wake = this.#slotFreed;
-    this.#slotFreed = undefined;
-    wake?.();
+    this.#acceptLoop?.wake();
   }
 
   /**
@@ -1665,7 +1661,6 @@ export class MultiprocessingListener<
     } catch {
       // already closed
     }
-    this.#slotFreed?.();
     for (const waiter of this.#waiters.splice(0)) waiter(null);
     for (const conn of this.#ready.splice(0)) {
       this.#tasks.add(conn[Symbol.asyncDispose]());
