@@ -17,12 +17,7 @@ import {
   listenMultiprocessing,
 } from "../../multiprocessing.ts";
 import { connect, serve, type ServeErrorInfo } from "../../server.ts";
-import {
-  findPython,
-  interopScript,
-  peerTest,
-  within,
-} from "../_helpers.ts";
+import { findPython, interopScript, peerTest, within } from "../_helpers.ts";
 
 const KEY = "peanut butter";
 /** How many clients connect and reset before the good one. */
@@ -63,9 +58,10 @@ function resetBurst(pythonPath: string, port: number, count = BURST): void {
 }
 
 /**
- * Runs `attempt` (a good client) with `SERVED_WITHIN` to succeed; whatever
- * happens, `cleanup` runs (it must make a stalled attempt settle) and the
- * attempt is awaited, so no op leaks from a failing test.
+ * Gives `attempt` (a good client) `SERVED_WITHIN` ms to succeed. When it
+ * does not, `cleanup` runs (it must make a stalled attempt settle) and the
+ * attempt is awaited before the error is thrown, so that no op leaks from a
+ * failing test.
  */
 async function servedWithin<T>(
   attempt: Promise<T>,
@@ -74,9 +70,10 @@ async function servedWithin<T>(
 ): Promise<T> {
   try {
     return await within(attempt, SERVED_WITHIN, what);
-  } finally {
+  } catch (error) {
     await cleanup();
     await attempt.catch(() => {});
+    throw error;
   }
 }
 
