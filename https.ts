@@ -49,6 +49,7 @@
  *
  * @module
  */
+import { AcceptLoop, type AcceptSource } from "./_accept.ts";
 import { checkMillis, formatAddr } from "./_io.ts";
 import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
 import { allowed } from "./_tls_identity.ts";
@@ -181,7 +182,11 @@ export interface ServeHttpsOptions {
    * Called with errors: a handler that throws (the client gets HTTP 500), a
    * failed or refused TLS connection (a {@linkcode TlsError} naming the
    * reason: a client without a certificate, one from another CA, ...), a
-   * connection over `maxConnections`. For logging.
+   * connection over `maxConnections`, a failed accept
+   * (a connection its client reset before it was accepted, skipped at once
+   * and reported from `"a client"`; the process out of file descriptors,
+   * retried after a back-off of 5 ms doubling to 1 s and reported from
+   * `"the server"`). For logging.
    *
    * @default {undefined}
    */
@@ -209,6 +214,14 @@ export interface HttpsConn {
 export interface HttpsListener extends AsyncIterable<HttpsConn> {
   /** The bound address. */
   readonly addr: Deno.NetAddr;
+  /**
+   * Waits for the next connection; rejects with `Deno.errors.BadResource`
+   * once the listener is closed. Used instead of iterating when present (a
+   * `Deno.TcpListener` and a {@linkcode TlsListener} have it): then a
+   * connection that fails before it is accepted (a client that reset it)
+   * is skipped, where a failed iteration would end it.
+   */
+  accept?(): Promise<HttpsConn>;
   /** Stops listening. */
   close(): void;
 }
@@ -260,6 +273,27 @@ function positive(value: number, what: string): number {
     );
   }
   return value;
+}
+
+/**
+ * What the accept loop takes from: the listener itself when it has
+ * `accept()`, else its iterator (which may end at its first failed accept).
+ */
+function acceptSource(listener: HttpsListener): AcceptSource<HttpsConn> {
+  if (typeof listener.accept === "function") {
+    return listener as AcceptSource<HttpsConn>;
+  }
+  const iterator = listener[Symbol.asyncIterator]();
+  return {
+    accept: async () => {
+      const next = await iterator.next();
+      if (next.done) {
+        throw new Deno.errors.BadResource("Listener has been closed");
+      }
+      return next.value;
+    },
+    close: () => listener.close(),
+  };
 }
 
 function plain(status: number, message: string): Response {
@@ -520,9 +554,14 @@ export async function serveHttps(
     sessions.add(session);
     session.done.then(() => sessions.delete(session));
   };
-  const accepting = (async () => {
-    for await (const conn of listener) serveConn(conn);
-  })().catch((error) => report(error, "the server"));
+  const accepting = new AcceptLoop<HttpsConn>({
+    listener: acceptSource(listener),
+    onConnection: serveConn,
+    // A connection reset before accept is skipped at once (retryIn 0); the
+    // process out of file descriptors is retried after a back-off.
+    onError: (error, retryIn) =>
+      report(error, retryIn === 0 ? "a client" : "the server"),
+  });
 
   let closing: Promise<void> | undefined;
   let resolveFinished!: () => void;
@@ -531,13 +570,13 @@ export async function serveHttps(
     if (!closing) {
       draining = true;
       options.signal?.removeEventListener("abort", onAbort);
-      listener.close();
+      accepting.stop();
       for (const session of sessions) session.drain();
       const timer = setTimeout(() => {
         for (const session of sessions) session.abort();
       }, gracePeriod);
       closing = (async () => {
-        await accepting;
+        await accepting.done;
         while (sessions.size > 0) {
           await Promise.all([...sessions].map((session) => session.done));
         }
