@@ -49,7 +49,13 @@
  *
  * @module
  */
-import { AcceptLoop, type AcceptSource } from "./_accept.ts";
+import {
+  AcceptLoop,
+  type AcceptSource,
+  AddressCounts,
+  addressKey,
+  checkIpv6Prefix,
+} from "./_accept.ts";
 import { checkMillis, formatAddr } from "./_io.ts";
 import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
 import { allowed } from "./_tls_identity.ts";
@@ -166,6 +172,27 @@ export interface ServeHttpsOptions {
    */
   maxConnections?: number;
   /**
+   * Most connections open at once from one address (an IPv4 address, an
+   * IPv6 prefix of `ipv6Prefix` bits, or one entry for all Unix socket
+   * peers), so that one client cannot hold every one of `maxConnections`.
+   * More are closed right after their handshake (and reported to
+   * `onError`). Behind NAT or a proxy one address is many users: raise it
+   * there. `Infinity` turns it off.
+   *
+   * @default {64}
+   */
+  maxPerAddress?: number;
+  /**
+   * How many leading bits of an IPv6 address name one client for
+   * `maxPerAddress`. A host is usually given a whole /64, so counting single
+   * IPv6 addresses would let it dodge the limit with addresses of its own;
+   * 128 counts each address. IPv4-mapped IPv6 addresses count as their IPv4
+   * address, and link-local ones (`fe80::/10`) as the whole address.
+   *
+   * @default {64}
+   */
+  ipv6Prefix?: number;
+  /**
    * On shutdown, how long requests in flight may run before every
    * connection is closed, in milliseconds (0 closes at once).
    *
@@ -182,7 +209,7 @@ export interface ServeHttpsOptions {
    * Called with errors: a handler that throws (the client gets HTTP 500), a
    * failed or refused TLS connection (a {@linkcode TlsError} naming the
    * reason: a client without a certificate, one from another CA, ...), a
-   * connection over `maxConnections`, a failed accept
+   * connection over `maxConnections` or `maxPerAddress`, a failed accept
    * (a connection its client reset before it was accepted, skipped at once
    * and reported from `"a client"`; the process out of file descriptors,
    * retried after a back-off of 5 ms doubling to 1 s and reported from
@@ -321,8 +348,9 @@ function plain(status: number, message: string): Response {
  * @returns The running server, once it listens.
  * @throws {TypeError} When `cert` or `key` is missing, or `allowedClients`
  * is given without `clientCa`.
- * @throws {RangeError} When a limit or timeout is not a positive integer,
- * or `gracePeriod` is negative or infinite.
+ * @throws {RangeError} When a limit or timeout is not a positive integer
+ * (`maxPerAddress` may also be `Infinity`), `ipv6Prefix` is not a whole
+ * number from 1 to 128, or `gracePeriod` is negative or infinite.
  * @throws {Error} When the address cannot be bound, or the certificate,
  * key or CA is not valid PEM.
  *
@@ -434,6 +462,16 @@ export async function serveHttps(
     options.maxConnections ?? 1024,
     "maxConnections",
   );
+  const maxPerAddress = options.maxPerAddress ?? 64;
+  if (
+    maxPerAddress !== Infinity && !(Number.isInteger(maxPerAddress) &&
+      maxPerAddress >= 1)
+  ) {
+    throw new RangeError(
+      `Cannot serve HTTPS: maxPerAddress must be a positive integer or Infinity, got ${maxPerAddress}`,
+    );
+  }
+  const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
   const gracePeriod = checkMillis(
     options.gracePeriod,
     1000,
@@ -498,6 +536,7 @@ export async function serveHttps(
     : null;
 
   const sessions = new Set<Http1Session>();
+  const perAddress = new AddressCounts();
   let draining = false;
   const serveConn = (conn: HttpsConn) => {
     const remote = formatAddr(conn.remoteAddr);
@@ -509,6 +548,18 @@ export async function serveHttps(
       report(
         new RangeError(
           `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
+        ),
+        remote,
+      );
+      return conn.close();
+    }
+    const addressName = addressKey(conn.remoteAddr, ipv6Prefix);
+    const fromAddress = perAddress.add(addressName);
+    if (fromAddress > maxPerAddress) {
+      perAddress.remove(addressName);
+      report(
+        new RangeError(
+          `Cannot accept the connection: ${maxPerAddress} from ${addressName} are open (maxPerAddress)`,
         ),
         remote,
       );
@@ -552,7 +603,10 @@ export async function serveHttps(
       return { status: response.status, headers: response.headers, body };
     }, refusal);
     sessions.add(session);
-    session.done.then(() => sessions.delete(session));
+    session.done.then(() => {
+      sessions.delete(session);
+      perAddress.remove(addressName);
+    });
   };
   const accepting = new AcceptLoop<HttpsConn>({
     listener: acceptSource(listener),
