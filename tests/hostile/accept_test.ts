@@ -225,3 +225,291 @@ peerTest(
     }
   },
 );
+
+// ---------------------------------------------------------------------------
+// The loop itself (_accept.ts), on a scripted listener.
+
+class FakeConn {
+  closed = false;
+  close(): void {
+    this.closed = true;
+  }
+}
+
+/**
+ * A listener whose accepts follow a script: a connection, an error, or a
+ * promise of either. Past the script an accept waits until close().
+ */
+class ScriptedListener implements AcceptSource<FakeConn> {
+  accepts = 0;
+  closed = false;
+  #script: (FakeConn | Error | Promise<FakeConn>)[];
+  #waiting: ((error: Error) => void)[] = [];
+  #watchers: { count: number; resolve: () => void }[] = [];
+
+  constructor(script: (FakeConn | Error | Promise<FakeConn>)[]) {
+    this.#script = script;
+  }
+
+  accept(): Promise<FakeConn> {
+    this.accepts++;
+    for (const watcher of this.#watchers) {
+      if (this.accepts >= watcher.count) watcher.resolve();
+    }
+    if (this.closed) {
+      return Promise.reject(new Deno.errors.BadResource("closed"));
+    }
+    const next = this.#script.shift();
+    if (next === undefined) {
+      return new Promise((_, reject) => this.#waiting.push(reject));
+    }
+    return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const reject of this.#waiting.splice(0)) {
+      reject(new Deno.errors.BadResource("closed"));
+    }
+  }
+
+  /** Resolves once accept() has been called `count` times. */
+  accepted(count: number): Promise<void> {
+    if (this.accepts >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#watchers.push({ count, resolve }));
+  }
+}
+
+/** The errors Deno 2.9.6 throws from accept(), as they really are. */
+function emfile(): Error {
+  return Object.assign(new Error("Too many open files (os error 24)"), {
+    code: "EMFILE",
+  });
+}
+
+function enfile(): Error {
+  return Object.assign(
+    new Error("Too many open files in system (os error 23)"),
+    { code: "ENFILE" },
+  );
+}
+
+function notConnected(): Error {
+  return Object.assign(
+    new Deno.errors.NotConnected(
+      "Transport endpoint is not connected (os error 107)",
+    ),
+    { code: "ENOTCONN" },
+  );
+}
+
+Deno.test("classifyAcceptError() tells a closed listener, one failed connection and exhaustion apart", () => {
+  assert.equal(classifyAcceptError(new Deno.errors.BadResource()), "closed");
+  assert.equal(classifyAcceptError(new Deno.errors.Interrupted()), "closed");
+  for (
+    const error of [
+      notConnected(),
+      new Deno.errors.NotConnected(),
+      new Deno.errors.ConnectionAborted(),
+      new Deno.errors.ConnectionReset(),
+      new Deno.errors.ConnectionRefused(),
+      new Deno.errors.TimedOut(),
+      new Deno.errors.NetworkUnreachable(),
+      Object.assign(new Error("Protocol error"), { code: "EPROTO" }),
+      Object.assign(new Error("Host is down"), { code: "EHOSTDOWN" }),
+    ]
+  ) {
+    assert.equal(classifyAcceptError(error), "connection", String(error));
+  }
+  for (
+    const error of [
+      emfile(),
+      enfile(),
+      Object.assign(new Error("No buffer space available"), {
+        code: "ENOBUFS",
+      }),
+      new Error("something new"),
+      "not even an error",
+      null,
+    ]
+  ) {
+    assert.equal(classifyAcceptError(error), "exhausted", String(error));
+  }
+});
+
+Deno.test("AcceptLoop skips a connection that failed before accept without waiting", async () => {
+  const good = new FakeConn();
+  const listener = new ScriptedListener([
+    ...Array.from(
+      { length: 1000 },
+      (_, i) =>
+        i % 3 === 0
+          ? notConnected()
+          : i % 3 === 1
+          ? new Deno.errors.ConnectionAborted()
+          : new Deno.errors.ConnectionReset(),
+    ),
+    good,
+  ]);
+  const taken: FakeConn[] = [];
+  const retries: number[] = [];
+  const loop = new AcceptLoop({
+    listener,
+    onConnection: (conn) => taken.push(conn),
+    onError: (_error, retryIn) => retries.push(retryIn),
+  });
+  await listener.accepted(1002);
+  assert.deepEqual(taken, [good]);
+  assert.equal(retries.length, 1000);
+  assert.ok(retries.every((retryIn) => retryIn === 0), "a failure waited");
+  loop.stop();
+  await loop.done;
+  assert.ok(listener.closed);
+});
+
+Deno.test("AcceptLoop backs off on exhaustion, doubling to its limit, and starts over after a success or quiet time", async () => {
+  const listener = new ScriptedListener([
+    emfile(),
+    emfile(),
+    enfile(),
+    emfile(),
+    emfile(),
+    new FakeConn(), // a success: the next exhaustion starts over
+    emfile(),
+    emfile(),
+    // 700 ms without a failure (reset is 500 ms): starts over too.
+    new Promise((_, reject) => setTimeout(() => reject(emfile()), 700)),
+    notConnected(), // one connection's failure: no wait, no doubling
+    emfile(),
+  ]);
+  const retries: number[] = [];
+  const loop = new AcceptLoop({
+    listener,
+    onConnection: () => {},
+    onError: (_error, retryIn) => retries.push(retryIn),
+    backoff: { min: 1, max: 8, reset: 500 },
+  });
+  await listener.accepted(12);
+  assert.deepEqual(retries, [1, 2, 4, 8, 8, 1, 2, 1, 0, 2]);
+  loop.stop();
+  await loop.done;
+});
+
+Deno.test("AcceptLoop.stop() ends a back-off at once; wake() does not end it", async () => {
+  const listener = new ScriptedListener([emfile(), new FakeConn()]);
+  const taken: FakeConn[] = [];
+  const loop = new AcceptLoop({
+    listener,
+    onConnection: (conn) => taken.push(conn),
+    backoff: { min: 60_000, max: 60_000, reset: 60_000 },
+  });
+  await listener.accepted(1);
+  loop.wake();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(listener.accepts, 1, "wake() ended the back-off");
+  loop.stop();
+  // Settles now, not in a minute (the test's sanitizers see no timer left).
+  await within(loop.done, 5000, "the stopped loop");
+  assert.deepEqual(taken, []);
+  assert.ok(listener.closed);
+});
+
+Deno.test("AcceptLoop pauses while ready() is false and resumes on wake()", async () => {
+  const conns = [new FakeConn(), new FakeConn(), new FakeConn()];
+  const listener = new ScriptedListener([...conns]);
+  const taken: FakeConn[] = [];
+  let open = 0;
+  const loop = new AcceptLoop({
+    listener,
+    ready: () => open < 2,
+    onConnection: (conn) => {
+      open++;
+      taken.push(conn);
+    },
+  });
+  await listener.accepted(2);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(listener.accepts, 2, "accepted past the limit");
+  assert.deepEqual(taken, conns.slice(0, 2));
+  loop.wake(); // still at the limit: asks again, stays paused
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(listener.accepts, 2);
+  open--;
+  loop.wake();
+  await listener.accepted(3);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(taken, conns);
+  assert.equal(listener.accepts, 3, "accepted past the limit");
+  loop.stop(); // ends the pause
+  await loop.done;
+});
+
+Deno.test("AcceptLoop stops when its signal aborts or its listener closes, and closes a connection accepted after stop()", async () => {
+  const controller = new AbortController();
+  const first = new ScriptedListener([]);
+  const bySignal = new AcceptLoop({
+    listener: first,
+    onConnection: () => {},
+    signal: controller.signal,
+  });
+  await first.accepted(1);
+  controller.abort();
+  await bySignal.done;
+  assert.ok(first.closed && bySignal.stopped);
+
+  const second = new ScriptedListener([]);
+  const byClose = new AcceptLoop({ listener: second, onConnection: () => {} });
+  await second.accepted(1);
+  second.close();
+  await byClose.done;
+  assert.ok(byClose.stopped);
+
+  const late = new FakeConn();
+  let deliver!: (conn: FakeConn) => void;
+  const third = new ScriptedListener([
+    new Promise<FakeConn>((resolve) => deliver = resolve),
+  ]);
+  const taken: FakeConn[] = [];
+  const loop = new AcceptLoop({
+    listener: third,
+    onConnection: (conn) => taken.push(conn),
+  });
+  await third.accepted(1);
+  loop.stop();
+  deliver(late);
+  await loop.done;
+  assert.deepEqual(taken, []);
+  assert.ok(late.closed);
+
+  const aborted = new AcceptLoop({
+    listener: new ScriptedListener([new FakeConn()]),
+    onConnection: () => assert.fail("accepted with an aborted signal"),
+    signal: AbortSignal.abort(),
+  });
+  await aborted.done;
+});
+
+Deno.test("AcceptLoop closes a connection whose onConnection threw, reports it and goes on", async () => {
+  const bad = new FakeConn();
+  const good = new FakeConn();
+  const listener = new ScriptedListener([bad, good]);
+  const taken: FakeConn[] = [];
+  const errors: unknown[] = [];
+  const loop = new AcceptLoop({
+    listener,
+    onConnection: (conn) => {
+      if (conn === bad) throw new Error("boom");
+      taken.push(conn);
+    },
+    onError: (error) => {
+      errors.push(error);
+      throw new Error("a throwing hook is ignored");
+    },
+  });
+  await listener.accepted(3);
+  assert.ok(bad.closed);
+  assert.deepEqual(taken, [good]);
+  assert.match(String(errors[0]), /boom/);
+  loop.stop();
+  await loop.done;
+});
