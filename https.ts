@@ -346,8 +346,8 @@ function plain(status: number, message: string): Response {
  * @param options Certificate, key, CAs, address, limits.
  * @param handler Answers each request.
  * @returns The running server, once it listens.
- * @throws {TypeError} When `cert` or `key` is missing, or `allowedClients`
- * is given without `clientCa`.
+ * @throws {TypeError} When `cert` or `key` is missing, `allowedClients`
+ * is given without `clientCa`, or `ipv6Prefix` is not a number.
  * @throws {RangeError} When a limit or timeout is not a positive integer
  * (`maxPerAddress` may also be `Infinity`), `ipv6Prefix` is not a whole
  * number from 1 to 128, or `gracePeriod` is negative or infinite.

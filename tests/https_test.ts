@@ -829,3 +829,139 @@ Deno.test("serveHttps() serves plain HTTP on a Deno.listen() listener and refuse
     /must be an async iterable listener/,
   );
 });
+
+/**
+ * A plain listener whose connections claim to come from `alias` (the
+ * address at the time each is accepted), for addresses loopback cannot
+ * give a client: IPv6 prefixes, IPv4-mapped addresses.
+ */
+function aliasListener() {
+  const real = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const state = { alias: "192.0.2.1" };
+  const disguise = (conn: Deno.Conn): Deno.Conn => {
+    const remoteAddr: Deno.NetAddr = {
+      transport: "tcp",
+      hostname: state.alias,
+      port: (conn.remoteAddr as Deno.NetAddr).port,
+    };
+    return new Proxy(conn, {
+      get(target, property) {
+        if (property === "remoteAddr") return remoteAddr;
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  };
+  const listener = {
+    addr: real.addr,
+    accept: async () => disguise(await real.accept()),
+    close: () => real.close(),
+    async *[Symbol.asyncIterator]() {
+      while (true) yield await listener.accept();
+    },
+  };
+  return { listener, state };
+}
+
+Deno.test("serveHttps() counts an IPv6 /64 as one address for maxPerAddress; ipv6Prefix changes the prefix", async () => {
+  // Each address connects in turn with maxPerAddress: 1 and stays open;
+  // true when it is served, false when closed unanswered.
+  async function served(
+    ipv6Prefix: number | undefined,
+    addresses: string[],
+  ): Promise<{ served: boolean[]; errors: string[] }> {
+    const { listener, state } = aliasListener();
+    const errors: string[] = [];
+    const open: Deno.Conn[] = [];
+    const result: boolean[] = [];
+    try {
+      await using server = await serveHttps({
+        listener,
+        maxPerAddress: 1,
+        ipv6Prefix,
+        onError: (error) => errors.push((error as Error).message),
+      }, () => new Response("ok"));
+      for (const address of addresses) {
+        state.alias = address;
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: server.addr.port,
+        });
+        open.push(conn);
+        await conn.write(
+          new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+        const buffer = new Uint8Array(1024);
+        const n = await within(
+          conn.read(buffer).catch(() => null),
+          5000,
+          `the answer to ${address}`,
+        );
+        result.push(
+          n !== null &&
+            /^HTTP\/1.1 200/.test(
+              new TextDecoder().decode(buffer.subarray(0, n)),
+            ),
+        );
+      }
+    } finally {
+      for (const conn of open) conn.close();
+    }
+    return { served: result, errors };
+  }
+  const addresses = [
+    "2001:db8:1:2::1",
+    "2001:DB8:1:2:0:0:ffff:5", // the same /64, written otherwise
+    "2001:db8:1:3::1",
+    "::ffff:192.0.2.1",
+    "192.0.2.1", // the same IPv4 address as the mapped one
+  ];
+  const byDefault = await served(undefined, addresses);
+  assert.deepEqual(byDefault.served, [true, false, true, true, false]);
+  assert.match(byDefault.errors[0], /1 from 2001:db8:1:2::\/64 are open/);
+  assert.match(byDefault.errors[1], /1 from 192\.0\.2\.1 are open/);
+  assert.deepEqual(
+    (await served(128, addresses)).served,
+    [true, true, true, true, false],
+  );
+  assert.deepEqual(
+    (await served(48, addresses)).served,
+    [true, false, false, true, false],
+  );
+});
+
+Deno.test("serveHttps() refuses a bad maxPerAddress or ipv6Prefix, and takes Infinity for no per-address limit", async () => {
+  for (const maxPerAddress of [0, -1, 1.5, NaN]) {
+    await assert.rejects(
+      serveHttps({ cert: "x", key: "y", maxPerAddress }, () => new Response()),
+      RangeError,
+      String(maxPerAddress),
+    );
+  }
+  for (const ipv6Prefix of [0, 129, 64.5]) {
+    await assert.rejects(
+      serveHttps({ cert: "x", key: "y", ipv6Prefix }, () => new Response()),
+      RangeError,
+      String(ipv6Prefix),
+    );
+  }
+  await assert.rejects(
+    serveHttps(
+      { cert: "x", key: "y", ipv6Prefix: "64" as never },
+      () => new Response(),
+    ),
+    TypeError,
+  );
+  await using server = await serveHttps({
+    listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+    maxPerAddress: Infinity,
+  }, () => new Response("ok"));
+  const responses = await Promise.all(
+    Array.from(
+      { length: 3 },
+      () =>
+        fetch(`http://127.0.0.1:${server.addr.port}/`).then((r) => r.text()),
+    ),
+  );
+  assert.deepEqual(responses, ["ok", "ok", "ok"]);
+});
