@@ -3,7 +3,6 @@
 // connection before it was accepted, a process out of file descriptors,
 // one address holding every connection.
 import assert from "node:assert/strict";
-import net from "node:net";
 import {
   AcceptLoop,
   type AcceptSource,
@@ -513,3 +512,108 @@ Deno.test("AcceptLoop closes a connection whose onConnection threw, reports it a
   loop.stop();
   await loop.done;
 });
+
+// ---------------------------------------------------------------------------
+// serveHttps(): one address cannot hold every connection.
+
+/**
+ * One HTTPS GET from `source` (a loopback address other than 127.0.0.1) by
+ * the Python peer: Deno's clients cannot choose their source address.
+ */
+async function getFrom(
+  pythonPath: string,
+  source: string,
+  port: number,
+  caCert: string,
+): Promise<string> {
+  const caFile = await Deno.makeTempFile({ suffix: ".pem" });
+  try {
+    await Deno.writeTextFile(caFile, caCert);
+    const output = await new Deno.Command(pythonPath, {
+      args: [interopScript("https_get.py"), source, String(port), caFile],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    return new TextDecoder().decode(output.stdout) +
+      new TextDecoder().decode(output.stderr);
+  } finally {
+    await Deno.remove(caFile);
+  }
+}
+
+/** A kept-alive TLS connection from 127.0.0.1 and a way to GET over it. */
+async function holder(port: number, ca: string) {
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [ca],
+  });
+  const buffer = new Uint8Array(4096);
+  return {
+    conn,
+    /** The response head, or "" when the server closed the connection. */
+    async get(): Promise<string> {
+      try {
+        await conn.write(
+          new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+        const n = await within(conn.read(buffer), 5000, "a response");
+        return n === null
+          ? ""
+          : new TextDecoder().decode(buffer.subarray(0, n));
+      } catch {
+        return "";
+      }
+    },
+  };
+}
+
+peerTest(
+  "serveHttps() closes a connection over maxPerAddress (64 by default) and still serves other addresses",
+  python,
+  async (pythonPath) => {
+    const set = await generateCertificates({ clients: [] });
+    const errors: string[] = [];
+    await using server = await serveHttps({
+      cert: set.server.cert,
+      key: set.server.key,
+      onError: (error) => errors.push(String(error)),
+    }, (_request, info) => new Response(`hello ${info.remoteAddr.hostname}`));
+    const port = server.addr.port;
+    const held: Awaited<ReturnType<typeof holder>>[] = [];
+    try {
+      for (let i = 0; i < 64; i++) {
+        const client = await holder(port, set.ca.cert);
+        held.push(client);
+        // A whole exchange: the server has surely counted this one.
+        assert.match(await client.get(), /^HTTP\/1.1 200/, `connection ${i}`);
+      }
+      const extra = await holder(port, set.ca.cert);
+      held.push(extra);
+      assert.equal(await extra.get(), "", "the 65th connection was served");
+      assert.match(
+        errors.join("\n"),
+        /RangeError: Cannot accept the connection: 64 from 127\.0\.0\.1 are open \(maxPerAddress\)/,
+      );
+      // Another address is served meanwhile.
+      assert.match(
+        await getFrom(pythonPath, "127.0.1.5", port, set.ca.cert),
+        /^HTTP\/1.1 200[^]*hello 127\.0\.1\.5$/,
+      );
+      // Held connections are still served, and a closed one frees its slot.
+      assert.match(await held[0].get(), /^HTTP\/1.1 200/);
+      held.shift()!.conn.close();
+      let served = false;
+      for (let i = 0; i < 50 && !served; i++) {
+        const again = await holder(port, set.ca.cert);
+        held.push(again);
+        served = /^HTTP\/1.1 200/.test(await again.get());
+        if (!served) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.ok(served, "a closed connection did not free its address's slot");
+    } finally {
+      for (const { conn } of held) conn.close();
+    }
+  },
+);
