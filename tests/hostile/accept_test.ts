@@ -16,7 +16,13 @@ import {
   listenMultiprocessing,
 } from "../../multiprocessing.ts";
 import { connect, serve, type ServeErrorInfo } from "../../server.ts";
-import { findPython, interopScript, peerTest, within } from "../_helpers.ts";
+import {
+  findPython,
+  interopScript,
+  lines,
+  peerTest,
+  within,
+} from "../_helpers.ts";
 
 const KEY = "peanut butter";
 /** How many clients connect and reset before the good one. */
@@ -617,3 +623,88 @@ peerTest(
     }
   },
 );
+
+// ---------------------------------------------------------------------------
+// A real process out of file descriptors.
+
+Deno.test("serve() backs off while the process is out of file descriptors (EMFILE) and serves again once they are freed", async () => {
+  // The server runs in a child limited to 64 descriptors (bash's ulimit),
+  // printing each failed accept (as Deno really throws it) on stdout and
+  // its log, with the back-off it chose, on stderr.
+  const code = `
+    import { serve } from ${
+    JSON.stringify(new URL("../../server.ts", import.meta.url).href)
+  };
+    const server = serve({
+      port: 0,
+      key: ${JSON.stringify(KEY)},
+      handshakeTimeout: 60_000,
+      onError: (error, info) => {
+        if (info.phase !== "accept") return;
+        console.log(JSON.stringify({ code: error.code, message: error.message }));
+      },
+    }, async (conn) => {
+      await conn.write(new TextEncoder().encode("ok"));
+    });
+    console.log(JSON.stringify({ port: server.addr.port }));
+    setTimeout(() => Deno.exit(0), 60_000);
+  `;
+  const child = new Deno.Command("bash", {
+    args: [
+      "-c",
+      'ulimit -n 64 && exec "$0" eval --ext=ts "$1"',
+      Deno.execPath(),
+      code,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).spawn();
+  const stdout = lines(child.stdout);
+  const stderrText = new Response(child.stderr).text();
+  const held: Deno.Conn[] = [];
+  try {
+    const first = await within(stdout.next(), 20_000, "the child's port");
+    const { port } = JSON.parse(first.value ?? "{}");
+    assert.ok(port > 0, `no port from the child: ${first.value}`);
+    // More than the child has descriptors for: the rest wait in its backlog.
+    for (let i = 0; i < 80; i++) {
+      held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    }
+    const failures: { code: string; message: string }[] = [];
+    while (failures.length < 6) {
+      const next = await within(stdout.next(), 10_000, "an EMFILE report");
+      if (next.done) break;
+      failures.push(JSON.parse(next.value));
+    }
+    assert.equal(failures.length, 6);
+    for (const failure of failures) {
+      assert.equal(failure.code, "EMFILE");
+      assert.match(failure.message, /Too many open files/);
+    }
+    for (const conn of held.splice(0)) conn.close();
+    // Once descriptors are free again the back-off ends by itself.
+    using good = await connect({ port, key: KEY, timeout: 10_000 });
+    const reply = new Uint8Array(2);
+    assert.equal(await good.read(reply), 2);
+    assert.equal(new TextDecoder().decode(reply), "ok");
+  } finally {
+    for (const conn of held) conn.close();
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+    await child.status;
+    for await (const _ of stdout) {
+      // drain
+    }
+  }
+  const log = await stderrText;
+  const delays = [...log.matchAll(/retrying in (\d+) ms/g)].map((match) =>
+    Number(match[1])
+  );
+  assert.deepEqual(delays.slice(0, 6), [5, 10, 20, 40, 80, 160], log);
+  assert.ok(delays.every((delay) => delay <= 1000), log);
+});
