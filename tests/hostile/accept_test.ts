@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import {
   AcceptLoop,
   type AcceptSource,
-  addressKey,
   classifyAcceptError,
 } from "../../_accept.ts";
 import { generateCertificates } from "../../certs.ts";
