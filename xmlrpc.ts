@@ -26,7 +26,10 @@
  * cannot carry (send those as `Uint8Array`), class instances and cycles are
  * refused with a `TypeError` or `RangeError` when encoding. A `Date` loses
  * its milliseconds, as XML-RPC carries whole seconds; a `dateTime.iso8601`
- * without a zone (the only form Python sends) is read as UTC.
+ * without a zone (the only form Python sends) is read as UTC, one with a
+ * zone is converted to UTC and refused when that moves it outside the years
+ * 0000 to 9999 (it could not be encoded again, so a stored copy could never
+ * be read back).
  *
  * ## Hostile input
  *
@@ -883,6 +886,16 @@ class Reader {
         this.fail(`<dateTime.iso8601> ${quote(text)} has an invalid zone`);
       }
       time -= sign * (hh * 60 + mm) * 60_000;
+    }
+    // Checked in UTC, after the offset: a date outside the years 0000 to
+    // 9999 could not be encoded again (a stored value never read back).
+    const utcYear = new Date(time).getUTCFullYear();
+    if (utcYear < 0 || utcYear > 9999) {
+      this.fail(
+        `<dateTime.iso8601> ${
+          quote(text)
+        } is outside the years 0000 to 9999 once its zone offset is applied (in UTC)`,
+      );
     }
     return new Date(time);
   }
