@@ -1250,6 +1250,8 @@ export interface XmlRpcHandlerOptions {
   /**
    * Called with every error a method throws that is not an
    * {@linkcode XmlRpcFault}, and with encoding failures, for logging.
+   * Exceptions thrown by the hook are ignored: the client still gets its
+   * fault.
    *
    * @default {undefined}
    */
@@ -1267,6 +1269,27 @@ function xmlResponse(xml: string): Response {
 
 function faultResponse(code: number, message: string): Response {
   return xmlResponse(encodeFault(code, message));
+}
+
+/**
+ * What a fault says about a thrown value: `"<name>: <message>"` for an
+ * `Error` (just the message with `withName` false), its string form for
+ * anything else. Never throws, whatever was thrown (a null-prototype
+ * object, a getter that throws).
+ */
+function describeThrown(error: unknown, withName: boolean): string {
+  try {
+    if (error instanceof Error) {
+      return withName
+        ? `${String(error.name)}: ${String(error.message)}`
+        : String(error.message);
+    }
+    return withName ? `Error: ${String(error)}` : String(error);
+  } catch {
+    return withName
+      ? "Error: a thrown value with no string form"
+      : "a thrown value with no string form";
+  }
 }
 
 /**
@@ -1318,7 +1341,14 @@ export function xmlrpcHandler(
     "maxDepth",
   );
   const introspection = options.introspection ?? true;
-  const onError = options.onError;
+  const hook = options.onError;
+  const onError = (error: unknown, method: string): void => {
+    try {
+      hook?.(error, method);
+    } catch {
+      // A failing hook must not cost the client its answer.
+    }
+  };
   const table = new Map<string, XmlRpcMethod>();
   for (const [name, fn] of Object.entries(methods)) {
     if (typeof fn !== "function") {
@@ -1385,19 +1415,20 @@ export function xmlrpcHandler(
       ) {
         return faultResponse(error.faultCode, error.faultString);
       }
-      onError?.(error, call.method);
-      const name = error instanceof Error ? error.name : "Error";
-      const message = error instanceof Error ? error.message : String(error);
-      return faultResponse(XmlRpcFaultCode.APPLICATION, `${name}: ${message}`);
+      onError(error, call.method);
+      return faultResponse(
+        XmlRpcFaultCode.APPLICATION,
+        describeThrown(error, true),
+      );
     }
     try {
       return xmlResponse(encodeMethodResponse(result, { maxDepth }));
     } catch (error) {
-      onError?.(error, call.method);
+      onError(error, call.method);
       return faultResponse(
         XmlRpcFaultCode.INTERNAL_ERROR,
         `Cannot encode the result of ${quote(call.method)}: ${
-          (error as Error).message
+          describeThrown(error, false)
         }`,
       );
     }

@@ -117,6 +117,74 @@ Deno.test("kvMethods() over xmlrpcHandler() refuses at set() a date that get() c
   assert.equal((back as Date).toISOString(), "9999-12-31T22:59:59.000Z");
 });
 
+// Regression: a throwing onError hook made the handler reject instead of
+// answering the fault.
+Deno.test("xmlrpcHandler() answers the fault even when its onError hook throws", async () => {
+  let calls = 0;
+  const handler = xmlrpcHandler({
+    boom() {
+      throw new Error("method failed");
+    },
+    unencodable: () => new Map(),
+  }, {
+    onError() {
+      calls++;
+      throw new Error("the hook failed too");
+    },
+  });
+  await assert.rejects(
+    answer(await handler(post(encodeMethodCall("boom")))),
+    isFault(XmlRpcFaultCode.APPLICATION, /^Error: method failed$/),
+  );
+  await assert.rejects(
+    answer(await handler(post(encodeMethodCall("unencodable")))),
+    isFault(XmlRpcFaultCode.INTERNAL_ERROR, /Cannot encode a Map/),
+  );
+  assert.equal(calls, 2);
+});
+
+// Regression: a thrown value with no string form (a null-prototype object)
+// made the handler reject while describing it.
+Deno.test("xmlrpcHandler() answers a fault for any thrown value, even one that cannot be turned into a string", async () => {
+  const unprintable = Object.create(null);
+  const lying = new Error("x");
+  Object.defineProperty(lying, "message", {
+    get() {
+      throw new Error("no message for you");
+    },
+  });
+  const handler = xmlrpcHandler({
+    nullProto() {
+      throw unprintable;
+    },
+    lyingError() {
+      throw lying;
+    },
+    symbol() {
+      throw Symbol("s");
+    },
+    badResult() {
+      // Encoding reads the getter, which throws a null-prototype object.
+      return {
+        get x() {
+          throw unprintable;
+        },
+      };
+    },
+  });
+  for (const method of ["nullProto", "lyingError", "symbol"]) {
+    await assert.rejects(
+      answer(await handler(post(encodeMethodCall(method)))),
+      isFault(XmlRpcFaultCode.APPLICATION),
+      method,
+    );
+  }
+  await assert.rejects(
+    answer(await handler(post(encodeMethodCall("badResult")))),
+    isFault(XmlRpcFaultCode.INTERNAL_ERROR, /Cannot encode the result/),
+  );
+});
+
 // Confirms: the codec refuses every hostile form with a ProtocolError, in
 // bounded time, and the handler turns each into a fault.
 Deno.test("xmlrpcHandler() answers hostile documents with faults, never a throw", async () => {
