@@ -222,8 +222,8 @@ class FrameIO {
   #deno: DenoConnLike | undefined;
   #reader: ReadableStreamBYOBReader | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  // Starts small (many idle connections cost little) and grows up to two
-  // whole frames when large messages arrive.
+  // Starts small (many idle connections cost little) and doubles, up to two
+  // whole frames, as large messages arrive.
   #buffer = new Uint8Array(INITIAL_READ_BUFFER);
   #start = 0;
   #end = 0;
@@ -281,20 +281,26 @@ class FrameIO {
     while (this.#end - this.#start < length) {
       if (this.#start + length > this.#buffer.byteLength) {
         const have = this.#end - this.#start;
-        if (length > this.#buffer.byteLength) {
+        if (
+          length > this.#buffer.byteLength &&
+          this.#end === this.#buffer.byteLength
+        ) {
+          // Grown only once full of bytes that arrived, so never to more
+          // than twice what the peer sent: a length it announces costs
+          // nothing until its bytes come.
           const grown = new Uint8Array(
-            Math.min(
-              Math.max(length, this.#buffer.byteLength * 2),
-              MAX_READ_BUFFER,
-            ),
+            Math.min(this.#buffer.byteLength * 2, MAX_READ_BUFFER),
           );
           grown.set(this.#buffer.subarray(this.#start, this.#end));
           this.#buffer = grown;
-        } else {
+          this.#start = 0;
+          this.#end = have;
+        } else if (this.#start > 0) {
+          // Room at the front: the message will be contiguous.
           this.#buffer.copyWithin(0, this.#start, this.#end);
+          this.#start = 0;
+          this.#end = have;
         }
-        this.#start = 0;
-        this.#end = have;
       }
       const count = await this.#fill();
       if (count === 0) {

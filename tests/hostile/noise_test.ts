@@ -361,3 +361,55 @@ Deno.test("serve() with noiseAuthenticator() refuses a crowd of hostile peers an
   }
   assert.equal(server.stats.open, 0);
 });
+
+/**
+ * A connection whose readable is a byte stream the test feeds, recording
+ * how much room each read offers: the size of the responder's read buffer
+ * as it stands.
+ */
+function feedingConn(chunks: Uint8Array[]): {
+  conn: Duplex;
+  offered: number[];
+} {
+  const offered: number[] = [];
+  let next = 0;
+  const readable = new ReadableStream({
+    type: "bytes",
+    async pull(controller) {
+      const request = controller.byobRequest!;
+      const view = request.view as Uint8Array;
+      offered.push(view.byteLength);
+      if (next === chunks.length) {
+        // Nothing more: the peer stalls until the responder gives up.
+        await new Promise<void>(() => {});
+      }
+      const chunk = chunks[next++];
+      view.set(chunk.subarray(0, view.byteLength));
+      request.respond(Math.min(chunk.byteLength, view.byteLength));
+    },
+  }) as ReadableStream<Uint8Array<ArrayBuffer>>;
+  const writable = new WritableStream<Uint8Array>();
+  return { conn: { readable, writable }, offered };
+}
+
+// Regression: a frame header alone made the read buffer grow to the whole
+// announced length (64 KiB) before the bytes arrived.
+Deno.test("noiseAccept() grows its read buffer with the bytes that arrive, not with a length the peer announces", async () => {
+  const psk = generateNoisePsk();
+  const [first] = await recordClient(psk);
+  // A replayed first message, then a 65535-byte length and 10 bytes.
+  const { conn, offered } = feedingConn([
+    first,
+    new Uint8Array([0xff, 0xff, ...new Uint8Array(10)]),
+  ]);
+  await assert.rejects(
+    within(noiseAccept(conn, psk, { timeout: 300 }), 5000),
+    { name: "TimeoutError" },
+  );
+  // Every read offered at most the first buffer's 16 KiB.
+  assert.ok(offered.length >= 3, `reads: ${offered}`);
+  assert.ok(
+    offered.every((size) => size <= 16 * 1024),
+    `reads offered ${offered.join(", ")} bytes`,
+  );
+});
