@@ -201,7 +201,14 @@ function parsePrologue(
   );
 }
 
-/** First size of a connection's read buffer. */
+/**
+ * The read buffer during the handshake: one handshake message and the
+ * length of the next frame. A peer that has not authenticated (and may never
+ * send a byte) costs no more; a larger first transport message grows it as
+ * its bytes arrive.
+ */
+const HANDSHAKE_READ_BUFFER = 2 + HANDSHAKE_MESSAGE_LENGTH + 2;
+/** Smallest read buffer once the handshake is done. */
 const INITIAL_READ_BUFFER = 16 * 1024;
 /** Largest read buffer: room for two whole frames. */
 const MAX_READ_BUFFER = 2 * (2 + MAX_MESSAGE_LENGTH);
@@ -222,9 +229,10 @@ class FrameIO {
   #deno: DenoConnLike | undefined;
   #reader: ReadableStreamBYOBReader | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  // Starts small (many idle connections cost little) and doubles, up to two
-  // whole frames, as large messages arrive.
-  #buffer = new Uint8Array(INITIAL_READ_BUFFER);
+  // Starts with room for a handshake message, takes INITIAL_READ_BUFFER
+  // once the handshake is done (enlarge()), and doubles, up to two whole
+  // frames, as large messages arrive.
+  #buffer = new Uint8Array(HANDSHAKE_READ_BUFFER);
   #start = 0;
   #end = 0;
   #closed = false;
@@ -253,6 +261,16 @@ class FrameIO {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** After the handshake: at least INITIAL_READ_BUFFER, unread bytes kept. */
+  enlarge(): void {
+    if (this.#buffer.byteLength >= INITIAL_READ_BUFFER) return;
+    const buffer = new Uint8Array(INITIAL_READ_BUFFER);
+    buffer.set(this.#buffer.subarray(this.#start, this.#end));
+    this.#end -= this.#start;
+    this.#start = 0;
+    this.#buffer = buffer;
   }
 
   /** Reads some bytes into `buffer[end..]`; the count, or 0 at the end. */
@@ -1193,6 +1211,7 @@ async function handshake(
     } else {
       first = await raceSignal(readConfirmation(io, receive), limit.signal);
     }
+    io.enlarge();
     return createNoiseConn(
       io,
       initiator,

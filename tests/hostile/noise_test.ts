@@ -413,3 +413,29 @@ Deno.test("noiseAccept() grows its read buffer with the bytes that arrive, not w
     `reads offered ${offered.join(", ")} bytes`,
   );
 });
+
+// Regression: every connection got a 16 KiB read buffer before its peer had
+// sent a byte.
+Deno.test("noiseAccept() reads the handshake with a buffer the size of a handshake message", async () => {
+  const psk = generateNoisePsk();
+  const { conn, offered } = feedingConn([]);
+  await assert.rejects(
+    within(noiseAccept(conn, psk, { timeout: 100 }), 5000),
+    { name: "TimeoutError" },
+  );
+  assert.deepEqual(offered, [2 + 48 + 2]);
+  // After the handshake the buffer takes 16 KiB at once: large messages
+  // still go through whole.
+  const [a, b] = duplexPair();
+  const [client, server] = await Promise.all([
+    noiseConnect(a, psk, { timeout: 5000 }),
+    noiseAccept(b, psk, { timeout: 5000 }),
+  ]);
+  const big = crypto.getRandomValues(new Uint8Array(65519));
+  await client.send(big);
+  await client.send(bytes("small"));
+  assert.deepEqual(await server.receive({ timeout: 5000 }), big);
+  assert.equal(text(await server.receive({ timeout: 5000 })), "small");
+  client.close();
+  server.close();
+});
