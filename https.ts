@@ -116,20 +116,24 @@ export interface ServeHttpsOptions {
    */
   port?: number;
   /**
-   * Largest request body accepted, in bytes (HTTP 413 above it).
+   * Largest request body accepted, in bytes (HTTP 413 above it). A chunked
+   * body may also have at most `max(1024, maxBodySize / 16)` chunks and
+   * `maxBodySize + maxHeaderSize` bytes of chunk framing.
    *
    * @default {1048576}
    */
   maxBodySize?: number;
   /**
    * Largest request line plus headers, in bytes (HTTP 431 above it, 414
-   * when the request line alone is over).
+   * when the request line alone is over); also the limit for a chunked
+   * body's trailers.
    *
    * @default {16384}
    */
   maxHeaderSize?: number;
   /**
-   * Most header lines in a request (HTTP 431 above it).
+   * Most header lines in a request (HTTP 431 above it); also the limit for
+   * a chunked body's trailer lines.
    *
    * @default {100}
    */

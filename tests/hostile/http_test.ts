@@ -1,0 +1,388 @@
+// Hostile HTTP peers: nothing a client sends before it authenticates may
+// crash, stall or bloat serveHttps(). The request parser (_http1.ts) tested
+// directly, then the attacks over TLS.
+import assert from "node:assert/strict";
+import process from "node:process";
+import { type CertificateSet, generateCertificates } from "../../certs.ts";
+import { Http1Reader, type HttpRefusal } from "../../_http1.ts";
+import { serveHttps } from "../../https.ts";
+import { within } from "../_helpers.ts";
+
+const encoder = new TextEncoder();
+
+const decoder = new TextDecoder();
+
+let shared: CertificateSet | undefined;
+
+async function certs(): Promise<CertificateSet> {
+  shared ??= await generateCertificates({ clients: ["alice", "mallory"] });
+  return shared;
+}
+
+async function rejects(
+  promise: Promise<unknown>,
+  status: number,
+  message?: RegExp,
+): Promise<void> {
+  await assert.rejects(promise, (error: HttpRefusal) => {
+    assert.equal(error.name, "HttpRefusal");
+    assert.equal(error.status, status, error.message);
+    if (message) assert.match(error.message, message);
+    return true;
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Http1Reader: heads and bodies from a byte stream
+
+/**
+ * A stream of `chunks`; it then closes, or (`end: false`) stays open with
+ * nothing more to read, as a client that waits.
+ */
+function streamOf(
+  chunks: Iterable<Uint8Array>,
+  end = true,
+): ReadableStream<Uint8Array> {
+  const it = chunks[Symbol.iterator]();
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      const next = it.next();
+      if (!next.done) return controller.enqueue(next.value);
+      if (end) return controller.close();
+      return new Promise<void>(() => {}); // no more bytes, no EOF
+    },
+  });
+}
+
+/** `bytes` in pieces of `size` bytes (the last one shorter). */
+function* pieces(bytes: Uint8Array, size: number): Generator<Uint8Array> {
+  for (let i = 0; i < bytes.length; i += size) {
+    yield bytes.slice(i, i + size);
+  }
+}
+
+function readerOf(chunks: Iterable<Uint8Array>, end = true): Http1Reader {
+  return new Http1Reader(streamOf(chunks, end), () => {});
+}
+
+const LIMITS = {
+  maxBodySize: 1 << 20,
+  maxHeaderSize: 16384,
+  maxHeaderCount: 100,
+};
+
+Deno.test("Http1Reader.readHead() refuses LF-only line endings at once, without waiting for more", async () => {
+  for (
+    const text of [
+      "GET / HTTP/1.1\nHost: x\n\n",
+      "GET / HTTP/1.1\r\nHost: x\n\n",
+      "\nGET / HTTP/1.1\r\n",
+      "GET / HTTP/1.1\r\nHost: x\rX: y\r\n",
+    ]
+  ) {
+    // The stream stays open: an answer must not wait for a CRLF CRLF.
+    const reader = readerOf([encoder.encode(text)], false);
+    await rejects(
+      within(reader.readHead(16384, 100), 2000, JSON.stringify(text)),
+      400,
+      /bare CR or LF/,
+    );
+  }
+});
+
+Deno.test("Http1Reader.readHead() reads the same head however it is split, skipping empty lines before it", async () => {
+  const text =
+    "\r\n\r\nPOST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.1\r\nHost: h\r\n\r\n";
+  const bytes = encoder.encode(text);
+  for (const size of [1, 2, 3, 7, 64, bytes.length]) {
+    const reader = readerOf(pieces(bytes, size));
+    const first = await reader.readHead(16384, 100);
+    assert.equal(first?.target, "/x", `pieces of ${size}`);
+    assert.deepEqual(
+      decoder.decode(await reader.readBody(first!.contentLength, LIMITS)),
+      "abc",
+    );
+    const second = await reader.readHead(16384, 100);
+    assert.equal(second?.target, "/y");
+    assert.equal(await reader.readHead(16384, 100), null, "clean EOF");
+  }
+  // A lone CR split from its LF, before the request line.
+  const split = readerOf([
+    encoder.encode("\r"),
+    encoder.encode("\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+  ]);
+  assert.equal((await split.readHead(16384, 100))?.method, "GET");
+  // Empty lines count against the header limit.
+  const endless = readerOf(pieces(encoder.encode("\r\n".repeat(600)), 10));
+  await rejects(endless.readHead(1024, 100), 400, /empty lines/);
+  // EOF in the middle of a head.
+  await rejects(
+    readerOf([encoder.encode("GET / HTTP/1.1\r\nHo")]).readHead(1024, 100),
+    400,
+    /middle of the headers/,
+  );
+});
+
+/** CPU time (user + system) of this process spent in `fn`, in µs. */
+async function cpuOf(fn: () => Promise<void>): Promise<number> {
+  const before = process.cpuUsage();
+  await fn();
+  const used = process.cpuUsage(before);
+  return used.user + used.system;
+}
+
+Deno.test("Http1Reader costs CPU linear in the bytes of a head or body that comes in small pieces", async () => {
+  // The same bytes, 64 at a time, as one 1 MiB head (or body) or as 16 of
+  // 64 KiB: linear work costs about the same (less than twice: caches);
+  // copying the whole buffer on every piece (the old reader) cost 30 times
+  // more for the big one.
+  const head = (size: number) => {
+    const start = "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ";
+    const text = `${start}${"a".repeat(size - start.length - 4)}\r\n\r\n`;
+    return encoder.encode(text);
+  };
+  const body = (size: number) => {
+    const start = encoder.encode(
+      `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`,
+    );
+    const bytes = new Uint8Array(start.length + size).fill(98);
+    bytes.set(start);
+    return bytes;
+  };
+  const limits = { ...LIMITS, maxHeaderSize: 2 << 20, maxBodySize: 2 << 20 };
+  const readAll = async (bytes: Uint8Array) => {
+    const reader = readerOf(pieces(bytes, 64));
+    const parsed = await reader.readHead(limits.maxHeaderSize, 100);
+    const got = await reader.readBody(parsed!.contentLength, limits);
+    assert.equal(got.length, parsed!.contentLength);
+  };
+  for (const make of [head, body]) {
+    await readAll(make(64 * 1024)); // warm up
+    const big = make(1 << 20);
+    const small = make(64 * 1024);
+    const once = await cpuOf(() => readAll(big));
+    const sixteen = await cpuOf(async () => {
+      for (let i = 0; i < 16; i++) await readAll(small);
+    });
+    assert.ok(
+      once < 4 * sixteen,
+      `${make.name}: one 1 MiB took ${once} µs of CPU, sixteen 64 KiB ${sixteen} µs`,
+    );
+  }
+});
+
+/** A chunked body of `count` chunks of `size` bytes ('c'), then `end`. */
+function chunked(count: number, size: number, end = "0\r\n\r\n"): Uint8Array {
+  const one = `${size.toString(16)}\r\n${"c".repeat(size)}\r\n`;
+  return encoder.encode(one.repeat(count) + end);
+}
+
+Deno.test("Http1Reader.readBody() decodes chunked bodies into one buffer and bounds chunks and framing", async () => {
+  const read = (bytes: Uint8Array, limits = LIMITS, size = 1500) =>
+    readerOf(pieces(bytes, size)).readBody(-1, limits);
+  const body = await read(chunked(4096, 256));
+  assert.equal(body.length, 1 << 20);
+  assert.ok(body.every((byte) => byte === 99));
+  // 16-byte chunks fill the 1 MiB limit exactly: 65536 chunks, allowed.
+  assert.equal((await read(chunked(65536, 16), LIMITS, 65536)).length, 1 << 20);
+  // One chunk more is over the chunk count, before its data is read.
+  await rejects(
+    read(chunked(65537, 15), LIMITS, 65536),
+    413,
+    /over 65536 chunks; send bigger chunks/,
+  );
+  // 1-byte chunks of a 1 MiB body: refused after 65536 chunks, not stored
+  // as a million arrays.
+  await rejects(
+    read(chunked(1 << 20, 1), LIMITS, 65536),
+    413,
+    /over 65536 chunks/,
+  );
+  // Small limits still allow 1024 chunks.
+  const small = { ...LIMITS, maxBodySize: 2048 };
+  assert.equal((await read(chunked(1024, 2), small)).length, 2048);
+  await rejects(read(chunked(1025, 1), small), 413, /over 1024 chunks/);
+  // Over the body limit: refused on the size line, before the data.
+  await rejects(read(chunked(1, 2049), small), 413, /over the 2048-byte limit/);
+  await rejects(
+    read(encoder.encode("fffffffffffffffffff\r\n"), small),
+    413,
+    /over the 2048-byte limit/,
+  );
+  // Extensions count as framing: data plus header limit at most.
+  const ext = encoder.encode(
+    `1;${"e".repeat(1000)}\r\nc\r\n`.repeat(100) + "0\r\n\r\n",
+  );
+  await rejects(
+    read(ext, { ...LIMITS, maxBodySize: 4096, maxHeaderSize: 16384 }),
+    413,
+    /chunk framing is over 20480 bytes/,
+  );
+  await rejects(
+    read(encoder.encode(`1;${"e".repeat(1100)}\r\nc\r\n0\r\n\r\n`)),
+    400,
+    /chunk-size line is over 1024 bytes/,
+  );
+  for (
+    const bad of ["x\r\n", "\r\n", "1 x\r\nc\r\n", "-1\r\n", "1;\x01\r\nc\r\n"]
+  ) {
+    await rejects(read(encoder.encode(bad)), 400, /not hexadecimal/);
+  }
+  await rejects(read(encoder.encode("2\r\nabc\r\n")), 400, /longer than/);
+  await rejects(read(encoder.encode("5\r\nab")), 400, /before the end/);
+  // Extensions and blanks after the size are allowed.
+  assert.equal(
+    decoder.decode(
+      await read(encoder.encode('3 \t;a=1;b="x y"\r\nabc\r\n0;z\r\n\r\n')),
+    ),
+    "abc",
+  );
+});
+
+Deno.test("Http1Reader.readBody() checks trailer lines as header lines and bounds them like headers", async () => {
+  const read = (trailers: string) =>
+    readerOf([encoder.encode(`3\r\nabc\r\n0\r\n${trailers}`)]).readBody(-1, {
+      ...LIMITS,
+      maxHeaderSize: 1024,
+      maxHeaderCount: 3,
+    });
+  assert.equal(
+    decoder.decode(await read("X-Sum: 1\r\nX-Other:2\r\n\r\n")),
+    "abc",
+  );
+  // A bare LF would let a request hide in a trailer, for a front end that
+  // ends lines at LF.
+  await rejects(
+    read("X: y\nGET /smug HTTP/1.1\r\n\r\n"),
+    400,
+    /bare CR or LF/,
+  );
+  await rejects(read("X: y\rGET /smug\r\n\r\n"), 400, /bare CR or LF/);
+  await rejects(read("GET /smug HTTP/1.1\r\n\r\n"), 400, /trailer line is not/);
+  await rejects(read(" folded\r\n\r\n"), 400, /folded trailer/);
+  await rejects(read("X: a\x7fb\r\n\r\n"), 400, /control character/);
+  await rejects(read("A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n"), 431, /3 trailer/);
+  await rejects(
+    read(`A: ${"a".repeat(600)}\r\nB: ${"b".repeat(600)}\r\n\r\n`),
+    431,
+    /trailers are over the 1024-byte limit/,
+  );
+});
+
+Deno.test("Http1Reader.readBody() reads a Content-Length body into a buffer of that size", async () => {
+  const head = encoder.encode(
+    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+  );
+  const all = new Uint8Array(head.length + 100000 + 5);
+  all.set(head);
+  all.fill(7, head.length, head.length + 100000);
+  all.set(encoder.encode("NEXT!"), head.length + 100000);
+  for (const size of [1000, 4096, all.length]) {
+    const reader = readerOf(pieces(all, size));
+    const parsed = await reader.readHead(1024, 10);
+    const body = await reader.readBody(parsed!.contentLength, LIMITS);
+    assert.equal(body.length, 100000);
+    assert.equal(body.buffer.byteLength, 100000, "no slack past the body");
+    assert.ok(body.every((byte) => byte === 7));
+    assert.equal(reader.buffered, Math.min(5, all.length - head.length));
+  }
+  await rejects(
+    readerOf([]).readBody(LIMITS.maxBodySize + 1, LIMITS),
+    413,
+    /1048577 bytes, over the 1048576-byte limit/,
+  );
+});
+
+// ---------------------------------------------------------------------------
+// serveHttps(): the attacks over TLS
+
+/**
+ * Sends `request` on a fresh TLS connection and reads until the server
+ * closes it (at most `limit` ms): the whole text, and whether it closed.
+ */
+async function exchange(
+  port: number,
+  caCert: string,
+  request: string | Uint8Array,
+  limit = 5000,
+): Promise<{ text: string; closed: boolean }> {
+  using conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [caCert],
+  });
+  await conn.write(
+    typeof request === "string" ? encoder.encode(request) : request,
+  );
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), limit);
+  });
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await Promise.race([
+        conn.read(buffer).catch(() => null),
+        timeout,
+      ]);
+      if (n === "timeout") return { text, closed: false };
+      if (n === null) return { text, closed: true };
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A plain-TLS server that answers method, URL and body length. */
+async function echoServer(
+  set: CertificateSet,
+  options: Partial<Parameters<typeof serveHttps>[0]> = {},
+  seen: string[] = [],
+) {
+  return await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    ...options,
+  }, async (request) => {
+    const body = await request.text();
+    seen.push(`${request.method} ${request.url}`);
+    return new Response(`${request.method} ${request.url} ${body.length}`);
+  });
+}
+
+Deno.test("serveHttps() answers 400 at once to a request with LF-only line endings", async () => {
+  const set = await certs();
+  // Long deadlines: the answer must not be the 408 of a request that never
+  // ends.
+  await using server = await echoServer(set, {
+    keepAliveTimeout: 20_000,
+    requestTimeout: 20_000,
+  });
+  const start = performance.now();
+  const { text, closed } = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "GET / HTTP/1.1\nHost: x\n\n",
+    3000,
+  );
+  assert.match(text, /^HTTP\/1.1 400 [^]*bare CR or LF/);
+  assert.ok(closed);
+  assert.ok(performance.now() - start < 3000);
+});
+
+Deno.test("serveHttps() refuses a trailer that hides a request behind a bare LF", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {}, seen);
+  const { text, closed } = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+      "3\r\nabc\r\n0\r\nX: y\nGET /smug HTTP/1.1\r\n\r\n",
+  );
+  assert.match(text, /^HTTP\/1.1 400 [^]*bare CR or LF/);
+  assert.ok(closed);
+  assert.deepEqual(seen, []);
+});
