@@ -19,12 +19,13 @@
 //
 // Refusals: 400 (malformed request line, header or trailer line, a bare CR
 // or LF, bad or duplicate Content-Length, Content-Length with
-// Transfer-Encoding, a body that ends early), 408 (request deadline passed
-// after some bytes), 413 (body, chunk count or chunk framing over the
-// limit), 414 (request line over the header limit), 431 (header or trailer
-// section too large or too many lines), 501 (a transfer coding other than
-// chunked), 505 (HTTP version other than 1.0 / 1.1). Every refusal closes
-// the connection. Private: not exported from mod.ts.
+// Transfer-Encoding, chunked not the final transfer coding, a body that
+// ends early), 408 (request deadline passed after some bytes), 413 (body,
+// chunk count or chunk framing over the limit), 414 (request line over the
+// header limit), 431 (header or trailer section too large or too many
+// lines), 501 (a transfer coding other than chunked), 505 (HTTP version
+// other than 1.0 / 1.1). Every refusal closes the connection. Private: not
+// exported from mod.ts.
 
 import { closeQuietly } from "./_io.ts";
 
@@ -256,7 +257,21 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
         "Cannot parse the request: Transfer-Encoding with Content-Length or on HTTP/1.0",
       );
     }
-    if (transferEncoding.toLowerCase() !== "chunked") {
+    // RFC 9112, 6.3: unless chunked is the final coding (and only there),
+    // the body's length cannot be known: 400. Other codings: 501.
+    const codings = transferEncoding.split(",").map((coding) =>
+      coding.trim().toLowerCase()
+    ).filter((coding) => coding !== "");
+    const chunked = codings.filter((coding) => coding === "chunked").length;
+    if (chunked !== 1 || codings.at(-1) !== "chunked") {
+      throw new HttpRefusal(
+        400,
+        `Cannot parse the request: Transfer-Encoding ${
+          JSON.stringify(transferEncoding)
+        } does not end in chunked (once), so the body's length is unknown`,
+      );
+    }
+    if (codings.length > 1) {
       throw new HttpRefusal(
         501,
         `Cannot serve the request: transfer coding ${

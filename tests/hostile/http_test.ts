@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
-import { Http1Reader, type HttpRefusal } from "../../_http1.ts";
+import { Http1Reader, type HttpRefusal, parseHead } from "../../_http1.ts";
 import { serveHttps } from "../../https.ts";
 import { within } from "../_helpers.ts";
 
@@ -19,6 +19,16 @@ async function certs(): Promise<CertificateSet> {
   return shared;
 }
 
+/** Asserts that `fn` throws an HttpRefusal with `status` and a message. */
+function refuses(fn: () => unknown, status: number, message?: RegExp): void {
+  assert.throws(fn, (error: HttpRefusal) => {
+    assert.equal(error.name, "HttpRefusal");
+    assert.equal(error.status, status, error.message);
+    if (message) assert.match(error.message, message);
+    return true;
+  });
+}
+
 async function rejects(
   promise: Promise<unknown>,
   status: number,
@@ -31,6 +41,34 @@ async function rejects(
     return true;
   });
 }
+
+// ---------------------------------------------------------------------------
+// parseHead(): a pure function of the head's text
+
+Deno.test("parseHead() takes chunked only as the final transfer coding, once", () => {
+  const te = (value: string) =>
+    parseHead(
+      `POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${value}`,
+      5,
+    );
+  // RFC 9112, 6.3: chunked not last (or twice, or absent) means the body's
+  // length cannot be known: 400, not 501.
+  for (const value of ["chunked, gzip", "gzip", "chunked, chunked", ""]) {
+    refuses(() => te(value), 400, /does not end in chunked/);
+  }
+  refuses(
+    () =>
+      parseHead(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
+        5,
+      ),
+    400,
+  );
+  // Chunked last, after a coding we do not decode: 501.
+  refuses(() => te("gzip, chunked"), 501, /not supported/);
+  assert.equal(te("chunked").contentLength, -1);
+  assert.equal(te(" , chunked ,").contentLength, -1);
+});
 
 // ---------------------------------------------------------------------------
 // Http1Reader: heads and bodies from a byte stream
@@ -370,6 +408,20 @@ Deno.test("serveHttps() answers 400 at once to a request with LF-only line endin
   assert.match(text, /^HTTP\/1.1 400 [^]*bare CR or LF/);
   assert.ok(closed);
   assert.ok(performance.now() - start < 3000);
+});
+
+Deno.test("serveHttps() answers 400 to Transfer-Encoding: chunked, gzip", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {}, seen);
+  const { text, closed } = await exchange(
+    server.addr.port,
+    set.ca.cert,
+    "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+  );
+  assert.match(text, /^HTTP\/1.1 400 [^]*does not end in chunked/);
+  assert.ok(closed);
+  assert.deepEqual(seen, []);
 });
 
 Deno.test("serveHttps() refuses a trailer that hides a request behind a bare LF", async () => {
