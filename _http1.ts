@@ -23,9 +23,10 @@
 // ends early), 408 (request deadline passed after some bytes), 413 (body,
 // chunk count or chunk framing over the limit), 414 (request line over the
 // header limit), 431 (header or trailer section too large or too many
-// lines), 501 (a transfer coding other than chunked), 505 (HTTP version
-// other than 1.0 / 1.1). Every refusal closes the connection. Private: not
-// exported from mod.ts.
+// lines), 501 (a transfer coding other than chunked, a method that a
+// `Request` cannot carry: CONNECT, TRACE, TRACK, or a standard method not in
+// upper case), 505 (HTTP version other than 1.0 / 1.1). Every refusal closes
+// the connection. Private: not exported from mod.ts.
 
 import { closeQuietly } from "./_io.ts";
 
@@ -123,6 +124,10 @@ const TARGET = /^[\x21-\x7e]+$/;
 // Field values: visible ASCII, obs-text, space and tab; no other controls.
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+// Methods a `Request` upper-cases (so "post" would be served as POST) and
+// methods it refuses to carry.
+const NORMALIZED = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
+const FORBIDDEN = new Set(["CONNECT", "TRACE", "TRACK"]);
 const CR = 13;
 const LF = 10;
 /** Longest chunk-size line (size and extensions), in bytes. */
@@ -189,6 +194,21 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
     throw new HttpRefusal(
       400,
       "Cannot parse the request: the request line does not end in HTTP/1.x",
+    );
+  }
+  // Methods are case-sensitive (RFC 9110, 9.1), but a `Request` upper-cases
+  // six of them: "post" is not POST, and cannot be handed on as itself.
+  const upper = method.toUpperCase();
+  if (FORBIDDEN.has(upper) || (NORMALIZED.has(upper) && method !== upper)) {
+    throw new HttpRefusal(
+      501,
+      `Cannot serve the request: method ${
+        JSON.stringify(method)
+      } is not supported${
+        FORBIDDEN.has(upper)
+          ? ""
+          : `; methods are case-sensitive: send ${upper}`
+      }`,
     );
   }
   if (

@@ -70,6 +70,23 @@ Deno.test("parseHead() takes chunked only as the final transfer coding, once", (
   assert.equal(te(" , chunked ,").contentLength, -1);
 });
 
+Deno.test("parseHead() treats methods as case-sensitive and refuses those a Request cannot carry", () => {
+  for (const method of ["post", "Get", "delete", "pUT", "options", "head"]) {
+    refuses(
+      () => parseHead(`${method} / HTTP/1.1\r\nHost: x`, 1),
+      501,
+      new RegExp(`"${method}" is not supported; methods are case-sensitive`),
+    );
+  }
+  for (const method of ["CONNECT", "TRACE", "TRACK", "connect", "trace"]) {
+    refuses(
+      () => parseHead(`${method} / HTTP/1.1\r\nHost: x`, 1),
+      501,
+      new RegExp(`"${method}" is not supported$`),
+    );
+  }
+});
+
 // ---------------------------------------------------------------------------
 // Http1Reader: heads and bodies from a byte stream
 
@@ -408,6 +425,29 @@ Deno.test("serveHttps() answers 400 at once to a request with LF-only line endin
   assert.match(text, /^HTTP\/1.1 400 [^]*bare CR or LF/);
   assert.ok(closed);
   assert.ok(performance.now() - start < 3000);
+});
+
+Deno.test("serveHttps() answers 501 to a lower-case standard method, and to CONNECT or TRACE", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {}, seen);
+  for (
+    const request of [
+      "post / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+      "get / HTTP/1.1\r\nHost: x\r\n\r\n",
+      "CONNECT good.example:443 HTTP/1.1\r\nHost: good.example:443\r\n\r\n",
+      "TRACE / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+  ) {
+    const { text, closed } = await exchange(
+      server.addr.port,
+      set.ca.cert,
+      request,
+    );
+    assert.match(text, /^HTTP\/1.1 501 [^]*is not supported/, request);
+    assert.ok(closed);
+  }
+  assert.deepEqual(seen, []);
 });
 
 Deno.test("serveHttps() answers 400 to Transfer-Encoding: chunked, gzip", async () => {
