@@ -19,10 +19,10 @@
 //
 // Refusals: 400 (malformed request line, header or trailer line, a bare CR
 // or LF, bad or duplicate Content-Length, Content-Length with
-// Transfer-Encoding, chunked not the final transfer coding, a body that
-// ends early), 408 (request deadline passed after some bytes), 413 (body,
-// chunk count or chunk framing over the limit), 414 (request line over the
-// header limit), 431 (header or trailer section too large or too many
+// Transfer-Encoding, chunked not the final transfer coding, a bad Host, a
+// body that ends early), 408 (request deadline passed after some bytes), 413
+// (body, chunk count or chunk framing over the limit), 414 (request line over
+// the header limit), 431 (header or trailer section too large or too many
 // lines), 501 (a transfer coding other than chunked, a method that a
 // `Request` cannot carry: CONNECT, TRACE, TRACK, or a standard method not in
 // upper case), 505 (HTTP version other than 1.0 / 1.1). Every refusal closes
@@ -46,7 +46,7 @@ export interface Http1Options {
   keepAliveTimeout: number;
   /** Added to keepAliveTimeout: the deadline for a whole request, ms. */
   requestTimeout: number;
-  /** `https://host:port/`, the base of request URLs. */
+  /** `https://host:port/`, the scheme and the authority of request URLs. */
   base: string;
 }
 
@@ -80,6 +80,8 @@ export interface RequestHead {
   minor: 0 | 1;
   /** Header names as sent, values trimmed, in order. */
   headers: [string, string][];
+  /** The Host header's value (checked: host and optional port), or null. */
+  host: string | null;
   /** Body length, or -1 for a chunked body. */
   contentLength: number;
   keepAlive: boolean;
@@ -124,6 +126,9 @@ const TARGET = /^[\x21-\x7e]+$/;
 // Field values: visible ASCII, obs-text, space and tab; no other controls.
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+// A Host value: uri-host [":" port] (RFC 9110, 7.2), no userinfo.
+const HOST =
+  /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$/;
 // Methods a `Request` upper-cases (so "post" would be served as POST) and
 // methods it refuses to carry.
 const NORMALIZED = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
@@ -233,6 +238,7 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
   let transferEncoding: string | null = null;
   let connection = "";
   let hosts = 0;
+  let host: string | null = null;
   let expectContinue = false;
   for (let i = 1; i < lines.length; i++) {
     const [name, value] = fieldLine(lines[i], "header");
@@ -257,16 +263,31 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
         break;
       case "host":
         hosts++;
+        host = value;
         break;
       case "expect":
         if (value.toLowerCase() === "100-continue") expectContinue = true;
         break;
     }
   }
-  if (minor === 1 && hosts !== 1) {
+  if (hosts > 1 || (minor === 1 && hosts !== 1)) {
     throw new HttpRefusal(
       400,
-      `Cannot parse the request: HTTP/1.1 needs exactly one Host header, got ${hosts}`,
+      `Cannot parse the request: ${
+        minor === 1
+          ? "HTTP/1.1 needs exactly one Host header"
+          : "HTTP/1.0 allows one Host header at most"
+      }, got ${hosts}`,
+    );
+  }
+  // RFC 9112, 3.2: a Host that is not host[:port] is a 400. An empty one
+  // names no authority: request URLs then take the server's.
+  if (host !== null && host !== "" && !HOST.test(host)) {
+    throw new HttpRefusal(
+      400,
+      `Cannot parse the request: the Host header ${
+        JSON.stringify(host)
+      } is not a host and optional port`,
     );
   }
   let length = 0;
@@ -320,6 +341,7 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
     target,
     minor,
     headers,
+    host,
     contentLength: length,
     keepAlive,
     expectContinue,
@@ -952,20 +974,37 @@ export function serveHttp1(
   };
 }
 
-function makeRequest(
-  head: RequestHead,
-  body: Uint8Array,
-  base: string,
-): Request {
-  let url: URL;
+/**
+ * The request's URL (RFC 9112, 3.3): the connection's scheme; for a path
+ * (origin-form), the Host header's authority (the server's address when
+ * there is none), so that a path starting with `//` stays a path; an
+ * absolute URL (absolute-form) as sent.
+ */
+function requestUrl(head: RequestHead, base: string): URL {
+  const server = new URL(base);
+  const authority = head.host ? head.host : server.host;
   try {
-    url = new URL(head.target, base);
+    if (head.target.startsWith("/")) {
+      return new URL(`${server.protocol}//${authority}${head.target}`);
+    }
+    if (head.target === "*") {
+      return new URL(`${server.protocol}//${authority}/*`);
+    }
+    return new URL(head.target);
   } catch {
     throw new HttpRefusal(
       400,
       "Cannot serve the request: the URL is malformed",
     );
   }
+}
+
+function makeRequest(
+  head: RequestHead,
+  body: Uint8Array,
+  base: string,
+): Request {
+  const url = requestUrl(head, base);
   let headers: Headers;
   try {
     headers = new Headers(head.headers);

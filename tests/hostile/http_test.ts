@@ -45,6 +45,92 @@ async function rejects(
 // ---------------------------------------------------------------------------
 // parseHead(): a pure function of the head's text
 
+Deno.test("parseHead() reads the request line, headers, body length and connection options", () => {
+  const head = parseHead(
+    "POST /a?b=1 HTTP/1.1\r\nHost: example.com:8443\r\nContent-Length: 12\r\n" +
+      "X-Pad:  \t spaced value\t \r\nExpect: 100-continue\r\nConnection: close",
+    100,
+  );
+  assert.deepEqual(head, {
+    method: "POST",
+    target: "/a?b=1",
+    minor: 1,
+    headers: [
+      ["Host", "example.com:8443"],
+      ["Content-Length", "12"],
+      ["X-Pad", "spaced value"],
+      ["Expect", "100-continue"],
+      ["Connection", "close"],
+    ],
+    host: "example.com:8443",
+    contentLength: 12,
+    keepAlive: false,
+    expectContinue: true,
+  });
+  const old = parseHead("GET http://x/y HTTP/1.0\r\nConnection: keep-alive", 1);
+  assert.equal(old.minor, 0);
+  assert.equal(old.host, null);
+  assert.equal(old.keepAlive, true);
+  assert.equal(parseHead("GET / HTTP/1.0", 0).keepAlive, false);
+  const chunked = parseHead(
+    "PUT / HTTP/1.1\r\nHost: [::1]:80\r\nTransfer-Encoding: Chunked",
+    2,
+  );
+  assert.equal(chunked.contentLength, -1);
+  assert.equal(chunked.keepAlive, true);
+  // A method outside the six a Request upper-cases is kept as sent.
+  assert.equal(parseHead("patch / HTTP/1.1\r\nHost: x", 1).method, "patch");
+  assert.equal(
+    parseHead("OPTIONS * HTTP/1.1\r\nHost: x", 1).target,
+    "*",
+  );
+});
+
+Deno.test("parseHead() refuses malformed heads with the status RFC 9112 asks for", () => {
+  const cases: [string, number, RegExp][] = [
+    ["garbage", 400, /request line/],
+    ["GET  / HTTP/1.1\r\nHost: x", 400, /request line/],
+    ["GET / HTTP/1.1\nHost: x", 400, /bare CR or LF/],
+    ["GET / HTTP/1.1\r\nHost: x\rY: z", 400, /bare CR or LF/],
+    ["GET / HTTP/2.0\r\nHost: x", 505, /HTTP\/2.0 is not supported/],
+    ["GET / HTTPS/1.1\r\nHost: x", 400, /HTTP\/1.x/],
+    ["GET nopath HTTP/1.1\r\nHost: x", 400, /target/],
+    ["GET * HTTP/1.1\r\nHost: x", 400, /target/],
+    ["GET / HTTP/1.1", 400, /exactly one Host header, got 0/],
+    ["GET / HTTP/1.1\r\nHost: a\r\nHost: a", 400, /got 2/],
+    ["GET / HTTP/1.0\r\nHost: a\r\nHost: b", 400, /at most, got 2/],
+    ["GET / HTTP/1.1\r\nHost: x\r\nNo colon", 400, /NAME: VALUE/],
+    ["GET / HTTP/1.1\r\nHost : x", 400, /NAME: VALUE/],
+    ["GET / HTTP/1.1\r\nHost: x\r\n folded", 400, /folded/],
+    ["GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b", 400, /control character/],
+    ["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3", 400, /decimal/],
+    ["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3", 400, /decimal/],
+    [
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1",
+      400,
+      /twice/,
+    ],
+    [
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked",
+      400,
+      /with Content-Length/,
+    ],
+    [
+      "POST / HTTP/1.0\r\nTransfer-Encoding: chunked",
+      400,
+      /on HTTP\/1.0/,
+    ],
+  ];
+  for (const [text, status, message] of cases) {
+    refuses(() => parseHead(text, 10), status, message);
+  }
+  refuses(
+    () => parseHead("GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2", 2),
+    431,
+    /3 header lines, over the limit of 2/,
+  );
+});
+
 Deno.test("parseHead() takes chunked only as the final transfer coding, once", () => {
   const te = (value: string) =>
     parseHead(
@@ -83,6 +169,42 @@ Deno.test("parseHead() treats methods as case-sensitive and refuses those a Requ
       () => parseHead(`${method} / HTTP/1.1\r\nHost: x`, 1),
       501,
       new RegExp(`"${method}" is not supported$`),
+    );
+  }
+});
+
+Deno.test("parseHead() checks that Host is a host and an optional port", () => {
+  for (
+    const host of [
+      "example.com",
+      "example.com:443",
+      "127.0.0.1:8080",
+      "[::1]:8443",
+      "xn--bcher-kva.example",
+      "a_b.example:",
+      "",
+    ]
+  ) {
+    assert.equal(parseHead(`GET / HTTP/1.1\r\nHost: ${host}`, 1).host, host);
+  }
+  for (
+    const host of [
+      "a/b",
+      "evil.example/admin",
+      "user@good.example",
+      "a b",
+      "good.example:80:80",
+      "good.example:http",
+      "[::1",
+      "a\\b",
+      "a?b",
+      "a#b",
+    ]
+  ) {
+    refuses(
+      () => parseHead(`GET / HTTP/1.1\r\nHost: ${host}`, 1),
+      400,
+      /Host header .* is not a host and optional port/,
     );
   }
 });
@@ -406,6 +528,47 @@ async function echoServer(
     return new Response(`${request.method} ${request.url} ${body.length}`);
   });
 }
+
+Deno.test("serveHttps() takes a path's authority from Host: a target starting with // or /\\ stays a path", async () => {
+  const set = await certs();
+  const seen: string[] = [];
+  await using server = await echoServer(set, {}, seen);
+  const port = server.addr.port;
+  const get = (target: string, host = "good.example") =>
+    exchange(
+      port,
+      set.ca.cert,
+      `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+    );
+  for (
+    const [target, url] of [
+      ["//evil.example/admin", "https://good.example//evil.example/admin"],
+      ["/\\evil.example/admin", "https://good.example//evil.example/admin"],
+      ["//evil.example:99/a?b", "https://good.example//evil.example:99/a?b"],
+      ["/plain?q=1", "https://good.example/plain?q=1"],
+    ]
+  ) {
+    const { text } = await get(target);
+    assert.match(text, /^HTTP\/1.1 200 /, target);
+    assert.equal(seen.at(-1), `GET ${url}`, target);
+  }
+  // No Host (HTTP/1.0), or an empty one: the server's own address.
+  await exchange(port, set.ca.cert, "GET //evil.example/x HTTP/1.0\r\n\r\n");
+  assert.equal(seen.at(-1), `GET https://127.0.0.1:${port}//evil.example/x`);
+  await get("//evil.example/y", "");
+  assert.equal(seen.at(-1), `GET https://127.0.0.1:${port}//evil.example/y`);
+  // An absolute URL keeps its own authority (RFC 9112, 3.2.2).
+  await get("https://other.example/z");
+  assert.equal(seen.at(-1), "GET https://other.example/z");
+  // A Host that is not host[:port] is a 400, not a URL elsewhere.
+  const count = seen.length;
+  for (const host of ["evil.example/admin", "a@evil.example", "x:99999"]) {
+    const { text, closed } = await get("/", host);
+    assert.match(text, /^HTTP\/1.1 400 /, host);
+    assert.ok(closed);
+  }
+  assert.equal(seen.length, count);
+});
 
 Deno.test("serveHttps() answers 400 at once to a request with LF-only line endings", async () => {
   const set = await certs();
