@@ -26,15 +26,22 @@
 // lines), 501 (a transfer coding other than chunked, a method that a
 // `Request` cannot carry: CONNECT, TRACE, TRACK, or a standard method not in
 // upper case), 505 (HTTP version other than 1.0 / 1.1). Every refusal closes
-// the connection. Private: not exported from mod.ts.
+// the connection: after a refusal sent before the request was read whole
+// (all but 408), the server half-closes and reads and drops what the client
+// still sends (RFC 9112, 9.6), for at most `lingerBytes`, `keepAliveTimeout`
+// of silence and `requestTimeout` in all, so that the client reads the
+// response instead of a reset. Private: not exported from mod.ts.
 
 import { closeQuietly } from "./_io.ts";
 
 /** A connection to serve: the parts of a `Deno.Conn` / `TlsServerConn` used. */
 export interface Http1Conn {
   readonly readable: ReadableStream<Uint8Array>;
+  /** Closing it ends our side (a `TlsServerConn` half-closes). */
   readonly writable: WritableStream<Uint8Array>;
   close(): void;
+  /** Half-closes, where closing `writable` would close it all (`Deno.Conn`). */
+  closeWrite?(): Promise<void>;
 }
 
 /** Limits and deadlines, all already validated. */
@@ -46,9 +53,17 @@ export interface Http1Options {
   keepAliveTimeout: number;
   /** Added to keepAliveTimeout: the deadline for a whole request, ms. */
   requestTimeout: number;
+  /**
+   * After a refusal, most bytes read and dropped before closing; default
+   * the larger of `maxBodySize` and {@linkcode LINGER_BYTES}.
+   */
+  lingerBytes?: number;
   /** `https://host:port/`, the scheme and the authority of request URLs. */
   base: string;
 }
+
+/** After a refusal, bytes read and dropped at least, before closing. */
+export const LINGER_BYTES = 16 * 1024 * 1024;
 
 /** A response, its body read whole. */
 export interface Http1Response {
@@ -681,6 +696,20 @@ export class Http1Reader {
     return body.bytes();
   }
 
+  /**
+   * Reads and drops what the client sends until it closes (or resets), or
+   * `max` bytes are dropped.
+   */
+  async discard(max: number): Promise<void> {
+    let dropped = this.buffered;
+    this.#skip(this.buffered);
+    while (dropped < max) {
+      const chunk = await this.#read();
+      if (chunk === null) return;
+      dropped += chunk.length;
+    }
+  }
+
   /** Stops reading. */
   cancel(): void {
     this.#reader.cancel().catch(() => {});
@@ -827,6 +856,7 @@ export function serveHttp1(
   let draining = false;
   let closed = false;
   let waiting = false; // between requests, no byte of the next one yet
+  let lingering = false; // refused and half-closed: reading to drop
   // Deadlines as times (0: off), checked by one timer per connection that
   // is re-armed only when it fires: moving a deadline costs no timer call.
   let silenceAt = 0;
@@ -835,6 +865,8 @@ export function serveHttp1(
   let timer: ReturnType<typeof setTimeout> | undefined;
   const writer = conn.writable.getWriter();
   writer.closed.catch(() => {});
+  const lingerBytes = options.lingerBytes ??
+    Math.max(options.maxBodySize, LINGER_BYTES);
   // Settles `done` when the connection is closed, even while a handler that
   // never settles holds the loop: shutdown must not wait on it.
   const gone = Promise.withResolvers<void>();
@@ -851,7 +883,7 @@ export function serveHttp1(
   };
   const timedOut = () => {
     if (closed) return;
-    if (!waiting || reader.buffered > 0) {
+    if (!lingering && (!waiting || reader.buffered > 0)) {
       // Part of a request came, too slowly: say so (best effort), then close.
       const [status, headers, body] = plainRefusal(
         408,
@@ -904,6 +936,29 @@ export function serveHttp1(
       writeAt = 0;
     }
   };
+  // RFC 9112, 9.6: closing with unread bytes makes the kernel send a reset,
+  // which can destroy the response before the client reads it. So
+  // half-close, then read and drop what the client still sends until it
+  // closes, for at most lingerBytes, keepAliveTimeout of silence and
+  // requestTimeout in all.
+  const linger = async () => {
+    lingering = true;
+    if (draining) return; // shutting down: close now
+    requestAt = performance.now() + options.requestTimeout;
+    armSilence();
+    try {
+      // Not awaited: a client that reads only once it has sent everything
+      // would never let it finish while nothing reads its bytes.
+      const ended = typeof conn.closeWrite === "function"
+        ? conn.closeWrite()
+        : writer.close();
+      ended.catch(() => {});
+      await reader.discard(lingerBytes);
+    } catch {
+      // a reset: nothing more to drop
+    }
+  };
+
   const loop = async () => {
     while (!closed) {
       waiting = reader.buffered === 0;
@@ -914,6 +969,7 @@ export function serveHttp1(
       let head: RequestHead | null = null;
       let response: [number, Iterable<[string, string]>, Uint8Array];
       let keepAlive = false;
+      let complete = false; // the whole request (head and body) was read
       try {
         head = await reader.readHead(
           options.maxHeaderSize,
@@ -930,6 +986,7 @@ export function serveHttp1(
           await send(new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n"));
         }
         const body = await reader.readBody(head.contentLength, options);
+        complete = true;
         // The whole request is in: the rest is our time, not the client's.
         pause();
         keepAlive = head.keepAlive && !draining;
@@ -956,7 +1013,12 @@ export function serveHttp1(
           keepAlive ? (head?.minor === 0 ? "keep-alive" : null) : "close",
         ),
       );
-      if (!keepAlive) break;
+      if (!keepAlive) {
+        // Bytes the client may still send: the rest of a refused request,
+        // or requests pipelined after a last one.
+        if (!complete || reader.buffered > 0) await linger();
+        break;
+      }
     }
   };
   const served = loop().catch(() => {
@@ -967,7 +1029,7 @@ export function serveHttp1(
   return {
     drain() {
       draining = true;
-      if (waiting && reader.buffered === 0) close();
+      if (lingering || (waiting && reader.buffered === 0)) close();
     },
     abort: close,
     done,

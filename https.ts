@@ -204,6 +204,13 @@ export interface HttpsConn {
   readonly peerIdentity?: PeerIdentity | null;
   /** Closes the connection. */
   close(): void;
+  /**
+   * Ends our sending side only (a `Deno.Conn` has it), used after a refusal
+   * to let the client read it while the server reads and drops the rest of
+   * the request. Without it the server closes `writable`, which should
+   * then end only our side, as a {@linkcode TlsServerConn}'s does.
+   */
+  closeWrite?(): Promise<void>;
 }
 
 /**
@@ -284,7 +291,9 @@ function plain(status: number, message: string): Response {
  * is refused right after the TLS handshake (`onError` gets a
  * {@linkcode TlsError} naming the reason). Malformed, oversized or slow
  * requests get 400, 413, 414, 431, 501, 505 or 408 (see the module doc)
- * and the connection is closed.
+ * and the connection is closed; after a refusal sent before the request was
+ * read whole, the rest the client sends is read and dropped for a bounded
+ * time and byte count first, so that the client reads the refusal.
  *
  * @param options Certificate, key, CAs, address, limits.
  * @param handler Answers each request.
@@ -447,8 +456,14 @@ export async function serveHttps(
     port,
     handshakeTimeout,
     // One request (head and body) plus slack may wait unread while the
-    // handler runs; a client further ahead than that is cut off.
-    readBufferLimit: maxBodySize + 2 * maxHeaderSize + 64 * 1024,
+    // handler runs; a client further ahead than that is cut off. At least
+    // 4 MiB: node:tls on Deno hands over up to about 2 MiB at once before
+    // any reader runs, and a refused client that is still sending (see
+    // serveHttp1's lingering) must not be cut off for that.
+    readBufferLimit: Math.max(
+      maxBodySize + 2 * maxHeaderSize + 64 * 1024,
+      4 * 1024 * 1024,
+    ),
     onTlsError: (event) =>
       report(
         new TlsError(

@@ -4,9 +4,16 @@
 import assert from "node:assert/strict";
 import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
-import { Http1Reader, type HttpRefusal, parseHead } from "../../_http1.ts";
+import {
+  type Http1Conn,
+  Http1Reader,
+  type HttpRefusal,
+  parseHead,
+  serveHttp1,
+} from "../../_http1.ts";
 import { serveHttps } from "../../https.ts";
-import { within } from "../_helpers.ts";
+import { xmlrpcHandler } from "../../xmlrpc.ts";
+import { findPython, interopScript, peerTest, within } from "../_helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -471,6 +478,157 @@ Deno.test("Http1Reader.readBody() reads a Content-Length body into a buffer of t
 });
 
 // ---------------------------------------------------------------------------
+// serveHttp1(): guarded callbacks and the bounded lingering
+
+/**
+ * serveHttp1() on an in-memory connection: `client` writes what the server
+ * reads (or `readable` is read instead) and reads what it writes, to its end
+ * when the server closes.
+ */
+function servePair(
+  options: Partial<Parameters<typeof serveHttp1>[1]> = {},
+  handler: Parameters<typeof serveHttp1>[2] = async (request) => ({
+    status: 200,
+    headers: [],
+    body: encoder.encode(`${request.method} ${await request.text()}`),
+  }),
+  readable?: ReadableStream<Uint8Array>,
+) {
+  const fromClient = new TransformStream<Uint8Array, Uint8Array>();
+  let toClient!: ReadableStreamDefaultController<Uint8Array>;
+  const end = () => {
+    try {
+      toClient.close();
+    } catch {
+      // already closed
+    }
+  };
+  const client = {
+    readable: new ReadableStream<Uint8Array>({
+      start(controller) {
+        toClient = controller;
+      },
+    }),
+    writable: fromClient.writable,
+  };
+  let closes = 0;
+  const conn: Http1Conn = {
+    readable: readable ?? fromClient.readable,
+    writable: new WritableStream<Uint8Array>({
+      write(chunk) {
+        toClient.enqueue(chunk.slice());
+      },
+      close: end,
+    }),
+    close() {
+      closes++;
+      end();
+    },
+  };
+  const session = serveHttp1(
+    conn,
+    {
+      maxHeaderSize: 1024,
+      maxHeaderCount: 10,
+      maxBodySize: 100,
+      keepAliveTimeout: 5000,
+      requestTimeout: 5000,
+      base: "https://127.0.0.1:1/",
+      ...options,
+    },
+    handler,
+    null,
+  );
+  return { session, client, closes: () => closes };
+}
+
+async function readText(
+  readable: ReadableStream<Uint8Array>,
+  limit = 5000,
+): Promise<string> {
+  let text = "";
+  const reader = readable.getReader();
+  const end = performance.now() + limit;
+  try {
+    while (performance.now() < end) {
+      const { value, done } = await within(reader.read(), limit);
+      if (done) break;
+      text += decoder.decode(value);
+    }
+  } catch {
+    // aborted by the server's close: the end
+  } finally {
+    reader.releaseLock();
+  }
+  return text;
+}
+
+Deno.test("serveHttp1() lingers after a refusal for lingerBytes, keepAliveTimeout of silence and requestTimeout at most", async () => {
+  const refused = encoder.encode(
+    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
+  );
+  // Bytes: the client goes on sending, 1000 bytes at a time; the server
+  // reads and drops 10 000 of them, then closes.
+  {
+    const { session, client } = servePair({ lingerBytes: 10_000 });
+    const writer = client.writable.getWriter();
+    await writer.write(refused);
+    const reading = readText(client.readable);
+    let sent = 0;
+    const sending = (async () => {
+      try {
+        for (; sent < 1000; sent++) await writer.write(new Uint8Array(1000));
+      } catch {
+        // closed under us
+      }
+    })();
+    await within(session.done, 5000, "the session");
+    assert.match(await reading, /^HTTP\/1.1 413 /);
+    await writer.abort().catch(() => {});
+    await sending;
+    // 10 KB read and dropped after the 413 (give or take what the pipe
+    // holds), then the close: not the whole megabyte.
+    assert.ok(sent >= 10 && sent <= 20, `${sent} KB were read`);
+  }
+  // Silence: a client that sends nothing more and does not close.
+  {
+    const { session, client } = servePair({
+      keepAliveTimeout: 200,
+      requestTimeout: 5000,
+    });
+    const writer = client.writable.getWriter();
+    await writer.write(refused);
+    const start = performance.now();
+    await within(session.done, 5000, "the session");
+    const ms = performance.now() - start;
+    assert.ok(ms > 150 && ms < 3000, `closed after ${ms} ms`);
+    assert.match(await readText(client.readable), /^HTTP\/1.1 413 /);
+    await writer.abort().catch(() => {});
+  }
+  // Time: a client that sends a byte every 50 ms, never silent.
+  {
+    const { session, client } = servePair({
+      keepAliveTimeout: 200,
+      requestTimeout: 600,
+    });
+    const writer = client.writable.getWriter();
+    await writer.write(refused);
+    const start = performance.now();
+    let done = false;
+    session.done.then(() => done = true);
+    for (let i = 0; i < 200 && !done; i++) {
+      await writer.write(new Uint8Array([120])).catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const ms = performance.now() - start;
+    assert.ok(done, "still lingering after 10 s");
+    assert.ok(ms > 500 && ms < 4000, `closed after ${ms} ms`);
+    assert.match(await readText(client.readable), /^HTTP\/1.1 413 /);
+    await writer.abort().catch(() => {});
+  }
+});
+
+// ---------------------------------------------------------------------------
 // serveHttps(): the attacks over TLS
 
 /**
@@ -641,3 +799,237 @@ Deno.test("serveHttps() refuses a trailer that hides a request behind a bare LF"
   assert.ok(closed);
   assert.deepEqual(seen, []);
 });
+
+/**
+ * Sends `head` and then `bodySize` bytes on a fresh TLS connection while
+ * reading: what came back, whether the server closed cleanly (an EOF, not
+ * a reset), and how many bytes the client could send.
+ */
+async function sendWhileReading(
+  port: number,
+  set: CertificateSet,
+  head: string,
+  bodySize: number,
+  who?: { cert: string; key: string },
+): Promise<{ text: string; clean: boolean; sent: number; error?: string }> {
+  using conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [set.ca.cert],
+    ...(who ?? {}),
+  });
+  let text = "";
+  let clean = false;
+  let error: string | undefined;
+  const reading = (async () => {
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) {
+          clean = true;
+          break;
+        }
+        text += decoder.decode(buffer.subarray(0, n));
+      }
+    } catch (cause) {
+      error = `read: ${cause}`;
+    }
+  })();
+  const bytes = new Uint8Array(head.length + bodySize).fill(120);
+  bytes.set(encoder.encode(head));
+  let sent = 0;
+  try {
+    while (sent < bytes.length) sent += await conn.write(bytes.subarray(sent));
+  } catch (cause) {
+    error ??= `write after ${sent} bytes: ${cause}`;
+  }
+  await within(reading, 10_000, "the response");
+  return { text, clean, sent, error };
+}
+
+Deno.test("serveHttps() lets a client that is still sending read its refusal (400, 403, 413, 431, 501) instead of a reset", async () => {
+  const set = await certs();
+  const errors: unknown[] = [];
+  const seen: string[] = [];
+  await using server = await echoServer(set, {
+    clientCa: set.ca.cert,
+    allowedClients: ["alice"],
+    maxBodySize: 1000,
+    maxHeaderSize: 1024,
+    onError: (error) => errors.push(error),
+  }, seen);
+  const port = server.addr.port;
+  const alice = set.clients.alice;
+  const big = 4 << 20;
+  const cases: [string, RegExp, { cert: string; key: string }][] = [
+    [
+      `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${big}\r\n\r\n`,
+      /^HTTP\/1.1 413 [^]*over the 1000-byte limit\n$/,
+      alice,
+    ],
+    [
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+      `${big.toString(16)}\r\n`,
+      /^HTTP\/1.1 413 /,
+      alice,
+    ],
+    [
+      `POST / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(2000)}\r\n\r\n`,
+      /^HTTP\/1.1 431 /,
+      alice,
+    ],
+    [
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4 MiB\r\n\r\n",
+      /^HTTP\/1.1 400 [^]*not a decimal number\n$/,
+      alice,
+    ],
+    [
+      `post / HTTP/1.1\r\nHost: x\r\nContent-Length: ${big}\r\n\r\n`,
+      /^HTTP\/1.1 501 /,
+      alice,
+    ],
+    [
+      `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${big}\r\n\r\n`,
+      /^HTTP\/1.1 403 [^]*"mallory" is not in the allow-list\n$/,
+      set.clients.mallory,
+    ],
+  ];
+  for (const [head, expected, who] of cases) {
+    const got = await sendWhileReading(port, set, head, big, who);
+    const what = `${head.slice(0, 60)}: ${got.error ?? ""}`;
+    assert.match(got.text, expected, what);
+    assert.ok(got.clean, what);
+    assert.equal(got.sent, head.length + big, what);
+  }
+  assert.deepEqual(seen, []);
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("serveHttps() on a Deno.listen() listener half-closes after a refusal and lets the client read it", async () => {
+  const seen: string[] = [];
+  await using server = await serveHttps({
+    listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+    maxBodySize: 1000,
+  }, async (request) => {
+    seen.push(await request.text());
+    return new Response("ok");
+  });
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+  });
+  const size = 4 << 20;
+  const head = `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`;
+  const bytes = new Uint8Array(head.length + size).fill(120);
+  bytes.set(encoder.encode(head));
+  const [text] = await within(
+    Promise.all([
+      (async () => {
+        let text = "";
+        const buffer = new Uint8Array(16 * 1024);
+        for (let n; (n = await conn.read(buffer)) !== null;) {
+          text += decoder.decode(buffer.subarray(0, n));
+        }
+        return text;
+      })(),
+      writeAll(conn, bytes),
+    ]),
+    10_000,
+    "the exchange",
+  );
+  assert.match(text, /^HTTP\/1.1 413 [^]*over the 1000-byte limit\n$/);
+  assert.deepEqual(seen, []);
+});
+
+Deno.test("serveHttps() reads what a refused client still sends until requestTimeout, then closes", async () => {
+  const set = await certs();
+  await using server = await echoServer(set, {
+    maxBodySize: 10,
+    keepAliveTimeout: 300,
+    requestTimeout: 600,
+  });
+  using conn = await Deno.connectTls({
+    hostname: "localhost",
+    port: server.addr.port,
+    caCerts: [set.ca.cert],
+  });
+  await conn.write(
+    encoder.encode(
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    ),
+  );
+  // The 413, then the server's half-close: the end of what we read.
+  let text = "";
+  const buffer = new Uint8Array(1024);
+  for (let n; (n = await conn.read(buffer)) !== null;) {
+    text += decoder.decode(buffer.subarray(0, n));
+  }
+  assert.match(text, /^HTTP\/1.1 413 /);
+  // A byte every 50 ms, never silent: the server reads them until 600 ms
+  // after its response, then closes, and writes fail (a reset).
+  const start = performance.now();
+  let failed = false;
+  for (let i = 0; i < 200 && !failed; i++) {
+    try {
+      await conn.write(new Uint8Array([120]));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } catch {
+      failed = true;
+    }
+  }
+  const ms = performance.now() - start;
+  assert.ok(failed, "the server never closed");
+  // Generous both ways for a loaded machine: the point is that it read on
+  // (a close at once would fail the writes within a few ms), and not for
+  // the 10 s the client would go on.
+  assert.ok(ms > 300 && ms < 4000, `writes failed after ${ms} ms`);
+});
+
+const python = findPython("3");
+
+peerTest(
+  "serveHttps() answers Python ServerProxy calls with 2 MiB and 8 MiB arguments with ProtocolError 413, 10 times in 10",
+  { label: "python3", path: python },
+  async (python) => {
+    const set = await certs();
+    const dir = await Deno.makeTempDir({ prefix: "connauth-http-" });
+    try {
+      await Deno.writeTextFile(`${dir}/ca.pem`, set.ca.cert);
+      const handler = xmlrpcHandler({ set: () => null });
+      await using server = await serveHttps(
+        { cert: set.server.cert, key: set.server.key },
+        (request) => handler(request),
+      );
+      for (const size of [2 << 20, 8 << 20]) {
+        const output = await new Deno.Command(python, {
+          args: [
+            interopScript("xmlrpc_big_call.py"),
+            String(server.addr.port),
+            `${dir}/ca.pem`,
+            String(size),
+            "10",
+          ],
+          stdout: "piped",
+          stderr: "piped",
+          signal: AbortSignal.timeout(60_000),
+        }).output();
+        assert.equal(output.code, 0, decoder.decode(output.stderr));
+        const outcomes = JSON.parse(decoder.decode(output.stdout));
+        assert.deepEqual(
+          outcomes,
+          Array(10).fill({ error: "ProtocolError", status: 413 }),
+          `${size} bytes`,
+        );
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let sent = 0; sent < bytes.length;) {
+    sent += await conn.write(bytes.subarray(sent));
+  }
+}
