@@ -1,6 +1,8 @@
 // Hostile HTTP peers: nothing a client sends before it authenticates may
 // crash, stall or bloat serveHttps(). The request parser (_http1.ts) tested
-// directly, then the attacks over TLS.
+// directly, then the attacks over TLS, against Python's xmlrpc.client, and
+// against the key-value example in a child process whose memory and CPU are
+// read from /proc.
 import assert from "node:assert/strict";
 import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
@@ -12,8 +14,14 @@ import {
   serveHttp1,
 } from "../../_http1.ts";
 import { serveHttps } from "../../https.ts";
-import { xmlrpcHandler } from "../../xmlrpc.ts";
-import { findPython, interopScript, peerTest, within } from "../_helpers.ts";
+import { xmlrpcClient, xmlrpcHandler } from "../../xmlrpc.ts";
+import {
+  findPython,
+  interopScript,
+  peerTest,
+  startExample,
+  within,
+} from "../_helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -1028,8 +1036,149 @@ peerTest(
   },
 );
 
+// ---------------------------------------------------------------------------
+// The key-value example under attack, measured from /proc
+
+/**
+ * A file of /proc, read by `cat`: Deno asks for --allow-all to read /proc
+ * itself.
+ */
+async function proc(path: string): Promise<string> {
+  const output = await new Deno.Command("cat", { args: [`/proc/${path}`] })
+    .output();
+  assert.equal(output.code, 0, decoder.decode(output.stderr));
+  return decoder.decode(output.stdout);
+}
+
+/** VmRSS and VmHWM (peak) of a process, in MiB. */
+async function memoryOf(pid: number): Promise<{ rss: number; peak: number }> {
+  const status = await proc(`${pid}/status`);
+  const field = (name: string) =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)![1]) / 1024;
+  return { rss: field("VmRSS"), peak: field("VmHWM") };
+}
+
+/** CPU time (user + system) a process has used, in clock ticks. */
+async function ticksOf(pid: number): Promise<number> {
+  const stat = await proc(`${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let sent = 0; sent < bytes.length;) {
     sent += await conn.write(bytes.subarray(sent));
   }
 }
+
+Deno.test("kv_server keeps memory bounded and CPU linear under chunked and trickled bodies (RSS and CPU from /proc)", async () => {
+  const set = await certs();
+  const dir = await Deno.makeTempDir({ prefix: "connauth-http-" });
+  try {
+    await Deno.writeTextFile(`${dir}/server.pem`, set.server.cert);
+    await Deno.writeTextFile(`${dir}/server-key.pem`, set.server.key);
+    await using kv = await startExample([
+      "run",
+      "--unstable-kv",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${dir}`,
+      new URL("../../examples/kv_server.ts", import.meta.url).pathname,
+      "--port",
+      "0",
+      "--no-mutual",
+      "--certs",
+      dir,
+      "--db",
+      ":memory:",
+    ], { listening: /listening on https:\/\/localhost:(\d+)\// });
+    const pid = kv.child.pid;
+    const connect = () =>
+      Deno.connectTls({
+        hostname: "localhost",
+        port: kv.port,
+        caCerts: [set.ca.cert],
+      });
+    {
+      using client = xmlrpcClient(`https://localhost:${kv.port}/`, {
+        caCerts: [set.ca.cert],
+        timeout: 10_000,
+      });
+      assert.equal(await client.call("exists", "a"), false);
+    }
+    const baseline = (await memoryOf(pid)).rss;
+
+    // CPU: 1-byte TLS records at the end of a 1 MB body cost what they
+    // cost at its start (the old reader copied the whole body for each).
+    const trickle = async (prefix: number) => {
+      using conn = await connect();
+      await writeAll(
+        conn,
+        encoder.encode(
+          "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n",
+        ),
+      );
+      await writeAll(conn, new Uint8Array(prefix).fill(120));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const before = await ticksOf(pid);
+      const one = new Uint8Array([120]);
+      for (let i = 0; i < 2000; i++) {
+        await conn.write(one);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return Math.max(1, (await ticksOf(pid)) - before);
+    };
+    const atStart = await trickle(1000);
+    const atEnd = await trickle(990_000);
+    assert.ok(
+      atEnd < 3 * atStart,
+      `2000 records cost ${atEnd} ticks after 990 kB, ${atStart} after 1 kB`,
+    );
+
+    // Memory: 1 MiB bodies of 1-byte chunks (6 MiB on the wire each; the
+    // old reader kept a million arrays: 0.5 GB a connection), then 1 MiB
+    // bodies of 16-byte chunks, which are allowed, two at a time.
+    const post = async (body: Uint8Array) => {
+      using conn = await connect();
+      const head = encoder.encode(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+      );
+      const [text] = await within(
+        Promise.all([
+          (async () => {
+            let text = "";
+            const buffer = new Uint8Array(16 * 1024);
+            for (let n; (n = await conn.read(buffer)) !== null;) {
+              text += decoder.decode(buffer.subarray(0, n));
+            }
+            return text;
+          })(),
+          (async () => {
+            await writeAll(conn, head);
+            await writeAll(conn, body);
+          })(),
+        ]),
+        30_000,
+        "the exchange",
+      );
+      return text;
+    };
+    const tiny = chunked(1 << 20, 1);
+    for (const text of await Promise.all([post(tiny), post(tiny)])) {
+      assert.match(text, /^HTTP\/1.1 413 [^]*over 65536 chunks/);
+    }
+    const small = chunked(65536, 16);
+    for (const text of await Promise.all([post(small), post(small)])) {
+      assert.match(text, /^HTTP\/1.1 200 /); // an XML-RPC fault: not XML
+    }
+    const { peak } = await memoryOf(pid);
+    assert.ok(
+      peak - baseline < 128,
+      `RSS went from ${baseline.toFixed(0)} MiB to a peak of ${
+        peak.toFixed(0)
+      } MiB`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
