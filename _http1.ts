@@ -60,6 +60,11 @@ export interface Http1Options {
   lingerBytes?: number;
   /** `https://host:port/`, the scheme and the authority of request URLs. */
   base: string;
+  /**
+   * Called with an error no request should cause: a throw in parsing or in
+   * the handler (the client gets 500 and the connection is closed).
+   */
+  onError?: (error: unknown) => void;
 }
 
 /** After a refusal, bytes read and dropped at least, before closing. */
@@ -84,6 +89,14 @@ export class HttpRefusal extends Error {
     super(message);
     this.name = "HttpRefusal";
     this.status = status;
+  }
+}
+
+/** The connection failed under us (a reset, a write to a closed peer). */
+class ConnectionGone extends Error {
+  constructor(cause: unknown) {
+    super("Cannot serve the connection: it failed", { cause });
+    this.name = "ConnectionGone";
   }
 }
 
@@ -420,7 +433,12 @@ export class Http1Reader {
 
   /** The next chunk from the stream, or null on EOF. */
   async #read(): Promise<Uint8Array | null> {
-    const result = await this.#reader.read();
+    let result: ReadableStreamReadResult<Uint8Array>;
+    try {
+      result = await this.#reader.read();
+    } catch (error) {
+      throw new ConnectionGone(error);
+    }
     if (result.done) return null;
     this.#onBytes();
     return result.value;
@@ -846,6 +864,8 @@ export interface Http1Session {
  * Serves requests on `conn` until the client closes, a deadline passes, a
  * request is refused, or `drain()` / `abort()`. Closes `conn` at the end.
  * `refuseAll` refuses every request of the connection (the allow-list).
+ * Never rejects: a throw in parsing or in `handler` (which should not
+ * throw) is passed to `options.onError` and answered with 500.
  */
 export function serveHttp1(
   conn: Http1Conn,
@@ -870,6 +890,13 @@ export function serveHttp1(
   // Settles `done` when the connection is closed, even while a handler that
   // never settles holds the loop: shutdown must not wait on it.
   const gone = Promise.withResolvers<void>();
+  const report = (error: unknown) => {
+    try {
+      options.onError?.(error);
+    } catch {
+      // a throwing hook must not stop the server
+    }
+  };
 
   const close = () => {
     if (closed) return;
@@ -932,6 +959,8 @@ export function serveHttp1(
     schedule();
     try {
       await writer.write(bytes);
+    } catch (error) {
+      throw new ConnectionGone(error);
     } finally {
       writeAt = 0;
     }
@@ -970,6 +999,7 @@ export function serveHttp1(
       let response: [number, Iterable<[string, string]>, Uint8Array];
       let keepAlive = false;
       let complete = false; // the whole request (head and body) was read
+      let broken = false; // a bug: close without reading any further
       try {
         head = await reader.readHead(
           options.maxHeaderSize,
@@ -993,10 +1023,18 @@ export function serveHttp1(
         const result = await handler(makeRequest(head, body, options.base));
         response = [result.status, result.headers, result.body];
       } catch (error) {
-        if (!(error instanceof HttpRefusal)) throw error;
-        if (closed) break;
+        if (error instanceof ConnectionGone || closed) break;
         keepAlive = false;
-        response = plainRefusal(error.status, error.message);
+        if (error instanceof HttpRefusal) {
+          response = plainRefusal(error.status, error.message);
+        } else {
+          report(error);
+          broken = true;
+          response = plainRefusal(
+            500,
+            "Cannot serve the request: the server failed",
+          );
+        }
       }
       pause();
       if (closed) break;
@@ -1016,14 +1054,15 @@ export function serveHttp1(
       if (!keepAlive) {
         // Bytes the client may still send: the rest of a refused request,
         // or requests pipelined after a last one.
-        if (!complete || reader.buffered > 0) await linger();
+        if (!broken && (!complete || reader.buffered > 0)) await linger();
         break;
       }
     }
   };
-  const served = loop().catch(() => {
-    // A reset, a read over readBufferLimit, a write to a closed peer: the
-    // connection is gone, nothing to answer.
+  const served = loop().catch((error) => {
+    // A reset or a write to a closed peer: gone, nothing to answer. Else a
+    // bug (a response that cannot be encoded, say): report it.
+    if (!(error instanceof ConnectionGone)) report(error);
   });
   const done = Promise.race([served, gone.promise]).finally(close);
   return {

@@ -185,7 +185,10 @@ export interface ServeHttpsOptions {
    * Called with errors: a handler that throws (the client gets HTTP 500), a
    * failed or refused TLS connection (a {@linkcode TlsError} naming the
    * reason: a client without a certificate, one from another CA, ...), a
-   * connection over `maxConnections`. For logging.
+   * connection over `maxConnections`, a throw while serving a request that
+   * no request should cause (the client gets HTTP 500 and that connection
+   * is closed; the server goes on). Requests refused with a 4xx are not
+   * reported. For logging; a hook that throws is ignored.
    *
    * @default {undefined}
    */
@@ -521,6 +524,7 @@ export async function serveHttps(
       keepAliveTimeout,
       requestTimeout,
       base: `${tls ? "https" : "http"}://${host}`,
+      onError: (error) => report(error, remote),
     }, async (request) => {
       let response: Response;
       let body: Uint8Array;

@@ -13,7 +13,7 @@ import {
   parseHead,
   serveHttp1,
 } from "../../_http1.ts";
-import { serveHttps } from "../../https.ts";
+import { type HttpsConn, serveHttps } from "../../https.ts";
 import { xmlrpcClient, xmlrpcHandler } from "../../xmlrpc.ts";
 import {
   findPython,
@@ -24,11 +24,9 @@ import {
 } from "../_helpers.ts";
 
 const encoder = new TextEncoder();
-
 const decoder = new TextDecoder();
 
 let shared: CertificateSet | undefined;
-
 async function certs(): Promise<CertificateSet> {
   shared ??= await generateCertificates({ clients: ["alice", "mallory"] });
   return shared;
@@ -571,6 +569,44 @@ async function readText(
   return text;
 }
 
+Deno.test("serveHttp1() reports a throw in parsing or in the handler to onError and closes only that connection", async () => {
+  const errors: unknown[] = [];
+  // Parsing: a stream that hands over something that is not bytes.
+  {
+    const { session, client, closes } = servePair(
+      { onError: (error) => errors.push(error) },
+      undefined,
+      streamOf([undefined as unknown as Uint8Array], false),
+    );
+    const text = await readText(client.readable);
+    await within(session.done, 5000, "the session");
+    assert.match(text, /^HTTP\/1.1 500 [^]*the server failed\n$/);
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof TypeError, String(errors[0]));
+    assert.equal(closes(), 1);
+  }
+  // A handler that throws (it should answer 500 itself), and an onError
+  // hook that throws too: still one connection closed, nothing escapes.
+  {
+    const { session, client } = servePair(
+      {
+        onError: (error) => {
+          errors.push(error);
+          throw new Error("hook bug");
+        },
+      },
+      () => Promise.reject(new Error("handler bug")),
+    );
+    const writer = client.writable.getWriter();
+    await writer.write(encoder.encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const text = await readText(client.readable);
+    await within(session.done, 5000, "the session");
+    assert.match(text, /^HTTP\/1.1 500 /);
+    assert.equal((errors[1] as Error).message, "handler bug");
+    await writer.close().catch(() => {});
+  }
+});
+
 Deno.test("serveHttp1() lingers after a refusal for lingerBytes, keepAliveTimeout of silence and requestTimeout at most", async () => {
   const refused = encoder.encode(
     "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
@@ -994,8 +1030,38 @@ Deno.test("serveHttps() reads what a refused client still sends until requestTim
   assert.ok(ms > 300 && ms < 4000, `writes failed after ${ms} ms`);
 });
 
-const python = findPython("3");
+Deno.test("serveHttps() reports a throw while parsing to onError with the client's address, and keeps serving", async () => {
+  const errors: [unknown, string][] = [];
+  const conns: HttpsConn[] = [];
+  let closed = 0;
+  const bad: HttpsConn = {
+    readable: streamOf([undefined as unknown as Uint8Array], false),
+    writable: new WritableStream(),
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.9", port: 4242 },
+    close: () => void closed++,
+  };
+  conns.push(bad);
+  const listener = {
+    addr: { transport: "tcp", hostname: "127.0.0.1", port: 1 } as Deno.NetAddr,
+    close() {},
+    async *[Symbol.asyncIterator]() {
+      yield* conns;
+    },
+  };
+  await using _server = await serveHttps(
+    { listener, onError: (error, remote) => errors.push([error, remote]) },
+    () => new Response("ok"),
+  );
+  for (let i = 0; i < 100 && closed === 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(closed, 1);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0][0] instanceof TypeError);
+  assert.equal(errors[0][1], "127.0.0.9:4242");
+});
 
+const python = findPython("3");
 peerTest(
   "serveHttps() answers Python ServerProxy calls with 2 MiB and 8 MiB arguments with ProtocolError 413, 10 times in 10",
   { label: "python3", path: python },
