@@ -7,19 +7,38 @@
  * hands each request to a web-standard handler such as
  * {@linkcode xmlrpcHandler} from `xmlrpc.ts`.
  *
- * The HTTP side is deliberately small: request line and headers under a
- * size (`maxHeaderSize`, 431) and count (`maxHeaderCount`, 431) limit;
- * bodies by `Content-Length` or `Transfer-Encoding: chunked`, bounded by
- * `maxBodySize` (413, refused from the header or as soon as the count goes
- * over, before the rest is read) and handed to the handler whole; other
- * transfer codings get 501, a duplicate or malformed `Content-Length` 400.
- * Responses are written with a `Content-Length` in one write. Connections
- * are kept alive (HTTP/1.1, or HTTP/1.0 with `Connection: keep-alive`),
- * pipelined requests are answered in order, and every refusal closes the
- * connection. A client gets `keepAliveTimeout` of silence and
- * `keepAliveTimeout + requestTimeout` for a whole request (408 if it had
- * started one); both pause while the handler runs. No HTTP/2, no upgrades,
- * no streamed bodies.
+ * The HTTP side is deliberately small and strict (RFC 9112): request line
+ * and headers under a size (`maxHeaderSize`, 431) and count
+ * (`maxHeaderCount`, 431) limit, lines ending in CRLF (a bare CR or LF is a
+ * 400 at once); bodies by `Content-Length` or `Transfer-Encoding: chunked`,
+ * bounded by `maxBodySize` (413, refused from the header or as soon as the
+ * count goes over, before the rest is read) and handed to the handler
+ * whole. A chunked body may come in at most `max(1024, maxBodySize / 16)`
+ * chunks with at most `maxBodySize + maxHeaderSize` bytes of framing (413
+ * past either), and its trailers are checked like headers and dropped.
+ * Chunked that is not the final transfer coding is a 400, another coding a
+ * 501, a duplicate or malformed `Content-Length` or `Host` a 400. Methods
+ * are case-sensitive: `post` is not `POST` (501, as are `CONNECT`, `TRACE`
+ * and `TRACK`, which a `Request` cannot carry). A request's URL takes its
+ * authority from the `Host` header (the server's address without one), so
+ * a path such as `//evil.example/x` stays a path; the handler must treat
+ * that authority, like every header, as the client's claim.
+ *
+ * Costs grow linearly with what the client sends: every received byte is
+ * copied once into a buffer that grows with the bytes received, so a
+ * request holds at most a few times `maxBodySize` plus `maxHeaderSize`
+ * however it is split into pieces. Responses are written with a
+ * `Content-Length` in one write. Connections are kept alive (HTTP/1.1, or
+ * HTTP/1.0 with `Connection: keep-alive`), pipelined requests are answered
+ * in order, and every refusal closes the connection. A refusal sent before
+ * the request was read whole is followed by a half-close, and what the
+ * client still sends is read and dropped (RFC 9112, 9.6) until it closes,
+ * for at most 16 MiB (or `maxBodySize` if larger), `keepAliveTimeout` of
+ * silence and `requestTimeout` in all: so the client reads the response
+ * rather than a connection reset. A client gets `keepAliveTimeout` of
+ * silence and `keepAliveTimeout + requestTimeout` for a whole request (408
+ * if it had started one, then the connection is closed at once); both
+ * pause while the handler runs. No HTTP/2, no upgrades, no streamed bodies.
  *
  * @example Mutual TLS with a client certificate allow-list
  * ```ts
