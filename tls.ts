@@ -902,12 +902,22 @@ type RawSocket = {
   destroy(): void;
 };
 
-/** The peer's address of a server-side socket, when it has one. */
+/**
+ * The peer's address of a server-side socket. On Deno 2.9.6 a TLS socket
+ * whose handshake failed early has no `remoteAddress`; the TCP socket under
+ * it (`_parent`, not a public field) still knows it.
+ */
 function peerOf(socket: unknown): Deno.NetAddr | undefined {
   try {
-    const candidate = socket as RawSocket | undefined;
-    if (typeof candidate?.remoteAddress === "string") {
-      return netAddr(candidate.remoteAddress, candidate.remotePort);
+    for (
+      const candidate of [
+        socket as RawSocket | undefined,
+        (socket as { _parent?: RawSocket } | undefined)?._parent,
+      ]
+    ) {
+      if (typeof candidate?.remoteAddress === "string") {
+        return netAddr(candidate.remoteAddress, candidate.remotePort);
+      }
     }
   } catch {
     // a getter threw: the address is unknown
