@@ -1302,7 +1302,10 @@ export async function listenTls(
     rejectUnauthorized: false,
     handshakeTimeout,
     noDelay: true,
-    allowHalfOpen: true,
+    // Half-open only once the handshake is done ('secureConnection' turns it
+    // on): a client that closes before it finishes the handshake is closed
+    // at once, not left in CLOSE-WAIT until handshakeTimeout.
+    allowHalfOpen: false,
     ALPNProtocols: options.alpnProtocols,
   } as nodeTls.TlsOptions);
 
@@ -1382,6 +1385,8 @@ export async function listenTls(
         const code = (error as { code?: unknown })?.code;
         const message = /timeout/i.test(text)
           ? `the client did not complete the TLS handshake within ${handshakeTimeout} ms`
+          : code === "ECONNRESET"
+          ? "the client closed the connection before completing the TLS handshake"
           : `the TLS handshake failed: ${text}${
             typeof code === "string" ? ` (${code})` : ""
           }`;
@@ -1419,6 +1424,9 @@ export async function listenTls(
     listener.track(socket);
     // Keep an early error from being unhandled before the wrapper exists.
     socket.on("error", () => {});
+    // From here on a half-close by the client (close_notify) leaves our
+    // side open, so the application can still answer.
+    socket.allowHalfOpen = true;
     socket.setNoDelay(true);
     const remoteAddr = peerOf(socket) ?? netAddr(undefined, undefined);
     context.remoteAddr = remoteAddr;
