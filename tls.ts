@@ -133,7 +133,11 @@ export interface PeerIdentity {
    * (`"AB:CD:..."`).
    */
   readonly fingerprint256: string;
-  /** The serial number, uppercase hex in whole bytes (`openssl x509 -serial`). */
+  /**
+   * The serial number, uppercase hex in whole bytes, as `openssl x509
+   * -serial` prints it (`-` first for a negative one, which some
+   * non-conforming CAs issue).
+   */
   readonly serialNumber: string;
 }
 
@@ -317,8 +321,9 @@ export interface ListenTlsOptions {
   authorizeTimeout?: number;
   /**
    * Called for every refused or failed incoming connection (failed
-   * handshake, missing or unverifiable client certificate, not allowed).
-   * The listener keeps serving.
+   * handshake, missing, unverifiable or unreadable client certificate, not
+   * allowed, and a connection closed after an internal error), with the
+   * client's address. The listener keeps serving.
    *
    * @default {a one-line log to stderr}
    */
@@ -1155,7 +1160,23 @@ class Listener implements TlsListener {
  * requires (or with `requireClientCert: false`, requests) client
  * certificates and verifies them; refused clients are closed and reported
  * to `onTlsError` with the precise reason (unknown CA, expired, wrong key
- * usage, no certificate, not allowed) while the listener keeps serving.
+ * usage, no certificate, unreadable certificate, not allowed) while the
+ * listener keeps serving.
+ *
+ * Every byte a client sends is treated as hostile until it is authorized:
+ * the runtime's verdict on the client certificate is taken before anything
+ * in it is parsed; the identity ({@linkcode PeerIdentity}) is then read
+ * only by connauth's own strict DER reader, and a verified certificate it
+ * cannot read unambiguously is refused (`"unreadable-certificate"`), never
+ * identified by a guess. A throw in any handler of a client's events closes
+ * that one connection and is reported; it never reaches the process. A
+ * client that closes before it finishes the handshake is closed at once;
+ * one that stalls is closed after `handshakeTimeout`. Until it is
+ * authorized, each connection holds one socket for at most
+ * `handshakeTimeout` ms (plus `authorizeTimeout` ms while an `authorize`
+ * hook runs, its bytes counted against `readBufferLimit`, its slot against
+ * `acceptQueue`); the number of connections in their handshake is not
+ * limited here (the operating system's backlog and file limits apply).
  *
  * A `node:tls` server sends the refused client no TLS alert: the client sees
  * an EOF or reset right after its handshake. {@linkcode connectTls} turns
