@@ -533,14 +533,19 @@ function loadOptions(flags: Flags) {
 }
 
 function describe(result: LoadResult): string {
-  const failed = result.errors + result.unfinished;
   return `${fmt(result.rate)} conn/s, p50 ${fmt(result.p50_ms, 2)} ms, p99 ${
     fmt(result.p99_ms, 2)
   } ms, load generator CPU ${fmt(100 * result.cpu_s / result.elapsed_s)}%${
-    failed
-      ? `, ${result.errors} errors, ${result.unfinished} unfinished (${result.first_error})`
+    result.errors ? `, ${result.errors} errors (${result.first_error})` : ""
+  }${
+    result.unfinished
+      ? `, ${result.unfinished} not started (time limit) or cut off`
       : ""
   }`;
+}
+
+function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
 }
 
 async function warmUp(
@@ -568,7 +573,9 @@ async function compare(
   const started = new Date();
   const loadBefore = loadavg();
   log(
-    `bench:server: ${flags.n} connections, ${flags.c} at a time, ${flags.rounds} rounds; ${
+    `bench:server: ${flags.n} connections, ${flags.c} at a time, ${
+      plural(flags.rounds, "round")
+    }; ${
       flags.pin
         ? `servers on CPU ${flags.serverCpu}, load on CPU ${flags.clientCpu}`
         : "not pinned"
@@ -614,16 +621,14 @@ async function compare(
   const rates = (name: string) =>
     runs.filter((r) => r.server === name).map((r) => r.result.rate);
   const table = [
-    "| server | what | connections/s (median) | min-max | p50 ms | p99 ms | server CPU µs/conn | load generator CPU | failed |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| server | what | connections/s (median) | min-max | p50 ms | p99 ms | server CPU µs/conn | load generator CPU | failed | unfinished |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   let clean = true;
   for (const name of flags.servers) {
     const mine = runs.filter((r) => r.server === name);
-    const failed = mine.reduce(
-      (sum, r) => sum + r.result.errors + r.result.unfinished,
-      0,
-    );
+    const failed = mine.reduce((sum, r) => sum + r.result.errors, 0);
+    const unfinished = mine.reduce((sum, r) => sum + r.result.unfinished, 0);
     if (failed > 0) clean = false;
     const list = rates(name);
     table.push(
@@ -637,7 +642,7 @@ async function compare(
         fmt(
           median(mine.map((r) => 100 * r.result.cpu_s / r.result.elapsed_s)),
         )
-      }% | ${failed} |`,
+      }% | ${failed} | ${unfinished} |`,
     );
   }
   const ratios = [
@@ -673,7 +678,9 @@ async function compare(
   }
   const footer = `${started.toISOString()}, ${await machine()}${
     python ? `, ${python}` : ""
-  }; ${flags.n} connections, ${flags.c} at a time, medians of ${flags.rounds} alternating rounds${
+  }; ${flags.n} connections, ${flags.c} at a time, medians of ${flags.rounds} alternating round${
+    flags.rounds === 1 ? "" : "s"
+  }${
     flags.pin
       ? `, servers on CPU ${flags.serverCpu}, load on CPU ${flags.clientCpu}`
       : ", not pinned"
@@ -683,7 +690,7 @@ async function compare(
   console.log(ratios.join("\n"));
   console.log(`\n${footer}`);
   if (!clean) {
-    const first = runs.find((r) => r.result.errors + r.result.unfinished > 0);
+    const first = runs.find((r) => r.result.errors > 0);
     console.log(
       `\n! some connections failed (first: ${first?.server}: ${first?.result.first_error}); those rows are not comparable`,
     );
@@ -968,7 +975,7 @@ async function floodMode(
   const failed = (list: LoadResult[]) =>
     list.reduce((sum, r) => sum + r.errors + r.unfinished, 0);
   const rateTable = [
-    "| load | handshakes/s (median) | min-max | p50 ms | p99 ms | failed |",
+    "| load | handshakes/s (median) | min-max | p50 ms | p99 ms | failed or unfinished |",
     "| --- | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (
@@ -987,7 +994,9 @@ async function floodMode(
     );
   }
   const footer =
-    `${started.toISOString()}, ${await machine()}; ${flags.floodServer}; probes every ${flags.probeInterval} ms for ${flags.floodSeconds} s from 127.0.0.1, silent sockets from 127.0.1.x; rate: ${flags.n} connections, ${flags.c} at a time, medians of ${flags.rounds} alternating rounds${
+    `${started.toISOString()}, ${await machine()}; ${flags.floodServer}; probes every ${flags.probeInterval} ms for ${flags.floodSeconds} s from 127.0.0.1, silent sockets from 127.0.1.x; rate: ${flags.n} connections, ${flags.c} at a time, medians of ${flags.rounds} alternating round${
+      flags.rounds === 1 ? "" : "s"
+    }${
       flags.pin
         ? `, server on CPU ${flags.serverCpu}, clients on CPU ${flags.clientCpu}`
         : ", not pinned"
