@@ -14,6 +14,7 @@
  * | `py-threaded` | the recipe on `socketserver.ThreadingTCPServer` | auth |
  * | `serve-rw` | `serve()`, default limits, `read()`/`write()` echo | auth |
  * | `serve-noop` | `serve()` with a no-op authenticator, same echo | raw |
+ * | `py-single` | the recipe's single-threaded accept loop | auth |
  *
  * Each server runs pinned to `--server-cpu` (taskset), and the load
  * generator (`bench/connload.c`, built on first use) and this script to
@@ -72,6 +73,10 @@ export const SERVERS: Record<string, { mode: "auth" | "raw"; what: string }> = {
   "py-threaded": {
     mode: "auth",
     what: "Python ThreadingTCPServer recipe",
+  },
+  "py-single": {
+    mode: "auth",
+    what: "Python single-threaded recipe (one client at a time)",
   },
   "serve-rw": {
     mode: "auth",
@@ -144,7 +149,7 @@ server and load pinned to separate CPUs; medians of alternating rounds.
 Options:
   --servers LIST        comma-separated, in order (default
                         ${DEFAULT_SERVERS.join(",")});
-                        also: serve-rw, serve-noop
+                        also: serve-rw, serve-noop, py-single
   --n N                 connections per measured run (default 5000)
   --c C                 connections at a time (default 64)
   --rounds R            alternating rounds (default 3)
@@ -380,10 +385,13 @@ function serverCommand(
       portLine: /listening on 127\.0\.0\.1:(\d+)/,
     };
   }
-  if (name === "py-threaded") {
+  if (name === "py-threaded" || name === "py-single") {
+    const script = name === "py-threaded"
+      ? "recipe_threaded_server.py"
+      : "recipe_echo_server.py";
     return {
       command: python!,
-      args: [interopScript("recipe_threaded_server.py")],
+      args: [interopScript(script)],
       portLine: /^port (\d+)/,
     };
   }
@@ -686,8 +694,7 @@ async function compare(
       : ", not pinned"
   }; load average ${loadBefore} before, ${loadAfter} after`;
   console.log(table.join("\n"));
-  console.log("");
-  console.log(ratios.join("\n"));
+  if (ratios.length > 2) console.log(`\n${ratios.join("\n")}`);
   console.log(`\n${footer}`);
   if (!clean) {
     const first = runs.find((r) => r.result.errors > 0);
@@ -1077,11 +1084,11 @@ async function main(): Promise<number> {
   }
   const wanted = flags.flood ? [flags.floodServer] : flags.servers;
   let python: string | null = null;
-  if (wanted.includes("py-threaded")) {
+  if (wanted.some((name) => name.startsWith("py-"))) {
     python = findPython("3.12") ?? findPython("3");
     if (!python) {
       throw new BenchError(
-        "Cannot run py-threaded: no Python 3 found; install python3 (or set CONNAUTH_PYTHON_3), or leave it out with --servers",
+        "Cannot run the Python servers: no Python 3 found; install python3 (or set CONNAUTH_PYTHON_3), or leave them out with --servers",
       );
     }
   }
