@@ -340,10 +340,6 @@ const KEY = "connauth benchmark key";
 
 const log = (line: string) => console.error(line);
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** A server under test. */
 interface Server {
   name: string;
@@ -859,9 +855,9 @@ async function floodScenario(
       log(
         `flood ${scenario}: good client ${summary.servedWithin1s}/${summary.probes} served within 1 s, first ${
           latencyCell(summary.firstMs)
-        } ms, p50 ${fmt(summary.p50Ms, 1)} ms, max ${
-          fmt(summary.maxOkMs, 1)
-        } ms, ${summary.failed} failed ${
+        }${summary.firstMs < 0 ? "" : " ms"}, p50 ${
+          fmt(summary.p50Ms, 1)
+        } ms, max ${fmt(summary.maxOkMs, 1)} ms, ${summary.failed} failed ${
           JSON.stringify(summary.failures)
         }; silent held ${summary.heldMin}-${summary.heldMax}, ${summary.closedByServer} closed by the server; server log ${
           JSON.stringify(summary.serverLog)
@@ -885,25 +881,27 @@ async function floodRate(
 > {
   const shape = flags.rateFlood;
   const total = shape.addresses * shape.perAddress;
-  const server = await startServer(flags.floodServer, flags, python);
   const unloaded: LoadResult[] = [];
   const flooded: LoadResult[] = [];
   const held: number[] = [];
-  const options = {
-    ...loadOptions(flags),
-    port: server.port,
-    n: flags.n,
-    c: flags.c,
-    mode: "auth" as const,
-    timeLimit: flags.floodSeconds,
-  };
-  try {
-    await warmUp(server, tools, flags);
-    for (let round = 1; round <= flags.rounds; round++) {
-      const order = round % 2 === 1
-        ? ["unloaded", "flooded"]
-        : ["flooded", "unloaded"];
-      for (const kind of order) {
+  for (let round = 1; round <= flags.rounds; round++) {
+    const order = round % 2 === 1
+      ? ["unloaded", "flooded"]
+      : ["flooded", "unloaded"];
+    for (const kind of order) {
+      // A fresh, warmed-up server for each run: one that was just flooded
+      // still has dead sockets in its backlog and handshakes to time out.
+      const server = await startServer(flags.floodServer, flags, python);
+      try {
+        await warmUp(server, tools, flags);
+        const options = {
+          ...loadOptions(flags),
+          port: server.port,
+          n: flags.n,
+          c: flags.c,
+          mode: "auth" as const,
+          timeLimit: flags.floodSeconds,
+        };
         if (kind === "unloaded") {
           const result = await runLoad(tools, options);
           unloaded.push(result);
@@ -930,12 +928,10 @@ async function floodRate(
         } finally {
           await flood.stop();
         }
-        // Let the server see the silent sockets close.
-        await sleep(1000);
+      } finally {
+        await server.stop();
       }
     }
-  } finally {
-    await server.stop();
   }
   return { unloaded, flooded, held };
 }
