@@ -340,6 +340,9 @@ const KEY = "connauth benchmark key";
 
 const log = (line: string) => console.error(line);
 
+/** Idle time after each warm-up run, ms. */
+const WARMUP_PAUSE_MS = 1500;
+
 /** A server under test. */
 interface Server {
   name: string;
@@ -567,6 +570,9 @@ async function warmUp(
     timeLimit: flags.timeLimit,
   });
   log(`warm-up ${server.name}: ${describe(result)}`);
+  // Let the JIT's background compiles and the GC that the warm-up started
+  // finish: they run on the server's CPU and would slow the next run.
+  await new Promise((resolve) => setTimeout(resolve, WARMUP_PAUSE_MS));
 }
 
 async function compare(
