@@ -154,7 +154,7 @@ Options:
   --c C                 connections at a time (default 64)
   --rounds R            alternating rounds (default 3)
   --warmup N            connections in each server's one warm-up run
-                        (default 2000; 0 for none)
+                        (default 5000; 0 for none)
   --deadline S          per-connection deadline in seconds (default 10)
   --time-limit S        start no connection after S seconds of a run
                         (default 60)
@@ -243,7 +243,7 @@ export function parseFlags(args: string[]): Flags {
         n: { type: "string", default: "5000" },
         c: { type: "string", default: "64" },
         rounds: { type: "string", default: "3" },
-        warmup: { type: "string", default: "2000" },
+        warmup: { type: "string", default: "5000" },
         deadline: { type: "string", default: "10" },
         "time-limit": { type: "string", default: "60" },
         servers: { type: "string", default: DEFAULT_SERVERS.join(",") },

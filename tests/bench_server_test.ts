@@ -15,7 +15,7 @@ Deno.test("bench/compare.ts parseFlags() gives the documented defaults", () => {
   assert.equal(flags.n, 5000);
   assert.equal(flags.c, 64);
   assert.equal(flags.rounds, 3);
-  assert.equal(flags.warmup, 2000);
+  assert.equal(flags.warmup, 5000);
   assert.equal(flags.deadline, 10);
   assert.equal(flags.timeLimit, 60);
   assert.deepEqual(flags.servers, DEFAULT_SERVERS);
