@@ -656,8 +656,8 @@ async function compare(
     );
   }
   const ratios = [
-    "| ratio | of medians | per round, min-max |",
-    "| --- | ---: | ---: |",
+    "| ratio | connections/s, of medians | per round, min-max | server CPU per connection, b / a |",
+    "| --- | ---: | ---: | ---: |",
   ];
   const ratioList: Record<string, number> = {};
   const pairs: [string, string][] = [
@@ -679,11 +679,15 @@ async function compare(
       const rb = runs.find((r) => r.round === round && r.server === b);
       if (ra && rb) perRound.push(ra.result.rate / rb.result.rate);
     }
+    const cpu = (name: string) =>
+      median(runs.filter((r) => r.server === name).map((r) => r.serverCpu));
+    // The CPU ratio is inverted so that, like the rate, below 1 is slower.
+    const cpuRatio = cpu(b) / cpu(a);
     ratioList[`${a} / ${b}`] = value;
     ratios.push(
       `| ${a} / ${b} | ${fmt(value, 2)}x | ${fmt(Math.min(...perRound), 2)}-${
         fmt(Math.max(...perRound), 2)
-      }x |`,
+      }x | ${fmt(cpuRatio, 2)}x |`,
     );
   }
   const footer = `${started.toISOString()}, ${await machine()}${
