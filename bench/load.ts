@@ -1,280 +1,434 @@
 /**
- * Load generator: `total` connections, `concurrency` at a time, each doing
- * connect + (Cookbook handshake) + "Hello World" echo + close. Reports
- * handshakes per second (each connection does exactly one handshake; with
- * `--no-auth` none, and the rate is connections per second) and p50/p99
- * latency of the whole exchange.
+ * The load side of `deno task bench:server` (`bench/compare.ts`): builds the
+ * two C tools into `bench/results/` on first use and runs them.
  *
- *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_KEY bench/load.ts --port 18000 [--n 5000] [--c 50] [--no-auth] [--silent 1000]
+ * - `bench/connload.c`: N connections, C at a time, each doing connect +
+ *   Cookbook handshake + 11-byte echo + close (`auth`) or the echo alone
+ *   (`raw`); one epoll thread; one JSON line of results.
+ * - `bench/flood.c`: holds A source addresses x S silent sockets against a
+ *   port, re-opening each as soon as the server closes it; JSON status lines.
  *
- * `--silent N` first opens N sockets that connect and never send a byte
- * (reconnecting when the server closes them), and holds them during the run.
+ * Every child is pinned to a CPU with `taskset` when asked, tracked, bounded
+ * in time and killed by {@linkcode killAll}. Nothing here is a test, and
+ * nothing is published.
  *
  * @module
  */
-import { parseArgs } from "node:util";
-import { connect } from "../server.ts";
-import { HmacKey } from "../handshake.ts";
+
+/** A condition the benchmark reports in one line and exits on. */
+export class BenchError extends Error {
+  /** The exit code: 2 for a bad command line, 1 otherwise. */
+  exitCode: number;
+  /** Creates the error. */
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.name = "BenchError";
+    this.exitCode = exitCode;
+  }
+}
+
+const BENCH = new URL(".", import.meta.url).pathname;
+/** Where the tools and results go (gitignored). */
+export const RESULTS: string = `${BENCH}results/`;
+
+/** Paths of the built tools. */
+export interface Tools {
+  /** The load generator. */
+  connload: string;
+  /** The silent-socket flooder. */
+  flood: string;
+}
+
+/** Finds `name` on PATH; null when absent. */
+export function which(name: string): string | null {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      const path = `${dir}/${name}`;
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+function mtime(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).mtime?.getTime();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Compiles `bench/connload.c` and `bench/flood.c` into `bench/results/`
+ * unless an up-to-date binary is there.
+ *
+ * @throws {BenchError} When gcc or OpenSSL's headers are missing, or the
+ * build fails.
+ */
+export async function buildTools(
+  log: (line: string) => void = () => {},
+): Promise<Tools> {
+  Deno.mkdirSync(RESULTS, { recursive: true });
+  const tools: Tools = {
+    connload: `${RESULTS}connload`,
+    flood: `${RESULTS}flood`,
+  };
+  const builds = [
+    { source: `${BENCH}connload.c`, out: tools.connload, libs: ["-lcrypto"] },
+    { source: `${BENCH}flood.c`, out: tools.flood, libs: [] },
+  ];
+  for (const { source, out, libs } of builds) {
+    const built = mtime(out);
+    if (built !== undefined && built >= (mtime(source) ?? Infinity)) continue;
+    const gcc = which("gcc") ?? which("cc");
+    if (!gcc) {
+      throw new BenchError(
+        "Cannot build the load generator: gcc not found; install it (Debian/Ubuntu: apt-get install gcc libssl-dev; Fedora: dnf install gcc openssl-devel)",
+      );
+    }
+    log(`building ${out}`);
+    const name = source.slice(BENCH.length);
+    const { success, stderr } = await runBounded(
+      gcc,
+      ["-O2", "-Wall", "-o", out, source, ...libs, "-lm"],
+      60_000,
+    );
+    if (!success) {
+      const text = new TextDecoder().decode(stderr);
+      if (/openssl\/\S+\.h: No such file/.test(text)) {
+        throw new BenchError(
+          `Cannot build bench/${name}: OpenSSL's headers are missing; install them (Debian/Ubuntu: apt-get install libssl-dev; Fedora: dnf install openssl-devel; OpenSSL 3 or later)`,
+        );
+      }
+      if (/cannot find -lcrypto/.test(text)) {
+        throw new BenchError(
+          `Cannot build bench/${name}: libcrypto not found; install OpenSSL's development package (Debian/Ubuntu: apt-get install libssl-dev)`,
+        );
+      }
+      const first = text.split("\n").find((line) => /error/.test(line)) ??
+        text.split("\n")[0];
+      throw new BenchError(`Cannot build bench/${name}: ${first.trim()}`);
+    }
+  }
+  return tools;
+}
+
+const children = new Set<Deno.ChildProcess>();
+
+/** Registers a child so {@linkcode killAll} ends it. */
+export function track(child: Deno.ChildProcess): Deno.ChildProcess {
+  children.add(child);
+  child.status.finally(() => children.delete(child));
+  return child;
+}
+
+/** Kills a child: SIGTERM, then SIGKILL after `grace` ms; waits for it. */
+export async function kill(
+  child: Deno.ChildProcess,
+  grace = 3000,
+): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // already exited
+  }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+  }, grace);
+  try {
+    await child.status;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Kills every tracked child (on exit, error or signal). */
+export async function killAll(): Promise<void> {
+  await Promise.all([...children].map((child) => kill(child, 1000)));
+}
+
+/** Runs a command to its end, killed after `limit` ms; captures its output. */
+export async function runBounded(
+  command: string,
+  args: string[],
+  limit: number,
+  env: Record<string, string> = {},
+): Promise<Deno.CommandOutput & { killed: boolean }> {
+  const child = track(
+    new Deno.Command(command, {
+      args,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    kill(child, 1000);
+  }, limit);
+  try {
+    return Object.assign(await child.output(), { killed });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `[command, args]` run on `cpu` with taskset, or as is when `cpu` is null. */
+export function pinned(
+  cpu: number | null,
+  command: string,
+  args: string[],
+): [string, string[]] {
+  return cpu === null
+    ? [command, args]
+    : ["taskset", ["-c", String(cpu), command, ...args]];
+}
 
 /** Options for {@linkcode runLoad}. */
 export interface LoadOptions {
-  /** Server host. */
-  hostname?: string;
-  /** Server port. */
+  /** The server's port on 127.0.0.1. */
   port: number;
   /** Connections in all. */
-  total: number;
+  n: number;
   /** Connections at a time. */
-  concurrency: number;
-  /** Do the Cookbook handshake (false for the raw TCP server). */
-  auth: boolean;
-  /** The shared key (with `auth`). */
-  key?: string;
-  /** Deadline for one connection's exchange, ms. */
-  timeout?: number;
-  /** Stop starting new connections (and abort pending ones) after this, ms. */
-  timeLimit?: number;
+  c: number;
+  /** With the Cookbook handshake, or the echo alone. */
+  mode: "auth" | "raw";
+  /** The shared key (auth). */
+  key: string;
+  /** Per-connection deadline, seconds. */
+  deadline: number;
+  /** Start no connection after this many seconds. */
+  timeLimit: number;
+  /** CPU to pin the load generator to, or null. */
+  cpu: number | null;
+  /** Pause between a slot's connections, ms (a prober). */
+  interval?: number;
+  /** Also count the ok connections done within this many ms. */
+  within?: number;
+  /** List each connection's latency and failure reason. */
+  list?: boolean;
 }
 
-/** What {@linkcode runLoad} measured. */
+/** The JSON line of `connload`. */
 export interface LoadResult {
-  /** Exchanges that completed with the right echo. */
-  completed: number;
-  /** Exchanges that failed (refused, reset, wrong echo, timed out). */
+  /** Connections that got the right echo. */
+  ok: number;
+  /** Connections that failed (refused, reset, closed, past the deadline). */
   errors: number;
-  /** Wall time of the run, ms. */
-  elapsed: number;
-  /**
-   * Completed exchanges per second: handshakes per second, one per
-   * connection (connections per second without `auth`).
-   */
+  /** Of the errors, those past the deadline. */
+  timeouts: number;
+  /** Connections never started or cut off. */
+  unfinished: number;
+  /** Wall time of the run, seconds. */
+  elapsed_s: number;
+  /** Ok connections per second. */
   rate: number;
-  /** Median latency of an exchange, ms. */
-  p50: number;
-  /** 99th percentile latency, ms. */
-  p99: number;
-  /** Whether the time limit cut the run short. */
-  timedOut: boolean;
+  /** Latency of the ok connections, ms. */
+  p50_ms: number;
+  /** 99th percentile, ms. */
+  p99_ms: number;
+  /** Slowest ok connection, ms. */
+  max_ms: number;
+  /** The load generator's own CPU time, seconds. */
+  cpu_s: number;
+  /** Ok connections within `within` ms (when asked). */
+  within?: number;
+  /** The first failure's reason, or "". */
+  first_error: string;
+  /** Each connection's latency in start order, -1 for a failure (`list`). */
+  lat_ms?: number[];
+  /** Each connection's failure reason, "" when ok (`list`). */
+  fail?: string[];
 }
 
-const HELLO = new TextEncoder().encode("Hello World");
-
-async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const buffer = new Uint8Array(n);
-  let offset = 0;
-  while (offset < n) {
-    const count = await conn.read(buffer.subarray(offset));
-    if (count === null) throw new Error("the server closed the connection");
-    offset += count;
-  }
-  return buffer;
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
-}
-
-/** Runs the load and measures it. */
-export async function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const hostname = options.hostname ?? "127.0.0.1";
-  const timeout = options.timeout ?? 10_000;
-  const key = options.auth
-    ? await HmacKey.import(options.key ?? "", { hash: "SHA-256" })
-    : undefined;
-  const stop = new AbortController();
-  const limit = setTimeout(
-    () => stop.abort(new DOMException("time limit", "TimeoutError")),
-    options.timeLimit ?? 60_000,
+/**
+ * Runs `connload` once and returns its result.
+ *
+ * @throws {BenchError} When it fails, is killed or prints no result.
+ */
+export async function runLoad(
+  tools: Tools,
+  options: LoadOptions,
+): Promise<LoadResult> {
+  const args = [
+    "-d",
+    String(options.deadline),
+    "-T",
+    String(options.timeLimit),
+  ];
+  if (options.interval !== undefined) args.push("-i", String(options.interval));
+  if (options.within !== undefined) args.push("-w", String(options.within));
+  if (options.list) args.push("-L");
+  args.push(
+    String(options.port),
+    String(options.n),
+    String(options.c),
+    options.mode,
   );
-  const latencies = new Float64Array(options.total);
-  let started = 0;
-  let completed = 0;
-  let errors = 0;
+  const [command, full] = pinned(options.cpu, tools.connload, args);
+  const limit = (options.timeLimit + options.deadline + 10) * 1000;
+  const out = await runBounded(command, full, limit, {
+    CONNAUTH_KEY: options.key,
+  });
+  const text = new TextDecoder().decode(out.stdout).trim();
+  const line = text.split("\n").findLast((l) => l.startsWith("{"));
+  if (!line) {
+    const why = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
+    throw new BenchError(
+      `Cannot measure port ${options.port}: connload ${
+        out.killed ? `was killed after ${limit / 1000} s` : `exited ${out.code}`
+      }${why ? `: ${why}` : ""}`,
+    );
+  }
+  return JSON.parse(line) as LoadResult;
+}
 
-  async function once(): Promise<void> {
-    const signal = AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)]);
-    const begin = performance.now();
-    let conn: Deno.TcpConn | undefined;
-    const onAbort = () => {
-      try {
-        conn?.close();
-      } catch {
-        // closed
-      }
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      conn = key
-        ? await connect({ hostname, port: options.port, key, timeout, signal })
-        : await Deno.connect({ hostname, port: options.port, signal });
-      if (signal.aborted) throw signal.reason;
-      await conn.write(HELLO);
-      const reply = await readExactly(conn, HELLO.length);
-      if (reply.some((byte, i) => byte !== HELLO[i])) {
-        throw new Error("wrong echo");
-      }
-      latencies[completed++] = performance.now() - begin;
-    } catch {
-      errors++;
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      onAbort();
+/** A status line of `flood`. */
+export interface FloodStatus {
+  /** Seconds since the flooder started. */
+  t: number;
+  /** Sockets connected and not closed by the server. */
+  held: number;
+  /** Sockets whose connect is in progress. */
+  connecting: number;
+  /** Sockets waiting to retry a failed connect. */
+  retrying: number;
+  /** Connects completed since the start. */
+  opened: number;
+  /** Sockets the server closed or reset (each re-opened at once). */
+  closed_by_server: number;
+  /** Failed connects. */
+  connect_errors: number;
+  /** The flooder's CPU time, seconds. */
+  cpu_s: number;
+  /** The first failure's reason, or "". */
+  first_error: string;
+  /** Set on the line printed once all sockets are first held. */
+  ready?: boolean;
+  /** Set on the last line. */
+  final?: boolean;
+}
+
+/** A running flooder. */
+export interface Flood {
+  /** Every status line so far. */
+  readonly statuses: FloodStatus[];
+  /**
+   * Resolves true once all sockets are held; false once the count held has
+   * not grown for a second (the server is not accepting them all: its
+   * listen backlog is full) or after `timeout` ms.
+   */
+  settle(timeout: number): Promise<boolean>;
+  /** Stops it; resolves to its last status line. */
+  stop(): Promise<FloodStatus | undefined>;
+}
+
+/** Options for {@linkcode startFlood}. */
+export interface FloodOptions {
+  /** The server's port on 127.0.0.1. */
+  port: number;
+  /** Source addresses, from 127.0.1.1 up. */
+  addresses: number;
+  /** Sockets per address. */
+  perAddress: number;
+  /** CPU to pin the flooder to, or null. */
+  cpu: number | null;
+  /** Stop on its own after this many seconds (a backstop). */
+  timeLimit: number;
+}
+
+/** Splits a byte stream into lines. */
+export async function* lines(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let end;
+    while ((end = rest.indexOf("\n")) >= 0) {
+      yield rest.slice(0, end);
+      rest = rest.slice(end + 1);
     }
   }
+  if (rest) yield rest;
+}
 
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: options.concurrency }, async () => {
-      while (started < options.total && !stop.signal.aborted) {
-        started++;
-        await once();
-      }
-    }),
+/** Starts `flood` against a port. */
+export function startFlood(tools: Tools, options: FloodOptions): Flood {
+  const [command, args] = pinned(options.cpu, tools.flood, [
+    "-a",
+    String(options.addresses),
+    "-s",
+    String(options.perAddress),
+    "-T",
+    String(options.timeLimit),
+    "-r",
+    "500",
+    String(options.port),
+  ]);
+  const child = track(
+    new Deno.Command(command, {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
   );
-  const elapsed = performance.now() - start;
-  const timedOut = stop.signal.aborted;
-  clearTimeout(limit);
-  const sorted = latencies.slice(0, completed).sort();
-  return {
-    completed,
-    errors,
-    elapsed,
-    rate: completed / (elapsed / 1000),
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
-    timedOut,
-  };
-}
-
-/** Sockets that connect and never send; reconnected when the server closes them. */
-export interface SilentSockets extends AsyncDisposable {
-  /** Sockets open now. */
-  readonly open: number;
-  /** Resolves once all have connected (once). */
-  readonly ready: Promise<void>;
-}
-
-/** Opens and holds `count` silent sockets against the server. */
-export function holdSilent(
-  port: number,
-  count: number,
-  hostname = "127.0.0.1",
-): SilentSockets {
-  const stop = new AbortController();
-  const conns = new Set<Deno.TcpConn>();
-  let connectedOnce = 0;
-  const ready = Promise.withResolvers<void>();
-  if (count === 0) ready.resolve();
-
-  async function holder(): Promise<void> {
-    let first = true;
-    while (!stop.signal.aborted) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await Deno.connect({ hostname, port, signal: stop.signal });
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        continue;
-      }
-      conns.add(conn);
-      if (first) {
-        first = false;
-        if (++connectedOnce === count) ready.resolve();
-      }
-      const buffer = new Uint8Array(1024);
-      try {
-        // Read (and ignore) what the server sends; never answer.
-        while ((await conn.read(buffer)) !== null);
-      } catch {
-        // reset, or closed by stop
-      }
-      conns.delete(conn);
-      try {
-        conn.close();
-      } catch {
-        // closed by stop
-      }
+  const statuses: FloodStatus[] = [];
+  const readyOnce = Promise.withResolvers<boolean>();
+  const reading = (async () => {
+    for await (const line of lines(child.stdout)) {
+      if (!line.startsWith("{")) continue;
+      const status = JSON.parse(line) as FloodStatus;
+      statuses.push(status);
+      if (status.ready) readyOnce.resolve(true);
     }
-  }
-
-  const holders: Promise<void>[] = [];
-  // Connect in batches so the listen backlog is never the bottleneck.
-  const opening = (async () => {
-    for (let i = 0; i < count; i++) {
-      holders.push(holder());
-      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20));
-    }
+    readyOnce.resolve(false);
   })();
-
+  const errors = new Response(child.stderr).text();
   return {
-    get open() {
-      return conns.size;
-    },
-    ready: ready.promise,
-    async [Symbol.asyncDispose]() {
-      await opening;
-      stop.abort();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // closed
+    statuses,
+    async settle(timeout) {
+      const deadline = Date.now() + timeout;
+      let ready = false;
+      readyOnce.promise.then((value) => ready = value);
+      // Status lines come every 500 ms.
+      while (!ready && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const last = statuses.slice(-3).filter((s) => !s.ready);
+        if (
+          last.length === 3 && last[0].t >= 1 &&
+          last[2].held <= last[0].held
+        ) {
+          break;
         }
       }
-      await Promise.all(holders);
+      return ready;
+    },
+    async stop() {
+      await kill(child);
+      await reading;
+      const status = await child.status;
+      const final = statuses.findLast((s) => s.final);
+      if (!final && status.code !== 0 && status.signal === null) {
+        const why = (await errors).trim().split("\n")[0];
+        throw new BenchError(
+          `Cannot flood port ${options.port}: flood exited ${status.code}${
+            why ? `: ${why}` : ""
+          }`,
+        );
+      }
+      return final ?? statuses.at(-1);
     },
   };
-}
-
-/** Formats a result as one line; `auth` false for a run without handshakes. */
-export function formatResult(result: LoadResult, auth = true): string {
-  return `${result.rate.toFixed(0)} ${
-    auth ? "handshakes/s" : "conn/s (no handshake)"
-  }, p50 ${result.p50.toFixed(2)} ms, p99 ${
-    result.p99.toFixed(2)
-  } ms, ${result.completed} ok, ${result.errors} errors${
-    result.timedOut ? " (time limit)" : ""
-  }`;
-}
-
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      hostname: { type: "string", default: "127.0.0.1" },
-      port: { type: "string" },
-      n: { type: "string", default: "5000" },
-      c: { type: "string", default: "50" },
-      "no-auth": { type: "boolean", default: false },
-      silent: { type: "string", default: "0" },
-      "time-limit": { type: "string", default: "60000" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help || values.port === undefined) {
-    console.log(
-      "Usage: CONNAUTH_KEY=k deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_KEY bench/load.ts --port N [--n 5000] [--c 50] [--no-auth] [--silent 0] [--time-limit 60000]",
-    );
-    Deno.exit(values.help ? 0 : 2);
-  }
-  const port = Number(values.port);
-  const auth = !values["no-auth"];
-  const key = auth ? Deno.env.get("CONNAUTH_KEY") : undefined;
-  if (auth && !key) {
-    console.error("Cannot run: set CONNAUTH_KEY (or pass --no-auth)");
-    Deno.exit(2);
-  }
-  await using silent = holdSilent(port, Number(values.silent), values.hostname);
-  await silent.ready;
-  const result = await runLoad({
-    hostname: values.hostname,
-    port,
-    total: Number(values.n),
-    concurrency: Number(values.c),
-    auth,
-    key,
-    timeLimit: Number(values["time-limit"]),
-  });
-  console.log(formatResult(result, auth));
 }
