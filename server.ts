@@ -92,6 +92,7 @@ import {
   type Verdict,
 } from "./_admission.ts";
 import { RateLimitedLog } from "./_log.ts";
+import { HmacSha256 } from "./_hmac_sha256.ts";
 import {
   checkKey,
   DEFAULTS,
@@ -644,9 +645,16 @@ type Handler<T> = (conn: T, info: ConnectionInfo) => void | Promise<void>;
 
 /** How the server authenticates, once the key is imported. */
 type Auth<T> =
-  | { hmac: HmacKey; challengeLength: number; authenticate?: undefined }
+  | {
+    hmac: HmacKey;
+    /** The synchronous MAC, for an HMAC-SHA-256 key given as bytes or text. */
+    mac: HmacSha256 | undefined;
+    challengeLength: number;
+    authenticate?: undefined;
+  }
   | {
     hmac?: undefined;
+    mac?: undefined;
     challengeLength?: undefined;
     authenticate: Authenticator<T>;
   };
@@ -706,6 +714,7 @@ class ServerImpl<T> implements Server {
   #handler: Handler<T>;
   #ready: Promise<Auth<T>>;
   #hmac: HmacKey | undefined;
+  #mac: HmacSha256 | undefined;
   #challengeLength = 0;
   #digestLength = 0;
   #authenticate: Authenticator<T> | undefined;
@@ -861,6 +870,7 @@ class ServerImpl<T> implements Server {
     }
     if (auth.hmac !== undefined) {
       this.#hmac = auth.hmac;
+      this.#mac = auth.mac;
       this.#challengeLength = auth.challengeLength;
       this.#digestLength = auth.hmac.digestLength;
     } else {
@@ -1136,8 +1146,9 @@ class ServerImpl<T> implements Server {
   /**
    * The Cookbook handshake on a socket read and written directly (the hot
    * path): a fresh challenge, exactly one digest back, verified in constant
-   * time (`HmacKey.verify`). Its deadline is the sweep's: a connection past
-   * it is closed, which ends a pending read.
+   * time (synchronously by _hmac_sha256.ts for HMAC-SHA-256 keys given as
+   * text or bytes, else `HmacKey.verify`). Its deadline is the sweep's: a
+   * connection past it is closed, which ends a pending read.
    */
   async #cookbook(conn: DenoConnLike, hmac: HmacKey): Promise<T> {
     const challenge = crypto.getRandomValues(
@@ -1159,7 +1170,11 @@ class ServerImpl<T> implements Server {
       }
       got += count;
     }
-    if (!(await hmac.verify(reply, challenge))) {
+    const mac = this.#mac;
+    const right = mac !== undefined
+      ? mac.verify(reply, challenge)
+      : await hmac.verify(reply, challenge);
+    if (!right) {
       throw new AuthenticationError(
         `Cannot authenticate the client: its reply does not match the challenge under our key (wrong key, or a hash other than ${hmac.hash})`,
         "wrong-key",
@@ -1484,11 +1499,25 @@ export function serve<T = ServerConn>(
     }
     ready = Promise.resolve({ authenticate });
   } else {
-    checkKey(options.key);
+    const key = options.key!;
+    checkKey(key);
     const challengeLength = checkChallengeLength(options.challengeLength);
-    ready = HmacKey.import(options.key!, { hash: options.hash }).then(
-      (hmac) => ({ hmac, challengeLength }),
-    );
+    // For HMAC-SHA-256 (the default) the handshakes use the synchronous MAC
+    // of _hmac_sha256.ts, which needs the raw key once; a CryptoKey or an
+    // HmacKey keeps its own (WebCrypto's verify, asynchronous).
+    const raw = typeof key === "string"
+      ? new TextEncoder().encode(key)
+      : key instanceof Uint8Array
+      ? key.slice()
+      : undefined;
+    ready = HmacKey.import(key, { hash: options.hash }).then(
+      (hmac) => {
+        const mac = raw !== undefined && hmac.hash === "SHA-256"
+          ? new HmacSha256(raw)
+          : undefined;
+        return { hmac, mac, challengeLength };
+      },
+    ).finally(() => raw?.fill(0));
     // Handled by the server (it rejects `finished`); avoid an unhandled
     // rejection before the server awaits it.
     ready.catch(() => {});
