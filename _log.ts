@@ -47,8 +47,12 @@ export class RateLimitedLog {
     return this.#suppressed;
   }
 
-  /** Prints `text` (after the prefix), or counts it when over the rate. */
-  line(text: string): void {
+  /**
+   * Prints `text` (after the prefix), or counts it when over the rate. A
+   * function is called only when the line is printed: a flood then costs a
+   * counter, not the formatting.
+   */
+  line(text: string | (() => string)): void {
     const now = this.#now();
     if (now - this.#windowStart >= 1000) {
       this.flush();
@@ -57,7 +61,9 @@ export class RateLimitedLog {
     }
     if (this.#count < this.#perSecond) {
       this.#count += 1;
-      this.#write(`${this.#prefix}${text}`);
+      this.#write(
+        `${this.#prefix}${typeof text === "function" ? text() : text}`,
+      );
     } else {
       this.#suppressed += 1;
     }

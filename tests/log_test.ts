@@ -37,6 +37,18 @@ Deno.test("RateLimitedLog prints at most perSecond lines a second and sums up th
   assert.equal(log.suppressed, 0);
 });
 
+Deno.test("RateLimitedLog formats a line given as a function only when it prints it", () => {
+  const { lines, log } = fakeLog(1);
+  let calls = 0;
+  const format = () => `call ${++calls}`;
+  log.line(format);
+  log.line(format);
+  log.line(format);
+  assert.equal(calls, 1);
+  assert.deepEqual(lines, ["connauth: call 1"]);
+  assert.equal(log.suppressed, 2);
+});
+
 Deno.test("RateLimitedLog.flush() prints the summary once, and nothing when nothing was suppressed", () => {
   const { lines, log } = fakeLog(1);
   log.flush();
