@@ -207,6 +207,8 @@ export interface AdmissionOptions {
 export class Admission<S extends Slot = Slot> {
   /** Connections pending now (waiting for a turn or handshaking). */
   pendingCount = 0;
+  /** Of those, waiting in their throttled address's queue. */
+  queuedCount = 0;
   #entries = new Map<string, AddressEntry>();
   /** Addresses with pending connections, the one to evict from first. */
   #heap: AddressEntry[] = [];
@@ -300,9 +302,11 @@ export class Admission<S extends Slot = Slot> {
       if (gate.queue.length >= this.#maxWaiting) {
         const dropped = gate.queue.shift()!;
         dropped.queued = false;
+        this.queuedCount -= 1;
         dropped.onTurn("dropped");
       }
       slot.queued = true;
+      this.queuedCount += 1;
       gate.queue.push(slot);
       this.#nextTurn(entry);
     }
@@ -394,6 +398,7 @@ export class Admission<S extends Slot = Slot> {
   #removePending(slot: Slot): void {
     if (slot.queued) {
       slot.queued = false;
+      this.queuedCount -= 1;
       const gate = slot.entry?.gate;
       if (gate) {
         const index = gate.queue.indexOf(slot);
@@ -509,6 +514,7 @@ export class Admission<S extends Slot = Slot> {
       entry.gate = undefined;
       for (const slot of gate.queue.splice(0)) {
         slot.queued = false;
+        this.queuedCount -= 1;
         slot.onTurn("unthrottled");
       }
       return;
@@ -523,6 +529,7 @@ export class Admission<S extends Slot = Slot> {
     gate.busy = true;
     const slot = gate.queue.shift()!;
     slot.queued = false;
+    this.queuedCount -= 1;
     slot.hasTurn = true;
     slot.onTurn("admitted");
   }

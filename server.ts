@@ -734,8 +734,6 @@ class ServerImpl<T> implements Server {
   #closing = false;
   #stopping = new AbortController();
   #open = 0;
-  #handshaking = 0;
-  #waiting = 0;
   #active = 0;
   #accepted = 0;
   #authenticated = 0;
@@ -799,8 +797,8 @@ class ServerImpl<T> implements Server {
   get stats(): ServerStats {
     return {
       open: this.#open,
-      handshaking: this.#handshaking,
-      waiting: this.#waiting,
+      handshaking: this.#admission.pendingCount - this.#admission.queuedCount,
+      waiting: this.#admission.queuedCount,
       active: this.#active,
       accepted: this.#accepted,
       authenticated: this.#authenticated,
@@ -1082,9 +1080,7 @@ class ServerImpl<T> implements Server {
     try {
       if (verdict === "wait") {
         c.phase = "waiting";
-        this.#waiting += 1;
         const outcome = await c.waitTurn();
-        this.#waiting -= 1;
         if (outcome === "ended") return this.#reportEnded(c);
         if (outcome === "dropped") {
           if (!this.#closing) this.#refuseDropped(c);
@@ -1092,18 +1088,15 @@ class ServerImpl<T> implements Server {
         }
       }
       c.phase = "handshake";
-      this.#handshaking += 1;
       let result: T;
       try {
         result = this.#hmac !== undefined && isDenoConnLike(c.conn)
           ? await this.#cookbook(c.conn, this.#hmac)
           : await this.#custom(c);
       } catch (error) {
-        this.#handshaking -= 1;
         this.#handshakeFailed(c, error);
         return;
       }
-      this.#handshaking -= 1;
       if (c.ended !== undefined) return this.#reportEnded(c);
       this.#admission.authenticated(c);
       if (this.#closing) return;

@@ -205,11 +205,13 @@ Deno.test("Admission throttles an address after a failure: one handshake at a ti
   assert.equal(second.verdict, "wait");
   assert.equal(third.verdict, "wait");
   assert.equal(admission.pendingCount, 2); // waiting ones count as pending
+  assert.equal(admission.queuedCount, 2);
   clock.advanceTo(99);
   assert.deepEqual(second.slot.outcomes, []);
   clock.advanceTo(100);
   assert.deepEqual(second.slot.outcomes, ["admitted"]);
   assert.ok(second.slot.hasTurn);
+  assert.equal(admission.queuedCount, 1);
   assert.deepEqual(third.slot.outcomes, []); // one at a time
   // A success passes the turn on at once, and adds no pause.
   admission.authenticated(second.slot);
@@ -289,11 +291,13 @@ Deno.test("Admission drops the oldest waiting connection past maxWaiting", () =>
   assert.equal(c.verdict, "wait");
   assert.deepEqual(a.outcomes, ["dropped"]);
   assert.equal(a.queued, false);
+  assert.equal(admission.queuedCount, 2);
   admission.release(a);
   // Releasing a queued connection (its deadline, or an eviction) takes it
   // out of the queue.
   admission.release(b);
   assert.equal(admission.pendingCount, 1);
+  assert.equal(admission.queuedCount, 1);
   assert.equal(admission.victim(), c.slot);
 });
 
