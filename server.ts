@@ -972,17 +972,16 @@ class ServerImpl<T> implements Server {
       if (victim === undefined) return;
       this.#evicted += 1;
       if (this.#log !== undefined) {
-        const entry = victim.entry!;
-        this.#log.line(
+        const { pending, key } = victim.entry!;
+        const age = Math.round(this.#admission.clock.now() - victim.since);
+        const limit = overHandshakes
+          ? `maxHandshakes ${this.#maxHandshakes}`
+          : `maxConnections ${this.#maxConnections}`;
+        // Formatted only when printed: a flood costs a counter here.
+        this.#log.line(() =>
           `${
             formatAddr(victim.remoteAddr)
-          }: refused: closing the oldest of the ${entry.pending} connections from ${entry.key} that have not authenticated (the most of any address), after ${
-            Math.round(this.#admission.clock.now() - victim.since)
-          } ms, to make room (${
-            overHandshakes
-              ? `maxHandshakes ${this.#maxHandshakes}`
-              : `maxConnections ${this.#maxConnections}`
-          })`,
+          }: refused: closing the oldest of the ${pending} connections from ${key} that have not authenticated (the most of any address), after ${age} ms, to make room (${limit})`
         );
       }
       this.#refused(victim, "evicted");
@@ -1264,24 +1263,23 @@ class ServerImpl<T> implements Server {
   ): void {
     if (this.#log === undefined) return this.#refused(c, reason);
     if (reason === "max-per-address") {
-      const { open } = this.#admission.countOf(key);
+      const already = this.#admission.countOf(key).open - 1;
       return this.#refuse(
         c,
         reason,
-        `${open - 1} connections from ${key} already open (maxPerAddress ${
-          open - 1
-        })`,
+        () =>
+          `${already} connections from ${key} already open (maxPerAddress ${already})`,
       );
     }
     const record = this.#admission.recordOf(key);
+    const now = this.#admission.clock.now();
     this.#refuse(
       c,
       reason,
-      `${key} is refused for ${
-        Math.ceil(
-          ((record?.bannedUntil ?? 0) - this.#admission.clock.now()) / 1000,
-        )
-      } s more after ${record?.failures ?? 0} authentication failures`,
+      () =>
+        `${key} is refused for ${
+          Math.ceil(((record?.bannedUntil ?? 0) - now) / 1000)
+        } s more after ${record?.failures ?? 0} authentication failures`,
     );
   }
 
@@ -1298,8 +1296,17 @@ class ServerImpl<T> implements Server {
     );
   }
 
-  #refuse(c: Connection, reason: RefuseReason, detail: string): void {
-    this.#log?.line(`${formatAddr(c.remoteAddr)}: refused: ${detail}`);
+  /** Logs (`detail` formatted only when printed) and tells `onRefuse`. */
+  #refuse(
+    c: Connection,
+    reason: RefuseReason,
+    detail: string | (() => string),
+  ): void {
+    this.#log?.line(() =>
+      `${formatAddr(c.remoteAddr)}: refused: ${
+        typeof detail === "function" ? detail() : detail
+      }`
+    );
     this.#refused(c, reason);
   }
 
@@ -1344,16 +1351,16 @@ class ServerImpl<T> implements Server {
   }
 
   #report(error: unknown, info: ServeErrorInfo, then?: string): void {
-    if (this.#log !== undefined) {
+    this.#log?.line(() => {
       const where = info.remoteAddr ? `${formatAddr(info.remoteAddr)}: ` : "";
       const detail = info.phase === "handler" && error instanceof Error &&
           error.stack
         ? error.stack
         : describe(error);
-      this.#log.line(
-        `${where}${info.phase} failed: ${detail}${then ? `; ${then}` : ""}`,
-      );
-    }
+      return `${where}${info.phase} failed: ${detail}${
+        then ? `; ${then}` : ""
+      }`;
+    });
     this.#hook("onError", error, info);
   }
 
