@@ -623,6 +623,19 @@ const ABANDON_AFTER = 1000;
  */
 const SWEEP_SLACK = 1;
 
+/**
+ * Most connections the deadline sweep closes at once; more due wait
+ * SWEEP_PAUSE ms. Silent sockets opened together expire together, and a
+ * flood re-opens each as soon as it is closed: closing thousands at once
+ * would bring them back at once, past the listen backlog (511 in Deno), and
+ * the kernel would drop good clients' SYNs with theirs (a 1 s retransmit).
+ * At most 64 in any window of 10 ms (6,400 a second) they come back at a
+ * pace the accept loop keeps up with, at the price of closing some late.
+ */
+const SWEEP_BATCH = 64;
+/** The deadline sweep's window, in ms: at most SWEEP_BATCH closes in one. */
+const SWEEP_PAUSE = 10;
+
 function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
@@ -745,6 +758,9 @@ class ServerImpl<T> implements Server {
   #loop: AcceptLoop<ServerConn> | undefined;
   #idle: (() => void) | undefined;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Start of the sweep's current window, and how many it closed in it. */
+  #sweepWindow = -Infinity;
+  #swept = 0;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #abandonTimer: ReturnType<typeof setTimeout> | undefined;
   #graceOver = false;
@@ -1001,9 +1017,21 @@ class ServerImpl<T> implements Server {
   /** Ends every pending connection past its deadline; re-arms the timer. */
   #sweep = (): void => {
     this.#sweepTimer = undefined;
-    const now = this.#admission.clock.now() + SWEEP_SLACK;
+    const clockNow = this.#admission.clock.now();
+    if (clockNow - this.#sweepWindow >= SWEEP_PAUSE) {
+      this.#sweepWindow = clockNow;
+      this.#swept = 0;
+    }
+    const now = clockNow + SWEEP_SLACK;
     let c = this.#admission.firstPending();
     while (c !== undefined && c.deadline <= now) {
+      if (this.#swept === SWEEP_BATCH) {
+        // More are due: the next batch when this window of SWEEP_PAUSE ms
+        // ends.
+        this.#armSweep(this.#sweepWindow + SWEEP_PAUSE);
+        return;
+      }
+      this.#swept += 1;
       this.#end(c, "timeout");
       c = this.#admission.firstPending();
     }

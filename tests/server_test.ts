@@ -310,6 +310,46 @@ Deno.test("serve() serves a good client within a second while 200 silent sockets
   }
 });
 
+Deno.test("serve() closes silent sockets that expire together at most 64 per 10 ms, so that a flood does not come back at once", async () => {
+  // 200 clients wait in the listen backlog before the server starts: it
+  // accepts them all within a few ms, so their deadlines fall together.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const silent = await Promise.all(
+    Array.from(
+      { length: 200 },
+      () => Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    ),
+  );
+  const closedAt: number[] = [];
+  try {
+    await using server = serve({
+      listener,
+      key: KEY,
+      log: false,
+      handshakeTimeout: 300,
+      maxPerAddress: 1000,
+      onError: () => closedAt.push(performance.now()),
+    }, echo);
+    await waitFor(() => server.stats.accepted === 200, 5000, "200 accepted");
+    await waitFor(() => closedAt.length === 200, 5000, "200 expired");
+    // 64 in one window of 10 ms, 64 in the next, ...: never more than 128
+    // within 10 ms, and four windows in all.
+    for (let i = 0; i + 128 < closedAt.length; i++) {
+      const gap = closedAt[i + 128] - closedAt[i];
+      assert.ok(
+        gap >= 9,
+        `closes ${i} and ${i + 128} ${gap.toFixed(1)} ms apart`,
+      );
+    }
+    const spread = closedAt[199] - closedAt[0];
+    assert.ok(spread >= 25, `200 closed within ${spread.toFixed(1)} ms`);
+    await Promise.all(silent.map((conn) => waitClosed(conn, 5000)));
+    assert.equal(server.stats.open, 0);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
 Deno.test("serve() pauses an address after each wrong key, doubling up to maxDelay, and a good client from it waits its turn", async () => {
   const failures: AuthFailureInfo[] = [];
   await using server = echoServer({
