@@ -13,7 +13,7 @@ export const DEFAULTS = {
   port: 0,
   handshakeTimeout: 10_000,
   maxConnections: 10_000,
-  maxHandshakes: 2_000,
+  maxHandshakes: 10_000,
   maxPerAddress: 256,
   ipv6Prefix: 64,
   gracePeriod: 5_000,

@@ -444,7 +444,8 @@ export interface ServeOptions<T = ServerConn> {
   maxConnections?: number;
   /**
    * Most connections not yet authenticated at once (in their handshake, or
-   * waiting for a throttled address's turn).
+   * waiting for a throttled address's turn). With the default, as many as
+   * `maxConnections`: every descriptor may be held by one.
    *
    * The server never stops accepting at this limit. When one more arrives,
    * it closes the oldest unauthenticated connection of the address that
@@ -456,17 +457,23 @@ export interface ServeOptions<T = ServerConn> {
    * connection of its address: silent sockets from other addresses are
    * closed before it, and it is picked only when every other address holds
    * at most one, older than its own (a flood from more than `maxHandshakes`
-   * addresses). On loopback on a shared 2-core machine, with the defaults,
-   * a good client was served within 1 s every time while 64 addresses x 64
-   * silent sockets, or 8 x 256, were held and re-opened as soon as they
-   * were closed (`deno task bench:server --flood`).
+   * addresses). Authenticated connections are never picked.
    *
-   * What a flood costs is then the churn: each connection it opens past the
-   * budget costs one accept and one close. Raise the limit (memory: a few
-   * KiB a silent socket, plus a descriptor) to hold a larger flood without
-   * churn, lower `handshakeTimeout` to free silent sockets sooner.
+   * Holding a silent socket is cheap (about 7 KiB and a descriptor, until
+   * its deadline); closing one that its client re-opens at once is not:
+   * each re-open costs an accept and a close. On loopback on a shared
+   * 2-core machine (server on one core; a C flooder and the good client on
+   * the other), `examples/echo_server.ts` with the defaults served a good
+   * client from another address in 5 to 140 ms, probe after probe, while 64
+   * addresses x 64 silent sockets, or 8 x 256, were held and re-opened as
+   * soon as they were closed. With `maxHandshakes: 2000` under the same 64 x
+   * 64 flood, the re-opens kept the server's core busy (about 14,000 a
+   * second), the listen backlog overflowed, and good clients waited 0.4 to
+   * 1.6 s for the kernel to retransmit their SYN, or gave up. So size this
+   * (and `maxConnections`) for the floods you expect, and lower
+   * `handshakeTimeout` to free silent sockets sooner.
    *
-   * @default {2000}
+   * @default {10000}
    */
   maxHandshakes?: number;
   /**
