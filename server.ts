@@ -1427,6 +1427,23 @@ class ServerImpl<T> implements Server {
  * what it resolves to. After the handler settles the server closes the
  * connection (a handler that closed it already is fine).
  *
+ * What `serve()` adds to a bare accept-and-handshake loop is bookkeeping:
+ * no timer, abort signal or extra task per connection (one timer serves
+ * every handshake deadline), and for an HMAC-SHA-256 key given as text or
+ * bytes a synchronous MAC instead of `crypto.subtle.verify`. Measured with
+ * a C client (connect, handshake, 11-byte echo, close; 64 at a time) on
+ * its own core, `examples/echo_server.ts` served 0.76 times as many
+ * connections a second as a plain `Deno.listen` read/write echo with no
+ * authentication, 1.17 times a bare loop doing the same handshake with
+ * `crypto.subtle.verify`, and 2.8 times Python's threaded recipe.
+ *
+ * The handler's idiom matters as much: with `serve()`'s own listener the
+ * connection is a `Deno.Conn`, and a `conn.read()` / `conn.write()` loop
+ * (see {@linkcode ServerConn.read}) serves about 40% more connections a
+ * second than `conn.readable.pipeTo(conn.writable)`, which goes through
+ * the stream machinery for every chunk. `examples/echo_server.ts` shows the
+ * loop, with a fallback for stream-only connections.
+ *
  * | event | what the server does |
  * | --- | --- |
  * | handshake succeeds | `onConnection`, then the handler |
