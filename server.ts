@@ -951,36 +951,33 @@ class ServerImpl<T> implements Server {
     const c = new Connection(conn);
     this.#addLive(c);
     try {
+      // Throws for a socket that died between accept and here.
       c.remoteAddr = conn.remoteAddr;
       c.localAddr = conn.localAddr;
-    } catch (error) {
-      // A socket that died between accept and here.
-      this.#report(error, { phase: "accept" });
-      this.#close(c);
-      this.#removeLive(c);
-      return;
-    }
-    if (this.#noDelay) setNoDelay(conn);
-    const key = addressKey(c.remoteAddr, this.#ipv6Prefix);
-    const verdict = this.#admission.admit(c, key);
-    if (verdict === "max-per-address" || verdict === "banned") {
-      this.#refuseAtAccept(c, verdict, key);
-      this.#close(c);
-      this.#removeLive(c);
-      return;
-    }
-    if (this.#sweepTimer === undefined) this.#armSweep(c.deadline);
-    if (
-      this.#admission.pendingCount > this.#maxHandshakes ||
-      this.#open > this.#maxConnections
-    ) {
-      this.#makeRoom();
-      if (c.closed) {
-        this.#removeLive(c);
-        return;
+      const key = addressKey(c.remoteAddr, this.#ipv6Prefix);
+      const verdict = this.#admission.admit(c, key);
+      if (verdict === "max-per-address" || verdict === "banned") {
+        this.#refuseAtAccept(c, verdict, key);
+      } else {
+        if (this.#sweepTimer === undefined) this.#armSweep(c.deadline);
+        if (
+          this.#admission.pendingCount > this.#maxHandshakes ||
+          this.#open > this.#maxConnections
+        ) {
+          this.#makeRoom();
+        }
+        if (!c.closed) {
+          // Only for the connections kept: a refused one costs no more.
+          if (this.#noDelay) setNoDelay(conn);
+          void this.#serve(c, verdict);
+          return;
+        }
       }
+    } catch (error) {
+      this.#report(error, { phase: "accept", remoteAddr: c.remoteAddr });
     }
-    void this.#serve(c, verdict);
+    this.#close(c);
+    this.#removeLive(c);
   }
 
   /**
