@@ -7,21 +7,41 @@
 // order, one at a time), a silence deadline and a whole-request deadline
 // that both pause while the handler runs.
 //
-// Refusals: 400 (malformed request line or header, bad or duplicate
-// Content-Length, Content-Length with Transfer-Encoding, a body that ends
-// early), 408 (request deadline passed after some bytes), 413 (body over the
-// limit), 414 (request line over the header limit), 431 (header section too
-// large or too many headers), 501 (a transfer coding other than chunked),
-// 505 (HTTP version other than 1.0 / 1.1). Every refusal closes the
-// connection. Private: not exported from mod.ts.
+// Costs are linear in the bytes the client sent: received bytes are copied
+// into one buffer that grows by doubling (a head trickled byte by byte is
+// scanned once, never from the start again); a body is copied once into a
+// buffer that grows with the bytes received, up to its `Content-Length` or
+// `maxBodySize`, so a request holds at most a few times `maxBodySize` plus
+// `maxHeaderSize`, however it is split. A chunked body may have at most
+// `max(1024, maxBodySize / 16)` chunks and `maxBodySize + maxHeaderSize`
+// bytes of framing (size lines, extensions, CRLFs); its trailers are
+// validated like header lines and bounded by the header limits.
+//
+// Refusals: 400 (malformed request line, header or trailer line, a bare CR
+// or LF, bad or duplicate Content-Length, Content-Length with
+// Transfer-Encoding, chunked not the final transfer coding, a bad Host, a
+// body that ends early), 408 (request deadline passed after some bytes), 413
+// (body, chunk count or chunk framing over the limit), 414 (request line over
+// the header limit), 431 (header or trailer section too large or too many
+// lines), 501 (a transfer coding other than chunked, a method that a
+// `Request` cannot carry: CONNECT, TRACE, TRACK, or a standard method not in
+// upper case), 505 (HTTP version other than 1.0 / 1.1). Every refusal closes
+// the connection: after a refusal sent before the request was read whole
+// (all but 408), the server half-closes and reads and drops what the client
+// still sends (RFC 9112, 9.6), for at most `lingerBytes`, `keepAliveTimeout`
+// of silence and `requestTimeout` in all, so that the client reads the
+// response instead of a reset. Private: not exported from mod.ts.
 
 import { closeQuietly } from "./_io.ts";
 
 /** A connection to serve: the parts of a `Deno.Conn` / `TlsServerConn` used. */
 export interface Http1Conn {
   readonly readable: ReadableStream<Uint8Array>;
+  /** Closing it ends our side (a `TlsServerConn` half-closes). */
   readonly writable: WritableStream<Uint8Array>;
   close(): void;
+  /** Half-closes, where closing `writable` would close it all (`Deno.Conn`). */
+  closeWrite?(): Promise<void>;
 }
 
 /** Limits and deadlines, all already validated. */
@@ -33,9 +53,22 @@ export interface Http1Options {
   keepAliveTimeout: number;
   /** Added to keepAliveTimeout: the deadline for a whole request, ms. */
   requestTimeout: number;
-  /** `https://host:port/`, the base of request URLs. */
+  /**
+   * After a refusal, most bytes read and dropped before closing; default
+   * the larger of `maxBodySize` and {@linkcode LINGER_BYTES}.
+   */
+  lingerBytes?: number;
+  /** `https://host:port/`, the scheme and the authority of request URLs. */
   base: string;
+  /**
+   * Called with an error no request should cause: a throw in parsing or in
+   * the handler (the client gets 500 and the connection is closed).
+   */
+  onError?: (error: unknown) => void;
 }
+
+/** After a refusal, bytes read and dropped at least, before closing. */
+export const LINGER_BYTES = 16 * 1024 * 1024;
 
 /** A response, its body read whole. */
 export interface Http1Response {
@@ -59,6 +92,14 @@ export class HttpRefusal extends Error {
   }
 }
 
+/** The connection failed under us (a reset, a write to a closed peer). */
+class ConnectionGone extends Error {
+  constructor(cause: unknown) {
+    super("Cannot serve the connection: it failed", { cause });
+    this.name = "ConnectionGone";
+  }
+}
+
 /** The parsed head of a request. */
 export interface RequestHead {
   method: string;
@@ -67,6 +108,8 @@ export interface RequestHead {
   minor: 0 | 1;
   /** Header names as sent, values trimmed, in order. */
   headers: [string, string][];
+  /** The Host header's value (checked: host and optional port), or null. */
+  host: string | null;
   /** Body length, or -1 for a chunked body. */
   contentLength: number;
   keepAlive: boolean;
@@ -111,27 +154,48 @@ const TARGET = /^[\x21-\x7e]+$/;
 // Field values: visible ASCII, obs-text, space and tab; no other controls.
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+// A Host value: uri-host [":" port] (RFC 9110, 7.2), no userinfo.
+const HOST =
+  /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$/;
+// Methods a `Request` upper-cases (so "post" would be served as POST) and
+// methods it refuses to carry.
+const NORMALIZED = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
+const FORBIDDEN = new Set(["CONNECT", "TRACE", "TRACK"]);
+const CR = 13;
+const LF = 10;
+/** Longest chunk-size line (size and extensions), in bytes. */
+const CHUNK_LINE_MAX = 1024;
+/** First size of a body buffer; it doubles as bytes arrive. */
+const FIRST_BODY_BUFFER = 16 * 1024;
+const EMPTY = new Uint8Array(0);
 const latin1 = new TextDecoder("latin1");
 
-/** Where `\r\n\r\n` starts in `bytes` at or after `from`, or -1. */
-function findHeadEnd(bytes: Uint8Array, from: number): number {
-  for (let i = Math.max(0, from); i + 3 < bytes.length; i++) {
-    if (
-      bytes[i] === 13 && bytes[i + 1] === 10 &&
-      bytes[i + 2] === 13 && bytes[i + 3] === 10
-    ) return i;
+/** Parses one header or trailer line into its name and trimmed value. */
+function fieldLine(line: string, what: string): [string, string] {
+  const colon = line.indexOf(":");
+  const name = colon > 0 ? line.slice(0, colon) : "";
+  if (!TOKEN.test(name)) {
+    throw new HttpRefusal(
+      400,
+      line.startsWith(" ") || line.startsWith("\t")
+        ? `Cannot parse the request: folded ${what} lines are not accepted`
+        : `Cannot parse the request: a ${what} line is not NAME: VALUE`,
+    );
   }
-  return -1;
+  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+  if (BAD_VALUE.test(value)) {
+    throw new HttpRefusal(
+      400,
+      `Cannot parse the request: ${what} "${name}" holds a control character`,
+    );
+  }
+  return [name, value];
 }
 
-function indexOfCrlf(bytes: Uint8Array, from: number, to: number): number {
-  for (let i = from; i + 1 < to; i++) {
-    if (bytes[i] === 13 && bytes[i + 1] === 10) return i;
-  }
-  return -1;
-}
-
-/** Parses a request head (request line and header lines, no final CRLF). */
+/**
+ * Parses a request head (request line and header lines, no final CRLF).
+ * Pure: throws an HttpRefusal for anything it does not accept.
+ */
 export function parseHead(text: string, maxHeaderCount: number): RequestHead {
   const lines = text.split("\r\n");
   const requestLine = lines[0];
@@ -165,6 +229,21 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
       "Cannot parse the request: the request line does not end in HTTP/1.x",
     );
   }
+  // Methods are case-sensitive (RFC 9110, 9.1), but a `Request` upper-cases
+  // six of them: "post" is not POST, and cannot be handed on as itself.
+  const upper = method.toUpperCase();
+  if (FORBIDDEN.has(upper) || (NORMALIZED.has(upper) && method !== upper)) {
+    throw new HttpRefusal(
+      501,
+      `Cannot serve the request: method ${
+        JSON.stringify(method)
+      } is not supported${
+        FORBIDDEN.has(upper)
+          ? ""
+          : `; methods are case-sensitive: send ${upper}`
+      }`,
+    );
+  }
   if (
     !target.startsWith("/") && !/^https?:\/\//i.test(target) &&
     !(target === "*" && method === "OPTIONS")
@@ -187,26 +266,10 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
   let transferEncoding: string | null = null;
   let connection = "";
   let hosts = 0;
+  let host: string | null = null;
   let expectContinue = false;
   for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    const colon = line.indexOf(":");
-    const name = colon > 0 ? line.slice(0, colon) : "";
-    if (!TOKEN.test(name)) {
-      throw new HttpRefusal(
-        400,
-        line.startsWith(" ") || line.startsWith("\t")
-          ? "Cannot parse the request: folded header lines are not accepted"
-          : "Cannot parse the request: a header line is not NAME: VALUE",
-      );
-    }
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
-    if (BAD_VALUE.test(value)) {
-      throw new HttpRefusal(
-        400,
-        `Cannot parse the request: header "${name}" holds a control character`,
-      );
-    }
+    const [name, value] = fieldLine(lines[i], "header");
     headers.push([name, value]);
     switch (name.toLowerCase()) {
       case "content-length":
@@ -228,16 +291,31 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
         break;
       case "host":
         hosts++;
+        host = value;
         break;
       case "expect":
         if (value.toLowerCase() === "100-continue") expectContinue = true;
         break;
     }
   }
-  if (minor === 1 && hosts !== 1) {
+  if (hosts > 1 || (minor === 1 && hosts !== 1)) {
     throw new HttpRefusal(
       400,
-      `Cannot parse the request: HTTP/1.1 needs exactly one Host header, got ${hosts}`,
+      `Cannot parse the request: ${
+        minor === 1
+          ? "HTTP/1.1 needs exactly one Host header"
+          : "HTTP/1.0 allows one Host header at most"
+      }, got ${hosts}`,
+    );
+  }
+  // RFC 9112, 3.2: a Host that is not host[:port] is a 400. An empty one
+  // names no authority: request URLs then take the server's.
+  if (host !== null && host !== "" && !HOST.test(host)) {
+    throw new HttpRefusal(
+      400,
+      `Cannot parse the request: the Host header ${
+        JSON.stringify(host)
+      } is not a host and optional port`,
     );
   }
   let length = 0;
@@ -248,7 +326,21 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
         "Cannot parse the request: Transfer-Encoding with Content-Length or on HTTP/1.0",
       );
     }
-    if (transferEncoding.toLowerCase() !== "chunked") {
+    // RFC 9112, 6.3: unless chunked is the final coding (and only there),
+    // the body's length cannot be known: 400. Other codings: 501.
+    const codings = transferEncoding.split(",").map((coding) =>
+      coding.trim().toLowerCase()
+    ).filter((coding) => coding !== "");
+    const chunked = codings.filter((coding) => coding === "chunked").length;
+    if (chunked !== 1 || codings.at(-1) !== "chunked") {
+      throw new HttpRefusal(
+        400,
+        `Cannot parse the request: Transfer-Encoding ${
+          JSON.stringify(transferEncoding)
+        } does not end in chunked (once), so the body's length is unknown`,
+      );
+    }
+    if (codings.length > 1) {
       throw new HttpRefusal(
         501,
         `Cannot serve the request: transfer coding ${
@@ -277,16 +369,56 @@ export function parseHead(text: string, maxHeaderCount: number): RequestHead {
     target,
     minor,
     headers,
+    host,
     contentLength: length,
     keepAlive,
     expectContinue,
   };
 }
 
+/** A buffer for one body: grows by doubling with the bytes, up to `cap`. */
+class BodyBuffer {
+  #bytes: Uint8Array;
+  #cap: number;
+  size = 0;
+
+  constructor(cap: number) {
+    this.#cap = cap;
+    this.#bytes = new Uint8Array(Math.min(cap, FIRST_BODY_BUFFER));
+  }
+
+  /** Appends `bytes`; the caller keeps `size + bytes.length <= cap`. */
+  push(bytes: Uint8Array): void {
+    const need = this.size + bytes.length;
+    if (need > this.#bytes.length) {
+      const grown = new Uint8Array(
+        Math.min(this.#cap, Math.max(2 * this.#bytes.length, need)),
+      );
+      grown.set(this.#bytes.subarray(0, this.size));
+      this.#bytes = grown;
+    }
+    this.#bytes.set(bytes, this.size);
+    this.size = need;
+  }
+
+  /** The body: a view of `size` bytes (a `Request` copies its body). */
+  bytes(): Uint8Array {
+    return this.#bytes.subarray(0, this.size);
+  }
+}
+
 /** Buffered reads from a byte stream, with a hook called on every chunk. */
 export class Http1Reader {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #buffer: Uint8Array = new Uint8Array(0);
+  // Unconsumed bytes are #buffer[#start, #end). Appends copy each received
+  // byte once (amortized): the buffer doubles when full, and is compacted
+  // only when that frees at least half of it. A chunk that arrives when
+  // nothing is held becomes the buffer as it is (#owned false: it is never
+  // written to).
+  #buffer: Uint8Array = EMPTY;
+  #owned = false;
+  #start = 0;
+  #end = 0;
   #onBytes: () => void;
 
   constructor(readable: ReadableStream<Uint8Array>, onBytes: () => void) {
@@ -296,68 +428,128 @@ export class Http1Reader {
 
   /** Bytes received and not consumed yet. */
   get buffered(): number {
-    return this.#buffer.length;
+    return this.#end - this.#start;
+  }
+
+  /** The next chunk from the stream, or null on EOF. */
+  async #read(): Promise<Uint8Array | null> {
+    let result: ReadableStreamReadResult<Uint8Array>;
+    try {
+      result = await this.#reader.read();
+    } catch (error) {
+      throw new ConnectionGone(error);
+    }
+    if (result.done) return null;
+    this.#onBytes();
+    return result.value;
+  }
+
+  #append(chunk: Uint8Array): void {
+    const size = chunk.length;
+    const held = this.#end - this.#start;
+    if (size === 0) return;
+    if (held === 0) {
+      this.#buffer = chunk;
+      this.#owned = false;
+      this.#start = 0;
+      this.#end = size;
+      return;
+    }
+    if (!this.#owned || this.#end + size > this.#buffer.length) {
+      if (this.#owned && held + size <= this.#buffer.length >> 1) {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+      } else {
+        const grown = new Uint8Array(
+          Math.max(2 * this.#buffer.length, held + size, 4096),
+        );
+        grown.set(this.#buffer.subarray(this.#start, this.#end));
+        this.#buffer = grown;
+        this.#owned = true;
+      }
+      this.#start = 0;
+      this.#end = held;
+    }
+    this.#buffer.set(chunk, this.#end);
+    this.#end += size;
   }
 
   /** Reads one more chunk into the buffer; false on EOF. */
   async #fill(): Promise<boolean> {
-    const { value, done } = await this.#reader.read();
-    if (done) return false;
-    this.#onBytes();
-    if (this.#buffer.length === 0) this.#buffer = value;
-    else {
-      const joined = new Uint8Array(this.#buffer.length + value.length);
-      joined.set(this.#buffer);
-      joined.set(value, this.#buffer.length);
-      this.#buffer = joined;
-    }
+    const chunk = await this.#read();
+    if (chunk === null) return false;
+    this.#append(chunk);
     return true;
   }
 
-  #take(n: number): Uint8Array {
-    const out = this.#buffer.subarray(0, n);
-    this.#buffer = this.#buffer.subarray(n);
-    return out;
+  #skip(n: number): void {
+    this.#start += n;
+    if (this.#start === this.#end) {
+      this.#buffer = EMPTY;
+      this.#owned = false;
+      this.#start = this.#end = 0;
+    }
   }
 
   /**
    * Reads the next request head; null on a clean EOF before its first byte.
-   * Throws an HttpRefusal for a bad or oversized head.
+   * Throws an HttpRefusal for a bad or oversized head, as soon as the bytes
+   * show it (a bare LF does not wait for a CRLF CRLF that never comes).
+   * Each byte is checked once, however the head is split into chunks.
    */
   async readHead(
     maxHeaderSize: number,
     maxHeaderCount: number,
   ): Promise<RequestHead | null> {
-    // Tolerate empty lines before a request (RFC 9112, 2.2).
-    let scanned = 0;
-    while (true) {
-      while (
-        this.#buffer.length >= 2 && this.#buffer[0] === 13 &&
-        this.#buffer[1] === 10
-      ) this.#take(2);
-      const end = findHeadEnd(this.#buffer, scanned - 3);
-      if (end >= 0) {
-        if (end + 4 > maxHeaderSize) break;
-        const text = latin1.decode(this.#buffer.subarray(0, end));
-        this.#take(end + 4);
-        return parseHead(text, maxHeaderCount);
+    let skipped = 0; // empty lines before the request line (RFC 9112, 2.2)
+    let scanned = 0; // head bytes checked
+    let lineStart = 0; // where the line being checked starts
+    let requestLineEnd = -1;
+    scan: while (true) {
+      const buffer = this.#buffer;
+      const start = this.#start;
+      const limit = Math.min(this.#end - start, maxHeaderSize);
+      for (let i = scanned; i < limit; i++) {
+        const byte = buffer[start + i];
+        const afterCr = i > 0 && buffer[start + i - 1] === CR;
+        if (byte !== LF) {
+          if (afterCr) throw bareCrOrLf();
+          continue;
+        }
+        if (!afterCr) throw bareCrOrLf();
+        if (i - 1 === lineStart) {
+          if (lineStart === 0) {
+            // An empty line before the request line: drop it.
+            skipped += 2;
+            if (skipped > maxHeaderSize) {
+              throw new HttpRefusal(
+                400,
+                `Cannot parse the request: over ${maxHeaderSize} bytes of empty lines before the request line`,
+              );
+            }
+            this.#skip(2);
+            scanned = 0;
+            continue scan;
+          }
+          const text = latin1.decode(
+            buffer.subarray(start, start + lineStart - 2),
+          );
+          this.#skip(i + 1);
+          return parseHead(text, maxHeaderCount);
+        }
+        if (requestLineEnd < 0) requestLineEnd = i - 1;
+        lineStart = i + 1;
       }
-      scanned = this.#buffer.length;
+      scanned = limit;
       if (scanned >= maxHeaderSize) break;
       if (!(await this.#fill())) {
-        if (this.#buffer.length === 0) return null;
+        if (this.buffered === 0) return null;
         throw new HttpRefusal(
           400,
           "Cannot parse the request: the client closed the connection in the middle of the headers",
         );
       }
     }
-    const lineEnd = indexOfCrlf(
-      this.#buffer,
-      0,
-      Math.min(this.#buffer.length, maxHeaderSize),
-    );
-    if (lineEnd < 0) {
+    if (requestLineEnd < 0) {
       throw new HttpRefusal(
         414,
         `Cannot serve the request: the request line is over the ${maxHeaderSize}-byte limit`,
@@ -369,51 +561,68 @@ export class Http1Reader {
     );
   }
 
-  /** Reads exactly n bytes of body. */
-  async #exact(n: number): Promise<Uint8Array> {
-    while (this.#buffer.length < n) {
-      if (!(await this.#fill())) {
-        throw new HttpRefusal(
-          400,
-          "Cannot read the request body: the client closed the connection before the end of the body",
-        );
-      }
-    }
-    return this.#take(n);
-  }
-
-  /** Reads up to the next CRLF (not included), at most max bytes. */
-  async #line(max: number, what: string): Promise<string> {
+  /**
+   * Makes the buffer hold a whole line of at most `max` bytes before its
+   * CRLF, checking each byte once; returns the line's length. Throws
+   * `tooLong()` for a longer line, a 400 for a bare CR or LF or an EOF.
+   */
+  async #line(max: number, tooLong: () => HttpRefusal): Promise<number> {
     let scanned = 0;
     while (true) {
-      const end = indexOfCrlf(
-        this.#buffer,
-        Math.max(0, scanned - 1),
-        this.#buffer.length,
-      );
-      if (end >= 0 && end <= max) {
-        const text = latin1.decode(this.#buffer.subarray(0, end));
-        this.#take(end + 2);
-        return text;
+      const buffer = this.#buffer;
+      const start = this.#start;
+      const limit = Math.min(this.#end - start, max + 2);
+      for (let i = scanned; i < limit; i++) {
+        const byte = buffer[start + i];
+        const afterCr = i > 0 && buffer[start + i - 1] === CR;
+        if (byte === LF) {
+          if (!afterCr) throw bareCrOrLf();
+          return i - 1;
+        }
+        if (afterCr) throw bareCrOrLf();
       }
-      scanned = this.#buffer.length;
-      if (end > max || scanned > max + 1) {
-        throw new HttpRefusal(
-          400,
-          `Cannot read the request body: a chunked ${what} line is over ${max} bytes`,
-        );
-      }
-      if (!(await this.#fill())) {
-        throw new HttpRefusal(
-          400,
-          "Cannot read the request body: the client closed the connection before the end of the body",
-        );
+      scanned = limit;
+      if (scanned >= max + 2) throw tooLong();
+      if (!(await this.#fill())) throw endedEarly();
+    }
+  }
+
+  /** Copies the next `n` bytes into `body`, reading as needed. */
+  async #copy(n: number, body: BodyBuffer): Promise<void> {
+    const now = Math.min(this.buffered, n);
+    if (now > 0) {
+      body.push(this.#buffer.subarray(this.#start, this.#start + now));
+      this.#skip(now);
+    }
+    let left = n - now;
+    // The buffer is empty now: chunks go straight into the body.
+    while (left > 0) {
+      const chunk = await this.#read();
+      if (chunk === null) throw endedEarly();
+      if (chunk.length <= left) {
+        body.push(chunk);
+        left -= chunk.length;
+      } else {
+        body.push(chunk.subarray(0, left));
+        this.#append(chunk.subarray(left));
+        left = 0;
       }
     }
   }
 
-  /** Reads a body of `length` bytes (-1: chunked), at most `max` bytes. */
-  async readBody(length: number, max: number): Promise<Uint8Array> {
+  /**
+   * Reads a body of `length` bytes (-1: chunked), at most `maxBodySize`
+   * bytes; a chunked body's trailers are bounded by the header limits.
+   */
+  async readBody(
+    length: number,
+    limits: {
+      maxBodySize: number;
+      maxHeaderSize: number;
+      maxHeaderCount: number;
+    },
+  ): Promise<Uint8Array> {
+    const max = limits.maxBodySize;
     if (length === 0) return new Uint8Array(0);
     if (length > 0) {
       if (length > max) {
@@ -422,63 +631,167 @@ export class Http1Reader {
           `Cannot serve the request: the body is ${length} bytes, over the ${max}-byte limit`,
         );
       }
-      // A copy: the buffer may be a view on a larger chunk.
-      return (await this.#exact(length)).slice();
+      const body = new BodyBuffer(length);
+      await this.#copy(length, body);
+      return body.bytes();
     }
-    const parts: Uint8Array[] = [];
-    let size = 0;
+    const body = new BodyBuffer(max);
+    const maxChunks = Math.max(1024, Math.ceil(max / 16));
+    const maxFraming = max + limits.maxHeaderSize;
+    let chunks = 0;
+    let framing = 0;
     while (true) {
-      const line = await this.#line(1024, "size");
-      const match = /^([0-9a-fA-F]{1,8})[ \t]*(;.*)?$/.exec(line);
-      if (!match) {
+      const line = await this.#line(
+        CHUNK_LINE_MAX,
+        () =>
+          new HttpRefusal(
+            400,
+            `Cannot read the request body: a chunk-size line is over ${CHUNK_LINE_MAX} bytes`,
+          ),
+      );
+      const size = chunkSize(this.#buffer, this.#start, line, max);
+      this.#skip(line + 2);
+      framing += line + 2;
+      if (size === 0) break;
+      if (++chunks > maxChunks) {
         throw new HttpRefusal(
-          400,
-          "Cannot read the request body: a chunk size is not hexadecimal",
+          413,
+          `Cannot serve the request: the body comes in over ${maxChunks} chunks; send bigger chunks`,
         );
       }
-      const chunk = parseInt(match[1], 16);
-      if (chunk === 0) break;
-      if (size + chunk > max) {
+      if (body.size + size > max) {
         throw new HttpRefusal(
           413,
           `Cannot serve the request: the body is over the ${max}-byte limit`,
         );
       }
-      parts.push((await this.#exact(chunk)).slice());
-      size += chunk;
-      const end = await this.#exact(2);
-      if (end[0] !== 13 || end[1] !== 10) {
+      if (framing + 2 > maxFraming) {
+        throw new HttpRefusal(
+          413,
+          `Cannot serve the request: the chunk framing is over ${maxFraming} bytes; send fewer extensions or bigger chunks`,
+        );
+      }
+      await this.#copy(size, body);
+      while (this.buffered < 2) {
+        if (!(await this.#fill())) throw endedEarly();
+      }
+      if (
+        this.#buffer[this.#start] !== CR || this.#buffer[this.#start + 1] !== LF
+      ) {
         throw new HttpRefusal(
           400,
           "Cannot read the request body: a chunk is longer than its size",
         );
       }
+      this.#skip(2);
+      framing += 2;
     }
-    // Trailers: read and dropped, bounded in count and size.
+    // Trailers: checked like header lines, bounded like them, and dropped.
+    let trailerBytes = 0;
     for (let count = 0;; count++) {
-      const line = await this.#line(8192, "trailer");
-      if (line === "") break;
-      if (count >= 64) {
+      const tooLarge = () =>
+        new HttpRefusal(
+          431,
+          `Cannot read the request body: the trailers are over the ${limits.maxHeaderSize}-byte limit`,
+        );
+      const room = limits.maxHeaderSize - trailerBytes - 2;
+      if (room < 0) throw tooLarge();
+      const line = await this.#line(room, tooLarge);
+      const text = latin1.decode(
+        this.#buffer.subarray(this.#start, this.#start + line),
+      );
+      this.#skip(line + 2);
+      trailerBytes += line + 2;
+      if (line === 0) break;
+      if (count >= limits.maxHeaderCount) {
         throw new HttpRefusal(
           431,
-          "Cannot read the request body: too many trailer lines",
+          `Cannot read the request body: over ${limits.maxHeaderCount} trailer lines`,
         );
       }
+      fieldLine(text, "trailer");
     }
-    if (parts.length === 1) return parts[0];
-    const body = new Uint8Array(size);
-    let offset = 0;
-    for (const part of parts) {
-      body.set(part, offset);
-      offset += part.length;
+    return body.bytes();
+  }
+
+  /**
+   * Reads and drops what the client sends until it closes (or resets), or
+   * `max` bytes are dropped.
+   */
+  async discard(max: number): Promise<void> {
+    let dropped = this.buffered;
+    this.#skip(this.buffered);
+    while (dropped < max) {
+      const chunk = await this.#read();
+      if (chunk === null) return;
+      dropped += chunk.length;
     }
-    return body;
   }
 
   /** Stops reading. */
   cancel(): void {
     this.#reader.cancel().catch(() => {});
   }
+}
+
+function bareCrOrLf(): HttpRefusal {
+  return new HttpRefusal(
+    400,
+    "Cannot parse the request: a bare CR or LF (lines end with CRLF)",
+  );
+}
+
+function endedEarly(): HttpRefusal {
+  return new HttpRefusal(
+    400,
+    "Cannot read the request body: the client closed the connection before the end of the body",
+  );
+}
+
+/** The value of a hex digit, or -1. */
+function hexDigit(byte: number): number {
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  const lower = byte | 0x20;
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x57 : -1;
+}
+
+/**
+ * The size on a chunk-size line `bytes[start, start + length)`: hex digits,
+ * then optional blanks and `;` extensions (visible characters, blanks and
+ * obs-text). A size over `max` is returned as `max + 1`.
+ */
+function chunkSize(
+  bytes: Uint8Array,
+  start: number,
+  length: number,
+  max: number,
+): number {
+  let size = 0;
+  let i = 0;
+  while (i < length) {
+    const digit = hexDigit(bytes[start + i]);
+    if (digit < 0) break;
+    size = Math.min(size * 16 + digit, max + 1);
+    i++;
+  }
+  let ok = i > 0;
+  while (
+    ok && i < length && (bytes[start + i] === 0x20 || bytes[start + i] === 0x09)
+  ) i++;
+  if (ok && i < length) {
+    ok = bytes[start + i] === 0x3b; // ;
+    for (i++; ok && i < length; i++) {
+      const byte = bytes[start + i];
+      ok = byte === 0x09 || (byte >= 0x20 && byte !== 0x7f);
+    }
+  }
+  if (!ok) {
+    throw new HttpRefusal(
+      400,
+      "Cannot read the request body: a chunk size is not hexadecimal",
+    );
+  }
+  return size;
 }
 
 let dateSecond = 0;
@@ -551,6 +864,8 @@ export interface Http1Session {
  * Serves requests on `conn` until the client closes, a deadline passes, a
  * request is refused, or `drain()` / `abort()`. Closes `conn` at the end.
  * `refuseAll` refuses every request of the connection (the allow-list).
+ * Never rejects: a throw in parsing or in `handler` (which should not
+ * throw) is passed to `options.onError` and answered with 500.
  */
 export function serveHttp1(
   conn: Http1Conn,
@@ -561,6 +876,7 @@ export function serveHttp1(
   let draining = false;
   let closed = false;
   let waiting = false; // between requests, no byte of the next one yet
+  let lingering = false; // refused and half-closed: reading to drop
   // Deadlines as times (0: off), checked by one timer per connection that
   // is re-armed only when it fires: moving a deadline costs no timer call.
   let silenceAt = 0;
@@ -569,9 +885,18 @@ export function serveHttp1(
   let timer: ReturnType<typeof setTimeout> | undefined;
   const writer = conn.writable.getWriter();
   writer.closed.catch(() => {});
+  const lingerBytes = options.lingerBytes ??
+    Math.max(options.maxBodySize, LINGER_BYTES);
   // Settles `done` when the connection is closed, even while a handler that
   // never settles holds the loop: shutdown must not wait on it.
   const gone = Promise.withResolvers<void>();
+  const report = (error: unknown) => {
+    try {
+      options.onError?.(error);
+    } catch {
+      // a throwing hook must not stop the server
+    }
+  };
 
   const close = () => {
     if (closed) return;
@@ -585,7 +910,7 @@ export function serveHttp1(
   };
   const timedOut = () => {
     if (closed) return;
-    if (!waiting || reader.buffered > 0) {
+    if (!lingering && (!waiting || reader.buffered > 0)) {
       // Part of a request came, too slowly: say so (best effort), then close.
       const [status, headers, body] = plainRefusal(
         408,
@@ -634,8 +959,32 @@ export function serveHttp1(
     schedule();
     try {
       await writer.write(bytes);
+    } catch (error) {
+      throw new ConnectionGone(error);
     } finally {
       writeAt = 0;
+    }
+  };
+  // RFC 9112, 9.6: closing with unread bytes makes the kernel send a reset,
+  // which can destroy the response before the client reads it. So
+  // half-close, then read and drop what the client still sends until it
+  // closes, for at most lingerBytes, keepAliveTimeout of silence and
+  // requestTimeout in all.
+  const linger = async () => {
+    lingering = true;
+    if (draining) return; // shutting down: close now
+    requestAt = performance.now() + options.requestTimeout;
+    armSilence();
+    try {
+      // Not awaited: a client that reads only once it has sent everything
+      // would never let it finish while nothing reads its bytes.
+      const ended = typeof conn.closeWrite === "function"
+        ? conn.closeWrite()
+        : writer.close();
+      ended.catch(() => {});
+      await reader.discard(lingerBytes);
+    } catch {
+      // a reset: nothing more to drop
     }
   };
 
@@ -649,6 +998,8 @@ export function serveHttp1(
       let head: RequestHead | null = null;
       let response: [number, Iterable<[string, string]>, Uint8Array];
       let keepAlive = false;
+      let complete = false; // the whole request (head and body) was read
+      let broken = false; // a bug: close without reading any further
       try {
         head = await reader.readHead(
           options.maxHeaderSize,
@@ -660,24 +1011,30 @@ export function serveHttp1(
           head.expectContinue && head.minor === 1 && head.contentLength !== 0
         ) {
           if (head.contentLength > options.maxBodySize) {
-            await reader.readBody(head.contentLength, options.maxBodySize);
+            await reader.readBody(head.contentLength, options);
           }
           await send(new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n"));
         }
-        const body = await reader.readBody(
-          head.contentLength,
-          options.maxBodySize,
-        );
+        const body = await reader.readBody(head.contentLength, options);
+        complete = true;
         // The whole request is in: the rest is our time, not the client's.
         pause();
         keepAlive = head.keepAlive && !draining;
         const result = await handler(makeRequest(head, body, options.base));
         response = [result.status, result.headers, result.body];
       } catch (error) {
-        if (!(error instanceof HttpRefusal)) throw error;
-        if (closed) break;
+        if (error instanceof ConnectionGone || closed) break;
         keepAlive = false;
-        response = plainRefusal(error.status, error.message);
+        if (error instanceof HttpRefusal) {
+          response = plainRefusal(error.status, error.message);
+        } else {
+          report(error);
+          broken = true;
+          response = plainRefusal(
+            500,
+            "Cannot serve the request: the server failed",
+          );
+        }
       }
       pause();
       if (closed) break;
@@ -694,22 +1051,53 @@ export function serveHttp1(
           keepAlive ? (head?.minor === 0 ? "keep-alive" : null) : "close",
         ),
       );
-      if (!keepAlive) break;
+      if (!keepAlive) {
+        // Bytes the client may still send: the rest of a refused request,
+        // or requests pipelined after a last one.
+        if (!broken && (!complete || reader.buffered > 0)) await linger();
+        break;
+      }
     }
   };
-  const served = loop().catch(() => {
-    // A reset, a read over readBufferLimit, a write to a closed peer: the
-    // connection is gone, nothing to answer.
+  const served = loop().catch((error) => {
+    // A reset or a write to a closed peer: gone, nothing to answer. Else a
+    // bug (a response that cannot be encoded, say): report it.
+    if (!(error instanceof ConnectionGone)) report(error);
   });
   const done = Promise.race([served, gone.promise]).finally(close);
   return {
     drain() {
       draining = true;
-      if (waiting && reader.buffered === 0) close();
+      if (lingering || (waiting && reader.buffered === 0)) close();
     },
     abort: close,
     done,
   };
+}
+
+/**
+ * The request's URL (RFC 9112, 3.3): the connection's scheme; for a path
+ * (origin-form), the Host header's authority (the server's address when
+ * there is none), so that a path starting with `//` stays a path; an
+ * absolute URL (absolute-form) as sent.
+ */
+function requestUrl(head: RequestHead, base: string): URL {
+  const server = new URL(base);
+  const authority = head.host ? head.host : server.host;
+  try {
+    if (head.target.startsWith("/")) {
+      return new URL(`${server.protocol}//${authority}${head.target}`);
+    }
+    if (head.target === "*") {
+      return new URL(`${server.protocol}//${authority}/*`);
+    }
+    return new URL(head.target);
+  } catch {
+    throw new HttpRefusal(
+      400,
+      "Cannot serve the request: the URL is malformed",
+    );
+  }
 }
 
 function makeRequest(
@@ -717,15 +1105,7 @@ function makeRequest(
   body: Uint8Array,
   base: string,
 ): Request {
-  let url: URL;
-  try {
-    url = new URL(head.target, base);
-  } catch {
-    throw new HttpRefusal(
-      400,
-      "Cannot serve the request: the URL is malformed",
-    );
-  }
+  const url = requestUrl(head, base);
   let headers: Headers;
   try {
     headers = new Headers(head.headers);

@@ -7,19 +7,38 @@
  * hands each request to a web-standard handler such as
  * {@linkcode xmlrpcHandler} from `xmlrpc.ts`.
  *
- * The HTTP side is deliberately small: request line and headers under a
- * size (`maxHeaderSize`, 431) and count (`maxHeaderCount`, 431) limit;
- * bodies by `Content-Length` or `Transfer-Encoding: chunked`, bounded by
- * `maxBodySize` (413, refused from the header or as soon as the count goes
- * over, before the rest is read) and handed to the handler whole; other
- * transfer codings get 501, a duplicate or malformed `Content-Length` 400.
- * Responses are written with a `Content-Length` in one write. Connections
- * are kept alive (HTTP/1.1, or HTTP/1.0 with `Connection: keep-alive`),
- * pipelined requests are answered in order, and every refusal closes the
- * connection. A client gets `keepAliveTimeout` of silence and
- * `keepAliveTimeout + requestTimeout` for a whole request (408 if it had
- * started one); both pause while the handler runs. No HTTP/2, no upgrades,
- * no streamed bodies.
+ * The HTTP side is deliberately small and strict (RFC 9112): request line
+ * and headers under a size (`maxHeaderSize`, 431) and count
+ * (`maxHeaderCount`, 431) limit, lines ending in CRLF (a bare CR or LF is a
+ * 400 at once); bodies by `Content-Length` or `Transfer-Encoding: chunked`,
+ * bounded by `maxBodySize` (413, refused from the header or as soon as the
+ * count goes over, before the rest is read) and handed to the handler
+ * whole. A chunked body may come in at most `max(1024, maxBodySize / 16)`
+ * chunks with at most `maxBodySize + maxHeaderSize` bytes of framing (413
+ * past either), and its trailers are checked like headers and dropped.
+ * Chunked that is not the final transfer coding is a 400, another coding a
+ * 501, a duplicate or malformed `Content-Length` or `Host` a 400. Methods
+ * are case-sensitive: `post` is not `POST` (501, as are `CONNECT`, `TRACE`
+ * and `TRACK`, which a `Request` cannot carry). A request's URL takes its
+ * authority from the `Host` header (the server's address without one), so
+ * a path such as `//evil.example/x` stays a path; the handler must treat
+ * that authority, like every header, as the client's claim.
+ *
+ * Costs grow linearly with what the client sends: every received byte is
+ * copied once into a buffer that grows with the bytes received, so a
+ * request holds at most a few times `maxBodySize` plus `maxHeaderSize`
+ * however it is split into pieces. Responses are written with a
+ * `Content-Length` in one write. Connections are kept alive (HTTP/1.1, or
+ * HTTP/1.0 with `Connection: keep-alive`), pipelined requests are answered
+ * in order, and every refusal closes the connection. A refusal sent before
+ * the request was read whole is followed by a half-close, and what the
+ * client still sends is read and dropped (RFC 9112, 9.6) until it closes,
+ * for at most 16 MiB (or `maxBodySize` if larger), `keepAliveTimeout` of
+ * silence and `requestTimeout` in all: so the client reads the response
+ * rather than a connection reset. A client gets `keepAliveTimeout` of
+ * silence and `keepAliveTimeout + requestTimeout` for a whole request (408
+ * if it had started one, then the connection is closed at once); both
+ * pause while the handler runs. No HTTP/2, no upgrades, no streamed bodies.
  *
  * @example Mutual TLS with a client certificate allow-list
  * ```ts
@@ -123,20 +142,24 @@ export interface ServeHttpsOptions {
    */
   port?: number;
   /**
-   * Largest request body accepted, in bytes (HTTP 413 above it).
+   * Largest request body accepted, in bytes (HTTP 413 above it). A chunked
+   * body may also have at most `max(1024, maxBodySize / 16)` chunks and
+   * `maxBodySize + maxHeaderSize` bytes of chunk framing.
    *
    * @default {1048576}
    */
   maxBodySize?: number;
   /**
    * Largest request line plus headers, in bytes (HTTP 431 above it, 414
-   * when the request line alone is over).
+   * when the request line alone is over); also the limit for a chunked
+   * body's trailers.
    *
    * @default {16384}
    */
   maxHeaderSize?: number;
   /**
-   * Most header lines in a request (HTTP 431 above it).
+   * Most header lines in a request (HTTP 431 above it); also the limit for
+   * a chunked body's trailer lines.
    *
    * @default {100}
    */
@@ -213,7 +236,10 @@ export interface ServeHttpsOptions {
    * (a connection its client reset before it was accepted, skipped at once
    * and reported from `"a client"`; the process out of file descriptors,
    * retried after a back-off of 5 ms doubling to 1 s and reported from
-   * `"the server"`). For logging.
+   * `"the server"`), a throw while serving a request that no request should
+   * cause (the client gets HTTP 500 and that connection is closed; the
+   * server goes on). Requests refused with a 4xx are not reported. For
+   * logging; a hook that throws is ignored.
    *
    * @default {undefined}
    */
@@ -232,6 +258,13 @@ export interface HttpsConn {
   readonly peerIdentity?: PeerIdentity | null;
   /** Closes the connection. */
   close(): void;
+  /**
+   * Ends our sending side only (a `Deno.Conn` has it), used after a refusal
+   * to let the client read it while the server reads and drops the rest of
+   * the request. Without it the server closes `writable`, which should
+   * then end only our side, as a {@linkcode TlsServerConn}'s does.
+   */
+  closeWrite?(): Promise<void>;
 }
 
 /**
@@ -341,7 +374,9 @@ function plain(status: number, message: string): Response {
  * is refused right after the TLS handshake (`onError` gets a
  * {@linkcode TlsError} naming the reason). Malformed, oversized or slow
  * requests get 400, 413, 414, 431, 501, 505 or 408 (see the module doc)
- * and the connection is closed.
+ * and the connection is closed; after a refusal sent before the request was
+ * read whole, the rest the client sends is read and dropped for a bounded
+ * time and byte count first, so that the client reads the refusal.
  *
  * @param options Certificate, key, CAs, address, limits.
  * @param handler Answers each request.
@@ -515,8 +550,14 @@ export async function serveHttps(
     port,
     handshakeTimeout,
     // One request (head and body) plus slack may wait unread while the
-    // handler runs; a client further ahead than that is cut off.
-    readBufferLimit: maxBodySize + 2 * maxHeaderSize + 64 * 1024,
+    // handler runs; a client further ahead than that is cut off. At least
+    // 4 MiB: node:tls on Deno hands over up to about 2 MiB at once before
+    // any reader runs, and a refused client that is still sending (see
+    // serveHttp1's lingering) must not be cut off for that.
+    readBufferLimit: Math.max(
+      maxBodySize + 2 * maxHeaderSize + 64 * 1024,
+      4 * 1024 * 1024,
+    ),
     onTlsError: (event) =>
       report(
         new TlsError(
@@ -587,6 +628,7 @@ export async function serveHttps(
       keepAliveTimeout,
       requestTimeout,
       base: `${tls ? "https" : "http"}://${host}`,
+      onError: (error) => report(error, remote),
     }, async (request) => {
       let response: Response;
       let body: Uint8Array;

@@ -384,8 +384,13 @@ interface Transport {
   close(): void;
 }
 
-/** Bytes read ahead of the current frame, at most. */
+/** Bytes read ahead of the current frame, at most, once authenticated. */
 const READ_AHEAD = 64 * 1024;
+/**
+ * The read buffer during the handshake: two whole handshake messages. A
+ * peer that has not authenticated (and may never send a byte) costs no more.
+ */
+const HANDSHAKE_READ_AHEAD = 2 * (12 + AUTH_MESSAGE_LIMIT);
 
 /**
  * Frames on one transport: buffered reads (a message that does not fit the
@@ -394,7 +399,8 @@ const READ_AHEAD = 64 * 1024;
  */
 class Wire {
   #transport: Transport;
-  #buffer = new Uint8Array(READ_AHEAD);
+  // Small until the peer has authenticated, then READ_AHEAD (enlarge()).
+  #buffer = new Uint8Array(HANDSHAKE_READ_AHEAD);
   #start = 0;
   #end = 0;
   #eof = false;
@@ -408,6 +414,16 @@ class Wire {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Grows the read buffer to READ_AHEAD, keeping bytes not read yet. */
+  enlarge(): void {
+    if (this.#buffer.byteLength >= READ_AHEAD) return;
+    const buffer = new Uint8Array(READ_AHEAD);
+    buffer.set(this.#buffer.subarray(this.#start, this.#end));
+    this.#end -= this.#start;
+    this.#start = 0;
+    this.#buffer = buffer;
   }
 
   async #read(into: Uint8Array): Promise<number | null> {
@@ -433,7 +449,7 @@ class Wire {
     while (filled < n) {
       let count: number | null = null;
       if (!this.#eof) {
-        if (n - filled >= READ_AHEAD) {
+        if (n - filled >= this.#buffer.byteLength) {
           // Big: straight into the message, no read-ahead.
           count = await this.#read(out.subarray(filled));
           if (count !== null) filled += count;
@@ -842,6 +858,8 @@ export class MultiprocessingConnection
           await answerChallenge(wire, keys, signal);
           digest = await deliverChallenge(wire, keys, signal);
         }
+        // Authenticated: now the peer may read ahead as far as we do.
+        wire.enlarge();
         return new MultiprocessingConnection(
           wire,
           conn,

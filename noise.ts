@@ -5,12 +5,42 @@
  *
  * Both ends hold the same 32-byte pre-shared key (PSK). The initiator
  * ({@linkcode noiseConnect}) and the responder ({@linkcode noiseAccept})
- * exchange one message each:
+ * exchange one handshake message each, then the initiator sends its first
+ * transport message:
  *
  * ```text
  * -> psk, e        initiator: its ephemeral X25519 key, sealed under the PSK
  * <- e, ee         responder: its ephemeral key; both derive the session keys
+ * -> (transport)   initiator: its first transport message (empty from noiseConnect)
  * ```
+ *
+ * ## When the responder trusts the initiator
+ *
+ * The first handshake message proves that someone held the PSK, not that
+ * this peer does: anyone who recorded it can replay it, and the responder
+ * cannot tell a replay from a fresh one. Only a transport message from the
+ * initiator, under keys that mix in the responder's fresh ephemeral key,
+ * proves both the PSK and freshness. So the rule is: **the responder does
+ * not report authentication before the initiator's first transport message
+ * decrypts.** {@linkcode noiseAccept} (and `serve()` with
+ * {@linkcode noiseAuthenticator}) waits for it within the handshake
+ * deadline; a replayer, which cannot make it, gets an
+ * {@linkcode AuthenticationError} (`serve()` counts it toward its
+ * throttle). The data of that message, if any, is the application's first
+ * read; an empty one is consumed.
+ *
+ * {@linkcode noiseConnect} always sends that message, empty (a zero-length
+ * payload encrypts to its 16-byte tag), right after the handshake. What it
+ * means for protocols:
+ *
+ * - The client speaks first (a request, then the answer): nothing changes;
+ *   the client's data follows the empty message at once.
+ * - The server speaks first (a greeting): it works with
+ *   {@linkcode noiseConnect}; the greeting goes out once the empty message
+ *   has arrived, half a round trip after the server's handshake reply.
+ * - Another implementation as initiator must send a transport message (an
+ *   empty one will do) before it waits to read; one that only listens is
+ *   never authenticated and the handshake deadline ends it.
  *
  * A peer without the PSK cannot complete the handshake, and what follows is
  * encrypted and authenticated with AES-256-GCM under keys from an ephemeral
@@ -171,7 +201,14 @@ function parsePrologue(
   );
 }
 
-/** First size of a connection's read buffer. */
+/**
+ * The read buffer during the handshake: one handshake message and the
+ * length of the next frame. A peer that has not authenticated (and may never
+ * send a byte) costs no more; a larger first transport message grows it as
+ * its bytes arrive.
+ */
+const HANDSHAKE_READ_BUFFER = 2 + HANDSHAKE_MESSAGE_LENGTH + 2;
+/** Smallest read buffer once the handshake is done. */
 const INITIAL_READ_BUFFER = 16 * 1024;
 /** Largest read buffer: room for two whole frames. */
 const MAX_READ_BUFFER = 2 * (2 + MAX_MESSAGE_LENGTH);
@@ -192,9 +229,10 @@ class FrameIO {
   #deno: DenoConnLike | undefined;
   #reader: ReadableStreamBYOBReader | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  // Starts small (many idle connections cost little) and grows up to two
-  // whole frames when large messages arrive.
-  #buffer = new Uint8Array(INITIAL_READ_BUFFER);
+  // Starts with room for a handshake message, takes INITIAL_READ_BUFFER
+  // once the handshake is done (enlarge()), and doubles, up to two whole
+  // frames, as large messages arrive.
+  #buffer = new Uint8Array(HANDSHAKE_READ_BUFFER);
   #start = 0;
   #end = 0;
   #closed = false;
@@ -225,6 +263,16 @@ class FrameIO {
     return this.#closed;
   }
 
+  /** After the handshake: at least INITIAL_READ_BUFFER, unread bytes kept. */
+  enlarge(): void {
+    if (this.#buffer.byteLength >= INITIAL_READ_BUFFER) return;
+    const buffer = new Uint8Array(INITIAL_READ_BUFFER);
+    buffer.set(this.#buffer.subarray(this.#start, this.#end));
+    this.#end -= this.#start;
+    this.#start = 0;
+    this.#buffer = buffer;
+  }
+
   /** Reads some bytes into `buffer[end..]`; the count, or 0 at the end. */
   async #fill(): Promise<number> {
     const view = new Uint8Array(
@@ -251,20 +299,26 @@ class FrameIO {
     while (this.#end - this.#start < length) {
       if (this.#start + length > this.#buffer.byteLength) {
         const have = this.#end - this.#start;
-        if (length > this.#buffer.byteLength) {
+        if (
+          length > this.#buffer.byteLength &&
+          this.#end === this.#buffer.byteLength
+        ) {
+          // Grown only once full of bytes that arrived, so never to more
+          // than twice what the peer sent: a length it announces costs
+          // nothing until its bytes come.
           const grown = new Uint8Array(
-            Math.min(
-              Math.max(length, this.#buffer.byteLength * 2),
-              MAX_READ_BUFFER,
-            ),
+            Math.min(this.#buffer.byteLength * 2, MAX_READ_BUFFER),
           );
           grown.set(this.#buffer.subarray(this.#start, this.#end));
           this.#buffer = grown;
-        } else {
+          this.#start = 0;
+          this.#end = have;
+        } else if (this.#start > 0) {
+          // Room at the front: the message will be contiguous.
           this.#buffer.copyWithin(0, this.#start, this.#end);
+          this.#start = 0;
+          this.#end = have;
         }
-        this.#start = 0;
-        this.#end = have;
       }
       const count = await this.#fill();
       if (count === 0) {
@@ -456,6 +510,7 @@ let createNoiseConn: (
   receive: CipherState,
   handshakeHash: Uint8Array<ArrayBuffer>,
   gracePeriod: number,
+  first?: Uint8Array<ArrayBuffer>,
 ) => NoiseConn;
 
 /**
@@ -524,6 +579,9 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   #failure: unknown;
   #writeClosed = false;
   #gracePeriod: number;
+  // The data of the initiator's first transport message, which the
+  // responder read during the handshake: the first read returns it.
+  #first: Uint8Array<ArrayBuffer> | undefined;
 
   private constructor(
     io: FrameIO,
@@ -532,8 +590,10 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
     receive: CipherState,
     handshakeHash: Uint8Array<ArrayBuffer>,
     gracePeriod: number,
+    first?: Uint8Array<ArrayBuffer>,
   ) {
     this.#io = io;
+    if (first !== undefined && first.byteLength > 0) this.#first = first;
     this.#gracePeriod = gracePeriod;
     this.initiator = initiator;
     this.#send = send;
@@ -625,6 +685,11 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   async #readMessage(): Promise<Uint8Array<ArrayBuffer> | null> {
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#io.closed) return null;
+    if (this.#first !== undefined) {
+      const first = this.#first;
+      this.#first = undefined;
+      return first;
+    }
     const index = this.#receive.nonce;
     let length: number | null;
     let body: Uint8Array<ArrayBuffer>;
@@ -723,7 +788,9 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    * written, it closes the connection (see {@linkcode NoiseIoOptions}).
    *
    * @param data At most {@linkcode NOISE_MAX_PAYLOAD_LENGTH} bytes; an empty
-   * message is allowed (the peer's `receive()` returns it).
+   * message is allowed (the peer's `receive()` returns it; only the
+   * initiator's very first transport message is consumed when empty, and
+   * {@linkcode noiseConnect} sends that one itself).
    * @param options A deadline and a signal for this call.
    * @returns Once the message is handed to the connection.
    * @throws {RangeError} When `data` is longer than one message can carry,
@@ -1003,6 +1070,65 @@ async function readHandshakeMessage(
   return (await io.readBody(length, what)).slice();
 }
 
+/** What the responder calls the initiator's first transport message. */
+const CONFIRMATION = "the Noise initiator's first transport message";
+
+/**
+ * The responder's last step: reads and decrypts the initiator's first
+ * transport message and returns its data.
+ *
+ * In NNpsk0 the initiator's first handshake message proves that someone
+ * held the PSK, not that this peer does: anyone who recorded it can replay
+ * it, and it decrypts just the same. Only a transport message, under keys
+ * mixed from our fresh ephemeral key, proves both the PSK and freshness. So
+ * anything but a message that decrypts (a close, a reset, garbage, a frame
+ * shorter than a tag) is an {@linkcode AuthenticationError}, which `serve()`
+ * counts toward its throttle like a wrong key.
+ */
+async function readConfirmation(
+  io: FrameIO,
+  receive: CipherState,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const unproven =
+    "which proves it holds the pre-shared key (a replayed first message ends this way)";
+  let body: Uint8Array<ArrayBuffer>;
+  try {
+    const length = await io.readLength(CONFIRMATION);
+    if (length === null) {
+      throw new AuthenticationError(
+        `Cannot authenticate the Noise initiator: it closed the connection before its first transport message, ${unproven}`,
+        "wrong-key",
+      );
+    }
+    if (length < TAG_LENGTH) {
+      throw new AuthenticationError(
+        `Cannot authenticate the Noise initiator: its first transport message is ${length} bytes, less than the ${TAG_LENGTH}-byte tag; it did not prove it holds the pre-shared key`,
+        "wrong-key",
+      );
+    }
+    body = await io.readBody(length, CONFIRMATION);
+  } catch (error) {
+    if (error instanceof AuthenticationError) throw error;
+    const closed = error instanceof ProtocolError && error.reason === "closed";
+    throw new AuthenticationError(
+      closed
+        ? `Cannot authenticate the Noise initiator: it closed the connection in the middle of its first transport message, ${unproven}`
+        : `Cannot authenticate the Noise initiator: the connection failed before its first transport message arrived, ${unproven}`,
+      "wrong-key",
+      { cause: error },
+    );
+  }
+  try {
+    return await receive.decryptWithAd(EMPTY, body);
+  } catch (error) {
+    throw new AuthenticationError(
+      "Cannot authenticate the Noise initiator: its first transport message does not decrypt (its first message was replayed, or this one modified); it did not prove it holds the pre-shared key",
+      "wrong-key",
+      { cause: error },
+    );
+  }
+}
+
 async function handshake(
   conn: Duplex,
   psk: NoisePsk,
@@ -1074,6 +1200,18 @@ async function handshake(
       await raceSignal(io.writeFrame(reply), limit.signal);
     }
     const { send, receive, handshakeHash } = state.result;
+    let first: Uint8Array<ArrayBuffer> | undefined;
+    if (initiator) {
+      // The first transport message, empty: it proves to the responder
+      // that we hold the PSK in this very session (see readConfirmation).
+      await raceSignal(
+        io.writeFrame(await send.encryptWithAd(EMPTY, EMPTY)),
+        limit.signal,
+      );
+    } else {
+      first = await raceSignal(readConfirmation(io, receive), limit.signal);
+    }
+    io.enlarge();
     return createNoiseConn(
       io,
       initiator,
@@ -1081,6 +1219,7 @@ async function handshake(
       receive,
       handshakeHash,
       gracePeriod,
+      first,
     );
   } catch (error) {
     if (closeOnFailure) io.close();
@@ -1096,9 +1235,10 @@ async function handshake(
  * the encrypted channel.
  *
  * Sends `psk, e`, reads `e, ee`, and checks that the responder holds the
- * same PSK (and prologue): its reply only decrypts if it does. The
- * connection now belongs to the returned {@linkcode NoiseConn}; on any
- * failure it is closed.
+ * same PSK (and prologue): its reply only decrypts if it does. Then sends
+ * an empty first transport message, which the responder needs before it
+ * trusts us (see the module documentation). The connection now belongs to
+ * the returned {@linkcode NoiseConn}; on any failure it is closed.
  *
  * | outcome | result |
  * | --- | --- |
@@ -1159,14 +1299,19 @@ export function noiseConnect(
  * the encrypted channel.
  *
  * Reads `psk, e`, which only decrypts when the initiator holds the same PSK
- * (and prologue), then sends `e, ee`. A wrong PSK costs the server no
- * Diffie-Hellman operation. The connection now belongs to the returned
+ * (and prologue), then sends `e, ee`, then waits for the initiator's first
+ * transport message: only that one proves that this initiator holds the
+ * PSK, as `psk, e` may be a replay (see the module documentation). Its
+ * data, if any, is the first thing `receive()` or `readable` returns; an
+ * empty one is consumed. A wrong PSK costs the server no Diffie-Hellman
+ * operation. The connection now belongs to the returned
  * {@linkcode NoiseConn}; on any failure it is closed.
  *
  * | outcome | result |
  * | --- | --- |
  * | same PSK and prologue | a {@linkcode NoiseConn} |
  * | the first message does not decrypt | {@linkcode AuthenticationError} `"wrong-key"` |
+ * | the first transport message does not decrypt, or the initiator closes, resets or sends a malformed frame before it (a replayed first message) | {@linkcode AuthenticationError} `"wrong-key"` |
  * | a first message of the wrong length (not Noise) | {@linkcode ProtocolError} `"too-large"` / `"malformed"` |
  * | the initiator closes early | {@linkcode ProtocolError} `"closed"` |
  * | nothing within `timeout` | `DOMException` `TimeoutError` |
@@ -1176,7 +1321,8 @@ export function noiseConnect(
  * @param psk The pre-shared key: 32 bytes, or 64 hex digits.
  * @param options Prologue, deadline, signal and grace period.
  * @returns The channel.
- * @throws {AuthenticationError} When the initiator does not hold the PSK.
+ * @throws {AuthenticationError} When the initiator does not hold the PSK, or
+ * does not prove it with its first transport message.
  * @throws {ProtocolError} When the first message is malformed or cut short.
  * @throws {RangeError} When the PSK is not 32 bytes, `timeout` is not above
  * 0 or `gracePeriod` is below 0.
@@ -1254,6 +1400,11 @@ export type NoiseAuthenticator = (
  * handshake on each accepted connection: handlers get a {@linkcode NoiseConn}
  * instead of the raw connection, and clients without the PSK never reach
  * them. The PSK is checked (and copied) now.
+ *
+ * As with {@linkcode noiseAccept}, a connection counts as authenticated
+ * (`onConnection`, the handler) only once the initiator's first transport
+ * message decrypts; a replayed first message is an authentication failure
+ * that `serve()`'s throttle counts.
  *
  * Unlike {@linkcode noiseAccept}, a failed handshake leaves the connection
  * open: `serve()` closes it, after holding it for its throttling delay when

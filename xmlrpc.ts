@@ -26,7 +26,10 @@
  * cannot carry (send those as `Uint8Array`), class instances and cycles are
  * refused with a `TypeError` or `RangeError` when encoding. A `Date` loses
  * its milliseconds, as XML-RPC carries whole seconds; a `dateTime.iso8601`
- * without a zone (the only form Python sends) is read as UTC.
+ * without a zone (the only form Python sends) is read as UTC, one with a
+ * zone is converted to UTC and refused when that moves it outside the years
+ * 0000 to 9999 (it could not be encoded again, so a stored copy could never
+ * be read back).
  *
  * ## Hostile input
  *
@@ -39,7 +42,12 @@
  * numbers out of range. Every refusal is a
  * {@linkcode ProtocolError}; {@linkcode xmlrpcHandler} answers it with an
  * XML-RPC fault (HTTP 413 for an oversized body), and its scanning is
- * linear in the input, so hostile input cannot make it hang.
+ * linear in the input, so hostile input cannot make it hang. A body that
+ * stops arriving is answered with HTTP 408 after `bodyTimeout` (30 s by
+ * default); closing that client's socket is the HTTP server's part
+ * (`serveHttps()` does; `Deno.serve` has no request deadline of its own). A
+ * method that throws, or a hook that does, costs the client a fault, never
+ * the server.
  *
  * @example A server and a client
  * ```ts
@@ -59,7 +67,13 @@
  * @module
  */
 import { ProtocolError } from "./errors.ts";
-import { checkTimeout, deadline, DEFAULT_TIMEOUT, utf8 } from "./_io.ts";
+import {
+  checkTimeout,
+  deadline,
+  DEFAULT_TIMEOUT,
+  raceSignal,
+  utf8,
+} from "./_io.ts";
 
 /** A value XML-RPC can carry, as the decoder returns it. */
 export type XmlRpcValue =
@@ -91,6 +105,9 @@ const DEFAULT_MAX_BODY_SIZE = 1024 * 1024;
 
 /** Default maximum nesting of arrays and structs. */
 const DEFAULT_MAX_DEPTH = 64;
+
+/** Default deadline for receiving a request body, in milliseconds. */
+const DEFAULT_BODY_TIMEOUT = 30_000;
 
 /**
  * Well-known fault codes (the "specification for fault code
@@ -884,6 +901,16 @@ class Reader {
       }
       time -= sign * (hh * 60 + mm) * 60_000;
     }
+    // Checked in UTC, after the offset: a date outside the years 0000 to
+    // 9999 could not be encoded again (a stored value never read back).
+    const utcYear = new Date(time).getUTCFullYear();
+    if (utcYear < 0 || utcYear > 9999) {
+      this.fail(
+        `<dateTime.iso8601> ${
+          quote(text)
+        } is outside the years 0000 to 9999 once its zone offset is applied (in UTC)`,
+      );
+    }
     return new Date(time);
   }
 
@@ -1138,13 +1165,14 @@ const ERROR_BODY_LIMIT = 4096;
 /**
  * Reads a body, refusing before buffering more than `max` bytes; with
  * `truncate`, keeps the first `max` bytes of a longer body instead and
- * cancels the rest.
+ * cancels the rest. Stops with the signal's reason when `signal` aborts.
  */
 async function readBody(
   message: Request | Response,
   max: number,
   what: string,
   truncate = false,
+  signal?: AbortSignal,
 ): Promise<Uint8Array> {
   const tooLarge = (size: string) =>
     new TooLarge(
@@ -1164,7 +1192,7 @@ async function readBody(
     // enforces the framing, so the body cannot run past it. Read it whole,
     // which is much faster than chunk by chunk; still check, for a
     // hand-made Request whose header does not match its body.
-    const bytes = await message.bytes();
+    const bytes = await raceSignal(message.bytes(), signal);
     if (bytes.byteLength > max) {
       if (truncate) return bytes.subarray(0, max);
       throw tooLarge(String(bytes.byteLength));
@@ -1174,9 +1202,11 @@ async function readBody(
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = body.getReader();
+  const onAbort = () => reader.cancel(signal!.reason).catch(() => {});
+  signal?.addEventListener("abort", onAbort, { once: true });
   try {
     for (;;) {
-      const { value, done } = await reader.read();
+      const { value, done } = await raceSignal(reader.read(), signal);
       if (done) break;
       size += value.byteLength;
       if (size > max) {
@@ -1189,6 +1219,7 @@ async function readBody(
       chunks.push(value);
     }
   } finally {
+    signal?.removeEventListener("abort", onAbort);
     reader.releaseLock();
   }
   if (chunks.length === 1) return chunks[0];
@@ -1229,6 +1260,19 @@ export interface XmlRpcHandlerOptions {
    */
   maxDepth?: number;
   /**
+   * Deadline for receiving the request body, in milliseconds, from the
+   * moment the handler is called (`Infinity` for none). A client that sends
+   * it slower (or stops halfway) is answered with HTTP 408 and
+   * `connection: close`, and what it sent is dropped: it cannot hold the
+   * handler. Closing its socket is the HTTP server's part: `serveHttps()`
+   * does, after its `requestTimeout`; `Deno.serve` has no such deadline, so
+   * put a proxy with one in front of it for untrusted clients. The methods
+   * themselves are not bounded by it.
+   *
+   * @default {30000}
+   */
+  bodyTimeout?: number;
+  /**
    * Answer `system.listMethods` with the registered names.
    *
    * @default {true}
@@ -1237,6 +1281,8 @@ export interface XmlRpcHandlerOptions {
   /**
    * Called with every error a method throws that is not an
    * {@linkcode XmlRpcFault}, and with encoding failures, for logging.
+   * Exceptions thrown by the hook are ignored: the client still gets its
+   * fault.
    *
    * @default {undefined}
    */
@@ -1257,12 +1303,34 @@ function faultResponse(code: number, message: string): Response {
 }
 
 /**
+ * What a fault says about a thrown value: `"<name>: <message>"` for an
+ * `Error` (just the message with `withName` false), its string form for
+ * anything else. Never throws, whatever was thrown (a null-prototype
+ * object, a getter that throws).
+ */
+function describeThrown(error: unknown, withName: boolean): string {
+  try {
+    if (error instanceof Error) {
+      return withName
+        ? `${String(error.name)}: ${String(error.message)}`
+        : String(error.message);
+    }
+    return withName ? `Error: ${String(error)}` : String(error);
+  } catch {
+    return withName
+      ? "Error: a thrown value with no string form"
+      : "a thrown value with no string form";
+  }
+}
+
+/**
  * Creates a `Request` -> `Response` handler serving `methods` over XML-RPC:
  * give it to `Deno.serve`, or to an HTTPS server that requires client
  * certificates (see `examples/kv_server.ts`).
  *
  * Only `POST` is served (else HTTP 405). A body over `maxBodySize` is
- * answered with HTTP 413 without being buffered; any other refusal (not
+ * answered with HTTP 413 without being buffered, one that has not arrived
+ * within `bodyTimeout` with HTTP 408; any other refusal (not
  * XML-RPC, a DOCTYPE, a disallowed entity, nesting over `maxDepth`, an
  * out-of-range number) with fault -32700; an unknown method with fault
  * -32601; an error thrown by a method with its {@linkcode XmlRpcFault}, or
@@ -1273,7 +1341,9 @@ function faultResponse(code: number, message: string): Response {
  * @param methods The methods, by name (own properties only).
  * @param options Limits and hooks.
  * @returns The handler.
- * @throws {RangeError} When a limit is not a positive integer.
+ * @throws {RangeError} When a limit is not a positive integer, or
+ * `bodyTimeout` is not above 0.
+ * @throws {TypeError} When a method is not a function.
  *
  * @example Serve two methods
  * ```ts
@@ -1304,8 +1374,19 @@ export function xmlrpcHandler(
     options.maxDepth ?? DEFAULT_MAX_DEPTH,
     "maxDepth",
   );
+  const bodyTimeout = checkTimeout(
+    options.bodyTimeout ?? DEFAULT_BODY_TIMEOUT,
+    "bodyTimeout",
+  );
   const introspection = options.introspection ?? true;
-  const onError = options.onError;
+  const hook = options.onError;
+  const onError = (error: unknown, method: string): void => {
+    try {
+      hook?.(error, method);
+    } catch {
+      // A failing hook must not cost the client its answer.
+    }
+  };
   const table = new Map<string, XmlRpcMethod>();
   for (const [name, fn] of Object.entries(methods)) {
     if (typeof fn !== "function") {
@@ -1331,14 +1412,29 @@ export function xmlrpcHandler(
       );
     }
     let call: XmlRpcCall;
+    // Not request.signal: Deno.serve aborts it after every response, and a
+    // client that goes away fails the body read on its own.
+    const limit = deadline(
+      bodyTimeout,
+      undefined,
+      "read the XML-RPC request body",
+    );
     try {
       const body = await readBody(
         request,
         maxBodySize,
         "the request body",
+        false,
+        limit.signal,
       );
       call = decodeMethodCall(body, { maxBodySize, maxDepth });
     } catch (error) {
+      if (limit.signal.aborted && error === limit.signal.reason) {
+        return new Response(`${(error as DOMException).message}\n`, {
+          status: 408,
+          headers: { connection: "close" },
+        });
+      }
       if (error instanceof TooLarge) {
         return new Response(`${error.message}\n`, {
           status: 413,
@@ -1354,6 +1450,8 @@ export function xmlrpcHandler(
         );
       }
       throw error; // the connection failed while reading
+    } finally {
+      limit[Symbol.dispose]();
     }
     const fn = table.get(call.method);
     if (fn === undefined) {
@@ -1372,19 +1470,20 @@ export function xmlrpcHandler(
       ) {
         return faultResponse(error.faultCode, error.faultString);
       }
-      onError?.(error, call.method);
-      const name = error instanceof Error ? error.name : "Error";
-      const message = error instanceof Error ? error.message : String(error);
-      return faultResponse(XmlRpcFaultCode.APPLICATION, `${name}: ${message}`);
+      onError(error, call.method);
+      return faultResponse(
+        XmlRpcFaultCode.APPLICATION,
+        describeThrown(error, true),
+      );
     }
     try {
       return xmlResponse(encodeMethodResponse(result, { maxDepth }));
     } catch (error) {
-      onError?.(error, call.method);
+      onError(error, call.method);
       return faultResponse(
         XmlRpcFaultCode.INTERNAL_ERROR,
         `Cannot encode the result of ${quote(call.method)}: ${
-          (error as Error).message
+          describeThrown(error, false)
         }`,
       );
     }

@@ -162,6 +162,34 @@ Deno.test("serverAuthenticate() reports a peer that closes before replying", asy
   );
 });
 
+Deno.test("serverAuthenticate() reads only a digest's length from a peer that floods or speaks another protocol", async () => {
+  // A flood: the first 32 bytes are judged as the digest, the rest stays
+  // unread in the socket (nothing is buffered for a peer not yet trusted).
+  {
+    using pair = await tcpPair();
+    const flood = new Uint8Array(64 * 1024).fill(0x41);
+    flood.fill(0x42, 32);
+    const writing = pair.client.write(flood).catch(() => 0);
+    await rejects(
+      serverAuthenticate(pair.server, KEY, { timeout: 5000 }),
+      (e) => e instanceof AuthenticationError && e.reason === "wrong-key",
+    );
+    const next = new Uint8Array(16);
+    assert.ok((await pair.server.read(next)) !== null);
+    assert.equal(next[0], 0x42);
+    pair.server.close();
+    await writing;
+  }
+  // An HTTP request shorter than the digest, then a wait for an answer:
+  // the deadline ends it.
+  using pair = await tcpPair();
+  await pair.client.write(utf8("GET / HTTP/1.1\r\n\r\n"));
+  await rejects(
+    serverAuthenticate(pair.server, KEY, { timeout: 100 }),
+    (e) => e instanceof DOMException && e.name === "TimeoutError",
+  );
+});
+
 Deno.test("serverAuthenticate() times out a peer that stalls", async () => {
   using pair = await tcpPair();
   const started = performance.now();

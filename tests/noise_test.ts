@@ -139,6 +139,50 @@ Deno.test("HandshakeState rejects the vector's first message under another PSK o
   await assert.rejects(wrongPrologue.readMessage(message), DecryptError);
 });
 
+Deno.test("HandshakeState accepts the vector's first message replayed to a fresh responder, but not the vector's first transport message", async () => {
+  // Why noiseAccept() waits for the initiator's first transport message:
+  // message 0 proves nothing about freshness, message 2 does.
+  const [m0, m1, m2] = VECTOR.messages;
+  const fresh = await HandshakeState.initialize(
+    false,
+    unhex(VECTOR.resp_psks[0]),
+    { prologue: unhex(VECTOR.resp_prologue) }, // a new ephemeral key
+  );
+  assert.equal(
+    hex(await fresh.readMessage(unhex(m0.ciphertext))),
+    m0.payload,
+  );
+  const reply = await fresh.writeMessage(unhex(m1.payload));
+  assert.notEqual(hex(reply), m1.ciphertext);
+  await assert.rejects(
+    fresh.result.receive.decryptWithAd(new Uint8Array(0), unhex(m2.ciphertext)),
+    DecryptError,
+  );
+  // The original responder (the vector's ephemeral key) decrypts it.
+  const original = await HandshakeState.initialize(
+    false,
+    unhex(VECTOR.resp_psks[0]),
+    {
+      prologue: unhex(VECTOR.resp_prologue),
+      testingEphemeralPrivateKey: unhex(VECTOR.resp_ephemeral),
+    },
+  );
+  await original.readMessage(unhex(m0.ciphertext));
+  assert.equal(
+    hex(await original.writeMessage(unhex(m1.payload))),
+    m1.ciphertext,
+  );
+  assert.equal(
+    hex(
+      await original.result.receive.decryptWithAd(
+        new Uint8Array(0),
+        unhex(m2.ciphertext),
+      ),
+    ),
+    m2.payload,
+  );
+});
+
 Deno.test("keyPairFromPrivateKey derives the vector's ephemeral public key (PKCS#8 import)", async () => {
   const pair = await keyPairFromPrivateKey(unhex(VECTOR.init_ephemeral));
   // Message 0 starts with the initiator's ephemeral public key in the clear.
@@ -402,7 +446,9 @@ Deno.test("NoiseConn splits a write into messages of at most 65535 bytes", async
     await new Response(server.readable).arrayBuffer(),
   );
   assert.deepEqual(received, data);
-  assert.deepEqual(lengths, [65535, 65535, 150_000 - 2 * 65519 + 16]);
+  // The handshake's empty first transport message (a bare tag), then the
+  // data.
+  assert.deepEqual(lengths, [16, 65535, 65535, 150_000 - 2 * 65519 + 16]);
   await assert.rejects(
     client.send(new Uint8Array(NOISE_MAX_PAYLOAD_LENGTH + 1)),
     RangeError,
@@ -448,9 +494,12 @@ Deno.test("noiseConnect() rejects a responder whose reply does not decrypt (tamp
   assert.equal(connected.status, "rejected");
   assert.ok(connected.reason instanceof AuthenticationError);
   assert.equal(connected.reason.reason, "wrong-key");
-  assert.equal(accepted.status, "fulfilled");
-  assert.equal(await accepted.value.receive(), null);
-  accepted.value.close();
+  // The responder never reports a session the initiator gave up on: it
+  // waits for the initiator's first transport message, which never comes.
+  assert.equal(accepted.status, "rejected");
+  assert.ok(accepted.reason instanceof AuthenticationError);
+  assert.equal(accepted.reason.reason, "wrong-key");
+  assert.match(accepted.reason.message, /before its first transport message/);
   await relay.done;
 });
 
@@ -473,10 +522,10 @@ Deno.test("noiseConnect() rejects a responder whose ephemeral key is invalid (al
     "malformed",
     /the responder sent an invalid ephemeral public key/,
   )(connected.reason);
-  // The responder finished its side; it sees the initiator close.
-  assert.equal(accepted.status, "fulfilled");
-  assert.equal(await accepted.value.receive({ timeout: 3000 }), null);
-  accepted.value.close();
+  // The responder sees the initiator close before it proved the key.
+  assert.equal(accepted.status, "rejected");
+  assert.ok(accepted.reason instanceof AuthenticationError);
+  assert.match(accepted.reason.message, /before its first transport message/);
   await relay.done;
 });
 
@@ -527,7 +576,8 @@ Deno.test("noiseAccept() rejects a different prologue as a wrong key", async () 
 
 Deno.test("NoiseConn.receive() rejects a tampered message and closes the connection", async () => {
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 2) {
+    // 0: the first handshake message, 1: the empty first transport message.
+    if (direction === "to-server" && index === 3) {
       const copy = frame.slice();
       copy[5] ^= 0x01;
       return [copy];
@@ -542,7 +592,7 @@ Deno.test("NoiseConn.receive() rejects a tampered message and closes the connect
     server.receive(),
     isProtocolError(
       "malformed",
-      /Noise message 1: its authentication tag does not verify/,
+      /Noise message 2: its authentication tag does not verify/,
     ),
   );
   // The failure sticks, and the connection is gone: the client sees its end.
@@ -556,11 +606,11 @@ Deno.test("NoiseConn.receive() rejects a tampered message and closes the connect
 Deno.test("NoiseConn.receive() rejects reordered messages", async () => {
   let held: Uint8Array | undefined;
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 1) {
+    if (direction === "to-server" && index === 2) {
       held = frame;
       return [];
     }
-    if (direction === "to-server" && index === 2) return [frame, held!];
+    if (direction === "to-server" && index === 3) return [frame, held!];
     return [frame];
   });
   const [client, server] = await noisePair(relay.client, relay.server);
@@ -573,7 +623,7 @@ Deno.test("NoiseConn.receive() rejects reordered messages", async () => {
 
 Deno.test("NoiseConn.receive() rejects a replayed message", async () => {
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 1) return [frame, frame];
+    if (direction === "to-server" && index === 2) return [frame, frame];
     return [frame];
   });
   const [client, server] = await noisePair(relay.client, relay.server);
@@ -586,7 +636,7 @@ Deno.test("NoiseConn.receive() rejects a replayed message", async () => {
 
 Deno.test("NoiseConn.readable errors on a tampered message without handing out its bytes", async () => {
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 2) {
+    if (direction === "to-server" && index === 3) {
       const copy = frame.slice();
       copy[2] ^= 0xff;
       return [copy];
@@ -605,10 +655,10 @@ Deno.test("NoiseConn.readable errors on a tampered message without handing out i
 
 Deno.test("NoiseConn.receive() rejects a truncated message", async () => {
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 1) {
+    if (direction === "to-server" && index === 2) {
       return [frame.subarray(0, 10), frame.subarray(10, 20)];
     }
-    if (direction === "to-server" && index > 1) return null;
+    if (direction === "to-server" && index > 2) return null;
     return [frame];
   });
   const [client, server] = await noisePair(relay.client, relay.server);
@@ -624,7 +674,7 @@ Deno.test("NoiseConn.receive() rejects a truncated message", async () => {
 
 Deno.test("NoiseConn.receive() rejects a frame shorter than a tag", async () => {
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 1) {
+    if (direction === "to-server" && index === 2) {
       return [new Uint8Array([0, 3, 1, 2, 3])];
     }
     return [frame];
@@ -642,7 +692,7 @@ Deno.test("NoiseConn.receive() rejects a frame shorter than a tag", async () => 
 Deno.test("NoiseConn.receive() stops at its timeout or signal and keeps a half-read message for the next call", async () => {
   const rest = Promise.withResolvers<void>();
   const relay = relayPair((direction, index, frame) => {
-    if (direction === "to-server" && index === 1) {
+    if (direction === "to-server" && index === 2) {
       // Half the frame now, the rest when the test says so.
       return [frame.subarray(0, 10), rest.promise.then(() => frame.slice(10))];
     }
@@ -800,10 +850,11 @@ Deno.test("noiseConnect() checks gracePeriod", async () => {
 
 Deno.test("NoiseConn.send() refuses to go past nonce 2^64-2 and closes the connection", async () => {
   using pair = await tcpPair();
-  // Both ends of the client-to-server direction start at the last usable
-  // nonce, as after 2^64-2 messages.
+  // Both ends of the client-to-server direction start one before the last
+  // usable nonce, as after 2^64-3 messages: the handshake's empty first
+  // transport message takes it, and "the last one" gets the last.
   testHooks.afterSplit = (result, initiator) => {
-    (initiator ? result.send : result.receive).setNonce((1n << 64n) - 2n);
+    (initiator ? result.send : result.receive).setNonce((1n << 64n) - 3n);
   };
   let client: NoiseConn, server: NoiseConn;
   try {
@@ -1096,7 +1147,12 @@ peerTest(
       hex(psk),
       { timeout: 20_000 },
     );
-    assert.equal(await peer.next(), `hash ${hex(conn.handshakeHash)}`);
+    // Our first transport message, the one the responder waits for, is
+    // empty: a bare tag.
+    assert.equal(
+      await peer.next(),
+      `hash ${hex(conn.handshakeHash)} first 0`,
+    );
     const data = randomBytes(200_000);
     const reading = new Response(conn.readable).arrayBuffer();
     const writer = conn.writable.getWriter();

@@ -9,12 +9,17 @@ length, then the Noise message.
 usage:
   noise_peer.py initiator PORT PSK_HEX PROLOGUE
       Connects to 127.0.0.1:PORT, runs the handshake, prints "hash <hex>",
-      sends a set of messages, checks that each comes back unchanged,
-      half-closes, waits for the end of stream and prints "ok".
+      sends a set of messages (the first, with data, is the first transport
+      message the responder waits for), checks that each comes back
+      unchanged, half-closes, waits for the end of stream and prints "ok".
   noise_peer.py responder PSK_HEX PROLOGUE
       Listens on 127.0.0.1 (a free port), prints "port <n>", accepts one
-      connection, runs the handshake, prints "hash <hex>", echoes every
-      message until the end of stream, half-closes and prints "ok".
+      connection, runs the handshake, then, as connauth's responder does,
+      waits for the initiator's first transport message (the only proof that
+      the initiator holds the PSK in this session: its first handshake
+      message could be a replay) and prints "hash <hex> first <length>".
+      It echoes that message unless it is empty, then every message until
+      the end of stream, half-closes and prints "ok <echoed>".
 Exit status: 0 ok, 3 a handshake message did not decrypt ("error wrong-key"),
 4 the peer closed the connection early ("error closed"), 5 another failure.
 """
@@ -225,8 +230,15 @@ def run_responder(psk, prologue):
         with conn:
             conn.settimeout(20)
             send, receive, h = handshake_responder(conn, psk, prologue)
-            say("hash", h.hex())
+            frame = recv_frame(conn)
+            if frame is None:
+                raise Closed()
+            first = receive.decrypt_with_ad(b"", frame)
+            say("hash", h.hex(), "first", len(first))
             count = 0
+            if first:
+                send_frame(conn, send.encrypt_with_ad(b"", first))
+                count += 1
             while True:
                 frame = recv_frame(conn)
                 if frame is None:
