@@ -14,7 +14,11 @@ import {
   type ServerConn,
 } from "../server.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
-import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+import {
+  clientAuthenticate,
+  HmacKey,
+  serverAuthenticate,
+} from "../handshake.ts";
 import { closeQuietly } from "../_io.ts";
 import {
   findPython,
@@ -1335,6 +1339,11 @@ Deno.test("serve() rejects bad options before listening", () => {
   );
   assert.throws(() => serve({ port: 70000, key: KEY }, handler), RangeError);
   assert.throws(
+    () => serve({ port: 0, key: KEY, challengeLength: 8 }, handler),
+    (e: unknown) =>
+      e instanceof RangeError && /challengeLength 8/.test(e.message),
+  );
+  assert.throws(
     () => serve({ port: 0, key: KEY }, undefined as unknown as () => void),
     TypeError,
   );
@@ -1470,6 +1479,32 @@ Deno.test("connect() and serve() agree on hash and challenge length", async () =
   // clientAuthenticate() works against serve() too.
   using raw = await Deno.connect({ hostname: "127.0.0.1", port });
   await clientAuthenticate(raw, KEY, { hash: "SHA-512", challengeLength: 64 });
+});
+
+Deno.test("serve() authenticates with a key given as an HmacKey or a CryptoKey (WebCrypto's verify) as with text", async () => {
+  const keys = [
+    await HmacKey.import(KEY),
+    await crypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(KEY),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign", "verify"],
+    ),
+    new TextEncoder().encode(KEY),
+  ];
+  for (const key of keys) {
+    const failures: AuthFailureInfo[] = [];
+    await using server = echoServer({
+      key,
+      onAuthFailure: (info) => failures.push(info),
+    });
+    await helloRoundTrip(portOf(server));
+    using wrong = await connect({ port: portOf(server), key: "wrong" });
+    assert.equal(await readN(wrong, 1), null);
+    await waitFor(() => failures.length === 1, 5000, "the failure");
+    assert.equal(failures[0].error.reason, "wrong-key");
+  }
 });
 
 // The upper-case server and the chat client, as subprocesses.
