@@ -1,7 +1,8 @@
-// Private ASN.1 DER helpers for certs.ts: a writer for the handful of types
-// an X.509 certificate needs, and a minimal reader for walking a certificate
-// we (or someone else) wrote. Not a general ASN.1 library: no indefinite
-// lengths, no high tag numbers, no BER.
+// Private ASN.1 DER helpers for certs.ts, _tls_identity.ts and the tests: a
+// writer for the handful of types an X.509 certificate needs, and a strict,
+// minimal reader for walking a certificate we (or a peer) wrote. Not a
+// general ASN.1 library: the reader refuses indefinite lengths, high tag
+// numbers and every other BER form with a TypeError.
 import { concat } from "./_io.ts";
 
 /** Universal and context tags used by X.509. */
@@ -28,13 +29,21 @@ function lengthBytes(length: number): Uint8Array<ArrayBuffer> {
   return Uint8Array.of(0x80 | bytes.length, ...bytes);
 }
 
-/** One TLV: a tag byte, a DER length and the contents. */
+/**
+ * One TLV: a tag, a DER length and the contents. The tag is one byte, or
+ * the bytes of a high-tag-number identifier (`Uint8Array.of(0x1f, 0x81,
+ * 0x00)`) written as given (only tests write those).
+ */
 export function tlv(
-  tag: number,
+  tag: number | Uint8Array,
   ...contents: Uint8Array[]
 ): Uint8Array<ArrayBuffer> {
   const body = concat(...contents);
-  return concat(Uint8Array.of(tag), lengthBytes(body.byteLength), body);
+  return concat(
+    typeof tag === "number" ? Uint8Array.of(tag) : tag,
+    lengthBytes(body.byteLength),
+    body,
+  );
 }
 
 /** SEQUENCE of already-encoded elements. */
@@ -184,7 +193,11 @@ export interface Node {
   end: number;
 }
 
-/** Reads the TLV at `offset`; throws TypeError on anything not DER-shaped. */
+/**
+ * Reads the TLV at `offset`; throws TypeError on anything not DER-shaped: a
+ * truncated header or contents, a high tag number, an indefinite length, a
+ * length in more bytes than it needs (BER, not DER) or over 4 bytes.
+ */
 export function readNode(
   bytes: Uint8Array,
   offset: number,
@@ -199,10 +212,12 @@ export function readNode(
     const count = length & 0x7f;
     if (count === 0 || count > 4) throw malformed("unsupported length");
     if (contentStart + count > limit) throw malformed("truncated length");
+    if (bytes[contentStart] === 0) throw malformed("non-minimal length");
     length = 0;
     for (let i = 0; i < count; i++) {
       length = length * 256 + bytes[contentStart + i];
     }
+    if (length < 0x80) throw malformed("non-minimal length");
     contentStart += count;
   }
   const end = contentStart + length;
@@ -231,18 +246,28 @@ export function contents(bytes: Uint8Array, node: Node): Uint8Array {
   return bytes.subarray(node.contentStart, node.end);
 }
 
-/** Decodes an OBJECT IDENTIFIER's contents to dotted form. */
+/**
+ * Decodes an OBJECT IDENTIFIER's contents to dotted form. Throws TypeError
+ * on an empty or truncated OID, an arc with a leading 0x80 byte (not DER)
+ * or an arc too large to hold exactly.
+ */
 export function decodeOid(body: Uint8Array): string {
   const values: number[] = [];
   let value = 0;
+  let fresh = true;
   for (const byte of body) {
+    if (fresh && byte === 0x80) throw malformed("non-minimal OID arc");
+    fresh = false;
     value = value * 128 + (byte & 0x7f);
+    if (value > Number.MAX_SAFE_INTEGER) throw malformed("OID arc too large");
     if (!(byte & 0x80)) {
       values.push(value);
       value = 0;
+      fresh = true;
     }
   }
   if (values.length === 0) throw malformed("empty OID");
+  if (!fresh) throw malformed("truncated OID");
   const first = values[0] < 80 ? Math.floor(values[0] / 40) : 2;
   return [first, values[0] - first * 40, ...values.slice(1)].join(".");
 }

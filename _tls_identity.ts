@@ -77,37 +77,135 @@ export function formatIp(bytes: Uint8Array): string {
 
 // ---------------------------------------------------------------------------
 // Reading a DER certificate
+//
+// This reader is the only source of a peer's identity. It is strict: a
+// certificate it cannot read unambiguously (malformed or BER-only DER, a
+// name attribute that is not one type and one value, an empty RDN, a common
+// name or SAN that does not decode exactly, an impossible time, two
+// instances of one extension, ...) is refused with a TypeError naming what
+// is wrong, never guessed at. Its messages hold no bytes of the certificate.
 
+const OID_COMMON_NAME = "2.5.4.3";
 const OID_SUBJECT_ALT_NAME = "2.5.29.17";
+const OID_EXT_KEY_USAGE = "2.5.29.37";
+
+function unreadable(detail: string): TypeError {
+  return new TypeError(`Cannot read the certificate: ${detail}`);
+}
+
+/** One extension: its OID, criticality and the node its OCTET STRING holds. */
+interface Extension {
+  id: string;
+  critical: boolean;
+  /** The single DER value inside the OCTET STRING. */
+  value: Node;
+}
 
 /** The TBSCertificate fields of a DER certificate. */
 interface TbsFields {
+  serial: Node;
   issuer: Node;
+  notBefore: Node;
+  notAfter: Node;
   subject: Node;
-  extensions: Node[];
+  extensions: Extension[];
+}
+
+function expectTag(node: Node | undefined, tag: number, what: string): Node {
+  if (node?.tag !== tag) throw unreadable(`malformed ${what}`);
+  return node;
+}
+
+/** The one DER value that fills `[start, end)` exactly. */
+function single(der: Uint8Array, start: number, end: number, what: string) {
+  const node = readNode(der, start, end);
+  if (node.end !== end) throw unreadable(`trailing bytes after ${what}`);
+  return node;
 }
 
 function tbsFields(der: Uint8Array): TbsFields {
-  const certificate = readNode(der, 0);
-  const tbs = children(der, certificate)[0];
-  const fields = children(der, tbs);
-  const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
-  const issuer = fields[offset + 2];
-  const subject = fields[offset + 4];
-  if (issuer?.tag !== 0x30 || subject?.tag !== 0x30) {
-    throw new TypeError("Cannot parse certificate: malformed TBSCertificate");
+  const certificate = expectTag(
+    single(der, 0, der.length, "the certificate"),
+    0x30,
+    "Certificate",
+  );
+  const parts = children(der, certificate);
+  if (parts.length !== 3) throw unreadable("malformed Certificate");
+  const fields = children(der, expectTag(parts[0], 0x30, "TBSCertificate"));
+  let index = 0;
+  if (fields[0]?.tag === 0xa0) {
+    const version = children(der, fields[0]);
+    if (version.length !== 1 || version[0].tag !== 0x02) {
+      throw unreadable("malformed version");
+    }
+    index = 1;
   }
-  const wrapper = fields.find((node) => node.tag === 0xa3);
-  const extensions = wrapper ? children(der, children(der, wrapper)[0]) : [];
-  return { issuer, subject, extensions };
+  const [serial, signature, issuer, validity, subject, spki, ...rest] = fields
+    .slice(index);
+  expectTag(serial, 0x02, "serial number");
+  expectTag(signature, 0x30, "signature algorithm");
+  expectTag(issuer, 0x30, "issuer");
+  expectTag(subject, 0x30, "subject");
+  expectTag(spki, 0x30, "subject public key");
+  const times = children(der, expectTag(validity, 0x30, "validity"));
+  if (times.length !== 2) throw unreadable("malformed validity");
+  // Then, in this order and each at most once: issuerUniqueID [1],
+  // subjectUniqueID [2], extensions [3].
+  let last = 0;
+  let extensions: Extension[] = [];
+  for (const node of rest) {
+    const number = node.tag & 0x1f;
+    const expected = number === 3 ? 0xa3 : 0x80 | number;
+    if (node.tag !== expected || number < 1 || number > 3 || number <= last) {
+      throw unreadable("unexpected field after the subject public key");
+    }
+    last = number;
+    if (number === 3) extensions = readExtensions(der, node);
+  }
+  return {
+    serial,
+    issuer,
+    notBefore: times[0],
+    notAfter: times[1],
+    subject,
+    extensions,
+  };
 }
 
-const utf8Decoder = new TextDecoder();
-
-/** Raw bytes as openssl writes them to a terminal (read back as UTF-8). */
-function rawText(bytes: Uint8Array): string {
-  return utf8Decoder.decode(bytes);
+function readExtensions(der: Uint8Array, wrapper: Node): Extension[] {
+  const inner = children(der, wrapper);
+  if (inner.length !== 1) throw unreadable("malformed extensions");
+  const list = children(der, expectTag(inner[0], 0x30, "extensions"));
+  if (list.length === 0) throw unreadable("an empty list of extensions");
+  const seen = new Set<string>();
+  return list.map((extension) => {
+    const parts = children(der, expectTag(extension, 0x30, "extension"));
+    const id = decodeOid(contents(der, expectTag(parts[0], 0x06, "extension")));
+    let critical = false;
+    let octets = parts[1];
+    if (parts.length === 3) {
+      const flag = expectTag(parts[1], 0x01, "extension");
+      const value = contents(der, flag);
+      if (value.length !== 1 || (value[0] !== 0 && value[0] !== 0xff)) {
+        throw unreadable("malformed critical flag in an extension");
+      }
+      critical = value[0] === 0xff;
+      octets = parts[2];
+    } else if (parts.length !== 2) {
+      throw unreadable("malformed extension");
+    }
+    expectTag(octets, 0x04, "extension value");
+    if (seen.has(id)) throw unreadable(`extension ${id} appears twice`);
+    seen.add(id);
+    return {
+      id,
+      critical,
+      value: single(der, octets.contentStart, octets.end, `extension ${id}`),
+    };
+  });
 }
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * Short names openssl gives the usual attribute types; others print as a
@@ -149,14 +247,25 @@ const ATTRIBUTE_NAMES: Record<string, string> = {
   "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
 };
 
-/** The attributes of a Name, RDN by RDN: `[[oid, value node], ...]`. */
+/**
+ * The attributes of a Name, RDN by RDN: `[[oid, value node], ...]`. Every
+ * RDN is a SET of at least one attribute, every attribute one OID and one
+ * value.
+ */
 function nameEntries(der: Uint8Array, name: Node): [string, Node][][] {
-  return children(der, name).map((rdn) =>
-    children(der, rdn).map((attribute): [string, Node] => {
-      const [type, value] = children(der, attribute);
-      return [decodeOid(contents(der, type)), value];
-    })
-  );
+  return children(der, name).map((rdn) => {
+    const attributes = children(der, expectTag(rdn, 0x31, "name"));
+    if (attributes.length === 0) {
+      throw unreadable("a name with an empty relative distinguished name");
+    }
+    return attributes.map((attribute): [string, Node] => {
+      const parts = children(der, expectTag(attribute, 0x30, "name"));
+      if (parts.length !== 2 || parts[0].tag !== 0x06) {
+        throw unreadable("a name attribute that is not one type and one value");
+      }
+      return [decodeOid(contents(der, parts[0])), parts[1]];
+    });
+  });
 }
 
 /**
@@ -206,7 +315,7 @@ function valueChars(tag: number, bytes: Uint8Array): number[] | null {
     case 0x17: // UTCTime
     case 0x18: // GeneralizedTime
     case 0x1a: // VisibleString
-      out.push(...bytes);
+      for (const byte of bytes) out.push(byte);
       return out;
     case 0x1e: // BMPString
       if (bytes.length % 2) return null;
@@ -314,17 +423,106 @@ function formatName(der: Uint8Array, name: Node): string {
   ).join(", ");
 }
 
-/** A string attribute's value as text (no escaping), or undefined. */
-function decodeValue(der: Uint8Array, value: Node): string | undefined {
-  const body = contents(der, value);
-  if (value.tag === 0x0c) return utf8Decoder.decode(body);
-  const chars = valueChars(value.tag, body);
-  if (chars === null) return undefined;
-  try {
-    return String.fromCodePoint(...chars);
-  } catch {
-    return undefined;
+const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
+
+/**
+ * A string value's text, exactly: throws when the bytes are not valid for
+ * the ASN.1 string type (invalid UTF-8, a PrintableString with `@`, an odd
+ * BMPString, a surrogate, ...) or the value is not a string at all.
+ */
+function decodeText(tag: number, bytes: Uint8Array, what: string): string {
+  const invalid = () => unreadable(`${what} is not a valid string`);
+  if (tag === 0x0c) {
+    try {
+      return strictUtf8.decode(bytes);
+    } catch {
+      throw invalid();
+    }
   }
+  const chars = valueChars(tag, bytes);
+  if (chars === null) throw invalid();
+  let text = "";
+  for (const code of chars) {
+    const ok = tag === 0x12
+      ? code === 0x20 || (code >= 0x30 && code <= 0x39)
+      : tag === 0x16
+      ? code < 0x80
+      : tag === 0x1a
+      ? code >= 0x20 && code < 0x7f
+      : code <= 0x10ffff && (code < 0xd800 || code > 0xdfff);
+    if (!ok) throw invalid();
+    text += String.fromCodePoint(code);
+  }
+  if (tag === 0x13 && !PRINTABLE.test(text)) throw invalid();
+  return text;
+}
+
+/** An IA5String-like SAN (DNS, email, URI): non-empty ASCII. */
+function ia5Text(bytes: Uint8Array, what: string): string {
+  if (bytes.length === 0) throw unreadable(`an empty ${what} name`);
+  return decodeText(0x16, bytes, `a ${what} name`);
+}
+
+const TIME_FORMATS: Record<number, RegExp> = {
+  // UTCTime and GeneralizedTime as RFC 5280 4.1.2.5 allows them: UTC ("Z"),
+  // whole seconds.
+  0x17: /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/,
+  0x18: /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/,
+};
+
+/** A validity time; throws on local time, fractions or an impossible date. */
+function readTime(der: Uint8Array, node: Node, what: string): Date {
+  const format = TIME_FORMATS[node.tag];
+  const text = String.fromCharCode(...contents(der, node).subarray(0, 16));
+  const match = format?.exec(text);
+  if (!match || contents(der, node).length !== text.length) {
+    throw unreadable(`${what} is not a UTC time`);
+  }
+  const [year, month, day, hour, minute, second] = match.slice(1).map(Number);
+  const fullYear = node.tag === 0x18
+    ? year
+    : year < 50
+    ? 2000 + year
+    : 1900 + year;
+  const date = new Date(0);
+  date.setUTCFullYear(fullYear, month - 1, day);
+  date.setUTCHours(hour, minute, second, 0);
+  if (
+    date.getUTCFullYear() !== fullYear || date.getUTCMonth() !== month - 1 ||
+    date.getUTCDate() !== day || date.getUTCHours() !== hour ||
+    date.getUTCMinutes() !== minute || date.getUTCSeconds() !== second
+  ) {
+    throw unreadable(`${what} is not a possible date`);
+  }
+  return date;
+}
+
+/**
+ * The serial number as `openssl x509 -serial` prints it: uppercase hex in
+ * whole bytes, without the sign byte DER adds, `-` before a negative one.
+ */
+function readSerial(der: Uint8Array, node: Node): string {
+  const bytes = contents(der, node);
+  if (bytes.length === 0) throw unreadable("an empty serial number");
+  if (
+    bytes.length > 1 &&
+    ((bytes[0] === 0 && !(bytes[1] & 0x80)) ||
+      (bytes[0] === 0xff && bytes[1] & 0x80))
+  ) throw unreadable("a serial number with redundant leading bytes");
+  if (!(bytes[0] & 0x80)) {
+    const magnitude = bytes.length > 1 && bytes[0] === 0
+      ? bytes.subarray(1)
+      : bytes;
+    return hexDump(magnitude);
+  }
+  // Negative: two's complement back to the magnitude.
+  const magnitude = Uint8Array.from(bytes, (byte) => ~byte & 0xff);
+  for (let i = magnitude.length - 1; i >= 0; i--) {
+    magnitude[i] = (magnitude[i] + 1) & 0xff;
+    if (magnitude[i] !== 0) break;
+  }
+  const start = magnitude[0] === 0 && magnitude.length > 1 ? 1 : 0;
+  return `-${hexDump(magnitude.subarray(start))}`;
 }
 
 /** The names in a DER certificate, as {@linkcode PeerIdentity} holds them. */
@@ -339,23 +537,89 @@ export interface CertificateNames {
   san: string[];
 }
 
-/** Reads subject, issuer, first CN and SANs from a DER certificate. */
-export function certificateNames(der: Uint8Array): CertificateNames {
+/** What {@linkcode readCertificate} reads from a DER certificate. */
+export interface CertificateFacts extends CertificateNames {
+  /** Start of the validity. */
+  validFrom: Date;
+  /** End of the validity. */
+  validTo: Date;
+  /** As `openssl x509 -serial` prints it. */
+  serialNumber: string;
+  /** The extended key usage OIDs, or null when the extension is absent. */
+  extendedKeyUsage: string[] | null;
+}
+
+/**
+ * Reads subject, issuer, first CN, SANs, validity, serial number and
+ * extended key usage from a DER certificate; throws a TypeError (`Cannot
+ * read the certificate: ...`) on one it cannot read unambiguously. Nothing
+ * is verified here: call it on a certificate that verified, or only to
+ * describe one.
+ */
+export function readCertificate(der: Uint8Array): CertificateFacts {
+  try {
+    return readFacts(der);
+  } catch (error) {
+    const message = (error as Error)?.message ?? "";
+    if (message.startsWith("Cannot read the certificate: ")) throw error;
+    // _asn1.ts: "Cannot parse DER: <detail>"
+    throw unreadable(
+      `malformed DER (${message.replace(/^Cannot parse DER: /, "")})`,
+    );
+  }
+}
+
+function readFacts(der: Uint8Array): CertificateFacts {
   const fields = tbsFields(der);
   let cn: string | undefined;
   for (const rdn of nameEntries(der, fields.subject)) {
-    const found = rdn.find(([id]) => id === "2.5.4.3");
+    const found = rdn.find(([id]) => id === OID_COMMON_NAME);
     if (found) {
-      cn = decodeValue(der, found[1]);
+      cn = decodeText(
+        found[1].tag,
+        contents(der, found[1]),
+        "the common name",
+      );
       break;
+    }
+  }
+  const issuer = formatName(der, fields.issuer);
+  const subject = formatName(der, fields.subject);
+  const validFrom = readTime(der, fields.notBefore, "the start of validity");
+  const validTo = readTime(der, fields.notAfter, "the end of validity");
+  const serialNumber = readSerial(der, fields.serial);
+  let san: string[] = [];
+  let extendedKeyUsage: string[] | null = null;
+  for (const extension of fields.extensions) {
+    if (extension.id === OID_SUBJECT_ALT_NAME) {
+      san = subjectAltNames(der, extension.value);
+    } else if (extension.id === OID_EXT_KEY_USAGE) {
+      const list = children(
+        der,
+        expectTag(extension.value, 0x30, "extended key usage"),
+      );
+      if (list.length === 0) throw unreadable("an empty extended key usage");
+      extendedKeyUsage = list.map((node) =>
+        decodeOid(contents(der, expectTag(node, 0x06, "extended key usage")))
+      );
     }
   }
   return {
     cn,
-    subject: formatName(der, fields.subject),
-    issuer: formatName(der, fields.issuer),
-    san: subjectAltNames(der, fields.extensions),
+    subject,
+    issuer,
+    san,
+    validFrom,
+    validTo,
+    serialNumber,
+    extendedKeyUsage,
   };
+}
+
+/** Reads subject, issuer, first CN and SANs from a DER certificate. */
+export function certificateNames(der: Uint8Array): CertificateNames {
+  const { cn, subject, issuer, san } = readCertificate(der);
+  return { cn, subject, issuer, san };
 }
 
 /** One GeneralName as `openssl x509 -ext subjectAltName` prints it. */
@@ -363,12 +627,16 @@ function generalName(der: Uint8Array, node: Node): string {
   const body = contents(der, node);
   switch (node.tag) {
     case 0x81:
-      return `email:${rawText(body)}`;
+      return `email:${ia5Text(body, "email")}`;
     case 0x82:
-      return `DNS:${rawText(body)}`;
+      return `DNS:${ia5Text(body, "DNS")}`;
     case 0x86:
-      return `URI:${rawText(body)}`;
+      return `URI:${ia5Text(body, "URI")}`;
     case 0x87:
+      // 4 or 16 bytes; 8 or 32 (address and mask) only in name constraints.
+      if (body.length !== 4 && body.length !== 16) {
+        throw unreadable("an IP address name that is not 4 or 16 bytes");
+      }
       return `IP Address:${formatIp(body)}`;
     case 0x88:
       return `Registered ID:${decodeOid(body)}`;
@@ -376,12 +644,16 @@ function generalName(der: Uint8Array, node: Node): string {
       return otherName(der, node);
     case 0xa3:
       return "X400Name:<unsupported>";
-    case 0xa4:
-      return `DirName:${onelineName(der, children(der, node)[0])}`;
+    case 0xa4: {
+      const inner = children(der, node);
+      if (inner.length !== 1) throw unreadable("malformed directory name");
+      const name = expectTag(inner[0], 0x30, "directory name");
+      return `DirName:${onelineName(der, name)}`;
+    }
     case 0xa5:
       return "EdiPartyName:<unsupported>";
     default:
-      return `<unknown ${node.tag}>`;
+      throw unreadable("an alternative name of unknown type");
   }
 }
 
@@ -394,34 +666,37 @@ const OTHER_NAMES: Record<string, [string, number]> = {
 };
 
 function otherName(der: Uint8Array, node: Node): string {
-  const [typeId, wrapper] = children(der, node);
-  const id = decodeOid(contents(der, typeId));
-  const value = wrapper ? children(der, wrapper)[0] : undefined;
+  const parts = children(der, node);
+  const wrapper = parts[1];
+  if (parts.length !== 2 || wrapper.tag !== 0xa0) {
+    throw unreadable("malformed otherName");
+  }
+  const id = decodeOid(contents(der, expectTag(parts[0], 0x06, "otherName")));
+  const inner = children(der, wrapper);
+  if (inner.length !== 1) throw unreadable("malformed otherName value");
+  const value = inner[0];
   const known = OTHER_NAMES[id];
   const label = known?.[0] ?? id;
   const printable = known
-    ? value?.tag === known[1]
-    : value?.tag === 0x0c || value?.tag === 0x16;
+    ? value.tag === known[1]
+    : value.tag === 0x0c || value.tag === 0x16;
   return `othername: ${label}::${
-    printable ? rawText(contents(der, value!)) : "<unsupported>"
+    printable
+      ? decodeText(value.tag, contents(der, value), "an otherName value")
+      : "<unsupported>"
   }`;
 }
 
 /**
- * The subject alternative names in a DER certificate's `extensions`, each as
- * `openssl x509 -ext subjectAltName` prints it (`"DNS:a.test"`,
+ * The subject alternative names in the extension's value, each as `openssl
+ * x509 -ext subjectAltName` prints it (`"DNS:a.test"`,
  * `"IP Address:10.0.0.5"`, `"IP Address:FD00:0:0:0:0:0:0:5"`,
  * `"email:a@b.test"`, `"URI:..."`).
  */
-function subjectAltNames(der: Uint8Array, extensions: Node[]): string[] {
-  for (const extension of extensions) {
-    const parts = children(der, extension);
-    if (decodeOid(contents(der, parts[0])) !== OID_SUBJECT_ALT_NAME) continue;
-    const octets = parts[parts.length - 1];
-    const names = readNode(der, octets.contentStart, octets.end);
-    return children(der, names).map((name) => generalName(der, name));
-  }
-  return [];
+function subjectAltNames(der: Uint8Array, value: Node): string[] {
+  const names = children(der, expectTag(value, 0x30, "subjectAltName"));
+  if (names.length === 0) throw unreadable("an empty subjectAltName");
+  return names.map((name) => generalName(der, name));
 }
 
 // ---------------------------------------------------------------------------
@@ -487,8 +762,24 @@ export function allowed(
   );
 }
 
+/** Longest name a log line quotes in full; the rest is cut to "...". */
+const MAX_LOGGED_NAME = 200;
+
+/**
+ * A name for a log line, cut after {@linkcode MAX_LOGGED_NAME} characters
+ * so a certificate with thousands of RDNs cannot make every refusal line
+ * that long (the full name stays in the event's identity).
+ */
+export function clip(name: string): string {
+  return name.length > MAX_LOGGED_NAME
+    ? `${name.slice(0, MAX_LOGGED_NAME)}...`
+    : name;
+}
+
 /** Names a client in a log line: its subject and fingerprint. */
 export function describe(identity: PeerIdentity | null): string {
   if (identity === null) return "a client without a certificate";
-  return `client "${identity.subject}" (SHA-256 ${identity.fingerprint256})`;
+  return `client "${
+    clip(identity.subject)
+  }" (SHA-256 ${identity.fingerprint256})`;
 }

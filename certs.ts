@@ -49,7 +49,6 @@
  */
 
 import {
-  bitString,
   boolean,
   children,
   contents,
@@ -71,6 +70,12 @@ import {
 } from "./_asn1.ts";
 import { concat, copyBytes, utf8 } from "./_io.ts";
 import { formatIp, parseIp } from "./_tls_identity.ts";
+import {
+  ecdsaWithSha256,
+  pemDecode,
+  pemEncode,
+  signCertificate,
+} from "./_x509.ts";
 
 /** A certificate and its private key, both PEM text. */
 export interface CertificateAndKey {
@@ -259,7 +264,6 @@ const LOCALHOST_NAMES = ["localhost", "127.0.0.1", "::1"];
 
 const OID = {
   commonName: "2.5.4.3",
-  ecdsaWithSha256: "1.2.840.10045.4.3.2",
   ecPublicKey: "1.2.840.10045.2.1",
   prime256v1: "1.2.840.10045.3.1.7",
   subjectKeyIdentifier: "2.5.29.14",
@@ -273,7 +277,6 @@ const OID = {
 } as const;
 
 const EC_PARAMS = { name: "ECDSA", namedCurve: "P-256" } as const;
-const SIGN_PARAMS = { name: "ECDSA", hash: "SHA-256" } as const;
 
 /**
  * Creates a self-signed development certificate authority (ECDSA P-256).
@@ -738,21 +741,17 @@ interface SignInput {
 
 async function sign(input: SignInput): Promise<IssuedCertificate> {
   const serial = randomSerial();
-  const algorithm = sequence(oid(OID.ecdsaWithSha256));
   const tbs = sequence(
     explicit(0, smallInteger(2)),
     unsignedInteger(serial),
-    algorithm,
+    ecdsaWithSha256(),
     input.issuer,
     sequence(time(input.notBefore), time(input.notAfter)),
     input.subject,
     input.spki,
     explicit(3, sequence(...input.extensions)),
   );
-  const signature = new Uint8Array(
-    await crypto.subtle.sign(SIGN_PARAMS, input.signingKey, tbs),
-  );
-  const der = sequence(tbs, algorithm, bitString(ecdsaSignatureDer(signature)));
+  const der = await signCertificate(tbs, input.signingKey);
   const pkcs8 = new Uint8Array(
     await crypto.subtle.exportKey("pkcs8", input.privateKey),
   );
@@ -779,15 +778,6 @@ function randomSerial(): Uint8Array<ArrayBuffer> {
   const serial = crypto.getRandomValues(new Uint8Array(16));
   serial[0] = (serial[0] & 0x7f) || 0x01;
   return serial;
-}
-
-/** WebCrypto's raw r||s to DER `SEQUENCE { INTEGER r, INTEGER s }`. */
-function ecdsaSignatureDer(raw: Uint8Array): Uint8Array<ArrayBuffer> {
-  const half = raw.length / 2;
-  return sequence(
-    unsignedInteger(raw.subarray(0, half)),
-    unsignedInteger(raw.subarray(half)),
-  );
 }
 
 function extension(
@@ -1038,43 +1028,6 @@ function base64UrlDecode(text: string): Uint8Array<ArrayBuffer> {
     atob(b64 + "=".repeat((4 - b64.length % 4) % 4)),
     (c) => c.charCodeAt(0),
   );
-}
-
-function pemEncode(label: string, der: Uint8Array): string {
-  let binary = "";
-  for (const byte of der) binary += String.fromCharCode(byte);
-  const b64 = btoa(binary);
-  const lines = b64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${
-    lines.join("\n")
-  }\n-----END ${label}-----\n`;
-}
-
-function pemDecode(
-  pem: string,
-  label: string,
-  what: string,
-): Uint8Array<ArrayBuffer> {
-  const match = typeof pem === "string"
-    ? new RegExp(
-      `-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`,
-    ).exec(pem)
-    : null;
-  if (!match) {
-    throw new TypeError(
-      `Cannot read ${what}: expected PEM text with a "-----BEGIN ${label}-----" block`,
-    );
-  }
-  try {
-    return Uint8Array.from(
-      atob(match[1].replace(/\s+/g, "")),
-      (c) => c.charCodeAt(0),
-    );
-  } catch (error) {
-    throw new TypeError(`Cannot read ${what}: the PEM body is not base64`, {
-      cause: error,
-    });
-  }
 }
 
 async function fingerprintOf(der: Uint8Array): Promise<string> {

@@ -65,6 +65,7 @@
 
 import * as nodeTls from "node:tls";
 import {
+  createHash,
   createPrivateKey,
   createPublicKey,
   X509Certificate,
@@ -75,12 +76,12 @@ import {
   formatAddr,
   raceSignal,
 } from "./_io.ts";
-import { children, decodeOid, readNode } from "./_asn1.ts";
 import {
   allowed,
-  type CertificateNames,
-  certificateNames,
+  type CertificateFacts,
+  clip,
   describe,
+  readCertificate,
 } from "./_tls_identity.ts";
 import type { Duplex } from "./types.ts";
 import { ProtocolError } from "./errors.ts";
@@ -132,7 +133,11 @@ export interface PeerIdentity {
    * (`"AB:CD:..."`).
    */
   readonly fingerprint256: string;
-  /** The serial number, uppercase hex in whole bytes (`openssl x509 -serial`). */
+  /**
+   * The serial number, uppercase hex in whole bytes, as `openssl x509
+   * -serial` prints it (`-` first for a negative one, which some
+   * non-conforming CAs issue).
+   */
   readonly serialNumber: string;
 }
 
@@ -146,10 +151,19 @@ export interface PeerIdentity {
  * `"key-mismatch"`, `"handshake"` (anything else).
  *
  * Server side ({@linkcode TlsErrorEvent.reason}) adds `"no-certificate"`,
- * `"wrong-key-usage"`, `"not-allowed"` (verified, but not in `allow` or
- * refused by `authorize`), `"authorize-timeout"` (the `authorize` hook did
- * not answer within `authorizeTimeout`), `"too-large"` (the client sent more
- * than `readBufferLimit` bytes while the hook ran) and `"queue-full"`.
+ * `"wrong-key-usage"`, `"unreadable-certificate"` (the certificate verified
+ * but connauth's own reader cannot read it unambiguously: malformed or
+ * BER-only DER, a name attribute without a value, an empty RDN, a common
+ * name or alternative name that is not a valid string of its type, an IP
+ * address name not 4 or 16 bytes long, an impossible or non-UTC time, an
+ * extension present twice, an empty list where X.509 requires at least one
+ * element; such a client is refused, never identified by a guess),
+ * `"not-allowed"` (verified, but not in `allow` or refused by `authorize`),
+ * `"authorize-timeout"` (the `authorize` hook did not answer within
+ * `authorizeTimeout`), `"too-large"` (the client sent more than
+ * `readBufferLimit` bytes while the hook ran) and `"queue-full"`.
+ * `"handshake"` also covers a client that closed before finishing the
+ * handshake, and a connection closed after an internal error.
  */
 export type TlsFailure =
   | "unknown-ca"
@@ -162,6 +176,7 @@ export type TlsFailure =
   | "certificate-refused"
   | "no-certificate"
   | "wrong-key-usage"
+  | "unreadable-certificate"
   | "not-allowed"
   | "authorize-timeout"
   | "too-large"
@@ -306,8 +321,9 @@ export interface ListenTlsOptions {
   authorizeTimeout?: number;
   /**
    * Called for every refused or failed incoming connection (failed
-   * handshake, missing or unverifiable client certificate, not allowed).
-   * The listener keeps serving.
+   * handshake, missing, unverifiable or unreadable client certificate, not
+   * allowed, and a connection closed after an internal error), with the
+   * client's address. The listener keeps serving.
    *
    * @default {a one-line log to stderr}
    */
@@ -486,6 +502,7 @@ class ServerConn implements TlsServerConn {
     peerIdentity: PeerIdentity | null,
     readBufferLimit: number,
     onOverflow?: () => void,
+    onFault?: (error: unknown) => void,
   ) {
     this.#socket = socket;
     this.peerIdentity = peerIdentity;
@@ -505,44 +522,74 @@ class ServerConn implements TlsServerConn {
     this.readable = new ReadableStream({
       type: "bytes",
       start(controller) {
-        socket.on("data", (chunk: Uint8Array) => {
-          if (ended) return;
-          // Copy: node may pool the buffer, and enqueue transfers it.
-          controller.enqueue(new Uint8Array(chunk));
-          const queued = HIGH_WATER_MARK - (controller.desiredSize ?? 0);
-          if (queued > readBufferLimit) {
+        // Each handler runs on a peer's event: a throw closes this
+        // connection (and errors its stream), never the process.
+        const guard =
+          <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => {
+            try {
+              fn(...args);
+            } catch (error) {
+              if (ended) return;
+              ended = true;
+              try {
+                controller.error(error);
+              } catch {
+                // already errored or closed
+              }
+              socket.destroy();
+              onFault?.(error);
+            }
+          };
+        socket.on(
+          "data",
+          guard((chunk: Uint8Array) => {
+            if (ended) return;
+            // Copy: node may pool the buffer, and enqueue transfers it.
+            controller.enqueue(new Uint8Array(chunk));
+            const queued = HIGH_WATER_MARK - (controller.desiredSize ?? 0);
+            if (queued > readBufferLimit) {
+              ended = true;
+              controller.error(
+                new ProtocolError(
+                  `Cannot read from the TLS connection: the peer sent more than ${readBufferLimit} bytes that the application has not read; read faster or raise \`readBufferLimit\``,
+                  "too-large",
+                ),
+              );
+              onOverflow?.();
+              socket.destroy();
+            }
+          }),
+        );
+        socket.on(
+          "end",
+          guard(() => {
+            if (ended) return;
             ended = true;
-            controller.error(
-              new ProtocolError(
-                `Cannot read from the TLS connection: the peer sent more than ${readBufferLimit} bytes that the application has not read; read faster or raise \`readBufferLimit\``,
-                "too-large",
-              ),
-            );
-            onOverflow?.();
-            socket.destroy();
-          }
-        });
-        socket.on("end", () => {
-          if (ended) return;
-          ended = true;
-          controller.close();
-          controller.byobRequest?.respond(0);
-        });
-        socket.on("close", () => {
-          if (ended) return;
-          ended = true;
-          try {
             controller.close();
             controller.byobRequest?.respond(0);
-          } catch {
-            // already errored or closed
-          }
-        });
-        socket.on("error", (error: unknown) => {
-          if (ended) return;
-          ended = true;
-          controller.error(toDenoError(error));
-        });
+          }),
+        );
+        socket.on(
+          "close",
+          guard(() => {
+            if (ended) return;
+            ended = true;
+            try {
+              controller.close();
+              controller.byobRequest?.respond(0);
+            } catch {
+              // already errored or closed
+            }
+          }),
+        );
+        socket.on(
+          "error",
+          guard((error: unknown) => {
+            if (ended) return;
+            ended = true;
+            controller.error(toDenoError(error));
+          }),
+        );
       },
       cancel() {
         ended = true;
@@ -722,100 +769,84 @@ function checkKeyPair(
   }
   if (!matches) {
     throw new TlsError(
-      `Cannot ${action}: the private key in \`${keyOption}\` does not belong to the certificate in \`${certOption}\` (subject "${
-        namesOf(cert).subject
-      }"); pass the key that was generated together with this certificate`,
+      `Cannot ${action}: the private key in \`${keyOption}\` does not belong to the certificate in \`${certOption}\` (${
+        certificateLabel(new Uint8Array(cert.raw))
+      }); pass the key that was generated together with this certificate`,
       "key-mismatch",
     );
   }
 }
 
-function evenHex(hex: string): string {
-  return hex.length % 2 === 1 ? `0${hex}` : hex;
+/** SHA-256 of DER, uppercase hex pairs joined by colons. */
+function fingerprintOf(der: Uint8Array): string {
+  const hex = createHash("sha256").update(der).digest("hex").toUpperCase();
+  return hex.match(/../g)!.join(":");
 }
 
-function identityOf(cert: X509Certificate): PeerIdentity {
-  const names = namesOf(cert);
+/** Names a certificate in a message: its subject, or its fingerprint. */
+function certificateLabel(der: Uint8Array): string {
+  try {
+    return `subject "${readCertificate(der).subject}"`;
+  } catch {
+    return `SHA-256 ${fingerprintOf(der)}`;
+  }
+}
+
+/**
+ * A certificate's identity, read only by our own reader (`_tls_identity.ts`).
+ * Throws a TypeError on a certificate that reader cannot read; the runtime's
+ * `X509Certificate` strings are never a fallback (they do not escape, so a
+ * value holding "\nCN=x" would read as another attribute).
+ */
+function identityOf(der: Uint8Array, facts?: CertificateFacts): PeerIdentity {
+  const read = facts ?? readCertificate(der);
   return Object.freeze({
-    cn: names.cn,
-    subject: names.subject,
-    san: Object.freeze(names.san),
-    issuer: names.issuer,
-    validFrom: new Date(cert.validFrom),
-    validTo: new Date(cert.validTo),
-    fingerprint256: cert.fingerprint256.toUpperCase(),
-    // Whole bytes, as openssl prints it (the runtime drops a leading 0).
-    serialNumber: evenHex(cert.serialNumber.toUpperCase()),
+    cn: read.cn,
+    subject: read.subject,
+    san: Object.freeze([...read.san]),
+    issuer: read.issuer,
+    validFrom: read.validFrom,
+    validTo: read.validTo,
+    fingerprint256: fingerprintOf(der),
+    serialNumber: read.serialNumber,
   });
 }
 
-/**
- * Subject, issuer, CN and SANs read from the DER, in openssl's notation.
- * The runtime's own strings do not escape (a CN holding ", CN = x" or a
- * newline would read as two attributes); they are only a fallback for a
- * certificate our small DER reader cannot walk.
- */
-function namesOf(cert: X509Certificate): CertificateNames {
-  try {
-    return certificateNames(new Uint8Array(cert.raw));
-  } catch {
-    const fallback = (name: string) =>
-      name.split("\n").filter((part) => part.length > 0).map((part) =>
-        part.replace("=", " = ")
-      ).join(", ");
-    return {
-      cn: cert.subject.split("\n").find((part) => part.startsWith("CN="))
-        ?.slice(3),
-      subject: fallback(cert.subject),
-      issuer: fallback(cert.issuer),
-      san: cert.subjectAltName ? cert.subjectAltName.split(", ") : [],
-    };
-  }
-}
-
-const OID_EXT_KEY_USAGE = "2.5.29.37";
 const OID_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";
 const OID_ANY_EKU = "2.5.29.37.0";
 
-/** The extended key usage OIDs of a DER certificate, or null when absent. */
-function extendedKeyUsage(der: Uint8Array): string[] | null {
+/** Calls `fn`; its throw or an invalid date becomes `undefined`. */
+function tryDate(fn: () => string | undefined): Date | undefined {
   try {
-    const certificate = readNode(der, 0);
-    const tbs = children(der, certificate)[0];
-    const extensionsWrapper = children(der, tbs).find((node) =>
-      node.tag === 0xa3
-    );
-    if (!extensionsWrapper) return null;
-    const extensions = children(der, children(der, extensionsWrapper)[0]);
-    for (const extension of extensions) {
-      const parts = children(der, extension);
-      const oid = decodeOid(
-        der.subarray(parts[0].contentStart, parts[0].end),
-      );
-      if (oid !== OID_EXT_KEY_USAGE) continue;
-      const octets = parts[parts.length - 1];
-      const sequence = readNode(der, octets.contentStart, octets.end);
-      return children(der, sequence).map((node) =>
-        decodeOid(der.subarray(node.contentStart, node.end))
-      );
-    }
-    return null;
+    const text = fn();
+    if (typeof text !== "string") return undefined;
+    const date = new Date(text);
+    return Number.isNaN(date.getTime()) ? undefined : date;
   } catch {
-    return null;
+    return undefined;
   }
 }
 
 /**
- * Explains why a client certificate did not verify against `cas`; `issuer`
- * is its issuer as {@linkcode PeerIdentity.issuer} holds it.
+ * Explains why a client certificate did not verify against `cas`. `facts`
+ * is what our reader made of it (null when it could not read it). The
+ * runtime's `X509Certificate` is only consulted here, for a certificate
+ * that is refused anyway, and every use of it is guarded: for hostile DER
+ * its constructor may throw and its getters may be undefined or throw.
  */
 function diagnoseClientCert(
-  cert: X509Certificate,
-  issuer: string,
+  der: Uint8Array,
+  facts: CertificateFacts | null,
   cas: X509Certificate[],
   runtimeCode: string | undefined,
 ): { reason: TlsFailure; detail: string } {
-  const signer = cas.find((ca) => {
+  let cert: X509Certificate | null = null;
+  try {
+    cert = new X509Certificate(der);
+  } catch {
+    // not even the runtime can read it
+  }
+  const signer = cert && cas.find((ca) => {
     try {
       return cert.checkIssued(ca) && cert.verify(ca.publicKey);
     } catch {
@@ -825,28 +856,30 @@ function diagnoseClientCert(
   if (!signer) {
     return {
       reason: "unknown-ca",
-      detail:
-        `its issuer "${issuer}" is not one of the client CAs; add that CA to \`clientCa\` or issue the client a certificate from a trusted CA`,
+      detail: `${
+        facts ? `its issuer "${clip(facts.issuer)}"` : "its issuer"
+      } is not one of the client CAs; add that CA to \`clientCa\` or issue the client a certificate from a trusted CA`,
     };
   }
+  const runtime = cert as X509Certificate;
+  const validTo = facts?.validTo ?? tryDate(() => runtime.validTo);
+  const validFrom = facts?.validFrom ?? tryDate(() => runtime.validFrom);
   const now = Date.now();
-  if (now > new Date(cert.validTo).getTime()) {
+  if (validTo && now > validTo.getTime()) {
     return {
       reason: "expired",
-      detail: `it expired on ${
-        new Date(cert.validTo).toISOString()
-      }; issue the client a new certificate`,
+      detail:
+        `it expired on ${validTo.toISOString()}; issue the client a new certificate`,
     };
   }
-  if (now < new Date(cert.validFrom).getTime()) {
+  if (validFrom && now < validFrom.getTime()) {
     return {
       reason: "not-yet-valid",
-      detail: `it is not valid before ${
-        new Date(cert.validFrom).toISOString()
-      }; check the clocks or the certificate's start date`,
+      detail:
+        `it is not valid before ${validFrom.toISOString()}; check the clocks or the certificate's start date`,
     };
   }
-  const eku = extendedKeyUsage(new Uint8Array(cert.raw));
+  const eku = facts?.extendedKeyUsage ?? null;
   if (
     eku !== null && !eku.includes(OID_CLIENT_AUTH) && !eku.includes(OID_ANY_EKU)
   ) {
@@ -860,8 +893,89 @@ function diagnoseClientCert(
     reason: "handshake",
     detail: `it did not verify (${
       runtimeCode ?? "unknown reason"
-    }); check the certificate chain against \`clientCa\``,
+    }); check the certificate chain against \`clientCa\`${
+      facts ? "" : " (connauth cannot read it either)"
+    }`,
   };
+}
+
+/** A TCP socket under a TLS one, as node:tls hands it over. */
+type RawSocket = {
+  remoteAddress?: string;
+  remotePort?: number;
+  setNoDelay?: (on: boolean) => void;
+  destroy(): void;
+};
+
+/**
+ * The peer's address of a server-side socket. On Deno 2.9.6 a TLS socket
+ * whose handshake failed early has no `remoteAddress`; the TCP socket under
+ * it (`_parent`, not a public field) still knows it.
+ */
+function peerOf(socket: unknown): Deno.NetAddr | undefined {
+  try {
+    for (
+      const candidate of [
+        socket as RawSocket | undefined,
+        (socket as { _parent?: RawSocket } | undefined)?._parent,
+      ]
+    ) {
+      if (typeof candidate?.remoteAddress === "string") {
+        return netAddr(candidate.remoteAddress, candidate.remotePort);
+      }
+    }
+  } catch {
+    // a getter threw: the address is unknown
+  }
+  return undefined;
+}
+
+/** An error's message for a report, without throwing on odd values. */
+function errorText(error: unknown): string {
+  try {
+    const message = (error as Error | null)?.message;
+    return typeof message === "string" ? message : String(error);
+  } catch {
+    return "unknown error";
+  }
+}
+
+/** The runtime's verification error code for a refused client, if any. */
+function runtimeCode(socket: nodeTls.TLSSocket): string | undefined {
+  try {
+    const code = socket.authorizationError;
+    return code === null || code === undefined ? undefined : String(code);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The DER of the client's certificate; `null` when it sent none; an Error
+ * when it sent one the runtime cannot parse (Deno 2.9.6 then gives an empty
+ * `getPeerCertificate()`, and `getPeerX509Certificate()` throws). Only the
+ * raw bytes are taken; the runtime's parsed fields are not used.
+ */
+function peerCertificateDer(
+  socket: nodeTls.TLSSocket,
+): Uint8Array | null | Error {
+  const peer = socket.getPeerCertificate(false) as
+    | { raw?: Uint8Array }
+    | undefined
+    | null;
+  const raw = peer?.raw;
+  if (raw instanceof Uint8Array && raw.byteLength > 0) {
+    return new Uint8Array(raw);
+  }
+  try {
+    const x509 = (socket as {
+      getPeerX509Certificate?: () => X509Certificate | undefined;
+    }).getPeerX509Certificate?.();
+    if (x509 === undefined) return null;
+    return new Uint8Array(x509.raw);
+  } catch (error) {
+    return error instanceof Error ? error : new Error(errorText(error));
+  }
 }
 
 function defaultOnTlsError(event: TlsErrorEvent): void {
@@ -1046,7 +1160,23 @@ class Listener implements TlsListener {
  * requires (or with `requireClientCert: false`, requests) client
  * certificates and verifies them; refused clients are closed and reported
  * to `onTlsError` with the precise reason (unknown CA, expired, wrong key
- * usage, no certificate, not allowed) while the listener keeps serving.
+ * usage, no certificate, unreadable certificate, not allowed) while the
+ * listener keeps serving.
+ *
+ * Every byte a client sends is treated as hostile until it is authorized:
+ * the runtime's verdict on the client certificate is taken before anything
+ * in it is parsed; the identity ({@linkcode PeerIdentity}) is then read
+ * only by connauth's own strict DER reader, and a verified certificate it
+ * cannot read unambiguously is refused (`"unreadable-certificate"`), never
+ * identified by a guess. A throw in any handler of a client's events closes
+ * that one connection and is reported; it never reaches the process. A
+ * client that closes before it finishes the handshake is closed at once;
+ * one that stalls is closed after `handshakeTimeout`. Until it is
+ * authorized, each connection holds one socket for at most
+ * `handshakeTimeout` ms (plus `authorizeTimeout` ms while an `authorize`
+ * hook runs, its bytes counted against `readBufferLimit`, its slot against
+ * `acceptQueue`); the number of connections in their handshake is not
+ * limited here (the operating system's backlog and file limits apply).
  *
  * A `node:tls` server sends the refused client no TLS alert: the client sees
  * an EOF or reset right after its handshake. {@linkcode connectTls} turns
@@ -1193,7 +1323,10 @@ export async function listenTls(
     rejectUnauthorized: false,
     handshakeTimeout,
     noDelay: true,
-    allowHalfOpen: true,
+    // Half-open only once the handshake is done ('secureConnection' turns it
+    // on): a client that closes before it finishes the handshake is closed
+    // at once, not left in CLOSE-WAIT until handshakeTimeout.
+    allowHalfOpen: false,
     ALPNProtocols: options.alpnProtocols,
   } as nodeTls.TlsOptions);
 
@@ -1219,48 +1352,105 @@ export async function listenTls(
   });
   listener.queueLimit = acceptQueue;
 
+  // Every handler below runs on a peer's event. A throw in one must close
+  // that connection and be reported, never reach the event loop, where it
+  // would end the process.
+  const fault = (
+    socket: { destroy(): void } | undefined,
+    error: unknown,
+    remoteAddr: Deno.NetAddr | undefined,
+    identity: PeerIdentity | null,
+  ) => {
+    try {
+      socket?.destroy();
+    } catch {
+      // already gone
+    }
+    report({
+      reason: "handshake",
+      message: `the connection was closed after an internal error: ${
+        errorText(error)
+      }`,
+      remoteAddr,
+      identity,
+      cause: error,
+    });
+  };
+
   server.on("error", (error: unknown) => {
     report({
       reason: "handshake",
-      message: `listener error: ${(error as Error)?.message ?? error}`,
+      message: `listener error: ${errorText(error)}`,
       remoteAddr: undefined,
       identity: null,
       cause: error,
     });
   });
 
-  server.on("connection", (raw: { setNoDelay?: (on: boolean) => void }) => {
-    raw.setNoDelay?.(true);
+  server.on("connection", (raw: RawSocket) => {
+    try {
+      raw.setNoDelay?.(true);
+    } catch (error) {
+      fault(raw, error, peerOf(raw), null);
+    }
   });
 
   server.on(
     "tlsClientError",
     (error: Error & { code?: string }, socket: nodeTls.TLSSocket) => {
-      const remoteAddr = socket?.remoteAddress
-        ? netAddr(socket.remoteAddress, socket.remotePort)
-        : undefined;
-      socket?.destroy();
-      const timedOut = /timeout/i.test(error?.message ?? "");
-      report({
-        reason: "handshake",
-        message: timedOut
+      let remoteAddr: Deno.NetAddr | undefined;
+      try {
+        remoteAddr = peerOf(socket);
+        socket?.destroy();
+        const text = errorText(error);
+        const code = (error as { code?: unknown })?.code;
+        const message = /timeout/i.test(text)
           ? `the client did not complete the TLS handshake within ${handshakeTimeout} ms`
-          : `the TLS handshake failed: ${error?.message ?? error}${
-            error?.code ? ` (${error.code})` : ""
-          }`,
-        remoteAddr,
-        identity: null,
-        cause: error,
-      });
+          : code === "ECONNRESET"
+          ? "the client closed the connection before completing the TLS handshake"
+          : `the TLS handshake failed: ${text}${
+            typeof code === "string" ? ` (${code})` : ""
+          }`;
+        report({
+          reason: "handshake",
+          message,
+          remoteAddr,
+          identity: null,
+          cause: error,
+        });
+      } catch (thrown) {
+        fault(socket, thrown, remoteAddr, null);
+      }
     },
   );
 
   server.on("secureConnection", (socket: nodeTls.TLSSocket) => {
+    // What the failure report can name if the handler throws half way.
+    const context = {
+      remoteAddr: undefined as Deno.NetAddr | undefined,
+      identity: null as PeerIdentity | null,
+    };
+    try {
+      secured(socket, context);
+    } catch (error) {
+      fault(socket, error, context.remoteAddr, context.identity);
+    }
+  });
+
+  /** A completed handshake: verify, identify, authorize, then deliver. */
+  const secured = (
+    socket: nodeTls.TLSSocket,
+    context: { remoteAddr?: Deno.NetAddr; identity: PeerIdentity | null },
+  ) => {
     listener.track(socket);
-    socket.setNoDelay(true);
-    const remoteAddr = netAddr(socket.remoteAddress, socket.remotePort);
     // Keep an early error from being unhandled before the wrapper exists.
     socket.on("error", () => {});
+    // From here on a half-close by the client (close_notify) leaves our
+    // side open, so the application can still answer.
+    socket.allowHalfOpen = true;
+    socket.setNoDelay(true);
+    const remoteAddr = peerOf(socket) ?? netAddr(undefined, undefined);
+    context.remoteAddr = remoteAddr;
     const refuse = (
       reason: TlsFailure,
       message: string,
@@ -1271,11 +1461,27 @@ export async function listenTls(
     };
     let identity: PeerIdentity | null = null;
     if (mutual) {
-      const peer = socket.getPeerCertificate(false) as
-        | { raw?: Uint8Array }
-        | undefined;
-      const raw = peer?.raw;
-      if (!raw || raw.byteLength === 0) {
+      // Authorization first: the runtime's verdict, before anything of the
+      // peer's certificate is parsed.
+      const authorized = socket.authorized === true;
+      const der = peerCertificateDer(socket);
+      if (der instanceof Error) {
+        refuse(
+          authorized ? "unreadable-certificate" : "handshake",
+          `the certificate of a client was refused: ${
+            authorized
+              ? ""
+              : `it did not verify (${
+                runtimeCode(socket) ?? "unknown reason"
+              }) and `
+          }the runtime cannot parse it (${
+            errorText(der)
+          }); issue the client a well-formed certificate from a CA in \`clientCa\``,
+          null,
+        );
+        return;
+      }
+      if (der === null) {
         if (requireClientCert) {
           refuse(
             "no-certificate",
@@ -1284,27 +1490,48 @@ export async function listenTls(
           );
           return;
         }
+      } else if (!authorized) {
+        // Refused already; read it (guarded) only to say why and who.
+        let facts: CertificateFacts | null = null;
+        try {
+          facts = readCertificate(der);
+          identity = identityOf(der, facts);
+        } catch {
+          identity = null;
+        }
+        context.identity = identity;
+        const { reason, detail } = diagnoseClientCert(
+          der,
+          facts,
+          caCerts,
+          runtimeCode(socket),
+        );
+        refuse(
+          reason,
+          `the certificate of ${
+            identity
+              ? describe(identity)
+              : `a client (SHA-256 ${fingerprintOf(der)})`
+          } was refused: ${detail}`,
+          identity,
+        );
+        return;
       } else {
-        const x509 = new X509Certificate(raw);
-        identity = identityOf(x509);
-        if (!socket.authorized) {
-          const code = socket.authorizationError === null ||
-              socket.authorizationError === undefined
-            ? undefined
-            : String(socket.authorizationError);
-          const { reason, detail } = diagnoseClientCert(
-            x509,
-            identity.issuer,
-            caCerts,
-            code,
-          );
+        try {
+          identity = identityOf(der);
+        } catch (error) {
           refuse(
-            reason,
-            `the certificate of ${describe(identity)} was refused: ${detail}`,
-            identity,
+            "unreadable-certificate",
+            `the certificate of a client (SHA-256 ${
+              fingerprintOf(der)
+            }) verified against \`clientCa\` but was refused: connauth cannot read it (${
+              errorText(error)
+            }); issue the client a well-formed certificate`,
+            null,
           );
           return;
         }
+        context.identity = identity;
       }
     }
     if (options.allow && !allowed(identity, options.allow)) {
@@ -1325,6 +1552,7 @@ export async function listenTls(
       identity,
       readBufferLimit,
       () => onOverflow?.(),
+      (error) => fault(undefined, error, remoteAddr, identity),
     );
     const deliver = () => {
       if (socket.destroyed) return;
@@ -1364,14 +1592,24 @@ export async function listenTls(
       if (reason !== undefined) controller.abort(reason);
       return true;
     };
-    const onClose = () => {
-      settle(
-        new DOMException(
-          "Cannot authorize the client: it disconnected (or the listener closed) before the hook answered",
-          "AbortError",
-        ),
-      );
+    // Runs a callback of the wait; a throw closes this connection only.
+    const guard = (fn: () => void) => {
+      try {
+        fn();
+      } catch (error) {
+        settle(error);
+        fault(socket, error, remoteAddr, identity);
+      }
     };
+    const onClose = () =>
+      guard(() =>
+        settle(
+          new DOMException(
+            "Cannot authorize the client: it disconnected (or the listener closed) before the hook answered",
+            "AbortError",
+          ),
+        )
+      );
     socket.once("close", onClose);
     onOverflow = () => {
       const message = `${
@@ -1385,20 +1623,21 @@ export async function listenTls(
       refuse("too-large", message, identity);
     };
     if (Number.isFinite(authorizeTimeout)) {
-      timer = setTimeout(() => {
-        const message = `${
-          describe(identity)
-        } was refused: the authorize hook did not answer within ${authorizeTimeout} ms; make it answer sooner (it gets an AbortSignal) or raise \`authorizeTimeout\``;
-        if (
-          !settle(
-            new DOMException(
-              `Cannot authorize: timed out after ${authorizeTimeout} ms`,
-              "TimeoutError",
-            ),
-          )
-        ) return;
-        refuse("authorize-timeout", message, identity);
-      }, authorizeTimeout);
+      timer = setTimeout(() =>
+        guard(() => {
+          const message = `${
+            describe(identity)
+          } was refused: the authorize hook did not answer within ${authorizeTimeout} ms; make it answer sooner (it gets an AbortSignal) or raise \`authorizeTimeout\``;
+          if (
+            !settle(
+              new DOMException(
+                `Cannot authorize: timed out after ${authorizeTimeout} ms`,
+                "TimeoutError",
+              ),
+            )
+          ) return;
+          refuse("authorize-timeout", message, identity);
+        }), authorizeTimeout);
     }
     let verdict: Promise<boolean>;
     try {
@@ -1408,25 +1647,27 @@ export async function listenTls(
     } catch (error) {
       verdict = Promise.reject(error);
     }
-    verdict.then((ok) => {
-      if (!settle()) return;
-      if (ok === true) return deliver();
-      refuse(
-        "not-allowed",
-        `${describe(identity)} was refused by the authorize hook`,
-        identity,
-      );
-    }, (error) => {
-      if (!settle()) return;
-      refuse(
-        "not-allowed",
-        `${describe(identity)} was refused: the authorize hook threw: ${
-          (error as Error)?.message ?? error
-        }`,
-        identity,
-      );
-    });
-  });
+    verdict.then((ok) =>
+      guard(() => {
+        if (!settle()) return;
+        if (ok === true) return deliver();
+        refuse(
+          "not-allowed",
+          `${describe(identity)} was refused by the authorize hook`,
+          identity,
+        );
+      }), (error) =>
+      guard(() => {
+        if (!settle()) return;
+        refuse(
+          "not-allowed",
+          `${describe(identity)} was refused: the authorize hook threw: ${
+            errorText(error)
+          }`,
+          identity,
+        );
+      }));
+  };
 
   return listener;
 }

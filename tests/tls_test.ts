@@ -782,7 +782,6 @@ peerTest(
         7,
         Uint8Array.of(0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5),
       ),
-      asn1.implicit(7, Uint8Array.of(1, 2, 3)),
       asn1.implicit(1, utf8("e@x.test")),
       asn1.implicit(6, utf8("https://x.test/a, b")),
       asn1.implicit(8, asn1.oid("1.2.3.4").subarray(2)),
@@ -839,6 +838,17 @@ peerTest(
     // The CN itself is the value, unescaped, for allow lists.
     assert.equal(names.cn, "a, b+c/é");
     assert.deepEqual(names.san, []);
+    // openssl prints a 3-byte IP address as "<invalid length=3>"; that is
+    // no identity, and the reader refuses it.
+    assert.throws(
+      () =>
+        certificateNames(
+          craftedDer(nameDer(subjects[0]), [
+            asn1.implicit(7, Uint8Array.of(1, 2, 3)),
+          ]),
+        ),
+      /Cannot read the certificate: an IP address name that is not 4 or 16 bytes/,
+    );
   },
 );
 
