@@ -6,6 +6,7 @@ import {
   Admission,
   type AdmissionOptions,
   type Clock,
+  DeadlineSweep,
   type FailureOptions,
   Slot,
   type TurnOutcome,
@@ -335,4 +336,78 @@ Deno.test("Admission bans an address after banAfter failures for banFor, then fo
   clock2.advanceTo(6000);
   assert.equal(open2("y").verdict, "start");
   assert.equal(fresh.throttled, 0);
+});
+
+Deno.test("DeadlineSweep ends each pending connection at its deadline with one timer, and re-arms for the next", () => {
+  const { admission, clock, open } = setup({ handshakeTimeout: 1000 });
+  const expired: [string, number][] = [];
+  const sweep = new DeadlineSweep<TestSlot>({
+    admission,
+    expire: (slot) => {
+      expired.push([slot.name, clock.time]);
+      admission.release(slot);
+    },
+    batch: 64,
+    window: 10,
+    slack: 1,
+  });
+  const a = open("a", 0).slot;
+  sweep.watch(a.deadline);
+  const b = open("b", 300).slot;
+  sweep.watch(b.deadline); // already armed: no second timer
+  assert.equal(clock.pending, 1);
+  const c = open("c", 600).slot;
+  sweep.watch(c.deadline);
+  admission.authenticated(b); // authenticated in time: never expired
+  clock.advanceTo(998);
+  assert.deepEqual(expired, []);
+  clock.advanceTo(5000);
+  assert.deepEqual(expired, [["a#0", 1000], ["c#2", 1600]]);
+  assert.equal(sweep.armed, false);
+  assert.equal(clock.pending, 0);
+  // stop() cancels the timer for good.
+  const d = open("d", 6000).slot;
+  sweep.watch(d.deadline);
+  sweep.stop();
+  sweep.watch(d.deadline);
+  assert.equal(clock.pending, 0);
+});
+
+Deno.test("DeadlineSweep ends at most batch connections in any window, the rest in the next ones", () => {
+  const { admission, clock, open } = setup({ handshakeTimeout: 1000 });
+  const expiredAt: number[] = [];
+  const sweep = new DeadlineSweep<TestSlot>({
+    admission,
+    expire: (slot) => {
+      expiredAt.push(clock.time);
+      admission.release(slot);
+    },
+    batch: 64,
+    window: 10,
+  });
+  for (let i = 0; i < 200; i++) sweep.watch(open(`s${i}`, 0).slot.deadline);
+  clock.advanceTo(2000);
+  const counts = new Map<number, number>();
+  for (const at of expiredAt) counts.set(at, (counts.get(at) ?? 0) + 1);
+  assert.deepEqual([...counts], [[1000, 64], [1010, 64], [1020, 64], [
+    1030,
+    8,
+  ]]);
+  assert.equal(admission.pendingCount, 0);
+});
+
+Deno.test("DeadlineSweep releases a connection that expire() left pending instead of looping on it", () => {
+  const { admission, clock, open } = setup({ handshakeTimeout: 10 });
+  let calls = 0;
+  const sweep = new DeadlineSweep<TestSlot>({
+    admission,
+    expire: () => calls++, // a bug: does not release
+    batch: 64,
+    window: 10,
+  });
+  sweep.watch(open("a", 0).slot.deadline);
+  open("b", 0);
+  clock.advanceTo(100);
+  assert.equal(calls, 2);
+  assert.equal(admission.pendingCount, 0);
 });
