@@ -87,6 +87,7 @@ import {
 import { AcceptLoop, addressKey } from "./_accept.ts";
 import {
   Admission,
+  DeadlineSweep,
   Slot,
   type TurnOutcome,
   type Verdict,
@@ -733,18 +734,10 @@ class ServerImpl<T> implements Server {
   #listener: ServeListener;
   #handler: Handler<T>;
   #ready: Promise<Auth<T>>;
-  #hmac: HmacKey | undefined;
-  #mac: HmacSha256 | undefined;
-  #challengeLength = 0;
-  #digestLength = 0;
-  #authenticate: Authenticator<T> | undefined;
-  #handshakeTimeout: number;
-  #maxConnections: number;
-  #maxHandshakes: number;
-  #ipv6Prefix: number;
-  #gracePeriod: number;
-  #maxWaiting: number;
-  #noDelay: boolean;
+  /** How connections are authenticated, once the key is imported. */
+  #auth: Auth<T> | undefined;
+  /** The checked options: limits, deadlines, flags. */
+  #limits: ResolvedServeOptions;
   #admission: Admission<Connection>;
   #log: RateLimitedLog | undefined;
   #hooks: Pick<ServeOptions<T>, HookName>;
@@ -764,10 +757,8 @@ class ServerImpl<T> implements Server {
   #firstLive: Connection | undefined = undefined;
   #loop: AcceptLoop<ServerConn> | undefined;
   #idle: (() => void) | undefined;
-  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Start of the sweep's current window, and how many it closed in it. */
-  #sweepWindow = -Infinity;
-  #swept = 0;
+  /** The one timer of every handshake deadline. */
+  #sweep: DeadlineSweep<Connection>;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #abandonTimer: ReturnType<typeof setTimeout> | undefined;
   #graceOver = false;
@@ -784,18 +775,19 @@ class ServerImpl<T> implements Server {
     this.addr = listener.addr;
     this.#ready = ready;
     this.#handler = handler;
-    this.#handshakeTimeout = resolved.handshakeTimeout;
-    this.#maxConnections = resolved.maxConnections;
-    this.#maxHandshakes = resolved.maxHandshakes;
-    this.#ipv6Prefix = resolved.ipv6Prefix;
-    this.#gracePeriod = resolved.gracePeriod;
-    this.#maxWaiting = resolved.maxWaiting;
-    this.#noDelay = resolved.noDelay;
+    this.#limits = resolved;
     this.#admission = new Admission<Connection>({
       maxPerAddress: resolved.maxPerAddress,
       handshakeTimeout: resolved.handshakeTimeout,
       throttle: resolved.throttle,
       maxWaiting: resolved.maxWaiting,
+    });
+    this.#sweep = new DeadlineSweep<Connection>({
+      admission: this.#admission,
+      expire: (c) => this.#end(c, "timeout"),
+      batch: SWEEP_BATCH,
+      window: SWEEP_PAUSE,
+      slack: SWEEP_SLACK,
     });
     this.#log = resolved.log
       ? new RateLimitedLog({ prefix: "connauth: " })
@@ -837,8 +829,7 @@ class ServerImpl<T> implements Server {
         new DOMException("The server is shutting down", "AbortError"),
       );
       this.#admission.close();
-      if (this.#sweepTimer !== undefined) clearTimeout(this.#sweepTimer);
-      this.#sweepTimer = undefined;
+      this.#sweep.stop();
       // Every handshake ends, and every wait for a turn.
       for (
         let c = this.#admission.firstPending();
@@ -864,7 +855,7 @@ class ServerImpl<T> implements Server {
             () => this.#abandon(),
             ABANDON_AFTER,
           );
-        }, this.#gracePeriod);
+        }, this.#limits.gracePeriod);
       }
     }
     return this.finished;
@@ -889,14 +880,7 @@ class ServerImpl<T> implements Server {
       }
       throw error;
     }
-    if (auth.hmac !== undefined) {
-      this.#hmac = auth.hmac;
-      this.#mac = auth.mac;
-      this.#challengeLength = auth.challengeLength;
-      this.#digestLength = auth.hmac.digestLength;
-    } else {
-      this.#authenticate = auth.authenticate;
-    }
+    this.#auth = auth;
     if (!this.#closing) {
       // Accepts until shutdown (_accept.ts): a connection reset before
       // accept is skipped at once, exhaustion (EMFILE) backs off; both are
@@ -931,14 +915,14 @@ class ServerImpl<T> implements Server {
    * accepting one more closes one pending connection (#makeRoom).
    */
   #hasRoom = (): boolean => {
-    const room = this.#open < this.#maxConnections ||
+    const room = this.#open < this.#limits.maxConnections ||
       this.#admission.pendingCount > 0;
     if (room === this.#paused) {
       this.#paused = !room;
       this.#log?.line(
         room
           ? "resuming accept"
-          : `pausing accept: ${this.#open} connections open (maxConnections ${this.#maxConnections}), all authenticated; new clients wait in the listen backlog`,
+          : `pausing accept: ${this.#open} connections open (maxConnections ${this.#limits.maxConnections}), all authenticated; new clients wait in the listen backlog`,
       );
     }
     return room;
@@ -954,21 +938,21 @@ class ServerImpl<T> implements Server {
       // Throws for a socket that died between accept and here.
       c.remoteAddr = conn.remoteAddr;
       c.localAddr = conn.localAddr;
-      const key = addressKey(c.remoteAddr, this.#ipv6Prefix);
+      const key = addressKey(c.remoteAddr, this.#limits.ipv6Prefix);
       const verdict = this.#admission.admit(c, key);
       if (verdict === "max-per-address" || verdict === "banned") {
         this.#refuseAtAccept(c, verdict, key);
       } else {
-        if (this.#sweepTimer === undefined) this.#armSweep(c.deadline);
+        this.#sweep.watch(c.deadline);
         if (
-          this.#admission.pendingCount > this.#maxHandshakes ||
-          this.#open > this.#maxConnections
+          this.#admission.pendingCount > this.#limits.maxHandshakes ||
+          this.#open > this.#limits.maxConnections
         ) {
           this.#makeRoom();
         }
         if (!c.closed) {
           // Only for the connections kept: a refused one costs no more.
-          if (this.#noDelay) setNoDelay(conn);
+          if (this.#limits.noDelay) setNoDelay(conn);
           void this.#serve(c, verdict);
           return;
         }
@@ -986,8 +970,9 @@ class ServerImpl<T> implements Server {
    */
   #makeRoom(): void {
     while (true) {
-      const overHandshakes = this.#admission.pendingCount > this.#maxHandshakes;
-      if (!overHandshakes && this.#open <= this.#maxConnections) return;
+      const { maxHandshakes, maxConnections } = this.#limits;
+      const overHandshakes = this.#admission.pendingCount > maxHandshakes;
+      if (!overHandshakes && this.#open <= maxConnections) return;
       const victim = this.#admission.victim();
       if (victim === undefined) return;
       this.#evicted += 1;
@@ -995,8 +980,8 @@ class ServerImpl<T> implements Server {
         const { pending, key } = victim.entry!;
         const age = Math.round(this.#admission.clock.now() - victim.since);
         const limit = overHandshakes
-          ? `maxHandshakes ${this.#maxHandshakes}`
-          : `maxConnections ${this.#maxConnections}`;
+          ? `maxHandshakes ${maxHandshakes}`
+          : `maxConnections ${maxConnections}`;
         // Formatted only when printed: a flood costs a counter here.
         this.#log.line(() =>
           `${
@@ -1008,39 +993,6 @@ class ServerImpl<T> implements Server {
       this.#end(victim, "evicted");
     }
   }
-
-  /** Arms the one deadline timer, for the earliest pending deadline. */
-  #armSweep(deadline: number): void {
-    if (!Number.isFinite(deadline) || this.#closing) return;
-    this.#sweepTimer = setTimeout(
-      this.#sweep,
-      Math.max(0, deadline - this.#admission.clock.now()),
-    );
-  }
-
-  /** Ends every pending connection past its deadline; re-arms the timer. */
-  #sweep = (): void => {
-    this.#sweepTimer = undefined;
-    const clockNow = this.#admission.clock.now();
-    if (clockNow - this.#sweepWindow >= SWEEP_PAUSE) {
-      this.#sweepWindow = clockNow;
-      this.#swept = 0;
-    }
-    const now = clockNow + SWEEP_SLACK;
-    let c = this.#admission.firstPending();
-    while (c !== undefined && c.deadline <= now) {
-      if (this.#swept === SWEEP_BATCH) {
-        // More are due: the next batch when this window of SWEEP_PAUSE ms
-        // ends.
-        this.#armSweep(this.#sweepWindow + SWEEP_PAUSE);
-        return;
-      }
-      this.#swept += 1;
-      this.#end(c, "timeout");
-      c = this.#admission.firstPending();
-    }
-    if (c !== undefined) this.#armSweep(c.deadline);
-  };
 
   /**
    * Ends a pending connection: closes its socket (which ends a pending
@@ -1066,7 +1018,7 @@ class ServerImpl<T> implements Server {
       );
     }
     return new DOMException(
-      `Cannot authenticate the client: timed out after ${this.#handshakeTimeout} ms waiting for the peer`,
+      `Cannot authenticate the client: timed out after ${this.#limits.handshakeTimeout} ms waiting for the peer`,
       "TimeoutError",
     );
   }
@@ -1121,9 +1073,15 @@ class ServerImpl<T> implements Server {
       c.phase = "handshake";
       let result: T;
       try {
-        result = this.#hmac !== undefined && isDenoConnLike(c.conn)
-          ? await this.#cookbook(c.conn, this.#hmac)
-          : await this.#custom(c);
+        const auth = this.#auth!;
+        result = auth.hmac !== undefined && isDenoConnLike(c.conn)
+          ? await this.#cookbook(
+            c.conn,
+            auth.hmac,
+            auth.mac,
+            auth.challengeLength,
+          )
+          : await this.#custom(c, auth);
       } catch (error) {
         this.#handshakeFailed(c, error);
         return;
@@ -1174,15 +1132,18 @@ class ServerImpl<T> implements Server {
    * text or bytes, else `HmacKey.verify`). Its deadline is the sweep's: a
    * connection past it is closed, which ends a pending read.
    */
-  async #cookbook(conn: DenoConnLike, hmac: HmacKey): Promise<T> {
-    const challenge = crypto.getRandomValues(
-      new Uint8Array(this.#challengeLength),
-    );
+  async #cookbook(
+    conn: DenoConnLike,
+    hmac: HmacKey,
+    mac: HmacSha256 | undefined,
+    challengeLength: number,
+  ): Promise<T> {
+    const challenge = crypto.getRandomValues(new Uint8Array(challengeLength));
     let offset = await conn.write(challenge);
     while (offset < challenge.length) {
       offset += await conn.write(challenge.subarray(offset));
     }
-    const reply = new Uint8Array(this.#digestLength);
+    const reply = new Uint8Array(hmac.digestLength);
     let got = 0;
     while (got < reply.length) {
       const count = await conn.read(got === 0 ? reply : reply.subarray(got));
@@ -1194,7 +1155,6 @@ class ServerImpl<T> implements Server {
       }
       got += count;
     }
-    const mac = this.#mac;
     const right = mac !== undefined
       ? mac.verify(reply, challenge)
       : await hmac.verify(reply, challenge);
@@ -1212,20 +1172,20 @@ class ServerImpl<T> implements Server {
    * is only streams: these get a signal, aborted at the deadline, on
    * eviction and on shutdown, and the server stops waiting for them then.
    */
-  async #custom(c: Connection): Promise<T> {
+  async #custom(c: Connection, auth: Auth<T>): Promise<T> {
     const controller = new AbortController();
     c.controller = controller;
     const { signal } = controller;
     let result: Promise<T>;
-    if (this.#hmac !== undefined) {
-      result = serverAuthenticate(c.conn, this.#hmac, {
-        challengeLength: this.#challengeLength,
+    if (auth.hmac !== undefined) {
+      result = serverAuthenticate(c.conn, auth.hmac, {
+        challengeLength: auth.challengeLength,
         timeout: Infinity,
         signal,
       }).then(() => c.conn as unknown as T);
     } else {
       result = Promise.resolve(
-        this.#authenticate!(c.conn, { remoteAddr: c.remoteAddr!, signal }),
+        auth.authenticate(c.conn, { remoteAddr: c.remoteAddr!, signal }),
       );
     }
     // raceSignal also silences a late rejection.
@@ -1277,7 +1237,7 @@ class ServerImpl<T> implements Server {
         "throttled",
         `${c.entry!.key} is throttled after ${
           record?.failures ?? 0
-        } authentication failures; no turn within the handshake deadline (${this.#handshakeTimeout} ms)`,
+        } authentication failures; no turn within the handshake deadline (${this.#limits.handshakeTimeout} ms)`,
       );
       return;
     }
@@ -1322,7 +1282,7 @@ class ServerImpl<T> implements Server {
       "throttled",
       `${c.entry!.key} is throttled after ${
         record?.failures ?? 0
-      } authentication failures and more than ${this.#maxWaiting} of its connections wait (maxWaiting); closing the oldest, after ${
+      } authentication failures and more than ${this.#limits.maxWaiting} of its connections wait (maxWaiting); closing the oldest, after ${
         Math.round(this.#admission.clock.now() - c.since)
       } ms`,
     );
@@ -1366,7 +1326,7 @@ class ServerImpl<T> implements Server {
         new DOMException(
           `Cannot shut down cleanly: the ${what} for ${
             formatAddr(c.remoteAddr)
-          } did not settle within the grace period (${this.#gracePeriod} ms) and ${ABANDON_AFTER} ms after its connection was closed; no longer waiting for it`,
+          } did not settle within the grace period (${this.#limits.gracePeriod} ms) and ${ABANDON_AFTER} ms after its connection was closed; no longer waiting for it`,
           "TimeoutError",
         ),
         {
