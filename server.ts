@@ -1138,12 +1138,17 @@ class ServerImpl<T> implements Server {
     mac: HmacSha256 | undefined,
     challengeLength: number,
   ): Promise<T> {
-    const challenge = crypto.getRandomValues(new Uint8Array(challengeLength));
+    // One backing store for both: a connection holds it until its reply
+    // arrives, and a held flood is thousands of them.
+    const bytes = new Uint8Array(challengeLength + hmac.digestLength);
+    const challenge = crypto.getRandomValues(
+      bytes.subarray(0, challengeLength),
+    );
     let offset = await conn.write(challenge);
     while (offset < challenge.length) {
       offset += await conn.write(challenge.subarray(offset));
     }
-    const reply = new Uint8Array(hmac.digestLength);
+    const reply = bytes.subarray(challengeLength);
     let got = 0;
     while (got < reply.length) {
       const count = await conn.read(got === 0 ? reply : reply.subarray(got));
