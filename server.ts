@@ -464,14 +464,17 @@ export interface ServeOptions<T = ServerConn> {
    * its deadline); closing one that its client re-opens at once is not:
    * each re-open costs an accept and a close. On loopback on a shared
    * 2-core machine (server on one core; a C flooder and the good client on
-   * the other), `examples/echo_server.ts` with the defaults served a good
-   * client from another address in 5 to 140 ms, probe after probe, while 64
-   * addresses x 64 silent sockets, or 8 x 256, were held and re-opened as
-   * soon as they were closed. With `maxHandshakes: 2000` under the same 64 x
-   * 64 flood, the re-opens kept the server's core busy (about 14,000 a
-   * second), the listen backlog overflowed, and good clients waited 0.4 to
-   * 1.6 s for the kernel to retransmit their SYN, or gave up. So size this
-   * (and `maxConnections`) for the floods you expect, and lower
+   * the other; `deno task bench:server --flood`), `examples/echo_server.ts`
+   * with the defaults served a good client from another address within 1 s
+   * every time, 228 probes out of 228 (at most 104 ms) while 64 addresses x
+   * 64 silent sockets were held and re-opened as soon as they were closed,
+   * and 244 out of 244 (at most 35 ms) under 8 x 256; its handshake rate
+   * with the 4,096 held was 0.8 times the unloaded rate (a plain
+   * `Deno.listen` echo loses as much). With `maxHandshakes: 2000` under the
+   * same 64 x 64 flood, the re-opens kept the server's core busy (about
+   * 14,000 a second), the listen backlog overflowed, and good clients waited
+   * 0.4 to 1.6 s for the kernel to retransmit their SYN, or gave up. So size
+   * this (and `maxConnections`) for the floods you expect, and lower
    * `handshakeTimeout` to free silent sockets sooner.
    *
    * @default {10000}
@@ -1394,10 +1397,11 @@ class ServerImpl<T> implements Server {
  * every handshake deadline), and for an HMAC-SHA-256 key given as text or
  * bytes a synchronous MAC instead of `crypto.subtle.verify`. Measured with
  * a C client (connect, handshake, 11-byte echo, close; 64 at a time) on
- * its own core, `examples/echo_server.ts` served 0.76 times as many
- * connections a second as a plain `Deno.listen` read/write echo with no
- * authentication, 1.17 times a bare loop doing the same handshake with
- * `crypto.subtle.verify`, and 2.8 times Python's threaded recipe.
+ * its own core (`deno task bench:server`, medians of alternating rounds),
+ * `examples/echo_server.ts` served 0.77 to 0.78 times as many connections
+ * a second as a plain `Deno.listen` read/write echo with no
+ * authentication, 1.2 to 1.25 times a bare loop doing the same handshake
+ * with `crypto.subtle.verify`, and 2.7 to 3 times Python's threaded recipe.
  *
  * The handler's idiom matters as much: with `serve()`'s own listener the
  * connection is a `Deno.Conn`, and a `conn.read()` / `conn.write()` loop
