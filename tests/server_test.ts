@@ -14,7 +14,11 @@ import {
   type ServerConn,
 } from "../server.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
-import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+import {
+  clientAuthenticate,
+  HmacKey,
+  serverAuthenticate,
+} from "../handshake.ts";
 import { closeQuietly } from "../_io.ts";
 import {
   findPython,
@@ -305,6 +309,46 @@ Deno.test("serve() serves a good client within a second while 200 silent sockets
       assert.equal(error.name, "TimeoutError");
       assert.match(error.message, /timed out after 1500 ms/);
     }
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("serve() closes silent sockets that expire together at most 64 per 10 ms, so that a flood does not come back at once", async () => {
+  // 200 clients wait in the listen backlog before the server starts: it
+  // accepts them all within a few ms, so their deadlines fall together.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const silent = await Promise.all(
+    Array.from(
+      { length: 200 },
+      () => Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    ),
+  );
+  const closedAt: number[] = [];
+  try {
+    await using server = serve({
+      listener,
+      key: KEY,
+      log: false,
+      handshakeTimeout: 300,
+      maxPerAddress: 1000,
+      onError: () => closedAt.push(performance.now()),
+    }, echo);
+    await waitFor(() => server.stats.accepted === 200, 5000, "200 accepted");
+    await waitFor(() => closedAt.length === 200, 5000, "200 expired");
+    // 64 in one window of 10 ms, 64 in the next, ...: never more than 128
+    // within 10 ms, and four windows in all.
+    for (let i = 0; i + 128 < closedAt.length; i++) {
+      const gap = closedAt[i + 128] - closedAt[i];
+      assert.ok(
+        gap >= 9,
+        `closes ${i} and ${i + 128} ${gap.toFixed(1)} ms apart`,
+      );
+    }
+    const spread = closedAt[199] - closedAt[0];
+    assert.ok(spread >= 25, `200 closed within ${spread.toFixed(1)} ms`);
+    await Promise.all(silent.map((conn) => waitClosed(conn, 5000)));
+    assert.equal(server.stats.open, 0);
   } finally {
     for (const conn of silent) conn.close();
   }
@@ -766,21 +810,130 @@ Deno.test("serve() counts an IPv6 /64 as one address by default; ipv6Prefix chan
   );
 });
 
-Deno.test("serve() stops accepting at maxHandshakes and resumes when a handshake ends", async () => {
-  await using server = echoServer({ maxHandshakes: 2 });
+Deno.test("serve() at maxHandshakes keeps accepting and closes the oldest pending connection of the address holding the most", async () => {
+  const aliased = aliasListener();
+  aliased.alias = "192.0.2.1";
+  const refused: RefuseInfo[] = [];
+  await using server = serve({
+    listener: aliased.listener,
+    key: KEY,
+    log: false,
+    maxHandshakes: 2,
+    onRefuse: (info) => refused.push(info),
+  }, echo);
   const port = portOf(server);
-  const silent = await Promise.all([
-    Deno.connect({ hostname: "127.0.0.1", port }),
-    Deno.connect({ hostname: "127.0.0.1", port }),
-  ]);
+  const silent: Deno.TcpConn[] = [];
   try {
-    await waitFor(() => server.stats.handshaking === 2, 5000, "2 handshaking");
-    // The third client's TCP connect completes in the kernel backlog, but the
-    // server does not accept it (no challenge) while two handshakes run.
+    for (let i = 0; i < 2; i++) {
+      silent.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      await waitFor(
+        () => server.stats.handshaking === i + 1,
+        5000,
+        `${i + 1} handshaking`,
+      );
+    }
+    // The budget is full. A client from another address is accepted at
+    // once, and 127.0.0.1's oldest silent connection is closed for it.
+    const start = performance.now();
+    await helloRoundTrip(aliased.aliasPort, KEY, 5000);
+    assert.ok(
+      performance.now() - start < 1000,
+      `served after ${performance.now() - start} ms`,
+    );
+    await waitClosed(silent[0], 2000);
+    assert.deepEqual(
+      refused.map((r) => [r.reason, (r.remoteAddr as Deno.NetAddr).port]),
+      [["evicted", (silent[0].localAddr as Deno.NetAddr).port]],
+    );
+    assert.equal(server.stats.evicted, 1);
+    assert.equal(server.stats.handshaking, 1);
+    assert.equal(server.stats.authenticated, 1);
+    // Two silent ones from the other address now: that address holds the
+    // most, so its oldest goes, not 127.0.0.1's remaining one.
+    const other: Deno.TcpConn[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        other.push(
+          await Deno.connect({
+            hostname: "127.0.0.1",
+            port: aliased.aliasPort,
+          }),
+        );
+        await waitFor(
+          () => server.stats.accepted === 3 + i + 1,
+          5000,
+          `silent ${i + 1} from 192.0.2.1 accepted`,
+        );
+      }
+      await waitClosed(other[0], 2000);
+      assert.deepEqual(refused.map((r) => r.reason), ["evicted", "evicted"]);
+      assert.equal(
+        (refused[1].remoteAddr as Deno.NetAddr).hostname,
+        "192.0.2.1",
+      );
+      assert.equal(server.stats.handshaking, 2);
+      // 127.0.0.1's silent connection is still waiting for its reply.
+      const challenge = await readN(silent[1], 32);
+      assert.equal(challenge?.length, 32);
+    } finally {
+      for (const conn of other) conn.close();
+    }
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("serve() at maxConnections closes a pending connection for a new one, and pauses only when all are authenticated", async () => {
+  const refused: RefuseInfo[] = [];
+  await using server = echoServer({
+    maxConnections: 2,
+    onRefuse: (info) => refused.push(info),
+  });
+  const port = portOf(server);
+  const first = await connect({ port, key: KEY });
+  try {
+    await waitFor(() => server.stats.active === 1, 5000, "1 active");
+    using silent = await Deno.connect({ hostname: "127.0.0.1", port });
+    await waitFor(() => server.stats.handshaking === 1, 5000, "1 pending");
+    // Full: the pending one is closed for the newcomer, the authenticated
+    // one never is.
+    await helloRoundTrip(port, KEY, 5000);
+    await waitClosed(silent, 2000);
+    assert.deepEqual(refused.map((r) => r.reason), ["evicted"]);
+    await first.write(HELLO);
+    assert.deepEqual(await readN(first, HELLO.length), HELLO);
+    assert.ok(server.stats.open <= 2);
+  } finally {
+    first.close();
+  }
+});
+
+Deno.test("serve() stops accepting at maxConnections once all are authenticated, and resumes when one closes", async () => {
+  const refused: RefuseInfo[] = [];
+  await using server = echoServer({
+    maxConnections: 1,
+    onRefuse: (info) => refused.push(info),
+  });
+  const port = portOf(server);
+  const first = await connect({ port, key: KEY });
+  try {
+    await waitFor(() => server.stats.active === 1, 5000, "1 active");
+    // The accept under way when the first handshake ended takes one more
+    // connection: with nothing else unauthenticated it is the one closed.
+    await assert.rejects(
+      connect({ port, key: KEY, timeout: 5000 }),
+      (error: unknown) =>
+        error instanceof ProtocolError && error.reason === "closed" ||
+        error instanceof Deno.errors.ConnectionReset,
+    );
+    assert.deepEqual(refused.map((r) => r.reason), ["evicted"]);
+    // Then the loop pauses: the next client waits in the listen backlog
+    // (no challenge) and is served once the first connection closes.
     const third = connect({ port, key: KEY, timeout: 10_000 });
+    third.catch(() => {}); // awaited below
     await delay(300);
     assert.equal(server.stats.accepted, 2);
-    silent[0].close();
+    first.close();
     const conn = await third;
     try {
       await conn.write(HELLO);
@@ -789,28 +942,7 @@ Deno.test("serve() stops accepting at maxHandshakes and resumes when a handshake
       conn.close();
     }
     assert.equal(server.stats.accepted, 3);
-  } finally {
-    silent[1].close();
-  }
-});
-
-Deno.test("serve() stops accepting at maxConnections and resumes when a connection closes", async () => {
-  await using server = echoServer({ maxConnections: 1 });
-  const port = portOf(server);
-  const first = await connect({ port, key: KEY });
-  try {
-    await waitFor(() => server.stats.active === 1, 5000, "1 active");
-    const second = connect({ port, key: KEY, timeout: 10_000 });
-    await delay(300);
-    assert.equal(server.stats.accepted, 1);
-    first.close();
-    const conn = await second;
-    try {
-      await conn.write(HELLO);
-      assert.deepEqual(await readN(conn, HELLO.length), HELLO);
-    } finally {
-      conn.close();
-    }
+    assert.equal(refused.length, 1);
   } finally {
     try {
       first.close();
@@ -1207,6 +1339,11 @@ Deno.test("serve() rejects bad options before listening", () => {
   );
   assert.throws(() => serve({ port: 70000, key: KEY }, handler), RangeError);
   assert.throws(
+    () => serve({ port: 0, key: KEY, challengeLength: 8 }, handler),
+    (e: unknown) =>
+      e instanceof RangeError && /challengeLength 8/.test(e.message),
+  );
+  assert.throws(
     () => serve({ port: 0, key: KEY }, undefined as unknown as () => void),
     TypeError,
   );
@@ -1342,6 +1479,32 @@ Deno.test("connect() and serve() agree on hash and challenge length", async () =
   // clientAuthenticate() works against serve() too.
   using raw = await Deno.connect({ hostname: "127.0.0.1", port });
   await clientAuthenticate(raw, KEY, { hash: "SHA-512", challengeLength: 64 });
+});
+
+Deno.test("serve() authenticates with a key given as an HmacKey or a CryptoKey (WebCrypto's verify) as with text", async () => {
+  const keys = [
+    await HmacKey.import(KEY),
+    await crypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(KEY),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign", "verify"],
+    ),
+    new TextEncoder().encode(KEY),
+  ];
+  for (const key of keys) {
+    const failures: AuthFailureInfo[] = [];
+    await using server = echoServer({
+      key,
+      onAuthFailure: (info) => failures.push(info),
+    });
+    await helloRoundTrip(portOf(server));
+    using wrong = await connect({ port: portOf(server), key: "wrong" });
+    assert.equal(await readN(wrong, 1), null);
+    await waitFor(() => failures.length === 1, 5000, "the failure");
+    assert.equal(failures[0].error.reason, "wrong-key");
+  }
 });
 
 // The upper-case server and the chat client, as subprocesses.

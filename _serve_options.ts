@@ -1,0 +1,168 @@
+// Private: serve()'s and connect()'s option checks and defaults, resolved
+// once before the server starts (so a bad option throws before anything
+// listens) into plain numbers the server reads without checking again.
+import { checkMillis, checkTimeout } from "./_io.ts";
+import { checkIpv6Prefix } from "./_accept.ts";
+import type { FailureOptions } from "./_admission.ts";
+import { HmacKey } from "./handshake.ts";
+import type { ServeOptions } from "./server.ts";
+
+/** serve()'s and connect()'s defaults (documented on the options). */
+export const DEFAULTS = {
+  hostname: "127.0.0.1",
+  port: 0,
+  handshakeTimeout: 10_000,
+  maxConnections: 10_000,
+  maxHandshakes: 10_000,
+  maxPerAddress: 256,
+  ipv6Prefix: 64,
+  gracePeriod: 5_000,
+  delay: 250,
+  maxDelay: 10_000,
+  banAfter: Infinity,
+  banFor: 60_000,
+  forgetAfter: 600_000,
+  maxAddresses: 10_000,
+  maxWaiting: 32,
+} as const;
+
+/** serve()'s options, checked, with the defaults filled in. */
+export interface ResolvedServeOptions {
+  handshakeTimeout: number;
+  maxConnections: number;
+  maxHandshakes: number;
+  maxPerAddress: number;
+  ipv6Prefix: number;
+  gracePeriod: number;
+  /** Undefined when throttling is off. */
+  throttle: FailureOptions | undefined;
+  maxWaiting: number;
+  log: boolean;
+  noDelay: boolean;
+}
+
+/**
+ * A count option: a whole number of at least 1, or `Infinity`; `fallback`
+ * when it is not set.
+ */
+export function checkCount(
+  value: number | undefined,
+  fallback: number,
+  what: string,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(
+      `Cannot use ${what}: expected a number, got ${typeof value}`,
+    );
+  }
+  if (value < 1 || (Number.isFinite(value) && !Number.isInteger(value))) {
+    throw new RangeError(
+      `Cannot use ${what}: expected a whole number of at least 1 (or Infinity), got ${value}`,
+    );
+  }
+  return value;
+}
+
+/** Checks a shared key's type (and that it is not empty). */
+export function checkKey(key: unknown): void {
+  if (key instanceof HmacKey) return;
+  if (typeof CryptoKey !== "undefined" && key instanceof CryptoKey) return;
+  if (typeof key === "string" || key instanceof Uint8Array) {
+    if (key.length === 0) {
+      throw new TypeError(
+        "Cannot use the key: it is empty; give a non-empty shared secret",
+      );
+    }
+    return;
+  }
+  throw new TypeError(
+    `Cannot use the key: expected a string, Uint8Array, CryptoKey or HmacKey, got ${
+      key === null ? "null" : typeof key
+    }`,
+  );
+}
+
+/** Checks serve()'s limits, deadlines and throttle options. */
+export function resolveServeOptions<T>(
+  options: ServeOptions<T>,
+): ResolvedServeOptions {
+  const throttleOption = options.throttle ?? {};
+  let throttle: FailureOptions | undefined;
+  let maxWaiting: number = DEFAULTS.maxWaiting;
+  if (throttleOption !== false) {
+    if (typeof throttleOption !== "object" || throttleOption === null) {
+      throw new TypeError(
+        `Cannot use throttle: expected an options object or false, got ${typeof throttleOption}`,
+      );
+    }
+    throttle = {
+      delay: checkMillis(
+        throttleOption.delay,
+        DEFAULTS.delay,
+        "throttle.delay",
+      ),
+      maxDelay: checkMillis(
+        throttleOption.maxDelay,
+        DEFAULTS.maxDelay,
+        "throttle.maxDelay",
+      ),
+      banAfter: checkCount(
+        throttleOption.banAfter,
+        DEFAULTS.banAfter,
+        "throttle.banAfter",
+      ),
+      banFor: checkMillis(
+        throttleOption.banFor,
+        DEFAULTS.banFor,
+        "throttle.banFor",
+      ),
+      forgetAfter: checkMillis(
+        throttleOption.forgetAfter,
+        DEFAULTS.forgetAfter,
+        "throttle.forgetAfter",
+      ),
+      maxAddresses: checkCount(
+        throttleOption.maxAddresses,
+        DEFAULTS.maxAddresses,
+        "throttle.maxAddresses",
+      ),
+    };
+    maxWaiting = checkCount(
+      throttleOption.maxWaiting,
+      DEFAULTS.maxWaiting,
+      "throttle.maxWaiting",
+    );
+  }
+  return {
+    handshakeTimeout: checkTimeout(
+      options.handshakeTimeout ?? DEFAULTS.handshakeTimeout,
+      "handshakeTimeout",
+    ),
+    maxConnections: checkCount(
+      options.maxConnections,
+      DEFAULTS.maxConnections,
+      "maxConnections",
+    ),
+    maxHandshakes: checkCount(
+      options.maxHandshakes,
+      DEFAULTS.maxHandshakes,
+      "maxHandshakes",
+    ),
+    maxPerAddress: checkCount(
+      options.maxPerAddress,
+      DEFAULTS.maxPerAddress,
+      "maxPerAddress",
+    ),
+    ipv6Prefix: checkIpv6Prefix(options.ipv6Prefix, DEFAULTS.ipv6Prefix),
+    gracePeriod: checkMillis(
+      options.gracePeriod,
+      DEFAULTS.gracePeriod,
+      "gracePeriod",
+    ),
+    throttle,
+    maxWaiting,
+    log: options.log ?? true,
+    noDelay: options.noDelay ?? true,
+  };
+}
