@@ -93,7 +93,6 @@ import {
   type Verdict,
 } from "./_admission.ts";
 import { RateLimitedLog } from "./_log.ts";
-import { HmacSha256 } from "./_hmac_sha256.ts";
 import {
   checkKey,
   DEFAULTS,
@@ -671,14 +670,11 @@ type Handler<T> = (conn: T, info: ConnectionInfo) => void | Promise<void>;
 type Auth<T> =
   | {
     hmac: HmacKey;
-    /** The synchronous MAC, for an HMAC-SHA-256 key given as bytes or text. */
-    mac: HmacSha256 | undefined;
     challengeLength: number;
     authenticate?: undefined;
   }
   | {
     hmac?: undefined;
-    mac?: undefined;
     challengeLength?: undefined;
     authenticate: Authenticator<T>;
   };
@@ -1081,7 +1077,6 @@ class ServerImpl<T> implements Server {
           ? await this.#cookbook(
             c.conn,
             auth.hmac,
-            auth.mac,
             auth.challengeLength,
           )
           : await this.#custom(c, auth);
@@ -1131,14 +1126,13 @@ class ServerImpl<T> implements Server {
   /**
    * The Cookbook handshake on a socket read and written directly (the hot
    * path): a fresh challenge, exactly one digest back, verified in constant
-   * time (synchronously by _hmac_sha256.ts for HMAC-SHA-256 keys given as
-   * text or bytes, else `HmacKey.verify`). Its deadline is the sweep's: a
+   * time by `HmacKey.verify` (WebCrypto's `crypto.subtle.verify`). Its
+   * deadline is the sweep's: a
    * connection past it is closed, which ends a pending read.
    */
   async #cookbook(
     conn: DenoConnLike,
     hmac: HmacKey,
-    mac: HmacSha256 | undefined,
     challengeLength: number,
   ): Promise<T> {
     // One backing store for both: a connection holds it until its reply
@@ -1163,9 +1157,7 @@ class ServerImpl<T> implements Server {
       }
       got += count;
     }
-    const right = mac !== undefined
-      ? mac.verify(reply, challenge)
-      : await hmac.verify(reply, challenge);
+    const right = await hmac.verify(reply, challenge);
     if (!right) {
       throw new AuthenticationError(
         `Cannot authenticate the client: its reply does not match the challenge under our key (wrong key, or a hash other than ${hmac.hash})`,
@@ -1394,14 +1386,14 @@ class ServerImpl<T> implements Server {
  *
  * What `serve()` adds to a bare accept-and-handshake loop is bookkeeping:
  * no timer, abort signal or extra task per connection (one timer serves
- * every handshake deadline), and for an HMAC-SHA-256 key given as text or
- * bytes a synchronous MAC instead of `crypto.subtle.verify`. Measured with
- * a C client (connect, handshake, 11-byte echo, close; 64 at a time) on
- * its own core (`deno task bench:server`, medians of alternating rounds),
- * `examples/echo_server.ts` served 0.77 to 0.78 times as many connections
- * a second as a plain `Deno.listen` read/write echo with no
- * authentication, 1.2 to 1.25 times a bare loop doing the same handshake
- * with `crypto.subtle.verify`, and 2.7 to 3 times Python's threaded recipe.
+ * every handshake deadline); the MAC is still checked by
+ * `crypto.subtle.verify`. Measured with a C client (connect, handshake,
+ * 11-byte echo, close; 64 at a time) on its own core (`deno task
+ * bench:server`, medians of 5 alternating rounds on 2026-12-02),
+ * `examples/echo_server.ts` served 0.72 times as many connections a second
+ * as a plain `Deno.listen` read/write echo with no authentication, 1.04
+ * times a bare loop doing the same handshake, and 2.36 times Python's
+ * threaded recipe.
  *
  * The handler's idiom matters as much: with `serve()`'s own listener the
  * connection is a `Deno.Conn`, and a `conn.read()` / `conn.write()` loop
@@ -1520,22 +1512,9 @@ export function serve<T = ServerConn>(
     const key = options.key!;
     checkKey(key);
     const challengeLength = checkChallengeLength(options.challengeLength);
-    // For HMAC-SHA-256 (the default) the handshakes use the synchronous MAC
-    // of _hmac_sha256.ts, which needs the raw key once; a CryptoKey or an
-    // HmacKey keeps its own (WebCrypto's verify, asynchronous).
-    const raw = typeof key === "string"
-      ? new TextEncoder().encode(key)
-      : key instanceof Uint8Array
-      ? key.slice()
-      : undefined;
     ready = HmacKey.import(key, { hash: options.hash }).then(
-      (hmac) => {
-        const mac = raw !== undefined && hmac.hash === "SHA-256"
-          ? new HmacSha256(raw)
-          : undefined;
-        return { hmac, mac, challengeLength };
-      },
-    ).finally(() => raw?.fill(0));
+      (hmac) => ({ hmac, challengeLength }),
+    );
     // Handled by the server (it rejects `finished`); avoid an unhandled
     // rejection before the server awaits it.
     ready.catch(() => {});
