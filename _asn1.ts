@@ -3,7 +3,7 @@
 // minimal reader for walking a certificate we (or a peer) wrote. Not a
 // general ASN.1 library: the reader refuses indefinite lengths, high tag
 // numbers and every other BER form with a TypeError.
-import { concat } from "./_io.ts";
+import { concat } from "./_bytes.ts";
 
 /** Universal and context tags used by X.509. */
 export const TAG = Object.freeze({

@@ -32,7 +32,7 @@
 // of silence and `requestTimeout` in all, so that the client reads the
 // response instead of a reset. Private: not exported from mod.ts.
 
-import { closeQuietly } from "./_io.ts";
+import { closeQuietly } from "./_conn_io.ts";
 
 /** A connection to serve: the parts of a `Deno.Conn` / `TlsServerConn` used. */
 export interface Http1Conn {

@@ -9,7 +9,7 @@
 // section 4 (crypto functions), 5.1 CipherState, 5.2 SymmetricState,
 // 5.3 HandshakeState, 9 (pre-shared symmetric keys), 12 (AESGCM, SHA256,
 // 25519 definitions).
-import { concat, utf8 } from "./_io.ts";
+import { concat, utf8 } from "./_bytes.ts";
 
 /** The full protocol name; its bytes start the handshake hash. */
 export const PROTOCOL_NAME = "Noise_NNpsk0_25519_AESGCM_SHA256";

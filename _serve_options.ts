@@ -1,8 +1,12 @@
 // Private: serve()'s and connect()'s option checks and defaults, resolved
 // once before the server starts (so a bad option throws before anything
 // listens) into plain numbers the server reads without checking again.
-import { checkMillis, checkTimeout } from "./_io.ts";
-import { checkIpv6Prefix } from "./_accept.ts";
+import {
+  checkDuration,
+  checkIpv6Prefix,
+  checkLimit,
+  checkTimeout,
+} from "./_options.ts";
 import type { FailureOptions } from "./_admission.ts";
 import { HmacKey } from "./handshake.ts";
 import type { ServeOptions } from "./server.ts";
@@ -41,29 +45,6 @@ export interface ResolvedServeOptions {
   noDelay: boolean;
 }
 
-/**
- * A count option: a whole number of at least 1, or `Infinity`; `fallback`
- * when it is not set.
- */
-export function checkCount(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || Number.isNaN(value)) {
-    throw new TypeError(
-      `Cannot use ${what}: expected a number, got ${typeof value}`,
-    );
-  }
-  if (value < 1 || (Number.isFinite(value) && !Number.isInteger(value))) {
-    throw new RangeError(
-      `Cannot use ${what}: expected a whole number of at least 1 (or Infinity), got ${value}`,
-    );
-  }
-  return value;
-}
-
 /** Checks a shared key's type (and that it is not empty). */
 export function checkKey(key: unknown): void {
   if (key instanceof HmacKey) return;
@@ -97,38 +78,38 @@ export function resolveServeOptions<T>(
       );
     }
     throttle = {
-      delay: checkMillis(
+      delay: checkDuration(
         throttleOption.delay,
         DEFAULTS.delay,
         "throttle.delay",
       ),
-      maxDelay: checkMillis(
+      maxDelay: checkDuration(
         throttleOption.maxDelay,
         DEFAULTS.maxDelay,
         "throttle.maxDelay",
       ),
-      banAfter: checkCount(
+      banAfter: checkLimit(
         throttleOption.banAfter,
         DEFAULTS.banAfter,
         "throttle.banAfter",
       ),
-      banFor: checkMillis(
+      banFor: checkDuration(
         throttleOption.banFor,
         DEFAULTS.banFor,
         "throttle.banFor",
       ),
-      forgetAfter: checkMillis(
+      forgetAfter: checkDuration(
         throttleOption.forgetAfter,
         DEFAULTS.forgetAfter,
         "throttle.forgetAfter",
       ),
-      maxAddresses: checkCount(
+      maxAddresses: checkLimit(
         throttleOption.maxAddresses,
         DEFAULTS.maxAddresses,
         "throttle.maxAddresses",
       ),
     };
-    maxWaiting = checkCount(
+    maxWaiting = checkLimit(
       throttleOption.maxWaiting,
       DEFAULTS.maxWaiting,
       "throttle.maxWaiting",
@@ -136,26 +117,27 @@ export function resolveServeOptions<T>(
   }
   return {
     handshakeTimeout: checkTimeout(
-      options.handshakeTimeout ?? DEFAULTS.handshakeTimeout,
+      options.handshakeTimeout,
+      DEFAULTS.handshakeTimeout,
       "handshakeTimeout",
     ),
-    maxConnections: checkCount(
+    maxConnections: checkLimit(
       options.maxConnections,
       DEFAULTS.maxConnections,
       "maxConnections",
     ),
-    maxHandshakes: checkCount(
+    maxHandshakes: checkLimit(
       options.maxHandshakes,
       DEFAULTS.maxHandshakes,
       "maxHandshakes",
     ),
-    maxPerAddress: checkCount(
+    maxPerAddress: checkLimit(
       options.maxPerAddress,
       DEFAULTS.maxPerAddress,
       "maxPerAddress",
     ),
     ipv6Prefix: checkIpv6Prefix(options.ipv6Prefix, DEFAULTS.ipv6Prefix),
-    gracePeriod: checkMillis(
+    gracePeriod: checkDuration(
       options.gracePeriod,
       DEFAULTS.gracePeriod,
       "gracePeriod",

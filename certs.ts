@@ -68,7 +68,7 @@ import {
   unsignedInteger,
   utf8String,
 } from "./_asn1.ts";
-import { concat, copyBytes, utf8 } from "./_io.ts";
+import { concat, copyBytes, utf8 } from "./_bytes.ts";
 import { formatIp, parseIp } from "./_tls_identity.ts";
 import {
   ecdsaWithSha256,

@@ -34,15 +34,10 @@
  */
 
 import { createHmac, timingSafeEqual } from "node:crypto";
-import {
-  checkTimeout,
-  type Deadline,
-  deadline,
-  DEFAULT_TIMEOUT,
-  readExact,
-  utf8,
-  writeAll,
-} from "./_io.ts";
+import { checkTimeout } from "./_options.ts";
+import { type Deadline, deadline, DEFAULT_TIMEOUT } from "./_deadline.ts";
+import { readExact, writeAll } from "./_conn_io.ts";
+import { utf8 } from "./_bytes.ts";
 import { AuthenticationError } from "./errors.ts";
 import type { Duplex } from "./types.ts";
 
@@ -350,7 +345,7 @@ async function prepare(
   const challengeLength = checkChallengeLength(
     options.challengeLength ?? DEFAULT_CHALLENGE_LENGTH,
   );
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   const hmac = await HmacKey.import(key, { hash: options.hash });
   return {
     challengeLength,

@@ -68,14 +68,11 @@
  *
  * @module
  */
-import {
-  AcceptLoop,
-  type AcceptSource,
-  AddressCounts,
-  addressKey,
-  checkIpv6Prefix,
-} from "./_accept.ts";
-import { checkMillis, formatAddr } from "./_io.ts";
+import { AcceptLoop, type AcceptSource } from "./_accept.ts";
+import { AddressCounts, addressKey } from "./_address.ts";
+import { checkIpv6Prefix } from "./_options.ts";
+import { checkDuration } from "./_options.ts";
+import { formatAddr } from "./_address.ts";
 import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
 import { allowed } from "./_tls_identity.ts";
 import {
@@ -507,7 +504,7 @@ export async function serveHttps(
     );
   }
   const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
-  const gracePeriod = checkMillis(
+  const gracePeriod = checkDuration(
     options.gracePeriod,
     1000,
     "gracePeriod",

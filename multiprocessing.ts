@@ -74,16 +74,15 @@
  * @module
  */
 
+import { checkTimeout } from "./_options.ts";
+import { concat, utf8 } from "./_bytes.ts";
 import {
-  checkTimeout,
-  concat,
   deadline,
   DEFAULT_TIMEOUT,
-  formatAddr,
   optionalDeadline,
   raceSignal,
-  utf8,
-} from "./_io.ts";
+} from "./_deadline.ts";
+import { formatAddr } from "./_address.ts";
 import { AuthenticationError, ProtocolError } from "./errors.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
 import { frameHeader } from "./_multiprocessing_frame.ts";
@@ -358,7 +357,7 @@ async function importKeys(options: MultiprocessingAuthOptions): Promise<Keys> {
       `Cannot use maxMessageSize ${maxMessageSize}: expected a whole number of bytes, 0 or more`,
     );
   }
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   try {
     const keys = new Map<MultiprocessingDigest, HmacKey>();
     for (const name of ["sha256", "sha384", "md5"] as const) {
@@ -1013,7 +1012,7 @@ export class MultiprocessingConnection
   async recvBytes(
     options: MultiprocessingIoOptions = {},
   ): Promise<Uint8Array<ArrayBuffer> | null> {
-    const timeout = checkTimeout(options.timeout ?? Infinity);
+    const timeout = checkTimeout(options.timeout, Infinity, "timeout");
     this.#throwIfClosed();
     const previous = this.#turn;
     let release!: () => void;

@@ -84,18 +84,19 @@
 
 import {
   byobReader,
-  checkMillis,
-  checkTimeout,
   closeQuietly,
+  type DenoConnLike,
+  isDenoConnLike,
+} from "./_conn_io.ts";
+import { checkDuration, checkTimeout } from "./_options.ts";
+import {
   type Deadline,
   deadline,
   DEFAULT_TIMEOUT,
-  type DenoConnLike,
-  isDenoConnLike,
   optionalDeadline,
   raceSignal,
-  utf8,
-} from "./_io.ts";
+} from "./_deadline.ts";
+import { utf8 } from "./_bytes.ts";
 import {
   type CipherState,
   DecryptError,
@@ -1138,8 +1139,8 @@ async function handshake(
 ): Promise<NoiseConn> {
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
-  const gracePeriod = checkMillis(
+  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
+  const gracePeriod = checkDuration(
     options.gracePeriod,
     DEFAULT_GRACE_PERIOD,
     "gracePeriod",
@@ -1443,8 +1444,8 @@ export function noiseAuthenticator(
 ): NoiseAuthenticator {
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
-  const gracePeriod = checkMillis(
+  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
+  const gracePeriod = checkDuration(
     options.gracePeriod,
     DEFAULT_GRACE_PERIOD,
     "gracePeriod",

@@ -62,16 +62,10 @@
  * @module
  */
 
-import {
-  checkTimeout,
-  closeQuietly,
-  deadline,
-  DEFAULT_TIMEOUT,
-  type DenoConnLike,
-  formatAddr,
-  isDenoConnLike,
-  raceSignal,
-} from "./_io.ts";
+import { checkTimeout } from "./_options.ts";
+import { closeQuietly, type DenoConnLike, isDenoConnLike } from "./_conn_io.ts";
+import { deadline, DEFAULT_TIMEOUT, raceSignal } from "./_deadline.ts";
+import { formatAddr } from "./_address.ts";
 import { AuthenticationError, ProtocolError } from "./errors.ts";
 import {
   type AuthenticateOptions,
@@ -84,7 +78,8 @@ import {
   MIN_CHALLENGE_LENGTH,
   serverAuthenticate,
 } from "./handshake.ts";
-import { AcceptLoop, addressKey } from "./_accept.ts";
+import { AcceptLoop } from "./_accept.ts";
+import { addressKey } from "./_address.ts";
 import {
   Admission,
   DeadlineSweep,
@@ -1609,7 +1604,7 @@ export async function connect(options: ConnectOptions): Promise<Deno.TcpConn> {
   }
   checkKey(options.key);
   const hostname = options.hostname ?? DEFAULTS.hostname;
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   using limit = deadline(
     timeout,
     options.signal,

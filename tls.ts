@@ -70,12 +70,9 @@ import {
   createPublicKey,
   X509Certificate,
 } from "node:crypto";
-import {
-  checkTimeout,
-  DEFAULT_TIMEOUT,
-  formatAddr,
-  raceSignal,
-} from "./_io.ts";
+import { checkTimeout } from "./_options.ts";
+import { DEFAULT_TIMEOUT, raceSignal } from "./_deadline.ts";
+import { formatAddr } from "./_address.ts";
 import {
   allowed,
   type CertificateFacts,
@@ -1284,11 +1281,13 @@ export async function listenTls(
     }
   }
   const handshakeTimeout = checkTimeout(
-    options.handshakeTimeout ?? DEFAULT_TIMEOUT,
+    options.handshakeTimeout,
+    DEFAULT_TIMEOUT,
     "handshakeTimeout",
   );
   const authorizeTimeout = checkTimeout(
-    options.authorizeTimeout ?? DEFAULT_TIMEOUT,
+    options.authorizeTimeout,
+    DEFAULT_TIMEOUT,
     "authorizeTimeout",
   );
   const readBufferLimit = options.readBufferLimit ?? 16 * 1024 * 1024;
@@ -2069,7 +2068,7 @@ export async function connectTls(
   }
   const hostname = options.hostname ?? "127.0.0.1";
   const server = formatAddr({ transport: "tcp", hostname, port: options.port });
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   const caText = await readPem(
     options.caCerts,
     options.caFile,

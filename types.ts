@@ -38,3 +38,28 @@ export interface Duplex {
   /** Bytes to the peer. */
   readonly writable: WritableStream<Uint8Array>;
 }
+
+/**
+ * What every connauth server's `onError` hook is told besides the error:
+ * where it happened (`phase`; each server names its own phases) and, when
+ * the error belongs to one connection, the peer's address. Every server's
+ * hook has the one shape `onError(error, info)`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { ErrorInfo } from "./types.ts";
+ *
+ * const lines: string[] = [];
+ * const onError = (error: unknown, info: ErrorInfo) =>
+ *   lines.push(`${info.phase}: ${(error as Error).message}`);
+ * onError(new Error("reset"), { phase: "handshake" });
+ * assert.deepEqual(lines, ["handshake: reset"]);
+ * ```
+ */
+export interface ErrorInfo {
+  /** Where the error happened, in the server's own words. */
+  readonly phase: string;
+  /** The peer's address, when the error belongs to one connection. */
+  readonly remoteAddr?: Deno.Addr;
+}

@@ -67,13 +67,9 @@
  * @module
  */
 import { ProtocolError } from "./errors.ts";
-import {
-  checkTimeout,
-  deadline,
-  DEFAULT_TIMEOUT,
-  raceSignal,
-  utf8,
-} from "./_io.ts";
+import { checkTimeout } from "./_options.ts";
+import { deadline, DEFAULT_TIMEOUT, raceSignal } from "./_deadline.ts";
+import { utf8 } from "./_bytes.ts";
 
 /** A value XML-RPC can carry, as the decoder returns it. */
 export type XmlRpcValue =
@@ -1375,7 +1371,8 @@ export function xmlrpcHandler(
     "maxDepth",
   );
   const bodyTimeout = checkTimeout(
-    options.bodyTimeout ?? DEFAULT_BODY_TIMEOUT,
+    options.bodyTimeout,
+    DEFAULT_BODY_TIMEOUT,
     "bodyTimeout",
   );
   const introspection = options.introspection ?? true;
@@ -1577,7 +1574,7 @@ class Client implements XmlRpcClient {
 
   constructor(url: URL, options: XmlRpcClientOptions) {
     this.url = url;
-    this.#timeout = checkTimeout(options.timeout ?? DEFAULT_TIMEOUT);
+    this.#timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
     this.#signal = options.signal;
     this.#decode = {
       maxBodySize: checkLimit(

@@ -9,13 +9,9 @@
  * @module
  */
 import { clientAuthenticate } from "../handshake.ts";
-import {
-  closeQuietly,
-  deadline,
-  readExactOrEof,
-  utf8,
-  writeAll,
-} from "../_io.ts";
+import { closeQuietly, readExactOrEof, writeAll } from "../_conn_io.ts";
+import { deadline } from "../_deadline.ts";
+import { utf8 } from "../_bytes.ts";
 import { ProtocolError } from "../errors.ts";
 import {
   COMMON_HELP,

@@ -20,7 +20,7 @@
  * @module
  */
 import { serve, type ServerConn } from "../server.ts";
-import { formatAddr } from "../_io.ts";
+import { formatAddr } from "../_address.ts";
 import { RateLimitedLog } from "../_log.ts";
 import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";

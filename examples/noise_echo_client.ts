@@ -10,7 +10,7 @@
  */
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { noiseConnect } from "../noise.ts";
-import { concat, utf8 } from "../_io.ts";
+import { concat, utf8 } from "../_bytes.ts";
 import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
 
 const USAGE =

@@ -11,7 +11,7 @@
  */
 import { noiseAuthenticator, type NoiseConn } from "../noise.ts";
 import { serve } from "../server.ts";
-import { formatAddr } from "../_io.ts";
+import { formatAddr } from "../_address.ts";
 import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
 
 const USAGE =

@@ -13,7 +13,8 @@
  */
 import { connectTls, type TlsClientConn, TlsError } from "../tls.ts";
 import { clientAuthenticate } from "../handshake.ts";
-import { readExactOrEof, utf8, writeAll } from "../_io.ts";
+import { readExactOrEof, writeAll } from "../_conn_io.ts";
+import { utf8 } from "../_bytes.ts";
 import {
   COMMON_HELP,
   fail,

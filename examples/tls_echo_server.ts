@@ -17,7 +17,7 @@ import { listenTls, type TlsServerConn } from "../tls.ts";
 import { generateCertificates, writeCertificates } from "../certs.ts";
 import { serve } from "../server.ts";
 import { HmacKey, serverAuthenticate } from "../handshake.ts";
-import { formatAddr } from "../_io.ts";
+import { formatAddr } from "../_address.ts";
 import {
   COMMON_HELP,
   fail,

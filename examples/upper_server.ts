@@ -13,7 +13,7 @@
  * @module
  */
 import { type ConnectionInfo, serve, type ServerConn } from "../server.ts";
-import { formatAddr } from "../_io.ts";
+import { formatAddr } from "../_address.ts";
 import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 

@@ -12,7 +12,7 @@ import {
   writeCertificates,
 } from "../mod.ts";
 import * as asn1 from "../_asn1.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../_conn_io.ts";
 import {
   findPython,
   findTool,

@@ -9,7 +9,8 @@ import {
   ProtocolError,
   serverAuthenticate,
 } from "../mod.ts";
-import { closeQuietly, readExact, utf8, writeAll } from "../_io.ts";
+import { closeQuietly, readExact, writeAll } from "../_conn_io.ts";
+import { utf8 } from "../_bytes.ts";
 import {
   duplexPair,
   findPython,

@@ -7,7 +7,7 @@ import {
   keyPairFromPrivateKey,
   testHooks,
 } from "../_noise_state.ts";
-import { readExact, readExactOrEof } from "../_io.ts";
+import { readExact, readExactOrEof } from "../_conn_io.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import {
   generateNoisePsk,

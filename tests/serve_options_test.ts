@@ -1,11 +1,7 @@
 // Tests for _serve_options.ts: serve()'s defaults and option checks.
 import assert from "node:assert/strict";
-import {
-  checkCount,
-  checkKey,
-  DEFAULTS,
-  resolveServeOptions,
-} from "../_serve_options.ts";
+import { checkKey, DEFAULTS, resolveServeOptions } from "../_serve_options.ts";
+import { checkLimit } from "../_options.ts";
 import { HmacKey } from "../handshake.ts";
 
 Deno.test("resolveServeOptions() fills in the documented defaults", () => {
@@ -58,7 +54,11 @@ Deno.test("resolveServeOptions() refuses bad limits, deadlines and throttle opti
   const cases: [Record<string, unknown>, ErrorConstructor, RegExp][] = [
     [{ maxHandshakes: 0 }, RangeError, /maxHandshakes: expected a whole/],
     [{ maxConnections: 1.5 }, RangeError, /maxConnections/],
-    [{ maxPerAddress: "8" }, TypeError, /maxPerAddress: expected a number/],
+    [
+      { maxPerAddress: "8" },
+      TypeError,
+      /maxPerAddress: expected a whole number .*, got "8"/,
+    ],
     [{ handshakeTimeout: 0 }, RangeError, /handshakeTimeout/],
     [{ gracePeriod: -1 }, RangeError, /gracePeriod/],
     [{ ipv6Prefix: 129 }, RangeError, /ipv6Prefix/],
@@ -76,10 +76,10 @@ Deno.test("resolveServeOptions() refuses bad limits, deadlines and throttle opti
   }
 });
 
-Deno.test("checkCount() and checkKey() accept what serve() accepts", async () => {
-  assert.equal(checkCount(undefined, 7, "x"), 7);
-  assert.equal(checkCount(Infinity, 7, "x"), Infinity);
-  assert.throws(() => checkCount(-Infinity, 7, "x"), RangeError);
+Deno.test("checkLimit() and checkKey() accept what serve() accepts", async () => {
+  assert.equal(checkLimit(undefined, 7, "x"), 7);
+  assert.equal(checkLimit(Infinity, 7, "x"), Infinity);
+  assert.throws(() => checkLimit(-Infinity, 7, "x"), RangeError);
   checkKey("k");
   checkKey(new Uint8Array([1]));
   checkKey(await HmacKey.import("k"));

@@ -19,7 +19,7 @@ import {
   HmacKey,
   serverAuthenticate,
 } from "../handshake.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../_conn_io.ts";
 import {
   findPython,
   interopScript,

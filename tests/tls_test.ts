@@ -18,7 +18,8 @@ import {
 } from "../certs.ts";
 import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
-import { readExact, utf8, writeAll } from "../_io.ts";
+import { readExact, writeAll } from "../_conn_io.ts";
+import { utf8 } from "../_bytes.ts";
 import { allowed, certificateNames } from "../_tls_identity.ts";
 import * as asn1 from "../_asn1.ts";
 import {

@@ -4,7 +4,7 @@
 // that already held.
 import assert from "node:assert/strict";
 import { type CipherState, HandshakeState } from "../../_noise_state.ts";
-import { readExact } from "../../_io.ts";
+import { readExact } from "../../_conn_io.ts";
 import { AuthenticationError, ProtocolError } from "../../errors.ts";
 import {
   generateNoisePsk,

@@ -18,7 +18,8 @@ import { generateCertificates, writeCertificates } from "../../certs.ts";
 import * as asn1 from "../../_asn1.ts";
 import { pemDecode, pemEncode, signCertificate } from "../../_x509.ts";
 import { readCertificate } from "../../_tls_identity.ts";
-import { readExact, utf8, writeAll } from "../../_io.ts";
+import { readExact, writeAll } from "../../_conn_io.ts";
+import { utf8 } from "../../_bytes.ts";
 import { findTool, REQUIRE_PEERS, startExample } from "../_helpers.ts";
 
 // ---------------------------------------------------------------------------
