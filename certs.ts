@@ -553,7 +553,7 @@ export interface WrittenCertificateFile {
   readonly mode: number;
 }
 
-/** One file of a set, as {@linkcode certificateFiles} names it. */
+/** One file of a set, as {@linkcode listCertificateFiles} names it. */
 export interface CertificateFile {
   /** The file name, e.g. `"server-key.pem"`. */
   readonly name: string;
@@ -580,15 +580,15 @@ export interface CertificateFile {
  *
  * @example
  * ```ts
- * import { certificateFiles, generateCertificates } from "./certs.ts";
+ * import { listCertificateFiles, generateCertificates } from "./certs.ts";
  *
  * const set = await generateCertificates({ clients: ["alice", "Bob Smith"] });
- * console.log(certificateFiles(set).map((file) => file.name));
+ * console.log(listCertificateFiles(set).map((file) => file.name));
  * // ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "client.pem",
  * //  "client-key.pem", "client-bob-smith.pem", "client-bob-smith-key.pem"]
  * ```
  */
-export function certificateFiles(set: CertificateSet): CertificateFile[] {
+export function listCertificateFiles(set: CertificateSet): CertificateFile[] {
   const entries: [string, "ca" | "server" | "client", IssuedCertificate][] = [
     ["ca", "ca", set.ca],
     ["server", "server", set.server],
@@ -630,7 +630,7 @@ export function certificateFiles(set: CertificateSet): CertificateFile[] {
 /**
  * Writes a certificate set to a directory (created with mode `0o700` when
  * missing): certificates with mode `0o644`, private keys with mode `0o600`.
- * File names are those of {@linkcode certificateFiles}. Refuses to overwrite
+ * File names are those of {@linkcode listCertificateFiles}. Refuses to overwrite
  * anything unless `force` is set, and then checks every target before
  * writing any, so a refused call writes nothing.
  *
@@ -661,7 +661,7 @@ export async function writeCertificates(
   options: WriteCertificatesOptions = {},
 ): Promise<WrittenCertificateFile[]> {
   const force = options.force ?? false;
-  const files = certificateFiles(set).map((file) => ({
+  const files = listCertificateFiles(set).map((file) => ({
     ...file,
     path: joinPath(dir, file.name),
     mode: file.kind === "private key" ? 0o600 : 0o644,
@@ -713,13 +713,13 @@ export async function writeCertificates(
  *
  * @example
  * ```ts
- * import { certificateFingerprint, createCertificateAuthority } from "./certs.ts";
+ * import { fingerprintCertificate, createCertificateAuthority } from "./certs.ts";
  *
  * const ca = await createCertificateAuthority();
- * console.log(await certificateFingerprint(ca.cert) === ca.fingerprint); // true
+ * console.log(await fingerprintCertificate(ca.cert) === ca.fingerprint); // true
  * ```
  */
-export async function certificateFingerprint(pem: string): Promise<string> {
+export async function fingerprintCertificate(pem: string): Promise<string> {
   return await fingerprintOf(pemDecode(pem, "CERTIFICATE", "certificate"));
 }
 

@@ -51,7 +51,7 @@ export type { Duplex } from "./types.ts";
 export type HashName = "SHA-256" | "SHA-1" | "SHA-384" | "SHA-512" | "MD5";
 
 /** What a key may be given as: UTF-8 text, raw bytes or an HMAC CryptoKey. */
-export type KeyInput = string | Uint8Array | CryptoKey;
+export type SecretInput = string | Uint8Array | CryptoKey;
 
 /** Digest length in bytes of each supported hash. */
 export const DIGEST_LENGTH: Readonly<Record<HashName, number>> = Object.freeze(
@@ -164,7 +164,7 @@ export class HmacKey {
    * ```
    */
   static async import(
-    key: KeyInput | HmacKey,
+    key: SecretInput | HmacKey,
     options: HmacKeyOptions = {},
   ): Promise<HmacKey> {
     const wanted = options.hash === undefined
@@ -338,7 +338,7 @@ function checkChallengeLength(length: number): number {
 
 /** Checks the options, imports the key and starts the handshake deadline. */
 async function prepare(
-  key: KeyInput | HmacKey,
+  key: SecretInput | HmacKey,
   options: AuthenticateOptions,
   action: string,
 ): Promise<{ challengeLength: number; hmac: HmacKey; limit: Deadline }> {
@@ -378,7 +378,7 @@ async function prepare(
  * No error message contains the key, the challenge or a digest.
  *
  * @param conn The connection, a `Deno.Conn` or any {@linkcode Duplex}.
- * @param key The shared key; an {@linkcode HmacKey} avoids re-importing it.
+ * @param secret The shared secret; an {@linkcode HmacKey} avoids re-importing it.
  * @param options Hash, challenge length, deadline and signal.
  * @throws {AuthenticationError} When the client's digest is wrong.
  * @throws {ProtocolError} When the client closes before sending a digest.
@@ -407,11 +407,11 @@ async function prepare(
  */
 export async function serverAuthenticate(
   conn: Duplex,
-  key: KeyInput | HmacKey,
+  secret: SecretInput | HmacKey,
   options: AuthenticateOptions = {},
 ): Promise<void> {
   const { challengeLength, hmac, limit } = await prepare(
-    key,
+    secret,
     options,
     "authenticate the client",
   );
@@ -441,7 +441,7 @@ export async function serverAuthenticate(
  * stream (or a reset). Bytes the server sent after its challenge stay unread.
  *
  * @param conn The connection, a `Deno.Conn` or any {@linkcode Duplex}.
- * @param key The shared key; an {@linkcode HmacKey} avoids re-importing it.
+ * @param secret The shared secret; an {@linkcode HmacKey} avoids re-importing it.
  * @param options Hash, challenge length, deadline and signal.
  * @throws {ProtocolError} When the server closes before a whole challenge.
  * @throws {TypeError} When the key is empty or of the wrong type.
@@ -468,11 +468,11 @@ export async function serverAuthenticate(
  */
 export async function clientAuthenticate(
   conn: Duplex,
-  key: KeyInput | HmacKey,
+  secret: SecretInput | HmacKey,
   options: AuthenticateOptions = {},
 ): Promise<void> {
   const { challengeLength, hmac, limit } = await prepare(
-    key,
+    secret,
     options,
     "authenticate to the server",
   );

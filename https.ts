@@ -5,7 +5,7 @@
  * verification as Python's `ssl` does, Nagle off, the client's verified
  * identity); HTTP/1.1 is spoken by a small, strict parser of our own, which
  * hands each request to a web-standard handler such as
- * {@linkcode xmlrpcHandler} from `xmlrpc.ts`.
+ * {@linkcode createXmlRpcHandler} from `xmlrpc.ts`.
  *
  * The HTTP side is deliberately small and strict (RFC 9112): request line
  * and headers under a size (`maxHeaderSize`, 431) and count

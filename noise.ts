@@ -4,14 +4,14 @@
  * over any duplex byte stream, on WebCrypto alone.
  *
  * Both ends hold the same 32-byte pre-shared key (PSK). The initiator
- * ({@linkcode noiseConnect}) and the responder ({@linkcode noiseAccept})
+ * ({@linkcode connectNoise}) and the responder ({@linkcode acceptNoise})
  * exchange one handshake message each, then the initiator sends its first
  * transport message:
  *
  * ```text
  * -> psk, e        initiator: its ephemeral X25519 key, sealed under the PSK
  * <- e, ee         responder: its ephemeral key; both derive the session keys
- * -> (transport)   initiator: its first transport message (empty from noiseConnect)
+ * -> (transport)   initiator: its first transport message (empty from connectNoise)
  * ```
  *
  * ## When the responder trusts the initiator
@@ -22,21 +22,21 @@
  * initiator, under keys that mix in the responder's fresh ephemeral key,
  * proves both the PSK and freshness. So the rule is: **the responder does
  * not report authentication before the initiator's first transport message
- * decrypts.** {@linkcode noiseAccept} (and `serve()` with
- * {@linkcode noiseAuthenticator}) waits for it within the handshake
+ * decrypts.** {@linkcode acceptNoise} (and `serve()` with
+ * {@linkcode createNoiseAuthenticator}) waits for it within the handshake
  * deadline; a replayer, which cannot make it, gets an
  * {@linkcode AuthenticationError} (`serve()` counts it toward its
  * throttle). The data of that message, if any, is the application's first
  * read; an empty one is consumed.
  *
- * {@linkcode noiseConnect} always sends that message, empty (a zero-length
+ * {@linkcode connectNoise} always sends that message, empty (a zero-length
  * payload encrypts to its 16-byte tag), right after the handshake. What it
  * means for protocols:
  *
  * - The client speaks first (a request, then the answer): nothing changes;
  *   the client's data follows the empty message at once.
  * - The server speaks first (a greeting): it works with
- *   {@linkcode noiseConnect}; the greeting goes out once the empty message
+ *   {@linkcode connectNoise}; the greeting goes out once the empty message
  *   has arrived, half a round trip after the server's handshake reply.
  * - Another implementation as initiator must send a transport message (an
  *   empty one will do) before it waits to read; one that only listens is
@@ -63,14 +63,14 @@
  *
  * @example A channel over loopback
  * ```ts
- * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+ * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const [client, server] = await Promise.all([
  *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
- *     .then((conn) => noiseConnect(conn, psk)),
- *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+ *     .then((conn) => connectNoise(conn, psk)),
+ *   listener.accept().then((conn) => acceptNoise(conn, psk)),
  * ]);
  * await client.send(new TextEncoder().encode("hello"));
  * const message = await server.receive();
@@ -395,8 +395,8 @@ class FrameIO {
   }
 }
 
-/** Options for {@linkcode noiseConnect} and {@linkcode noiseAccept}. */
-export interface NoiseConnectOptions {
+/** Options for {@linkcode connectNoise} and {@linkcode acceptNoise}. */
+export interface ConnectNoiseOptions {
   /**
    * Data both sides bind into the handshake (the Noise prologue), such as
    * an application name and version; the handshake fails unless both sides
@@ -427,8 +427,8 @@ export interface NoiseConnectOptions {
   gracePeriod?: number;
 }
 
-/** Options for {@linkcode noiseAccept}: the same as for {@linkcode noiseConnect}. */
-export type NoiseAcceptOptions = NoiseConnectOptions;
+/** Options for {@linkcode acceptNoise}: the same as for {@linkcode connectNoise}. */
+export type AcceptNoiseOptions = ConnectNoiseOptions;
 
 /**
  * Options for one {@linkcode NoiseConn.send}, {@linkcode NoiseConn.receive}
@@ -448,14 +448,14 @@ export type NoiseAcceptOptions = NoiseConnectOptions;
  *
  * @example Wait a bounded time for the next message
  * ```ts
- * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+ * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const [client, server] = await Promise.all([
  *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
- *     .then((conn) => noiseConnect(conn, psk)),
- *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+ *     .then((conn) => connectNoise(conn, psk)),
+ *   listener.accept().then((conn) => acceptNoise(conn, psk)),
  * ]);
  * try {
  *   await server.receive({ timeout: 100 }); // the client sends nothing yet
@@ -486,7 +486,7 @@ export interface NoiseIoOptions {
   signal?: AbortSignal;
 }
 
-/** Default {@linkcode NoiseConnectOptions.gracePeriod}, in milliseconds. */
+/** Default {@linkcode ConnectNoiseOptions.gracePeriod}, in milliseconds. */
 const DEFAULT_GRACE_PERIOD = 5_000;
 
 /** The deadline for one call, or none when it may wait for ever. */
@@ -516,7 +516,7 @@ let createNoiseConn: (
 
 /**
  * An encrypted, authenticated Noise channel, returned by
- * {@linkcode noiseConnect} and {@linkcode noiseAccept}.
+ * {@linkcode connectNoise} and {@linkcode acceptNoise}.
  *
  * Use it as a byte stream through `readable` / `writable` (it has the
  * {@linkcode Duplex} shape, so `readable` supports BYOB reads), or as
@@ -533,14 +533,14 @@ let createNoiseConn: (
  *
  * @example Stream use: write, half-close, read to the end
  * ```ts
- * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+ * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const [client, server] = await Promise.all([
  *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
- *     .then((conn) => noiseConnect(conn, psk)),
- *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+ *     .then((conn) => connectNoise(conn, psk)),
+ *   listener.accept().then((conn) => acceptNoise(conn, psk)),
  * ]);
  * await using _client = client;
  * await using _server = server;
@@ -791,7 +791,7 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    * @param data At most {@linkcode NOISE_MAX_PAYLOAD_LENGTH} bytes; an empty
    * message is allowed (the peer's `receive()` returns it; only the
    * initiator's very first transport message is consumed when empty, and
-   * {@linkcode noiseConnect} sends that one itself).
+   * {@linkcode connectNoise} sends that one itself).
    * @param options A deadline and a signal for this call.
    * @returns Once the message is handed to the connection.
    * @throws {RangeError} When `data` is longer than one message can carry,
@@ -803,14 +803,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
    * const [client, server] = await Promise.all([
    *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
-   *     .then((conn) => noiseConnect(conn, psk)),
-   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * await client.send(new Uint8Array([1, 2, 3]), { timeout: 5000 });
    * console.log(await server.receive()); // Uint8Array(3) [ 1, 2, 3 ]
@@ -856,14 +856,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
    * const [client, server] = await Promise.all([
    *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
-   *     .then((conn) => noiseConnect(conn, psk)),
-   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * await client.closeWrite();
    * console.log(await server.receive({ timeout: 5000 })); // null
@@ -901,14 +901,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
    * const [client, server] = await Promise.all([
    *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
-   *     .then((conn) => noiseConnect(conn, psk)),
-   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * await client.send(new TextEncoder().encode("last words"));
    * await client.closeWrite({ timeout: 5000 });
@@ -946,14 +946,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
    * const [client, server] = await Promise.all([
    *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
-   *     .then((conn) => noiseConnect(conn, psk)),
-   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * client.close();
    * console.log(await server.receive()); // null
@@ -967,21 +967,21 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
   /**
    * Waits for pending writes (errors ignored), then closes the connection;
    * for `await using`. The wait lasts at most the connection's
-   * `gracePeriod` (default 5000 ms, see {@linkcode NoiseConnectOptions}):
+   * `gracePeriod` (default 5000 ms, see {@linkcode ConnectNoiseOptions}):
    * after it the connection is closed anyway and writes still pending fail.
    *
    * @returns Once closed.
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
    * const [client, server] = await Promise.all([
    *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
-   *     .then((conn) => noiseConnect(conn, psk)),
-   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * await client[Symbol.asyncDispose]();
    * await server[Symbol.asyncDispose]();
@@ -1013,14 +1013,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, noiseAccept, noiseConnect } from "./noise.ts";
+   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
    * const [client, server] = await Promise.all([
    *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
-   *     .then((conn) => noiseConnect(conn, psk)),
-   *   listener.accept().then((conn) => noiseAccept(conn, psk)),
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * using _client = client;
    * using _server = server;
@@ -1134,7 +1134,7 @@ async function handshake(
   conn: Duplex,
   psk: NoisePsk,
   initiator: boolean,
-  options: NoiseConnectOptions,
+  options: ConnectNoiseOptions,
   closeOnFailure = true,
 ): Promise<NoiseConn> {
   const key = parsePsk(psk);
@@ -1267,8 +1267,8 @@ async function handshake(
  * import {
  *   AuthenticationError,
  *   generateNoisePsk,
- *   noiseAccept,
- *   noiseConnect,
+ *   acceptNoise,
+ *   connectNoise,
  * } from "./mod.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -1277,8 +1277,8 @@ async function handshake(
  *   listener.accept(),
  * ]);
  * const [connected, accepted] = await Promise.allSettled([
- *   noiseConnect(client, generateNoisePsk()),
- *   noiseAccept(server, generateNoisePsk()), // a different key
+ *   connectNoise(client, generateNoisePsk()),
+ *   acceptNoise(server, generateNoisePsk()), // a different key
  * ]);
  * const reason = (result: PromiseSettledResult<unknown>) =>
  *   result.status === "rejected" && result.reason instanceof AuthenticationError
@@ -1287,10 +1287,10 @@ async function handshake(
  * console.log(reason(connected), reason(accepted)); // rejected wrong-key
  * ```
  */
-export function noiseConnect(
+export function connectNoise(
   conn: Duplex,
   psk: NoisePsk,
-  options: NoiseConnectOptions = {},
+  options: ConnectNoiseOptions = {},
 ): Promise<NoiseConn> {
   return handshake(conn, psk, true, options);
 }
@@ -1332,18 +1332,18 @@ export function noiseConnect(
  *
  * @example An echo of one message
  * ```ts
- * import { noiseAccept, noiseConnect } from "./noise.ts";
+ * import { acceptNoise, connectNoise } from "./noise.ts";
  *
  * const psk = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const serving = (async () => {
- *   await using conn = await noiseAccept(await listener.accept(), psk, {
+ *   await using conn = await acceptNoise(await listener.accept(), psk, {
  *     prologue: "echo/1",
  *   });
  *   const message = await conn.receive();
  *   if (message) await conn.send(message);
  * })();
- * await using client = await noiseConnect(
+ * await using client = await connectNoise(
  *   await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
  *   psk,
  *   { prologue: "echo/1", timeout: 5000 },
@@ -1353,16 +1353,16 @@ export function noiseConnect(
  * await serving;
  * ```
  */
-export function noiseAccept(
+export function acceptNoise(
   conn: Duplex,
   psk: NoisePsk,
-  options: NoiseAcceptOptions = {},
+  options: AcceptNoiseOptions = {},
 ): Promise<NoiseConn> {
   return handshake(conn, psk, false, options);
 }
 
-/** Options for {@linkcode noiseAuthenticator}. */
-export interface NoiseAuthenticatorOptions {
+/** Options for {@linkcode createNoiseAuthenticator}. */
+export interface CreateNoiseAuthenticatorOptions {
   /**
    * The Noise prologue; clients must give the same. A string is UTF-8
    * encoded.
@@ -1379,7 +1379,7 @@ export interface NoiseAuthenticatorOptions {
   /**
    * How long `await using` on each connection waits for pending writes
    * before closing it anyway, in milliseconds (as
-   * {@linkcode NoiseConnectOptions.gracePeriod}).
+   * {@linkcode ConnectNoiseOptions.gracePeriod}).
    *
    * @default {5000}
    */
@@ -1387,7 +1387,7 @@ export interface NoiseAuthenticatorOptions {
 }
 
 /**
- * What {@linkcode noiseAuthenticator} returns: a function that runs the
+ * What {@linkcode createNoiseAuthenticator} returns: a function that runs the
  * responder handshake on an accepted connection; it fits `serve()`'s
  * `authenticate` option.
  */
@@ -1402,12 +1402,12 @@ export type NoiseAuthenticator = (
  * instead of the raw connection, and clients without the PSK never reach
  * them. The PSK is checked (and copied) now.
  *
- * As with {@linkcode noiseAccept}, a connection counts as authenticated
+ * As with {@linkcode acceptNoise}, a connection counts as authenticated
  * (`onConnection`, the handler) only once the initiator's first transport
  * message decrypts; a replayed first message is an authentication failure
  * that `serve()`'s throttle counts.
  *
- * Unlike {@linkcode noiseAccept}, a failed handshake leaves the connection
+ * Unlike {@linkcode acceptNoise}, a failed handshake leaves the connection
  * open: `serve()` closes it, after holding it for its throttling delay when
  * the failure is an {@linkcode AuthenticationError} (a wrong PSK), so a
  * client guessing keys gets no quick answer.
@@ -1421,14 +1421,14 @@ export type NoiseAuthenticator = (
  *
  * @example Use it directly (serve() calls it the same way)
  * ```ts
- * import { generateNoisePsk, noiseAuthenticator, noiseConnect } from "./noise.ts";
+ * import { generateNoisePsk, createNoiseAuthenticator, connectNoise } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
- * const authenticate = noiseAuthenticator(psk, { timeout: 5000 });
+ * const authenticate = createNoiseAuthenticator(psk, { timeout: 5000 });
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const [client, server] = await Promise.all([
  *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
- *     .then((conn) => noiseConnect(conn, psk)),
+ *     .then((conn) => connectNoise(conn, psk)),
  *   listener.accept().then((conn) =>
  *     authenticate(conn, { signal: new AbortController().signal })
  *   ),
@@ -1438,9 +1438,9 @@ export type NoiseAuthenticator = (
  * server.close();
  * ```
  */
-export function noiseAuthenticator(
+export function createNoiseAuthenticator(
   psk: NoisePsk,
-  options: NoiseAuthenticatorOptions = {},
+  options: CreateNoiseAuthenticatorOptions = {},
 ): NoiseAuthenticator {
   const key = parsePsk(psk);
   const prologue = parsePrologue(options.prologue);

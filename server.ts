@@ -46,13 +46,13 @@
  * import { connect, serve } from "./server.ts";
  *
  * await using server = serve(
- *   { hostname: "127.0.0.1", port: 0, key: "peanut butter", log: false },
+ *   { hostname: "127.0.0.1", port: 0, secret: "peanut butter", log: false },
  *   async (conn) => {
  *     await conn.readable.pipeTo(conn.writable);
  *   },
  * );
  * const { port } = server.addr as Deno.NetAddr;
- * using conn = await connect({ port, key: "peanut butter" });
+ * using conn = await connect({ port, secret: "peanut butter" });
  * await conn.write(new TextEncoder().encode("Hello"));
  * const reply = new Uint8Array(5);
  * await conn.read(reply);
@@ -73,9 +73,9 @@ import {
   DEFAULT_CHALLENGE_LENGTH,
   type HashName,
   HmacKey,
-  type KeyInput,
   MAX_CHALLENGE_LENGTH,
   MIN_CHALLENGE_LENGTH,
+  type SecretInput,
   serverAuthenticate,
 } from "./handshake.ts";
 import { AcceptLoop } from "./_accept.ts";
@@ -97,7 +97,11 @@ import {
 import type { Duplex } from "./types.ts";
 
 export type { Duplex } from "./types.ts";
-export type { AuthenticateOptions, HashName, KeyInput } from "./handshake.ts";
+export type {
+  AuthenticateOptions,
+  HashName,
+  SecretInput,
+} from "./handshake.ts";
 export { HmacKey } from "./handshake.ts";
 export { AuthenticationError } from "./errors.ts";
 export type { AuthenticationFailure } from "./errors.ts";
@@ -382,10 +386,11 @@ export interface ServeOptions<T = ServerConn> {
    */
   listener?: ServeListener;
   /**
-   * The shared key for the Cookbook handshake ({@linkcode serverAuthenticate}),
-   * imported once when the server starts. Give this or `authenticate`.
+   * The shared secret for the Cookbook handshake
+   * ({@linkcode serverAuthenticate}), imported once when the server starts.
+   * Give this or `authenticate`.
    */
-  key?: KeyInput | HmacKey;
+  secret?: SecretInput | HmacKey;
   /**
    * The HMAC hash of the Cookbook handshake (with `key`).
    *
@@ -599,8 +604,8 @@ export interface ConnectOptions extends AuthenticateOptions {
   hostname?: string;
   /** Port to connect to. */
   port: number;
-  /** The shared key. */
-  key: KeyInput | HmacKey;
+  /** The shared secret. */
+  secret: SecretInput | HmacKey;
   /**
    * Turn off Nagle's algorithm (`setNoDelay(true)`) on the connection, so
    * the digest and the first message do not wait for a delayed ACK.
@@ -1426,7 +1431,7 @@ class ServerImpl<T> implements Server {
  *
  * const controller = new AbortController();
  * const server = serve(
- *   { port: 0, key: "peanut butter", signal: controller.signal, log: false },
+ *   { port: 0, secret: "peanut butter", signal: controller.signal, log: false },
  *   async (conn, info) => {
  *     console.log("client", info.remoteAddr);
  *     await conn.readable
@@ -1441,7 +1446,7 @@ class ServerImpl<T> implements Server {
  *   },
  * );
  * const { port } = server.addr as Deno.NetAddr;
- * const conn = await connect({ port, key: "peanut butter" });
+ * const conn = await connect({ port, secret: "peanut butter" });
  * await conn.write(new TextEncoder().encode("hello"));
  * const reply = new Uint8Array(5);
  * await conn.read(reply);
@@ -1485,13 +1490,13 @@ export function serve<T = ServerConn>(
       `Cannot serve: expected a handler function, got ${typeof handler}`,
     );
   }
-  const hasKey = options.key !== undefined;
+  const hasKey = options.secret !== undefined;
   const hasAuth = options.authenticate !== undefined;
   if (hasKey === hasAuth) {
     throw new TypeError(
       hasKey
-        ? "Cannot serve: give either key or authenticate, not both"
-        : "Cannot serve: no authentication given; pass key (the Cookbook handshake) or authenticate (your own)",
+        ? "Cannot serve: give either secret or authenticate, not both"
+        : "Cannot serve: no authentication given; pass secret (the Cookbook handshake) or authenticate (your own)",
     );
   }
   let ready: Promise<Auth<T>>;
@@ -1504,7 +1509,7 @@ export function serve<T = ServerConn>(
     }
     ready = Promise.resolve({ authenticate });
   } else {
-    const key = options.key!;
+    const key = options.secret!;
     checkKey(key);
     const challengeLength = checkChallengeLength(options.challengeLength);
     ready = HmacKey.import(key, { hash: options.hash }).then(
@@ -1577,11 +1582,11 @@ function checkChallengeLength(length: number | undefined): number {
  * import { connect, serve } from "./server.ts";
  *
  * await using server = serve(
- *   { port: 0, key: "peanut butter", log: false },
+ *   { port: 0, secret: "peanut butter", log: false },
  *   async (conn) => await conn.readable.pipeTo(conn.writable),
  * );
  * const { port } = server.addr as Deno.NetAddr;
- * using conn = await connect({ port, key: "peanut butter", timeout: 5000 });
+ * using conn = await connect({ port, secret: "peanut butter", timeout: 5000 });
  * console.log(conn.remoteAddr.port === port); // true
  * ```
  */
@@ -1599,10 +1604,12 @@ export async function connect(options: ConnectOptions): Promise<Deno.TcpConn> {
       `Cannot connect: expected a port from 1 to 65535, got ${port}`,
     );
   }
-  if (options.key === undefined) {
-    throw new TypeError("Cannot connect: no key given; pass the shared key");
+  if (options.secret === undefined) {
+    throw new TypeError(
+      "Cannot connect: no secret given; pass the shared secret",
+    );
   }
-  checkKey(options.key);
+  checkKey(options.secret);
   const hostname = options.hostname ?? DEFAULTS.hostname;
   const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   using limit = deadline(
@@ -1619,7 +1626,7 @@ export async function connect(options: ConnectOptions): Promise<Deno.TcpConn> {
   }
   if (options.noDelay ?? true) setNoDelay(conn);
   try {
-    await clientAuthenticate(conn, options.key, {
+    await clientAuthenticate(conn, options.secret, {
       hash: options.hash,
       challengeLength: options.challengeLength,
       timeout: Infinity,

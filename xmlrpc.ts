@@ -40,7 +40,7 @@
  * instructions, encodings other than UTF-8, bodies over `maxBodySize`
  * (1 MiB by default), nesting deeper than `maxDepth` (64 by default) and
  * numbers out of range. Every refusal is a
- * {@linkcode ProtocolError}; {@linkcode xmlrpcHandler} answers it with an
+ * {@linkcode ProtocolError}; {@linkcode createXmlRpcHandler} answers it with an
  * XML-RPC fault (HTTP 413 for an oversized body), and its scanning is
  * linear in the input, so hostile input cannot make it hang. A body that
  * stops arriving is answered with HTTP 408 after `bodyTimeout` (30 s by
@@ -51,16 +51,16 @@
  *
  * @example A server and a client
  * ```ts
- * import { xmlrpcClient, xmlrpcHandler } from "./xmlrpc.ts";
+ * import { createXmlRpcClient, createXmlRpcHandler } from "./xmlrpc.ts";
  *
- * const handler = xmlrpcHandler({
+ * const handler = createXmlRpcHandler({
  *   add: (a, b) => Number(a) + Number(b),
  * });
  * await using server = Deno.serve(
  *   { hostname: "127.0.0.1", port: 0, onListen() {} },
  *   handler,
  * );
- * await using client = xmlrpcClient(`http://127.0.0.1:${server.addr.port}/`);
+ * await using client = createXmlRpcClient(`http://127.0.0.1:${server.addr.port}/`);
  * console.log(await client.call("add", 2, 3)); // 5
  * ```
  *
@@ -127,8 +127,8 @@ export const XmlRpcFaultCode = {
 
 /**
  * An XML-RPC fault: the error a server answers with. Throw one from a method
- * registered with {@linkcode xmlrpcHandler} to choose the code; the client
- * from {@linkcode xmlrpcClient} throws one when the server answers a fault.
+ * registered with {@linkcode createXmlRpcHandler} to choose the code; the client
+ * from {@linkcode createXmlRpcClient} throws one when the server answers a fault.
  *
  * @example Refuse a call with a fault
  * ```ts
@@ -1232,7 +1232,7 @@ async function readBody(
 // Handler
 
 /**
- * A method registered with {@linkcode xmlrpcHandler}. It receives the
+ * A method registered with {@linkcode createXmlRpcHandler}. It receives the
  * decoded parameters, which come from the network: check their types.
  * Return any value the mapping allows (`undefined` becomes `<nil/>`); throw
  * an {@linkcode XmlRpcFault} to choose the fault, any other error becomes
@@ -1240,8 +1240,8 @@ async function readBody(
  */
 export type XmlRpcMethod = (...params: XmlRpcValue[]) => unknown;
 
-/** Options for {@linkcode xmlrpcHandler}. */
-export interface XmlRpcHandlerOptions {
+/** Options for {@linkcode createXmlRpcHandler}. */
+export interface CreateXmlRpcHandlerOptions {
   /**
    * Largest request body accepted, in bytes; a bigger one is answered with
    * HTTP 413 before it is buffered.
@@ -1343,9 +1343,9 @@ function describeThrown(error: unknown, withName: boolean): string {
  *
  * @example Serve two methods
  * ```ts
- * import { encodeMethodCall, decodeMethodResponse, xmlrpcHandler } from "./xmlrpc.ts";
+ * import { encodeMethodCall, decodeMethodResponse, createXmlRpcHandler } from "./xmlrpc.ts";
  *
- * const handler = xmlrpcHandler({
+ * const handler = createXmlRpcHandler({
  *   echo: (value) => value,
  *   now: () => new Date(),
  * });
@@ -1358,9 +1358,9 @@ function describeThrown(error: unknown, withName: boolean): string {
  * console.log(decodeMethodResponse(await response.text()));
  * ```
  */
-export function xmlrpcHandler(
+export function createXmlRpcHandler(
   methods: Record<string, XmlRpcMethod>,
-  options: XmlRpcHandlerOptions = {},
+  options: CreateXmlRpcHandlerOptions = {},
 ): (request: Request) => Promise<Response> {
   const maxBodySize = checkLimit(
     options.maxBodySize ?? DEFAULT_MAX_BODY_SIZE,
@@ -1490,8 +1490,8 @@ export function xmlrpcHandler(
 // ---------------------------------------------------------------------------
 // Client
 
-/** Options for {@linkcode xmlrpcClient}. */
-export interface XmlRpcClientOptions {
+/** Options for {@linkcode createXmlRpcClient}. */
+export interface CreateXmlRpcClientOptions {
   /**
    * PEM certificates trusted to sign the server's certificate, in addition
    * to Deno's default roots (its bundled Mozilla roots, or the system store
@@ -1540,7 +1540,7 @@ export interface XmlRpcClientOptions {
 }
 
 /**
- * An XML-RPC client from {@linkcode xmlrpcClient}. It keeps its
+ * An XML-RPC client from {@linkcode createXmlRpcClient}. It keeps its
  * connections alive between calls; close it (or `await using` it) when
  * done.
  */
@@ -1572,7 +1572,7 @@ class Client implements XmlRpcClient {
   readonly #decode: XmlRpcDecodeOptions;
   #closed = false;
 
-  constructor(url: URL, options: XmlRpcClientOptions) {
+  constructor(url: URL, options: CreateXmlRpcClientOptions) {
     this.url = url;
     this.#timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
     this.#signal = options.signal;
@@ -1674,12 +1674,12 @@ class Client implements XmlRpcClient {
  *
  * @example Call a server, catch a fault
  * ```ts
- * import { XmlRpcFault, xmlrpcClient, xmlrpcHandler } from "./xmlrpc.ts";
+ * import { XmlRpcFault, createXmlRpcClient, createXmlRpcHandler } from "./xmlrpc.ts";
  *
  * const store = new Map<string, unknown>();
  * await using server = Deno.serve(
  *   { hostname: "127.0.0.1", port: 0, onListen() {} },
- *   xmlrpcHandler({
+ *   createXmlRpcHandler({
  *     get(key) {
  *       if (!store.has(String(key))) {
  *         throw new XmlRpcFault(1, `KeyError: '${key}'`);
@@ -1688,7 +1688,7 @@ class Client implements XmlRpcClient {
  *     },
  *   }),
  * );
- * await using client = xmlrpcClient(`http://127.0.0.1:${server.addr.port}/`, {
+ * await using client = createXmlRpcClient(`http://127.0.0.1:${server.addr.port}/`, {
  *   timeout: 5000,
  * });
  * try {
@@ -1699,9 +1699,9 @@ class Client implements XmlRpcClient {
  * }
  * ```
  */
-export function xmlrpcClient(
+export function createXmlRpcClient(
   url: string | URL,
-  options: XmlRpcClientOptions = {},
+  options: CreateXmlRpcClientOptions = {},
 ): XmlRpcClient {
   const parsed = new URL(url);
   if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {

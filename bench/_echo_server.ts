@@ -11,9 +11,9 @@
  * | `serve-rw` | {@linkcode serve} with the key and default limits, echoing with a `read()` / `write()` loop: `serve()` without the example's `pipeTo`. |
  * | `serve-noop` | {@linkcode serve} with an authenticator that does nothing and the same echo; driven without a handshake (`raw`): what `serve()` itself costs over `floor`. |
  *
- * The key comes from `CONNAUTH_KEY` (kinds that authenticate).
+ * The key comes from `CONNAUTH_SECRET` (kinds that authenticate).
  *
- *     CONNAUTH_KEY=k deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_KEY bench/_echo_server.ts KIND [PORT]
+ *     CONNAUTH_SECRET=k deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET bench/_echo_server.ts KIND [PORT]
  *
  * @module
  */
@@ -73,9 +73,9 @@ function closeQuietly(conn: Deno.Conn): void {
 }
 
 function requireKey(kind: string): string {
-  const key = Deno.env.get("CONNAUTH_KEY");
+  const key = Deno.env.get("CONNAUTH_SECRET");
   if (!key) {
-    console.error(`Cannot start ${kind}: set CONNAUTH_KEY`);
+    console.error(`Cannot start ${kind}: set CONNAUTH_SECRET`);
     Deno.exit(2);
   }
   return key;

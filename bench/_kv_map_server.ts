@@ -1,14 +1,18 @@
 // The key-value store's stack without Deno KV, for bench/kv_compare.ts: the
-// same serveHttps (mutual TLS) and xmlrpcHandler, with a Map as the store, so
+// same serveHttps (mutual TLS) and createXmlRpcHandler, with a Map as the store, so
 // that the benchmark can tell the storage's share from the rest.
 //
 //     deno run --allow-net=127.0.0.1 --allow-read=DIR bench/_kv_map_server.ts DIR
 import { serveHttps } from "../https.ts";
-import { XmlRpcFault, xmlrpcHandler, type XmlRpcValue } from "../xmlrpc.ts";
+import {
+  createXmlRpcHandler,
+  XmlRpcFault,
+  type XmlRpcValue,
+} from "../xmlrpc.ts";
 
 const dir = Deno.args[0] ?? "certs";
 const store = new Map<string, XmlRpcValue>();
-const handler = xmlrpcHandler({
+const handler = createXmlRpcHandler({
   get(name) {
     if (!store.has(String(name))) {
       throw new XmlRpcFault(1, `KeyError: '${name}'`);

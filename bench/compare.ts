@@ -376,7 +376,7 @@ function serverCommand(
       args: [
         "run",
         `--allow-net=127.0.0.1:${port}`,
-        "--allow-env=CONNAUTH_KEY",
+        "--allow-env=CONNAUTH_SECRET",
         `${ROOT}examples/echo_server.ts`,
         "--port",
         String(port),
@@ -399,7 +399,7 @@ function serverCommand(
     args: [
       "run",
       "--allow-net=127.0.0.1",
-      "--allow-env=CONNAUTH_KEY",
+      "--allow-env=CONNAUTH_SECRET",
       `${ROOT}bench/_echo_server.ts`,
       name,
     ],
@@ -421,7 +421,7 @@ async function startServer(
   const child = track(
     new Deno.Command(command, {
       args,
-      env: { CONNAUTH_KEY: KEY },
+      env: { CONNAUTH_SECRET: KEY },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -28,7 +28,7 @@
  * Usage: connload [options] PORT N C auth|raw
  *   -H HOST     server address, IPv4 (default 127.0.0.1)
  *   -b ADDR     bind each socket to this source address (default: any)
- *   -k KEY      the shared key (default: the CONNAUTH_KEY environment
+ *   -k SECRET      the shared secret (default: the CONNAUTH_SECRET environment
  *               variable; prefer it, a flag shows in the process list)
  *   -a DIGEST   HMAC digest: sha256 (default), sha1, sha384, sha512, md5
  *   -d SECONDS  per-connection deadline (default 10)
@@ -99,7 +99,7 @@ static const char HELP[] =
     "an 11-byte echo; raw: the echo only). Prints one JSON line.\n"
     "  -H HOST     server IPv4 address (default 127.0.0.1)\n"
     "  -b ADDR     bind each socket to this source address\n"
-    "  -k KEY      the shared key (default: $CONNAUTH_KEY)\n"
+    "  -k SECRET      the shared secret (default: $CONNAUTH_SECRET)\n"
     "  -a DIGEST   HMAC digest (default sha256)\n"
     "  -d SECONDS  per-connection deadline (default 10)\n"
     "  -T SECONDS  start no new connection after this long\n"
@@ -349,7 +349,7 @@ static void print_json_string(const char *text) {
 }
 
 int main(int argc, char **argv) {
-  const char *host = "127.0.0.1", *key = getenv("CONNAUTH_KEY");
+  const char *host = "127.0.0.1", *key = getenv("CONNAUTH_SECRET");
   const char *digest = "sha256";
   int opt;
   while ((opt = getopt(argc, argv, "H:b:k:a:d:T:i:w:Lh")) != -1) {
@@ -393,7 +393,7 @@ int main(int argc, char **argv) {
 
   if (auth_mode) {
     if (!key || !*key)
-      usage_exit("Cannot run auth mode: set CONNAUTH_KEY (or pass -k KEY)");
+      usage_exit("Cannot run auth mode: set CONNAUTH_SECRET (or pass -k SECRET)");
     EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
     OSSL_PARAM params[] = {

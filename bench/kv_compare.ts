@@ -16,11 +16,11 @@
 // - the same server switched to HTTP/1.1 keep-alive (one line more than the
 //   recipe), the stricter baseline: no handshake per call.
 //
-// The client is ours (xmlrpcClient: fetch with a pooled connection) for
+// The client is ours (createXmlRpcClient: fetch with a pooled connection) for
 // every target, so only the servers differ.
 import { parseArgs } from "node:util";
 import { generateCertificates } from "../certs.ts";
-import { type XmlRpcClient, xmlrpcClient } from "../xmlrpc.ts";
+import { createXmlRpcClient, type XmlRpcClient } from "../xmlrpc.ts";
 import { findPython, interopScript } from "../tests/_helpers.ts";
 
 const { values } = parseArgs({
@@ -227,7 +227,7 @@ const running: Running[] = [];
 try {
   for (const target of targets) {
     const { port, child } = await start(target);
-    const client = xmlrpcClient(`https://localhost:${port}/`, {
+    const client = createXmlRpcClient(`https://localhost:${port}/`, {
       caCerts: [set.ca.cert],
       cert: set.clients.client.cert,
       key: set.clients.client.key,

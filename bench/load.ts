@@ -278,7 +278,7 @@ export async function runLoad(
   const [command, full] = pinned(options.cpu, tools.connload, args);
   const limit = (options.timeLimit + options.deadline + 10) * 1000;
   const out = await runBounded(command, full, limit, {
-    CONNAUTH_KEY: options.key,
+    CONNAUTH_SECRET: options.key,
   });
   const text = new TextDecoder().decode(out.stdout).trim();
   const line = text.split("\n").findLast((l) => l.startsWith("{"));

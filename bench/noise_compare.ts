@@ -16,10 +16,10 @@ import {
   serverAuthenticate,
 } from "../handshake.ts";
 import {
+  acceptNoise,
+  connectNoise,
   generateNoisePsk,
   NOISE_MAX_PAYLOAD_LENGTH,
-  noiseAccept,
-  noiseConnect,
 } from "../noise.ts";
 
 const { values } = parseArgs({
@@ -164,8 +164,8 @@ function noiseContender(): Contender {
     async open() {
       const pair = await tcpPair(listener);
       const [client, server] = await Promise.all([
-        noiseConnect(pair.client, psk),
-        noiseAccept(pair.server, psk),
+        connectNoise(pair.client, psk),
+        acceptNoise(pair.server, psk),
       ]);
       return {
         send: (data) => client.send(data),

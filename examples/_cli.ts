@@ -9,7 +9,7 @@ export interface CommonFlags {
   port: number;
   hash: HashName;
   key: string | Uint8Array;
-  /** True when neither CONNAUTH_KEY nor --key-file was given. */
+  /** True when neither CONNAUTH_SECRET nor --secret-file was given. */
   demoKey: boolean;
 }
 
@@ -145,7 +145,7 @@ export function parseFlags<E extends ExtraOptions>(
     port: { type: "string", short: "p" },
     hostname: { type: "string" },
     hash: { type: "string" },
-    "key-file": { type: "string" },
+    "secret-file": { type: "string" },
     ...extra,
   });
   const values = parsed.values as Record<string, string | boolean | undefined>;
@@ -159,7 +159,7 @@ export function parseFlags<E extends ExtraOptions>(
   } catch (error) {
     fail((error as Error).message, 2);
   }
-  const { key, demoKey } = loadKey(values["key-file"] as string | undefined);
+  const { key, demoKey } = loadKey(values["secret-file"] as string | undefined);
   return {
     common: {
       hostname: String(values.hostname ?? "127.0.0.1"),
@@ -177,16 +177,18 @@ function loadKey(
   keyFile: string | undefined,
 ): { key: string | Uint8Array; demoKey: boolean } {
   if (keyFile !== undefined) {
-    const bytes = readSecretFile(keyFile, "key-file");
+    const bytes = readSecretFile(keyFile, "secret-file");
     // A trailing newline from `echo secret > file` is not part of the key.
     let end = bytes.length;
     while (end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) {
       end--;
     }
-    if (end === 0) fail(`Cannot use --key-file "${keyFile}": it is empty`, 2);
+    if (end === 0) {
+      fail(`Cannot use --secret-file "${keyFile}": it is empty`, 2);
+    }
     return { key: bytes.subarray(0, end), demoKey: false };
   }
-  const fromEnv = envOrUndefined("CONNAUTH_KEY");
+  const fromEnv = envOrUndefined("CONNAUTH_SECRET");
   if (fromEnv) return { key: fromEnv, demoKey: false };
   return { key: DEMO_KEY, demoKey: true };
 }
@@ -194,7 +196,7 @@ function loadKey(
 /** Prints the demo-key warning to stderr. */
 export function warnDemoKey(): void {
   console.error(
-    "warning: using the built-in demo key; anyone can authenticate. Set CONNAUTH_KEY or pass --key-file for a real key",
+    "warning: using the built-in demo key; anyone can authenticate. Set CONNAUTH_SECRET or pass --secret-file for a real key",
   );
 }
 
@@ -203,6 +205,6 @@ export const COMMON_HELP =
   `  --hostname NAME   address to use (default 127.0.0.1)
   --port N          TCP port (default 18000; 0 picks a free one)
   --hash NAME       HMAC hash: SHA-256 (default), SHA-1, SHA-384, SHA-512, MD5 (legacy)
-  --key-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
-                    (else CONNAUTH_KEY, else a demo key)
+  --secret-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
+                    (else CONNAUTH_SECRET, else a demo key)
   -h, --help        show this help`;

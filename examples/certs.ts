@@ -14,9 +14,9 @@
  * @module
  */
 import {
-  certificateFiles,
   type CertificateSet,
   generateCertificates,
+  listCertificateFiles,
   writeCertificates,
   type WrittenCertificateFile,
 } from "../certs.ts";
@@ -87,7 +87,7 @@ try {
 // trusting the new ca.pem refuses them: remove them, and say so below.
 const removed: string[] = [];
 if (values.force) {
-  const current = new Set(certificateFiles(set).map((file) => file.name));
+  const current = new Set(listCertificateFiles(set).map((file) => file.name));
   try {
     for await (const entry of Deno.readDir(out)) {
       if (

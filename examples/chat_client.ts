@@ -8,7 +8,7 @@
  * standard input is a terminal; from a pipe the client reads line by line
  * and prints only the replies, so it can be scripted:
  *
- *     printf 'hello\nquit\n' | deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_KEY examples/chat_client.ts
+ *     printf 'hello\nquit\n' | deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/chat_client.ts
  *
  * Exits 0 on `quit`, end of input or Ctrl-C; 1 when the server rejects the
  * key or goes away.
@@ -26,7 +26,7 @@ import {
 import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_KEY examples/chat_client.ts [options]
+  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/chat_client.ts [options]
 
 Sends each line typed (or piped) to the upper-case server and prints the reply.
 An empty line is skipped; "quit" exits.
@@ -51,7 +51,7 @@ try {
   conn = await connect({
     hostname: common.hostname,
     port: common.port,
-    key: common.key,
+    secret: common.key,
     hash: common.hash,
     timeout,
     signal: stop.signal,

@@ -2,7 +2,7 @@
  * Authenticated echo client: connects, proves the key, sends a message and
  * prints the echo.
  *
- *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_client.ts Hello World
+ *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_client.ts Hello World
  *
  * Exits 1 with a clear message when the server rejects the key.
  *
@@ -22,7 +22,7 @@ import {
 } from "./_cli.ts";
 
 const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_client.ts [options] [message...]
+  `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_client.ts [options] [message...]
 
 Authenticates to the echo server, sends the message (default "Hello World")
 and prints the reply.
@@ -74,7 +74,7 @@ try {
   );
   if (reply === null) {
     fail(
-      "Cannot get the echo: the server closed the connection after the handshake, so it rejected our key; check CONNAUTH_KEY / --key-file and --hash",
+      "Cannot get the echo: the server closed the connection after the handshake, so it rejected our key; check CONNAUTH_SECRET / --secret-file and --hash",
     );
   }
   console.log(new TextDecoder().decode(reply));
@@ -87,7 +87,7 @@ try {
     fail(
       `Cannot get the echo: ${
         (error as Error).message
-      }; the server rejected our key or hung up (check CONNAUTH_KEY / --key-file and --hash)`,
+      }; the server rejected our key or hung up (check CONNAUTH_SECRET / --secret-file and --hash)`,
     );
   }
   fail(`Cannot get the echo: ${(error as Error).message}`);

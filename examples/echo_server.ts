@@ -15,7 +15,7 @@
  * `Deno.Conn`s, which have both; a connection without them (a `tls.ts`
  * listener's) falls back to `pipeTo`.
  *
- *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_server.ts
+ *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_server.ts
  *
  * @module
  */
@@ -26,7 +26,7 @@ import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_KEY examples/echo_server.ts [options]
+  `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_server.ts [options]
 
 Echoes back whatever an authenticated client sends.
 
@@ -46,7 +46,7 @@ const log = new RateLimitedLog({ prefix: "" });
 const server = serve({
   hostname: common.hostname,
   port: common.port,
-  key: common.key,
+  secret: common.key,
   hash: common.hash,
   handshakeTimeout: timeout,
   signal: stop.signal,

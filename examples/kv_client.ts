@@ -12,7 +12,11 @@
  *
  * @module
  */
-import { xmlrpcClient, XmlRpcFault, type XmlRpcValue } from "../xmlrpc.ts";
+import {
+  createXmlRpcClient,
+  XmlRpcFault,
+  type XmlRpcValue,
+} from "../xmlrpc.ts";
 import { fail, parseArgsOrExit, parseTimeout, readCertsFile } from "./_cli.ts";
 
 const USAGE = `Usage: deno task kv-client [options] COMMAND [ARGS]
@@ -110,7 +114,7 @@ const tls = url.protocol === "https:"
   }
   : {};
 
-using client = xmlrpcClient(url, { ...tls, timeout });
+using client = createXmlRpcClient(url, { ...tls, timeout });
 try {
   const result = await client.call(command, ...params);
   if (command === "keys") {

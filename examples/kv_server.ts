@@ -36,9 +36,9 @@
 import { serveHttps } from "../https.ts";
 import { TlsError } from "../tls.ts";
 import {
+  createXmlRpcHandler,
   XmlRpcFault,
   XmlRpcFaultCode,
-  xmlrpcHandler,
   type XmlRpcMethod,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
@@ -113,7 +113,7 @@ function keyError(name: string): XmlRpcFault {
  * The store's XML-RPC methods over a Deno KV database.
  *
  * @param kv The database (its entries live under the `["kv"]` prefix).
- * @returns The methods, for {@linkcode xmlrpcHandler}.
+ * @returns The methods, for {@linkcode createXmlRpcHandler}.
  */
 export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
   return {
@@ -263,7 +263,7 @@ async function main(): Promise<void> {
     );
   }
   const controller = new AbortController();
-  const handler = xmlrpcHandler(kvMethods(kv), {
+  const handler = createXmlRpcHandler(kvMethods(kv), {
     onError(error, method) {
       console.error(
         `error in ${method}: ${(error as Error)?.message ?? error}`,

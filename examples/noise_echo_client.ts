@@ -9,7 +9,7 @@
  * @module
  */
 import { AuthenticationError, ProtocolError } from "../errors.ts";
-import { noiseConnect } from "../noise.ts";
+import { connectNoise } from "../noise.ts";
 import { concat, utf8 } from "../_bytes.ts";
 import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
 
@@ -49,7 +49,7 @@ try {
 }
 
 try {
-  await using conn = await noiseConnect(tcp, flags.psk, {
+  await using conn = await connectNoise(tcp, flags.psk, {
     prologue: flags.prologue,
     timeout,
   });

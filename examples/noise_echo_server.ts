@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { noiseAuthenticator, type NoiseConn } from "../noise.ts";
+import { createNoiseAuthenticator, type NoiseConn } from "../noise.ts";
 import { serve } from "../server.ts";
 import { formatAddr } from "../_address.ts";
 import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
@@ -32,7 +32,7 @@ try {
   server = serve<NoiseConn>({
     hostname: flags.hostname,
     port: flags.port,
-    authenticate: noiseAuthenticator(flags.psk, {
+    authenticate: createNoiseAuthenticator(flags.psk, {
       prologue: flags.prologue,
       timeout: flags.timeout,
     }),

@@ -1,8 +1,8 @@
 """The Python side of examples/python_worker.ts: a multiprocessing
 coordinator that hands jobs to one worker and prints the results.
 
-    CONNAUTH_KEY=secret python3.12 examples/python_coordinator.py --port 18050
-    CONNAUTH_KEY=secret deno task python-worker --port 18050
+    CONNAUTH_SECRET=secret python3.12 examples/python_coordinator.py --port 18050
+    CONNAUTH_SECRET=secret deno task python-worker --port 18050
 
 Plain CPython: multiprocessing.connection.Listener with an authkey. Jobs and
 results travel as UTF-8 JSON with send_bytes()/recv_bytes() (connauth does
@@ -31,9 +31,9 @@ def main():
     parser.add_argument("--port", type=int, default=18050)
     parser.add_argument("--hostname", default="127.0.0.1")
     args = parser.parse_args()
-    key = os.environ.get("CONNAUTH_KEY")
+    key = os.environ.get("CONNAUTH_SECRET")
     if not key:
-        print("warning: using the built-in demo key; set CONNAUTH_KEY",
+        print("warning: using the built-in demo key; set CONNAUTH_SECRET",
               file=sys.stderr)
         key = DEMO_KEY
 

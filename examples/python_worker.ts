@@ -3,8 +3,8 @@
  * `multiprocessing.connection.Listener`, authenticates with the shared
  * authkey, then answers jobs until the coordinator closes the connection.
  *
- *     CONNAUTH_KEY=secret python3.12 examples/python_coordinator.py --port 18050
- *     CONNAUTH_KEY=secret deno task python-worker --port 18050
+ *     CONNAUTH_SECRET=secret python3.12 examples/python_coordinator.py --port 18050
+ *     CONNAUTH_SECRET=secret deno task python-worker --port 18050
  *
  * A job is UTF-8 JSON `{"id": 1, "text": "..."}`; the reply is
  * `{"id": 1, "words": 2, "upper": "..."}`. Exits 1 with a clear message when
@@ -21,7 +21,7 @@ import {
 import { fail, parseFlags, warnDemoKey } from "./_cli.ts";
 
 const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_KEY examples/python_worker.ts [options]
+  `Usage: deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET examples/python_worker.ts [options]
 
 Connects to a Python multiprocessing Listener (examples/python_coordinator.py)
 and answers its jobs until it closes the connection.
@@ -29,7 +29,7 @@ and answers its jobs until it closes the connection.
 Options:
   --hostname NAME   the coordinator's address (default 127.0.0.1)
   --port N          the coordinator's port (default 18050)
-  --key-file PATH   read the authkey from PATH (else CONNAUTH_KEY, else a demo key)
+  --secret-file PATH   read the authkey from PATH (else CONNAUTH_SECRET, else a demo key)
   --legacy-md5      allow a Python 3.11 or older coordinator (HMAC-MD5)
   -h, --help        show this help`;
 
@@ -66,7 +66,7 @@ try {
     (error.reason === "rejected" || error.reason === "wrong-key")
   ) {
     fail(
-      `${error.message}; check CONNAUTH_KEY / --key-file against the coordinator's authkey`,
+      `${error.message}; check CONNAUTH_SECRET / --secret-file against the coordinator's authkey`,
     );
   }
   if (error instanceof AuthenticationError) fail(error.message);

@@ -4,7 +4,7 @@
  *
  *     deno task tls-echo-client Hello TLS
  *     deno task tls-echo-client --mutual Hello    # presents certs/client.pem
- *     CONNAUTH_KEY=secret deno task tls-echo-client --hmac Hello
+ *     CONNAUTH_SECRET=secret deno task tls-echo-client --hmac Hello
  *
  * Exits 1 with the cause and the fix when the TLS connection fails (unknown
  * CA, hostname mismatch, a refused client certificate...).
@@ -24,7 +24,7 @@ import {
 } from "./_cli.ts";
 
 const USAGE = `Usage: deno task tls-echo-client [options] [message...]
-   or: deno run --allow-net=localhost:18443 --allow-read=certs --allow-env=CONNAUTH_KEY examples/tls_echo_client.ts [options] [message...]
+   or: deno run --allow-net=localhost:18443 --allow-read=certs --allow-env=CONNAUTH_SECRET examples/tls_echo_client.ts [options] [message...]
 
 Connects with TLS (verifying the server against DIR/ca.pem), sends the
 message (default "Hello TLS") and prints the reply.
@@ -38,7 +38,7 @@ ${
 }
   --certs DIR       certificate directory (default certs)
   --mutual          present DIR/client.pem and DIR/client-key.pem
-  --hmac            also run the HMAC handshake (key: CONNAUTH_KEY or --key-file)
+  --hmac            also run the HMAC handshake (key: CONNAUTH_SECRET or --secret-file)
   --timeout MS      deadline for each step in milliseconds (default 10000)`;
 
 const { common, values, positionals } = parseFlags(USAGE, {

@@ -9,7 +9,7 @@
  *
  *     deno task tls-echo-server                 # plain TLS
  *     deno task tls-echo-server --mutual        # client certificates required
- *     CONNAUTH_KEY=secret deno task tls-echo-server --hmac
+ *     CONNAUTH_SECRET=secret deno task tls-echo-server --hmac
  *
  * @module
  */
@@ -27,7 +27,7 @@ import {
 } from "./_cli.ts";
 
 const USAGE = `Usage: deno task tls-echo-server [options]
-   or: deno run --allow-net=127.0.0.1:18443 --allow-read=certs --allow-write=certs --allow-env=CONNAUTH_KEY examples/tls_echo_server.ts [options]
+   or: deno run --allow-net=127.0.0.1:18443 --allow-read=certs --allow-write=certs --allow-env=CONNAUTH_SECRET examples/tls_echo_server.ts [options]
 
 Echoes back whatever a TLS client sends. Certificates come from --certs
 (server.pem, server-key.pem, ca.pem); when the directory holds none, a
@@ -37,7 +37,7 @@ Options:
 ${COMMON_HELP.replace("default 18000", "default 18443")}
   --certs DIR       certificate directory (default certs)
   --mutual          require a client certificate signed by DIR/ca.pem
-  --hmac            also run the HMAC handshake (key: CONNAUTH_KEY or --key-file)
+  --hmac            also run the HMAC handshake (key: CONNAUTH_SECRET or --secret-file)
   --timeout MS      handshake deadline in milliseconds (default 10000)`;
 
 const { common, values } = parseFlags(USAGE, {

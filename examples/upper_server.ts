@@ -8,7 +8,7 @@
  * Ctrl-C or SIGTERM stops accepting, tells the open sessions to finish and
  * exits. Talk to it with `examples/chat_client.ts`.
  *
- *     deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_KEY examples/upper_server.ts
+ *     deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/upper_server.ts
  *
  * @module
  */
@@ -21,7 +21,7 @@ import { shutdownSignal } from "./_shutdown.ts";
 const MAX_LINE = 64 * 1024;
 
 const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_KEY examples/upper_server.ts [options]
+  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/upper_server.ts [options]
 
 Replies to every line an authenticated client sends with the line upper-cased.
 
@@ -69,7 +69,7 @@ using stop = shutdownSignal();
 const server = serve({
   hostname: common.hostname,
   port: common.port,
-  key: common.key,
+  secret: common.key,
   hash: common.hash,
   handshakeTimeout: timeout,
   signal: stop.signal,

@@ -3,13 +3,13 @@
 import type { Duplex } from "../types.ts";
 
 // Child processes inherit this process's environment, and Deno.Command's `env`
-// adds to it rather than replacing it: a developer's own CONNAUTH_KEY or
+// adds to it rather than replacing it: a developer's own CONNAUTH_SECRET or
 // CONNAUTH_PSK would leak into the examples the tests start (and, for
 // example, silence the demo-key warning a test expects). Every test file
 // imports this module, so dropping them here covers every child. (Only
 // where env access is granted: `deno task bench:server` imports this module
 // without it, and passes its children their key explicitly.)
-for (const name of ["CONNAUTH_KEY", "CONNAUTH_PSK"]) {
+for (const name of ["CONNAUTH_SECRET", "CONNAUTH_PSK"]) {
   const env = Deno.permissions.querySync({ name: "env", variable: name });
   if (env.state === "granted") Deno.env.delete(name);
 }

@@ -4,15 +4,15 @@
 // and reported with the document, instead of freezing the whole run.
 import { ProtocolError } from "../errors.ts";
 import {
+  createXmlRpcHandler,
   decodeMethodCall,
   decodeMethodResponse,
   XmlRpcFault,
-  xmlrpcHandler,
 } from "../xmlrpc.ts";
 
 /** One document to try. */
 export interface FuzzJob {
-  /** `decode`: decodeMethodCall(); `handle`: POST it to an xmlrpcHandler. */
+  /** `decode`: decodeMethodCall(); `handle`: POST it to an createXmlRpcHandler. */
   kind: "decode" | "handle";
   doc: string;
 }
@@ -32,7 +32,7 @@ export interface FuzzResult {
   detail: string;
 }
 
-const handler = xmlrpcHandler({
+const handler = createXmlRpcHandler({
   set: () => null,
   get: (value) => value ?? null,
   m: (...params) => params,

@@ -3,12 +3,12 @@ import tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import {
   type CertificateAndKey,
-  certificateFiles,
-  certificateFingerprint,
   type CertificateSet,
   createCertificateAuthority,
+  fingerprintCertificate,
   generateCertificates,
   issueCertificate,
+  listCertificateFiles,
   writeCertificates,
 } from "../mod.ts";
 import * as asn1 from "../_asn1.ts";
@@ -252,7 +252,7 @@ Deno.test("generateCertificates() returns a CA, a server and named clients", asy
       cert.key,
       /^-----BEGIN PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END PRIVATE KEY-----\n$/,
     );
-    assert.equal(cert.fingerprint, await certificateFingerprint(cert.cert));
+    assert.equal(cert.fingerprint, await fingerprintCertificate(cert.cert));
     assert.match(cert.serialNumber, /^[0-7][0-9A-F]{31}$/);
     assert.ok(cert.notBefore.getTime() <= Date.now());
     const days = (cert.notAfter.getTime() - Date.now()) / DAY_MS;
@@ -382,9 +382,9 @@ Deno.test("issueCertificate() works from a CA read back from PEM files", async (
   ]);
 });
 
-Deno.test("certificateFiles() names the first client client.pem and the rest by name", async () => {
+Deno.test("listCertificateFiles() names the first client client.pem and the rest by name", async () => {
   const set = await sharedSet();
-  assert.deepEqual(certificateFiles(set).map((file) => file.name), [
+  assert.deepEqual(listCertificateFiles(set).map((file) => file.name), [
     "ca.pem",
     "ca-key.pem",
     "server.pem",
@@ -395,7 +395,7 @@ Deno.test("certificateFiles() names the first client client.pem and the rest by 
     "client-bob-key.pem",
   ]);
   const clash = await generateCertificates({ clients: ["x", "A B", "a-b"] });
-  assert.throws(() => certificateFiles(clash), {
+  assert.throws(() => listCertificateFiles(clash), {
     name: "TypeError",
     message: /client "a-b" maps to "client-a-b.pem"/,
   });
@@ -1102,7 +1102,7 @@ Deno.test("deno task certs writes ./certs with narrow permissions, refuses overw
       assert.equal(mode, name.endsWith("-key.pem") ? 0o600 : 0o644, name);
     }
     // it prints paths, subjects and fingerprints, never a key
-    const serverFingerprint = await certificateFingerprint(
+    const serverFingerprint = await fingerprintCertificate(
       await Deno.readTextFile(`${dir}/certs/server.pem`),
     );
     assert.ok(

@@ -607,7 +607,7 @@ function startEchoServer(
   return startExample([
     "run",
     "--allow-net=127.0.0.1",
-    "--allow-env=CONNAUTH_KEY",
+    "--allow-env=CONNAUTH_SECRET",
     `${EXAMPLES}echo_server.ts`,
     "--port",
     "0",
@@ -623,7 +623,7 @@ async function runEchoClient(
     args: [
       "run",
       `--allow-net=127.0.0.1:${port}`,
-      "--allow-env=CONNAUTH_KEY",
+      "--allow-env=CONNAUTH_SECRET",
       `${EXAMPLES}echo_client.ts`,
       "--port",
       String(port),
@@ -643,7 +643,7 @@ async function runEchoClient(
 }
 
 Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async () => {
-  const env = { CONNAUTH_KEY: "example key" };
+  const env = { CONNAUTH_SECRET: "example key" };
   const server = await startEchoServer(env);
   try {
     const ok = await runEchoClient(server.port, env);
@@ -655,7 +655,7 @@ Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async ()
     assert.equal(args.code, 0, args.stderr);
     assert.equal(args.stdout, "Hi there");
 
-    const wrong = await runEchoClient(server.port, { CONNAUTH_KEY: "nope" });
+    const wrong = await runEchoClient(server.port, { CONNAUTH_SECRET: "nope" });
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /rejected our key/);
     assert.equal(wrong.stdout, "");
@@ -668,7 +668,7 @@ Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async ()
   assert.ok(!log.includes("example key"), "the log shows no key");
 });
 
-Deno.test("examples/echo_server.ts reads --key-file without its trailing newline", async () => {
+Deno.test("examples/echo_server.ts reads --secret-file without its trailing newline", async () => {
   const dir = await Deno.makeTempDir({ prefix: "connauth-key-" });
   try {
     const keyFile = `${dir}/secret.key`;
@@ -680,15 +680,17 @@ Deno.test("examples/echo_server.ts reads --key-file without its trailing newline
       `${EXAMPLES}echo_server.ts`,
       "--port",
       "0",
-      "--key-file",
+      "--secret-file",
       keyFile,
     ]);
     try {
-      const ok = await runEchoClient(server.port, { CONNAUTH_KEY: "file key" });
+      const ok = await runEchoClient(server.port, {
+        CONNAUTH_SECRET: "file key",
+      });
       assert.equal(ok.code, 0, ok.stderr);
       assert.equal(ok.stdout, "Hello World");
       const withNewline = await runEchoClient(server.port, {
-        CONNAUTH_KEY: "file key\n",
+        CONNAUTH_SECRET: "file key\n",
       });
       assert.equal(withNewline.code, 1);
     } finally {
@@ -730,7 +732,7 @@ Deno.test("examples/echo_client.ts explains a refused connection", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
-  const result = await runEchoClient(port, { CONNAUTH_KEY: "k" });
+  const result = await runEchoClient(port, { CONNAUTH_SECRET: "k" });
   assert.equal(result.code, 1);
   assert.match(result.stderr, /Cannot connect to 127\.0\.0\.1:\d+/);
 });

@@ -9,7 +9,7 @@ import {
 } from "../certs.ts";
 import { type HttpsRequestInfo, serveHttps } from "../https.ts";
 import { listenTls, TlsError, type TlsErrorEvent } from "../tls.ts";
-import { xmlrpcClient, xmlrpcHandler } from "../xmlrpc.ts";
+import { createXmlRpcClient, createXmlRpcHandler } from "../xmlrpc.ts";
 import { within } from "./_helpers.ts";
 
 let shared: CertificateSet | undefined;
@@ -23,7 +23,7 @@ function clientFor(
   port: number,
   who: { cert: string; key: string } | null,
 ) {
-  return xmlrpcClient(`https://localhost:${port}/`, {
+  return createXmlRpcClient(`https://localhost:${port}/`, {
     caCerts: [set.ca.cert],
     ...(who ? { cert: who.cert, key: who.key } : {}),
     timeout: 10_000,
@@ -33,7 +33,7 @@ function clientFor(
 Deno.test("serveHttps() serves a verified client and tells the handler who it is", async () => {
   const set = await certs();
   const seen: HttpsRequestInfo[] = [];
-  const handler = xmlrpcHandler({ echo: (value) => value });
+  const handler = createXmlRpcHandler({ echo: (value) => value });
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,

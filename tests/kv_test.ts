@@ -8,11 +8,11 @@ import {
   issueCertificate,
 } from "../certs.ts";
 import {
+  createXmlRpcClient,
+  createXmlRpcHandler,
   decodeMethodResponse,
   encodeMethodCall,
-  xmlrpcClient,
   XmlRpcFault,
-  xmlrpcHandler,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
 import { kvMethods, MAX_KEYS } from "../examples/kv_server.ts";
@@ -120,7 +120,7 @@ async function startServer(
 }
 
 function clientFor(dir: string, port: number, cert = "certs/client") {
-  return xmlrpcClient(`https://localhost:${port}/`, {
+  return createXmlRpcClient(`https://localhost:${port}/`, {
     caCerts: [Deno.readTextFileSync(`${dir}/certs/ca.pem`)],
     cert: Deno.readTextFileSync(`${dir}/${cert}.pem`),
     key: Deno.readTextFileSync(`${dir}/${cert}-key.pem`),
@@ -354,7 +354,7 @@ Deno.test("kv_server refuses our client without a certificate or with a stranger
   await using dir = await certDir();
   await using server = await startServer(dir);
   {
-    using client = xmlrpcClient(`https://localhost:${server.port}/`, {
+    using client = createXmlRpcClient(`https://localhost:${server.port}/`, {
       caCerts: [Deno.readTextFileSync(`${dir}/certs/ca.pem`)],
     });
     await assert.rejects(client.call("exists", "x"), TypeError);
@@ -468,7 +468,7 @@ async function call(
 
 Deno.test("kvMethods() refuses bad names, oversized names and values, and wrong arity with faults", async () => {
   using kv = await Deno.openKv(":memory:");
-  const handler = xmlrpcHandler(kvMethods(kv));
+  const handler = createXmlRpcHandler(kvMethods(kv));
   const fault = async (re: RegExp, method: string, ...params: unknown[]) => {
     await assert.rejects(call(handler, method, ...params), (error) => {
       assert.ok(error instanceof XmlRpcFault);
@@ -501,7 +501,7 @@ Deno.test("kvMethods() refuses bad names, oversized names and values, and wrong 
 
 Deno.test("kvMethods() keys() pages after a name and refuses an unbounded list", async () => {
   using kv = await Deno.openKv(":memory:");
-  const handler = xmlrpcHandler(kvMethods(kv));
+  const handler = createXmlRpcHandler(kvMethods(kv));
   for (const name of ["b", "a", "c", "a b", "ab"]) {
     await call(handler, "set", name, name);
   }
@@ -558,14 +558,14 @@ Deno.test("kvMethods() delete() retries when a set races it, and says KeyError o
   const key = ["kv", "k"];
   // A set between delete's read and its commit: deleted all the same.
   await kv.set(key, 1);
-  let handler = xmlrpcHandler(
+  let handler = createXmlRpcHandler(
     kvMethods(racing(kv, () => kv.set(key, 2), 1)),
   );
   assert.equal(await call(handler, "delete", "k"), null);
   assert.equal((await kv.get(key)).versionstamp, null);
   // A delete in between: the name is gone, so KeyError.
   await kv.set(key, 1);
-  handler = xmlrpcHandler(kvMethods(racing(kv, () => kv.delete(key), 1)));
+  handler = createXmlRpcHandler(kvMethods(racing(kv, () => kv.delete(key), 1)));
   await assert.rejects(call(handler, "delete", "k"), {
     faultCode: 1,
     faultString: "KeyError: 'k'",
@@ -574,7 +574,7 @@ Deno.test("kvMethods() delete() retries when a set races it, and says KeyError o
   // fault that says so; the name stays.
   await kv.set(key, 0);
   let sets = 0;
-  handler = xmlrpcHandler(
+  handler = createXmlRpcHandler(
     kvMethods(racing(kv, () => kv.set(key, ++sets), Infinity)),
   );
   await assert.rejects(call(handler, "delete", "k"), {

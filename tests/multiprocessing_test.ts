@@ -1432,7 +1432,7 @@ for (const { version, path: python } of PYTHONS) {
 
 /** Runs examples/python_coordinator.py; `worker()` runs the Deno example. */
 function startCoordinator(python: string) {
-  const env = { CONNAUTH_KEY: "example key" };
+  const env = { CONNAUTH_SECRET: "example key" };
   const root = new URL("../examples/", import.meta.url).pathname;
   const coordinator = spawn(
     python,
@@ -1448,19 +1448,19 @@ function startCoordinator(python: string) {
     return found;
   });
   return {
-    key: env.CONNAUTH_KEY,
+    key: env.CONNAUTH_SECRET,
     async worker(args: string[], key: string) {
       const result = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
           "--allow-net=127.0.0.1",
-          "--allow-env=CONNAUTH_KEY",
+          "--allow-env=CONNAUTH_SECRET",
           `${root}python_worker.ts`,
           "--port",
           await port,
           ...args,
         ],
-        env: { CONNAUTH_KEY: key },
+        env: { CONNAUTH_SECRET: key },
         signal: AbortSignal.timeout(30_000),
       }).output();
       return {
@@ -1497,7 +1497,7 @@ peerTest(
     // A worker with the wrong authkey is refused, and says to check the key.
     const refused = await coordinator.worker([], "not the key");
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /rejected our answer.*CONNAUTH_KEY/);
+    assert.match(refused.stderr, /rejected our answer.*CONNAUTH_SECRET/);
     assert.doesNotMatch(refused.stderr, /--legacy-md5/);
     const accepted = await coordinator.worker([], coordinator.key);
     assert.equal(accepted.code, 0, accepted.stderr);
@@ -1519,11 +1519,11 @@ peerTest(
       legacy.stderr,
       /rerun with --legacy-md5 \(or run the coordinator on Python 3\.12\+\)/,
     );
-    assert.doesNotMatch(legacy.stderr, /CONNAUTH_KEY|authkey/);
+    assert.doesNotMatch(legacy.stderr, /CONNAUTH_SECRET|authkey/);
     // With the flag on, a wrong key is a key problem again.
     const refused = await coordinator.worker(["--legacy-md5"], "not the key");
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /rejected our answer.*CONNAUTH_KEY/);
+    assert.match(refused.stderr, /rejected our answer.*CONNAUTH_SECRET/);
     const accepted = await coordinator.worker(
       ["--legacy-md5"],
       coordinator.key,

@@ -10,12 +10,12 @@ import {
 import { readExact, readExactOrEof } from "../_conn_io.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import {
+  acceptNoise,
+  connectNoise,
+  createNoiseAuthenticator,
   generateNoisePsk,
   NOISE_MAX_PAYLOAD_LENGTH,
-  noiseAccept,
-  noiseAuthenticator,
   type NoiseConn,
-  noiseConnect,
 } from "../noise.ts";
 import { type AuthFailureInfo, serve } from "../server.ts";
 import type { Duplex } from "../types.ts";
@@ -140,7 +140,7 @@ Deno.test("HandshakeState rejects the vector's first message under another PSK o
 });
 
 Deno.test("HandshakeState accepts the vector's first message replayed to a fresh responder, but not the vector's first transport message", async () => {
-  // Why noiseAccept() waits for the initiator's first transport message:
+  // Why acceptNoise() waits for the initiator's first transport message:
   // message 0 proves nothing about freshness, message 2 does.
   const [m0, m1, m2] = VECTOR.messages;
   const fresh = await HandshakeState.initialize(
@@ -313,8 +313,8 @@ async function noisePair(
   psk = generateNoisePsk(),
 ): Promise<[NoiseConn, NoiseConn]> {
   return await Promise.all([
-    noiseConnect(client, psk, { timeout: 5000 }),
-    noiseAccept(server, psk, { timeout: 5000 }),
+    connectNoise(client, psk, { timeout: 5000 }),
+    acceptNoise(server, psk, { timeout: 5000 }),
   ]);
 }
 
@@ -376,7 +376,7 @@ function stallablePair(): {
 
 // ---------------------------------------------------------------------------
 
-Deno.test("noiseConnect() and noiseAccept() carry messages both ways over TCP", async () => {
+Deno.test("connectNoise() and acceptNoise() carry messages both ways over TCP", async () => {
   using pair = await tcpPair();
   const [client, server] = await noisePair(pair.client, pair.server);
   assert.equal(client.initiator, true);
@@ -458,11 +458,11 @@ Deno.test("NoiseConn splits a write into messages of at most 65535 bytes", async
   await relay.done;
 });
 
-Deno.test("noiseAccept() rejects a wrong PSK and noiseConnect() reports the rejection; both close", async () => {
+Deno.test("acceptNoise() rejects a wrong PSK and connectNoise() reports the rejection; both close", async () => {
   using pair = await tcpPair();
   const [connected, accepted] = await Promise.allSettled([
-    noiseConnect(pair.client, generateNoisePsk(), { timeout: 5000 }),
-    noiseAccept(pair.server, generateNoisePsk(), { timeout: 5000 }),
+    connectNoise(pair.client, generateNoisePsk(), { timeout: 5000 }),
+    acceptNoise(pair.server, generateNoisePsk(), { timeout: 5000 }),
   ]);
   assert.equal(accepted.status, "rejected");
   assert.ok(accepted.reason instanceof AuthenticationError);
@@ -478,7 +478,7 @@ Deno.test("noiseAccept() rejects a wrong PSK and noiseConnect() reports the reje
   assertClosed(pair.server);
 });
 
-Deno.test("noiseConnect() rejects a responder whose reply does not decrypt (tampered)", async () => {
+Deno.test("connectNoise() rejects a responder whose reply does not decrypt (tampered)", async () => {
   const relay = relayPair((direction, index, frame) => {
     if (direction === "to-client" && index === 0) {
       const copy = frame.slice();
@@ -488,8 +488,8 @@ Deno.test("noiseConnect() rejects a responder whose reply does not decrypt (tamp
     return [frame];
   });
   const [connected, accepted] = await Promise.allSettled([
-    noiseConnect(relay.client, "00".repeat(32)),
-    noiseAccept(relay.server, "00".repeat(32)),
+    connectNoise(relay.client, "00".repeat(32)),
+    acceptNoise(relay.server, "00".repeat(32)),
   ]);
   assert.equal(connected.status, "rejected");
   assert.ok(connected.reason instanceof AuthenticationError);
@@ -503,7 +503,7 @@ Deno.test("noiseConnect() rejects a responder whose reply does not decrypt (tamp
   await relay.done;
 });
 
-Deno.test("noiseConnect() rejects a responder whose ephemeral key is invalid (all zeros) and closes", async () => {
+Deno.test("connectNoise() rejects a responder whose ephemeral key is invalid (all zeros) and closes", async () => {
   const relay = relayPair((direction, index, frame) => {
     if (direction === "to-client" && index === 0) {
       const copy = frame.slice();
@@ -514,8 +514,8 @@ Deno.test("noiseConnect() rejects a responder whose ephemeral key is invalid (al
   });
   const psk = generateNoisePsk();
   const [connected, accepted] = await Promise.allSettled([
-    noiseConnect(relay.client, psk, { timeout: 5000 }),
-    noiseAccept(relay.server, psk, { timeout: 5000 }),
+    connectNoise(relay.client, psk, { timeout: 5000 }),
+    acceptNoise(relay.server, psk, { timeout: 5000 }),
   ]);
   assert.equal(connected.status, "rejected");
   isProtocolError(
@@ -529,7 +529,7 @@ Deno.test("noiseConnect() rejects a responder whose ephemeral key is invalid (al
   await relay.done;
 });
 
-Deno.test("noiseConnect() and noiseAccept() wipe their PSK copies whether the handshake succeeds, fails or stalls", async () => {
+Deno.test("connectNoise() and acceptNoise() wipe their PSK copies whether the handshake succeeds, fails or stalls", async () => {
   const copies: Uint8Array[] = [];
   testHooks.pskCopy = (copy) => copies.push(copy);
   const wiped = () => copies.every((copy) => copy.every((byte) => byte === 0));
@@ -544,15 +544,15 @@ Deno.test("noiseConnect() and noiseAccept() wipe their PSK copies whether the ha
     // Failure after the psk token: a wrong key.
     const [c, d] = duplexPair();
     await Promise.allSettled([
-      noiseConnect(c, generateNoisePsk(), { timeout: 5000 }),
-      noiseAccept(d, generateNoisePsk(), { timeout: 5000 }),
+      connectNoise(c, generateNoisePsk(), { timeout: 5000 }),
+      acceptNoise(d, generateNoisePsk(), { timeout: 5000 }),
     ]);
     assert.equal(copies.length, 4);
     assert.ok(wiped(), "after a wrong key");
     // Failure before it: the responder never gets a message.
     const [, e] = duplexPair();
     await assert.rejects(
-      noiseAccept(e, generateNoisePsk(), { timeout: 50 }),
+      acceptNoise(e, generateNoisePsk(), { timeout: 50 }),
       isTimeout(),
     );
     assert.equal(copies.length, 5);
@@ -562,12 +562,12 @@ Deno.test("noiseConnect() and noiseAccept() wipe their PSK copies whether the ha
   }
 });
 
-Deno.test("noiseAccept() rejects a different prologue as a wrong key", async () => {
+Deno.test("acceptNoise() rejects a different prologue as a wrong key", async () => {
   using pair = await tcpPair();
   const psk = generateNoisePsk();
   const [connected, accepted] = await Promise.allSettled([
-    noiseConnect(pair.client, psk, { prologue: "app/1" }),
-    noiseAccept(pair.server, psk, { prologue: "app/2" }),
+    connectNoise(pair.client, psk, { prologue: "app/1" }),
+    acceptNoise(pair.server, psk, { prologue: "app/2" }),
   ]);
   assert.equal(connected.status, "rejected");
   assert.equal(accepted.status, "rejected");
@@ -815,8 +815,8 @@ Deno.test("NoiseConn[Symbol.asyncDispose]() closes after gracePeriod when a peer
   using pair = await tcpPair();
   const psk = generateNoisePsk();
   const [client, server] = await Promise.all([
-    noiseConnect(pair.client, psk, { timeout: 5000, gracePeriod: 100 }),
-    noiseAccept(pair.server, psk, { timeout: 5000 }),
+    connectNoise(pair.client, psk, { timeout: 5000, gracePeriod: 100 }),
+    acceptNoise(pair.server, psk, { timeout: 5000 }),
   ]);
   // More than the socket buffers hold, and the server reads nothing.
   const chunk = randomBytes(NOISE_MAX_PAYLOAD_LENGTH);
@@ -835,16 +835,19 @@ Deno.test("NoiseConn[Symbol.asyncDispose]() closes after gracePeriod when a peer
   server.close();
 });
 
-Deno.test("noiseConnect() checks gracePeriod", async () => {
+Deno.test("connectNoise() checks gracePeriod", async () => {
   const [a] = duplexPair();
   const psk = generateNoisePsk();
-  await assert.rejects(noiseConnect(a, psk, { gracePeriod: -1 }), RangeError);
+  await assert.rejects(connectNoise(a, psk, { gracePeriod: -1 }), RangeError);
   await assert.rejects(
     // deno-lint-ignore no-explicit-any
-    noiseConnect(a, psk, { gracePeriod: "5" as any }),
+    connectNoise(a, psk, { gracePeriod: "5" as any }),
     TypeError,
   );
-  assert.throws(() => noiseAuthenticator(psk, { gracePeriod: -1 }), RangeError);
+  assert.throws(
+    () => createNoiseAuthenticator(psk, { gracePeriod: -1 }),
+    RangeError,
+  );
   assert.equal(a.readable.locked, false);
 });
 
@@ -876,9 +879,9 @@ Deno.test("NoiseConn.send() refuses to go past nonce 2^64-2 and closes the conne
   server.close();
 });
 
-Deno.test("noiseAccept() refuses an oversized handshake length before reading it", async () => {
+Deno.test("acceptNoise() refuses an oversized handshake length before reading it", async () => {
   using pair = await tcpPair();
-  const accepting = noiseAccept(pair.server, generateNoisePsk(), {
+  const accepting = acceptNoise(pair.server, generateNoisePsk(), {
     timeout: 5000,
   });
   // Claims 65535 bytes and sends only 4: refused from the length alone.
@@ -890,9 +893,9 @@ Deno.test("noiseAccept() refuses an oversized handshake length before reading it
   assertClosed(pair.server);
 });
 
-Deno.test("noiseAccept() refuses an HTTP request as not Noise", async () => {
+Deno.test("acceptNoise() refuses an HTTP request as not Noise", async () => {
   using pair = await tcpPair();
-  const accepting = noiseAccept(pair.server, generateNoisePsk());
+  const accepting = acceptNoise(pair.server, generateNoisePsk());
   await pair.client.write(bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
   await assert.rejects(
     accepting,
@@ -900,9 +903,9 @@ Deno.test("noiseAccept() refuses an HTTP request as not Noise", async () => {
   );
 });
 
-Deno.test("noiseAccept() rejects a first message cut short", async () => {
+Deno.test("acceptNoise() rejects a first message cut short", async () => {
   using pair = await tcpPair();
-  const accepting = noiseAccept(pair.server, generateNoisePsk());
+  const accepting = acceptNoise(pair.server, generateNoisePsk());
   await pair.client.write(new Uint8Array([0, 48, ...new Uint8Array(20)]));
   pair.client.close();
   await assert.rejects(
@@ -911,9 +914,9 @@ Deno.test("noiseAccept() rejects a first message cut short", async () => {
   );
 });
 
-Deno.test("noiseConnect() rejects a reply of the wrong length", async () => {
+Deno.test("connectNoise() rejects a reply of the wrong length", async () => {
   using pair = await tcpPair();
-  const connecting = noiseConnect(pair.client, generateNoisePsk());
+  const connecting = connectNoise(pair.client, generateNoisePsk());
   await readExact(pair.server.readable, 50, undefined, "message 0");
   await pair.server.write(new Uint8Array([0, 10, ...new Uint8Array(10)]));
   await assert.rejects(
@@ -922,10 +925,10 @@ Deno.test("noiseConnect() rejects a reply of the wrong length", async () => {
   );
 });
 
-Deno.test("noiseAccept() times out on a silent peer and honours its signal", async () => {
+Deno.test("acceptNoise() times out on a silent peer and honours its signal", async () => {
   using pair = await tcpPair();
   await assert.rejects(
-    noiseAccept(pair.server, generateNoisePsk(), { timeout: 100 }),
+    acceptNoise(pair.server, generateNoisePsk(), { timeout: 100 }),
     (error: unknown) => {
       assert.ok(error instanceof DOMException);
       assert.equal(error.name, "TimeoutError");
@@ -939,7 +942,7 @@ Deno.test("noiseAccept() times out on a silent peer and honours its signal", asy
   assertClosed(pair.server);
   using other = await tcpPair();
   const controller = new AbortController();
-  const connecting = noiseConnect(other.client, generateNoisePsk(), {
+  const connecting = connectNoise(other.client, generateNoisePsk(), {
     signal: controller.signal,
   });
   controller.abort();
@@ -947,32 +950,32 @@ Deno.test("noiseAccept() times out on a silent peer and honours its signal", asy
   assertClosed(other.client);
 });
 
-Deno.test("noiseConnect() checks the PSK and options before any I/O", async () => {
+Deno.test("connectNoise() checks the PSK and options before any I/O", async () => {
   const [a] = duplexPair();
-  await assert.rejects(noiseConnect(a, new Uint8Array(31)), RangeError);
-  await assert.rejects(noiseConnect(a, "abcd"), RangeError);
-  await assert.rejects(noiseConnect(a, "zz".repeat(32)), TypeError);
+  await assert.rejects(connectNoise(a, new Uint8Array(31)), RangeError);
+  await assert.rejects(connectNoise(a, "abcd"), RangeError);
+  await assert.rejects(connectNoise(a, "zz".repeat(32)), TypeError);
   // deno-lint-ignore no-explicit-any
-  await assert.rejects(noiseConnect(a, 42 as any), TypeError);
+  await assert.rejects(connectNoise(a, 42 as any), TypeError);
   await assert.rejects(
-    noiseConnect(a, generateNoisePsk(), { timeout: 0 }),
+    connectNoise(a, generateNoisePsk(), { timeout: 0 }),
     RangeError,
   );
   const secret = "ab".repeat(31);
-  await assert.rejects(noiseConnect(a, secret), (error: Error) => {
+  await assert.rejects(connectNoise(a, secret), (error: Error) => {
     assert.ok(!error.message.includes(secret));
     return true;
   });
-  assert.throws(() => noiseAuthenticator(new Uint8Array(16)), RangeError);
+  assert.throws(() => createNoiseAuthenticator(new Uint8Array(16)), RangeError);
   assert.equal(a.readable.locked, false);
 });
 
-Deno.test("noiseConnect() accepts the PSK as bytes on one side and hex on the other", async () => {
+Deno.test("connectNoise() accepts the PSK as bytes on one side and hex on the other", async () => {
   const [a, b] = duplexPair();
   const psk = generateNoisePsk();
   const [client, server] = await Promise.all([
-    noiseConnect(a, psk),
-    noiseAccept(b, hex(psk).toUpperCase()),
+    connectNoise(a, psk),
+    acceptNoise(b, hex(psk).toUpperCase()),
   ]);
   await client.send(bytes("ok"));
   assert.equal(text(await server.receive()), "ok");
@@ -995,21 +998,21 @@ Deno.test("NoiseConn allows either readable or receive(), not both", async () =>
   for (const conn of [client, server, client2, server2]) conn.close();
 });
 
-Deno.test("serve() with noiseAuthenticator() serves Noise clients and refuses a wrong PSK", async () => {
+Deno.test("serve() with createNoiseAuthenticator() serves Noise clients and refuses a wrong PSK", async () => {
   const psk = generateNoisePsk();
   const failures: AuthFailureInfo[] = [];
   await using server = serve<NoiseConn>({
     hostname: "127.0.0.1",
     port: 0,
     log: false,
-    authenticate: noiseAuthenticator(psk, { prologue: "echo/1" }),
+    authenticate: createNoiseAuthenticator(psk, { prologue: "echo/1" }),
     onAuthFailure: (info) => failures.push(info),
   }, async (conn) => {
     await conn.readable.pipeTo(conn.writable);
   });
   const { port } = server.addr as Deno.NetAddr;
   for (let i = 0; i < 3; i++) {
-    await using conn = await noiseConnect(
+    await using conn = await connectNoise(
       await Deno.connect({ hostname: "127.0.0.1", port }),
       psk,
       { prologue: "echo/1", timeout: 5000 },
@@ -1019,7 +1022,7 @@ Deno.test("serve() with noiseAuthenticator() serves Noise clients and refuses a 
   }
   const raw = await Deno.connect({ hostname: "127.0.0.1", port });
   await assert.rejects(
-    noiseConnect(raw, generateNoisePsk(), {
+    connectNoise(raw, generateNoisePsk(), {
       prologue: "echo/1",
       timeout: 5000,
     }),
@@ -1031,14 +1034,14 @@ Deno.test("serve() with noiseAuthenticator() serves Noise clients and refuses a 
   assert.equal(server.stats.authenticated, 3);
 });
 
-Deno.test("serve() with noiseAuthenticator() reports a client that does not speak Noise and a stalled one", async () => {
+Deno.test("serve() with createNoiseAuthenticator() reports a client that does not speak Noise and a stalled one", async () => {
   const errors: { error: unknown; phase: string }[] = [];
   await using server = serve<NoiseConn>({
     hostname: "127.0.0.1",
     port: 0,
     log: false,
     handshakeTimeout: 200,
-    authenticate: noiseAuthenticator(generateNoisePsk()),
+    authenticate: createNoiseAuthenticator(generateNoisePsk()),
     onError: (error, info) => errors.push({ error, phase: info.phase }),
   }, () => {
     throw new Error("no handler may run");
@@ -1104,7 +1107,7 @@ function pythonPeer(python: string, args: string[]) {
 }
 
 peerTest(
-  "noiseAccept() serves a Python initiator written from the spec",
+  "acceptNoise() serves a Python initiator written from the spec",
   PYTHON_NOISE,
   async (python) => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -1115,7 +1118,7 @@ peerTest(
       hex(psk),
       "interop/1",
     ]);
-    await using conn = await noiseAccept(await listener.accept(), psk, {
+    await using conn = await acceptNoise(await listener.accept(), psk, {
       prologue: "interop/1",
       timeout: 20_000,
     });
@@ -1136,13 +1139,13 @@ peerTest(
 );
 
 peerTest(
-  "noiseConnect() talks to a Python responder written from the spec",
+  "connectNoise() talks to a Python responder written from the spec",
   PYTHON_NOISE,
   async (python) => {
     const psk = generateNoisePsk();
     const peer = pythonPeer(python, ["responder", hex(psk), ""]);
     const port = Number((await peer.next()).replace("port ", ""));
-    await using conn = await noiseConnect(
+    await using conn = await connectNoise(
       await Deno.connect({ hostname: "127.0.0.1", port }),
       hex(psk),
       { timeout: 20_000 },
@@ -1170,7 +1173,7 @@ peerTest(
 );
 
 peerTest(
-  "noiseAccept() and noiseConnect() refuse a Python peer with another PSK",
+  "acceptNoise() and connectNoise() refuse a Python peer with another PSK",
   PYTHON_NOISE,
   async (python) => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -1181,7 +1184,7 @@ peerTest(
       "",
     ]);
     await assert.rejects(
-      noiseAccept(await listener.accept(), generateNoisePsk()),
+      acceptNoise(await listener.accept(), generateNoisePsk()),
       (error: unknown) =>
         error instanceof AuthenticationError && error.reason === "wrong-key",
     );
@@ -1197,7 +1200,7 @@ peerTest(
     ]);
     const port = Number((await responder.next()).replace("port ", ""));
     await assert.rejects(
-      noiseConnect(
+      connectNoise(
         await Deno.connect({ hostname: "127.0.0.1", port }),
         generateNoisePsk(),
       ),
@@ -1318,7 +1321,7 @@ Deno.test("examples/noise_echo_server.ts stops at once on Ctrl-C with an idle cl
   let elapsed: number;
   try {
     assert.notEqual(server.port, 0, server.log.join("\n"));
-    conn = await noiseConnect(
+    conn = await connectNoise(
       await Deno.connect({ hostname: "127.0.0.1", port: server.port }),
       psk,
       { prologue: "connauth noise echo", timeout: 5000 },
@@ -1344,7 +1347,7 @@ Deno.test("examples/noise_echo_client.ts gives up after --timeout when the serve
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   // Completes the handshake, then reads and answers nothing.
   const silent = listener.accept().then((conn) =>
-    noiseAccept(conn, psk, { prologue: "connauth noise echo", timeout: 5000 })
+    acceptNoise(conn, psk, { prologue: "connauth noise echo", timeout: 5000 })
   );
   const started = performance.now();
   const result = await runNoiseExample(

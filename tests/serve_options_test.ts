@@ -5,7 +5,7 @@ import { checkLimit } from "../_options.ts";
 import { HmacKey } from "../handshake.ts";
 
 Deno.test("resolveServeOptions() fills in the documented defaults", () => {
-  const resolved = resolveServeOptions({ key: "k" });
+  const resolved = resolveServeOptions({ secret: "k" });
   assert.deepEqual(resolved, {
     handshakeTimeout: 10_000,
     maxConnections: 10_000,
@@ -30,7 +30,7 @@ Deno.test("resolveServeOptions() fills in the documented defaults", () => {
 
 Deno.test("resolveServeOptions() takes given values, throttle: false and Infinity limits", () => {
   const resolved = resolveServeOptions({
-    key: "k",
+    secret: "k",
     maxHandshakes: 64,
     maxConnections: Infinity,
     throttle: false,

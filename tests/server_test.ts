@@ -44,7 +44,7 @@ async function echo(conn: ServerConn): Promise<void> {
 
 function echoServer(options: Partial<ServeOptions> = {}): Server {
   return serve(
-    { hostname: "127.0.0.1", port: 0, key: KEY, log: false, ...options },
+    { hostname: "127.0.0.1", port: 0, secret: KEY, log: false, ...options },
     echo,
   );
 }
@@ -117,7 +117,7 @@ async function helloRoundTrip(
   key = KEY,
   timeout = 20_000,
 ): Promise<void> {
-  const conn = await connect({ port, key, timeout });
+  const conn = await connect({ port, secret: key, timeout });
   try {
     await conn.write(HELLO);
     const reply = await readN(conn, HELLO.length);
@@ -328,7 +328,7 @@ Deno.test("serve() closes silent sockets that expire together at most 64 per 10 
   try {
     await using server = serve({
       listener,
-      key: KEY,
+      secret: KEY,
       log: false,
       handshakeTimeout: 300,
       maxPerAddress: 1000,
@@ -367,7 +367,7 @@ Deno.test("serve() pauses an address after each wrong key, doubling up to maxDel
   for (let i = 0; i < pauses.length; i++) {
     const start = performance.now();
     // Resolves once the challenge arrives: after the address's pause.
-    using conn = await connect({ port, key: "wrong", timeout: 5000 });
+    using conn = await connect({ port, secret: "wrong", timeout: 5000 });
     waits.push(performance.now() - start);
     const sent = performance.now();
     await waitClosed(conn, 5000);
@@ -462,7 +462,7 @@ Deno.test("serve() bounds wrong-key guesses per address with maxPerAddress: Infi
   const maxDelay = 200;
   await using server = serve({
     listener: aliased.listener,
-    key: KEY,
+    secret: KEY,
     log: false,
     maxPerAddress: Infinity,
     maxConnections: 200,
@@ -533,7 +533,7 @@ Deno.test("serve() closes the oldest waiting connection past maxWaiting, and a w
   // One wrong key: closed at once, the address paused for 10 s.
   {
     const start = performance.now();
-    using bad = await connect({ port, key: "wrong" });
+    using bad = await connect({ port, secret: "wrong" });
     await waitClosed(bad, 5000);
     assert.ok(performance.now() - start < 500);
   }
@@ -583,7 +583,7 @@ Deno.test("serve() with throttle: false closes failures at once and counts nothi
   });
   const port = portOf(server);
   for (let i = 0; i < 3; i++) {
-    using conn = await connect({ port, key: "wrong" });
+    using conn = await connect({ port, secret: "wrong" });
     await waitClosed(conn, 5000);
   }
   await waitFor(() => server.stats.open === 0, 5000, "all closed");
@@ -602,12 +602,12 @@ Deno.test("serve() refuses an address for banFor after banAfter failures, even w
   });
   const port = portOf(server);
   for (let i = 0; i < 2; i++) {
-    using conn = await connect({ port, key: "wrong" });
+    using conn = await connect({ port, secret: "wrong" });
     await waitClosed(conn, 5000);
   }
   // Banned now: closed before any challenge is sent.
   await assert.rejects(
-    connect({ port, key: KEY }),
+    connect({ port, secret: KEY }),
     (error: unknown) =>
       error instanceof ProtocolError && error.reason === "closed" ||
       error instanceof Deno.errors.ConnectionReset,
@@ -625,12 +625,12 @@ Deno.test("serve() closes the newest connection past maxPerAddress and keeps the
   });
   const port = portOf(server);
   const held = await Promise.all(
-    Array.from({ length: 3 }, () => connect({ port, key: KEY })),
+    Array.from({ length: 3 }, () => connect({ port, secret: KEY })),
   );
   try {
     await waitFor(() => server.stats.active === 3, 5000, "3 active");
     await assert.rejects(
-      connect({ port, key: KEY }),
+      connect({ port, secret: KEY }),
       (error: unknown) =>
         error instanceof ProtocolError && error.reason === "closed" ||
         error instanceof Deno.errors.ConnectionReset,
@@ -672,7 +672,7 @@ Deno.test("serve() counts every Unix socket peer as one address, for maxPerAddre
       };
       const server = serve({
         listener: Deno.listen({ transport: "unix", path }),
-        key: "k",
+        secret: "k",
         log: false,
         maxPerAddress: 1,
         onRefuse: (info) => events.push("refused " + info.reason),
@@ -743,14 +743,14 @@ Deno.test("serve() counts an IPv6 /64 as one address by default; ipv6Prefix chan
     try {
       await using server = serve({
         listener: aliased.listener,
-        key: KEY,
+        secret: KEY,
         maxPerAddress: 1,
         ipv6Prefix,
       }, echo);
       for (const address of addresses) {
         aliased.alias = address;
         try {
-          open.push(await connect({ port: aliased.aliasPort, key: KEY }));
+          open.push(await connect({ port: aliased.aliasPort, secret: KEY }));
           await waitFor(
             () => server.stats.active === open.length,
             5000,
@@ -805,7 +805,7 @@ Deno.test("serve() counts an IPv6 /64 as one address by default; ipv6Prefix chan
     [true, true, true, true, true, true, true, false],
   );
   assert.throws(
-    () => serve({ port: 0, key: KEY, ipv6Prefix: 0 }, () => {}),
+    () => serve({ port: 0, secret: KEY, ipv6Prefix: 0 }, () => {}),
     RangeError,
   );
 });
@@ -816,7 +816,7 @@ Deno.test("serve() at maxHandshakes keeps accepting and closes the oldest pendin
   const refused: RefuseInfo[] = [];
   await using server = serve({
     listener: aliased.listener,
-    key: KEY,
+    secret: KEY,
     log: false,
     maxHandshakes: 2,
     onRefuse: (info) => refused.push(info),
@@ -890,7 +890,7 @@ Deno.test("serve() at maxConnections closes a pending connection for a new one, 
     onRefuse: (info) => refused.push(info),
   });
   const port = portOf(server);
-  const first = await connect({ port, key: KEY });
+  const first = await connect({ port, secret: KEY });
   try {
     await waitFor(() => server.stats.active === 1, 5000, "1 active");
     using silent = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -915,13 +915,13 @@ Deno.test("serve() stops accepting at maxConnections once all are authenticated,
     onRefuse: (info) => refused.push(info),
   });
   const port = portOf(server);
-  const first = await connect({ port, key: KEY });
+  const first = await connect({ port, secret: KEY });
   try {
     await waitFor(() => server.stats.active === 1, 5000, "1 active");
     // The accept under way when the first handshake ended takes one more
     // connection: with nothing else unauthenticated it is the one closed.
     await assert.rejects(
-      connect({ port, key: KEY, timeout: 5000 }),
+      connect({ port, secret: KEY, timeout: 5000 }),
       (error: unknown) =>
         error instanceof ProtocolError && error.reason === "closed" ||
         error instanceof Deno.errors.ConnectionReset,
@@ -929,7 +929,7 @@ Deno.test("serve() stops accepting at maxConnections once all are authenticated,
     assert.deepEqual(refused.map((r) => r.reason), ["evicted"]);
     // Then the loop pauses: the next client waits in the listen backlog
     // (no challenge) and is served once the first connection closes.
-    const third = connect({ port, key: KEY, timeout: 10_000 });
+    const third = connect({ port, secret: KEY, timeout: 10_000 });
     third.catch(() => {}); // awaited below
     await delay(300);
     assert.equal(server.stats.accepted, 2);
@@ -958,7 +958,7 @@ Deno.test("serve() reports a throwing handler through onError and goes on servin
   await using server = serve(
     {
       port: 0,
-      key: KEY,
+      secret: KEY,
       log: false,
       onError: (error, info) => errors.push([error, info]),
     },
@@ -968,7 +968,7 @@ Deno.test("serve() reports a throwing handler through onError and goes on servin
     },
   );
   const port = portOf(server);
-  const first = await connect({ port, key: KEY });
+  const first = await connect({ port, secret: KEY });
   try {
     await waitClosed(first, 5000); // the server closes it after the throw
   } finally {
@@ -1025,7 +1025,7 @@ Deno.test("serve() reports a short reply as a handshake error, not an auth failu
 Deno.test("serve() echoes to a client that half-closes, then closes", async () => {
   await using server = echoServer();
   const port = portOf(server);
-  using conn = await connect({ port, key: KEY });
+  using conn = await connect({ port, secret: KEY });
   await conn.write(HELLO);
   await conn.closeWrite();
   assert.deepEqual(await readN(conn, HELLO.length), HELLO);
@@ -1039,7 +1039,7 @@ Deno.test("serve() reports a handler write to a closed socket and goes on servin
   await using server = serve(
     {
       port: 0,
-      key: KEY,
+      secret: KEY,
       log: false,
       onError: (error, info) => errors.push([error, info]),
     },
@@ -1054,7 +1054,7 @@ Deno.test("serve() reports a handler write to a closed socket and goes on servin
     },
   );
   const port = portOf(server);
-  const conn = await connect({ port, key: KEY });
+  const conn = await connect({ port, secret: KEY });
   conn.close();
   gone.resolve();
   await waitFor(() => errors.length === 1, 5000, "the write error");
@@ -1086,7 +1086,7 @@ Deno.test("serve() passes a custom authenticator's result to the handler and thr
   });
   const port = portOf(server);
   await helloRoundTrip(port);
-  using bad = await connect({ port, key: "wrong" });
+  using bad = await connect({ port, secret: "wrong" });
   await waitClosed(bad, 5000);
   assert.deepEqual(seen, ["alice #1"]);
   assert.equal(failures.length, 1);
@@ -1138,7 +1138,7 @@ Deno.test("serve() shutdown lets in-flight handlers finish, refuses new connecti
   const started = Promise.withResolvers<void>();
   let signalAborted = false;
   const server = serve(
-    { port: 0, key: KEY, log: false },
+    { port: 0, secret: KEY, log: false },
     async (conn, info) => {
       // Read the request (not to end of stream: in Deno that closes the
       // whole connection).
@@ -1165,7 +1165,7 @@ Deno.test("serve() shutdown lets in-flight handlers finish, refuses new connecti
     },
   );
   const port = portOf(server);
-  const conn = await connect({ port, key: KEY });
+  const conn = await connect({ port, secret: KEY });
   try {
     await conn.write(HELLO);
     await started.promise;
@@ -1188,7 +1188,7 @@ Deno.test("serve() shutdown closes handlers that outlive the grace period", asyn
   const server = serve(
     {
       port: 0,
-      key: KEY,
+      secret: KEY,
       log: false,
       gracePeriod: 200,
       onError: (error) => errors.push(error),
@@ -1198,7 +1198,7 @@ Deno.test("serve() shutdown closes handlers that outlive the grace period", asyn
       await readAll(conn.readable);
     },
   );
-  const conn = await connect({ port: portOf(server), key: KEY });
+  const conn = await connect({ port: portOf(server), secret: KEY });
   try {
     await waitFor(() => server.stats.active === 1, 5000, "1 active");
     const start = performance.now();
@@ -1220,7 +1220,7 @@ Deno.test("serve() shutdown stops waiting for a handler that ignores its signal 
   const server = serve(
     {
       port: 0,
-      key: KEY,
+      secret: KEY,
       log: false,
       gracePeriod: 100,
       onError: (error, info) => errors.push([error, info]),
@@ -1234,7 +1234,7 @@ Deno.test("serve() shutdown stops waiting for a handler that ignores its signal 
       handlerDone.resolve();
     },
   );
-  const conn = await connect({ port: portOf(server), key: KEY });
+  const conn = await connect({ port: portOf(server), secret: KEY });
   try {
     await waitFor(() => server.stats.active === 1, 5000, "1 active");
     const start = performance.now();
@@ -1299,7 +1299,7 @@ Deno.test("serve() shuts down at the end of an await using block", async () => {
 
 Deno.test("serve() accepts from a given listener and closes it on shutdown", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const server = serve({ listener, key: KEY, log: false }, echo);
+  const server = serve({ listener, secret: KEY, log: false }, echo);
   assert.equal(server.addr, listener.addr);
   await helloRoundTrip(listener.addr.port);
   await server.shutdown();
@@ -1310,41 +1310,41 @@ Deno.test("serve() rejects bad options before listening", () => {
   const handler = () => {};
   assert.throws(
     () => serve({ port: 0 }, handler),
-    (e: unknown) => e instanceof TypeError && /pass key/.test(e.message),
+    (e: unknown) => e instanceof TypeError && /pass secret/.test(e.message),
   );
   assert.throws(
     () =>
       serve(
-        { port: 0, key: KEY, authenticate: (c) => Promise.resolve(c) },
+        { port: 0, secret: KEY, authenticate: (c) => Promise.resolve(c) },
         handler,
       ),
     TypeError,
   );
-  assert.throws(() => serve({ port: 0, key: "" }, handler), TypeError);
+  assert.throws(() => serve({ port: 0, secret: "" }, handler), TypeError);
   assert.throws(
-    () => serve({ port: 0, key: KEY, maxConnections: 0 }, handler),
+    () => serve({ port: 0, secret: KEY, maxConnections: 0 }, handler),
     RangeError,
   );
   assert.throws(
-    () => serve({ port: 0, key: KEY, maxPerAddress: 1.5 }, handler),
+    () => serve({ port: 0, secret: KEY, maxPerAddress: 1.5 }, handler),
     RangeError,
   );
   assert.throws(
-    () => serve({ port: 0, key: KEY, handshakeTimeout: 0 }, handler),
+    () => serve({ port: 0, secret: KEY, handshakeTimeout: 0 }, handler),
     RangeError,
   );
   assert.throws(
-    () => serve({ port: 0, key: KEY, throttle: { delay: -1 } }, handler),
+    () => serve({ port: 0, secret: KEY, throttle: { delay: -1 } }, handler),
     RangeError,
   );
-  assert.throws(() => serve({ port: 70000, key: KEY }, handler), RangeError);
+  assert.throws(() => serve({ port: 70000, secret: KEY }, handler), RangeError);
   assert.throws(
-    () => serve({ port: 0, key: KEY, challengeLength: 8 }, handler),
+    () => serve({ port: 0, secret: KEY, challengeLength: 8 }, handler),
     (e: unknown) =>
       e instanceof RangeError && /challengeLength 8/.test(e.message),
   );
   assert.throws(
-    () => serve({ port: 0, key: KEY }, undefined as unknown as () => void),
+    () => serve({ port: 0, secret: KEY }, undefined as unknown as () => void),
     TypeError,
   );
 });
@@ -1358,7 +1358,7 @@ Deno.test("serve() rejects finished and closes the listener when the key cannot 
     ["sign", "verify"],
   );
   const server = serve(
-    { port: 0, key: sha1, hash: "SHA-256", log: false },
+    { port: 0, secret: sha1, hash: "SHA-256", log: false },
     () => {},
   );
   await assert.rejects(server.finished, TypeError);
@@ -1376,16 +1376,16 @@ Deno.test("serve() logs failures to stderr without key material, and log: false 
   try {
     {
       await using server = serve(
-        { port: 0, key: secret, throttle: { delay: 0 } },
+        { port: 0, secret: secret, throttle: { delay: 0 } },
         async (conn, info) => {
           if (info.id === 1) throw new Error("handler bug");
           await echo(conn);
         },
       );
       const port = portOf(server);
-      using bad = await connect({ port, key: "wrong horse" });
+      using bad = await connect({ port, secret: "wrong horse" });
       await waitClosed(bad, 5000);
-      using good = await connect({ port, key: secret });
+      using good = await connect({ port, secret: secret });
       await waitClosed(good, 5000);
       await waitFor(() => lines.length >= 2, 5000, "2 log lines");
     }
@@ -1397,7 +1397,7 @@ Deno.test("serve() logs failures to stderr without key material, and log: false 
     lines.length = 0;
     {
       await using server = echoServer({ log: false });
-      using bad = await connect({ port: portOf(server), key: "wrong" });
+      using bad = await connect({ port: portOf(server), secret: "wrong" });
       await waitClosed(bad, 5000);
     }
     assert.deepEqual(lines, []);
@@ -1410,7 +1410,7 @@ Deno.test("connect() rejects with TimeoutError against a server that never sends
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted = listener.accept();
   await assert.rejects(
-    connect({ port: listener.addr.port, key: KEY, timeout: 200 }),
+    connect({ port: listener.addr.port, secret: KEY, timeout: 200 }),
     (error: unknown) =>
       error instanceof DOMException && error.name === "TimeoutError" &&
       /Cannot connect to 127\.0\.0\.1:\d+/.test(error.message),
@@ -1426,7 +1426,7 @@ Deno.test("connect() rejects with the signal's reason when aborted", async () =>
   const controller = new AbortController();
   const pending = connect({
     port: listener.addr.port,
-    key: KEY,
+    secret: KEY,
     signal: controller.signal,
   });
   controller.abort(new Error("stop"));
@@ -1439,11 +1439,11 @@ Deno.test("connect() rejects when nothing listens and on bad options", async () 
   const { port } = listener.addr;
   listener.close();
   await assert.rejects(
-    connect({ port, key: KEY }),
+    connect({ port, secret: KEY }),
     Deno.errors.ConnectionRefused,
   );
-  await assert.rejects(connect({ port: 0, key: KEY }), RangeError);
-  await assert.rejects(connect({ port, key: "" }), TypeError);
+  await assert.rejects(connect({ port: 0, secret: KEY }), RangeError);
+  await assert.rejects(connect({ port, secret: "" }), TypeError);
   await assert.rejects(
     connect({ port } as unknown as Parameters<typeof connect>[0]),
     TypeError,
@@ -1452,7 +1452,7 @@ Deno.test("connect() rejects when nothing listens and on bad options", async () 
 
 Deno.test("connect() with the wrong key gets end of stream on its first read", async () => {
   await using server = echoServer({ throttle: false });
-  using conn = await connect({ port: portOf(server), key: "wrong" });
+  using conn = await connect({ port: portOf(server), secret: "wrong" });
   await conn.write(HELLO).catch(() => {});
   assert.equal(await readN(conn, 1), null);
 });
@@ -1462,7 +1462,7 @@ Deno.test("connect() and serve() agree on hash and challenge length", async () =
   const port = portOf(server);
   using conn = await connect({
     port,
-    key: KEY,
+    secret: KEY,
     hash: "SHA-512",
     challengeLength: 64,
   });
@@ -1471,7 +1471,7 @@ Deno.test("connect() and serve() agree on hash and challenge length", async () =
   // A client with another key is rejected.
   using other = await connect({
     port,
-    key: "wrong",
+    secret: "wrong",
     hash: "SHA-512",
     challengeLength: 64,
   });
@@ -1496,11 +1496,11 @@ Deno.test("serve() authenticates with a key given as an HmacKey or a CryptoKey (
   for (const key of keys) {
     const failures: AuthFailureInfo[] = [];
     await using server = echoServer({
-      key,
+      secret: key,
       onAuthFailure: (info) => failures.push(info),
     });
     await helloRoundTrip(portOf(server));
-    using wrong = await connect({ port: portOf(server), key: "wrong" });
+    using wrong = await connect({ port: portOf(server), secret: "wrong" });
     assert.equal(await readN(wrong, 1), null);
     await waitFor(() => failures.length === 1, 5000, "the failure");
     assert.equal(failures[0].error.reason, "wrong-key");
@@ -1517,7 +1517,7 @@ function startUpperServer(
   return startExample([
     "run",
     "--allow-net=127.0.0.1",
-    "--allow-env=CONNAUTH_KEY",
+    "--allow-env=CONNAUTH_SECRET",
     `${EXAMPLES}upper_server.ts`,
     "--port",
     "0",
@@ -1533,7 +1533,7 @@ function spawnChatClient(
   return spawn(Deno.execPath(), [
     "run",
     `--allow-net=127.0.0.1:${port}`,
-    "--allow-env=CONNAUTH_KEY",
+    "--allow-env=CONNAUTH_SECRET",
     `${EXAMPLES}chat_client.ts`,
     "--port",
     String(port),
@@ -1559,7 +1559,7 @@ async function runChatClient(
 }
 
 Deno.test("examples/chat_client.ts driven through a pipe talks to examples/upper_server.ts", async () => {
-  const env = { CONNAUTH_KEY: "example key" };
+  const env = { CONNAUTH_SECRET: "example key" };
   const server = await startUpperServer(env);
   let status: Deno.CommandStatus | undefined;
   try {
@@ -1579,7 +1579,7 @@ Deno.test("examples/chat_client.ts driven through a pipe talks to examples/upper
 
     const wrong = await runChatClient(
       server.port,
-      { CONNAUTH_KEY: "nope" },
+      { CONNAUTH_SECRET: "nope" },
       "hello\n",
     );
     assert.equal(wrong.code, 1);
@@ -1633,7 +1633,7 @@ function startChatClient(
 }
 
 Deno.test("examples/upper_server.ts stops cleanly on Ctrl-C (SIGINT) with a chat session open", async () => {
-  const env = { CONNAUTH_KEY: "example key" };
+  const env = { CONNAUTH_SECRET: "example key" };
   const server = await startUpperServer(env);
   const chat = startChatClient(server.port, env);
   try {
@@ -1661,7 +1661,7 @@ Deno.test("examples/chat_client.ts exits at once on Ctrl-C (SIGINT) while it wai
   const got = Promise.withResolvers<void>();
   // A server that takes the line and never answers.
   await using server = serve(
-    { port: 0, key: "example key", log: false, gracePeriod: 100 },
+    { port: 0, secret: "example key", log: false, gracePeriod: 100 },
     async (conn) => {
       for await (const chunk of conn.readable) {
         if (chunk.includes(10)) got.resolve();
@@ -1670,7 +1670,7 @@ Deno.test("examples/chat_client.ts exits at once on Ctrl-C (SIGINT) while it wai
   );
   const chat = startChatClient(
     portOf(server),
-    { CONNAUTH_KEY: "example key" },
+    { CONNAUTH_SECRET: "example key" },
     ["--timeout", "10000"],
   );
   try {
@@ -1692,7 +1692,7 @@ Deno.test("examples/chat_client.ts exits at once on Ctrl-C (SIGINT) while it wai
 Deno.test("serve() and connect() turn off Nagle's algorithm: back-to-back small writes do not wait for a delayed ACK", async () => {
   const noDelay = Deno.env.get("CONNAUTH_TEST_NAGLE") !== "on";
   await using server = serve(
-    { port: 0, key: KEY, log: false, noDelay },
+    { port: 0, secret: KEY, log: false, noDelay },
     async (conn) => {
       // Reply only once both halves of a request are in.
       const reader = conn.readable.getReader({ mode: "byob" });
@@ -1717,7 +1717,7 @@ Deno.test("serve() and connect() turn off Nagle's algorithm: back-to-back small 
       }
     },
   );
-  using conn = await connect({ port: portOf(server), key: KEY, noDelay });
+  using conn = await connect({ port: portOf(server), secret: KEY, noDelay });
   const rounds = 30;
   const start = performance.now();
   for (let i = 0; i < rounds; i++) {
@@ -1739,7 +1739,7 @@ for (const script of ["recipe_echo_server.py", "recipe_threaded_server.py"]) {
     { label: "Python 3.12", path: findPython("3.12") },
     async (python) => {
       const child = spawn(python, [interopScript(script), "0", "5"], {
-        env: { CONNAUTH_KEY: KEY },
+        env: { CONNAUTH_SECRET: KEY },
       });
       child.stdin.close();
       const stdout = lines(child.stdout);
@@ -1749,7 +1749,7 @@ for (const script of ["recipe_echo_server.py", "recipe_threaded_server.py"]) {
         assert.ok(port > 0, `no port line: ${first.value}`);
         await helloRoundTrip(port);
         // A wrong key: the server closes without a word.
-        using wrong = await connect({ port, key: "wrong" });
+        using wrong = await connect({ port, secret: "wrong" });
         assert.equal(await readN(wrong, 1), null);
         await helloRoundTrip(port);
       } finally {
@@ -1790,7 +1790,7 @@ Deno.test("serve() logs at most 20 lines a second and sums up the rest", async (
       await using server = serve(
         {
           port: 0,
-          key: KEY,
+          secret: KEY,
           throttle: false,
           maxPerAddress: 1000,
           onAuthFailure: () => failures++,
@@ -1799,7 +1799,7 @@ Deno.test("serve() logs at most 20 lines a second and sums up the rest", async (
       );
       const port = portOf(server);
       await Promise.all(Array.from({ length: 60 }, async () => {
-        using conn = await connect({ port, key: "wrong" });
+        using conn = await connect({ port, secret: "wrong" });
         await waitClosed(conn, 5000);
       }));
       await waitFor(() => failures === 60, 5000, "60 failures");

@@ -1878,7 +1878,7 @@ Deno.test("serve() runs the HMAC handshake inside listenTls() connections", asyn
       key: set.server.key,
       ...mutual,
     }),
-    key: "peanut butter",
+    secret: "peanut butter",
     log: false,
     onAuthFailure: (info) => failures.push(info.error.reason),
   }, async (conn) => {
@@ -1930,7 +1930,7 @@ function startTlsExample(
     "--allow-net=127.0.0.1",
     `--allow-read=${certs}`,
     `--allow-write=${certs}`,
-    "--allow-env=CONNAUTH_KEY",
+    "--allow-env=CONNAUTH_SECRET",
     `${EXAMPLES}tls_echo_server.ts`,
     "--port",
     "0",
@@ -1951,7 +1951,7 @@ async function runTlsClient(
       "run",
       `--allow-net=localhost:${port}`,
       `--allow-read=${certs}`,
-      "--allow-env=CONNAUTH_KEY",
+      "--allow-env=CONNAUTH_SECRET",
       `${EXAMPLES}tls_echo_client.ts`,
       "--port",
       String(port),
@@ -2002,13 +2002,13 @@ Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts work end to end", 
     assert.match(log, /refused 127\.0\.0\.1:\d+ \(no-certificate\)/);
   }
   {
-    const env = { CONNAUTH_KEY: "tls example key" };
+    const env = { CONNAUTH_SECRET: "tls example key" };
     await using server = await startTlsExample(certs, ["--hmac"], env);
     const ok = await runTlsClient(certs, server.port, ["--hmac", "keyed"], env);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(ok.stdout, "keyed");
     const wrong = await runTlsClient(certs, server.port, ["--hmac", "x"], {
-      CONNAUTH_KEY: "wrong",
+      CONNAUTH_SECRET: "wrong",
     });
     assert.equal(wrong.code, 1);
     assert.ok(!server.log.join("\n").includes("tls example key"));

@@ -4,15 +4,15 @@
 import assert from "node:assert/strict";
 import { ProtocolError } from "../errors.ts";
 import {
+  createXmlRpcClient,
+  createXmlRpcHandler,
   decodeMethodCall,
   decodeMethodResponse,
   encodeFault,
   encodeMethodCall,
   encodeMethodResponse,
-  xmlrpcClient,
   XmlRpcFault,
   XmlRpcFaultCode,
-  xmlrpcHandler,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
 import type { FuzzJob, FuzzResult } from "./_xmlrpc_fuzz_worker.ts";
@@ -635,7 +635,7 @@ Deno.test("decodeMethodCall() survives 5000 mutated documents with only Protocol
   assert.ok(accepted > 50, `only ${accepted} accepted`);
 });
 
-Deno.test("xmlrpcHandler() answers 2000 mutated requests with a fault or a result, never a throw or a hang", async () => {
+Deno.test("createXmlRpcHandler() answers 2000 mutated requests with a fault or a result, never a throw or a hang", async () => {
   const random = prng(42);
   const jobs = Array.from({ length: 2000 }, (_, i): FuzzJob => ({
     kind: "handle",
@@ -696,9 +696,9 @@ async function answer(response: Response): Promise<XmlRpcValue> {
   return decodeMethodResponse(await response.text());
 }
 
-Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", async () => {
+Deno.test("createXmlRpcHandler() dispatches methods and turns errors into faults", async () => {
   const errors: string[] = [];
-  const handler = xmlrpcHandler({
+  const handler = createXmlRpcHandler({
     add: (a, b) => Number(a) + Number(b),
     async later() {
       await Promise.resolve();
@@ -794,18 +794,21 @@ Deno.test("xmlrpcHandler() dispatches methods and turns errors into faults", asy
   );
   await expectFault(encodeMethodCall("badFault"), 1, /^XmlRpcFault: /);
   assert.deepEqual(errors, ["boom", "map", "badFault"]);
-  const noIntrospection = xmlrpcHandler({ a: () => 1 }, {
+  const noIntrospection = createXmlRpcHandler({ a: () => 1 }, {
     introspection: false,
   });
   await assert.rejects(
     answer(await noIntrospection(post(encodeMethodCall("system.listMethods")))),
     { faultCode: XmlRpcFaultCode.METHOD_NOT_FOUND },
   );
-  assert.throws(() => xmlrpcHandler({ a: 1 as unknown as () => 1 }), TypeError);
+  assert.throws(
+    () => createXmlRpcHandler({ a: 1 as unknown as () => 1 }),
+    TypeError,
+  );
 });
 
-Deno.test("xmlrpcHandler() refuses GET and oversized bodies without buffering them", async () => {
-  const handler = xmlrpcHandler({ a: () => 1 }, { maxBodySize: 1000 });
+Deno.test("createXmlRpcHandler() refuses GET and oversized bodies without buffering them", async () => {
+  const handler = createXmlRpcHandler({ a: () => 1 }, { maxBodySize: 1000 });
   const get = await handler(new Request("http://localhost/"));
   assert.equal(get.status, 405);
   assert.equal(get.headers.get("allow"), "POST");
@@ -857,9 +860,9 @@ function serveHttp(
   return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
 }
 
-Deno.test("xmlrpcClient() calls, reuses its connection, and throws faults as XmlRpcFault", async () => {
+Deno.test("createXmlRpcClient() calls, reuses its connection, and throws faults as XmlRpcFault", async () => {
   const ports = new Set<number>();
-  const handler = xmlrpcHandler({
+  const handler = createXmlRpcHandler({
     echo: (value) => value,
     missing: () => {
       throw new XmlRpcFault(1, "KeyError: 'x'");
@@ -869,7 +872,9 @@ Deno.test("xmlrpcClient() calls, reuses its connection, and throws faults as Xml
     ports.add((info.remoteAddr as Deno.NetAddr).port);
     return handler(request);
   });
-  await using client = xmlrpcClient(`http://127.0.0.1:${server.addr.port}/`);
+  await using client = createXmlRpcClient(
+    `http://127.0.0.1:${server.addr.port}/`,
+  );
   const value = {
     s: "\u00e9",
     list: [1, 2.5, null],
@@ -893,7 +898,7 @@ Deno.test("xmlrpcClient() calls, reuses its connection, and throws faults as Xml
   await assert.rejects(client.call("echo", 1), /client is closed/);
 });
 
-Deno.test("xmlrpcClient() rejects HTTP errors, garbage, oversized answers, stalls and aborts", async () => {
+Deno.test("createXmlRpcClient() rejects HTTP errors, garbage, oversized answers, stalls and aborts", async () => {
   let mode = "";
   const stall = Promise.withResolvers<void>();
   await using server = serveHttp(async () => {
@@ -911,7 +916,10 @@ Deno.test("xmlrpcClient() rejects HTTP errors, garbage, oversized answers, stall
   });
   const url = `http://127.0.0.1:${server.addr.port}/`;
   {
-    await using client = xmlrpcClient(url, { maxBodySize: 1000, timeout: 200 });
+    await using client = createXmlRpcClient(url, {
+      maxBodySize: 1000,
+      timeout: 200,
+    });
     mode = "404";
     await assert.rejects(client.call("a"), (error) => {
       assert.ok(error instanceof ProtocolError);
@@ -938,7 +946,7 @@ Deno.test("xmlrpcClient() rejects HTTP errors, garbage, oversized answers, stall
   }
   {
     const controller = new AbortController();
-    await using client = xmlrpcClient(url, { signal: controller.signal });
+    await using client = createXmlRpcClient(url, { signal: controller.signal });
     const pending = client.call("slow");
     controller.abort();
     await assert.rejects(pending, { name: "AbortError" });
@@ -946,7 +954,7 @@ Deno.test("xmlrpcClient() rejects HTTP errors, garbage, oversized answers, stall
   stall.resolve();
 });
 
-Deno.test("xmlrpcClient() reads at most 4 KiB of an endless HTTP error body, then cancels it", async () => {
+Deno.test("createXmlRpcClient() reads at most 4 KiB of an endless HTTP error body, then cancels it", async () => {
   let sent = 0;
   const cancelled = Promise.withResolvers<void>();
   const chunk = new TextEncoder().encode("x".repeat(64 * 1024));
@@ -967,9 +975,12 @@ Deno.test("xmlrpcClient() reads at most 4 KiB of an endless HTTP error body, the
       { status: 503 },
     )
   );
-  await using client = xmlrpcClient(`http://127.0.0.1:${server.addr.port}/`, {
-    timeout: 5000,
-  });
+  await using client = createXmlRpcClient(
+    `http://127.0.0.1:${server.addr.port}/`,
+    {
+      timeout: 5000,
+    },
+  );
   // Reading it whole would never end: the call would time out instead.
   await assert.rejects(client.call("a"), (error) => {
     assert.ok(error instanceof ProtocolError, String(error));
@@ -982,21 +993,21 @@ Deno.test("xmlrpcClient() reads at most 4 KiB of an endless HTTP error body, the
   assert.ok(sent < 64 * 1024 * 1024, `the server sent ${sent} bytes`);
 });
 
-Deno.test("xmlrpcClient() refuses bad arguments", () => {
+Deno.test("createXmlRpcClient() refuses bad arguments", () => {
   assert.throws(
-    () => xmlrpcClient("ftp://localhost/"),
+    () => createXmlRpcClient("ftp://localhost/"),
     /https:\/\/ or http:\/\//,
   );
   assert.throws(
-    () => xmlrpcClient("https://localhost/", { cert: "x" }),
+    () => createXmlRpcClient("https://localhost/", { cert: "x" }),
     /cert and key go together/,
   );
   assert.throws(
-    () => xmlrpcClient("https://localhost/", { timeout: 0 }),
+    () => createXmlRpcClient("https://localhost/", { timeout: 0 }),
     RangeError,
   );
   assert.throws(
-    () => xmlrpcClient("https://localhost/", { maxDepth: -1 }),
+    () => createXmlRpcClient("https://localhost/", { maxDepth: -1 }),
     RangeError,
   );
 });

@@ -92,7 +92,7 @@ peerTest(
     const errors: { error: unknown; info: ServeErrorInfo }[] = [];
     const server = serve({
       port: 0,
-      key: KEY,
+      secret: KEY,
       log: false,
       onError: (error, info) => errors.push({ error, info }),
     }, async (conn) => {
@@ -102,7 +102,7 @@ peerTest(
     try {
       resetBurst(pythonPath, port);
       const good = (async () => {
-        using conn = await connect({ port, key: KEY, timeout: 30_000 });
+        using conn = await connect({ port, secret: KEY, timeout: 30_000 });
         await conn.write(new TextEncoder().encode("ping"));
         const reply = new Uint8Array(4);
         assert.equal(await conn.read(reply), 4);
@@ -636,7 +636,7 @@ Deno.test("serve() backs off while the process is out of file descriptors (EMFIL
   };
     const server = serve({
       port: 0,
-      key: ${JSON.stringify(KEY)},
+      secret: ${JSON.stringify(KEY)},
       handshakeTimeout: 60_000,
       onError: (error, info) => {
         if (info.phase !== "accept") return;
@@ -684,7 +684,7 @@ Deno.test("serve() backs off while the process is out of file descriptors (EMFIL
     }
     for (const conn of held.splice(0)) conn.close();
     // Once descriptors are free again the back-off ends by itself.
-    using good = await connect({ port, key: KEY, timeout: 10_000 });
+    using good = await connect({ port, secret: KEY, timeout: 10_000 });
     const reply = new Uint8Array(2);
     assert.equal(await good.read(reply), 2);
     assert.equal(new TextDecoder().decode(reply), "ok");

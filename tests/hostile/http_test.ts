@@ -14,7 +14,7 @@ import {
   serveHttp1,
 } from "../../_http1.ts";
 import { type HttpsConn, serveHttps } from "../../https.ts";
-import { xmlrpcClient, xmlrpcHandler } from "../../xmlrpc.ts";
+import { createXmlRpcClient, createXmlRpcHandler } from "../../xmlrpc.ts";
 import {
   findPython,
   interopScript,
@@ -1070,7 +1070,7 @@ peerTest(
     const dir = await Deno.makeTempDir({ prefix: "connauth-http-" });
     try {
       await Deno.writeTextFile(`${dir}/ca.pem`, set.ca.cert);
-      const handler = xmlrpcHandler({ set: () => null });
+      const handler = createXmlRpcHandler({ set: () => null });
       await using server = await serveHttps(
         { cert: set.server.cert, key: set.server.key },
         (request) => handler(request),
@@ -1165,7 +1165,7 @@ Deno.test("kv_server keeps memory bounded and CPU linear under chunked and trick
         caCerts: [set.ca.cert],
       });
     {
-      using client = xmlrpcClient(`https://localhost:${kv.port}/`, {
+      using client = createXmlRpcClient(`https://localhost:${kv.port}/`, {
         caCerts: [set.ca.cert],
         timeout: 10_000,
       });

@@ -1,5 +1,5 @@
 // Hostile peers against the Noise responder: what a peer without the PSK can
-// make noiseAccept() and serve() with noiseAuthenticator() do. Tests marked
+// make acceptNoise() and serve() with createNoiseAuthenticator() do. Tests marked
 // "regression" failed before the fix they name; the others confirm a defence
 // that already held.
 import assert from "node:assert/strict";
@@ -7,11 +7,11 @@ import { type CipherState, HandshakeState } from "../../_noise_state.ts";
 import { readExact } from "../../_conn_io.ts";
 import { AuthenticationError, ProtocolError } from "../../errors.ts";
 import {
+  acceptNoise,
+  connectNoise,
+  createNoiseAuthenticator,
   generateNoisePsk,
-  noiseAccept,
-  noiseAuthenticator,
   type NoiseConn,
-  noiseConnect,
 } from "../../noise.ts";
 import { type AuthFailureInfo, serve } from "../../server.ts";
 import type { Duplex } from "../../types.ts";
@@ -63,8 +63,8 @@ async function recordClient(psk: Uint8Array): Promise<Uint8Array[]> {
     }),
   };
   const [client, server] = await Promise.all([
-    noiseConnect(tapped, psk, { timeout: 5000 }),
-    noiseAccept(b, psk, { timeout: 5000 }),
+    connectNoise(tapped, psk, { timeout: 5000 }),
+    acceptNoise(b, psk, { timeout: 5000 }),
   ]);
   await client.send(bytes("pay 100"));
   assert.equal(text(await server.receive({ timeout: 5000 })), "pay 100");
@@ -113,7 +113,7 @@ async function foreignInitiator(
 // Regression: the responder resolved as soon as it had sent its reply, so a
 // recorded first message, replayed by a peer without the PSK, passed as an
 // authenticated connection.
-Deno.test("noiseAccept() refuses a replayed first message, whatever the replayer sends next", async () => {
+Deno.test("acceptNoise() refuses a replayed first message, whatever the replayer sends next", async () => {
   const psk = generateNoisePsk();
   const recorded = await recordClient(psk);
   const [first, ...rest] = recorded;
@@ -152,7 +152,7 @@ Deno.test("noiseAccept() refuses a replayed first message, whatever the replayer
   ];
   for (const [label, send, then, pattern] of variants) {
     using pair = await tcpPair();
-    const accepting = noiseAccept(pair.server, psk, { timeout: 5000 });
+    const accepting = acceptNoise(pair.server, psk, { timeout: 5000 });
     for (const chunk of send) await pair.client.write(chunk);
     if (then === "close") await pair.client.closeWrite();
     await assert.rejects(
@@ -164,7 +164,7 @@ Deno.test("noiseAccept() refuses a replayed first message, whatever the replayer
   }
   // A replayer that goes silent is bounded by the handshake deadline.
   using pair = await tcpPair();
-  const accepting = noiseAccept(pair.server, psk, { timeout: 200 });
+  const accepting = acceptNoise(pair.server, psk, { timeout: 200 });
   await pair.client.write(first);
   await assert.rejects(within(accepting, 5000), { name: "TimeoutError" });
   assertClosed(pair.server);
@@ -172,7 +172,7 @@ Deno.test("noiseAccept() refuses a replayed first message, whatever the replayer
 
 // Regression: serve() fired onConnection and ran the handler for a replayed
 // first message, and its throttle never saw a failure.
-Deno.test("serve() with noiseAuthenticator() counts a replayed first message as an authentication failure and never admits it", async () => {
+Deno.test("serve() with createNoiseAuthenticator() counts a replayed first message as an authentication failure and never admits it", async () => {
   const psk = generateNoisePsk();
   const [first, ...rest] = await recordClient(psk);
   const failures: AuthFailureInfo[] = [];
@@ -184,7 +184,7 @@ Deno.test("serve() with noiseAuthenticator() counts a replayed first message as 
     log: false,
     handshakeTimeout: 2000,
     throttle: { delay: 1, maxDelay: 1 },
-    authenticate: noiseAuthenticator(psk),
+    authenticate: createNoiseAuthenticator(psk),
     onConnection: () => connections++,
     onAuthFailure: (info) => failures.push(info),
   }, async (conn) => {
@@ -209,7 +209,7 @@ Deno.test("serve() with noiseAuthenticator() counts a replayed first message as 
   assert.equal(handled, 0);
   assert.equal(server.stats.authenticated, 0);
   // The key holder still gets in.
-  await using conn = await noiseConnect(
+  await using conn = await connectNoise(
     await Deno.connect({ hostname: "127.0.0.1", port }),
     psk,
     { timeout: 5000 },
@@ -219,9 +219,9 @@ Deno.test("serve() with noiseAuthenticator() counts a replayed first message as 
   assert.equal(connections, 1);
 });
 
-// Regression: noiseConnect() sent nothing after the handshake, so the
+// Regression: connectNoise() sent nothing after the handshake, so the
 // responder had nothing to check the initiator's key against.
-Deno.test("noiseConnect() sends an empty first transport message before any data", async () => {
+Deno.test("connectNoise() sends an empty first transport message before any data", async () => {
   const psk = generateNoisePsk();
   const [first, confirmation, data, ...rest] = await recordClient(psk);
   assert.equal(first.byteLength, 2 + 48);
@@ -234,11 +234,11 @@ Deno.test("noiseConnect() sends an empty first transport message before any data
 // Regression for the rule: the initiator's first transport message confirms
 // the handshake. Its data (if any) is the application's first read; an empty
 // one is consumed.
-Deno.test("noiseAccept() keeps the data of the first transport message for the first read, and consumes an empty one", async () => {
+Deno.test("acceptNoise() keeps the data of the first transport message for the first read, and consumes an empty one", async () => {
   const psk = generateNoisePsk();
   for (const firsts of [["first data", "second"], ["", "after the empty"]]) {
     using pair = await tcpPair();
-    const accepting = noiseAccept(pair.server, psk, { timeout: 5000 });
+    const accepting = acceptNoise(pair.server, psk, { timeout: 5000 });
     const { send } = await foreignInitiator(pair.client, psk);
     for (const message of firsts) {
       await pair.client.write(
@@ -259,16 +259,16 @@ Deno.test("noiseAccept() keeps the data of the first transport message for the f
 });
 
 // The price of the rule, documented: a server that speaks first still works
-// with noiseConnect(), which always sends its first transport message; an
+// with connectNoise(), which always sends its first transport message; an
 // initiator that waits for the server to speak is not authenticated, and
 // the handshake deadline ends it.
-Deno.test("noiseAccept() serves a speak-first protocol with noiseConnect() and times out an initiator that only listens", async () => {
+Deno.test("acceptNoise() serves a speak-first protocol with connectNoise() and times out an initiator that only listens", async () => {
   const psk = generateNoisePsk();
   {
     using pair = await tcpPair();
     const [client, server] = await Promise.all([
-      noiseConnect(pair.client, psk, { timeout: 5000 }),
-      noiseAccept(pair.server, psk, { timeout: 5000 }).then(async (conn) => {
+      connectNoise(pair.client, psk, { timeout: 5000 }),
+      acceptNoise(pair.server, psk, { timeout: 5000 }).then(async (conn) => {
         await conn.send(bytes("220 welcome"));
         return conn;
       }),
@@ -278,7 +278,7 @@ Deno.test("noiseAccept() serves a speak-first protocol with noiseConnect() and t
     server.close();
   }
   using pair = await tcpPair();
-  const accepting = noiseAccept(pair.server, psk, { timeout: 300 });
+  const accepting = acceptNoise(pair.server, psk, { timeout: 300 });
   const { receive } = await foreignInitiator(pair.client, psk);
   await assert.rejects(within(accepting, 5000), { name: "TimeoutError" });
   assert.ok(receive);
@@ -289,7 +289,7 @@ Deno.test("noiseAccept() serves a speak-first protocol with noiseConnect() and t
 // protocol, lying lengths, truncation, early close, stall) is refused, no
 // handler runs, every socket is closed within the handshake deadline and the
 // key holder is served throughout.
-Deno.test("serve() with noiseAuthenticator() refuses a crowd of hostile peers and keeps serving", async () => {
+Deno.test("serve() with createNoiseAuthenticator() refuses a crowd of hostile peers and keeps serving", async () => {
   const psk = generateNoisePsk();
   const errors: unknown[] = [];
   const failures: AuthFailureInfo[] = [];
@@ -300,7 +300,7 @@ Deno.test("serve() with noiseAuthenticator() refuses a crowd of hostile peers an
     log: false,
     handshakeTimeout: 300,
     throttle: { delay: 1, maxDelay: 1 },
-    authenticate: noiseAuthenticator(psk),
+    authenticate: createNoiseAuthenticator(psk),
     onAuthFailure: (info) => failures.push(info),
     onError: (error) => errors.push(error),
   }, async (conn) => {
@@ -329,7 +329,7 @@ Deno.test("serve() with noiseAuthenticator() refuses a crowd of hostile peers an
   }));
   // The key holder is served while they are all connected.
   {
-    await using conn = await noiseConnect(
+    await using conn = await connectNoise(
       await Deno.connect({ hostname: "127.0.0.1", port }),
       psk,
       { timeout: 5000 },
@@ -394,7 +394,7 @@ function feedingConn(chunks: Uint8Array[]): {
 
 // Regression: a frame header alone made the read buffer grow to the whole
 // announced length (64 KiB) before the bytes arrived.
-Deno.test("noiseAccept() grows its read buffer with the bytes that arrive, not with a length the peer announces", async () => {
+Deno.test("acceptNoise() grows its read buffer with the bytes that arrive, not with a length the peer announces", async () => {
   const psk = generateNoisePsk();
   const [first] = await recordClient(psk);
   // A replayed first message, then a 65535-byte length and 10 bytes.
@@ -403,7 +403,7 @@ Deno.test("noiseAccept() grows its read buffer with the bytes that arrive, not w
     new Uint8Array([0xff, 0xff, ...new Uint8Array(10)]),
   ]);
   await assert.rejects(
-    within(noiseAccept(conn, psk, { timeout: 300 }), 5000),
+    within(acceptNoise(conn, psk, { timeout: 300 }), 5000),
     { name: "TimeoutError" },
   );
   // Every read offered at most the first buffer's 16 KiB.
@@ -416,11 +416,11 @@ Deno.test("noiseAccept() grows its read buffer with the bytes that arrive, not w
 
 // Regression: every connection got a 16 KiB read buffer before its peer had
 // sent a byte.
-Deno.test("noiseAccept() reads the handshake with a buffer the size of a handshake message", async () => {
+Deno.test("acceptNoise() reads the handshake with a buffer the size of a handshake message", async () => {
   const psk = generateNoisePsk();
   const { conn, offered } = feedingConn([]);
   await assert.rejects(
-    within(noiseAccept(conn, psk, { timeout: 100 }), 5000),
+    within(acceptNoise(conn, psk, { timeout: 100 }), 5000),
     { name: "TimeoutError" },
   );
   assert.deepEqual(offered, [2 + 48 + 2]);
@@ -428,8 +428,8 @@ Deno.test("noiseAccept() reads the handshake with a buffer the size of a handsha
   // still go through whole.
   const [a, b] = duplexPair();
   const [client, server] = await Promise.all([
-    noiseConnect(a, psk, { timeout: 5000 }),
-    noiseAccept(b, psk, { timeout: 5000 }),
+    connectNoise(a, psk, { timeout: 5000 }),
+    acceptNoise(b, psk, { timeout: 5000 }),
   ]);
   const big = crypto.getRandomValues(new Uint8Array(65519));
   await client.send(big);

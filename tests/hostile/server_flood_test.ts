@@ -82,7 +82,7 @@ async function withFlood(
 /** Connects, authenticates, echoes Hello World; the time it took, in ms. */
 async function probe(port: number): Promise<number> {
   const start = performance.now();
-  using conn = await connect({ port, key: KEY, timeout: SERVED_WITHIN });
+  using conn = await connect({ port, secret: KEY, timeout: SERVED_WITHIN });
   await conn.write(HELLO);
   const reply = new Uint8Array(HELLO.length);
   let offset = 0;
@@ -101,7 +101,7 @@ function echoServer(
 ): Server {
   return serve({
     port: 0,
-    key: KEY,
+    secret: KEY,
     log: false,
     onRefuse: (info) => refused.push(info),
     ...options,
@@ -191,7 +191,7 @@ peerTest(
     const port = (server.addr as Deno.NetAddr).port;
     // Eight authenticated connections held through the flood.
     const held = await Promise.all(
-      Array.from({ length: 8 }, () => connect({ port, key: KEY })),
+      Array.from({ length: 8 }, () => connect({ port, secret: KEY })),
     );
     let served = 0;
     let maxOpen = 0;

@@ -1117,7 +1117,7 @@ Deno.test("examples/tls_echo_server.ts --mutual survives a certificate with a va
       "--allow-net=127.0.0.1",
       `--allow-read=${dir}`,
       `--allow-write=${dir}`,
-      "--allow-env=CONNAUTH_KEY",
+      "--allow-env=CONNAUTH_SECRET",
       new URL("../../examples/tls_echo_server.ts", import.meta.url).pathname,
       "--port",
       "0",

@@ -5,13 +5,13 @@ import assert from "node:assert/strict";
 import { kvMethods } from "../../examples/kv_server.ts";
 import { ProtocolError } from "../../errors.ts";
 import {
+  createXmlRpcHandler,
   decodeMethodCall,
   decodeMethodResponse,
   encodeMethodCall,
   encodeMethodResponse,
   XmlRpcFault,
   XmlRpcFaultCode,
-  xmlrpcHandler,
   type XmlRpcValue,
 } from "../../xmlrpc.ts";
 import { within } from "../_helpers.ts";
@@ -86,9 +86,9 @@ Deno.test("decodeMethodCall() refuses a dateTime its zone offset moves outside 0
 });
 
 // Regression: such a date was stored by `set` and every `get` of it failed.
-Deno.test("kvMethods() over xmlrpcHandler() refuses at set() a date that get() could not return", async () => {
+Deno.test("kvMethods() over createXmlRpcHandler() refuses at set() a date that get() could not return", async () => {
   using kv = await Deno.openKv(":memory:");
-  const handler = xmlrpcHandler(kvMethods(kv));
+  const handler = createXmlRpcHandler(kvMethods(kv));
   for (const [i, text] of OUT_OF_RANGE_DATES.entries()) {
     const body = call(
       "set",
@@ -119,9 +119,9 @@ Deno.test("kvMethods() over xmlrpcHandler() refuses at set() a date that get() c
 
 // Regression: a throwing onError hook made the handler reject instead of
 // answering the fault.
-Deno.test("xmlrpcHandler() answers the fault even when its onError hook throws", async () => {
+Deno.test("createXmlRpcHandler() answers the fault even when its onError hook throws", async () => {
   let calls = 0;
-  const handler = xmlrpcHandler({
+  const handler = createXmlRpcHandler({
     boom() {
       throw new Error("method failed");
     },
@@ -145,7 +145,7 @@ Deno.test("xmlrpcHandler() answers the fault even when its onError hook throws",
 
 // Regression: a thrown value with no string form (a null-prototype object)
 // made the handler reject while describing it.
-Deno.test("xmlrpcHandler() answers a fault for any thrown value, even one that cannot be turned into a string", async () => {
+Deno.test("createXmlRpcHandler() answers a fault for any thrown value, even one that cannot be turned into a string", async () => {
   const unprintable = Object.create(null);
   const lying = new Error("x");
   Object.defineProperty(lying, "message", {
@@ -153,7 +153,7 @@ Deno.test("xmlrpcHandler() answers a fault for any thrown value, even one that c
       throw new Error("no message for you");
     },
   });
-  const handler = xmlrpcHandler({
+  const handler = createXmlRpcHandler({
     nullProto() {
       throw unprintable;
     },
@@ -187,7 +187,7 @@ Deno.test("xmlrpcHandler() answers a fault for any thrown value, even one that c
 
 // Confirms: the codec refuses every hostile form with a ProtocolError, in
 // bounded time, and the handler turns each into a fault.
-Deno.test("xmlrpcHandler() answers hostile documents with faults, never a throw", async () => {
+Deno.test("createXmlRpcHandler() answers hostile documents with faults, never a throw", async () => {
   const deep = (n: number) =>
     call(
       "m",
@@ -232,7 +232,7 @@ Deno.test("xmlrpcHandler() answers hostile documents with faults, never a throw"
       /ends inside an element/,
     ],
   ];
-  const handler = xmlrpcHandler({ m: () => 1 });
+  const handler = createXmlRpcHandler({ m: () => 1 });
   for (const [body, pattern] of cases) {
     const label = typeof body === "string" ? body.slice(0, 60) : "bytes";
     const response = await within(handler(post(body)), 5000, label);
@@ -243,7 +243,7 @@ Deno.test("xmlrpcHandler() answers hostile documents with faults, never a throw"
     );
   }
   // With the largest maxDepth, deep nesting still stops at the limit.
-  const deepest = xmlrpcHandler({ m: () => 1 }, { maxDepth: 1000 });
+  const deepest = createXmlRpcHandler({ m: () => 1 }, { maxDepth: 1000 });
   await assert.rejects(
     answer(await deepest(post(deep(1001)))),
     isFault(XmlRpcFaultCode.NOT_WELLFORMED, /nest deeper than 1000/),
@@ -253,13 +253,13 @@ Deno.test("xmlrpcHandler() answers hostile documents with faults, never a throw"
 
 // Confirms: a huge declared size is refused before the body is buffered, and
 // a body that stops early does not stop the server.
-Deno.test("xmlrpcHandler() under Deno.serve refuses huge sizes, survives cut bodies and keeps serving", async () => {
+Deno.test("createXmlRpcHandler() under Deno.serve refuses huge sizes, survives cut bodies and keeps serving", async () => {
   await using server = Deno.serve({
     hostname: "127.0.0.1",
     port: 0,
     onListen() {},
     onError: () => new Response("error", { status: 500 }),
-  }, xmlrpcHandler({ echo: (value) => value }, { maxBodySize: 4096 }));
+  }, createXmlRpcHandler({ echo: (value) => value }, { maxBodySize: 4096 }));
   const { port } = server.addr;
   /** Sends raw bytes; returns what comes back until the peer closes. */
   const raw = async (
@@ -316,8 +316,8 @@ Deno.test("xmlrpcHandler() under Deno.serve refuses huge sizes, survives cut bod
 
 // Regression: the handler waited for a request body as long as the client
 // took, holding what it had sent so far.
-Deno.test("xmlrpcHandler() answers 408 to a body that stops arriving, within bodyTimeout", async () => {
-  const handler = xmlrpcHandler({ m: () => 1 }, { bodyTimeout: 200 });
+Deno.test("createXmlRpcHandler() answers 408 to a body that stops arriving, within bodyTimeout", async () => {
+  const handler = createXmlRpcHandler({ m: () => 1 }, { bodyTimeout: 200 });
   for (const declared of [true, false]) {
     let cancelled = false;
     const body = new ReadableStream<Uint8Array>({
@@ -345,7 +345,7 @@ Deno.test("xmlrpcHandler() answers 408 to a body that stops arriving, within bod
     // length), the runtime holds it until the connection goes.
     if (!declared) assert.ok(cancelled);
   }
-  assert.throws(() => xmlrpcHandler({}, { bodyTimeout: 0 }), RangeError);
+  assert.throws(() => createXmlRpcHandler({}, { bodyTimeout: 0 }), RangeError);
   // A body that arrives in time is served as before.
   assert.equal(await answer(await handler(post(encodeMethodCall("m")))), 1);
 });

@@ -6,7 +6,7 @@ digest, compares it in constant time, then echoes until the client closes.
 A client that stalls holds up every other client (until the timeout): that
 is the recipe's weakness that serve() removes.
 
-usage: CONNAUTH_KEY=... recipe_echo_server.py [PORT [TIMEOUT_S]]
+usage: CONNAUTH_SECRET=... recipe_echo_server.py [PORT [TIMEOUT_S]]
   Listens on 127.0.0.1 (PORT 0 or absent: an OS-chosen port), prints
   "port N" and serves until SIGTERM/SIGINT. HMAC-SHA-256.
 
@@ -51,7 +51,7 @@ def serve_client(sock, key):
 
 
 def main():
-    key = os.environ["CONNAUTH_KEY"].encode("utf-8")
+    key = os.environ["CONNAUTH_SECRET"].encode("utf-8")
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

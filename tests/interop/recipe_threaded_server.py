@@ -6,7 +6,7 @@ CPython socketserver documentation: a StreamRequestHandler subclass that
 sends 32 random bytes, reads the HMAC digest, compares it in constant time,
 then echoes until the client closes.
 
-usage: CONNAUTH_KEY=... recipe_threaded_server.py [PORT [TIMEOUT_S]]
+usage: CONNAUTH_SECRET=... recipe_threaded_server.py [PORT [TIMEOUT_S]]
   Listens on 127.0.0.1 (PORT 0 or absent: an OS-chosen port), prints
   "port N" and serves until SIGTERM/SIGINT. HMAC-SHA-256.
 
@@ -60,7 +60,7 @@ class Server(socketserver.ThreadingTCPServer):
 
 def main():
     global KEY, TIMEOUT
-    KEY = os.environ["CONNAUTH_KEY"].encode("utf-8")
+    KEY = os.environ["CONNAUTH_SECRET"].encode("utf-8")
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     TIMEOUT = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
