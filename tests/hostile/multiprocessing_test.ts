@@ -4,13 +4,12 @@
 // names; the others confirm defences that already held.
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { AuthenticationError, ProtocolError } from "../../errors.ts";
 import {
-  AuthenticationError,
+  connectMultiprocessing,
   listenMultiprocessing,
   type MultiprocessingConnection,
-  ProtocolError,
 } from "../../multiprocessing.ts";
-import { connectMultiprocessing } from "../../multiprocessing.ts";
 import { findPython, lines, peerTest, spawn, within } from "../_helpers.ts";
 
 const KEY = "hostile multiprocessing key";
