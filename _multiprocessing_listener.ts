@@ -13,6 +13,7 @@ import { closeQuietly } from "./_conn_io.ts";
 import { deadline, optionalDeadline } from "./_deadline.ts";
 import type {
   MultiprocessingConnection,
+  MultiprocessingErrorInfo,
   MultiprocessingIoOptions,
   MultiprocessingListener,
   MultiprocessingListenerOptions,
@@ -27,7 +28,7 @@ export function createListener<A extends Addr>(
   listener: Deno.Listener<Deno.Conn, A>,
   keys: Keys,
   maxPending: number,
-  options: Pick<MultiprocessingListenerOptions, "onHandshakeError" | "signal">,
+  options: Pick<MultiprocessingListenerOptions, "onError" | "signal">,
 ): MultiprocessingListener<A> {
   return new Listener(listener, keys, maxPending, options);
 }
@@ -35,7 +36,7 @@ export function createListener<A extends Addr>(
 class Listener<A extends Addr> implements MultiprocessingListener<A> {
   readonly addr: A;
   #keys: Keys;
-  #onError: MultiprocessingListenerOptions["onHandshakeError"];
+  #onError: MultiprocessingListenerOptions["onError"];
   #signal: AbortSignal | undefined;
   #onAbort = () => this.close();
   /** Aborts the handshakes in progress when the listener closes. */
@@ -50,14 +51,11 @@ class Listener<A extends Addr> implements MultiprocessingListener<A> {
     listener: Deno.Listener<Deno.Conn, A>,
     keys: Keys,
     maxPending: number,
-    options: Pick<
-      MultiprocessingListenerOptions,
-      "onHandshakeError" | "signal"
-    >,
+    options: Pick<MultiprocessingListenerOptions, "onError" | "signal">,
   ) {
     this.addr = listener.addr;
     this.#keys = keys;
-    this.#onError = options.onHandshakeError;
+    this.#onError = options.onError;
     this.#signal = options.signal;
     this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
     this.#queue = new AcceptQueue({
@@ -77,6 +75,7 @@ class Listener<A extends Addr> implements MultiprocessingListener<A> {
         }
         this.#track(this.#authenticate(conn));
       },
+      onError: (error) => this.#report(error, { phase: "accept" }),
     });
   }
 
@@ -86,10 +85,10 @@ class Listener<A extends Addr> implements MultiprocessingListener<A> {
     task.then(done, done);
   }
 
-  #report(error: unknown, remoteAddr: Deno.Addr): void {
+  #report(error: unknown, info: MultiprocessingErrorInfo): void {
     if (this.#closed) return;
     try {
-      this.#onError?.(error, remoteAddr);
+      this.#onError?.(error, info);
     } catch {
       // a failing hook must not stop the listener
     }
@@ -116,7 +115,7 @@ class Listener<A extends Addr> implements MultiprocessingListener<A> {
       );
     } catch (error) {
       this.#queue.release();
-      this.#report(error, remoteAddr);
+      this.#report(error, { phase: "handshake", remoteAddr });
       return;
     }
     // Keeps its slot while queued; disposed of when the queue is closed.

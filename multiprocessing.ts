@@ -79,6 +79,7 @@
  * @module
  */
 
+import type { ErrorInfo } from "./types.ts";
 import { deadline, raceSignal } from "./_deadline.ts";
 import {
   DEFAULT_MAX_MESSAGE_SIZE,
@@ -157,13 +158,18 @@ export interface MultiprocessingListenerOptions
    */
   maxPending?: number;
   /**
-   * Called with the error and the peer's address when a connection fails
-   * its handshake (it has been closed; the listener goes on). Errors
-   * contain no key material. Exceptions thrown by the hook are ignored.
+   * Called for each error the listener survives: a connection that failed
+   * its handshake (phase `"handshake"`, with the peer's address; it has
+   * been closed), or a failed accept (phase `"accept"`: a client that reset
+   * its connection before it was accepted, which is skipped, or the process
+   * out of file descriptors, which makes the listener wait 5 ms doubling to
+   * 1 s before its next accept). Errors contain no key material. Nothing is
+   * reported once the listener is closed; exceptions thrown by the hook are
+   * ignored. Without a hook these errors are not reported.
    *
    * @default {undefined}
    */
-  onHandshakeError?: (error: unknown, remoteAddr: Deno.Addr) => void;
+  onError?: (error: unknown, info: MultiprocessingErrorInfo) => void;
   /** Closes the listener when aborted. */
   signal?: AbortSignal;
 }
@@ -251,6 +257,45 @@ export interface MultiprocessingIoOptions {
    * message or connection. An interrupted send may still be delivered.
    */
   signal?: AbortSignal;
+}
+
+/**
+ * What {@linkcode MultiprocessingListenerOptions.onError} is told besides
+ * the error: where it happened and, for a handshake, the peer's address.
+ *
+ * | phase | what failed | then |
+ * | --- | --- | --- |
+ * | `"handshake"` | one connection's authentication: a wrong authkey ({@linkcode AuthenticationError}), a peer that breaks the protocol ({@linkcode ProtocolError}), the deadline (`TimeoutError`), a reset | the connection is closed |
+ * | `"accept"` | accepting the next connection: a client that reset it first, or the process out of file descriptors | skipped at once; backs off 5 ms doubling to 1 s when out of descriptors |
+ *
+ * @example See where a failure happened
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ *   type MultiprocessingErrorInfo,
+ * } from "./multiprocessing.ts";
+ *
+ * const seen: MultiprocessingErrorInfo[] = [];
+ * await using listener = await listenMultiprocessing({
+ *   authkey: "right",
+ *   onError: (_error, info) => seen.push(info),
+ * });
+ * await connectMultiprocessing({ port: listener.addr.port, authkey: "wrong" })
+ *   .catch(() => {});
+ * for (let i = 0; i < 500 && seen.length === 0; i++) {
+ *   await new Promise((ok) => setTimeout(ok, 10)); // the report follows
+ * }
+ * assert.equal(seen[0].phase, "handshake");
+ * assert.equal(seen[0].remoteAddr?.transport, "tcp");
+ * ```
+ */
+export interface MultiprocessingErrorInfo extends ErrorInfo {
+  /** `"handshake"` for a connection's authentication, `"accept"` for an accept. */
+  readonly phase: "accept" | "handshake";
+  /** The peer's address, for a handshake. */
+  readonly remoteAddr?: Deno.NetAddr | Deno.UnixAddr;
 }
 
 /**
@@ -774,10 +819,11 @@ export function listenMultiprocessing(
  * Each incoming connection is authenticated in its own task, with a
  * deadline, so a slow or hostile client never holds up the others. At most
  * `maxPending` connections are handshaking or waiting to be taken; failed
- * ones are closed and reported to `onHandshakeError`. A client that resets
- * its connection before it is accepted is skipped at once; only running out
- * of file descriptors makes the listener wait before its next accept (5 ms
- * doubling to 1 s, for as long as it lasts).
+ * ones are closed and reported to `onError` (phase `"handshake"`). A client
+ * that resets its connection before it is accepted is skipped at once;
+ * only running out of file descriptors makes the listener wait before its
+ * next accept (5 ms doubling to 1 s, for as long as it lasts); both are
+ * reported to `onError` (phase `"accept"`).
  *
  * @param options Address, authkey, legacy switch, limits, hooks, signal.
  * @returns The listening {@linkcode MultiprocessingListener}.
@@ -799,7 +845,7 @@ export function listenMultiprocessing(
  * const errors: string[] = [];
  * await using listener = await listenMultiprocessing({
  *   authkey: "secret",
- *   onHandshakeError: (error) => errors.push(String(error)),
+ *   onError: (error, info) => errors.push(`${info.phase}: ${error}`),
  * });
  * await using client = await connectMultiprocessing({
  *   port: listener.addr.port,

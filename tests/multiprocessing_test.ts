@@ -115,8 +115,13 @@ async function listenCollecting(
   const listener = await listenMultiprocessing({
     authkey: KEY,
     ...options,
-    onHandshakeError(error) {
-      failures.push(error);
+    onError(error, info) {
+      // Every failure here is one connection's, reported with its address.
+      if (info.phase !== "handshake" || info.remoteAddr === undefined) {
+        failures.push(new Error(`unexpected ${info.phase} report: ${error}`));
+      } else {
+        failures.push(error);
+      }
       notify?.();
     },
   });

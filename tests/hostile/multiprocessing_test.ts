@@ -9,8 +9,16 @@ import {
   connectMultiprocessing,
   listenMultiprocessing,
   type MultiprocessingConnection,
+  type MultiprocessingErrorInfo,
 } from "../../multiprocessing.ts";
-import { findPython, lines, peerTest, spawn, within } from "../_helpers.ts";
+import {
+  findPython,
+  interopScript,
+  lines,
+  peerTest,
+  spawn,
+  within,
+} from "../_helpers.ts";
 
 const KEY = "hostile multiprocessing key";
 const encoder = new TextEncoder();
@@ -89,13 +97,15 @@ async function rawAuthenticatedClient(port: number): Promise<Deno.Conn> {
 
 Deno.test("listenMultiprocessing() refuses a crowd of hostile peers, closes each, and keeps serving", async () => {
   const failures: unknown[] = [];
+  const infos: MultiprocessingErrorInfo[] = [];
   let hookCalls = 0;
   await using listener = await listenMultiprocessing({
     authkey: KEY,
     timeout: 300,
     maxPending: 2,
-    onHandshakeError(error) {
+    onError(error, info) {
       failures.push(error);
+      infos.push(info);
       hookCalls++;
       // A failing hook must not stop the listener.
       throw new Error("the hook fails too");
@@ -190,6 +200,10 @@ Deno.test("listenMultiprocessing() refuses a crowd of hostile peers, closes each
   }
   assert.equal(failures.length, hostile.length);
   assert.equal(hookCalls, hostile.length);
+  for (const info of infos) {
+    assert.equal(info.phase, "handshake");
+    assert.equal(info.remoteAddr?.transport, "tcp");
+  }
   const reasons = failures.map((error) =>
     error instanceof ProtocolError || error instanceof AuthenticationError
       ? error.reason
@@ -406,6 +420,58 @@ peerTest(
       await new Response(listener.stderr).text().catch(() => "");
       await listener.status;
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+// Regression: a failed accept (a client that reset its connection before it
+// was accepted, the process out of file descriptors) was never reported;
+// only handshake failures reached the hook. Now both go to onError, each
+// with its phase.
+peerTest(
+  "listenMultiprocessing() reports connections reset before accept to onError (phase accept) and keeps serving",
+  PYTHON,
+  async (python) => {
+    const COUNT = 50;
+    const reports: { error: unknown; info: MultiprocessingErrorInfo }[] = [];
+    await using listener = await listenMultiprocessing({
+      authkey: KEY,
+      onError: (error, info) => reports.push({ error, info }),
+    });
+    // Synchronous: this process's event loop (and the listener's accept
+    // loop) waits until every reset connection is queued in the backlog.
+    const output = new Deno.Command(python, {
+      args: [
+        interopScript("reset_burst.py"),
+        "127.0.0.1",
+        String(listener.addr.port),
+        String(COUNT),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    assert.equal(decoder.decode(output.stdout).trim(), `reset ${COUNT}`);
+    await using client = await connectMultiprocessing({
+      port: listener.addr.port,
+      authkey: KEY,
+      timeout: 10_000,
+    });
+    await using server = await within(listener.accept(), 10_000, "accept");
+    await client.sendText("served");
+    assert.equal(await server.recvText({ timeout: 5000 }), "served");
+    const accepts = reports.filter(({ info }) => info.phase === "accept");
+    assert.ok(accepts.length > 0, "no failed accept was reported");
+    assert.ok(accepts.length <= COUNT);
+    for (const { error, info } of accepts) {
+      assert.ok(error instanceof Deno.errors.NotConnected, String(error));
+      assert.equal(info.remoteAddr, undefined);
+    }
+    // Whatever was accepted before its reset failed its handshake instead,
+    // reported with the peer's address.
+    for (const { info } of reports) {
+      if (info.phase === "handshake") {
+        assert.equal(info.remoteAddr?.transport, "tcp");
+      }
     }
   },
 );
