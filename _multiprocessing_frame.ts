@@ -30,6 +30,22 @@ export function frameHeader(size: number): Uint8Array<ArrayBuffer> {
   return head;
 }
 
+/**
+ * A fresh array of `n` bytes; a length the process cannot allocate (only
+ * possible with no size limit) is the peer's error, not ours.
+ */
+function allocate(n: number, what: string): Uint8Array<ArrayBuffer> {
+  try {
+    return new Uint8Array(n);
+  } catch (cause) {
+    throw new ProtocolError(
+      `Cannot read ${what}: the peer announced ${n} bytes, more than this process can allocate; set maxMessageSize`,
+      "too-large",
+      { cause },
+    );
+  }
+}
+
 /** What a wire runs over: a `Deno.Conn` fits. */
 export interface Transport {
   read(buffer: Uint8Array): Promise<number | null>;
@@ -94,7 +110,7 @@ export class FrameWire {
     allowEof: boolean,
     what: string,
   ): Promise<Uint8Array<ArrayBuffer> | null> {
-    const out = new Uint8Array(n);
+    const out = allocate(n, what);
     let filled = Math.min(n, this.#end - this.#start);
     out.set(this.#buffer.subarray(this.#start, this.#start + filled));
     this.#start += filled;
@@ -130,9 +146,10 @@ export class FrameWire {
   }
 
   /**
-   * Reads one message of at most `max` bytes; null on a clean end of stream
-   * between messages. `tooLarge` builds the error for a longer one, which is
-   * refused before anything is allocated for it.
+   * Reads one message of at most `max` bytes (`Infinity`: no limit of our
+   * own); null on a clean end of stream between messages. `tooLarge` builds
+   * the error for a longer one, which is refused before anything is
+   * allocated for it.
    */
   async readFrame(
     max: number,
@@ -145,7 +162,10 @@ export class FrameWire {
     if (size === -1) {
       const long = await this.take(8, false, `the length of ${what}`);
       const big = new DataView(long!.buffer).getBigUint64(0);
-      if (big > BigInt(max)) throw tooLarge(big);
+      // No array can be longer than MAX_SAFE_INTEGER bytes, limit or not.
+      if (big > BigInt(Math.min(max, Number.MAX_SAFE_INTEGER))) {
+        throw tooLarge(big);
+      }
       size = Number(big);
     } else if (size < 0) {
       throw new ProtocolError(

@@ -3,7 +3,7 @@
 // key for each digest we may use (then wiped), the digest we ask for, the
 // limits and the deadline (Keys), and where to listen or connect (a TCP
 // host and port, or a Unix socket path).
-import { checkTimeout } from "./_options.ts";
+import { checkLimit, checkPort, checkTimeout } from "./_options.ts";
 import { utf8 } from "./_bytes.ts";
 import { DEFAULT_TIMEOUT } from "./_deadline.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
@@ -88,12 +88,11 @@ export async function importKeys(
         `Cannot use digest "${digest}": expected "sha256" or "sha384"`,
       );
     }
-    const maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
-    if (!Number.isSafeInteger(maxMessageSize) || maxMessageSize < 0) {
-      throw new RangeError(
-        `Cannot use maxMessageSize ${maxMessageSize}: expected a whole number of bytes, 0 or more`,
-      );
-    }
+    const maxMessageSize = checkLimit(
+      options.maxMessageSize,
+      DEFAULT_MAX_MESSAGE_SIZE,
+      "maxMessageSize",
+    );
     const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
     const keys = new Map<MultiprocessingDigest, HmacKey>();
     for (const name of ["sha256", "sha384", "md5"] as const) {
@@ -135,13 +134,12 @@ export function resolveTarget(options: object, listen: boolean): Target {
   };
   if (path === undefined) {
     const host = (hostname as string | undefined) ?? "127.0.0.1";
-    const checked = (port ?? (listen ? 0 : undefined)) as number;
-    const low = listen ? 0 : 1;
-    if (!Number.isInteger(checked) || checked < low || checked > 65535) {
-      throw new RangeError(
-        `Cannot ${action}: expected a port from ${low} to 65535, got ${checked}`,
-      );
-    }
+    const checked = checkPort(
+      port as number | undefined,
+      listen ? 0 : undefined,
+      "port",
+      listen,
+    );
     return { hostname: host, port: checked, where: `${host}:${checked}` };
   }
   if (typeof path !== "string" || path === "") {

@@ -89,6 +89,7 @@ import {
 } from "./_multiprocessing_options.ts";
 import { openConnection } from "./_multiprocessing_conn.ts";
 import { createListener } from "./_multiprocessing_listener.ts";
+import { checkLimit } from "./_options.ts";
 
 /**
  * A digest a multiprocessing peer may use: `"sha256"` and `"sha384"` (what
@@ -135,7 +136,9 @@ export interface MultiprocessingAuthOptions {
   /**
    * Largest message, in bytes, that
    * {@linkcode MultiprocessingConnection.recvBytes} accepts. A larger
-   * announced length is refused before any memory is allocated for it.
+   * announced length is refused before any memory is allocated for it. A
+   * whole number of at least 1, or `Infinity` for no limit (then a length
+   * the process cannot allocate is refused).
    *
    * @default {67108864}
    */
@@ -152,7 +155,8 @@ export interface MultiprocessingListenerOptions
   /**
    * Most connections that may be handshaking or waiting to be taken by
    * {@linkcode MultiprocessingListener.accept} at once. When reached, the
-   * listener stops accepting until one finishes or is taken.
+   * listener stops accepting until one finishes or is taken. A whole
+   * number of at least 1, or `Infinity` for no limit.
    *
    * @default {64}
    */
@@ -714,11 +718,12 @@ export interface MultiprocessingListener<
  * @throws {AuthenticationError} When either side's proof fails.
  * @throws {ProtocolError} When the peer breaks the protocol or closes early.
  * @throws {TypeError} When the authkey is empty or not a string or
- * Uint8Array, `legacyMd5`, `digest` or `timeout` has the wrong type, or
- * `path` is empty or given with `hostname` or `port`.
+ * Uint8Array, `legacyMd5`, `digest`, `timeout`, `maxMessageSize` or `port`
+ * has the wrong type, or `path` is empty or given with `hostname` or
+ * `port`.
  * @throws {RangeError} When `port` is not a whole number from 1 to 65535,
- * `timeout` is not above 0, or `maxMessageSize` is not a whole number of
- * bytes, 0 or more.
+ * `timeout` is not above 0, or `maxMessageSize` is not a whole number of at
+ * least 1 (or `Infinity`).
  * @throws {Deno.errors.ConnectionRefused} When nothing listens there.
  * @throws {Deno.errors.NotFound} When the Unix socket `path` does not exist.
  *
@@ -778,10 +783,10 @@ export async function connectMultiprocessing(
  * a `Deno.UnixAddr`.
  * @throws {TypeError} When `path` is empty or given with `hostname` or
  * `port`, the authkey is empty or not a string or Uint8Array, or
- * `legacyMd5`, `digest` or `timeout` has the wrong type.
- * @throws {RangeError} When `timeout` is not above 0, `maxMessageSize` is
- * not a whole number of bytes, 0 or more, or `maxPending` is not a whole
- * number, 1 or more.
+ * `legacyMd5`, `digest`, `timeout`, `maxMessageSize` or `maxPending` has
+ * the wrong type.
+ * @throws {RangeError} When `timeout` is not above 0, or `maxMessageSize`
+ * or `maxPending` is not a whole number of at least 1 (or `Infinity`).
  * @throws {Deno.errors.AddrInUse} When the socket file already exists.
  *
  * @example Over a Unix socket (run with `--allow-net=unix:/tmp/mp.sock
@@ -828,10 +833,11 @@ export function listenMultiprocessing(
  * @param options Address, authkey, legacy switch, limits, hooks, signal.
  * @returns The listening {@linkcode MultiprocessingListener}.
  * @throws {TypeError} When the authkey is empty or not a string or
- * Uint8Array, or `legacyMd5`, `digest` or `timeout` has the wrong type.
+ * Uint8Array, or `legacyMd5`, `digest`, `timeout`, `maxMessageSize`,
+ * `maxPending` or `port` has the wrong type.
  * @throws {RangeError} When `port` is not a whole number from 0 to 65535,
- * `timeout` is not above 0, `maxMessageSize` is not a whole number of bytes,
- * 0 or more, or `maxPending` is not a whole number, 1 or more.
+ * `timeout` is not above 0, or `maxMessageSize` or `maxPending` is not a
+ * whole number of at least 1 (or `Infinity`).
  * @throws {Deno.errors.AddrInUse} When the port is taken.
  *
  * @example Serve authenticated clients
@@ -867,12 +873,11 @@ export async function listenMultiprocessing(
   options: ListenMultiprocessingOptions | ListenMultiprocessingUnixOptions,
 ): Promise<MultiprocessingListener<Deno.NetAddr | Deno.UnixAddr>> {
   const keys = await importKeys(options);
-  const maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
-  if (!Number.isInteger(maxPending) || maxPending < 1) {
-    throw new RangeError(
-      `Cannot use maxPending ${maxPending}: expected a whole number, 1 or more`,
-    );
-  }
+  const maxPending = checkLimit(
+    options.maxPending,
+    DEFAULT_MAX_PENDING,
+    "maxPending",
+  );
   const target = resolveTarget(options, true);
   options.signal?.throwIfAborted();
   const listener = "path" in target

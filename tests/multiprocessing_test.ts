@@ -593,7 +593,7 @@ Deno.test("listenMultiprocessing() and connectMultiprocessing() check their opti
       (error: unknown) =>
         error instanceof RangeError &&
         error.message ===
-          `Cannot listen: expected a port from 0 to 65535, got ${port}`,
+          `Cannot use port: expected a port number from 0 to 65535, got ${port}`,
     );
   }
   await assert.rejects(
@@ -610,6 +610,69 @@ Deno.test("listenMultiprocessing() and connectMultiprocessing() check their opti
     connectMultiprocessing({ authkey: KEY, port: 1, maxMessageSize: 1.5 }),
     RangeError,
   );
+  // One wording for each kind of option (_options.ts), as serve() has.
+  for (
+    const [options, message] of [
+      [
+        { maxMessageSize: 0 },
+        "Cannot use maxMessageSize: expected a whole number of at least 1 (or Infinity for no limit), got 0",
+      ],
+      [
+        { maxPending: 2.5 },
+        "Cannot use maxPending: expected a whole number of at least 1 (or Infinity for no limit), got 2.5",
+      ],
+      [
+        { timeout: 0 },
+        "Cannot use timeout: expected a number of milliseconds above 0 (or Infinity for none), got 0",
+      ],
+    ] as const
+  ) {
+    await assert.rejects(
+      listenMultiprocessing({ authkey: KEY, ...options }),
+      (error: unknown) =>
+        error instanceof RangeError && error.message === message,
+    );
+  }
+  for (
+    const options of [
+      { maxPending: "8" },
+      { maxMessageSize: "8" },
+      { port: "80" },
+    ]
+  ) {
+    await assert.rejects(
+      listenMultiprocessing({
+        authkey: KEY,
+        ...options,
+      } as unknown as { authkey: string }),
+      TypeError,
+    );
+  }
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, port: 0 }),
+    (error: unknown) =>
+      error instanceof RangeError &&
+      error.message ===
+        "Cannot use port: expected a port number from 1 to 65535, got 0",
+  );
+});
+
+Deno.test("listenMultiprocessing() takes Infinity for maxPending and maxMessageSize, as every limit does", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    maxPending: Infinity,
+    maxMessageSize: Infinity,
+  });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+    maxMessageSize: Infinity,
+    timeout: Infinity,
+  });
+  await using server = await acceptWithin(listener);
+  const message = noise(2 * MiB);
+  await client.sendBytes(message);
+  sameBytes(await server.recvBytes(), message);
 });
 
 // ------------------------------------------- hand-made peers: failure paths

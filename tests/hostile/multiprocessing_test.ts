@@ -316,6 +316,47 @@ Deno.test("MultiprocessingConnection.recvBytes() refuses lying, negative and tru
   }
 });
 
+Deno.test("MultiprocessingConnection.recvBytes() with maxMessageSize Infinity refuses a length no array can hold, before reading it", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    maxMessageSize: Infinity,
+  });
+  const cases: [string, Uint8Array, RegExp][] = [
+    [
+      "a -1 + 2^64-1 length",
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, ...new Uint8Array(8).fill(0xff)]),
+      /announced 18446744073709551615 bytes, over the maxMessageSize limit of Infinity bytes/,
+    ],
+    [
+      "a -1 + 2^52 length",
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0x10, 0, 0, 0, 0, 0, 0]),
+      /announced 4503599627370496 bytes, more than this process can allocate/,
+    ],
+  ];
+  for (const [label, bytes, pattern] of cases) {
+    using raw = await rawAuthenticatedClient(listener.addr.port);
+    await using server = await within(listener.accept(), 5000, label);
+    await raw.write(bytes);
+    await assert.rejects(
+      within(server.recvBytes(), 5000, label),
+      (error: unknown) => {
+        assert.ok(error instanceof ProtocolError, `${label}: got ${error}`);
+        assert.equal(error.reason, "too-large", label);
+        assert.match(error.message, pattern, label);
+        return true;
+      },
+    );
+  }
+  // Below what the process can allocate, no limit means no limit.
+  using raw = await rawAuthenticatedClient(listener.addr.port);
+  await using server = await within(listener.accept(), 5000, "accept");
+  await raw.write(frame(new Uint8Array(100_000).fill(7)));
+  assert.deepEqual(
+    await within(server.recvBytes(), 5000, "a message"),
+    new Uint8Array(100_000).fill(7),
+  );
+});
+
 // Unix sockets: the listener runs as its own process, which Deno allows the
 // socket's exact path (the test task only allows 127.0.0.1); the hostile
 // clients are a few lines of Python.
