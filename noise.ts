@@ -97,16 +97,14 @@ import {
   raceSignal,
 } from "./_deadline.ts";
 import { utf8 } from "./_bytes.ts";
+import { type CipherState, DecryptError, TAG_LENGTH } from "./_noise_cipher.ts";
+import { DH_LENGTH } from "./_noise_crypto.ts";
 import {
-  type CipherState,
-  DecryptError,
-  DH_LENGTH,
   HandshakeState,
   MAX_MESSAGE_LENGTH,
   MAX_PAYLOAD_LENGTH,
   PROTOCOL_NAME,
   PSK_LENGTH,
-  TAG_LENGTH,
 } from "./_noise_state.ts";
 import { AuthenticationError, ProtocolError } from "./errors.ts";
 import type { Duplex } from "./types.ts";
