@@ -47,7 +47,6 @@ export async function openConnection(
 class Connection implements MultiprocessingConnection {
   readonly localAddr: Deno.Addr;
   readonly remoteAddr: Deno.Addr;
-  readonly peerDigest: MultiprocessingDigest;
   #wire: FrameWire;
   #maxMessageSize: number;
   #frame: Promise<Uint8Array<ArrayBuffer> | null> | undefined;
@@ -55,14 +54,13 @@ class Connection implements MultiprocessingConnection {
 
   constructor(
     wire: FrameWire,
-    conn: Deno.Conn,
-    peerDigest: MultiprocessingDigest,
+    { localAddr, remoteAddr }: Deno.Conn,
+    readonly peerDigest: MultiprocessingDigest,
     maxMessageSize: number,
   ) {
     this.#wire = wire;
-    this.localAddr = conn.localAddr;
-    this.remoteAddr = conn.remoteAddr;
-    this.peerDigest = peerDigest;
+    this.localAddr = localAddr;
+    this.remoteAddr = remoteAddr;
     this.#maxMessageSize = maxMessageSize;
   }
 

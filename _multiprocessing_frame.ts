@@ -3,6 +3,7 @@
 // header (frameHeader) and a reader and writer of whole frames on one
 // transport (FrameWire). Nothing here knows about authentication.
 import { concat } from "./_bytes.ts";
+import { closeQuietly } from "./_conn_io.ts";
 import { ProtocolError } from "./errors.ts";
 
 /** Largest length that fits the short (4-byte) header. */
@@ -205,11 +206,7 @@ export class FrameWire {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#transport.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.#transport);
   }
 
   /** Resolves when no read is in flight (after {@linkcode FrameWire.close}). */

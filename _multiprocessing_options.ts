@@ -42,12 +42,12 @@ function typeOf(value: unknown): string {
 
 /** Copies the authkey into bytes of our own (wiped once imported). */
 function authkeyBytes(authkey: unknown): Uint8Array<ArrayBuffer> {
-  let raw: Uint8Array<ArrayBuffer>;
-  if (typeof authkey === "string") {
-    raw = utf8(authkey);
-  } else if (authkey instanceof Uint8Array) {
-    raw = new Uint8Array(authkey);
-  } else {
+  const raw = typeof authkey === "string"
+    ? utf8(authkey)
+    : authkey instanceof Uint8Array
+    ? new Uint8Array(authkey)
+    : undefined;
+  if (raw === undefined) {
     throw new TypeError(
       `Cannot use the authkey: expected a string or Uint8Array, got ${
         typeOf(authkey)
