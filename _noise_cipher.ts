@@ -26,11 +26,19 @@ export class NonceExhaustedError extends RangeError {
   }
 }
 
-/** AESGCM nonce: 32 bits of zeros, then the 64-bit big-endian counter. */
-function aesGcmNonce(n: bigint): Uint8Array<ArrayBuffer> {
-  const nonce = new Uint8Array(12);
-  new DataView(nonce.buffer).setBigUint64(4, n, false);
-  return nonce;
+/**
+ * The AES-GCM parameters for nonce `n` and associated data `ad`: the IV is
+ * 32 bits of zeros, then the 64-bit big-endian counter (spec 12.3).
+ */
+function aesGcm(n: bigint, ad: Uint8Array<ArrayBuffer>): AesGcmParams {
+  const iv = new Uint8Array(12);
+  new DataView(iv.buffer).setBigUint64(4, n, false);
+  return {
+    name: "AES-GCM",
+    iv,
+    additionalData: ad,
+    tagLength: TAG_LENGTH * 8,
+  };
 }
 
 /** A key (or none) and a 64-bit nonce counter. */
@@ -90,26 +98,24 @@ export class CipherState {
     if (this.#n >= MAX_NONCE) throw new NonceExhaustedError();
   }
 
+  /** The next nonce, now used. */
+  #claimNonce(): bigint {
+    this.#checkNonce();
+    return this.#n++;
+  }
+
   /** EncryptWithAd(ad, plaintext); plaintext as is when there is no key. */
   async encryptWithAd(
     ad: Uint8Array<ArrayBuffer>,
     plaintext: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array<ArrayBuffer>> {
     if (!this.hasKey()) return plaintext;
-    this.#checkNonce();
-    const n = this.#n;
     // Claim the nonce before awaiting so that two calls never share one.
-    this.#n = n + 1n;
-    const key = await this.#cryptoKey();
+    const n = this.#claimNonce();
     return new Uint8Array(
       await crypto.subtle.encrypt(
-        {
-          name: "AES-GCM",
-          iv: aesGcmNonce(n),
-          additionalData: ad,
-          tagLength: TAG_LENGTH * 8,
-        },
-        key,
+        aesGcm(n, ad),
+        await this.#cryptoKey(),
         plaintext,
       ),
     );
@@ -132,16 +138,7 @@ export class CipherState {
     const key = await this.#cryptoKey();
     let plaintext: ArrayBuffer;
     try {
-      plaintext = await crypto.subtle.decrypt(
-        {
-          name: "AES-GCM",
-          iv: aesGcmNonce(n),
-          additionalData: ad,
-          tagLength: TAG_LENGTH * 8,
-        },
-        key,
-        ciphertext,
-      );
+      plaintext = await crypto.subtle.decrypt(aesGcm(n, ad), key, ciphertext);
     } catch (cause) {
       throw new DecryptError("the authentication tag does not verify", {
         cause,

@@ -73,21 +73,29 @@ export class SymmetricState {
   }
 
   /** EncryptAndHash(plaintext): ciphertext with h as AD, then MixHash. */
-  async encryptAndHash(
+  encryptAndHash(
     plaintext: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array<ArrayBuffer>> {
-    const ciphertext = await this.#cipher.encryptWithAd(this.#h, plaintext);
-    await this.mixHash(ciphertext);
-    return ciphertext;
+    return this.#withHash(true, plaintext);
   }
 
   /** DecryptAndHash(ciphertext): plaintext with h as AD, then MixHash. */
-  async decryptAndHash(
+  decryptAndHash(
     ciphertext: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array<ArrayBuffer>> {
-    const plaintext = await this.#cipher.decryptWithAd(this.#h, ciphertext);
-    await this.mixHash(ciphertext);
-    return plaintext;
+    return this.#withHash(false, ciphertext);
+  }
+
+  /** Both of the above: the cipher call under h, then h mixes the ciphertext. */
+  async #withHash(
+    encrypt: boolean,
+    input: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array<ArrayBuffer>> {
+    const output = encrypt
+      ? await this.#cipher.encryptWithAd(this.#h, input)
+      : await this.#cipher.decryptWithAd(this.#h, input);
+    await this.mixHash(encrypt ? output : input);
+    return output;
   }
 
   /** Split(): two CipherStates from HKDF(ck, zero-length, 2). */
