@@ -19,7 +19,6 @@ import {
   spawn,
   within,
 } from "./_helpers.ts";
-import { frameHeader } from "../_multiprocessing_frame.ts";
 
 const KEY = "multiprocessing test key";
 const MiB = 1024 * 1024;
@@ -146,30 +145,9 @@ async function listenCollecting(
   };
 }
 
-// ------------------------------------------------------------ the framing
-
 function toHex(bytes: Uint8Array): string {
   return [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
-
-Deno.test("frameHeader() writes CPython's 4-byte and -1 + 8-byte length headers", () => {
-  // Expected bytes from CPython 3.12: struct.pack("!i", n) up to 0x7fffffff,
-  // else struct.pack("!i", -1) + struct.pack("!Q", n).
-  const cases: [number, string][] = [
-    [0, "00000000"],
-    [5, "00000005"],
-    [0x7fffffff, "7fffffff"],
-    [2 ** 31, "ffffffff" + "0000000080000000"],
-    [2 ** 40 + 5, "ffffffff" + "0000010000000005"],
-    [Number.MAX_SAFE_INTEGER, "ffffffff" + "001fffffffffffff"],
-  ];
-  for (const [size, expected] of cases) {
-    assert.equal(toHex(frameHeader(size)), expected, `size ${size}`);
-  }
-  for (const bad of [-1, 1.5, NaN, 2 ** 53]) {
-    assert.throws(() => frameHeader(bad), RangeError);
-  }
-});
 
 // ------------------------------------------------------ Deno against Deno
 
