@@ -137,7 +137,8 @@ export interface MultiprocessingAuthOptions {
    * Largest message, in bytes, that
    * {@linkcode MultiprocessingConnection.recvBytes} accepts. A larger
    * announced length is refused before any memory is allocated for it. A
-   * whole number of at least 1, or `Infinity` for no limit (then a length
+   * whole number of at least 1, or `Infinity` for no limit (then an
+   * authenticated peer decides how much memory one message takes; a length
    * the process cannot allocate is refused).
    *
    * @default {67108864}
@@ -156,7 +157,8 @@ export interface MultiprocessingListenerOptions
    * Most connections that may be handshaking or waiting to be taken by
    * {@linkcode MultiprocessingListener.accept} at once. When reached, the
    * listener stops accepting until one finishes or is taken. A whole
-   * number of at least 1, or `Infinity` for no limit.
+   * number of at least 1, or `Infinity` for no limit (then every peer that
+   * connects, authenticated or not, holds a handshake until `timeout`).
    *
    * @default {64}
    */
