@@ -1,7 +1,9 @@
 // Private: the mutual HMAC authentication of multiprocessing.connection
 // (CPython's deliver_challenge() and answer_challenge()) on a FrameWire:
 // the messages, the digest names a peer may ask for, and the check of each
-// MAC in constant time. See multiprocessing.ts for the protocol.
+// MAC in constant time. See multiprocessing.ts for the protocol. About 300
+// lines, most of them the message each failure gets (what went wrong and
+// how to fix it); the steps themselves are short.
 import { concat, utf8 } from "./_bytes.ts";
 import { raceSignal } from "./_deadline.ts";
 import { AuthenticationError, ProtocolError } from "./errors.ts";
