@@ -1,3 +1,8 @@
+// The public surface of connauth's Noise channel: its types and the
+// functions that open a channel. Most of this file is their documentation
+// and examples; the machinery lives in _noise_{options,handshake,conn,
+// frames}.ts and, for the protocol itself, _noise_{state,symmetric,cipher,
+// crypto}.ts, one concept each.
 /**
  * A pre-shared-key secure channel: the Noise protocol
  * `Noise_NNpsk0_25519_AESGCM_SHA256` (Noise Protocol Framework, revision 34)
@@ -63,7 +68,8 @@
  *
  * @example A channel over loopback
  * ```ts
- * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+ * import assert from "node:assert/strict";
+ * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -74,7 +80,7 @@
  * ]);
  * await client.send(new TextEncoder().encode("hello"));
  * const message = await server.receive();
- * console.log(new TextDecoder().decode(message!)); // hello
+ * assert.equal(new TextDecoder().decode(message!), "hello");
  * client.close();
  * server.close();
  * ```
@@ -83,35 +89,14 @@
  */
 
 import {
-  byobReader,
-  closeQuietly,
-  type DenoConnLike,
-  isDenoConnLike,
-} from "./_conn_io.ts";
-import { checkDuration, checkTimeout } from "./_options.ts";
-import {
-  type Deadline,
-  deadline,
-  DEFAULT_TIMEOUT,
-  optionalDeadline,
-  raceSignal,
-} from "./_deadline.ts";
-import { utf8 } from "./_bytes.ts";
-import {
-  type CipherState,
-  DecryptError,
-  DH_LENGTH,
-  HandshakeState,
   MAX_MESSAGE_LENGTH,
   MAX_PAYLOAD_LENGTH,
   PROTOCOL_NAME,
   PSK_LENGTH,
-  TAG_LENGTH,
 } from "./_noise_state.ts";
-import { AuthenticationError, ProtocolError } from "./errors.ts";
+import { handshake, handshakeOnce } from "./_noise_handshake.ts";
+import { resolveSettings } from "./_noise_options.ts";
 import type { Duplex } from "./types.ts";
-
-export type { Duplex } from "./types.ts";
 
 /** The Noise protocol name this module speaks. */
 export const NOISE_PROTOCOL_NAME: string = PROTOCOL_NAME;
@@ -131,268 +116,24 @@ export const NOISE_PSK_LENGTH: number = PSK_LENGTH;
  */
 export type NoisePsk = Uint8Array | string;
 
-/** Handshake message length: an ephemeral key and an empty payload's tag. */
-const HANDSHAKE_MESSAGE_LENGTH = DH_LENGTH + TAG_LENGTH;
-
-const EMPTY = new Uint8Array(0);
-
 /**
  * Generates a fresh random pre-shared key with `crypto.getRandomValues`.
  *
  * @returns 32 random bytes.
  *
- * @example Print a key for both ends' configuration
+ * @example A key for both ends' configuration, as hex
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateNoisePsk } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * const hex = Array.from(psk, (b) => b.toString(16).padStart(2, "0")).join("");
- * console.log(hex.length); // 64
+ * assert.equal(hex.length, 64);
+ * assert.notDeepEqual(generateNoisePsk(), psk); // fresh every time
  * ```
  */
 export function generateNoisePsk(): Uint8Array<ArrayBuffer> {
   return crypto.getRandomValues(new Uint8Array(PSK_LENGTH));
-}
-
-/** Checks and copies a PSK; never puts its value in a message. */
-function parsePsk(psk: NoisePsk): Uint8Array<ArrayBuffer> {
-  if (typeof psk === "string") {
-    const text = psk.trim();
-    if (!/^[0-9a-fA-F]*$/.test(text)) {
-      throw new TypeError(
-        "Cannot use the pre-shared key: a string must be 64 hexadecimal digits (for example from `openssl rand -hex 32`)",
-      );
-    }
-    if (text.length !== PSK_LENGTH * 2) {
-      throw new RangeError(
-        `Cannot use the pre-shared key: expected 64 hexadecimal digits, got ${text.length}`,
-      );
-    }
-    const bytes = new Uint8Array(PSK_LENGTH);
-    for (let i = 0; i < PSK_LENGTH; i++) {
-      bytes[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
-    }
-    return bytes;
-  }
-  if (!(psk instanceof Uint8Array)) {
-    throw new TypeError(
-      `Cannot use the pre-shared key: expected a Uint8Array or a hex string, got ${
-        psk === null ? "null" : typeof psk
-      }`,
-    );
-  }
-  if (psk.byteLength !== PSK_LENGTH) {
-    throw new RangeError(
-      `Cannot use the pre-shared key: expected exactly ${PSK_LENGTH} bytes, got ${psk.byteLength}; make one with generateNoisePsk()`,
-    );
-  }
-  return new Uint8Array(psk);
-}
-
-function parsePrologue(
-  prologue: Uint8Array | string | undefined,
-): Uint8Array<ArrayBuffer> {
-  if (prologue === undefined) return new Uint8Array(0);
-  if (typeof prologue === "string") return utf8(prologue);
-  if (prologue instanceof Uint8Array) return new Uint8Array(prologue);
-  throw new TypeError(
-    `Cannot use the prologue: expected a string or Uint8Array, got ${
-      prologue === null ? "null" : typeof prologue
-    }`,
-  );
-}
-
-/**
- * The read buffer during the handshake: one handshake message and the
- * length of the next frame. A peer that has not authenticated (and may never
- * send a byte) costs no more; a larger first transport message grows it as
- * its bytes arrive.
- */
-const HANDSHAKE_READ_BUFFER = 2 + HANDSHAKE_MESSAGE_LENGTH + 2;
-/** Smallest read buffer once the handshake is done. */
-const INITIAL_READ_BUFFER = 16 * 1024;
-/** Largest read buffer: room for two whole frames. */
-const MAX_READ_BUFFER = 2 * (2 + MAX_MESSAGE_LENGTH);
-
-/**
- * Frame reader and writer over a duplex stream: 2-byte big-endian length,
- * then the message. Reads ahead into its own buffer (the whole stream belongs
- * to Noise).
- *
- * A `Deno.Conn` (or `Deno.TlsConn`) is read and written with its own
- * `read`/`write`: its `readable` closes the whole socket when it reaches the
- * end of the stream, which would break half-closed connections. Any other
- * {@linkcode Duplex} is used through a BYOB reader and a writer held for the
- * lifetime of the channel.
- */
-class FrameIO {
-  readonly conn: Duplex;
-  #deno: DenoConnLike | undefined;
-  #reader: ReadableStreamBYOBReader | undefined;
-  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  // Starts with room for a handshake message, takes INITIAL_READ_BUFFER
-  // once the handshake is done (enlarge()), and doubles, up to two whole
-  // frames, as large messages arrive.
-  #buffer = new Uint8Array(HANDSHAKE_READ_BUFFER);
-  #start = 0;
-  #end = 0;
-  #closed = false;
-  // Aborted by close(), so that a write into a stream whose sink never
-  // returns still settles. (A Deno.Conn's pending ops fail on their own when
-  // it closes, and reader.cancel() ends a pending stream read.)
-  #closing = new AbortController();
-
-  constructor(conn: Duplex) {
-    this.conn = conn;
-    if (isDenoConnLike(conn)) {
-      this.#deno = conn;
-      return;
-    }
-    this.#reader = byobReader(conn.readable);
-    try {
-      this.#writer = conn.writable.getWriter();
-    } catch (cause) {
-      this.#reader.releaseLock();
-      throw new TypeError(
-        "Cannot start the Noise channel: the connection's writable stream is locked by another writer; release it first",
-        { cause },
-      );
-    }
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  /** After the handshake: at least INITIAL_READ_BUFFER, unread bytes kept. */
-  enlarge(): void {
-    if (this.#buffer.byteLength >= INITIAL_READ_BUFFER) return;
-    const buffer = new Uint8Array(INITIAL_READ_BUFFER);
-    buffer.set(this.#buffer.subarray(this.#start, this.#end));
-    this.#end -= this.#start;
-    this.#start = 0;
-    this.#buffer = buffer;
-  }
-
-  /** Reads some bytes into `buffer[end..]`; the count, or 0 at the end. */
-  async #fill(): Promise<number> {
-    const view = new Uint8Array(
-      this.#buffer.buffer,
-      this.#end,
-      this.#buffer.byteLength - this.#end,
-    );
-    if (this.#deno) return (await this.#deno.read(view)) ?? 0;
-    const { value, done } = await this.#reader!.read(view);
-    if (value) this.#buffer = new Uint8Array(value.buffer);
-    return done ? 0 : value!.byteLength;
-  }
-
-  /**
-   * Reads `length` bytes as a view into the internal buffer, valid until the
-   * next read. `null` when the stream ends before the first byte and
-   * `eofOk`; a {@linkcode ProtocolError} `"closed"` when it ends midway.
-   */
-  async #take(
-    length: number,
-    eofOk: boolean,
-    what: string,
-  ): Promise<Uint8Array<ArrayBuffer> | null> {
-    while (this.#end - this.#start < length) {
-      if (this.#start + length > this.#buffer.byteLength) {
-        const have = this.#end - this.#start;
-        if (
-          length > this.#buffer.byteLength &&
-          this.#end === this.#buffer.byteLength
-        ) {
-          // Grown only once full of bytes that arrived, so never to more
-          // than twice what the peer sent: a length it announces costs
-          // nothing until its bytes come.
-          const grown = new Uint8Array(
-            Math.min(this.#buffer.byteLength * 2, MAX_READ_BUFFER),
-          );
-          grown.set(this.#buffer.subarray(this.#start, this.#end));
-          this.#buffer = grown;
-          this.#start = 0;
-          this.#end = have;
-        } else if (this.#start > 0) {
-          // Room at the front: the message will be contiguous.
-          this.#buffer.copyWithin(0, this.#start, this.#end);
-          this.#start = 0;
-          this.#end = have;
-        }
-      }
-      const count = await this.#fill();
-      if (count === 0) {
-        const have = this.#end - this.#start;
-        if (have === 0 && eofOk) return null;
-        throw new ProtocolError(
-          `Cannot read ${what}: the peer closed the connection after ${have} of ${length} bytes`,
-          "closed",
-        );
-      }
-      this.#end += count;
-    }
-    const out = this.#buffer.subarray(this.#start, this.#start + length);
-    this.#start += length;
-    return out;
-  }
-
-  /** Reads a frame's length header, or `null` on a clean end of stream. */
-  async readLength(what: string): Promise<number | null> {
-    const header = await this.#take(2, true, what);
-    if (header === null) return null;
-    return (header[0] << 8) | header[1];
-  }
-
-  /** Reads a frame body of `length` bytes (a view valid until the next read). */
-  async readBody(
-    length: number,
-    what: string,
-  ): Promise<Uint8Array<ArrayBuffer>> {
-    return (await this.#take(length, false, what))!;
-  }
-
-  /** Writes one frame: the length, then the message, in one write. */
-  async writeFrame(message: Uint8Array): Promise<void> {
-    const frame = new Uint8Array(2 + message.byteLength);
-    frame[0] = message.byteLength >>> 8;
-    frame[1] = message.byteLength & 0xff;
-    frame.set(message, 2);
-    if (this.#deno) {
-      let offset = 0;
-      while (offset < frame.byteLength) {
-        offset += await this.#deno.write(frame.subarray(offset));
-      }
-      return;
-    }
-    await raceSignal(this.#writer!.write(frame), this.#closing.signal);
-  }
-
-  /** Half-closes: `closeWrite()` when the connection has it (TCP, TLS). */
-  async closeWrite(): Promise<void> {
-    if (this.#deno) return await this.#deno.closeWrite();
-    const conn = this.conn as Partial<{ closeWrite(): Promise<void> }>;
-    if (typeof conn.closeWrite === "function") {
-      await raceSignal(this.#writer!.ready, this.#closing.signal);
-      await conn.closeWrite();
-    } else {
-      await raceSignal(this.#writer!.close(), this.#closing.signal);
-    }
-  }
-
-  /** Closes the connection (or, without `close()`, both streams). */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#closing.abort(new Error("the Noise connection is closed"));
-    const closable = this.conn as Partial<{ close(): void }>;
-    if (typeof closable.close === "function") {
-      closeQuietly(this.conn);
-    } else {
-      this.#writer?.close().catch(() => {});
-    }
-    this.#reader?.cancel().catch(() => {});
-  }
 }
 
 /** Options for {@linkcode connectNoise} and {@linkcode acceptNoise}. */
@@ -448,7 +189,8 @@ export type AcceptNoiseOptions = ConnectNoiseOptions;
  *
  * @example Wait a bounded time for the next message
  * ```ts
- * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+ * import assert from "node:assert/strict";
+ * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -457,15 +199,14 @@ export type AcceptNoiseOptions = ConnectNoiseOptions;
  *     .then((conn) => connectNoise(conn, psk)),
  *   listener.accept().then((conn) => acceptNoise(conn, psk)),
  * ]);
- * try {
- *   await server.receive({ timeout: 100 }); // the client sends nothing yet
- * } catch (error) {
- *   console.log((error as DOMException).name); // TimeoutError
- * }
+ * await assert.rejects(
+ *   server.receive({ timeout: 100 }), // the client sends nothing yet
+ *   (error) => error instanceof DOMException && error.name === "TimeoutError",
+ * );
  * const stop = new AbortController();
  * await client.send(new TextEncoder().encode("late"), { timeout: 5000 });
  * const message = await server.receive({ signal: stop.signal });
- * console.log(new TextDecoder().decode(message!)); // late
+ * assert.equal(new TextDecoder().decode(message!), "late"); // nothing lost
  * client.close();
  * server.close();
  * ```
@@ -486,34 +227,6 @@ export interface NoiseIoOptions {
   signal?: AbortSignal;
 }
 
-/** Default {@linkcode ConnectNoiseOptions.gracePeriod}, in milliseconds. */
-const DEFAULT_GRACE_PERIOD = 5_000;
-
-/** The deadline for one call, or none when it may wait for ever. */
-function ioDeadline(
-  options: NoiseIoOptions,
-  action: string,
-): Deadline | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(
-      `Cannot ${action}: expected an options object, got ${
-        options === null ? "null" : typeof options
-      }`,
-    );
-  }
-  return optionalDeadline(options.timeout ?? Infinity, options.signal, action);
-}
-
-let createNoiseConn: (
-  io: FrameIO,
-  initiator: boolean,
-  send: CipherState,
-  receive: CipherState,
-  handshakeHash: Uint8Array<ArrayBuffer>,
-  gracePeriod: number,
-  first?: Uint8Array<ArrayBuffer>,
-) => NoiseConn;
-
 /**
  * An encrypted, authenticated Noise channel, returned by
  * {@linkcode connectNoise} and {@linkcode acceptNoise}.
@@ -533,7 +246,8 @@ let createNoiseConn: (
  *
  * @example Stream use: write, half-close, read to the end
  * ```ts
- * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+ * import assert from "node:assert/strict";
+ * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -549,10 +263,10 @@ let createNoiseConn: (
  * await writer.write(new TextEncoder().encode("world"));
  * await writer.close(); // the server sees the end of the stream
  * const text = await new Response(server.readable).text();
- * console.log(text); // hello, world
+ * assert.equal(text, "hello, world");
  * ```
  */
-export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
+export interface NoiseConn extends Duplex, AsyncDisposable, Disposable {
   /** Whether this side started the handshake (the initiator). */
   readonly initiator: boolean;
   /**
@@ -567,218 +281,34 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    * Closing it half-closes the connection (the peer's `readable` ends).
    */
   readonly writable: WritableStream<Uint8Array>;
-  #io: FrameIO;
-  #send: CipherState;
-  #receive: CipherState;
-  #handshakeHash: Uint8Array<ArrayBuffer>;
-  #mode: "stream" | "messages" | undefined;
-  // Readers take turns; the message being read outlives a reader that stops
-  // waiting, and the next one gets it.
-  #readTurn: Promise<void> = Promise.resolve();
-  #inFlight: Promise<Uint8Array<ArrayBuffer> | null> | undefined;
-  #writeChain: Promise<unknown> = Promise.resolve();
-  #failure: unknown;
-  #writeClosed = false;
-  #gracePeriod: number;
-  // The data of the initiator's first transport message, which the
-  // responder read during the handshake: the first read returns it.
-  #first: Uint8Array<ArrayBuffer> | undefined;
-
-  private constructor(
-    io: FrameIO,
-    initiator: boolean,
-    send: CipherState,
-    receive: CipherState,
-    handshakeHash: Uint8Array<ArrayBuffer>,
-    gracePeriod: number,
-    first?: Uint8Array<ArrayBuffer>,
-  ) {
-    this.#io = io;
-    if (first !== undefined && first.byteLength > 0) this.#first = first;
-    this.#gracePeriod = gracePeriod;
-    this.initiator = initiator;
-    this.#send = send;
-    this.#receive = receive;
-    this.#handshakeHash = handshakeHash;
-    this.readable = new ReadableStream({
-      type: "bytes",
-      pull: async (controller) => {
-        if (this.#mode === "messages") {
-          throw new TypeError(
-            "Cannot read from readable: this NoiseConn is read with receive(); use one or the other",
-          );
-        }
-        this.#mode = "stream";
-        let message: Uint8Array<ArrayBuffer> | null;
-        do {
-          message = await this.#read();
-        } while (message !== null && message.byteLength === 0);
-        if (message === null) {
-          controller.close();
-          controller.byobRequest?.respond(0);
-          return;
-        }
-        controller.enqueue(message);
-      },
-      cancel: () => this.close(),
-    }) as ReadableStream<Uint8Array<ArrayBuffer>>;
-    this.writable = new WritableStream<Uint8Array>({
-      write: (chunk) => this.#write(chunk),
-      close: () => this.closeWrite(),
-      abort: () => this.close(),
-    });
-  }
-
-  static {
-    createNoiseConn = (...args) => new NoiseConn(...args);
-  }
-
   /**
    * The Noise handshake hash (32 bytes, a copy): the same on both ends of
    * one session and unique to it, for channel binding (sign it to tie an
    * identity to this very session). Not secret, not a key.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
+   *
+   * const psk = generateNoisePsk();
+   * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+   * const [client, server] = await Promise.all([
+   *   Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })
+   *     .then((conn) => connectNoise(conn, psk)),
+   *   listener.accept().then((conn) => acceptNoise(conn, psk)),
+   * ]);
+   * assert.deepEqual(client.handshakeHash, server.handshakeHash);
+   * assert.equal(client.handshakeHash.length, 32);
+   * client.close();
+   * server.close();
+   * ```
    */
-  get handshakeHash(): Uint8Array<ArrayBuffer> {
-    return this.#handshakeHash.slice();
-  }
-
+  readonly handshakeHash: Uint8Array<ArrayBuffer>;
   /** The peer's address, when the underlying connection has one. */
-  get remoteAddr(): Deno.Addr | undefined {
-    return (this.#io.conn as Partial<{ remoteAddr: Deno.Addr }>).remoteAddr;
-  }
-
+  readonly remoteAddr: Deno.Addr | undefined;
   /** Our address, when the underlying connection has one. */
-  get localAddr(): Deno.Addr | undefined {
-    return (this.#io.conn as Partial<{ localAddr: Deno.Addr }>).localAddr;
-  }
-
-  #fail(error: unknown): never {
-    this.#failure ??= error;
-    this.close();
-    throw error;
-  }
-
-  /** One transport message, decrypted; `null` at a clean end of stream. */
-  async #read(
-    options: NoiseIoOptions = {},
-  ): Promise<Uint8Array<ArrayBuffer> | null> {
-    using limit = ioDeadline(options, "receive a Noise message");
-    const signal = limit?.signal;
-    const previous = this.#readTurn;
-    let release!: () => void;
-    this.#readTurn = new Promise<void>((resolve) => release = resolve);
-    try {
-      await raceSignal(previous, signal);
-      if (this.#inFlight === undefined) {
-        this.#inFlight = this.#readMessage();
-        this.#inFlight.catch(() => {});
-      }
-      const message = await raceSignal(this.#inFlight, signal);
-      // The end of stream and failures stay for every later call.
-      if (message !== null) this.#inFlight = undefined;
-      return message;
-    } finally {
-      // The next reader goes after us and after whoever we queued behind.
-      previous.then(release);
-    }
-  }
-
-  async #readMessage(): Promise<Uint8Array<ArrayBuffer> | null> {
-    if (this.#failure !== undefined) throw this.#failure;
-    if (this.#io.closed) return null;
-    if (this.#first !== undefined) {
-      const first = this.#first;
-      this.#first = undefined;
-      return first;
-    }
-    const index = this.#receive.nonce;
-    let length: number | null;
-    let body: Uint8Array<ArrayBuffer>;
-    try {
-      length = await this.#io.readLength("a Noise message");
-      if (length === null) return null;
-      if (length < TAG_LENGTH) {
-        throw new ProtocolError(
-          `Cannot read Noise message ${index}: its length is ${length} bytes, less than the ${TAG_LENGTH}-byte tag; the peer does not speak Noise or the stream was damaged`,
-          "malformed",
-        );
-      }
-      body = await this.#io.readBody(length, `Noise message ${index}`);
-    } catch (error) {
-      // A local close() ends reads as an end of stream.
-      if (this.#io.closed && this.#failure === undefined) return null;
-      this.#fail(error);
-    }
-    try {
-      return await this.#receive.decryptWithAd(EMPTY, body);
-    } catch (error) {
-      if (error instanceof DecryptError) {
-        this.#fail(
-          new ProtocolError(
-            `Cannot decrypt Noise message ${index}: its authentication tag does not verify (it was modified, replayed, reordered or cut short on the way); the connection is closed`,
-            "malformed",
-            { cause: error },
-          ),
-        );
-      }
-      this.#fail(error);
-    }
-  }
-
-  /** Encrypts and writes `data` as one or more messages, in call order. */
-  async #write(data: Uint8Array, options: NoiseIoOptions = {}): Promise<void> {
-    using limit = ioDeadline(options, "send a Noise message");
-    const signal = limit?.signal;
-    const task = this.#writeChain.then(() => this.#writeNow(data, signal));
-    this.#writeChain = task.catch(() => {});
-    await raceSignal(task, signal);
-  }
-
-  async #writeNow(
-    data: Uint8Array,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
-    // Stopped while queued: nothing is encrypted or written, so the message
-    // is simply not sent (the caller has its rejection already).
-    if (signal?.aborted) return;
-    if (this.#failure !== undefined) throw this.#failure;
-    if (this.#io.closed || this.#writeClosed) {
-      throw new TypeError(
-        "Cannot send on the Noise connection: it is closed for writing",
-      );
-    }
-    // From here the message is committed: its nonce is spent once it is
-    // encrypted and its frame may be half written. The peer could not read
-    // on in step after that, so stopping now closes the connection.
-    const onAbort = () => this.close();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    try {
-      let offset = 0;
-      do {
-        const end = Math.min(offset + MAX_PAYLOAD_LENGTH, data.byteLength);
-        try {
-          // Encryption fails only when the nonces are used up; like a write
-          // error, that ends the connection.
-          const ciphertext = await this.#send.encryptWithAd(
-            EMPTY,
-            new Uint8Array(data.subarray(offset, end)),
-          );
-          await this.#io.writeFrame(ciphertext);
-        } catch (error) {
-          if (this.#io.closed && this.#failure === undefined) {
-            throw new TypeError(
-              "Cannot send on the Noise connection: it was closed during the write",
-              { cause: error },
-            );
-          }
-          this.#fail(error);
-        }
-        offset = end;
-      } while (offset < data.byteLength);
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-    }
-  }
+  readonly localAddr: Deno.Addr | undefined;
 
   /**
    * Encrypts and sends one Noise message.
@@ -803,7 +333,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -813,28 +344,12 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * await client.send(new Uint8Array([1, 2, 3]), { timeout: 5000 });
-   * console.log(await server.receive()); // Uint8Array(3) [ 1, 2, 3 ]
+   * assert.deepEqual(await server.receive(), new Uint8Array([1, 2, 3]));
    * client.close();
    * server.close();
    * ```
    */
-  send(data: Uint8Array, options: NoiseIoOptions = {}): Promise<void> {
-    if (!(data instanceof Uint8Array)) {
-      return Promise.reject(
-        new TypeError(
-          `Cannot send on the Noise connection: expected a Uint8Array, got ${typeof data}`,
-        ),
-      );
-    }
-    if (data.byteLength > MAX_PAYLOAD_LENGTH) {
-      return Promise.reject(
-        new RangeError(
-          `Cannot send a Noise message of ${data.byteLength} bytes: the most is ${MAX_PAYLOAD_LENGTH}; write through writable to split it`,
-        ),
-      );
-    }
-    return this.#write(data, options);
-  }
+  send(data: Uint8Array, options?: NoiseIoOptions): Promise<void>;
 
   /**
    * Receives and decrypts one Noise message. Nothing is returned before its
@@ -856,7 +371,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -866,24 +382,12 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * await client.closeWrite();
-   * console.log(await server.receive({ timeout: 5000 })); // null
+   * assert.equal(await server.receive({ timeout: 5000 }), null);
    * client.close();
    * server.close();
    * ```
    */
-  receive(
-    options: NoiseIoOptions = {},
-  ): Promise<Uint8Array<ArrayBuffer> | null> {
-    if (this.#mode === "stream") {
-      return Promise.reject(
-        new TypeError(
-          "Cannot receive on the Noise connection: its readable stream is in use; use one or the other",
-        ),
-      );
-    }
-    this.#mode = "messages";
-    return this.#read(options);
-  }
+  receive(options?: NoiseIoOptions): Promise<Uint8Array<ArrayBuffer> | null>;
 
   /**
    * Finishes pending writes, then closes our sending side (a TCP or TLS
@@ -901,7 +405,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -912,33 +417,13 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    * ]);
    * await client.send(new TextEncoder().encode("last words"));
    * await client.closeWrite({ timeout: 5000 });
-   * console.log((await server.receive())?.length, await server.receive()); // 10 null
+   * assert.equal((await server.receive())?.length, 10);
+   * assert.equal(await server.receive(), null);
    * client.close();
    * server.close();
    * ```
    */
-  async closeWrite(options: NoiseIoOptions = {}): Promise<void> {
-    using limit = ioDeadline(
-      options,
-      "close the Noise connection for writing",
-    );
-    const signal = limit?.signal;
-    const task = this.#writeChain.then(async () => {
-      // Stopped while queued: the sending side stays open.
-      if (signal?.aborted) return;
-      if (this.#failure !== undefined) throw this.#failure;
-      if (this.#io.closed) {
-        throw new TypeError(
-          "Cannot close the Noise connection for writing: it is closed",
-        );
-      }
-      if (this.#writeClosed) return;
-      this.#writeClosed = true;
-      await this.#io.closeWrite();
-    });
-    this.#writeChain = task.catch(() => {});
-    await raceSignal(task, signal);
-  }
+  closeWrite(options?: NoiseIoOptions): Promise<void>;
 
   /**
    * Closes the connection at once, both directions; pending reads end as an
@@ -946,7 +431,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -956,13 +442,11 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
    * client.close();
-   * console.log(await server.receive()); // null
+   * assert.equal(await server.receive(), null);
    * server.close();
    * ```
    */
-  close(): void {
-    this.#io.close();
-  }
+  close(): void;
 
   /**
    * Waits for pending writes (errors ignored), then closes the connection;
@@ -974,7 +458,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -983,28 +468,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *     .then((conn) => connectNoise(conn, psk)),
    *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
-   * await client[Symbol.asyncDispose]();
+   * await client.send(new TextEncoder().encode("bye"));
+   * await client[Symbol.asyncDispose](); // the message goes out first
+   * assert.equal(new TextDecoder().decode((await server.receive())!), "bye");
+   * assert.equal(await server.receive(), null);
    * await server[Symbol.asyncDispose]();
    * ```
    */
-  async [Symbol.asyncDispose](): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      await Promise.race([
-        this.#writeChain,
-        new Promise<void>((resolve) => {
-          if (Number.isFinite(this.#gracePeriod)) {
-            timer = setTimeout(resolve, this.#gracePeriod);
-          }
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
-    this.close();
-    // Closing settles a write still waiting on the peer.
-    await this.#writeChain;
-  }
+  [Symbol.asyncDispose](): Promise<void>;
 
   /**
    * Closes the connection at once, like {@linkcode NoiseConn.close}, for
@@ -1013,7 +484,8 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *
    * @example
    * ```ts
-   * import { generateNoisePsk, acceptNoise, connectNoise } from "./noise.ts";
+   * import assert from "node:assert/strict";
+   * import { acceptNoise, connectNoise, generateNoisePsk } from "./noise.ts";
    *
    * const psk = generateNoisePsk();
    * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -1022,213 +494,14 @@ export class NoiseConn implements Duplex, AsyncDisposable, Disposable {
    *     .then((conn) => connectNoise(conn, psk)),
    *   listener.accept().then((conn) => acceptNoise(conn, psk)),
    * ]);
-   * using _client = client;
-   * using _server = server;
-   * console.log(client.handshakeHash.length); // 32
+   * {
+   *   using _client = client;
+   *   using _server = server;
+   * }
+   * await assert.rejects(client.send(new Uint8Array(1)), TypeError);
    * ```
    */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** Never shows key material. */
-  [Symbol.for("Deno.customInspect")](): string {
-    return `NoiseConn { initiator: ${this.initiator}, closed: ${this.#io.closed} }`;
-  }
-}
-
-/**
- * Reads one handshake frame. Only empty payloads are taken, so the message
- * is exactly 48 bytes; anything else is refused before it is read.
- */
-async function readHandshakeMessage(
-  io: FrameIO,
-  initiator: boolean,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const peer = initiator ? "responder" : "initiator";
-  const what = initiator
-    ? "the Noise responder's reply"
-    : "the Noise initiator's first message";
-  const length = await io.readLength(what);
-  if (length === null) {
-    if (initiator) {
-      throw new AuthenticationError(
-        "Cannot complete the Noise handshake: the responder closed the connection without answering; it most likely rejected our pre-shared key or prologue (or it does not speak Noise)",
-        "rejected",
-      );
-    }
-    throw new ProtocolError(
-      "Cannot complete the Noise handshake: the initiator closed the connection before its first message",
-      "closed",
-    );
-  }
-  if (length !== HANDSHAKE_MESSAGE_LENGTH) {
-    throw new ProtocolError(
-      `Cannot complete the Noise handshake: ${what} is ${length} bytes, expected ${HANDSHAKE_MESSAGE_LENGTH} (an ephemeral key and an empty payload); the ${peer} does not speak ${PROTOCOL_NAME}`,
-      length > HANDSHAKE_MESSAGE_LENGTH ? "too-large" : "malformed",
-    );
-  }
-  return (await io.readBody(length, what)).slice();
-}
-
-/** What the responder calls the initiator's first transport message. */
-const CONFIRMATION = "the Noise initiator's first transport message";
-
-/**
- * The responder's last step: reads and decrypts the initiator's first
- * transport message and returns its data.
- *
- * In NNpsk0 the initiator's first handshake message proves that someone
- * held the PSK, not that this peer does: anyone who recorded it can replay
- * it, and it decrypts just the same. Only a transport message, under keys
- * mixed from our fresh ephemeral key, proves both the PSK and freshness. So
- * anything but a message that decrypts (a close, a reset, garbage, a frame
- * shorter than a tag) is an {@linkcode AuthenticationError}, which `serve()`
- * counts toward its throttle like a wrong key.
- */
-async function readConfirmation(
-  io: FrameIO,
-  receive: CipherState,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const unproven =
-    "which proves it holds the pre-shared key (a replayed first message ends this way)";
-  let body: Uint8Array<ArrayBuffer>;
-  try {
-    const length = await io.readLength(CONFIRMATION);
-    if (length === null) {
-      throw new AuthenticationError(
-        `Cannot authenticate the Noise initiator: it closed the connection before its first transport message, ${unproven}`,
-        "wrong-key",
-      );
-    }
-    if (length < TAG_LENGTH) {
-      throw new AuthenticationError(
-        `Cannot authenticate the Noise initiator: its first transport message is ${length} bytes, less than the ${TAG_LENGTH}-byte tag; it did not prove it holds the pre-shared key`,
-        "wrong-key",
-      );
-    }
-    body = await io.readBody(length, CONFIRMATION);
-  } catch (error) {
-    if (error instanceof AuthenticationError) throw error;
-    const closed = error instanceof ProtocolError && error.reason === "closed";
-    throw new AuthenticationError(
-      closed
-        ? `Cannot authenticate the Noise initiator: it closed the connection in the middle of its first transport message, ${unproven}`
-        : `Cannot authenticate the Noise initiator: the connection failed before its first transport message arrived, ${unproven}`,
-      "wrong-key",
-      { cause: error },
-    );
-  }
-  try {
-    return await receive.decryptWithAd(EMPTY, body);
-  } catch (error) {
-    throw new AuthenticationError(
-      "Cannot authenticate the Noise initiator: its first transport message does not decrypt (its first message was replayed, or this one modified); it did not prove it holds the pre-shared key",
-      "wrong-key",
-      { cause: error },
-    );
-  }
-}
-
-async function handshake(
-  conn: Duplex,
-  psk: NoisePsk,
-  initiator: boolean,
-  options: ConnectNoiseOptions,
-  closeOnFailure = true,
-): Promise<NoiseConn> {
-  const key = parsePsk(psk);
-  const prologue = parsePrologue(options.prologue);
-  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
-  const gracePeriod = checkDuration(
-    options.gracePeriod,
-    DEFAULT_GRACE_PERIOD,
-    "gracePeriod",
-  );
-  const io = new FrameIO(conn);
-  using limit = deadline(
-    timeout,
-    options.signal,
-    initiator
-      ? "complete the Noise handshake with the responder"
-      : "complete the Noise handshake with the initiator",
-  );
-  try {
-    limit.signal.throwIfAborted();
-    // Disposed (its PSK copy wiped) however the handshake ends.
-    using state = await HandshakeState.initialize(initiator, key, {
-      prologue,
-    });
-    key.fill(0);
-    if (initiator) {
-      await raceSignal(io.writeFrame(await state.writeMessage()), limit.signal);
-    }
-    const message = await raceSignal(
-      readHandshakeMessage(io, initiator),
-      limit.signal,
-    );
-    try {
-      await state.readMessage(message);
-    } catch (error) {
-      if (error instanceof DecryptError) {
-        throw new AuthenticationError(
-          initiator
-            ? "Cannot authenticate the Noise responder: its reply does not decrypt under our pre-shared key (a different key or prologue, or the message was modified)"
-            : "Cannot authenticate the Noise initiator: its first message does not decrypt under our pre-shared key (a different key or prologue, or the message was modified)",
-          "wrong-key",
-          { cause: error },
-        );
-      }
-      throw new ProtocolError(
-        `Cannot complete the Noise handshake: the ${
-          initiator ? "responder" : "initiator"
-        } sent an invalid ephemeral public key`,
-        "malformed",
-        { cause: error },
-      );
-    }
-    if (!initiator) {
-      let reply: Uint8Array;
-      try {
-        reply = await state.writeMessage();
-      } catch (error) {
-        throw new ProtocolError(
-          "Cannot complete the Noise handshake: the initiator sent an invalid ephemeral public key",
-          "malformed",
-          { cause: error },
-        );
-      }
-      await raceSignal(io.writeFrame(reply), limit.signal);
-    }
-    const { send, receive, handshakeHash } = state.result;
-    let first: Uint8Array<ArrayBuffer> | undefined;
-    if (initiator) {
-      // The first transport message, empty: it proves to the responder
-      // that we hold the PSK in this very session (see readConfirmation).
-      await raceSignal(
-        io.writeFrame(await send.encryptWithAd(EMPTY, EMPTY)),
-        limit.signal,
-      );
-    } else {
-      first = await raceSignal(readConfirmation(io, receive), limit.signal);
-    }
-    io.enlarge();
-    return createNoiseConn(
-      io,
-      initiator,
-      send,
-      receive,
-      handshakeHash,
-      gracePeriod,
-      first,
-    );
-  } catch (error) {
-    if (closeOnFailure) io.close();
-    if (limit.signal.aborted) throw limit.signal.reason;
-    throw error;
-  } finally {
-    key.fill(0);
-  }
+  [Symbol.dispose](): void;
 }
 
 /**
@@ -1262,13 +535,14 @@ async function handshake(
  * @throws {TypeError} When the PSK or prologue has the wrong type, or the
  * connection's streams are locked.
  *
- * @example
+ * @example A responder with another key
  * ```ts
+ * import assert from "node:assert/strict";
  * import {
- *   AuthenticationError,
- *   generateNoisePsk,
  *   acceptNoise,
+ *   AuthenticationError,
  *   connectNoise,
+ *   generateNoisePsk,
  * } from "./mod.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -1284,7 +558,8 @@ async function handshake(
  *   result.status === "rejected" && result.reason instanceof AuthenticationError
  *     ? result.reason.reason
  *     : result.status;
- * console.log(reason(connected), reason(accepted)); // rejected wrong-key
+ * assert.equal(reason(connected), "rejected");
+ * assert.equal(reason(accepted), "wrong-key");
  * ```
  */
 export function connectNoise(
@@ -1292,7 +567,7 @@ export function connectNoise(
   psk: NoisePsk,
   options: ConnectNoiseOptions = {},
 ): Promise<NoiseConn> {
-  return handshake(conn, psk, true, options);
+  return handshakeOnce(conn, psk, options, true);
 }
 
 /**
@@ -1332,6 +607,7 @@ export function connectNoise(
  *
  * @example An echo of one message
  * ```ts
+ * import assert from "node:assert/strict";
  * import { acceptNoise, connectNoise } from "./noise.ts";
  *
  * const psk = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -1349,7 +625,7 @@ export function connectNoise(
  *   { prologue: "echo/1", timeout: 5000 },
  * );
  * await client.send(new TextEncoder().encode("ping"));
- * console.log(new TextDecoder().decode((await client.receive())!)); // ping
+ * assert.equal(new TextDecoder().decode((await client.receive())!), "ping");
  * await serving;
  * ```
  */
@@ -1358,7 +634,7 @@ export function acceptNoise(
   psk: NoisePsk,
   options: AcceptNoiseOptions = {},
 ): Promise<NoiseConn> {
-  return handshake(conn, psk, false, options);
+  return handshakeOnce(conn, psk, options, false);
 }
 
 /** Options for {@linkcode createNoiseAuthenticator}. */
@@ -1421,7 +697,12 @@ export type NoiseAuthenticator = (
  *
  * @example Use it directly (serve() calls it the same way)
  * ```ts
- * import { generateNoisePsk, createNoiseAuthenticator, connectNoise } from "./noise.ts";
+ * import assert from "node:assert/strict";
+ * import {
+ *   connectNoise,
+ *   createNoiseAuthenticator,
+ *   generateNoisePsk,
+ * } from "./noise.ts";
  *
  * const psk = generateNoisePsk();
  * const authenticate = createNoiseAuthenticator(psk, { timeout: 5000 });
@@ -1433,7 +714,8 @@ export type NoiseAuthenticator = (
  *     authenticate(conn, { signal: new AbortController().signal })
  *   ),
  * ]);
- * console.log(server.initiator, client.initiator); // false true
+ * assert.equal(server.initiator, false);
+ * assert.equal(client.initiator, true);
  * client.close();
  * server.close();
  * ```
@@ -1442,21 +724,13 @@ export function createNoiseAuthenticator(
   psk: NoisePsk,
   options: CreateNoiseAuthenticatorOptions = {},
 ): NoiseAuthenticator {
-  const key = parsePsk(psk);
-  const prologue = parsePrologue(options.prologue);
-  const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
-  const gracePeriod = checkDuration(
-    options.gracePeriod,
-    DEFAULT_GRACE_PERIOD,
-    "gracePeriod",
-  );
+  const settings = resolveSettings(psk, options);
   // serve() closes the connection itself, after its throttling delay for
   // authentication failures, so a failed handshake leaves it open here.
   return (conn, context) =>
-    handshake(conn, key, false, {
-      prologue,
-      timeout,
+    handshake(conn, settings, false, {
       signal: context?.signal,
-      gracePeriod,
-    }, false);
+      closeOnFailure: false,
+      wipePsk: false,
+    });
 }

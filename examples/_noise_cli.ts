@@ -11,6 +11,17 @@ import {
 
 export { fail };
 
+/** Names an address for the log: `127.0.0.1:18001`, `[::1]:18001`. */
+export function describeAddr(addr: Deno.Addr): string {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") {
+    return addr.transport;
+  }
+  const host = addr.hostname.includes(":")
+    ? `[${addr.hostname}]`
+    : addr.hostname;
+  return `${host}:${addr.port}`;
+}
+
 /** Flags both Noise examples understand. */
 export interface NoiseFlags {
   hostname: string;

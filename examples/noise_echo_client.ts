@@ -10,7 +10,6 @@
  */
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { connectNoise } from "../noise.ts";
-import { concat, utf8 } from "../_bytes.ts";
 import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
 
 const USAGE =
@@ -28,7 +27,7 @@ ${
 
 const flags = parseNoiseFlags(USAGE);
 const { timeout } = flags;
-const message = utf8(
+const message = new TextEncoder().encode(
   flags.positionals.length ? flags.positionals.join(" ") : "Hello World",
 );
 
@@ -59,7 +58,8 @@ try {
   // and no more bytes than we sent.
   const until = performance.now() + timeout;
   const left = () => Math.max(1, Math.ceil(until - performance.now()));
-  const parts: Uint8Array[] = [];
+  const decoder = new TextDecoder();
+  let echo = "";
   let length = 0;
   for (let part; (part = await conn.receive({ timeout: left() })) !== null;) {
     length += part.byteLength;
@@ -68,9 +68,10 @@ try {
         `Cannot get the echo: the server sent more than the ${message.byteLength} bytes we sent`,
       );
     }
-    parts.push(part);
+    // A character may be split between two messages: decode as a stream.
+    echo += decoder.decode(part, { stream: true });
   }
-  console.log(new TextDecoder().decode(concat(...parts)));
+  console.log(echo + decoder.decode());
 } catch (error) {
   if (error instanceof AuthenticationError) {
     fail(

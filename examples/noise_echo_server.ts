@@ -11,8 +11,12 @@
  */
 import { createNoiseAuthenticator, type NoiseConn } from "../noise.ts";
 import { serve } from "../server.ts";
-import { formatAddr } from "../_address.ts";
-import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
+import {
+  describeAddr,
+  fail,
+  noiseHelp,
+  parseNoiseFlags,
+} from "./_noise_cli.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts [options]
@@ -42,12 +46,12 @@ try {
     // info.signal aborts on Ctrl-C: an idle client does not hold the
     // shutdown for the whole grace period.
     await conn.readable.pipeTo(conn.writable, { signal: info.signal });
-    console.error(`done ${formatAddr(info.remoteAddr)}`);
+    console.error(`done ${describeAddr(info.remoteAddr)}`);
   });
 } catch (error) {
   fail(`Cannot start the server: ${(error as Error).message}`);
 }
 console.error(
-  `noise echo server listening on ${formatAddr(server.addr)} (Ctrl-C stops)`,
+  `noise echo server listening on ${describeAddr(server.addr)} (Ctrl-C stops)`,
 );
 await server.finished;

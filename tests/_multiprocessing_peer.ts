@@ -101,7 +101,11 @@ try {
     await using listener = await listenMultiprocessing({
       path,
       authkey,
-      onHandshakeError: (error) => report("handshake-error", describe(error)),
+      onError: (error, info) => {
+        if (info.phase === "handshake") {
+          report("handshake-error", describe(error));
+        }
+      },
     });
     report("listening", { path: listener.addr.path });
     for (let served = 0; served < Number(values.accept); served++) {

@@ -19,7 +19,6 @@ import {
   spawn,
   within,
 } from "./_helpers.ts";
-import { frameHeader } from "../_multiprocessing_frame.ts";
 
 const KEY = "multiprocessing test key";
 const MiB = 1024 * 1024;
@@ -115,8 +114,13 @@ async function listenCollecting(
   const listener = await listenMultiprocessing({
     authkey: KEY,
     ...options,
-    onHandshakeError(error) {
-      failures.push(error);
+    onError(error, info) {
+      // Every failure here is one connection's, reported with its address.
+      if (info.phase !== "handshake" || info.remoteAddr === undefined) {
+        failures.push(new Error(`unexpected ${info.phase} report: ${error}`));
+      } else {
+        failures.push(error);
+      }
       notify?.();
     },
   });
@@ -141,30 +145,9 @@ async function listenCollecting(
   };
 }
 
-// ------------------------------------------------------------ the framing
-
 function toHex(bytes: Uint8Array): string {
   return [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
-
-Deno.test("frameHeader() writes CPython's 4-byte and -1 + 8-byte length headers", () => {
-  // Expected bytes from CPython 3.12: struct.pack("!i", n) up to 0x7fffffff,
-  // else struct.pack("!i", -1) + struct.pack("!Q", n).
-  const cases: [number, string][] = [
-    [0, "00000000"],
-    [5, "00000005"],
-    [0x7fffffff, "7fffffff"],
-    [2 ** 31, "ffffffff" + "0000000080000000"],
-    [2 ** 40 + 5, "ffffffff" + "0000010000000005"],
-    [Number.MAX_SAFE_INTEGER, "ffffffff" + "001fffffffffffff"],
-  ];
-  for (const [size, expected] of cases) {
-    assert.equal(toHex(frameHeader(size)), expected, `size ${size}`);
-  }
-  for (const bad of [-1, 1.5, NaN, 2 ** 53]) {
-    assert.throws(() => frameHeader(bad), RangeError);
-  }
-});
 
 // ------------------------------------------------------ Deno against Deno
 
@@ -588,7 +571,7 @@ Deno.test("listenMultiprocessing() and connectMultiprocessing() check their opti
       (error: unknown) =>
         error instanceof RangeError &&
         error.message ===
-          `Cannot listen: expected a port from 0 to 65535, got ${port}`,
+          `Cannot use port: expected a port number from 0 to 65535, got ${port}`,
     );
   }
   await assert.rejects(
@@ -605,6 +588,69 @@ Deno.test("listenMultiprocessing() and connectMultiprocessing() check their opti
     connectMultiprocessing({ authkey: KEY, port: 1, maxMessageSize: 1.5 }),
     RangeError,
   );
+  // One wording for each kind of option (_options.ts), as serve() has.
+  for (
+    const [options, message] of [
+      [
+        { maxMessageSize: 0 },
+        "Cannot use maxMessageSize: expected a whole number of at least 1 (or Infinity for no limit), got 0",
+      ],
+      [
+        { maxPending: 2.5 },
+        "Cannot use maxPending: expected a whole number of at least 1 (or Infinity for no limit), got 2.5",
+      ],
+      [
+        { timeout: 0 },
+        "Cannot use timeout: expected a number of milliseconds above 0 (or Infinity for none), got 0",
+      ],
+    ] as const
+  ) {
+    await assert.rejects(
+      listenMultiprocessing({ authkey: KEY, ...options }),
+      (error: unknown) =>
+        error instanceof RangeError && error.message === message,
+    );
+  }
+  for (
+    const options of [
+      { maxPending: "8" },
+      { maxMessageSize: "8" },
+      { port: "80" },
+    ]
+  ) {
+    await assert.rejects(
+      listenMultiprocessing({
+        authkey: KEY,
+        ...options,
+      } as unknown as { authkey: string }),
+      TypeError,
+    );
+  }
+  await assert.rejects(
+    connectMultiprocessing({ authkey: KEY, port: 0 }),
+    (error: unknown) =>
+      error instanceof RangeError &&
+      error.message ===
+        "Cannot use port: expected a port number from 1 to 65535, got 0",
+  );
+});
+
+Deno.test("listenMultiprocessing() takes Infinity for maxPending and maxMessageSize, as every limit does", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    maxPending: Infinity,
+    maxMessageSize: Infinity,
+  });
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+    maxMessageSize: Infinity,
+    timeout: Infinity,
+  });
+  await using server = await acceptWithin(listener);
+  const message = noise(2 * MiB);
+  await client.sendBytes(message);
+  sameBytes(await server.recvBytes(), message);
 });
 
 // ------------------------------------------- hand-made peers: failure paths

@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  CipherState,
-  DecryptError,
-  HandshakeState,
-  hkdf,
-  keyPairFromPrivateKey,
-  testHooks,
-} from "../_noise_state.ts";
+import { CipherState, DecryptError } from "../_noise_cipher.ts";
+import { hkdf, keyPairFromPrivateKey } from "../_noise_crypto.ts";
+import { HandshakeState, testHooks } from "../_noise_state.ts";
 import { readExact, readExactOrEof } from "../_conn_io.ts";
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import {

@@ -4,14 +4,21 @@
 // names; the others confirm defences that already held.
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { AuthenticationError, ProtocolError } from "../../errors.ts";
 import {
-  AuthenticationError,
+  connectMultiprocessing,
   listenMultiprocessing,
   type MultiprocessingConnection,
-  ProtocolError,
+  type MultiprocessingErrorInfo,
 } from "../../multiprocessing.ts";
-import { connectMultiprocessing } from "../../multiprocessing.ts";
-import { findPython, lines, peerTest, spawn, within } from "../_helpers.ts";
+import {
+  findPython,
+  interopScript,
+  lines,
+  peerTest,
+  spawn,
+  within,
+} from "../_helpers.ts";
 
 const KEY = "hostile multiprocessing key";
 const encoder = new TextEncoder();
@@ -90,13 +97,15 @@ async function rawAuthenticatedClient(port: number): Promise<Deno.Conn> {
 
 Deno.test("listenMultiprocessing() refuses a crowd of hostile peers, closes each, and keeps serving", async () => {
   const failures: unknown[] = [];
+  const infos: MultiprocessingErrorInfo[] = [];
   let hookCalls = 0;
   await using listener = await listenMultiprocessing({
     authkey: KEY,
     timeout: 300,
     maxPending: 2,
-    onHandshakeError(error) {
+    onError(error, info) {
       failures.push(error);
+      infos.push(info);
       hookCalls++;
       // A failing hook must not stop the listener.
       throw new Error("the hook fails too");
@@ -191,6 +200,10 @@ Deno.test("listenMultiprocessing() refuses a crowd of hostile peers, closes each
   }
   assert.equal(failures.length, hostile.length);
   assert.equal(hookCalls, hostile.length);
+  for (const info of infos) {
+    assert.equal(info.phase, "handshake");
+    assert.equal(info.remoteAddr?.transport, "tcp");
+  }
   const reasons = failures.map((error) =>
     error instanceof ProtocolError || error instanceof AuthenticationError
       ? error.reason
@@ -303,6 +316,47 @@ Deno.test("MultiprocessingConnection.recvBytes() refuses lying, negative and tru
   }
 });
 
+Deno.test("MultiprocessingConnection.recvBytes() with maxMessageSize Infinity refuses a length no array can hold, before reading it", async () => {
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    maxMessageSize: Infinity,
+  });
+  const cases: [string, Uint8Array, RegExp][] = [
+    [
+      "a -1 + 2^64-1 length",
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, ...new Uint8Array(8).fill(0xff)]),
+      /announced 18446744073709551615 bytes, over the maxMessageSize limit of Infinity bytes/,
+    ],
+    [
+      "a -1 + 2^52 length",
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0x10, 0, 0, 0, 0, 0, 0]),
+      /announced 4503599627370496 bytes, more than this process can allocate/,
+    ],
+  ];
+  for (const [label, bytes, pattern] of cases) {
+    using raw = await rawAuthenticatedClient(listener.addr.port);
+    await using server = await within(listener.accept(), 5000, label);
+    await raw.write(bytes);
+    await assert.rejects(
+      within(server.recvBytes(), 5000, label),
+      (error: unknown) => {
+        assert.ok(error instanceof ProtocolError, `${label}: got ${error}`);
+        assert.equal(error.reason, "too-large", label);
+        assert.match(error.message, pattern, label);
+        return true;
+      },
+    );
+  }
+  // Below what the process can allocate, no limit means no limit.
+  using raw = await rawAuthenticatedClient(listener.addr.port);
+  await using server = await within(listener.accept(), 5000, "accept");
+  await raw.write(frame(new Uint8Array(100_000).fill(7)));
+  assert.deepEqual(
+    await within(server.recvBytes(), 5000, "a message"),
+    new Uint8Array(100_000).fill(7),
+  );
+});
+
 // Unix sockets: the listener runs as its own process, which Deno allows the
 // socket's exact path (the test task only allows 127.0.0.1); the hostile
 // clients are a few lines of Python.
@@ -407,6 +461,58 @@ peerTest(
       await new Response(listener.stderr).text().catch(() => "");
       await listener.status;
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+// Regression: a failed accept (a client that reset its connection before it
+// was accepted, the process out of file descriptors) was never reported;
+// only handshake failures reached the hook. Now both go to onError, each
+// with its phase.
+peerTest(
+  "listenMultiprocessing() reports connections reset before accept to onError (phase accept) and keeps serving",
+  PYTHON,
+  async (python) => {
+    const COUNT = 50;
+    const reports: { error: unknown; info: MultiprocessingErrorInfo }[] = [];
+    await using listener = await listenMultiprocessing({
+      authkey: KEY,
+      onError: (error, info) => reports.push({ error, info }),
+    });
+    // Synchronous: this process's event loop (and the listener's accept
+    // loop) waits until every reset connection is queued in the backlog.
+    const output = new Deno.Command(python, {
+      args: [
+        interopScript("reset_burst.py"),
+        "127.0.0.1",
+        String(listener.addr.port),
+        String(COUNT),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    assert.equal(decoder.decode(output.stdout).trim(), `reset ${COUNT}`);
+    await using client = await connectMultiprocessing({
+      port: listener.addr.port,
+      authkey: KEY,
+      timeout: 10_000,
+    });
+    await using server = await within(listener.accept(), 10_000, "accept");
+    await client.sendText("served");
+    assert.equal(await server.recvText({ timeout: 5000 }), "served");
+    const accepts = reports.filter(({ info }) => info.phase === "accept");
+    assert.ok(accepts.length > 0, "no failed accept was reported");
+    assert.ok(accepts.length <= COUNT);
+    for (const { error, info } of accepts) {
+      assert.ok(error instanceof Deno.errors.NotConnected, String(error));
+      assert.equal(info.remoteAddr, undefined);
+    }
+    // Whatever was accepted before its reset failed its handshake instead,
+    // reported with the peer's address.
+    for (const { info } of reports) {
+      if (info.phase === "handshake") {
+        assert.equal(info.remoteAddr?.transport, "tcp");
+      }
     }
   },
 );

@@ -3,7 +3,8 @@
 // "regression" failed before the fix they name; the others confirm a defence
 // that already held.
 import assert from "node:assert/strict";
-import { type CipherState, HandshakeState } from "../../_noise_state.ts";
+import type { CipherState } from "../../_noise_cipher.ts";
+import { HandshakeState } from "../../_noise_state.ts";
 import { readExact } from "../../_conn_io.ts";
 import { AuthenticationError, ProtocolError } from "../../errors.ts";
 import {

@@ -1,0 +1,158 @@
+// Private: the options of listenMultiprocessing() and
+// connectMultiprocessing(), checked once: the authkey imported as an HMAC
+// key for each digest we may use (then wiped), the digest we ask for, the
+// limits and the deadline (Keys), and where to listen or connect (a TCP
+// host and port, or a Unix socket path).
+import { checkLimit, checkPort, checkTimeout } from "./_options.ts";
+import { utf8 } from "./_bytes.ts";
+import { DEFAULT_TIMEOUT } from "./_deadline.ts";
+import { type HashName, HmacKey } from "./handshake.ts";
+import type {
+  MultiprocessingAuthOptions,
+  MultiprocessingDigest,
+} from "./multiprocessing.ts";
+
+/** Default largest message a connection receives: 64 MiB. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
+
+/** Default `maxPending` of a listener. */
+export const DEFAULT_MAX_PENDING = 64;
+
+const HASHES: Readonly<Record<MultiprocessingDigest, HashName>> = {
+  sha256: "SHA-256",
+  sha384: "SHA-384",
+  md5: "MD5",
+};
+
+/** The checked authentication options, with the authkey imported. */
+export interface Keys {
+  readonly legacyMd5: boolean;
+  /** The digest named in the challenges we deliver. */
+  readonly digest: "sha256" | "sha384";
+  readonly maxMessageSize: number;
+  /** The handshake's deadline, in ms. */
+  readonly timeout: number;
+  /** The authkey for `name`; undefined for MD5 unless `legacyMd5`. */
+  get(name: MultiprocessingDigest): HmacKey | undefined;
+}
+
+function typeOf(value: unknown): string {
+  return value === null ? "null" : typeof value;
+}
+
+/** Copies the authkey into bytes of our own (wiped once imported). */
+function authkeyBytes(authkey: unknown): Uint8Array<ArrayBuffer> {
+  const raw = typeof authkey === "string"
+    ? utf8(authkey)
+    : authkey instanceof Uint8Array
+    ? new Uint8Array(authkey)
+    : undefined;
+  if (raw === undefined) {
+    throw new TypeError(
+      `Cannot use the authkey: expected a string or Uint8Array, got ${
+        typeOf(authkey)
+      }`,
+    );
+  }
+  if (raw.byteLength === 0) {
+    throw new TypeError(
+      "Cannot use the authkey: it is empty; give the same non-empty authkey as the Python side",
+    );
+  }
+  return raw;
+}
+
+/**
+ * Checks the options both functions share and imports the authkey for
+ * every digest allowed.
+ */
+export async function importKeys(
+  options: MultiprocessingAuthOptions,
+): Promise<Keys> {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(
+      `Cannot use the options: expected an object, got ${typeOf(options)}`,
+    );
+  }
+  const raw = authkeyBytes(options.authkey);
+  try {
+    const legacyMd5 = options.legacyMd5 ?? false;
+    if (typeof legacyMd5 !== "boolean") {
+      throw new TypeError(
+        `Cannot use legacyMd5: expected a boolean, got ${typeof legacyMd5}`,
+      );
+    }
+    const digest = options.digest ?? "sha256";
+    if (digest !== "sha256" && digest !== "sha384") {
+      throw new TypeError(
+        `Cannot use digest "${digest}": expected "sha256" or "sha384"`,
+      );
+    }
+    const maxMessageSize = checkLimit(
+      options.maxMessageSize,
+      DEFAULT_MAX_MESSAGE_SIZE,
+      "maxMessageSize",
+    );
+    const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
+    const keys = new Map<MultiprocessingDigest, HmacKey>();
+    for (const name of ["sha256", "sha384", "md5"] as const) {
+      if (name === "md5" && !legacyMd5) continue;
+      keys.set(name, await HmacKey.import(raw, { hash: HASHES[name] }));
+    }
+    return {
+      legacyMd5,
+      digest,
+      maxMessageSize,
+      timeout,
+      get: (name) => keys.get(name),
+    };
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/** Where to listen or connect, and how to name it in messages. */
+export type Target =
+  | { readonly path: string; readonly where: string }
+  | {
+    readonly hostname: string;
+    readonly port: number;
+    readonly where: string;
+  };
+
+/**
+ * The Unix socket path or the TCP host and port in `options`. A path given
+ * together with `hostname` or `port` is refused; `listen` allows port 0 (a
+ * free one) and makes 0 the default.
+ */
+export function resolveTarget(options: object, listen: boolean): Target {
+  const action = listen ? "listen" : "connect";
+  const { path, hostname, port } = options as {
+    path?: unknown;
+    hostname?: unknown;
+    port?: unknown;
+  };
+  if (path === undefined) {
+    const host = (hostname as string | undefined) ?? "127.0.0.1";
+    const checked = checkPort(
+      port as number | undefined,
+      listen ? 0 : undefined,
+      "port",
+      listen,
+    );
+    return { hostname: host, port: checked, where: `${host}:${checked}` };
+  }
+  if (typeof path !== "string" || path === "") {
+    throw new TypeError(
+      `Cannot ${action}: expected path to be a non-empty string, got ${
+        path === "" ? "an empty string" : typeOf(path)
+      }`,
+    );
+  }
+  if (hostname !== undefined || port !== undefined) {
+    throw new TypeError(
+      `Cannot ${action}: give either path (a Unix socket) or hostname and port (TCP), not both`,
+    );
+  }
+  return { path, where: `unix:${path}` };
+}
