@@ -73,7 +73,8 @@ import { AddressCounts, addressKey } from "./_address.ts";
 import { checkIpv6Prefix } from "./_options.ts";
 import { checkDuration } from "./_options.ts";
 import { formatAddr } from "./_address.ts";
-import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
+import { HttpRefusal } from "./_http1_parse.ts";
+import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
 import { allowed } from "./_tls_identity.ts";
 import {
   listenTls,

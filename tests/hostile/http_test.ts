@@ -1,18 +1,14 @@
 // Hostile HTTP peers: nothing a client sends before it authenticates may
-// crash, stall or bloat serveHttps(). The request parser (_http1.ts) tested
+// crash, stall or bloat serveHttps(). The request parser (_http1_*.ts) tested
 // directly, then the attacks over TLS, against Python's xmlrpc.client, and
 // against the key-value example in a child process whose memory and CPU are
 // read from /proc.
 import assert from "node:assert/strict";
 import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
-import {
-  type Http1Conn,
-  Http1Reader,
-  type HttpRefusal,
-  parseHead,
-  serveHttp1,
-} from "../../_http1.ts";
+import { type HttpRefusal, parseHead } from "../../_http1_parse.ts";
+import { Http1Reader } from "../../_http1_reader.ts";
+import { type Http1Conn, serveHttp1 } from "../../_http1_session.ts";
 import { type HttpsConn, serveHttps } from "../../https.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../../xmlrpc.ts";
 import {
