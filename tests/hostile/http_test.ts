@@ -8,7 +8,6 @@ import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
 import { type HttpRefusal, parseHead } from "../../_http1_parse.ts";
 import { Http1Reader } from "../../_http1_reader.ts";
-import { type Http1Conn, serveHttp1 } from "../../_http1_session.ts";
 import { type HttpsConn, serveHttps } from "../../https.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../../xmlrpc.ts";
 import {
@@ -18,6 +17,7 @@ import {
   startExample,
   within,
 } from "../_helpers.ts";
+import { pieces, readText, servePair, streamOf } from "../_http1_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -220,32 +220,6 @@ Deno.test("parseHead() checks that Host is a host and an optional port", () => {
 
 // ---------------------------------------------------------------------------
 // Http1Reader: heads and bodies from a byte stream
-
-/**
- * A stream of `chunks`; it then closes, or (`end: false`) stays open with
- * nothing more to read, as a client that waits.
- */
-function streamOf(
-  chunks: Iterable<Uint8Array>,
-  end = true,
-): ReadableStream<Uint8Array> {
-  const it = chunks[Symbol.iterator]();
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      const next = it.next();
-      if (!next.done) return controller.enqueue(next.value);
-      if (end) return controller.close();
-      return new Promise<void>(() => {}); // no more bytes, no EOF
-    },
-  });
-}
-
-/** `bytes` in pieces of `size` bytes (the last one shorter). */
-function* pieces(bytes: Uint8Array, size: number): Generator<Uint8Array> {
-  for (let i = 0; i < bytes.length; i += size) {
-    yield bytes.slice(i, i + size);
-  }
-}
 
 function readerOf(chunks: Iterable<Uint8Array>, end = true): Http1Reader {
   return new Http1Reader(streamOf(chunks, end), () => {});
@@ -481,89 +455,6 @@ Deno.test("Http1Reader.readBody() reads a Content-Length body into a buffer of t
 
 // ---------------------------------------------------------------------------
 // serveHttp1(): guarded callbacks and the bounded lingering
-
-/**
- * serveHttp1() on an in-memory connection: `client` writes what the server
- * reads (or `readable` is read instead) and reads what it writes, to its end
- * when the server closes.
- */
-function servePair(
-  options: Partial<Parameters<typeof serveHttp1>[1]> = {},
-  handler: Parameters<typeof serveHttp1>[2] = async (request) => ({
-    status: 200,
-    headers: [],
-    body: encoder.encode(`${request.method} ${await request.text()}`),
-  }),
-  readable?: ReadableStream<Uint8Array>,
-) {
-  const fromClient = new TransformStream<Uint8Array, Uint8Array>();
-  let toClient!: ReadableStreamDefaultController<Uint8Array>;
-  const end = () => {
-    try {
-      toClient.close();
-    } catch {
-      // already closed
-    }
-  };
-  const client = {
-    readable: new ReadableStream<Uint8Array>({
-      start(controller) {
-        toClient = controller;
-      },
-    }),
-    writable: fromClient.writable,
-  };
-  let closes = 0;
-  const conn: Http1Conn = {
-    readable: readable ?? fromClient.readable,
-    writable: new WritableStream<Uint8Array>({
-      write(chunk) {
-        toClient.enqueue(chunk.slice());
-      },
-      close: end,
-    }),
-    close() {
-      closes++;
-      end();
-    },
-  };
-  const session = serveHttp1(
-    conn,
-    {
-      maxHeaderSize: 1024,
-      maxHeaderCount: 10,
-      maxBodySize: 100,
-      keepAliveTimeout: 5000,
-      requestTimeout: 5000,
-      base: "https://127.0.0.1:1/",
-      ...options,
-    },
-    handler,
-    null,
-  );
-  return { session, client, closes: () => closes };
-}
-
-async function readText(
-  readable: ReadableStream<Uint8Array>,
-  limit = 5000,
-): Promise<string> {
-  let text = "";
-  const reader = readable.getReader();
-  const end = performance.now() + limit;
-  try {
-    while (performance.now() < end) {
-      const { value, done } = await within(reader.read(), limit);
-      if (done) break;
-      text += decoder.decode(value);
-    }
-  } catch {
-    // aborted by the server's close: the end
-  } finally {
-    reader.releaseLock();
-  }
-  return text;
-}
 
 Deno.test("serveHttp1() reports a throw in parsing or in the handler to onError and closes only that connection", async () => {
   const errors: unknown[] = [];
