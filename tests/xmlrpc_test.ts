@@ -306,6 +306,25 @@ Deno.test("decodeMethodCall() refuses bodies and nesting over the limits", () =>
     () => decodeMethodCall("<x/>", { maxDepth: 1001 }),
     /at most 1000/,
   );
+  // maxDepth bounds the recursion: no Infinity. maxBodySize may be.
+  assert.throws(
+    () => decodeMethodCall("<x/>", { maxDepth: Infinity }),
+    {
+      name: "RangeError",
+      message: /^Cannot use maxDepth: expected at most 1000/,
+    },
+  );
+  assert.equal(
+    decodeMethodCall(big, { maxBodySize: Infinity }).params[0],
+    "x".repeat(1024 * 1024),
+  );
+  assert.throws(
+    () => decodeMethodCall("<x/>", { maxBodySize: 0.5 }),
+    {
+      name: "RangeError",
+      message: /^Cannot use maxBodySize: expected a whole number/,
+    },
+  );
   // The highest allowed depth decodes without exhausting the stack.
   assert.ok(decodeMethodCall(deep(1000, ...array), { maxDepth: 1000 }));
 });
