@@ -23,6 +23,7 @@ import {
 import {
   type CreateXmlRpcHandlerOptions,
   type XmlRpcCall,
+  type XmlRpcErrorInfo,
   XmlRpcFault,
   XmlRpcFaultCode,
   type XmlRpcMethod,
@@ -85,9 +86,9 @@ export function xmlRpcHandler(
   );
   const introspection = options.introspection ?? true;
   const hook = options.onError;
-  const onError = (error: unknown, method: string): void => {
+  const onError = (error: unknown, info: XmlRpcErrorInfo): void => {
     try {
-      hook?.(error, method);
+      hook?.(error, info);
     } catch {
       // A failing hook must not cost the client its answer.
     }
@@ -154,7 +155,9 @@ export function xmlRpcHandler(
           error.message,
         );
       }
-      throw error; // the connection failed while reading
+      // The connection failed while reading: nothing to answer.
+      onError(error, { phase: "request" });
+      throw error;
     } finally {
       limit[Symbol.dispose]();
     }
@@ -175,7 +178,7 @@ export function xmlRpcHandler(
       ) {
         return faultResponse(error.faultCode, error.faultString);
       }
-      onError(error, call.method);
+      onError(error, { phase: "method", method: call.method });
       return faultResponse(
         XmlRpcFaultCode.APPLICATION,
         describeThrown(error, true),
@@ -184,7 +187,7 @@ export function xmlRpcHandler(
     try {
       return xmlResponse(encodeResponse(result, { maxDepth }));
     } catch (error) {
-      onError(error, call.method);
+      onError(error, { phase: "method", method: call.method });
       return faultResponse(
         XmlRpcFaultCode.INTERNAL_ERROR,
         `Cannot encode the result of ${quote(call.method)}: ${

@@ -74,6 +74,7 @@ import {
   encodeResponse,
 } from "./_xmlrpc_encode.ts";
 import { xmlRpcHandler } from "./_xmlrpc_handler.ts";
+import type { ErrorInfo } from "./types.ts";
 
 /** A value XML-RPC can carry, as the decoder returns it. */
 export type XmlRpcValue =
@@ -346,14 +347,52 @@ export interface CreateXmlRpcHandlerOptions {
    */
   introspection?: boolean;
   /**
-   * Called with every error a method throws that is not an
-   * {@linkcode XmlRpcFault}, and with encoding failures, for logging.
-   * Exceptions thrown by the hook are ignored: the client still gets its
-   * fault.
+   * Called for logging with every error a method throws that is not an
+   * {@linkcode XmlRpcFault} and every result that cannot be encoded (phase
+   * `"method"`, the client gets a fault), and with a failure to read the
+   * request (phase `"request"`: the connection failed; the handler then
+   * rejects with that error, for the HTTP server to close the
+   * connection). Refusals the client caused (405, 408, 413, malformed
+   * XML-RPC, an unknown method) are answered, not reported. A hook that
+   * throws is ignored: the client still gets its answer.
    *
    * @default {undefined}
    */
-  onError?: (error: unknown, method: string) => void;
+  onError?: (error: unknown, info: XmlRpcErrorInfo) => void;
+}
+
+/**
+ * What {@linkcode createXmlRpcHandler}'s `onError` hook is told besides the
+ * error.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createXmlRpcHandler, encodeMethodCall } from "./xmlrpc.ts";
+ *
+ * const seen: string[] = [];
+ * const handler = createXmlRpcHandler({
+ *   fail() {
+ *     throw new Error("bug");
+ *   },
+ * }, { onError: (_error, info) => seen.push(`${info.phase} ${info.method}`) });
+ * await handler(
+ *   new Request("http://localhost/", {
+ *     method: "POST",
+ *     body: encodeMethodCall("fail"),
+ *   }),
+ * );
+ * assert.deepEqual(seen, ["method fail"]);
+ * ```
+ */
+export interface XmlRpcErrorInfo extends ErrorInfo {
+  /**
+   * `"method"`: a method threw, or its result could not be encoded;
+   * `"request"`: the request could not be read.
+   */
+  readonly phase: "method" | "request";
+  /** The method called, in phase `"method"`. */
+  readonly method?: string;
 }
 
 /**

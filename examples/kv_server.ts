@@ -264,9 +264,11 @@ async function main(): Promise<void> {
   }
   const controller = new AbortController();
   const handler = createXmlRpcHandler(kvMethods(kv), {
-    onError(error, method) {
+    onError(error, info) {
       console.error(
-        `error in ${method}: ${(error as Error)?.message ?? error}`,
+        `error in ${info.method ?? `the ${info.phase}`}: ${
+          (error as Error)?.message ?? error
+        }`,
       );
     },
   });
