@@ -68,20 +68,10 @@
  *
  * @module
  */
-import { AcceptLoop, type AcceptSource } from "./_accept.ts";
-import { AddressCounts, addressKey } from "./_address.ts";
-import { checkIpv6Prefix } from "./_options.ts";
-import { checkDuration } from "./_options.ts";
 import { formatAddr } from "./_address.ts";
-import { HttpRefusal } from "./_http1_parse.ts";
-import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
-import { allowed } from "./_tls_identity.ts";
-import {
-  listenTls,
-  type PeerIdentity,
-  TlsError,
-  type TlsListener,
-} from "./tls.ts";
+import { resolveHttpsOptions } from "./_https_options.ts";
+import { serveOn } from "./_https_server.ts";
+import { listenTls, type PeerIdentity, TlsError } from "./tls.ts";
 
 export type {
   Duplex,
@@ -324,43 +314,6 @@ export interface HttpsServer extends AsyncDisposable {
   shutdown(): Promise<void>;
 }
 
-function positive(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(
-      `Cannot serve HTTPS: ${what} must be a positive integer, got ${value}`,
-    );
-  }
-  return value;
-}
-
-/**
- * What the accept loop takes from: the listener itself when it has
- * `accept()`, else its iterator (which may end at its first failed accept).
- */
-function acceptSource(listener: HttpsListener): AcceptSource<HttpsConn> {
-  if (typeof listener.accept === "function") {
-    return listener as AcceptSource<HttpsConn>;
-  }
-  const iterator = listener[Symbol.asyncIterator]();
-  return {
-    accept: async () => {
-      const next = await iterator.next();
-      if (next.done) {
-        throw new Deno.errors.BadResource("Listener has been closed");
-      }
-      return next.value;
-    },
-    close: () => listener.close(),
-  };
-}
-
-function plain(status: number, message: string): Response {
-  return new Response(`${message}\n`, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
-}
-
 /**
  * Serves `handler` over HTTPS, requiring client certificates when `clientCa` is
  * given.
@@ -439,99 +392,9 @@ export async function serveHttps(
   handler: HttpsHandler,
 ): Promise<HttpsServer> {
   const given = options?.listener;
-  if (given !== undefined) {
-    const clash = (
-      [
-        "cert",
-        "key",
-        "clientCa",
-        "hostname",
-        "port",
-        "handshakeTimeout",
-      ] as const
-    ).filter((name) => options[name] !== undefined);
-    if (clash.length > 0) {
-      throw new TypeError(
-        `Cannot serve HTTPS: give \`${
-          clash.join("`, `")
-        }\` to listenTls() and pass its listener, or leave out \`listener\``,
-      );
-    }
-    if (typeof given?.[Symbol.asyncIterator] !== "function") {
-      throw new TypeError(
-        "Cannot serve HTTPS: `listener` must be an async iterable listener, such as listenTls() returns",
-      );
-    }
-  } else if (
-    typeof options?.cert !== "string" || typeof options.key !== "string"
-  ) {
-    throw new TypeError(
-      "Cannot serve HTTPS: cert and key (PEM strings) are required; make a development set with `deno task certs`",
-    );
-  }
+  const limits = resolveHttpsOptions(options);
   const mutual = options.clientCa !== undefined;
-  if (options.allowedClients !== undefined && !mutual && !given) {
-    throw new TypeError(
-      "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
-    );
-  }
-  const maxBodySize = positive(
-    options.maxBodySize ?? 1024 * 1024,
-    "maxBodySize",
-  );
-  const handshakeTimeout = positive(
-    options.handshakeTimeout ?? 10_000,
-    "handshakeTimeout",
-  );
-  const requestTimeout = positive(
-    options.requestTimeout ?? 30_000,
-    "requestTimeout",
-  );
-  const keepAliveTimeout = positive(
-    options.keepAliveTimeout ?? 30_000,
-    "keepAliveTimeout",
-  );
-  const maxConnections = positive(
-    options.maxConnections ?? 1024,
-    "maxConnections",
-  );
-  const maxPerAddress = options.maxPerAddress ?? 64;
-  if (
-    maxPerAddress !== Infinity && !(Number.isInteger(maxPerAddress) &&
-      maxPerAddress >= 1)
-  ) {
-    throw new RangeError(
-      `Cannot serve HTTPS: maxPerAddress must be a positive integer or Infinity, got ${maxPerAddress}`,
-    );
-  }
-  const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
-  const gracePeriod = checkDuration(
-    options.gracePeriod,
-    1000,
-    "gracePeriod",
-  );
-  if (!Number.isFinite(gracePeriod)) {
-    throw new RangeError(
-      "Cannot serve HTTPS: gracePeriod must be finite, so that shutdown finishes",
-    );
-  }
   const onError = options.onError;
-  const port = options.port ?? 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(
-      `Cannot serve HTTPS: port must be 0 to 65535, got ${port}`,
-    );
-  }
-  const hostname = options.hostname ?? "127.0.0.1";
-
-  const maxHeaderSize = positive(
-    options.maxHeaderSize ?? 16 * 1024,
-    "maxHeaderSize",
-  );
-  const maxHeaderCount = positive(
-    options.maxHeaderCount ?? 100,
-    "maxHeaderCount",
-  );
   const report = (error: unknown, remote: string) => {
     try {
       onError?.(error, remote);
@@ -544,16 +407,16 @@ export async function serveHttps(
     cert: options.cert,
     key: options.key,
     clientCa: options.clientCa,
-    hostname,
-    port,
-    handshakeTimeout,
+    hostname: limits.hostname,
+    port: limits.port,
+    handshakeTimeout: limits.handshakeTimeout,
     // One request (head and body) plus slack may wait unread while the
     // handler runs; a client further ahead than that is cut off. At least
     // 4 MiB: node:tls on Deno hands over up to about 2 MiB at once before
     // any reader runs, and a refused client that is still sending (see
     // serveHttp1's lingering) must not be cut off for that.
     readBufferLimit: Math.max(
-      maxBodySize + 2 * maxHeaderSize + 64 * 1024,
+      limits.maxBodySize + 2 * limits.maxHeaderSize + 64 * 1024,
       4 * 1024 * 1024,
     ),
     onTlsError: (event) =>
@@ -566,131 +429,11 @@ export async function serveHttps(
         event.remoteAddr ? formatAddr(event.remoteAddr) : "a client",
       ),
   });
-  const addr = listener.addr;
-  const host = `${
-    addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
-  }:${addr.port}/`;
-  const allowList = options.allowedClients
-    ? { cn: options.allowedClients }
-    : null;
-
-  const sessions = new Set<Http1Session>();
-  const perAddress = new AddressCounts();
-  let draining = false;
-  const serveConn = (conn: HttpsConn) => {
-    const remote = formatAddr(conn.remoteAddr);
-    const tls = given === undefined || "peerIdentity" in conn;
-    // Nagle off (listenTls() connections already are; a Deno.TcpConn is not).
-    (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
-    if (draining) return conn.close();
-    if (sessions.size >= maxConnections) {
-      report(
-        new RangeError(
-          `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
-        ),
-        remote,
-      );
-      return conn.close();
-    }
-    const addressName = addressKey(conn.remoteAddr, ipv6Prefix);
-    const fromAddress = perAddress.add(addressName);
-    if (fromAddress > maxPerAddress) {
-      perAddress.remove(addressName);
-      report(
-        new RangeError(
-          `Cannot accept the connection: ${maxPerAddress} from ${addressName} are open (maxPerAddress)`,
-        ),
-        remote,
-      );
-      return conn.close();
-    }
-    const identity = conn.peerIdentity ?? null;
-    const named = given ? identity !== null : mutual;
-    const info: HttpsRequestInfo = {
-      remoteAddr: conn.remoteAddr as Deno.NetAddr,
-      clientName: named ? identity?.cn ?? "" : null,
-      clientFingerprint: named ? identity?.fingerprint256 ?? null : null,
-    };
-    const refusal = allowList && !allowed(identity, allowList)
-      ? new HttpRefusal(
-        403,
-        `Cannot serve the request: the client certificate's common name ${
-          JSON.stringify(info.clientName)
-        } is not in the allow-list`,
-      )
-      : null;
-    const session = serveHttp1(conn, {
-      maxHeaderSize,
-      maxHeaderCount,
-      maxBodySize,
-      keepAliveTimeout,
-      requestTimeout,
-      base: `${tls ? "https" : "http"}://${host}`,
-      onError: (error) => report(error, remote),
-    }, async (request) => {
-      let response: Response;
-      let body: Uint8Array;
-      try {
-        response = await handler(request, info);
-        body = response.body === null
-          ? new Uint8Array(0)
-          : await response.bytes();
-      } catch (error) {
-        report(error, remote);
-        response = plain(500, "Cannot serve the request: the handler failed");
-        body = await response.bytes();
-      }
-      return { status: response.status, headers: response.headers, body };
-    }, refusal);
-    sessions.add(session);
-    session.done.then(() => {
-      sessions.delete(session);
-      perAddress.remove(addressName);
-    });
-  };
-  const accepting = new AcceptLoop<HttpsConn>({
-    listener: acceptSource(listener),
-    onConnection: serveConn,
-    // A connection reset before accept is skipped at once (retryIn 0); the
-    // process out of file descriptors is retried after a back-off.
-    onError: (error, retryIn) =>
-      report(error, retryIn === 0 ? "a client" : "the server"),
-  });
-
-  let closing: Promise<void> | undefined;
-  let resolveFinished!: () => void;
-  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
-  const shutdown = (): Promise<void> => {
-    if (!closing) {
-      draining = true;
-      options.signal?.removeEventListener("abort", onAbort);
-      accepting.stop();
-      for (const session of sessions) session.drain();
-      const timer = setTimeout(() => {
-        for (const session of sessions) session.abort();
-      }, gracePeriod);
-      closing = (async () => {
-        await accepting.done;
-        while (sessions.size > 0) {
-          await Promise.all([...sessions].map((session) => session.done));
-        }
-        clearTimeout(timer);
-        if (given === undefined) {
-          await (listener as TlsListener)[Symbol.asyncDispose]();
-        }
-        resolveFinished();
-      })();
-    }
-    return closing;
-  };
-  const onAbort = () => void shutdown();
-  if (options.signal?.aborted) void shutdown();
-  else options.signal?.addEventListener("abort", onAbort, { once: true });
-
-  return {
-    addr,
-    finished,
-    shutdown,
-    [Symbol.asyncDispose]: shutdown,
-  };
+  return serveOn(listener, limits, {
+    given: given !== undefined,
+    mutual,
+    allowList: options.allowedClients ? { cn: options.allowedClients } : null,
+    report,
+    signal: options.signal,
+  }, handler);
 }

@@ -1,0 +1,209 @@
+// Private: the serving part of serveHttps(): takes connections from a
+// listener (through AcceptLoop), admits each under maxConnections and
+// maxPerAddress, serves its requests with serveHttp1() (_http1_session.ts)
+// and the handler, and shuts down gracefully (drain, grace period, abort).
+
+import { AcceptLoop, type AcceptSource } from "./_accept.ts";
+import { AddressCounts, addressKey, formatAddr } from "./_address.ts";
+import type { ResolvedHttpsOptions } from "./_https_options.ts";
+import { HttpRefusal } from "./_http1_parse.ts";
+import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
+import { allowed } from "./_tls_identity.ts";
+import type {
+  HttpsConn,
+  HttpsHandler,
+  HttpsListener,
+  HttpsRequestInfo,
+  HttpsServer,
+} from "./https.ts";
+import type { TlsAllowList, TlsListener } from "./tls.ts";
+
+/**
+ * What the accept loop takes from: the listener itself when it has
+ * `accept()`, else its iterator (which may end at its first failed accept).
+ */
+function acceptSource(listener: HttpsListener): AcceptSource<HttpsConn> {
+  if (typeof listener.accept === "function") {
+    return listener as AcceptSource<HttpsConn>;
+  }
+  const iterator = listener[Symbol.asyncIterator]();
+  return {
+    accept: async () => {
+      const next = await iterator.next();
+      if (next.done) {
+        throw new Deno.errors.BadResource("Listener has been closed");
+      }
+      return next.value;
+    },
+    close: () => listener.close(),
+  };
+}
+
+function plain(status: number, message: string): Response {
+  return new Response(`${message}\n`, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+/** How serveHttps() serves, besides the limits. */
+export interface HttpsServing {
+  /** The listener was given by the caller (else it is ours, from listenTls). */
+  given: boolean;
+  /** Client certificates are required (clientCa). */
+  mutual: boolean;
+  /** Common names allowed (HTTP 403 for others), or null for all. */
+  allowList: TlsAllowList | null;
+  /** The guarded onError hook. */
+  report: (error: unknown, remote: string) => void;
+  /** Shuts the server down when it aborts. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Serves `handler` on `listener` until shutdown (see serveHttps() in
+ * https.ts); closes the listener at the end when it is ours.
+ */
+export function serveOn(
+  listener: HttpsListener,
+  limits: ResolvedHttpsOptions,
+  serving: HttpsServing,
+  handler: HttpsHandler,
+): HttpsServer {
+  const {
+    maxConnections,
+    maxPerAddress,
+    ipv6Prefix,
+    gracePeriod,
+    maxHeaderSize,
+    maxHeaderCount,
+    maxBodySize,
+    keepAliveTimeout,
+    requestTimeout,
+  } = limits;
+  const { given, mutual, allowList, report } = serving;
+  const addr = listener.addr;
+  const host = `${
+    addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
+  }:${addr.port}/`;
+
+  const sessions = new Set<Http1Session>();
+  const perAddress = new AddressCounts();
+  let draining = false;
+  const serveConn = (conn: HttpsConn) => {
+    const remote = formatAddr(conn.remoteAddr);
+    const tls = !given || "peerIdentity" in conn;
+    // Nagle off (listenTls() connections already are; a Deno.TcpConn is not).
+    (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+    if (draining) return conn.close();
+    if (sessions.size >= maxConnections) {
+      report(
+        new RangeError(
+          `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
+        ),
+        remote,
+      );
+      return conn.close();
+    }
+    const addressName = addressKey(conn.remoteAddr, ipv6Prefix);
+    const fromAddress = perAddress.add(addressName);
+    if (fromAddress > maxPerAddress) {
+      perAddress.remove(addressName);
+      report(
+        new RangeError(
+          `Cannot accept the connection: ${maxPerAddress} from ${addressName} are open (maxPerAddress)`,
+        ),
+        remote,
+      );
+      return conn.close();
+    }
+    const identity = conn.peerIdentity ?? null;
+    const named = given ? identity !== null : mutual;
+    const info: HttpsRequestInfo = {
+      remoteAddr: conn.remoteAddr as Deno.NetAddr,
+      clientName: named ? identity?.cn ?? "" : null,
+      clientFingerprint: named ? identity?.fingerprint256 ?? null : null,
+    };
+    const refusal = allowList && !allowed(identity, allowList)
+      ? new HttpRefusal(
+        403,
+        `Cannot serve the request: the client certificate's common name ${
+          JSON.stringify(info.clientName)
+        } is not in the allow-list`,
+      )
+      : null;
+    const session = serveHttp1(conn, {
+      maxHeaderSize,
+      maxHeaderCount,
+      maxBodySize,
+      keepAliveTimeout,
+      requestTimeout,
+      base: `${tls ? "https" : "http"}://${host}`,
+      onError: (error) => report(error, remote),
+    }, async (request) => {
+      let response: Response;
+      let body: Uint8Array;
+      try {
+        response = await handler(request, info);
+        body = response.body === null
+          ? new Uint8Array(0)
+          : await response.bytes();
+      } catch (error) {
+        report(error, remote);
+        response = plain(500, "Cannot serve the request: the handler failed");
+        body = await response.bytes();
+      }
+      return { status: response.status, headers: response.headers, body };
+    }, refusal);
+    sessions.add(session);
+    session.done.then(() => {
+      sessions.delete(session);
+      perAddress.remove(addressName);
+    });
+  };
+  const accepting = new AcceptLoop<HttpsConn>({
+    listener: acceptSource(listener),
+    onConnection: serveConn,
+    // A connection reset before accept is skipped at once (retryIn 0); the
+    // process out of file descriptors is retried after a back-off.
+    onError: (error, retryIn) =>
+      report(error, retryIn === 0 ? "a client" : "the server"),
+  });
+
+  let closing: Promise<void> | undefined;
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
+  const shutdown = (): Promise<void> => {
+    if (!closing) {
+      draining = true;
+      serving.signal?.removeEventListener("abort", onAbort);
+      accepting.stop();
+      for (const session of sessions) session.drain();
+      const timer = setTimeout(() => {
+        for (const session of sessions) session.abort();
+      }, gracePeriod);
+      closing = (async () => {
+        await accepting.done;
+        while (sessions.size > 0) {
+          await Promise.all([...sessions].map((session) => session.done));
+        }
+        clearTimeout(timer);
+        if (!given) {
+          await (listener as TlsListener)[Symbol.asyncDispose]();
+        }
+        resolveFinished();
+      })();
+    }
+    return closing;
+  };
+  const onAbort = () => void shutdown();
+  if (serving.signal?.aborted) void shutdown();
+  else serving.signal?.addEventListener("abort", onAbort, { once: true });
+
+  return {
+    addr,
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}
