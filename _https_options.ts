@@ -1,9 +1,38 @@
 // Private: serveHttps()'s option checks and defaults, resolved once before
 // anything listens (so that a bad option throws first) into plain numbers
-// the server reads without checking again.
+// the server reads without checking again, and the options of the
+// listenTls() listener serveHttps() opens when it is given none. Every
+// check is one of _options.ts: a timeout or a limit takes Infinity, a grace
+// period 0 and Infinity, as in serve() and listenTls().
 
-import { checkDuration, checkIpv6Prefix } from "./_options.ts";
+import {
+  checkDuration,
+  checkIpv6Prefix,
+  checkLimit,
+  checkPort,
+  checkTimeout,
+} from "./_options.ts";
 import type { ServeHttpsOptions } from "./https.ts";
+import type { ListenTlsOptions, TlsErrorEvent } from "./tls.ts";
+
+/** serveHttps()'s defaults (documented on the options). */
+const DEFAULTS = {
+  hostname: "127.0.0.1",
+  port: 0,
+  maxBodySize: 1024 * 1024,
+  maxHeaderSize: 16 * 1024,
+  maxHeaderCount: 100,
+  handshakeTimeout: 10_000,
+  requestTimeout: 30_000,
+  keepAliveTimeout: 30_000,
+  maxConnections: 1024,
+  maxPerAddress: 64,
+  ipv6Prefix: 64,
+  gracePeriod: 1000,
+} as const;
+
+/** The longest delay a timer takes: 2^31 - 1 ms (a longer one fires at once). */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 /** serveHttps()'s limits and address, checked, with the defaults in. */
 export interface ResolvedHttpsOptions {
@@ -19,36 +48,30 @@ export interface ResolvedHttpsOptions {
   hostname: string;
   maxHeaderSize: number;
   maxHeaderCount: number;
+  /** Client certificates are asked for (`clientCa` or `clientCaFile`). */
+  mutual: boolean;
 }
 
-function positive(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(
-      `Cannot serve HTTPS: ${what} must be a positive integer, got ${value}`,
-    );
-  }
-  return value;
-}
+/** Options that configure the listener serveHttps() opens itself. */
+const LISTENER_OPTIONS = [
+  "cert",
+  "key",
+  "certFile",
+  "keyFile",
+  "clientCa",
+  "clientCaFile",
+  "hostname",
+  "port",
+  "handshakeTimeout",
+] as const;
 
-/**
- * Checks serveHttps()'s options: the listener or the certificate and key,
- * and every limit and deadline.
- */
-export function resolveHttpsOptions(
-  options: ServeHttpsOptions,
-): ResolvedHttpsOptions {
+/** Checks where serveHttps() gets its connections: `listener` or TLS material. */
+function checkSource(options: ServeHttpsOptions): void {
   const given = options?.listener;
   if (given !== undefined) {
-    const clash = (
-      [
-        "cert",
-        "key",
-        "clientCa",
-        "hostname",
-        "port",
-        "handshakeTimeout",
-      ] as const
-    ).filter((name) => options[name] !== undefined);
+    const clash = LISTENER_OPTIONS.filter((name) =>
+      options[name] !== undefined
+    );
     if (clash.length > 0) {
       throw new TypeError(
         `Cannot serve HTTPS: give \`${
@@ -62,86 +85,122 @@ export function resolveHttpsOptions(
       );
     }
   } else if (
-    typeof options?.cert !== "string" || typeof options.key !== "string"
+    (options?.cert === undefined && options?.certFile === undefined) ||
+    (options?.key === undefined && options?.keyFile === undefined)
   ) {
     throw new TypeError(
-      "Cannot serve HTTPS: cert and key (PEM strings) are required; make a development set with `deno task certs`",
+      "Cannot serve HTTPS: cert and key (PEM strings) are required, or certFile and keyFile (paths); make a development set with `deno task certs`",
     );
   }
-  const mutual = options.clientCa !== undefined;
-  if (options.allowedClients !== undefined && !mutual && !given) {
+}
+
+/**
+ * Checks serveHttps()'s options: the listener or the certificate and key,
+ * and every limit and deadline.
+ */
+export function resolveHttpsOptions(
+  options: ServeHttpsOptions,
+): ResolvedHttpsOptions {
+  checkSource(options);
+  const mutual = options.clientCa !== undefined ||
+    options.clientCaFile !== undefined;
+  if (
+    options.allowedClients !== undefined && !mutual &&
+    options.listener === undefined
+  ) {
     throw new TypeError(
       "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
     );
   }
-  const maxBodySize = positive(
-    options.maxBodySize ?? 1024 * 1024,
-    "maxBodySize",
-  );
-  const handshakeTimeout = positive(
-    options.handshakeTimeout ?? 10_000,
-    "handshakeTimeout",
-  );
-  const requestTimeout = positive(
-    options.requestTimeout ?? 30_000,
-    "requestTimeout",
-  );
-  const keepAliveTimeout = positive(
-    options.keepAliveTimeout ?? 30_000,
-    "keepAliveTimeout",
-  );
-  const maxConnections = positive(
-    options.maxConnections ?? 1024,
-    "maxConnections",
-  );
-  const maxPerAddress = options.maxPerAddress ?? 64;
-  if (
-    maxPerAddress !== Infinity && !(Number.isInteger(maxPerAddress) &&
-      maxPerAddress >= 1)
-  ) {
-    throw new RangeError(
-      `Cannot serve HTTPS: maxPerAddress must be a positive integer or Infinity, got ${maxPerAddress}`,
-    );
-  }
-  const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
-  const gracePeriod = checkDuration(
-    options.gracePeriod,
-    1000,
-    "gracePeriod",
-  );
-  if (!Number.isFinite(gracePeriod)) {
-    throw new RangeError(
-      "Cannot serve HTTPS: gracePeriod must be finite, so that shutdown finishes",
-    );
-  }
-  const port = options.port ?? 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(
-      `Cannot serve HTTPS: port must be 0 to 65535, got ${port}`,
-    );
-  }
-  const hostname = options.hostname ?? "127.0.0.1";
+  return {
+    maxBodySize: checkLimit(
+      options.maxBodySize,
+      DEFAULTS.maxBodySize,
+      "maxBodySize",
+    ),
+    handshakeTimeout: checkTimeout(
+      options.handshakeTimeout,
+      DEFAULTS.handshakeTimeout,
+      "handshakeTimeout",
+    ),
+    requestTimeout: checkTimeout(
+      options.requestTimeout,
+      DEFAULTS.requestTimeout,
+      "requestTimeout",
+    ),
+    keepAliveTimeout: checkTimeout(
+      options.keepAliveTimeout,
+      DEFAULTS.keepAliveTimeout,
+      "keepAliveTimeout",
+    ),
+    maxConnections: checkLimit(
+      options.maxConnections,
+      DEFAULTS.maxConnections,
+      "maxConnections",
+    ),
+    maxPerAddress: checkLimit(
+      options.maxPerAddress,
+      DEFAULTS.maxPerAddress,
+      "maxPerAddress",
+    ),
+    ipv6Prefix: checkIpv6Prefix(options.ipv6Prefix, DEFAULTS.ipv6Prefix),
+    gracePeriod: checkDuration(
+      options.gracePeriod,
+      DEFAULTS.gracePeriod,
+      "gracePeriod",
+    ),
+    port: checkPort(options.port, DEFAULTS.port, "port", true),
+    hostname: options.hostname ?? DEFAULTS.hostname,
+    maxHeaderSize: checkLimit(
+      options.maxHeaderSize,
+      DEFAULTS.maxHeaderSize,
+      "maxHeaderSize",
+    ),
+    maxHeaderCount: checkLimit(
+      options.maxHeaderCount,
+      DEFAULTS.maxHeaderCount,
+      "maxHeaderCount",
+    ),
+    mutual,
+  };
+}
 
-  const maxHeaderSize = positive(
-    options.maxHeaderSize ?? 16 * 1024,
-    "maxHeaderSize",
-  );
-  const maxHeaderCount = positive(
-    options.maxHeaderCount ?? 100,
-    "maxHeaderCount",
+/**
+ * The options of the listenTls() listener serveHttps() opens: the TLS
+ * material (text or files, which listenTls() reads), the address, the
+ * handshake deadline, and a read buffer for one request.
+ */
+export function listenerOptions(
+  options: ServeHttpsOptions,
+  limits: ResolvedHttpsOptions,
+  onTlsError: (event: TlsErrorEvent) => void,
+): ListenTlsOptions {
+  // One request (head and body) plus slack may wait unread while the
+  // handler runs; a client further ahead than that is cut off. At least
+  // 4 MiB: node:tls on Deno hands over up to about 2 MiB at once before
+  // any reader runs, and a refused client that is still sending (see
+  // serveHttp1's lingering) must not be cut off for that.
+  const readBufferLimit = Math.max(
+    limits.maxBodySize + 2 * limits.maxHeaderSize + 64 * 1024,
+    4 * 1024 * 1024,
   );
   return {
-    maxBodySize,
-    handshakeTimeout,
-    requestTimeout,
-    keepAliveTimeout,
-    maxConnections,
-    maxPerAddress,
-    ipv6Prefix,
-    gracePeriod,
-    port,
-    hostname,
-    maxHeaderSize,
-    maxHeaderCount,
+    cert: options.cert,
+    key: options.key,
+    certFile: options.certFile,
+    keyFile: options.keyFile,
+    clientCa: options.clientCa,
+    clientCaFile: options.clientCaFile,
+    hostname: limits.hostname,
+    port: limits.port,
+    // node:tls arms a timer with it: a delay over 2^31 - 1 ms would fire at
+    // once, so "none" is the longest delay a timer takes (24.8 days).
+    handshakeTimeout: Math.min(limits.handshakeTimeout, MAX_TIMER_DELAY),
+    // With no body or header limit, no buffer limit either (listenTls
+    // takes a whole number of bytes).
+    readBufferLimit: Number.isFinite(readBufferLimit)
+      ? readBufferLimit
+      : Number.MAX_SAFE_INTEGER,
+    onTlsError,
   };
 }

@@ -5,7 +5,10 @@
 
 import { AcceptLoop, type AcceptSource } from "./_accept.ts";
 import { AddressCounts, addressKey, formatAddr } from "./_address.ts";
-import type { ResolvedHttpsOptions } from "./_https_options.ts";
+import {
+  MAX_TIMER_DELAY,
+  type ResolvedHttpsOptions,
+} from "./_https_options.ts";
 import { HttpRefusal } from "./_http1_parse.ts";
 import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
 import { allowed } from "./_tls_identity.ts";
@@ -50,8 +53,6 @@ function plain(status: number, message: string): Response {
 export interface HttpsServing {
   /** The listener was given by the caller (else it is ours, from listenTls). */
   given: boolean;
-  /** Client certificates are required (clientCa). */
-  mutual: boolean;
   /** Common names allowed (HTTP 403 for others), or null for all. */
   allowList: TlsAllowList | null;
   /** The guarded onError hook. */
@@ -80,8 +81,9 @@ export function serveOn(
     maxBodySize,
     keepAliveTimeout,
     requestTimeout,
+    mutual,
   } = limits;
-  const { given, mutual, allowList, report } = serving;
+  const { given, allowList, report } = serving;
   const addr = listener.addr;
   const host = `${
     addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
@@ -179,9 +181,13 @@ export function serveOn(
       serving.signal?.removeEventListener("abort", onAbort);
       accepting.stop();
       for (const session of sessions) session.drain();
-      const timer = setTimeout(() => {
-        for (const session of sessions) session.abort();
-      }, gracePeriod);
+      // A grace period past the longest timer delay (Infinity, say) waits
+      // for every request in flight, however long it takes.
+      const timer = gracePeriod <= MAX_TIMER_DELAY
+        ? setTimeout(() => {
+          for (const session of sessions) session.abort();
+        }, gracePeriod)
+        : undefined;
       closing = (async () => {
         await accepting.done;
         while (sessions.size > 0) {

@@ -69,7 +69,7 @@
  * @module
  */
 import { formatAddr } from "./_address.ts";
-import { resolveHttpsOptions } from "./_https_options.ts";
+import { listenerOptions, resolveHttpsOptions } from "./_https_options.ts";
 import { serveOn } from "./_https_server.ts";
 import { listenTls, type PeerIdentity, TlsError } from "./tls.ts";
 
@@ -82,13 +82,38 @@ export type {
 
 /** Options for {@linkcode serveHttps}. */
 export interface ServeHttpsOptions {
-  /** The server's certificate chain (PEM). Required unless `listener` is given. */
+  /**
+   * The server's certificate chain, PEM text. Give this or `certFile`,
+   * unless `listener` is given.
+   *
+   * @default {undefined}
+   */
   cert?: string;
-  /** The server certificate's private key (PEM). Required unless `listener` is given. */
+  /**
+   * The server certificate's private key, PEM text. Give this or
+   * `keyFile`, unless `listener` is given.
+   *
+   * @default {undefined}
+   */
   key?: string;
   /**
+   * Path of a PEM file holding the server certificate chain, read once at
+   * start (as {@linkcode listenTls} reads it).
+   *
+   * @default {undefined}
+   */
+  certFile?: string;
+  /**
+   * Path of a PEM file holding the server's private key, read once at
+   * start.
+   *
+   * @default {undefined}
+   */
+  keyFile?: string;
+  /**
    * A listener to serve on instead of opening one from `cert`, `key`,
-   * `clientCa`, `hostname`, `port` and `handshakeTimeout` (leave those out):
+   * `certFile`, `keyFile`, `clientCa`, `clientCaFile`, `hostname`, `port`
+   * and `handshakeTimeout` (leave those out):
    * typically a {@linkcode listenTls} listener, for its `allow` (CN, SAN,
    * fingerprint), `authorize`, `requireClientCert` and `onTlsError` options.
    * `clientName` and `clientFingerprint` then come from each connection's
@@ -109,6 +134,13 @@ export interface ServeHttpsOptions {
    * @default {undefined}
    */
   clientCa?: string | string[];
+  /**
+   * Path of a PEM file with the client CA certificates: `clientCa` read
+   * from a file, once at start.
+   *
+   * @default {undefined}
+   */
+  clientCaFile?: string;
   /**
    * Client certificate common names (CN) allowed to make requests; any
    * other verified client gets HTTP 403. Needs `clientCa`. When unset, every
@@ -132,7 +164,8 @@ export interface ServeHttpsOptions {
   /**
    * Largest request body accepted, in bytes (HTTP 413 above it). A chunked
    * body may also have at most `max(1024, maxBodySize / 16)` chunks and
-   * `maxBodySize + maxHeaderSize` bytes of chunk framing.
+   * `maxBodySize + maxHeaderSize` bytes of chunk framing. `Infinity`: no
+   * limit (a client may then make the server hold what it sends).
    *
    * @default {1048576}
    */
@@ -140,20 +173,20 @@ export interface ServeHttpsOptions {
   /**
    * Largest request line plus headers, in bytes (HTTP 431 above it, 414
    * when the request line alone is over); also the limit for a chunked
-   * body's trailers.
+   * body's trailers. `Infinity`: no limit.
    *
    * @default {16384}
    */
   maxHeaderSize?: number;
   /**
    * Most header lines in a request (HTTP 431 above it); also the limit for
-   * a chunked body's trailer lines.
+   * a chunked body's trailer lines. `Infinity`: no limit.
    *
    * @default {100}
    */
   maxHeaderCount?: number;
   /**
-   * Deadline for a TLS handshake, in milliseconds.
+   * Deadline for a TLS handshake, in milliseconds; `Infinity` for none.
    *
    * @default {10000}
    */
@@ -163,21 +196,22 @@ export interface ServeHttpsOptions {
    * milliseconds, counted from the end of its previous response (or its
    * handshake) once `keepAliveTimeout` is added: a connection that has not
    * delivered its next complete request within `keepAliveTimeout +
-   * requestTimeout` is closed, however slowly it trickles bytes.
+   * requestTimeout` is closed, however slowly it trickles bytes. `Infinity`
+   * for none.
    *
    * @default {30000}
    */
   requestTimeout?: number;
   /**
    * How long a connection may stay silent (no byte either way) before it is
-   * closed, in milliseconds.
+   * closed, in milliseconds; `Infinity` for no limit.
    *
    * @default {30000}
    */
   keepAliveTimeout?: number;
   /**
    * Most connections open at once; more are closed right after their
-   * handshake (and reported to `onError`).
+   * handshake (and reported to `onError`). `Infinity` for no limit.
    *
    * @default {1024}
    */
@@ -205,7 +239,8 @@ export interface ServeHttpsOptions {
   ipv6Prefix?: number;
   /**
    * On shutdown, how long requests in flight may run before every
-   * connection is closed, in milliseconds (0 closes at once).
+   * connection is closed, in milliseconds: 0 closes at once, `Infinity`
+   * waits for every request in flight however long it takes.
    *
    * @default {1000}
    */
@@ -332,13 +367,17 @@ export interface HttpsServer extends AsyncDisposable {
  * @param options Certificate, key, CAs, address, limits.
  * @param handler Answers each request.
  * @returns The running server, once it listens.
- * @throws {TypeError} When `cert` or `key` is missing, `allowedClients`
- * is given without `clientCa`, or `ipv6Prefix` is not a number.
- * @throws {RangeError} When a limit or timeout is not a positive integer
- * (`maxPerAddress` may also be `Infinity`), `ipv6Prefix` is not a whole
- * number from 1 to 128, or `gracePeriod` is negative or infinite.
+ * @throws {TypeError} When the certificate or the key is missing (neither
+ * `cert` nor `certFile`, neither `key` nor `keyFile`), `allowedClients` is
+ * given without `clientCa`, a listener option is given with `listener`, or
+ * a number option is not a number.
+ * @throws {RangeError} When a limit is not a whole number of at least 1
+ * (or `Infinity`), a timeout is not above 0, `gracePeriod` is negative,
+ * `port` is not from 0 to 65535, or `ipv6Prefix` is not a whole number
+ * from 1 to 128.
+ * @throws {Deno.errors.NotFound} When a `*File` option names no file.
  * @throws {Error} When the address cannot be bound, or the certificate,
- * key or CA is not valid PEM.
+ * key or CA is not valid PEM (as {@linkcode listenTls} throws).
  *
  * @example Server-only TLS
  * ```ts
@@ -391,9 +430,7 @@ export async function serveHttps(
   options: ServeHttpsOptions,
   handler: HttpsHandler,
 ): Promise<HttpsServer> {
-  const given = options?.listener;
   const limits = resolveHttpsOptions(options);
-  const mutual = options.clientCa !== undefined;
   const onError = options.onError;
   const report = (error: unknown, remote: string) => {
     try {
@@ -402,24 +439,8 @@ export async function serveHttps(
       // a throwing hook must not stop the server
     }
   };
-
-  const listener: HttpsListener = given ?? await listenTls({
-    cert: options.cert,
-    key: options.key,
-    clientCa: options.clientCa,
-    hostname: limits.hostname,
-    port: limits.port,
-    handshakeTimeout: limits.handshakeTimeout,
-    // One request (head and body) plus slack may wait unread while the
-    // handler runs; a client further ahead than that is cut off. At least
-    // 4 MiB: node:tls on Deno hands over up to about 2 MiB at once before
-    // any reader runs, and a refused client that is still sending (see
-    // serveHttp1's lingering) must not be cut off for that.
-    readBufferLimit: Math.max(
-      limits.maxBodySize + 2 * limits.maxHeaderSize + 64 * 1024,
-      4 * 1024 * 1024,
-    ),
-    onTlsError: (event) =>
+  const listener: HttpsListener = options.listener ??
+    await listenTls(listenerOptions(options, limits, (event) =>
       report(
         new TlsError(
           `Cannot accept the TLS connection: ${event.message}`,
@@ -427,11 +448,9 @@ export async function serveHttps(
           { cause: event.cause },
         ),
         event.remoteAddr ? formatAddr(event.remoteAddr) : "a client",
-      ),
-  });
+      )));
   return serveOn(listener, limits, {
-    given: given !== undefined,
-    mutual,
+    given: options.listener !== undefined,
     allowList: options.allowedClients ? { cn: options.allowedClients } : null,
     report,
     signal: options.signal,

@@ -272,18 +272,43 @@ Deno.test("serveHttps() shutdown finishes after its grace period when a handler 
 
 Deno.test("serveHttps() gracePeriod sets how long shutdown waits for a request in flight", async () => {
   const set = await certs();
-  for (const gracePeriod of [-1, Infinity]) {
-    await assert.rejects(
-      serveHttps(
-        { cert: set.server.cert, key: set.server.key, gracePeriod },
-        () => new Response(),
-      ),
-      RangeError,
-    );
-  }
+  await assert.rejects(
+    serveHttps(
+      { cert: set.server.cert, key: set.server.key, gracePeriod: -1 },
+      () => new Response(),
+    ),
+    RangeError,
+  );
   const ms = await shutdownWithHungHandler(3000);
   // 3 s, not the default 1 s.
   assert.ok(ms >= 2900, `finished after ${ms} ms`);
+});
+
+Deno.test("serveHttps() gracePeriod: Infinity lets a request in flight finish, however long it takes", async () => {
+  const set = await certs();
+  const entered = Promise.withResolvers<void>();
+  const server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    gracePeriod: Infinity,
+  }, async () => {
+    entered.resolve();
+    // Longer than the default grace period (1 s).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    return new Response("finished");
+  });
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const response = fetch(`https://localhost:${server.addr.port}/`, {
+    client: http,
+  });
+  await within(entered.promise, 5000, "the request reaching the handler");
+  const start = performance.now();
+  const finished = server.shutdown();
+  const answered = await within(response, 10_000, "the response");
+  assert.equal(await answered.text(), "finished");
+  await within(finished, 10_000, "shutdown");
+  const ms = performance.now() - start;
+  assert.ok(ms >= 1400, `shutdown took ${ms} ms`);
 });
 
 /** Reads until the server closes; the elapsed ms, or null after `limit`. */
@@ -931,13 +956,21 @@ Deno.test("serveHttps() counts an IPv6 /64 as one address for maxPerAddress; ipv
 });
 
 Deno.test("serveHttps() refuses a bad maxPerAddress or ipv6Prefix, and takes Infinity for no per-address limit", async () => {
-  for (const maxPerAddress of [0, -1, 1.5, NaN]) {
+  for (const maxPerAddress of [0, -1, 1.5]) {
     await assert.rejects(
       serveHttps({ cert: "x", key: "y", maxPerAddress }, () => new Response()),
       RangeError,
       String(maxPerAddress),
     );
   }
+  // Not a number: a TypeError, as for every option (_options.ts).
+  await assert.rejects(
+    serveHttps(
+      { cert: "x", key: "y", maxPerAddress: NaN },
+      () => new Response(),
+    ),
+    TypeError,
+  );
   for (const ipv6Prefix of [0, 129, 64.5]) {
     await assert.rejects(
       serveHttps({ cert: "x", key: "y", ipv6Prefix }, () => new Response()),
@@ -964,4 +997,164 @@ Deno.test("serveHttps() refuses a bad maxPerAddress or ipv6Prefix, and takes Inf
     ),
   );
   assert.deepEqual(responses, ["ok", "ok", "ok"]);
+});
+
+Deno.test("serveHttps() checks its options as serve() and listenTls() do, and takes Infinity for every limit and deadline", async () => {
+  const bad: [Parameters<typeof serveHttps>[0], ErrorConstructor, RegExp][] = [
+    [
+      { port: 65536 },
+      RangeError,
+      /^Cannot use port: expected a port number from 0 to 65535, got 65536$/,
+    ],
+    [{ port: -1 }, RangeError, /^Cannot use port: /],
+    [
+      { handshakeTimeout: 0 },
+      RangeError,
+      /^Cannot use handshakeTimeout: expected a number of milliseconds above 0/,
+    ],
+    [{ requestTimeout: -5 }, RangeError, /^Cannot use requestTimeout: /],
+    [
+      { keepAliveTimeout: "1" as never },
+      TypeError,
+      /^Cannot use keepAliveTimeout: /,
+    ],
+    [
+      { maxBodySize: 0 },
+      RangeError,
+      /^Cannot use maxBodySize: expected a whole number of at least 1/,
+    ],
+    [{ maxHeaderSize: 1.5 }, RangeError, /^Cannot use maxHeaderSize: /],
+    [{ maxHeaderCount: -1 }, RangeError, /^Cannot use maxHeaderCount: /],
+    [{ maxConnections: 0 }, RangeError, /^Cannot use maxConnections: /],
+    [
+      { gracePeriod: -1 },
+      RangeError,
+      /^Cannot use gracePeriod: expected a number of milliseconds, 0 or more/,
+    ],
+  ];
+  for (const [options, type, message] of bad) {
+    await assert.rejects(
+      serveHttps({ cert: "x", key: "y", ...options }, () => new Response()),
+      (error: Error) => {
+        assert.ok(error instanceof type, String(error));
+        assert.match(error.message, message);
+        return true;
+      },
+      JSON.stringify(options),
+    );
+  }
+  const set = await certs();
+  const errors: unknown[] = [];
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    maxBodySize: Infinity,
+    maxHeaderSize: Infinity,
+    maxHeaderCount: Infinity,
+    maxConnections: Infinity,
+    maxPerAddress: Infinity,
+    handshakeTimeout: Infinity,
+    requestTimeout: Infinity,
+    keepAliveTimeout: Infinity,
+    gracePeriod: Infinity,
+    onError: (error) => errors.push(error),
+  }, async (request) => new Response(`got ${(await request.bytes()).length}`));
+  // No handshake deadline: a client that has not started its handshake is
+  // still waited for (a timer of Infinity ms must not fire at once).
+  using silent = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(errors, []);
+  // Over every default limit: 2 MiB of body, 200 headers of 200 bytes.
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const headers = new Headers();
+  for (let i = 0; i < 200; i++) headers.set(`x-${i}`, "h".repeat(200));
+  const response = await fetch(`https://localhost:${server.addr.port}/`, {
+    method: "POST",
+    body: new Uint8Array(2 << 20),
+    headers,
+    client: http,
+  });
+  assert.equal(await response.text(), `got ${2 << 20}`);
+  silent.close();
+});
+
+Deno.test("serveHttps() reads its certificate, key and client CAs from files with certFile, keyFile and clientCaFile", async () => {
+  const set = await certs();
+  const dir = await Deno.makeTempDir({ prefix: "connauth-https-" });
+  try {
+    await Deno.writeTextFile(`${dir}/server.pem`, set.server.cert);
+    await Deno.writeTextFile(`${dir}/server-key.pem`, set.server.key);
+    await Deno.writeTextFile(`${dir}/ca.pem`, set.ca.cert);
+    const errors: unknown[] = [];
+    {
+      await using server = await serveHttps({
+        certFile: `${dir}/server.pem`,
+        keyFile: `${dir}/server-key.pem`,
+        clientCaFile: `${dir}/ca.pem`,
+        onError: (error) => errors.push(error),
+      }, (_request, info) => new Response(`hello ${info.clientName}`));
+      {
+        using client = Deno.createHttpClient({
+          caCerts: [set.ca.cert],
+          cert: set.clients.alice.cert,
+          key: set.clients.alice.key,
+        });
+        const response = await fetch(`https://localhost:${server.addr.port}/`, {
+          client,
+        });
+        assert.equal(await response.text(), "hello alice");
+      }
+      // clientCaFile asks for client certificates as clientCa does.
+      using anonymous = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+      await assert.rejects(
+        fetch(`https://localhost:${server.addr.port}/`, { client: anonymous }),
+        TypeError,
+      );
+      assert.equal((errors[0] as TlsError).reason, "no-certificate");
+    }
+    // Text and file may be mixed; a missing file is listenTls()'s NotFound.
+    {
+      await using mixed = await serveHttps(
+        { cert: set.server.cert, keyFile: `${dir}/server-key.pem` },
+        () => new Response("mixed"),
+      );
+      using client = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+      const response = await fetch(`https://localhost:${mixed.addr.port}/`, {
+        client,
+      });
+      assert.equal(await response.text(), "mixed");
+    }
+    await assert.rejects(
+      serveHttps(
+        { certFile: `${dir}/missing.pem`, keyFile: `${dir}/server-key.pem` },
+        () => new Response(),
+      ),
+      Deno.errors.NotFound,
+    );
+    await assert.rejects(
+      serveHttps({ certFile: `${dir}/server.pem` }, () => new Response()),
+      /cert and key \(PEM strings\) are required, or certFile and keyFile \(paths\)/,
+    );
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    await assert.rejects(
+      serveHttps({
+        listener,
+        clientCaFile: `${dir}/ca.pem`,
+      }, () => new Response()),
+      /give `clientCaFile` to listenTls\(\) and pass its listener/,
+    );
+    await assert.rejects(
+      serveHttps({
+        certFile: `${dir}/server.pem`,
+        keyFile: `${dir}/server-key.pem`,
+        allowedClients: ["alice"],
+      }, () => new Response()),
+      /allowedClients needs clientCa/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
