@@ -48,8 +48,6 @@ export interface ResolvedHttpsOptions {
   hostname: string;
   maxHeaderSize: number;
   maxHeaderCount: number;
-  /** Client certificates are asked for (`clientCa` or `clientCaFile`). */
-  mutual: boolean;
 }
 
 /** Options that configure the listener serveHttps() opens itself. */
@@ -105,11 +103,10 @@ export function resolveHttpsOptions(
   const mutual = options.clientCa !== undefined ||
     options.clientCaFile !== undefined;
   if (
-    options.allowedClients !== undefined && !mutual &&
-    options.listener === undefined
+    options.allow !== undefined && !mutual && options.listener === undefined
   ) {
     throw new TypeError(
-      "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
+      "Cannot serve HTTPS: `allow` needs `clientCa` (or `clientCaFile`), the CA certificates that sign the client certificates",
     );
   }
   return {
@@ -161,7 +158,6 @@ export function resolveHttpsOptions(
       DEFAULTS.maxHeaderCount,
       "maxHeaderCount",
     ),
-    mutual,
   };
 }
 

@@ -4,7 +4,7 @@
 // and the handler, and shuts down gracefully (drain, grace period, abort).
 
 import { AcceptLoop, type AcceptSource } from "./_accept.ts";
-import { AddressCounts, addressKey, formatAddr } from "./_address.ts";
+import { AddressCounts, addressKey } from "./_address.ts";
 import {
   MAX_TIMER_DELAY,
   type ResolvedHttpsOptions,
@@ -14,12 +14,13 @@ import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
 import { allowed } from "./_tls_identity.ts";
 import type {
   HttpsConn,
+  HttpsErrorInfo,
   HttpsHandler,
   HttpsListener,
   HttpsRequestInfo,
   HttpsServer,
 } from "./https.ts";
-import type { TlsAllowList, TlsListener } from "./tls.ts";
+import type { PeerIdentity, TlsAllowList, TlsListener } from "./tls.ts";
 
 /**
  * What the accept loop takes from: the listener itself when it has
@@ -49,14 +50,33 @@ function plain(status: number, message: string): Response {
   });
 }
 
+/**
+ * The refusal (HTTP 403) of every request from a client `allow` does not
+ * list, or null.
+ */
+function refuse(
+  identity: PeerIdentity | null,
+  allow: TlsAllowList,
+): HttpRefusal | null {
+  if (allowed(identity, allow)) return null;
+  return new HttpRefusal(
+    403,
+    identity === null
+      ? "Cannot serve the request: the client sent no certificate, and the allow-list needs one"
+      : `Cannot serve the request: the client certificate's common name ${
+        JSON.stringify(identity.cn ?? "")
+      } is not in the allow-list`,
+  );
+}
+
 /** How serveHttps() serves, besides the limits. */
 export interface HttpsServing {
   /** The listener was given by the caller (else it is ours, from listenTls). */
   given: boolean;
-  /** Common names allowed (HTTP 403 for others), or null for all. */
-  allowList: TlsAllowList | null;
+  /** The clients allowed (HTTP 403 for others), or null for all. */
+  allow: TlsAllowList | null;
   /** The guarded onError hook. */
-  report: (error: unknown, remote: string) => void;
+  report: (error: unknown, info: HttpsErrorInfo) => void;
   /** Shuts the server down when it aborts. */
   signal?: AbortSignal;
 }
@@ -81,9 +101,8 @@ export function serveOn(
     maxBodySize,
     keepAliveTimeout,
     requestTimeout,
-    mutual,
   } = limits;
-  const { given, allowList, report } = serving;
+  const { given, allow, report } = serving;
   const addr = listener.addr;
   const host = `${
     addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
@@ -93,7 +112,7 @@ export function serveOn(
   const perAddress = new AddressCounts();
   let draining = false;
   const serveConn = (conn: HttpsConn) => {
-    const remote = formatAddr(conn.remoteAddr);
+    const remoteAddr = conn.remoteAddr;
     const tls = !given || "peerIdentity" in conn;
     // Nagle off (listenTls() connections already are; a Deno.TcpConn is not).
     (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
@@ -103,7 +122,7 @@ export function serveOn(
         new RangeError(
           `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
         ),
-        remote,
+        { phase: "accept", remoteAddr },
       );
       return conn.close();
     }
@@ -115,25 +134,15 @@ export function serveOn(
         new RangeError(
           `Cannot accept the connection: ${maxPerAddress} from ${addressName} are open (maxPerAddress)`,
         ),
-        remote,
+        { phase: "accept", remoteAddr },
       );
       return conn.close();
     }
-    const identity = conn.peerIdentity ?? null;
-    const named = given ? identity !== null : mutual;
     const info: HttpsRequestInfo = {
-      remoteAddr: conn.remoteAddr as Deno.NetAddr,
-      clientName: named ? identity?.cn ?? "" : null,
-      clientFingerprint: named ? identity?.fingerprint256 ?? null : null,
+      remoteAddr: remoteAddr as Deno.NetAddr,
+      peerIdentity: conn.peerIdentity ?? null,
     };
-    const refusal = allowList && !allowed(identity, allowList)
-      ? new HttpRefusal(
-        403,
-        `Cannot serve the request: the client certificate's common name ${
-          JSON.stringify(info.clientName)
-        } is not in the allow-list`,
-      )
-      : null;
+    const refusal = allow ? refuse(info.peerIdentity, allow) : null;
     const session = serveHttp1(conn, {
       maxHeaderSize,
       maxHeaderCount,
@@ -141,7 +150,7 @@ export function serveOn(
       keepAliveTimeout,
       requestTimeout,
       base: `${tls ? "https" : "http"}://${host}`,
-      onError: (error) => report(error, remote),
+      onError: (error) => report(error, { phase: "request", remoteAddr }),
     }, async (request) => {
       let response: Response;
       let body: Uint8Array;
@@ -151,7 +160,7 @@ export function serveOn(
           ? new Uint8Array(0)
           : await response.bytes();
       } catch (error) {
-        report(error, remote);
+        report(error, { phase: "handler", remoteAddr });
         response = plain(500, "Cannot serve the request: the handler failed");
         body = await response.bytes();
       }
@@ -166,10 +175,9 @@ export function serveOn(
   const accepting = new AcceptLoop<HttpsConn>({
     listener: acceptSource(listener),
     onConnection: serveConn,
-    // A connection reset before accept is skipped at once (retryIn 0); the
-    // process out of file descriptors is retried after a back-off.
-    onError: (error, retryIn) =>
-      report(error, retryIn === 0 ? "a client" : "the server"),
+    // A connection reset before accept is skipped at once; the process out
+    // of file descriptors is retried after a back-off.
+    onError: (error) => report(error, { phase: "accept" }),
   });
 
   let closing: Promise<void> | undefined;

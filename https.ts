@@ -42,6 +42,7 @@
  *
  * @example Mutual TLS with a client certificate allow-list
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  * import { serveHttps } from "./https.ts";
  *
@@ -52,8 +53,8 @@
  *   cert: server.cert,
  *   key: server.key,
  *   clientCa: ca.cert,
- *   allowedClients: ["alice"],
- * }, (_request, info) => new Response(`hello ${info.clientName}\n`));
+ *   allow: { cn: ["alice"] },
+ * }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}\n`));
  *
  * using client = Deno.createHttpClient({
  *   caCerts: [ca.cert],
@@ -63,22 +64,20 @@
  * const response = await fetch(`https://localhost:${https.addr.port}/`, {
  *   client,
  * });
- * console.log(await response.text()); // hello alice
+ * assert.equal(await response.text(), "hello alice\n");
  * ```
  *
  * @module
  */
-import { formatAddr } from "./_address.ts";
 import { listenerOptions, resolveHttpsOptions } from "./_https_options.ts";
 import { serveOn } from "./_https_server.ts";
-import { listenTls, type PeerIdentity, TlsError } from "./tls.ts";
-
-export type {
-  Duplex,
-  PeerIdentity,
-  TlsListener,
-  TlsServerConn,
+import {
+  listenTls,
+  type PeerIdentity,
+  type TlsAllowList,
+  TlsError,
 } from "./tls.ts";
+import type { ErrorInfo } from "./types.ts";
 
 /** Options for {@linkcode serveHttps}. */
 export interface ServeHttpsOptions {
@@ -114,10 +113,10 @@ export interface ServeHttpsOptions {
    * A listener to serve on instead of opening one from `cert`, `key`,
    * `certFile`, `keyFile`, `clientCa`, `clientCaFile`, `hostname`, `port`
    * and `handshakeTimeout` (leave those out):
-   * typically a {@linkcode listenTls} listener, for its `allow` (CN, SAN,
-   * fingerprint), `authorize`, `requireClientCert` and `onTlsError` options.
-   * `clientName` and `clientFingerprint` then come from each connection's
-   * `peerIdentity` (`null` when it has none), `allowedClients` still
+   * typically a {@linkcode listenTls} listener, for its `authorize`,
+   * `requireClientCert` and error-hook options, or its own `allow` (which
+   * refuses at the TLS layer). Each request's `peerIdentity` then comes
+   * from its connection's (`null` when it has none), `allow` here still
    * answers 403, and request URLs are `https:` when the connection has a
    * `peerIdentity` property, `http:` otherwise (a `Deno.listen()` listener
    * serves plain HTTP). The server closes it on shutdown.
@@ -142,13 +141,19 @@ export interface ServeHttpsOptions {
    */
   clientCaFile?: string;
   /**
-   * Client certificate common names (CN) allowed to make requests; any
-   * other verified client gets HTTP 403. Needs `clientCa`. When unset, every
-   * client with a certificate from `clientCa` is allowed.
+   * The verified clients allowed to make requests, by certificate common
+   * name, subject alternative name or fingerprint, matched as
+   * {@linkcode listenTls} matches its `allow` ({@linkcode TlsAllowList}).
+   * Unlike listenTls, which refuses others at the TLS layer, serveHttps
+   * answers each request of another client with HTTP 403, which the client
+   * can read (a TLS refusal is a reset it cannot tell from a network
+   * failure), and does not report it to `onError`. Needs `clientCa` (or
+   * `clientCaFile`) unless `listener` is given. When unset, every client
+   * with a certificate from `clientCa` is allowed.
    *
    * @default {undefined}
    */
-  allowedClients?: string[];
+  allow?: TlsAllowList;
   /**
    * The address to listen on.
    *
@@ -252,21 +257,64 @@ export interface ServeHttpsOptions {
    */
   signal?: AbortSignal;
   /**
-   * Called with errors: a handler that throws (the client gets HTTP 500), a
-   * failed or refused TLS connection (a {@linkcode TlsError} naming the
-   * reason: a client without a certificate, one from another CA, ...), a
-   * connection over `maxConnections` or `maxPerAddress`, a failed accept
-   * (a connection its client reset before it was accepted, skipped at once
-   * and reported from `"a client"`; the process out of file descriptors,
-   * retried after a back-off of 5 ms doubling to 1 s and reported from
-   * `"the server"`), a throw while serving a request that no request should
-   * cause (the client gets HTTP 500 and that connection is closed; the
-   * server goes on). Requests refused with a 4xx are not reported. For
-   * logging; a hook that throws is ignored.
+   * Called with errors, and where they happened (`info.phase`, and the
+   * client's address `info.remoteAddr` when there is one):
+   *
+   * - `"tls"`: a failed or refused TLS connection (a {@linkcode TlsError}
+   *   naming the reason in `error.reason`: a client without a certificate,
+   *   one from another CA, ...);
+   * - `"accept"`: a connection over `maxConnections` or `maxPerAddress`
+   *   (closed; with its address), or a failed accept (no address): a
+   *   connection its client reset before it was accepted (skipped at
+   *   once), or the process out of file descriptors (retried after a
+   *   back-off of 5 ms doubling to 1 s);
+   * - `"request"`: a throw while serving a request that no request should
+   *   cause (the client gets HTTP 500 and that connection is closed; the
+   *   server goes on);
+   * - `"handler"`: the handler threw, or its response body failed (the
+   *   client gets HTTP 500).
+   *
+   * Requests refused with a 4xx (403 from `allow` included) are not
+   * reported. For logging; a hook that throws is ignored.
    *
    * @default {undefined}
    */
-  onError?: (error: unknown, remote: string) => void;
+  onError?: (error: unknown, info: HttpsErrorInfo) => void;
+}
+
+/**
+ * Where an error {@linkcode serveHttps} reports to its `onError` hook
+ * happened, and the client's address when the error belongs to one
+ * connection.
+ *
+ * @example Log TLS refusals with their reason
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { HttpsErrorInfo } from "./https.ts";
+ * import { TlsError } from "./tls.ts";
+ *
+ * const lines: string[] = [];
+ * const onError = (error: unknown, info: HttpsErrorInfo) => {
+ *   const reason = error instanceof TlsError ? ` (${error.reason})` : "";
+ *   const from = info.remoteAddr?.transport === "tcp"
+ *     ? ` from ${info.remoteAddr.hostname}`
+ *     : "";
+ *   lines.push(`${info.phase}${from}${reason}`);
+ * };
+ * onError(new TlsError("Cannot accept the TLS connection: ...", "unknown-ca"), {
+ *   phase: "tls",
+ *   remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 50000 },
+ * });
+ * assert.deepEqual(lines, ["tls from 127.0.0.1 (unknown-ca)"]);
+ * ```
+ */
+export interface HttpsErrorInfo extends ErrorInfo {
+  /**
+   * `"tls"` (the TLS handshake or the client's certificate), `"accept"`
+   * (accepting or admitting a connection), `"request"` (serving a request),
+   * `"handler"` (the handler).
+   */
+  readonly phase: "accept" | "tls" | "request" | "handler";
 }
 
 /** A connection {@linkcode serveHttps} can serve: a `Deno.Conn` or a `TlsServerConn` fits. */
@@ -314,15 +362,12 @@ export interface HttpsRequestInfo {
   /** The client's address. */
   readonly remoteAddr: Deno.NetAddr;
   /**
-   * The verified client certificate's common name, or `null` without
-   * mutual TLS.
+   * The client's verified certificate (common name in `cn`, SHA-256
+   * fingerprint in `fingerprint256`, subject alternative names, ...), as
+   * {@linkcode listenTls} reads it; `null` without mutual TLS, or for a
+   * client that sent no certificate to a listener that did not require one.
    */
-  readonly clientName: string | null;
-  /**
-   * The verified client certificate's SHA-256 fingerprint (colon-separated
-   * hex, as OpenSSL prints it), or `null` without mutual TLS.
-   */
-  readonly clientFingerprint: string | null;
+  readonly peerIdentity: PeerIdentity | null;
 }
 
 /** A request handler for {@linkcode serveHttps}. */
@@ -353,8 +398,8 @@ export interface HttpsServer extends AsyncDisposable {
  * Serves `handler` over HTTPS, requiring client certificates when `clientCa` is
  * given.
  *
- * A request from a client whose certificate is not in `allowedClients` gets
- * HTTP 403; one with a body over `maxBodySize` gets HTTP 413 and the
+ * A request from a client whose certificate is not in `allow` gets HTTP
+ * 403; one with a body over `maxBodySize` gets HTTP 413 and the
  * connection is closed; a handler that throws gets HTTP 500 (and
  * `onError`). A client without a certificate, or with one from another CA,
  * is refused right after the TLS handshake (`onError` gets a
@@ -368,8 +413,8 @@ export interface HttpsServer extends AsyncDisposable {
  * @param handler Answers each request.
  * @returns The running server, once it listens.
  * @throws {TypeError} When the certificate or the key is missing (neither
- * `cert` nor `certFile`, neither `key` nor `keyFile`), `allowedClients` is
- * given without `clientCa`, a listener option is given with `listener`, or
+ * `cert` nor `certFile`, neither `key` nor `keyFile`), `allow` is given
+ * without `clientCa`, a listener option is given with `listener`, or
  * a number option is not a number.
  * @throws {RangeError} When a limit is not a whole number of at least 1
  * (or `Infinity`), a timeout is not above 0, `gracePeriod` is negative,
@@ -381,6 +426,7 @@ export interface HttpsServer extends AsyncDisposable {
  *
  * @example Server-only TLS
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  * import { serveHttps } from "./https.ts";
  *
@@ -395,11 +441,43 @@ export interface HttpsServer extends AsyncDisposable {
  *   body: "ping",
  *   client,
  * });
- * console.log(await response.text()); // ping
+ * assert.equal(await response.text(), "ping");
  * ```
  *
- * @example On your own listenTls() listener, allowing clients by fingerprint
+ * @example Mutual TLS, allowing one client by its certificate's fingerprint
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { generateCertificates } from "./certs.ts";
+ * import { serveHttps } from "./https.ts";
+ *
+ * const { ca, server, clients } = await generateCertificates({
+ *   clients: ["alice", "bob"],
+ * });
+ * await using https = await serveHttps({
+ *   cert: server.cert,
+ *   key: server.key,
+ *   clientCa: ca.cert,
+ *   allow: { fingerprint: [clients.alice.fingerprint] },
+ * }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
+ * const get = async (who: "alice" | "bob") => {
+ *   using client = Deno.createHttpClient({
+ *     caCerts: [ca.cert],
+ *     cert: clients[who].cert,
+ *     key: clients[who].key,
+ *   });
+ *   const response = await fetch(`https://localhost:${https.addr.port}/`, {
+ *     client,
+ *   });
+ *   return `${response.status} ${await response.text()}`;
+ * };
+ * assert.equal(await get("alice"), "200 hello alice");
+ * // Verified by TLS, but not allowed: an answer the client can read.
+ * assert.match(await get("bob"), /^403 .*"bob" is not in the allow-list/);
+ * ```
+ *
+ * @example On your own listenTls() listener, which refuses at the TLS layer
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  * import { serveHttps } from "./https.ts";
  * import { listenTls } from "./tls.ts";
@@ -412,9 +490,9 @@ export interface HttpsServer extends AsyncDisposable {
  *     cert: server.cert,
  *     key: server.key,
  *     clientCa: ca.cert,
- *     allow: { fingerprint: [clients.alice.fingerprint] },
+ *     allow: { cn: ["alice"] },
  *   }),
- * }, (_request, info) => new Response(`hello ${info.clientName}`));
+ * }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
  * using client = Deno.createHttpClient({
  *   caCerts: [ca.cert],
  *   cert: clients.alice.cert,
@@ -423,7 +501,7 @@ export interface HttpsServer extends AsyncDisposable {
  * const response = await fetch(`https://localhost:${https.addr.port}/`, {
  *   client,
  * });
- * console.log(await response.text()); // hello alice
+ * assert.equal(await response.text(), "hello alice");
  * ```
  */
 export async function serveHttps(
@@ -432,9 +510,9 @@ export async function serveHttps(
 ): Promise<HttpsServer> {
   const limits = resolveHttpsOptions(options);
   const onError = options.onError;
-  const report = (error: unknown, remote: string) => {
+  const report = (error: unknown, info: HttpsErrorInfo) => {
     try {
-      onError?.(error, remote);
+      onError?.(error, info);
     } catch {
       // a throwing hook must not stop the server
     }
@@ -447,11 +525,11 @@ export async function serveHttps(
           event.reason,
           { cause: event.cause },
         ),
-        event.remoteAddr ? formatAddr(event.remoteAddr) : "a client",
+        { phase: "tls", remoteAddr: event.remoteAddr },
       )));
   return serveOn(listener, limits, {
     given: options.listener !== undefined,
-    allowList: options.allowedClients ? { cn: options.allowedClients } : null,
+    allow: options.allow ?? null,
     report,
     signal: options.signal,
   }, handler);

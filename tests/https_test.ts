@@ -7,7 +7,11 @@ import {
   generateCertificates,
   issueCertificate,
 } from "../certs.ts";
-import { type HttpsRequestInfo, serveHttps } from "../https.ts";
+import {
+  type HttpsErrorInfo,
+  type HttpsRequestInfo,
+  serveHttps,
+} from "../https.ts";
 import { listenTls, TlsError, type TlsErrorEvent } from "../tls.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../xmlrpc.ts";
 import { within } from "./_helpers.ts";
@@ -38,7 +42,7 @@ Deno.test("serveHttps() serves a verified client and tells the handler who it is
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    allowedClients: ["alice"],
+    allow: { cn: ["alice"] },
   }, (request, info) => {
     seen.push(info);
     return handler(request);
@@ -48,9 +52,9 @@ Deno.test("serveHttps() serves a verified client and tells the handler who it is
     assert.deepEqual(await client.call("echo", [i, "x"]), [i, "x"]);
   }
   assert.equal(seen.length, 10);
-  assert.equal(seen[0].clientName, "alice");
+  assert.equal(seen[0].peerIdentity?.cn, "alice");
   assert.match(
-    seen[0].clientFingerprint ?? "",
+    seen[0].peerIdentity?.fingerprint256 ?? "",
     /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/,
   );
   assert.equal(seen[0].remoteAddr.hostname.replace("::ffff:", ""), "127.0.0.1");
@@ -66,13 +70,17 @@ Deno.test("serveHttps() refuses clients without a certificate, from another CA, 
     commonName: "alice",
   });
   const errors: unknown[] = [];
+  const infos: HttpsErrorInfo[] = [];
   let served = 0;
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    allowedClients: ["alice"],
-    onError: (error) => errors.push(error),
+    allow: { cn: ["alice"] },
+    onError: (error, info) => {
+      errors.push(error);
+      infos.push(info);
+    },
   }, () => {
     served++;
     return new Response("secret");
@@ -90,6 +98,10 @@ Deno.test("serveHttps() refuses clients without a certificate, from another CA, 
     await assert.rejects(client.call("a"), TypeError);
     const mine = errors.slice(from);
     assert.ok(mine.length > 0, `no error reported for ${reason}`);
+    for (const info of infos.slice(from)) {
+      assert.equal(info.phase, "tls");
+      assert.match((info.remoteAddr as Deno.NetAddr).hostname, /127\.0\.0\.1$/);
+    }
     for (const error of mine) {
       assert.ok(error instanceof TlsError, String(error));
       assert.equal(error.reason, reason);
@@ -128,7 +140,10 @@ Deno.test("serveHttps() without clientCa serves server-only TLS, passing status 
       const headers = new Headers({ "x-path": new URL(request.url).pathname });
       headers.append("set-cookie", "a=1");
       headers.append("set-cookie", "b=2");
-      return Response.json({ name: info.clientName }, { status: 201, headers });
+      return Response.json({ identity: info.peerIdentity }, {
+        status: 201,
+        headers,
+      });
     },
   );
   using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
@@ -139,17 +154,21 @@ Deno.test("serveHttps() without clientCa serves server-only TLS, passing status 
   assert.equal(response.status, 201);
   assert.equal(response.headers.get("x-path"), "/some/path");
   assert.deepEqual(response.headers.getSetCookie(), ["a=1", "b=2"]);
-  assert.deepEqual(await response.json(), { name: null });
+  assert.deepEqual(await response.json(), { identity: null });
 });
 
 Deno.test("serveHttps() answers 413 to oversized bodies and 500 when the handler throws", async () => {
   const set = await certs();
   const errors: unknown[] = [];
+  const infos: HttpsErrorInfo[] = [];
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     maxBodySize: 1000,
-    onError: (error) => errors.push(error),
+    onError: (error, info) => {
+      errors.push(error);
+      infos.push(info);
+    },
   }, async (request) => {
     const body = await request.text();
     if (body === "throw") throw new Error("handler bug");
@@ -192,6 +211,9 @@ Deno.test("serveHttps() answers 413 to oversized bodies and 500 when the handler
   assert.equal(failed.status, 500);
   assert.match(await failed.text(), /the handler failed/);
   assert.equal((errors[0] as Error).message, "handler bug");
+  assert.equal(errors.length, 1, "a 413 is not reported");
+  assert.equal(infos[0].phase, "handler");
+  assert.match((infos[0].remoteAddr as Deno.NetAddr).hostname, /127\.0\.0\.1$/);
 });
 
 Deno.test("serveHttps() shuts down on abort and refuses bad options", async () => {
@@ -212,9 +234,9 @@ Deno.test("serveHttps() shuts down on abort and refuses bad options", async () =
     serveHttps({
       cert: set.server.cert,
       key: set.server.key,
-      allowedClients: ["a"],
+      allow: { cn: ["a"] },
     }, () => new Response()),
-    /allowedClients needs clientCa/,
+    /`allow` needs `clientCa` \(or `clientCaFile`\)/,
   );
   await assert.rejects(
     serveHttps({} as never, () => new Response()),
@@ -392,11 +414,15 @@ Deno.test("serveHttps() closes connections that stay silent or trickle a request
 Deno.test("serveHttps() closes connections over maxConnections", async () => {
   const set = await certs();
   const errors: string[] = [];
+  const infos: HttpsErrorInfo[] = [];
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     maxConnections: 1,
-    onError: (error) => errors.push((error as Error).message),
+    onError: (error, info) => {
+      errors.push((error as Error).message);
+      infos.push(info);
+    },
   }, () => new Response("ok"));
   const connect = async () => {
     const conn = await Deno.connectTls({
@@ -421,6 +447,11 @@ Deno.test("serveHttps() closes connections over maxConnections", async () => {
   using second = await connect();
   assert.ok((await closedWithin(second, 5000)) !== null);
   assert.match(errors.join("\n"), /1 are open \(maxConnections\)/);
+  assert.equal(infos.at(-1)?.phase, "accept");
+  assert.equal(
+    (infos.at(-1)?.remoteAddr as Deno.NetAddr).port,
+    (second.localAddr as Deno.NetAddr).port,
+  );
   // The first is still served.
   assert.match(await get(first), /^HTTP\/1.1 200/);
 });
@@ -815,8 +846,11 @@ Deno.test("serveHttps() serves a listenTls() listener, whose allow-list refuses 
     assert.equal(await response.text(), "https:");
   }
   assert.equal(seen.length, 1);
-  assert.equal(seen[0].clientName, "alice");
-  assert.equal(seen[0].clientFingerprint, set.clients.alice.fingerprint);
+  assert.equal(seen[0].peerIdentity?.cn, "alice");
+  assert.equal(
+    seen[0].peerIdentity?.fingerprint256,
+    set.clients.alice.fingerprint,
+  );
   {
     using client = clientFor(set, server.addr.port, set.clients.mallory);
     await assert.rejects(client.call("a"), TypeError);
@@ -833,12 +867,12 @@ Deno.test("serveHttps() serves plain HTTP on a Deno.listen() listener and refuse
       listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
     },
     (request, info) =>
-      Response.json({ url: request.url, name: info.clientName }),
+      Response.json({ url: request.url, identity: info.peerIdentity }),
   );
   const response = await fetch(`http://127.0.0.1:${server.addr.port}/x`);
   assert.deepEqual(await response.json(), {
     url: `http://127.0.0.1:${server.addr.port}/x`,
-    name: null,
+    identity: null,
   });
   using other = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   await assert.rejects(
@@ -1095,7 +1129,7 @@ Deno.test("serveHttps() reads its certificate, key and client CAs from files wit
         keyFile: `${dir}/server-key.pem`,
         clientCaFile: `${dir}/ca.pem`,
         onError: (error) => errors.push(error),
-      }, (_request, info) => new Response(`hello ${info.clientName}`));
+      }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
       {
         using client = Deno.createHttpClient({
           caCerts: [set.ca.cert],
@@ -1150,9 +1184,9 @@ Deno.test("serveHttps() reads its certificate, key and client CAs from files wit
       serveHttps({
         certFile: `${dir}/server.pem`,
         keyFile: `${dir}/server-key.pem`,
-        allowedClients: ["alice"],
+        allow: { cn: ["alice"] },
       }, () => new Response()),
-      /allowedClients needs clientCa/,
+      /`allow` needs `clientCa`/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -8,7 +8,11 @@ import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
 import { type HttpRefusal, parseHead } from "../../_http1_parse.ts";
 import { Http1Reader } from "../../_http1_reader.ts";
-import { type HttpsConn, serveHttps } from "../../https.ts";
+import {
+  type HttpsConn,
+  type HttpsErrorInfo,
+  serveHttps,
+} from "../../https.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../../xmlrpc.ts";
 import {
   findPython,
@@ -785,7 +789,7 @@ Deno.test("serveHttps() lets a client that is still sending read its refusal (40
   const seen: string[] = [];
   await using server = await echoServer(set, {
     clientCa: set.ca.cert,
-    allowedClients: ["alice"],
+    allow: { cn: ["alice"] },
     maxBodySize: 1000,
     maxHeaderSize: 1024,
     onError: (error) => errors.push(error),
@@ -918,7 +922,7 @@ Deno.test("serveHttps() reads what a refused client still sends until requestTim
 });
 
 Deno.test("serveHttps() reports a throw while parsing to onError with the client's address, and keeps serving", async () => {
-  const errors: [unknown, string][] = [];
+  const errors: [unknown, HttpsErrorInfo][] = [];
   const conns: HttpsConn[] = [];
   let closed = 0;
   const bad: HttpsConn = {
@@ -936,7 +940,7 @@ Deno.test("serveHttps() reports a throw while parsing to onError with the client
     },
   };
   await using _server = await serveHttps(
-    { listener, onError: (error, remote) => errors.push([error, remote]) },
+    { listener, onError: (error, info) => errors.push([error, info]) },
     () => new Response("ok"),
   );
   for (let i = 0; i < 100 && closed === 0; i++) {
@@ -945,7 +949,10 @@ Deno.test("serveHttps() reports a throw while parsing to onError with the client
   assert.equal(closed, 1);
   assert.equal(errors.length, 1);
   assert.ok(errors[0][0] instanceof TypeError);
-  assert.equal(errors[0][1], "127.0.0.9:4242");
+  assert.deepEqual(errors[0][1], {
+    phase: "request",
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.9", port: 4242 },
+  });
 });
 
 const python = findPython("3");
