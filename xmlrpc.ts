@@ -51,6 +51,7 @@
  *
  * @example A server and a client
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createXmlRpcClient, createXmlRpcHandler } from "./xmlrpc.ts";
  *
  * const handler = createXmlRpcHandler({
@@ -61,7 +62,7 @@
  *   handler,
  * );
  * await using client = createXmlRpcClient(`http://127.0.0.1:${server.addr.port}/`);
- * console.log(await client.call("add", 2, 3)); // 5
+ * assert.equal(await client.call("add", 2, 3), 5);
  * ```
  *
  * @module
@@ -128,10 +129,22 @@ export const XmlRpcFaultCode = {
  *
  * @example Refuse a call with a fault
  * ```ts
- * import { XmlRpcFault } from "./xmlrpc.ts";
+ * import assert from "node:assert/strict";
+ * import { createXmlRpcHandler, XmlRpcFault } from "./xmlrpc.ts";
  *
- * const fault = new XmlRpcFault(1, "KeyError: 'missing'");
- * console.log(fault.faultCode, fault.faultString);
+ * const handler = createXmlRpcHandler({
+ *   get(name) {
+ *     throw new XmlRpcFault(1, `KeyError: '${name}'`);
+ *   },
+ * });
+ * const response = await handler(
+ *   new Request("http://localhost/", {
+ *     method: "POST",
+ *     body: "<methodCall><methodName>get</methodName><params>" +
+ *       "<param><value>missing</value></param></params></methodCall>",
+ *   }),
+ * );
+ * assert.match(await response.text(), /<int>1<\/int>.*KeyError: 'missing'/);
  * ```
  */
 export class XmlRpcFault extends Error {
@@ -158,7 +171,7 @@ export class XmlRpcFault extends Error {
 /** Limits for {@linkcode decodeMethodCall} and {@linkcode decodeMethodResponse}. */
 export interface XmlRpcDecodeOptions {
   /**
-   * Largest document accepted, in bytes (UTF-8).
+   * Largest document accepted, in bytes (UTF-8); `Infinity` for no limit.
    *
    * @default {1048576}
    */
@@ -174,7 +187,8 @@ export interface XmlRpcDecodeOptions {
 /** Limits for the encoders. */
 export interface XmlRpcEncodeOptions {
   /**
-   * Deepest nesting of arrays and structs written (also catches cycles).
+   * Deepest nesting of arrays and structs written (also catches cycles), at
+   * most 1000.
    *
    * @default {64}
    */
@@ -194,9 +208,17 @@ export interface XmlRpcEncodeOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeMethodCall } from "./xmlrpc.ts";
  *
- * console.log(encodeMethodCall("set", ["colour", { r: 1, g: 0.5 }]));
+ * assert.equal(
+ *   encodeMethodCall("set", ["colour", { r: 1 }]),
+ *   '<?xml version="1.0"?><methodCall><methodName>set</methodName><params>' +
+ *     "<param><value><string>colour</string></value></param>" +
+ *     "<param><value><struct><member><name>r</name>" +
+ *     "<value><int>1</int></value></member></struct></value></param>" +
+ *     "</params></methodCall>",
+ * );
  * ```
  */
 export function encodeMethodCall(
@@ -219,9 +241,15 @@ export function encodeMethodCall(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeMethodResponse } from "./xmlrpc.ts";
  *
- * console.log(encodeMethodResponse([1, "two", null]));
+ * assert.equal(
+ *   encodeMethodResponse([1, null]),
+ *   '<?xml version="1.0"?><methodResponse><params><param><value><array>' +
+ *     "<data><value><int>1</int></value><value><nil/></value></data>" +
+ *     "</array></value></param></params></methodResponse>",
+ * );
  * ```
  */
 export function encodeMethodResponse(
@@ -242,9 +270,15 @@ export function encodeMethodResponse(
  *
  * @example
  * ```ts
- * import { encodeFault } from "./xmlrpc.ts";
+ * import assert from "node:assert/strict";
+ * import { decodeMethodResponse, encodeFault, XmlRpcFault } from "./xmlrpc.ts";
  *
- * console.log(encodeFault(1, "KeyError: 'missing'"));
+ * const xml = encodeFault(1, "KeyError: 'missing'");
+ * assert.throws(() => decodeMethodResponse(xml), (error: XmlRpcFault) => {
+ *   assert.equal(error.faultCode, 1);
+ *   assert.equal(error.faultString, "KeyError: 'missing'");
+ *   return true;
+ * });
  * ```
  */
 export function encodeFault(faultCode: number, faultString: string): string {
@@ -263,13 +297,14 @@ export function encodeFault(faultCode: number, faultString: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeMethodCall } from "./xmlrpc.ts";
  *
  * const call = decodeMethodCall(
  *   "<methodCall><methodName>get</methodName><params>" +
  *     "<param><value>colour</value></param></params></methodCall>",
  * );
- * console.log(call.method, call.params); // get [ "colour" ]
+ * assert.deepEqual(call, { method: "get", params: ["colour"] });
  * ```
  */
 export function decodeMethodCall(
@@ -291,9 +326,14 @@ export function decodeMethodCall(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeMethodResponse, encodeMethodResponse } from "./xmlrpc.ts";
  *
- * console.log(decodeMethodResponse(encodeMethodResponse({ ok: true })));
+ * const when = new Date(Date.UTC(2024, 0, 2, 3, 4, 5));
+ * assert.deepEqual(
+ *   decodeMethodResponse(encodeMethodResponse({ ok: true, when })),
+ *   { ok: true, when },
+ * );
  * ```
  */
 export function decodeMethodResponse(
@@ -316,13 +356,13 @@ export type XmlRpcMethod = (...params: XmlRpcValue[]) => unknown;
 export interface CreateXmlRpcHandlerOptions {
   /**
    * Largest request body accepted, in bytes; a bigger one is answered with
-   * HTTP 413 before it is buffered.
+   * HTTP 413 before it is buffered. `Infinity` for no limit.
    *
    * @default {1048576}
    */
   maxBodySize?: number;
   /**
-   * Deepest nesting of arrays and structs accepted.
+   * Deepest nesting of arrays and structs accepted (at most 1000).
    *
    * @default {64}
    */
@@ -413,13 +453,20 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  * @param methods The methods, by name (own properties only).
  * @param options Limits and hooks.
  * @returns The handler.
- * @throws {RangeError} When a limit is not a positive integer, or
+ * @throws {RangeError} When `maxBodySize` is not a whole number of at
+ * least 1 (or `Infinity`), `maxDepth` not one from 1 to 1000, or
  * `bodyTimeout` is not above 0.
- * @throws {TypeError} When a method is not a function.
+ * @throws {TypeError} When a method is not a function, or a number option
+ * is not a number.
  *
  * @example Serve two methods
  * ```ts
- * import { encodeMethodCall, decodeMethodResponse, createXmlRpcHandler } from "./xmlrpc.ts";
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcHandler,
+ *   decodeMethodResponse,
+ *   encodeMethodCall,
+ * } from "./xmlrpc.ts";
  *
  * const handler = createXmlRpcHandler({
  *   echo: (value) => value,
@@ -431,7 +478,7 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  *     body: encodeMethodCall("echo", [[1, "a", null]]),
  *   }),
  * );
- * console.log(decodeMethodResponse(await response.text()));
+ * assert.deepEqual(decodeMethodResponse(await response.text()), [1, "a", null]);
  * ```
  */
 export function createXmlRpcHandler(
@@ -477,13 +524,14 @@ export interface CreateXmlRpcClientOptions {
    */
   signal?: AbortSignal;
   /**
-   * Largest response body accepted, in bytes.
+   * Largest response body accepted, in bytes; `Infinity` for no limit.
    *
    * @default {1048576}
    */
   maxBodySize?: number;
   /**
-   * Deepest nesting of arrays and structs accepted in a response.
+   * Deepest nesting of arrays and structs accepted in a response (at most
+   * 1000).
    *
    * @default {64}
    */
@@ -530,7 +578,12 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
  *
  * @example Call a server, catch a fault
  * ```ts
- * import { XmlRpcFault, createXmlRpcClient, createXmlRpcHandler } from "./xmlrpc.ts";
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcClient,
+ *   createXmlRpcHandler,
+ *   XmlRpcFault,
+ * } from "./xmlrpc.ts";
  *
  * const store = new Map<string, unknown>();
  * await using server = Deno.serve(
@@ -547,12 +600,11 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
  * await using client = createXmlRpcClient(`http://127.0.0.1:${server.addr.port}/`, {
  *   timeout: 5000,
  * });
- * try {
- *   await client.call("get", "missing");
- * } catch (error) {
- *   if (!(error instanceof XmlRpcFault)) throw error;
- *   console.log(error.faultCode, error.faultString); // 1 KeyError: 'missing'
- * }
+ * await assert.rejects(client.call("get", "missing"), (error) => {
+ *   assert.ok(error instanceof XmlRpcFault);
+ *   assert.equal(error.faultString, "KeyError: 'missing'");
+ *   return true;
+ * });
  * ```
  */
 export function createXmlRpcClient(
