@@ -109,37 +109,19 @@ export function resolveHttpsOptions(
       "Cannot serve HTTPS: `allow` needs `clientCa` (or `clientCaFile`), the CA certificates that sign the client certificates",
     );
   }
+  // Each option is checked under its own name, with its own default.
+  type Named = keyof typeof DEFAULTS & keyof ServeHttpsOptions;
+  const limit = (name: Named & `max${string}`) =>
+    checkLimit(options[name] as number | undefined, DEFAULTS[name], name);
+  const timeout = (name: Named & `${string}Timeout`) =>
+    checkTimeout(options[name], DEFAULTS[name], name);
   return {
-    maxBodySize: checkLimit(
-      options.maxBodySize,
-      DEFAULTS.maxBodySize,
-      "maxBodySize",
-    ),
-    handshakeTimeout: checkTimeout(
-      options.handshakeTimeout,
-      DEFAULTS.handshakeTimeout,
-      "handshakeTimeout",
-    ),
-    requestTimeout: checkTimeout(
-      options.requestTimeout,
-      DEFAULTS.requestTimeout,
-      "requestTimeout",
-    ),
-    keepAliveTimeout: checkTimeout(
-      options.keepAliveTimeout,
-      DEFAULTS.keepAliveTimeout,
-      "keepAliveTimeout",
-    ),
-    maxConnections: checkLimit(
-      options.maxConnections,
-      DEFAULTS.maxConnections,
-      "maxConnections",
-    ),
-    maxPerAddress: checkLimit(
-      options.maxPerAddress,
-      DEFAULTS.maxPerAddress,
-      "maxPerAddress",
-    ),
+    maxBodySize: limit("maxBodySize"),
+    handshakeTimeout: timeout("handshakeTimeout"),
+    requestTimeout: timeout("requestTimeout"),
+    keepAliveTimeout: timeout("keepAliveTimeout"),
+    maxConnections: limit("maxConnections"),
+    maxPerAddress: limit("maxPerAddress"),
     ipv6Prefix: checkIpv6Prefix(options.ipv6Prefix, DEFAULTS.ipv6Prefix),
     gracePeriod: checkDuration(
       options.gracePeriod,
@@ -148,16 +130,8 @@ export function resolveHttpsOptions(
     ),
     port: checkPort(options.port, DEFAULTS.port, "port", true),
     hostname: options.hostname ?? DEFAULTS.hostname,
-    maxHeaderSize: checkLimit(
-      options.maxHeaderSize,
-      DEFAULTS.maxHeaderSize,
-      "maxHeaderSize",
-    ),
-    maxHeaderCount: checkLimit(
-      options.maxHeaderCount,
-      DEFAULTS.maxHeaderCount,
-      "maxHeaderCount",
-    ),
+    maxHeaderSize: limit("maxHeaderSize"),
+    maxHeaderCount: limit("maxHeaderCount"),
   };
 }
 

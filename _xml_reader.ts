@@ -5,7 +5,9 @@
 // CDATA sections and comments. It refuses a DOCTYPE (so no entity
 // declarations, no external entities, no expansion), any other entity,
 // processing instructions and encodings other than UTF-8. Each method scans
-// forward from the cursor: the work is linear in the input.
+// forward from the cursor: the work is linear in the input. (About 330
+// lines: one class, whose methods share the cursor; tag() alone, with the
+// attribute checks, is 75.)
 
 import { ProtocolError } from "./errors.ts";
 import { quote } from "./_xmlrpc_rules.ts";
@@ -50,8 +52,8 @@ const PREDEFINED: Record<string, string> = {
 };
 
 /**
- * A reader of exactly the XML that XML-RPC uses, with a cursor that only
- * moves forward; the methods a recursive-descent decoder calls.
+ * A reader of exactly the XML that XML-RPC uses, with a cursor over the
+ * text; the methods a recursive-descent decoder calls.
  */
 export class XmlReader {
   readonly #s: string;
