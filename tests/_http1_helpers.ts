@@ -1,6 +1,6 @@
-// Shared helpers for the tests of the HTTP/1.1 server pieces
-// (_http1_*.ts): byte streams cut into pieces, and serveHttp1() on an
-// in-memory connection.
+// Shared helpers for the tests of the HTTP/1.1 server pieces (_http1_*.ts)
+// and of serveHttps(): byte streams cut into pieces, serveHttp1() on an
+// in-memory connection, one raw exchange over TLS.
 import type { HttpRefusal } from "../_http1_parse.ts";
 import { type Http1Conn, serveHttp1 } from "../_http1_session.ts";
 import { within } from "./_helpers.ts";
@@ -119,4 +119,43 @@ export async function readText(
     reader.releaseLock();
   }
   return text;
+}
+/**
+ * Sends `request` on a fresh TLS connection and reads until the server
+ * closes it (at most `limit` ms): the whole text, and whether it closed.
+ */
+export async function exchange(
+  port: number,
+  caCert: string,
+  request: string | Uint8Array,
+  limit = 5000,
+): Promise<{ text: string; closed: boolean }> {
+  using conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [caCert],
+  });
+  await conn.write(
+    typeof request === "string" ? new TextEncoder().encode(request) : request,
+  );
+  const decoder = new TextDecoder();
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), limit);
+  });
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await Promise.race([
+        conn.read(buffer).catch(() => null),
+        timeout,
+      ]);
+      if (n === "timeout") return { text, closed: false };
+      if (n === null) return { text, closed: true };
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -15,11 +15,23 @@ import {
 import { listenTls, TlsError, type TlsErrorEvent } from "../tls.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../xmlrpc.ts";
 import { within } from "./_helpers.ts";
+import { exchange } from "./_http1_helpers.ts";
 
 let shared: CertificateSet | undefined;
 async function certs(): Promise<CertificateSet> {
   shared ??= await generateCertificates({ clients: ["alice", "mallory"] });
   return shared;
+}
+
+/** An onError hook for serveHttps() that keeps what it is told. */
+function recorder() {
+  const errors: unknown[] = [];
+  const infos: HttpsErrorInfo[] = [];
+  const onError = (error: unknown, info: HttpsErrorInfo) => {
+    errors.push(error);
+    infos.push(info);
+  };
+  return { errors, infos, onError };
 }
 
 function clientFor(
@@ -69,18 +81,14 @@ Deno.test("serveHttps() refuses clients without a certificate, from another CA, 
     usage: "client",
     commonName: "alice",
   });
-  const errors: unknown[] = [];
-  const infos: HttpsErrorInfo[] = [];
+  const { errors, infos, onError } = recorder();
   let served = 0;
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
     allow: { cn: ["alice"] },
-    onError: (error, info) => {
-      errors.push(error);
-      infos.push(info);
-    },
+    onError,
   }, () => {
     served++;
     return new Response("secret");
@@ -159,16 +167,12 @@ Deno.test("serveHttps() without clientCa serves server-only TLS, passing status 
 
 Deno.test("serveHttps() answers 413 to oversized bodies and 500 when the handler throws", async () => {
   const set = await certs();
-  const errors: unknown[] = [];
-  const infos: HttpsErrorInfo[] = [];
+  const { errors, infos, onError } = recorder();
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     maxBodySize: 1000,
-    onError: (error, info) => {
-      errors.push(error);
-      infos.push(info);
-    },
+    onError,
   }, async (request) => {
     const body = await request.text();
     if (body === "throw") throw new Error("handler bug");
@@ -413,16 +417,12 @@ Deno.test("serveHttps() closes connections that stay silent or trickle a request
 
 Deno.test("serveHttps() closes connections over maxConnections", async () => {
   const set = await certs();
-  const errors: string[] = [];
-  const infos: HttpsErrorInfo[] = [];
+  const { errors, infos, onError } = recorder();
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     maxConnections: 1,
-    onError: (error, info) => {
-      errors.push((error as Error).message);
-      infos.push(info);
-    },
+    onError,
   }, () => new Response("ok"));
   const connect = async () => {
     const conn = await Deno.connectTls({
@@ -446,7 +446,10 @@ Deno.test("serveHttps() closes connections over maxConnections", async () => {
   assert.match(await get(first), /^HTTP\/1.1 200/);
   using second = await connect();
   assert.ok((await closedWithin(second, 5000)) !== null);
-  assert.match(errors.join("\n"), /1 are open \(maxConnections\)/);
+  assert.match(
+    errors.map((error) => (error as Error).message).join("\n"),
+    /1 are open \(maxConnections\)/,
+  );
   assert.equal(infos.at(-1)?.phase, "accept");
   assert.equal(
     (infos.at(-1)?.remoteAddr as Deno.NetAddr).port,
@@ -476,46 +479,6 @@ Deno.test("serveHttps() does not count a slow handler against the client's deadl
     assert.equal(await response.text(), "slow but fine");
   }
 });
-
-/**
- * Sends `request` on a fresh TLS connection and reads until the server
- * closes it (at most `limit` ms): the whole text, and whether it closed.
- */
-async function exchange(
-  port: number,
-  caCert: string,
-  request: string | Uint8Array,
-  limit = 5000,
-): Promise<{ text: string; closed: boolean }> {
-  using conn = await Deno.connectTls({
-    hostname: "localhost",
-    port,
-    caCerts: [caCert],
-  });
-  await conn.write(
-    typeof request === "string" ? new TextEncoder().encode(request) : request,
-  );
-  const decoder = new TextDecoder();
-  let text = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), limit);
-  });
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await Promise.race([
-        conn.read(buffer).catch(() => null),
-        timeout,
-      ]);
-      if (n === "timeout") return { text, closed: false };
-      if (n === null) return { text, closed: true };
-      text += decoder.decode(buffer.subarray(0, n), { stream: true });
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A plain-TLS server that echoes method, path and body length. */
 async function echoServer(

@@ -21,7 +21,13 @@ import {
   startExample,
   within,
 } from "../_helpers.ts";
-import { pieces, readText, servePair, streamOf } from "../_http1_helpers.ts";
+import {
+  exchange,
+  pieces,
+  readText,
+  servePair,
+  streamOf,
+} from "../_http1_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -565,45 +571,6 @@ Deno.test("serveHttp1() lingers after a refusal for lingerBytes, keepAliveTimeou
 
 // ---------------------------------------------------------------------------
 // serveHttps(): the attacks over TLS
-
-/**
- * Sends `request` on a fresh TLS connection and reads until the server
- * closes it (at most `limit` ms): the whole text, and whether it closed.
- */
-async function exchange(
-  port: number,
-  caCert: string,
-  request: string | Uint8Array,
-  limit = 5000,
-): Promise<{ text: string; closed: boolean }> {
-  using conn = await Deno.connectTls({
-    hostname: "localhost",
-    port,
-    caCerts: [caCert],
-  });
-  await conn.write(
-    typeof request === "string" ? encoder.encode(request) : request,
-  );
-  let text = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), limit);
-  });
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await Promise.race([
-        conn.read(buffer).catch(() => null),
-        timeout,
-      ]);
-      if (n === "timeout") return { text, closed: false };
-      if (n === null) return { text, closed: true };
-      text += decoder.decode(buffer.subarray(0, n), { stream: true });
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A plain-TLS server that answers method, URL and body length. */
 async function echoServer(
