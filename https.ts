@@ -385,9 +385,9 @@ export interface HttpsServer extends AsyncDisposable {
   /**
    * Stops accepting connections, closes idle ones, gives requests in
    * flight `gracePeriod` (1 s by default) to finish, then closes every
-   * connection. A handler
-   * still running then is abandoned (its response is never sent), so
-   * shutdown finishes even when a handler never settles.
+   * connection. A handler still running then is abandoned (its response is
+   * never sent), so shutdown finishes even when a handler never settles;
+   * with `gracePeriod: Infinity` it waits for every handler instead.
    *
    * @returns When the server has closed.
    */
