@@ -42,6 +42,7 @@
  *
  * @example Mutual TLS with a client certificate allow-list
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  * import { serveHttps } from "./https.ts";
  *
@@ -52,8 +53,8 @@
  *   cert: server.cert,
  *   key: server.key,
  *   clientCa: ca.cert,
- *   allowedClients: ["alice"],
- * }, (_request, info) => new Response(`hello ${info.clientName}\n`));
+ *   allow: { cn: ["alice"] },
+ * }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}\n`));
  *
  * using client = Deno.createHttpClient({
  *   caCerts: [ca.cert],
@@ -63,45 +64,59 @@
  * const response = await fetch(`https://localhost:${https.addr.port}/`, {
  *   client,
  * });
- * console.log(await response.text()); // hello alice
+ * assert.equal(await response.text(), "hello alice\n");
  * ```
  *
  * @module
  */
-import { AcceptLoop, type AcceptSource } from "./_accept.ts";
-import { AddressCounts, addressKey } from "./_address.ts";
-import { checkIpv6Prefix } from "./_options.ts";
-import { checkDuration } from "./_options.ts";
-import { formatAddr } from "./_address.ts";
-import { type Http1Session, HttpRefusal, serveHttp1 } from "./_http1.ts";
-import { allowed } from "./_tls_identity.ts";
+import { listenerOptions, resolveHttpsOptions } from "./_https_options.ts";
+import { serveOn } from "./_https_server.ts";
 import {
   listenTls,
   type PeerIdentity,
+  type TlsAllowList,
   TlsError,
-  type TlsListener,
 } from "./tls.ts";
-
-export type {
-  Duplex,
-  PeerIdentity,
-  TlsListener,
-  TlsServerConn,
-} from "./tls.ts";
+import type { ErrorInfo } from "./types.ts";
 
 /** Options for {@linkcode serveHttps}. */
 export interface ServeHttpsOptions {
-  /** The server's certificate chain (PEM). Required unless `listener` is given. */
+  /**
+   * The server's certificate chain, PEM text. Give this or `certFile`,
+   * unless `listener` is given.
+   *
+   * @default {undefined}
+   */
   cert?: string;
-  /** The server certificate's private key (PEM). Required unless `listener` is given. */
+  /**
+   * The server certificate's private key, PEM text. Give this or
+   * `keyFile`, unless `listener` is given.
+   *
+   * @default {undefined}
+   */
   key?: string;
   /**
+   * Path of a PEM file holding the server certificate chain, read once at
+   * start (as {@linkcode listenTls} reads it).
+   *
+   * @default {undefined}
+   */
+  certFile?: string;
+  /**
+   * Path of a PEM file holding the server's private key, read once at
+   * start.
+   *
+   * @default {undefined}
+   */
+  keyFile?: string;
+  /**
    * A listener to serve on instead of opening one from `cert`, `key`,
-   * `clientCa`, `hostname`, `port` and `handshakeTimeout` (leave those out):
-   * typically a {@linkcode listenTls} listener, for its `allow` (CN, SAN,
-   * fingerprint), `authorize`, `requireClientCert` and `onTlsError` options.
-   * `clientName` and `clientFingerprint` then come from each connection's
-   * `peerIdentity` (`null` when it has none), `allowedClients` still
+   * `certFile`, `keyFile`, `clientCa`, `clientCaFile`, `hostname`, `port`
+   * and `handshakeTimeout` (leave those out):
+   * typically a {@linkcode listenTls} listener, for its `authorize`,
+   * `requireClientCert` and error-hook options, or its own `allow` (which
+   * refuses at the TLS layer). Each request's `peerIdentity` then comes
+   * from its connection's (`null` when it has none), `allow` here still
    * answers 403, and request URLs are `https:` when the connection has a
    * `peerIdentity` property, `http:` otherwise (a `Deno.listen()` listener
    * serves plain HTTP). The server closes it on shutdown.
@@ -119,13 +134,26 @@ export interface ServeHttpsOptions {
    */
   clientCa?: string | string[];
   /**
-   * Client certificate common names (CN) allowed to make requests; any
-   * other verified client gets HTTP 403. Needs `clientCa`. When unset, every
-   * client with a certificate from `clientCa` is allowed.
+   * Path of a PEM file with the client CA certificates: `clientCa` read
+   * from a file, once at start.
    *
    * @default {undefined}
    */
-  allowedClients?: string[];
+  clientCaFile?: string;
+  /**
+   * The verified clients allowed to make requests, by certificate common
+   * name, subject alternative name or fingerprint, matched as
+   * {@linkcode listenTls} matches its `allow` ({@linkcode TlsAllowList}).
+   * Unlike listenTls, which refuses others at the TLS layer, serveHttps
+   * answers each request of another client with HTTP 403, which the client
+   * can read (a TLS refusal is a reset it cannot tell from a network
+   * failure), and does not report it to `onError`. Needs `clientCa` (or
+   * `clientCaFile`) unless `listener` is given. When unset, every client
+   * with a certificate from `clientCa` is allowed.
+   *
+   * @default {undefined}
+   */
+  allow?: TlsAllowList;
   /**
    * The address to listen on.
    *
@@ -141,7 +169,8 @@ export interface ServeHttpsOptions {
   /**
    * Largest request body accepted, in bytes (HTTP 413 above it). A chunked
    * body may also have at most `max(1024, maxBodySize / 16)` chunks and
-   * `maxBodySize + maxHeaderSize` bytes of chunk framing.
+   * `maxBodySize + maxHeaderSize` bytes of chunk framing. `Infinity`: no
+   * limit (a client may then make the server hold what it sends).
    *
    * @default {1048576}
    */
@@ -149,20 +178,20 @@ export interface ServeHttpsOptions {
   /**
    * Largest request line plus headers, in bytes (HTTP 431 above it, 414
    * when the request line alone is over); also the limit for a chunked
-   * body's trailers.
+   * body's trailers. `Infinity`: no limit.
    *
    * @default {16384}
    */
   maxHeaderSize?: number;
   /**
    * Most header lines in a request (HTTP 431 above it); also the limit for
-   * a chunked body's trailer lines.
+   * a chunked body's trailer lines. `Infinity`: no limit.
    *
    * @default {100}
    */
   maxHeaderCount?: number;
   /**
-   * Deadline for a TLS handshake, in milliseconds.
+   * Deadline for a TLS handshake, in milliseconds; `Infinity` for none.
    *
    * @default {10000}
    */
@@ -172,21 +201,22 @@ export interface ServeHttpsOptions {
    * milliseconds, counted from the end of its previous response (or its
    * handshake) once `keepAliveTimeout` is added: a connection that has not
    * delivered its next complete request within `keepAliveTimeout +
-   * requestTimeout` is closed, however slowly it trickles bytes.
+   * requestTimeout` is closed, however slowly it trickles bytes. `Infinity`
+   * for none.
    *
    * @default {30000}
    */
   requestTimeout?: number;
   /**
    * How long a connection may stay silent (no byte either way) before it is
-   * closed, in milliseconds.
+   * closed, in milliseconds; `Infinity` for no limit.
    *
    * @default {30000}
    */
   keepAliveTimeout?: number;
   /**
    * Most connections open at once; more are closed right after their
-   * handshake (and reported to `onError`).
+   * handshake (and reported to `onError`). `Infinity` for no limit.
    *
    * @default {1024}
    */
@@ -214,7 +244,8 @@ export interface ServeHttpsOptions {
   ipv6Prefix?: number;
   /**
    * On shutdown, how long requests in flight may run before every
-   * connection is closed, in milliseconds (0 closes at once).
+   * connection is closed, in milliseconds: 0 closes at once, `Infinity`
+   * waits for every request in flight however long it takes.
    *
    * @default {1000}
    */
@@ -226,21 +257,64 @@ export interface ServeHttpsOptions {
    */
   signal?: AbortSignal;
   /**
-   * Called with errors: a handler that throws (the client gets HTTP 500), a
-   * failed or refused TLS connection (a {@linkcode TlsError} naming the
-   * reason: a client without a certificate, one from another CA, ...), a
-   * connection over `maxConnections` or `maxPerAddress`, a failed accept
-   * (a connection its client reset before it was accepted, skipped at once
-   * and reported from `"a client"`; the process out of file descriptors,
-   * retried after a back-off of 5 ms doubling to 1 s and reported from
-   * `"the server"`), a throw while serving a request that no request should
-   * cause (the client gets HTTP 500 and that connection is closed; the
-   * server goes on). Requests refused with a 4xx are not reported. For
-   * logging; a hook that throws is ignored.
+   * Called with errors, and where they happened (`info.phase`, and the
+   * client's address `info.remoteAddr` when there is one):
+   *
+   * - `"tls"`: a failed or refused TLS connection (a {@linkcode TlsError}
+   *   naming the reason in `error.reason`: a client without a certificate,
+   *   one from another CA, ...);
+   * - `"accept"`: a connection over `maxConnections` or `maxPerAddress`
+   *   (closed; with its address), or a failed accept (no address): a
+   *   connection its client reset before it was accepted (skipped at
+   *   once), or the process out of file descriptors (retried after a
+   *   back-off of 5 ms doubling to 1 s);
+   * - `"request"`: a throw while serving a request that no request should
+   *   cause (the client gets HTTP 500 and that connection is closed; the
+   *   server goes on);
+   * - `"handler"`: the handler threw, or its response body failed (the
+   *   client gets HTTP 500).
+   *
+   * Requests refused with a 4xx (403 from `allow` included) are not
+   * reported. For logging; a hook that throws is ignored.
    *
    * @default {undefined}
    */
-  onError?: (error: unknown, remote: string) => void;
+  onError?: (error: unknown, info: HttpsErrorInfo) => void;
+}
+
+/**
+ * Where an error {@linkcode serveHttps} reports to its `onError` hook
+ * happened, and the client's address when the error belongs to one
+ * connection.
+ *
+ * @example Log TLS refusals with their reason
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { HttpsErrorInfo } from "./https.ts";
+ * import { TlsError } from "./tls.ts";
+ *
+ * const lines: string[] = [];
+ * const onError = (error: unknown, info: HttpsErrorInfo) => {
+ *   const reason = error instanceof TlsError ? ` (${error.reason})` : "";
+ *   const from = info.remoteAddr?.transport === "tcp"
+ *     ? ` from ${info.remoteAddr.hostname}`
+ *     : "";
+ *   lines.push(`${info.phase}${from}${reason}`);
+ * };
+ * onError(new TlsError("Cannot accept the TLS connection: ...", "unknown-ca"), {
+ *   phase: "tls",
+ *   remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 50000 },
+ * });
+ * assert.deepEqual(lines, ["tls from 127.0.0.1 (unknown-ca)"]);
+ * ```
+ */
+export interface HttpsErrorInfo extends ErrorInfo {
+  /**
+   * `"tls"` (the TLS handshake or the client's certificate), `"accept"`
+   * (accepting or admitting a connection), `"request"` (serving a request),
+   * `"handler"` (the handler).
+   */
+  readonly phase: "accept" | "tls" | "request" | "handler";
 }
 
 /** A connection {@linkcode serveHttps} can serve: a `Deno.Conn` or a `TlsServerConn` fits. */
@@ -288,15 +362,12 @@ export interface HttpsRequestInfo {
   /** The client's address. */
   readonly remoteAddr: Deno.NetAddr;
   /**
-   * The verified client certificate's common name, or `null` without
-   * mutual TLS.
+   * The client's verified certificate (common name in `cn`, SHA-256
+   * fingerprint in `fingerprint256`, subject alternative names, ...), as
+   * {@linkcode listenTls} reads it; `null` without mutual TLS, or for a
+   * client that sent no certificate to a listener that did not require one.
    */
-  readonly clientName: string | null;
-  /**
-   * The verified client certificate's SHA-256 fingerprint (colon-separated
-   * hex, as OpenSSL prints it), or `null` without mutual TLS.
-   */
-  readonly clientFingerprint: string | null;
+  readonly peerIdentity: PeerIdentity | null;
 }
 
 /** A request handler for {@linkcode serveHttps}. */
@@ -314,58 +385,21 @@ export interface HttpsServer extends AsyncDisposable {
   /**
    * Stops accepting connections, closes idle ones, gives requests in
    * flight `gracePeriod` (1 s by default) to finish, then closes every
-   * connection. A handler
-   * still running then is abandoned (its response is never sent), so
-   * shutdown finishes even when a handler never settles.
+   * connection. A handler still running then is abandoned (its response is
+   * never sent), so shutdown finishes even when a handler never settles;
+   * with `gracePeriod: Infinity` it waits for every handler instead.
    *
    * @returns When the server has closed.
    */
   shutdown(): Promise<void>;
 }
 
-function positive(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(
-      `Cannot serve HTTPS: ${what} must be a positive integer, got ${value}`,
-    );
-  }
-  return value;
-}
-
-/**
- * What the accept loop takes from: the listener itself when it has
- * `accept()`, else its iterator (which may end at its first failed accept).
- */
-function acceptSource(listener: HttpsListener): AcceptSource<HttpsConn> {
-  if (typeof listener.accept === "function") {
-    return listener as AcceptSource<HttpsConn>;
-  }
-  const iterator = listener[Symbol.asyncIterator]();
-  return {
-    accept: async () => {
-      const next = await iterator.next();
-      if (next.done) {
-        throw new Deno.errors.BadResource("Listener has been closed");
-      }
-      return next.value;
-    },
-    close: () => listener.close(),
-  };
-}
-
-function plain(status: number, message: string): Response {
-  return new Response(`${message}\n`, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
-}
-
 /**
  * Serves `handler` over HTTPS, requiring client certificates when `clientCa` is
  * given.
  *
- * A request from a client whose certificate is not in `allowedClients` gets
- * HTTP 403; one with a body over `maxBodySize` gets HTTP 413 and the
+ * A request from a client whose certificate is not in `allow` gets HTTP
+ * 403; one with a body over `maxBodySize` gets HTTP 413 and the
  * connection is closed; a handler that throws gets HTTP 500 (and
  * `onError`). A client without a certificate, or with one from another CA,
  * is refused right after the TLS handshake (`onError` gets a
@@ -378,16 +412,21 @@ function plain(status: number, message: string): Response {
  * @param options Certificate, key, CAs, address, limits.
  * @param handler Answers each request.
  * @returns The running server, once it listens.
- * @throws {TypeError} When `cert` or `key` is missing, `allowedClients`
- * is given without `clientCa`, or `ipv6Prefix` is not a number.
- * @throws {RangeError} When a limit or timeout is not a positive integer
- * (`maxPerAddress` may also be `Infinity`), `ipv6Prefix` is not a whole
- * number from 1 to 128, or `gracePeriod` is negative or infinite.
+ * @throws {TypeError} When the certificate or the key is missing (neither
+ * `cert` nor `certFile`, neither `key` nor `keyFile`), `allow` is given
+ * without `clientCa`, a listener option is given with `listener`, or
+ * a number option is not a number.
+ * @throws {RangeError} When a limit is not a whole number of at least 1
+ * (or `Infinity`), a timeout is not above 0, `gracePeriod` is negative,
+ * `port` is not from 0 to 65535, or `ipv6Prefix` is not a whole number
+ * from 1 to 128.
+ * @throws {Deno.errors.NotFound} When a `*File` option names no file.
  * @throws {Error} When the address cannot be bound, or the certificate,
- * key or CA is not valid PEM.
+ * key or CA is not valid PEM (as {@linkcode listenTls} throws).
  *
  * @example Server-only TLS
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  * import { serveHttps } from "./https.ts";
  *
@@ -402,11 +441,43 @@ function plain(status: number, message: string): Response {
  *   body: "ping",
  *   client,
  * });
- * console.log(await response.text()); // ping
+ * assert.equal(await response.text(), "ping");
  * ```
  *
- * @example On your own listenTls() listener, allowing clients by fingerprint
+ * @example Mutual TLS, allowing one client by its certificate's fingerprint
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { generateCertificates } from "./certs.ts";
+ * import { serveHttps } from "./https.ts";
+ *
+ * const { ca, server, clients } = await generateCertificates({
+ *   clients: ["alice", "bob"],
+ * });
+ * await using https = await serveHttps({
+ *   cert: server.cert,
+ *   key: server.key,
+ *   clientCa: ca.cert,
+ *   allow: { fingerprint: [clients.alice.fingerprint] },
+ * }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
+ * const get = async (who: "alice" | "bob") => {
+ *   using client = Deno.createHttpClient({
+ *     caCerts: [ca.cert],
+ *     cert: clients[who].cert,
+ *     key: clients[who].key,
+ *   });
+ *   const response = await fetch(`https://localhost:${https.addr.port}/`, {
+ *     client,
+ *   });
+ *   return `${response.status} ${await response.text()}`;
+ * };
+ * assert.equal(await get("alice"), "200 hello alice");
+ * // Verified by TLS, but not allowed: an answer the client can read.
+ * assert.match(await get("bob"), /^403 .*"bob" is not in the allow-list/);
+ * ```
+ *
+ * @example On your own listenTls() listener, which refuses at the TLS layer
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  * import { serveHttps } from "./https.ts";
  * import { listenTls } from "./tls.ts";
@@ -419,9 +490,9 @@ function plain(status: number, message: string): Response {
  *     cert: server.cert,
  *     key: server.key,
  *     clientCa: ca.cert,
- *     allow: { fingerprint: [clients.alice.fingerprint] },
+ *     allow: { cn: ["alice"] },
  *   }),
- * }, (_request, info) => new Response(`hello ${info.clientName}`));
+ * }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
  * using client = Deno.createHttpClient({
  *   caCerts: [ca.cert],
  *   cert: clients.alice.cert,
@@ -430,266 +501,36 @@ function plain(status: number, message: string): Response {
  * const response = await fetch(`https://localhost:${https.addr.port}/`, {
  *   client,
  * });
- * console.log(await response.text()); // hello alice
+ * assert.equal(await response.text(), "hello alice");
  * ```
  */
 export async function serveHttps(
   options: ServeHttpsOptions,
   handler: HttpsHandler,
 ): Promise<HttpsServer> {
-  const given = options?.listener;
-  if (given !== undefined) {
-    const clash = (
-      [
-        "cert",
-        "key",
-        "clientCa",
-        "hostname",
-        "port",
-        "handshakeTimeout",
-      ] as const
-    ).filter((name) => options[name] !== undefined);
-    if (clash.length > 0) {
-      throw new TypeError(
-        `Cannot serve HTTPS: give \`${
-          clash.join("`, `")
-        }\` to listenTls() and pass its listener, or leave out \`listener\``,
-      );
-    }
-    if (typeof given?.[Symbol.asyncIterator] !== "function") {
-      throw new TypeError(
-        "Cannot serve HTTPS: `listener` must be an async iterable listener, such as listenTls() returns",
-      );
-    }
-  } else if (
-    typeof options?.cert !== "string" || typeof options.key !== "string"
-  ) {
-    throw new TypeError(
-      "Cannot serve HTTPS: cert and key (PEM strings) are required; make a development set with `deno task certs`",
-    );
-  }
-  const mutual = options.clientCa !== undefined;
-  if (options.allowedClients !== undefined && !mutual && !given) {
-    throw new TypeError(
-      "Cannot serve HTTPS: allowedClients needs clientCa, the CA that signs client certificates",
-    );
-  }
-  const maxBodySize = positive(
-    options.maxBodySize ?? 1024 * 1024,
-    "maxBodySize",
-  );
-  const handshakeTimeout = positive(
-    options.handshakeTimeout ?? 10_000,
-    "handshakeTimeout",
-  );
-  const requestTimeout = positive(
-    options.requestTimeout ?? 30_000,
-    "requestTimeout",
-  );
-  const keepAliveTimeout = positive(
-    options.keepAliveTimeout ?? 30_000,
-    "keepAliveTimeout",
-  );
-  const maxConnections = positive(
-    options.maxConnections ?? 1024,
-    "maxConnections",
-  );
-  const maxPerAddress = options.maxPerAddress ?? 64;
-  if (
-    maxPerAddress !== Infinity && !(Number.isInteger(maxPerAddress) &&
-      maxPerAddress >= 1)
-  ) {
-    throw new RangeError(
-      `Cannot serve HTTPS: maxPerAddress must be a positive integer or Infinity, got ${maxPerAddress}`,
-    );
-  }
-  const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
-  const gracePeriod = checkDuration(
-    options.gracePeriod,
-    1000,
-    "gracePeriod",
-  );
-  if (!Number.isFinite(gracePeriod)) {
-    throw new RangeError(
-      "Cannot serve HTTPS: gracePeriod must be finite, so that shutdown finishes",
-    );
-  }
+  const limits = resolveHttpsOptions(options);
   const onError = options.onError;
-  const port = options.port ?? 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(
-      `Cannot serve HTTPS: port must be 0 to 65535, got ${port}`,
-    );
-  }
-  const hostname = options.hostname ?? "127.0.0.1";
-
-  const maxHeaderSize = positive(
-    options.maxHeaderSize ?? 16 * 1024,
-    "maxHeaderSize",
-  );
-  const maxHeaderCount = positive(
-    options.maxHeaderCount ?? 100,
-    "maxHeaderCount",
-  );
-  const report = (error: unknown, remote: string) => {
+  const report = (error: unknown, info: HttpsErrorInfo) => {
     try {
-      onError?.(error, remote);
+      onError?.(error, info);
     } catch {
       // a throwing hook must not stop the server
     }
   };
-
-  const listener: HttpsListener = given ?? await listenTls({
-    cert: options.cert,
-    key: options.key,
-    clientCa: options.clientCa,
-    hostname,
-    port,
-    handshakeTimeout,
-    // One request (head and body) plus slack may wait unread while the
-    // handler runs; a client further ahead than that is cut off. At least
-    // 4 MiB: node:tls on Deno hands over up to about 2 MiB at once before
-    // any reader runs, and a refused client that is still sending (see
-    // serveHttp1's lingering) must not be cut off for that.
-    readBufferLimit: Math.max(
-      maxBodySize + 2 * maxHeaderSize + 64 * 1024,
-      4 * 1024 * 1024,
-    ),
-    onTlsError: (event) =>
+  const listener: HttpsListener = options.listener ??
+    await listenTls(listenerOptions(options, limits, (event) =>
       report(
         new TlsError(
           `Cannot accept the TLS connection: ${event.message}`,
           event.reason,
           { cause: event.cause },
         ),
-        event.remoteAddr ? formatAddr(event.remoteAddr) : "a client",
-      ),
-  });
-  const addr = listener.addr;
-  const host = `${
-    addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
-  }:${addr.port}/`;
-  const allowList = options.allowedClients
-    ? { cn: options.allowedClients }
-    : null;
-
-  const sessions = new Set<Http1Session>();
-  const perAddress = new AddressCounts();
-  let draining = false;
-  const serveConn = (conn: HttpsConn) => {
-    const remote = formatAddr(conn.remoteAddr);
-    const tls = given === undefined || "peerIdentity" in conn;
-    // Nagle off (listenTls() connections already are; a Deno.TcpConn is not).
-    (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
-    if (draining) return conn.close();
-    if (sessions.size >= maxConnections) {
-      report(
-        new RangeError(
-          `Cannot accept the connection: ${maxConnections} are open (maxConnections)`,
-        ),
-        remote,
-      );
-      return conn.close();
-    }
-    const addressName = addressKey(conn.remoteAddr, ipv6Prefix);
-    const fromAddress = perAddress.add(addressName);
-    if (fromAddress > maxPerAddress) {
-      perAddress.remove(addressName);
-      report(
-        new RangeError(
-          `Cannot accept the connection: ${maxPerAddress} from ${addressName} are open (maxPerAddress)`,
-        ),
-        remote,
-      );
-      return conn.close();
-    }
-    const identity = conn.peerIdentity ?? null;
-    const named = given ? identity !== null : mutual;
-    const info: HttpsRequestInfo = {
-      remoteAddr: conn.remoteAddr as Deno.NetAddr,
-      clientName: named ? identity?.cn ?? "" : null,
-      clientFingerprint: named ? identity?.fingerprint256 ?? null : null,
-    };
-    const refusal = allowList && !allowed(identity, allowList)
-      ? new HttpRefusal(
-        403,
-        `Cannot serve the request: the client certificate's common name ${
-          JSON.stringify(info.clientName)
-        } is not in the allow-list`,
-      )
-      : null;
-    const session = serveHttp1(conn, {
-      maxHeaderSize,
-      maxHeaderCount,
-      maxBodySize,
-      keepAliveTimeout,
-      requestTimeout,
-      base: `${tls ? "https" : "http"}://${host}`,
-      onError: (error) => report(error, remote),
-    }, async (request) => {
-      let response: Response;
-      let body: Uint8Array;
-      try {
-        response = await handler(request, info);
-        body = response.body === null
-          ? new Uint8Array(0)
-          : await response.bytes();
-      } catch (error) {
-        report(error, remote);
-        response = plain(500, "Cannot serve the request: the handler failed");
-        body = await response.bytes();
-      }
-      return { status: response.status, headers: response.headers, body };
-    }, refusal);
-    sessions.add(session);
-    session.done.then(() => {
-      sessions.delete(session);
-      perAddress.remove(addressName);
-    });
-  };
-  const accepting = new AcceptLoop<HttpsConn>({
-    listener: acceptSource(listener),
-    onConnection: serveConn,
-    // A connection reset before accept is skipped at once (retryIn 0); the
-    // process out of file descriptors is retried after a back-off.
-    onError: (error, retryIn) =>
-      report(error, retryIn === 0 ? "a client" : "the server"),
-  });
-
-  let closing: Promise<void> | undefined;
-  let resolveFinished!: () => void;
-  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
-  const shutdown = (): Promise<void> => {
-    if (!closing) {
-      draining = true;
-      options.signal?.removeEventListener("abort", onAbort);
-      accepting.stop();
-      for (const session of sessions) session.drain();
-      const timer = setTimeout(() => {
-        for (const session of sessions) session.abort();
-      }, gracePeriod);
-      closing = (async () => {
-        await accepting.done;
-        while (sessions.size > 0) {
-          await Promise.all([...sessions].map((session) => session.done));
-        }
-        clearTimeout(timer);
-        if (given === undefined) {
-          await (listener as TlsListener)[Symbol.asyncDispose]();
-        }
-        resolveFinished();
-      })();
-    }
-    return closing;
-  };
-  const onAbort = () => void shutdown();
-  if (options.signal?.aborted) void shutdown();
-  else options.signal?.addEventListener("abort", onAbort, { once: true });
-
-  return {
-    addr,
-    finished,
-    shutdown,
-    [Symbol.asyncDispose]: shutdown,
-  };
+        { phase: "tls", remoteAddr: event.remoteAddr },
+      )));
+  return serveOn(listener, limits, {
+    given: options.listener !== undefined,
+    allow: options.allow ?? null,
+    report,
+    signal: options.signal,
+  }, handler);
 }

@@ -28,7 +28,7 @@ const server = await serveHttps({
   cert: Deno.readTextFileSync(`${dir}/server.pem`),
   key: Deno.readTextFileSync(`${dir}/server-key.pem`),
   clientCa: Deno.readTextFileSync(`${dir}/ca.pem`),
-  allowedClients: ["client"],
+  allow: { cn: ["client"] },
 }, (request) => handler(request));
 console.error(`map server listening on https://localhost:${server.addr.port}/`);
 Deno.addSignalListener("SIGTERM", () => server.shutdown());

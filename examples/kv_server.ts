@@ -206,6 +206,15 @@ export function kvMethods(kv: Deno.Kv): Record<string, XmlRpcMethod> {
   };
 }
 
+/** A client's address for the log: `host:port`, `[v6]:port`, or "a client". */
+function describeAddr(addr: Deno.Addr | undefined): string {
+  if (addr?.transport !== "tcp" && addr?.transport !== "udp") return "a client";
+  const host = addr.hostname.includes(":")
+    ? `[${addr.hostname}]`
+    : addr.hostname;
+  return `${host}:${addr.port}`;
+}
+
 const USAGE = `Usage: deno task kv-server [options]
    or: deno run --unstable-kv --allow-net=HOST:PORT --allow-read=certs,DB --allow-write=DB examples/kv_server.ts [options]
 
@@ -264,9 +273,11 @@ async function main(): Promise<void> {
   }
   const controller = new AbortController();
   const handler = createXmlRpcHandler(kvMethods(kv), {
-    onError(error, method) {
+    onError(error, info) {
       console.error(
-        `error in ${method}: ${(error as Error)?.message ?? error}`,
+        `error in ${info.method ?? `the ${info.phase}`}: ${
+          (error as Error)?.message ?? error
+        }`,
       );
     },
   });
@@ -276,14 +287,20 @@ async function main(): Promise<void> {
     cert,
     key,
     clientCa: ca,
-    allowedClients: mutual ? allowed : undefined,
+    // Others verified by the CA get HTTP 403.
+    allow: mutual && allowed ? { cn: allowed } : undefined,
     signal: controller.signal,
-    onError(error, remote) {
+    onError(error, info) {
       // A TLS refusal carries its machine-readable reason: "no-certificate",
       // "unknown-ca", "expired", ...
       const reason = error instanceof TlsError ? ` (${error.reason})` : "";
+      const what = info.phase === "tls" || info.phase === "accept"
+        ? "refused"
+        : `${info.phase} failed for`;
       console.error(
-        `refused ${remote}${reason}: ${(error as Error)?.message ?? error}`,
+        `${what} ${describeAddr(info.remoteAddr)}${reason}: ${
+          (error as Error)?.message ?? error
+        }`,
       );
     },
   }, (request) => handler(request)).catch((error) => {

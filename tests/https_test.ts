@@ -7,15 +7,31 @@ import {
   generateCertificates,
   issueCertificate,
 } from "../certs.ts";
-import { type HttpsRequestInfo, serveHttps } from "../https.ts";
+import {
+  type HttpsErrorInfo,
+  type HttpsRequestInfo,
+  serveHttps,
+} from "../https.ts";
 import { listenTls, TlsError, type TlsErrorEvent } from "../tls.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../xmlrpc.ts";
 import { within } from "./_helpers.ts";
+import { exchange } from "./_http1_helpers.ts";
 
 let shared: CertificateSet | undefined;
 async function certs(): Promise<CertificateSet> {
   shared ??= await generateCertificates({ clients: ["alice", "mallory"] });
   return shared;
+}
+
+/** An onError hook for serveHttps() that keeps what it is told. */
+function recorder() {
+  const errors: unknown[] = [];
+  const infos: HttpsErrorInfo[] = [];
+  const onError = (error: unknown, info: HttpsErrorInfo) => {
+    errors.push(error);
+    infos.push(info);
+  };
+  return { errors, infos, onError };
 }
 
 function clientFor(
@@ -38,7 +54,7 @@ Deno.test("serveHttps() serves a verified client and tells the handler who it is
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    allowedClients: ["alice"],
+    allow: { cn: ["alice"] },
   }, (request, info) => {
     seen.push(info);
     return handler(request);
@@ -48,9 +64,9 @@ Deno.test("serveHttps() serves a verified client and tells the handler who it is
     assert.deepEqual(await client.call("echo", [i, "x"]), [i, "x"]);
   }
   assert.equal(seen.length, 10);
-  assert.equal(seen[0].clientName, "alice");
+  assert.equal(seen[0].peerIdentity?.cn, "alice");
   assert.match(
-    seen[0].clientFingerprint ?? "",
+    seen[0].peerIdentity?.fingerprint256 ?? "",
     /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/,
   );
   assert.equal(seen[0].remoteAddr.hostname.replace("::ffff:", ""), "127.0.0.1");
@@ -65,14 +81,14 @@ Deno.test("serveHttps() refuses clients without a certificate, from another CA, 
     usage: "client",
     commonName: "alice",
   });
-  const errors: unknown[] = [];
+  const { errors, infos, onError } = recorder();
   let served = 0;
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    allowedClients: ["alice"],
-    onError: (error) => errors.push(error),
+    allow: { cn: ["alice"] },
+    onError,
   }, () => {
     served++;
     return new Response("secret");
@@ -90,6 +106,10 @@ Deno.test("serveHttps() refuses clients without a certificate, from another CA, 
     await assert.rejects(client.call("a"), TypeError);
     const mine = errors.slice(from);
     assert.ok(mine.length > 0, `no error reported for ${reason}`);
+    for (const info of infos.slice(from)) {
+      assert.equal(info.phase, "tls");
+      assert.match((info.remoteAddr as Deno.NetAddr).hostname, /127\.0\.0\.1$/);
+    }
     for (const error of mine) {
       assert.ok(error instanceof TlsError, String(error));
       assert.equal(error.reason, reason);
@@ -128,7 +148,10 @@ Deno.test("serveHttps() without clientCa serves server-only TLS, passing status 
       const headers = new Headers({ "x-path": new URL(request.url).pathname });
       headers.append("set-cookie", "a=1");
       headers.append("set-cookie", "b=2");
-      return Response.json({ name: info.clientName }, { status: 201, headers });
+      return Response.json({ identity: info.peerIdentity }, {
+        status: 201,
+        headers,
+      });
     },
   );
   using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
@@ -139,17 +162,17 @@ Deno.test("serveHttps() without clientCa serves server-only TLS, passing status 
   assert.equal(response.status, 201);
   assert.equal(response.headers.get("x-path"), "/some/path");
   assert.deepEqual(response.headers.getSetCookie(), ["a=1", "b=2"]);
-  assert.deepEqual(await response.json(), { name: null });
+  assert.deepEqual(await response.json(), { identity: null });
 });
 
 Deno.test("serveHttps() answers 413 to oversized bodies and 500 when the handler throws", async () => {
   const set = await certs();
-  const errors: unknown[] = [];
+  const { errors, infos, onError } = recorder();
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     maxBodySize: 1000,
-    onError: (error) => errors.push(error),
+    onError,
   }, async (request) => {
     const body = await request.text();
     if (body === "throw") throw new Error("handler bug");
@@ -192,6 +215,9 @@ Deno.test("serveHttps() answers 413 to oversized bodies and 500 when the handler
   assert.equal(failed.status, 500);
   assert.match(await failed.text(), /the handler failed/);
   assert.equal((errors[0] as Error).message, "handler bug");
+  assert.equal(errors.length, 1, "a 413 is not reported");
+  assert.equal(infos[0].phase, "handler");
+  assert.match((infos[0].remoteAddr as Deno.NetAddr).hostname, /127\.0\.0\.1$/);
 });
 
 Deno.test("serveHttps() shuts down on abort and refuses bad options", async () => {
@@ -212,9 +238,9 @@ Deno.test("serveHttps() shuts down on abort and refuses bad options", async () =
     serveHttps({
       cert: set.server.cert,
       key: set.server.key,
-      allowedClients: ["a"],
+      allow: { cn: ["a"] },
     }, () => new Response()),
-    /allowedClients needs clientCa/,
+    /`allow` needs `clientCa` \(or `clientCaFile`\)/,
   );
   await assert.rejects(
     serveHttps({} as never, () => new Response()),
@@ -272,18 +298,43 @@ Deno.test("serveHttps() shutdown finishes after its grace period when a handler 
 
 Deno.test("serveHttps() gracePeriod sets how long shutdown waits for a request in flight", async () => {
   const set = await certs();
-  for (const gracePeriod of [-1, Infinity]) {
-    await assert.rejects(
-      serveHttps(
-        { cert: set.server.cert, key: set.server.key, gracePeriod },
-        () => new Response(),
-      ),
-      RangeError,
-    );
-  }
+  await assert.rejects(
+    serveHttps(
+      { cert: set.server.cert, key: set.server.key, gracePeriod: -1 },
+      () => new Response(),
+    ),
+    RangeError,
+  );
   const ms = await shutdownWithHungHandler(3000);
   // 3 s, not the default 1 s.
   assert.ok(ms >= 2900, `finished after ${ms} ms`);
+});
+
+Deno.test("serveHttps() gracePeriod: Infinity lets a request in flight finish, however long it takes", async () => {
+  const set = await certs();
+  const entered = Promise.withResolvers<void>();
+  const server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    gracePeriod: Infinity,
+  }, async () => {
+    entered.resolve();
+    // Longer than the default grace period (1 s).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    return new Response("finished");
+  });
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const response = fetch(`https://localhost:${server.addr.port}/`, {
+    client: http,
+  });
+  await within(entered.promise, 5000, "the request reaching the handler");
+  const start = performance.now();
+  const finished = server.shutdown();
+  const answered = await within(response, 10_000, "the response");
+  assert.equal(await answered.text(), "finished");
+  await within(finished, 10_000, "shutdown");
+  const ms = performance.now() - start;
+  assert.ok(ms >= 1400, `shutdown took ${ms} ms`);
 });
 
 /** Reads until the server closes; the elapsed ms, or null after `limit`. */
@@ -366,12 +417,12 @@ Deno.test("serveHttps() closes connections that stay silent or trickle a request
 
 Deno.test("serveHttps() closes connections over maxConnections", async () => {
   const set = await certs();
-  const errors: string[] = [];
+  const { errors, infos, onError } = recorder();
   await using server = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     maxConnections: 1,
-    onError: (error) => errors.push((error as Error).message),
+    onError,
   }, () => new Response("ok"));
   const connect = async () => {
     const conn = await Deno.connectTls({
@@ -395,7 +446,15 @@ Deno.test("serveHttps() closes connections over maxConnections", async () => {
   assert.match(await get(first), /^HTTP\/1.1 200/);
   using second = await connect();
   assert.ok((await closedWithin(second, 5000)) !== null);
-  assert.match(errors.join("\n"), /1 are open \(maxConnections\)/);
+  assert.match(
+    errors.map((error) => (error as Error).message).join("\n"),
+    /1 are open \(maxConnections\)/,
+  );
+  assert.equal(infos.at(-1)?.phase, "accept");
+  assert.equal(
+    (infos.at(-1)?.remoteAddr as Deno.NetAddr).port,
+    (second.localAddr as Deno.NetAddr).port,
+  );
   // The first is still served.
   assert.match(await get(first), /^HTTP\/1.1 200/);
 });
@@ -420,46 +479,6 @@ Deno.test("serveHttps() does not count a slow handler against the client's deadl
     assert.equal(await response.text(), "slow but fine");
   }
 });
-
-/**
- * Sends `request` on a fresh TLS connection and reads until the server
- * closes it (at most `limit` ms): the whole text, and whether it closed.
- */
-async function exchange(
-  port: number,
-  caCert: string,
-  request: string | Uint8Array,
-  limit = 5000,
-): Promise<{ text: string; closed: boolean }> {
-  using conn = await Deno.connectTls({
-    hostname: "localhost",
-    port,
-    caCerts: [caCert],
-  });
-  await conn.write(
-    typeof request === "string" ? new TextEncoder().encode(request) : request,
-  );
-  const decoder = new TextDecoder();
-  let text = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), limit);
-  });
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await Promise.race([
-        conn.read(buffer).catch(() => null),
-        timeout,
-      ]);
-      if (n === "timeout") return { text, closed: false };
-      if (n === null) return { text, closed: true };
-      text += decoder.decode(buffer.subarray(0, n), { stream: true });
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A plain-TLS server that echoes method, path and body length. */
 async function echoServer(
@@ -790,8 +809,11 @@ Deno.test("serveHttps() serves a listenTls() listener, whose allow-list refuses 
     assert.equal(await response.text(), "https:");
   }
   assert.equal(seen.length, 1);
-  assert.equal(seen[0].clientName, "alice");
-  assert.equal(seen[0].clientFingerprint, set.clients.alice.fingerprint);
+  assert.equal(seen[0].peerIdentity?.cn, "alice");
+  assert.equal(
+    seen[0].peerIdentity?.fingerprint256,
+    set.clients.alice.fingerprint,
+  );
   {
     using client = clientFor(set, server.addr.port, set.clients.mallory);
     await assert.rejects(client.call("a"), TypeError);
@@ -808,12 +830,12 @@ Deno.test("serveHttps() serves plain HTTP on a Deno.listen() listener and refuse
       listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
     },
     (request, info) =>
-      Response.json({ url: request.url, name: info.clientName }),
+      Response.json({ url: request.url, identity: info.peerIdentity }),
   );
   const response = await fetch(`http://127.0.0.1:${server.addr.port}/x`);
   assert.deepEqual(await response.json(), {
     url: `http://127.0.0.1:${server.addr.port}/x`,
-    name: null,
+    identity: null,
   });
   using other = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   await assert.rejects(
@@ -931,13 +953,21 @@ Deno.test("serveHttps() counts an IPv6 /64 as one address for maxPerAddress; ipv
 });
 
 Deno.test("serveHttps() refuses a bad maxPerAddress or ipv6Prefix, and takes Infinity for no per-address limit", async () => {
-  for (const maxPerAddress of [0, -1, 1.5, NaN]) {
+  for (const maxPerAddress of [0, -1, 1.5]) {
     await assert.rejects(
       serveHttps({ cert: "x", key: "y", maxPerAddress }, () => new Response()),
       RangeError,
       String(maxPerAddress),
     );
   }
+  // Not a number: a TypeError, as for every option (_options.ts).
+  await assert.rejects(
+    serveHttps(
+      { cert: "x", key: "y", maxPerAddress: NaN },
+      () => new Response(),
+    ),
+    TypeError,
+  );
   for (const ipv6Prefix of [0, 129, 64.5]) {
     await assert.rejects(
       serveHttps({ cert: "x", key: "y", ipv6Prefix }, () => new Response()),
@@ -964,4 +994,164 @@ Deno.test("serveHttps() refuses a bad maxPerAddress or ipv6Prefix, and takes Inf
     ),
   );
   assert.deepEqual(responses, ["ok", "ok", "ok"]);
+});
+
+Deno.test("serveHttps() checks its options as serve() and listenTls() do, and takes Infinity for every limit and deadline", async () => {
+  const bad: [Parameters<typeof serveHttps>[0], ErrorConstructor, RegExp][] = [
+    [
+      { port: 65536 },
+      RangeError,
+      /^Cannot use port: expected a port number from 0 to 65535, got 65536$/,
+    ],
+    [{ port: -1 }, RangeError, /^Cannot use port: /],
+    [
+      { handshakeTimeout: 0 },
+      RangeError,
+      /^Cannot use handshakeTimeout: expected a number of milliseconds above 0/,
+    ],
+    [{ requestTimeout: -5 }, RangeError, /^Cannot use requestTimeout: /],
+    [
+      { keepAliveTimeout: "1" as never },
+      TypeError,
+      /^Cannot use keepAliveTimeout: /,
+    ],
+    [
+      { maxBodySize: 0 },
+      RangeError,
+      /^Cannot use maxBodySize: expected a whole number of at least 1/,
+    ],
+    [{ maxHeaderSize: 1.5 }, RangeError, /^Cannot use maxHeaderSize: /],
+    [{ maxHeaderCount: -1 }, RangeError, /^Cannot use maxHeaderCount: /],
+    [{ maxConnections: 0 }, RangeError, /^Cannot use maxConnections: /],
+    [
+      { gracePeriod: -1 },
+      RangeError,
+      /^Cannot use gracePeriod: expected a number of milliseconds, 0 or more/,
+    ],
+  ];
+  for (const [options, type, message] of bad) {
+    await assert.rejects(
+      serveHttps({ cert: "x", key: "y", ...options }, () => new Response()),
+      (error: Error) => {
+        assert.ok(error instanceof type, String(error));
+        assert.match(error.message, message);
+        return true;
+      },
+      JSON.stringify(options),
+    );
+  }
+  const set = await certs();
+  const errors: unknown[] = [];
+  await using server = await serveHttps({
+    cert: set.server.cert,
+    key: set.server.key,
+    maxBodySize: Infinity,
+    maxHeaderSize: Infinity,
+    maxHeaderCount: Infinity,
+    maxConnections: Infinity,
+    maxPerAddress: Infinity,
+    handshakeTimeout: Infinity,
+    requestTimeout: Infinity,
+    keepAliveTimeout: Infinity,
+    gracePeriod: Infinity,
+    onError: (error) => errors.push(error),
+  }, async (request) => new Response(`got ${(await request.bytes()).length}`));
+  // No handshake deadline: a client that has not started its handshake is
+  // still waited for (a timer of Infinity ms must not fire at once).
+  using silent = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(errors, []);
+  // Over every default limit: 2 MiB of body, 200 headers of 200 bytes.
+  using http = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+  const headers = new Headers();
+  for (let i = 0; i < 200; i++) headers.set(`x-${i}`, "h".repeat(200));
+  const response = await fetch(`https://localhost:${server.addr.port}/`, {
+    method: "POST",
+    body: new Uint8Array(2 << 20),
+    headers,
+    client: http,
+  });
+  assert.equal(await response.text(), `got ${2 << 20}`);
+  silent.close();
+});
+
+Deno.test("serveHttps() reads its certificate, key and client CAs from files with certFile, keyFile and clientCaFile", async () => {
+  const set = await certs();
+  const dir = await Deno.makeTempDir({ prefix: "connauth-https-" });
+  try {
+    await Deno.writeTextFile(`${dir}/server.pem`, set.server.cert);
+    await Deno.writeTextFile(`${dir}/server-key.pem`, set.server.key);
+    await Deno.writeTextFile(`${dir}/ca.pem`, set.ca.cert);
+    const errors: unknown[] = [];
+    {
+      await using server = await serveHttps({
+        certFile: `${dir}/server.pem`,
+        keyFile: `${dir}/server-key.pem`,
+        clientCaFile: `${dir}/ca.pem`,
+        onError: (error) => errors.push(error),
+      }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
+      {
+        using client = Deno.createHttpClient({
+          caCerts: [set.ca.cert],
+          cert: set.clients.alice.cert,
+          key: set.clients.alice.key,
+        });
+        const response = await fetch(`https://localhost:${server.addr.port}/`, {
+          client,
+        });
+        assert.equal(await response.text(), "hello alice");
+      }
+      // clientCaFile asks for client certificates as clientCa does.
+      using anonymous = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+      await assert.rejects(
+        fetch(`https://localhost:${server.addr.port}/`, { client: anonymous }),
+        TypeError,
+      );
+      assert.equal((errors[0] as TlsError).reason, "no-certificate");
+    }
+    // Text and file may be mixed; a missing file is listenTls()'s NotFound.
+    {
+      await using mixed = await serveHttps(
+        { cert: set.server.cert, keyFile: `${dir}/server-key.pem` },
+        () => new Response("mixed"),
+      );
+      using client = Deno.createHttpClient({ caCerts: [set.ca.cert] });
+      const response = await fetch(`https://localhost:${mixed.addr.port}/`, {
+        client,
+      });
+      assert.equal(await response.text(), "mixed");
+    }
+    await assert.rejects(
+      serveHttps(
+        { certFile: `${dir}/missing.pem`, keyFile: `${dir}/server-key.pem` },
+        () => new Response(),
+      ),
+      Deno.errors.NotFound,
+    );
+    await assert.rejects(
+      serveHttps({ certFile: `${dir}/server.pem` }, () => new Response()),
+      /cert and key \(PEM strings\) are required, or certFile and keyFile \(paths\)/,
+    );
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    await assert.rejects(
+      serveHttps({
+        listener,
+        clientCaFile: `${dir}/ca.pem`,
+      }, () => new Response()),
+      /give `clientCaFile` to listenTls\(\) and pass its listener/,
+    );
+    await assert.rejects(
+      serveHttps({
+        certFile: `${dir}/server.pem`,
+        keyFile: `${dir}/server-key.pem`,
+        allow: { cn: ["alice"] },
+      }, () => new Response()),
+      /`allow` needs `clientCa`/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

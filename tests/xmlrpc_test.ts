@@ -11,6 +11,7 @@ import {
   encodeFault,
   encodeMethodCall,
   encodeMethodResponse,
+  type XmlRpcErrorInfo,
   XmlRpcFault,
   XmlRpcFaultCode,
   type XmlRpcValue,
@@ -305,6 +306,25 @@ Deno.test("decodeMethodCall() refuses bodies and nesting over the limits", () =>
   assert.throws(
     () => decodeMethodCall("<x/>", { maxDepth: 1001 }),
     /at most 1000/,
+  );
+  // maxDepth bounds the recursion: no Infinity. maxBodySize may be.
+  assert.throws(
+    () => decodeMethodCall("<x/>", { maxDepth: Infinity }),
+    {
+      name: "RangeError",
+      message: /^Cannot use maxDepth: expected at most 1000/,
+    },
+  );
+  assert.equal(
+    decodeMethodCall(big, { maxBodySize: Infinity }).params[0],
+    "x".repeat(1024 * 1024),
+  );
+  assert.throws(
+    () => decodeMethodCall("<x/>", { maxBodySize: 0.5 }),
+    {
+      name: "RangeError",
+      message: /^Cannot use maxBodySize: expected a whole number/,
+    },
   );
   // The highest allowed depth decodes without exhausting the stack.
   assert.ok(decodeMethodCall(deep(1000, ...array), { maxDepth: 1000 }));
@@ -715,7 +735,9 @@ Deno.test("createXmlRpcHandler() dispatches methods and turns errors into faults
     badFault() {
       throw new XmlRpcFault(1.5, "not an int code");
     },
-  }, { onError: (_error, method) => errors.push(method) });
+  }, {
+    onError: (_error, info) => errors.push(`${info.phase} ${info.method}`),
+  });
   assert.equal(
     await answer(await handler(post(encodeMethodCall("add", [2, 3])))),
     5,
@@ -793,7 +815,7 @@ Deno.test("createXmlRpcHandler() dispatches methods and turns errors into faults
     /"encoding" appears twice/,
   );
   await expectFault(encodeMethodCall("badFault"), 1, /^XmlRpcFault: /);
-  assert.deepEqual(errors, ["boom", "map", "badFault"]);
+  assert.deepEqual(errors, ["method boom", "method map", "method badFault"]);
   const noIntrospection = createXmlRpcHandler({ a: () => 1 }, {
     introspection: false,
   });
@@ -805,6 +827,23 @@ Deno.test("createXmlRpcHandler() dispatches methods and turns errors into faults
     () => createXmlRpcHandler({ a: 1 as unknown as () => 1 }),
     TypeError,
   );
+});
+
+Deno.test("createXmlRpcHandler() reports a request it cannot read to onError and rejects with the error", async () => {
+  const reported: [unknown, XmlRpcErrorInfo][] = [];
+  const handler = createXmlRpcHandler({ a: () => 1 }, {
+    onError: (error, info) => reported.push([error, info]),
+  });
+  const reset = new Error("connection reset");
+  const request = post(
+    new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.error(reset);
+      },
+    }),
+  );
+  await assert.rejects(handler(request), (error) => error === reset);
+  assert.deepEqual(reported, [[reset, { phase: "request" }]]);
 });
 
 Deno.test("createXmlRpcHandler() refuses GET and oversized bodies without buffering them", async () => {

@@ -1,19 +1,18 @@
 // Hostile HTTP peers: nothing a client sends before it authenticates may
-// crash, stall or bloat serveHttps(). The request parser (_http1.ts) tested
+// crash, stall or bloat serveHttps(). The request parser (_http1_*.ts) tested
 // directly, then the attacks over TLS, against Python's xmlrpc.client, and
 // against the key-value example in a child process whose memory and CPU are
 // read from /proc.
 import assert from "node:assert/strict";
 import process from "node:process";
 import { type CertificateSet, generateCertificates } from "../../certs.ts";
+import { type HttpRefusal, parseHead } from "../../_http1_parse.ts";
+import { Http1Reader } from "../../_http1_reader.ts";
 import {
-  type Http1Conn,
-  Http1Reader,
-  type HttpRefusal,
-  parseHead,
-  serveHttp1,
-} from "../../_http1.ts";
-import { type HttpsConn, serveHttps } from "../../https.ts";
+  type HttpsConn,
+  type HttpsErrorInfo,
+  serveHttps,
+} from "../../https.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../../xmlrpc.ts";
 import {
   findPython,
@@ -22,6 +21,13 @@ import {
   startExample,
   within,
 } from "../_helpers.ts";
+import {
+  exchange,
+  pieces,
+  readText,
+  servePair,
+  streamOf,
+} from "../_http1_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -224,32 +230,6 @@ Deno.test("parseHead() checks that Host is a host and an optional port", () => {
 
 // ---------------------------------------------------------------------------
 // Http1Reader: heads and bodies from a byte stream
-
-/**
- * A stream of `chunks`; it then closes, or (`end: false`) stays open with
- * nothing more to read, as a client that waits.
- */
-function streamOf(
-  chunks: Iterable<Uint8Array>,
-  end = true,
-): ReadableStream<Uint8Array> {
-  const it = chunks[Symbol.iterator]();
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      const next = it.next();
-      if (!next.done) return controller.enqueue(next.value);
-      if (end) return controller.close();
-      return new Promise<void>(() => {}); // no more bytes, no EOF
-    },
-  });
-}
-
-/** `bytes` in pieces of `size` bytes (the last one shorter). */
-function* pieces(bytes: Uint8Array, size: number): Generator<Uint8Array> {
-  for (let i = 0; i < bytes.length; i += size) {
-    yield bytes.slice(i, i + size);
-  }
-}
 
 function readerOf(chunks: Iterable<Uint8Array>, end = true): Http1Reader {
   return new Http1Reader(streamOf(chunks, end), () => {});
@@ -486,89 +466,6 @@ Deno.test("Http1Reader.readBody() reads a Content-Length body into a buffer of t
 // ---------------------------------------------------------------------------
 // serveHttp1(): guarded callbacks and the bounded lingering
 
-/**
- * serveHttp1() on an in-memory connection: `client` writes what the server
- * reads (or `readable` is read instead) and reads what it writes, to its end
- * when the server closes.
- */
-function servePair(
-  options: Partial<Parameters<typeof serveHttp1>[1]> = {},
-  handler: Parameters<typeof serveHttp1>[2] = async (request) => ({
-    status: 200,
-    headers: [],
-    body: encoder.encode(`${request.method} ${await request.text()}`),
-  }),
-  readable?: ReadableStream<Uint8Array>,
-) {
-  const fromClient = new TransformStream<Uint8Array, Uint8Array>();
-  let toClient!: ReadableStreamDefaultController<Uint8Array>;
-  const end = () => {
-    try {
-      toClient.close();
-    } catch {
-      // already closed
-    }
-  };
-  const client = {
-    readable: new ReadableStream<Uint8Array>({
-      start(controller) {
-        toClient = controller;
-      },
-    }),
-    writable: fromClient.writable,
-  };
-  let closes = 0;
-  const conn: Http1Conn = {
-    readable: readable ?? fromClient.readable,
-    writable: new WritableStream<Uint8Array>({
-      write(chunk) {
-        toClient.enqueue(chunk.slice());
-      },
-      close: end,
-    }),
-    close() {
-      closes++;
-      end();
-    },
-  };
-  const session = serveHttp1(
-    conn,
-    {
-      maxHeaderSize: 1024,
-      maxHeaderCount: 10,
-      maxBodySize: 100,
-      keepAliveTimeout: 5000,
-      requestTimeout: 5000,
-      base: "https://127.0.0.1:1/",
-      ...options,
-    },
-    handler,
-    null,
-  );
-  return { session, client, closes: () => closes };
-}
-
-async function readText(
-  readable: ReadableStream<Uint8Array>,
-  limit = 5000,
-): Promise<string> {
-  let text = "";
-  const reader = readable.getReader();
-  const end = performance.now() + limit;
-  try {
-    while (performance.now() < end) {
-      const { value, done } = await within(reader.read(), limit);
-      if (done) break;
-      text += decoder.decode(value);
-    }
-  } catch {
-    // aborted by the server's close: the end
-  } finally {
-    reader.releaseLock();
-  }
-  return text;
-}
-
 Deno.test("serveHttp1() reports a throw in parsing or in the handler to onError and closes only that connection", async () => {
   const errors: unknown[] = [];
   // Parsing: a stream that hands over something that is not bytes.
@@ -674,45 +571,6 @@ Deno.test("serveHttp1() lingers after a refusal for lingerBytes, keepAliveTimeou
 
 // ---------------------------------------------------------------------------
 // serveHttps(): the attacks over TLS
-
-/**
- * Sends `request` on a fresh TLS connection and reads until the server
- * closes it (at most `limit` ms): the whole text, and whether it closed.
- */
-async function exchange(
-  port: number,
-  caCert: string,
-  request: string | Uint8Array,
-  limit = 5000,
-): Promise<{ text: string; closed: boolean }> {
-  using conn = await Deno.connectTls({
-    hostname: "localhost",
-    port,
-    caCerts: [caCert],
-  });
-  await conn.write(
-    typeof request === "string" ? encoder.encode(request) : request,
-  );
-  let text = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), limit);
-  });
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await Promise.race([
-        conn.read(buffer).catch(() => null),
-        timeout,
-      ]);
-      if (n === "timeout") return { text, closed: false };
-      if (n === null) return { text, closed: true };
-      text += decoder.decode(buffer.subarray(0, n), { stream: true });
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A plain-TLS server that answers method, URL and body length. */
 async function echoServer(
@@ -898,7 +756,7 @@ Deno.test("serveHttps() lets a client that is still sending read its refusal (40
   const seen: string[] = [];
   await using server = await echoServer(set, {
     clientCa: set.ca.cert,
-    allowedClients: ["alice"],
+    allow: { cn: ["alice"] },
     maxBodySize: 1000,
     maxHeaderSize: 1024,
     onError: (error) => errors.push(error),
@@ -1031,7 +889,7 @@ Deno.test("serveHttps() reads what a refused client still sends until requestTim
 });
 
 Deno.test("serveHttps() reports a throw while parsing to onError with the client's address, and keeps serving", async () => {
-  const errors: [unknown, string][] = [];
+  const errors: [unknown, HttpsErrorInfo][] = [];
   const conns: HttpsConn[] = [];
   let closed = 0;
   const bad: HttpsConn = {
@@ -1049,7 +907,7 @@ Deno.test("serveHttps() reports a throw while parsing to onError with the client
     },
   };
   await using _server = await serveHttps(
-    { listener, onError: (error, remote) => errors.push([error, remote]) },
+    { listener, onError: (error, info) => errors.push([error, info]) },
     () => new Response("ok"),
   );
   for (let i = 0; i < 100 && closed === 0; i++) {
@@ -1058,7 +916,10 @@ Deno.test("serveHttps() reports a throw while parsing to onError with the client
   assert.equal(closed, 1);
   assert.equal(errors.length, 1);
   assert.ok(errors[0][0] instanceof TypeError);
-  assert.equal(errors[0][1], "127.0.0.9:4242");
+  assert.deepEqual(errors[0][1], {
+    phase: "request",
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.9", port: 4242 },
+  });
 });
 
 const python = findPython("3");

@@ -13,7 +13,7 @@ import {
   type TlsFailure,
   type TlsListener,
 } from "../../tls.ts";
-import { serveHttps } from "../../https.ts";
+import { type HttpsErrorInfo, serveHttps } from "../../https.ts";
 import { generateCertificates, writeCertificates } from "../../certs.ts";
 import * as asn1 from "../../_asn1.ts";
 import { pemDecode, pemEncode, signCertificate } from "../../_x509.ts";
@@ -978,13 +978,13 @@ Deno.test("listenTls() with requireClientCert false refuses a certificate the ru
 });
 
 Deno.test("serveHttps() with clientCa survives the malformed-certificate corpus", async () => {
-  const errors: { error: unknown; remote: string }[] = [];
+  const errors: { error: unknown; info: HttpsErrorInfo }[] = [];
   await using https = await serveHttps({
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    onError: (error, remote) => errors.push({ error, remote }),
-  }, (_request, info) => new Response(`hello ${info.clientName}`));
+    onError: (error, info) => errors.push({ error, info }),
+  }, (_request, info) => new Response(`hello ${info.peerIdentity?.cn}`));
   const request = utf8(
     "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
   );
@@ -1024,7 +1024,10 @@ Deno.test("serveHttps() with clientCa survives the malformed-certificate corpus"
           sendable.length
       ? true
       : undefined);
-  for (const { remote } of errors) assert.match(remote, /^127\.0\.0\.1:\d+$/);
+  for (const { info } of errors) {
+    assert.equal(info.phase, "tls");
+    assert.equal((info.remoteAddr as Deno.NetAddr)?.hostname, "127.0.0.1");
+  }
   const response = await (async () => {
     using client = Deno.createHttpClient({
       caCerts: [set.ca.cert],
