@@ -1,6 +1,7 @@
 // Private: exact reads and whole writes on a connection, directly on a
-// Deno.Conn (its own read/write) or through its byte streams, and a close
-// that never throws.
+// Deno.Conn (its own read/write) or through its byte streams; the error for
+// a peer that closed too early; and the two socket settings that never
+// throw (a close, Nagle's algorithm off).
 import { ProtocolError } from "./errors.ts";
 import { raceSignal } from "./_deadline.ts";
 
@@ -49,6 +50,21 @@ export function isDenoConnLike(conn: unknown): conn is DenoConnLike {
     typeof candidate.close === "function";
 }
 
+/**
+ * The {@linkcode ProtocolError} (reason `"closed"`) for a peer that closed
+ * the connection after `got` of the `length` bytes of `what`.
+ */
+export function closedEarly(
+  what: string,
+  got: number,
+  length: number,
+): ProtocolError {
+  return new ProtocolError(
+    `Cannot read ${what}: the peer closed the connection after ${got} of ${length} bytes`,
+    "closed",
+  );
+}
+
 /** Where exact reads come from: a connection or its readable byte stream. */
 export type ReadSource =
   | ReadableStream<Uint8Array<ArrayBuffer>>
@@ -71,10 +87,7 @@ async function readExactDirect(
     const n = await raceSignal(conn.read(buffer.subarray(offset)), signal);
     if (n === null) {
       if (offset === 0) return null;
-      throw new ProtocolError(
-        `Cannot read ${what}: the peer closed the connection after ${offset} of ${length} bytes`,
-        "closed",
-      );
+      throw closedEarly(what, offset, length);
     }
     offset += n;
   }
@@ -118,10 +131,7 @@ export async function readExactOrEof(
       if (value) buffer = new Uint8Array(value.buffer);
       if (done) {
         if (offset === 0) return null;
-        throw new ProtocolError(
-          `Cannot read ${what}: the peer closed the connection after ${offset} of ${length} bytes`,
-          "closed",
-        );
+        throw closedEarly(what, offset, length);
       }
       offset += value.byteLength;
     }
@@ -150,12 +160,7 @@ export async function readExact(
   what: string,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const bytes = await readExactOrEof(source, length, signal, what);
-  if (bytes === null) {
-    throw new ProtocolError(
-      `Cannot read ${what}: the peer closed the connection after 0 of ${length} bytes`,
-      "closed",
-    );
-  }
+  if (bytes === null) throw closedEarly(what, 0, length);
   return bytes;
 }
 
@@ -197,5 +202,21 @@ export function closeQuietly(conn: unknown): void {
     closable.close();
   } catch {
     // already closed
+  }
+}
+
+/**
+ * Turns off Nagle's algorithm on a TCP connection (`setNoDelay(true)`);
+ * does nothing on a connection without it (a Unix socket, a stream-only
+ * connection) or one that already died (its next read or write says so).
+ * Never throws.
+ */
+export function setNoDelay(conn: object): void {
+  const tcp = conn as Partial<Pick<Deno.TcpConn, "setNoDelay">>;
+  if (typeof tcp.setNoDelay !== "function") return;
+  try {
+    tcp.setNoDelay(true);
+  } catch {
+    // A socket that already died: its next read or write reports it.
   }
 }
