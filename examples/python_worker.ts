@@ -13,8 +13,8 @@
  *
  * @module
  */
+import { AuthenticationError } from "../errors.ts";
 import {
-  AuthenticationError,
   connectMultiprocessing,
   type MultiprocessingConnection,
 } from "../multiprocessing.ts";

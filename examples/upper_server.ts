@@ -13,8 +13,13 @@
  * @module
  */
 import { type ConnectionInfo, serve, type ServerConn } from "../server.ts";
-import { formatAddr } from "../_address.ts";
-import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
+import {
+  COMMON_HELP,
+  formatAddr,
+  parseFlags,
+  parseTimeout,
+  warnDemoKey,
+} from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 /** Longest line accepted, in UTF-16 code units; a longer one ends the session. */
