@@ -65,6 +65,15 @@ export function closedEarly(
   );
 }
 
+/**
+ * The end of the stream after `got` of `length` bytes of `what`: `null`
+ * (a clean close) before the first byte, else {@linkcode closedEarly}.
+ */
+function endOfStream(what: string, got: number, length: number): null {
+  if (got === 0) return null;
+  throw closedEarly(what, got, length);
+}
+
 /** Where exact reads come from: a connection or its readable byte stream. */
 export type ReadSource =
   | ReadableStream<Uint8Array<ArrayBuffer>>
@@ -85,10 +94,7 @@ async function readExactDirect(
   let offset = 0;
   while (offset < length) {
     const n = await raceSignal(conn.read(buffer.subarray(offset)), signal);
-    if (n === null) {
-      if (offset === 0) return null;
-      throw closedEarly(what, offset, length);
-    }
+    if (n === null) return endOfStream(what, offset, length);
     offset += n;
   }
   return buffer;
@@ -129,10 +135,7 @@ export async function readExactOrEof(
       const view = new Uint8Array(buffer.buffer, offset, length - offset);
       const { value, done } = await reader.read(view);
       if (value) buffer = new Uint8Array(value.buffer);
-      if (done) {
-        if (offset === 0) return null;
-        throw closedEarly(what, offset, length);
-      }
+      if (done) return endOfStream(what, offset, length);
       offset += value.byteLength;
     }
     return buffer;

@@ -51,51 +51,50 @@ function checkNumber(
   return value;
 }
 
-const aboveZero = (value: number) => value > 0;
-const notNegative = (value: number) => value >= 0;
-const limit = (value: number) =>
-  value >= 1 && (value === Infinity || Number.isInteger(value));
+/** A check of one kind of number option; see the module comment. */
+export type NumberCheck = (
+  value: number | undefined,
+  fallback: number,
+  what: string,
+) => number;
+
+/** A check for the numbers `valid` accepts, described as `expected`. */
+function numberKind(
+  expected: string,
+  valid: (value: number) => boolean,
+): NumberCheck {
+  return (value, fallback, what) =>
+    checkNumber(value, fallback, what, expected, valid);
+}
 
 /**
  * Checks a timeout option: milliseconds above 0, `Infinity` for none.
  * Returns `fallback` when `value` is `undefined`.
  */
-export function checkTimeout(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-): number {
-  const expected = "a number of milliseconds above 0 (or Infinity for none)";
-  return checkNumber(value, fallback, what, expected, aboveZero);
-}
+export const checkTimeout: NumberCheck = numberKind(
+  "a number of milliseconds above 0 (or Infinity for none)",
+  (value) => value > 0,
+);
 
 /**
  * Checks a duration option (a grace period, a delay): 0 or more
  * milliseconds, `Infinity` allowed. Returns `fallback` when `value` is
  * `undefined`.
  */
-export function checkDuration(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-): number {
-  const expected = "a number of milliseconds, 0 or more (or Infinity)";
-  return checkNumber(value, fallback, what, expected, notNegative);
-}
+export const checkDuration: NumberCheck = numberKind(
+  "a number of milliseconds, 0 or more (or Infinity)",
+  (value) => value >= 0,
+);
 
 /**
  * Checks a limit option (a count, a size in bytes): a whole number of at
  * least 1, `Infinity` for no limit. Returns `fallback` when `value` is
  * `undefined`.
  */
-export function checkLimit(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-): number {
-  const expected = "a whole number of at least 1 (or Infinity for no limit)";
-  return checkNumber(value, fallback, what, expected, limit);
-}
+export const checkLimit: NumberCheck = numberKind(
+  "a whole number of at least 1 (or Infinity for no limit)",
+  (value) => value >= 1 && (value === Infinity || Number.isInteger(value)),
+);
 
 /**
  * Checks a whole number from `min` to `max` (both included), described in

@@ -10,7 +10,7 @@ import {
   checkLimit,
   checkTimeout,
 } from "./_options.ts";
-import type { FailureOptions } from "./_admission.ts";
+import type { FailureOptions } from "./_failure_table.ts";
 import type { ServeOptions } from "./server.ts";
 
 /** serve()'s and connect()'s defaults (documented on the options). */

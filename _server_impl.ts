@@ -12,7 +12,8 @@
 // hooks and the log in _serve_report.ts, the options in _serve_options.ts.
 import { AcceptLoop } from "./_accept.ts";
 
-import { Admission, DeadlineSweep, type Verdict } from "./_admission.ts";
+import { Admission, type Verdict } from "./_admission.ts";
+import { DeadlineSweep } from "./_deadline_sweep.ts";
 import { closeQuietly, isDenoConnLike, setNoDelay } from "./_conn_io.ts";
 import { addressKey, formatAddr } from "./_address.ts";
 import type { ResolvedServeOptions } from "./_serve_options.ts";
@@ -447,16 +448,10 @@ export class ServerImpl<T> implements Server {
   #reportEnded(c: Connection): void {
     if (c.ended !== "timeout") return; // evictions were reported then
     if (c.phase === "waiting") {
-      const key = c.entry!.key;
-      const record = this.#admission.recordOf(key);
-      this.#reporter.refused(
+      return this.#refuseThrottled(
         c,
-        "throttled",
-        `${key} is throttled after ${
-          record?.failures ?? 0
-        } authentication failures; no turn within the handshake deadline (${this.#limits.handshakeTimeout} ms)`,
+        `; no turn within the handshake deadline (${this.#limits.handshakeTimeout} ms)`,
       );
-      return;
     }
     this.#reporter.error(
       this.#reasonFor("timeout"),
@@ -493,16 +488,22 @@ export class ServerImpl<T> implements Server {
   }
 
   #refuseDropped(c: Connection): void {
+    this.#refuseThrottled(
+      c,
+      ` and more than ${this.#limits.maxWaiting} of its connections wait (maxWaiting); closing the oldest, after ${
+        Math.round(this.#admission.clock.now() - c.since)
+      } ms`,
+    );
+  }
+
+  /** Refuses a connection of a throttled address; `why` ends the line. */
+  #refuseThrottled(c: Connection, why: string): void {
     const key = c.entry!.key;
-    const record = this.#admission.recordOf(key);
+    const failures = this.#admission.recordOf(key)?.failures ?? 0;
     this.#reporter.refused(
       c,
       "throttled",
-      `${key} is throttled after ${
-        record?.failures ?? 0
-      } authentication failures and more than ${this.#limits.maxWaiting} of its connections wait (maxWaiting); closing the oldest, after ${
-        Math.round(this.#admission.clock.now() - c.since)
-      } ms`,
+      `${key} is throttled after ${failures} authentication failures${why}`,
     );
   }
 
