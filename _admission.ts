@@ -42,9 +42,9 @@ import { IndexedHeap } from "./_indexed_heap.ts";
 export type TurnOutcome = "admitted" | "unthrottled" | "dropped";
 
 /**
- * One connection as the bookkeeping sees it. _serve_connection.ts extends it, so a
- * connection costs one object: these fields are the links of the lists it
- * is in.
+ * One connection as the bookkeeping sees it. _serve_connection.ts extends
+ * it, so a connection costs one object: these fields are the links of the
+ * lists it is in.
  */
 export class Slot {
   /** Its address, from {@linkcode Admission.admit} on. */
@@ -70,7 +70,7 @@ export class Slot {
   /** @internal */
   nextOfAddress: Slot | undefined = undefined;
 
-  /** Told when its wait for a turn ends; _serve_connection.ts overrides it. */
+  /** Told when its wait for a turn ends (_serve_connection.ts overrides it). */
   onTurn(_outcome: TurnOutcome): void {}
 }
 
