@@ -84,22 +84,6 @@ export type WriteTarget =
   | WritableStream<Uint8Array>
   | { readonly writable: WritableStream<Uint8Array> };
 
-async function readExactDirect(
-  conn: DenoConnLike,
-  length: number,
-  signal: AbortSignal | undefined,
-  what: string,
-): Promise<Uint8Array<ArrayBuffer> | null> {
-  const buffer = new Uint8Array(length);
-  let offset = 0;
-  while (offset < length) {
-    const n = await raceSignal(conn.read(buffer.subarray(offset)), signal);
-    if (n === null) return endOfStream(what, offset, length);
-    offset += n;
-  }
-  return buffer;
-}
-
 /**
  * Reads exactly `length` bytes, or returns `null` if the peer closes cleanly
  * before the first byte. A close after some but not all bytes is a
@@ -122,14 +106,20 @@ export async function readExactOrEof(
   let buffer = new Uint8Array(length);
   if (length === 0) return buffer;
   signal?.throwIfAborted();
+  let offset = 0;
   if (isDenoConnLike(source)) {
-    return await readExactDirect(source, length, signal, what);
+    while (offset < length) {
+      const view = buffer.subarray(offset);
+      const n = await raceSignal(source.read(view), signal);
+      if (n === null) return endOfStream(what, offset, length);
+      offset += n;
+    }
+    return buffer;
   }
   const readable = source instanceof ReadableStream ? source : source.readable;
   const reader = byobReader(readable);
   const onAbort = () => reader.releaseLock();
   signal?.addEventListener("abort", onAbort, { once: true });
-  let offset = 0;
   try {
     while (offset < length) {
       const view = new Uint8Array(buffer.buffer, offset, length - offset);
