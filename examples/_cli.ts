@@ -176,6 +176,25 @@ export function parseFlags<E extends ExtraOptions>(
   };
 }
 
+/**
+ * {@linkcode parseFlags} for the examples whose only flag of their own is
+ * `--timeout MS` (default 10000): prints the demo-key warning when no
+ * secret is configured, then checks the timeout (exits 2 when it is bad).
+ */
+export function parseTimedFlags(
+  usage: string,
+  defaults: { port?: number } = {},
+): { common: CommonFlags; timeout: number; positionals: string[] } {
+  const { common, values, positionals } = parseFlags(
+    usage,
+    { timeout: { type: "string" } },
+    defaults,
+  );
+  if (common.demoKey) warnDemoKey();
+  const timeout = parseTimeout(values.timeout as string | undefined);
+  return { common, timeout, positionals };
+}
+
 function loadKey(
   keyFile: string | undefined,
 ): { key: string | Uint8Array; demoKey: boolean } {

@@ -10,13 +10,7 @@
  */
 import { clientAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
-import {
-  COMMON_HELP,
-  fail,
-  parseFlags,
-  parseTimeout,
-  warnDemoKey,
-} from "./_cli.ts";
+import { COMMON_HELP, fail, parseTimedFlags } from "./_cli.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_client.ts [options] [message...]
@@ -29,11 +23,7 @@ ${COMMON_HELP}
   --timeout MS      deadline in milliseconds to connect, to authenticate and
                     for the echo (default 10000)`;
 
-const { common, values, positionals } = parseFlags(USAGE, {
-  timeout: { type: "string" },
-});
-if (common.demoKey) warnDemoKey();
-const timeout = parseTimeout(values.timeout as string | undefined);
+const { common, timeout, positionals } = parseTimedFlags(USAGE);
 const message = new TextEncoder().encode(
   positionals.length ? positionals.join(" ") : "Hello World",
 );

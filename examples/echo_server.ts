@@ -23,10 +23,8 @@ import { serve, type ServerConn } from "../server.ts";
 import {
   COMMON_HELP,
   formatAddr,
-  parseFlags,
-  parseTimeout,
+  parseTimedFlags,
   rateLimitedLog,
-  warnDemoKey,
 } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
@@ -39,9 +37,7 @@ Options:
 ${COMMON_HELP}
   --timeout MS      handshake deadline in milliseconds (default 10000)`;
 
-const { common, values } = parseFlags(USAGE, { timeout: { type: "string" } });
-if (common.demoKey) warnDemoKey();
-const timeout = parseTimeout(values.timeout as string | undefined);
+const { common, timeout } = parseTimedFlags(USAGE);
 
 using stop = shutdownSignal();
 // At most 20 lines a second, as the library's own log: a flood of clients
