@@ -92,25 +92,31 @@ export interface AuthenticateOptions {
   signal?: AbortSignal;
 }
 
+/** What both sides need once the options are checked. */
+interface Side extends Disposable {
+  /** The imported secret. */
+  readonly hmac: HmacKey;
+  /** Aborts at the deadline (`timeout`) or when the caller's signal does. */
+  readonly signal: AbortSignal;
+}
+
 /**
- * One side of the handshake: checks the options, imports the secret, and
- * runs `exchange` under the deadline (`timeout` and `signal` together).
+ * Checks `timeout`, imports the secret and starts the deadline (disposing
+ * of the side clears its timer). The caller checks `challengeLength` first.
  */
-async function handshake(
+async function start(
   secret: SecretInput | HmacKey,
   options: AuthenticateOptions,
   action: string,
-  exchange: (
-    hmac: HmacKey,
-    challengeLength: number,
-    signal: AbortSignal,
-  ) => Promise<void>,
-): Promise<void> {
-  const challengeLength = checkChallengeLength(options.challengeLength);
+): Promise<Side> {
   const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   const hmac = await HmacKey.import(secret, { hash: options.hash });
-  using limit = deadline(timeout, options.signal, action);
-  await exchange(hmac, challengeLength, limit.signal);
+  const limit = deadline(timeout, options.signal, action);
+  return {
+    hmac,
+    signal: limit.signal,
+    [Symbol.dispose]: () => limit[Symbol.dispose](),
+  };
 }
 
 /**
@@ -168,21 +174,20 @@ export async function serverAuthenticate(
   secret: SecretInput | HmacKey,
   options: AuthenticateOptions = {},
 ): Promise<void> {
-  await handshake(secret, options, "authenticate the client", async (
-    hmac,
-    challengeLength,
-    signal,
-  ) => {
-    const challenge = crypto.getRandomValues(new Uint8Array(challengeLength));
-    await writeAll(conn, challenge, signal);
-    const reply = await readExact(
-      conn,
-      hmac.digestLength,
-      signal,
-      "the client's reply",
-    );
-    if (!(await hmac.verify(reply, challenge))) throw wrongReply(hmac.hash);
-  });
+  const challenge = new Uint8Array(
+    checkChallengeLength(options.challengeLength),
+  );
+  using side = await start(secret, options, "authenticate the client");
+  await writeAll(conn, crypto.getRandomValues(challenge), side.signal);
+  const reply = await readExact(
+    conn,
+    side.hmac.digestLength,
+    side.signal,
+    "the client's reply",
+  );
+  if (!(await side.hmac.verify(reply, challenge))) {
+    throw wrongReply(side.hmac.hash);
+  }
 }
 
 /**
@@ -225,17 +230,13 @@ export async function clientAuthenticate(
   secret: SecretInput | HmacKey,
   options: AuthenticateOptions = {},
 ): Promise<void> {
-  await handshake(secret, options, "authenticate to the server", async (
-    hmac,
-    challengeLength,
-    signal,
-  ) => {
-    const challenge = await readExact(
-      conn,
-      challengeLength,
-      signal,
-      "the server's challenge",
-    );
-    await writeAll(conn, await hmac.sign(challenge), signal);
-  });
+  const length = checkChallengeLength(options.challengeLength);
+  using side = await start(secret, options, "authenticate to the server");
+  const challenge = await readExact(
+    conn,
+    length,
+    side.signal,
+    "the server's challenge",
+  );
+  await writeAll(conn, await side.hmac.sign(challenge), side.signal);
 }
