@@ -38,7 +38,7 @@ import type {
  * How long after the grace period, in milliseconds, shutdown still waits for
  * tasks whose connections it closed before it abandons them.
  */
-export const ABANDON_AFTER = 1000;
+const ABANDON_AFTER = 1000;
 
 /**
  * A deadline timer may fire up to this many ms early (timers are rounded):
