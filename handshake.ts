@@ -13,9 +13,9 @@
  * inside TLS (`tls.ts`) or use the Noise channel (`noise.ts`) when that
  * matters.
  *
- * The secret's own API ({@linkcode HmacKey}, {@linkcode parseHashName}, the
- * {@linkcode HashName} and {@linkcode SecretInput} types) is exported from
- * here too; it is implemented in a private file of its own.
+ * This module also exports what the secret becomes: {@linkcode HmacKey} (a
+ * secret imported once and reused), {@linkcode parseHashName}, and the
+ * {@linkcode HashName} and {@linkcode SecretInput} types.
  *
  * @example Both sides over loopback
  * ```ts
