@@ -1448,6 +1448,15 @@ Deno.test("connect() rejects when nothing listens and on bad options", async () 
     connect({ port } as unknown as Parameters<typeof connect>[0]),
     TypeError,
   );
+  // Checked before connecting: nothing listens, yet the error is the option's.
+  await assert.rejects(connect({ port, secret: KEY, challengeLength: 8 }), {
+    name: "RangeError",
+    message: /^Cannot use challengeLength: .*, got 8$/,
+  });
+  await assert.rejects(
+    connect({ port: "80" as unknown as number, secret: KEY }),
+    { name: "TypeError", message: /^Cannot use port: .*, got "80"$/ },
+  );
 });
 
 Deno.test("connect() with the wrong key gets end of stream on its first read", async () => {
