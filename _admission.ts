@@ -1,7 +1,7 @@
 // Private: who may hold a connection to serve(), and which one goes when
 // the server is full. Everything here is synchronous bookkeeping with an
-// injectable clock, so its guarantees are tested without sleeping
-// (tests/admission_test.ts); server.ts does the I/O.
+// injectable clock (_clock.ts), so its guarantees are tested without
+// sleeping (tests/admission_test.ts); _server_impl.ts does the I/O.
 //
 // - Per-address counts: connections open from each address key (for
 //   `maxPerAddress`) and those of them not yet authenticated ("pending").
@@ -9,107 +9,30 @@
 //   connection to close is the oldest pending one of the address that holds
 //   the most pending connections; among addresses holding equally many, the
 //   one whose oldest pending connection is oldest. A heap of the addresses
-//   with pending connections answers that in O(1) and is updated in
-//   O(log addresses) as counts move by one. An honest client finishes its
-//   handshake in one round trip, so it is both the newest and the only
-//   pending connection of its address: it is picked only once every other
-//   address holds at most one pending connection, each older than its own.
+//   with pending connections (_indexed_heap.ts) answers that in O(1) and is
+//   updated in O(log addresses) as counts move by one. An honest client
+//   finishes its handshake in one round trip, so it is both the newest and
+//   the only pending connection of its address: it is picked only once
+//   every other address holds at most one pending connection, each older
+//   than its own.
 // - Handshake deadlines: every pending connection is in one list in accept
 //   order. The deadline is the accept time plus one constant timeout, so the
 //   list is also in deadline order, and a single timer for its head serves
-//   them all (no timer per connection).
-// - Failure throttling (see ThrottleOptions in server.ts): failures per
-//   address with a doubling pause, an optional ban, and, while an address
-//   has failures on record, its handshakes one at a time in arrival order.
-
-/** The time source and timers the bookkeeping uses; fake in tests. */
-export interface Clock {
-  /** Now, in milliseconds; never goes back. */
-  now(): number;
-  /** Calls `fn` after `ms` milliseconds; returns what clearTimer takes. */
-  setTimer(fn: () => void, ms: number): unknown;
-  /** Cancels a timer from {@linkcode Clock.setTimer}. */
-  clearTimer(id: unknown): void;
-}
-
-/** `performance.now()` and the runtime's timers. */
-export const SYSTEM_CLOCK: Clock = {
-  now: () => performance.now(),
-  setTimer: (fn, ms) => setTimeout(fn, ms),
-  clearTimer: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
-};
-
-/** Failure throttling settings (all in ms but the counts). */
-export interface FailureOptions {
-  delay: number;
-  maxDelay: number;
-  banAfter: number;
-  banFor: number;
-  forgetAfter: number;
-  maxAddresses: number;
-}
-
-/** What is on record for an address that failed to authenticate. */
-export interface FailureRecord {
-  failures: number;
-  last: number;
-  /** No handshake from the address starts before this time. */
-  pausedUntil: number;
-  bannedUntil: number;
-}
-
-/** Failures per address, bounded: least recently failing forgotten first. */
-export class FailureTable {
-  #records = new Map<string, FailureRecord>();
-  #options: FailureOptions;
-
-  constructor(options: FailureOptions) {
-    this.#options = options;
-  }
-
-  /** Addresses on record. */
-  get size(): number {
-    return this.#records.size;
-  }
-
-  /** The record of `key`, or undefined once forgotten. */
-  lookup(key: string, now: number): FailureRecord | undefined {
-    const record = this.#records.get(key);
-    if (!record) return undefined;
-    if (
-      now - record.last > this.#options.forgetAfter &&
-      now >= record.bannedUntil && now >= record.pausedUntil
-    ) {
-      this.#records.delete(key);
-      return undefined;
-    }
-    return record;
-  }
-
-  /** Counts a failure and pauses the address; returns the record and pause. */
-  fail(key: string, now: number): { record: FailureRecord; delay: number } {
-    const record = this.lookup(key, now) ??
-      { failures: 0, last: now, pausedUntil: 0, bannedUntil: 0 };
-    this.#records.delete(key);
-    record.failures += 1;
-    record.last = now;
-    if (record.failures >= this.#options.banAfter) {
-      record.bannedUntil = now + this.#options.banFor;
-    }
-    this.#records.set(key, record);
-    while (this.#records.size > this.#options.maxAddresses) {
-      const oldest = this.#records.keys().next().value as string;
-      this.#records.delete(oldest);
-    }
-    const { delay, maxDelay } = this.#options;
-    const pause = Math.min(
-      delay * 2 ** Math.min(record.failures - 1, 52),
-      maxDelay,
-    );
-    record.pausedUntil = Math.max(record.pausedUntil, now + pause);
-    return { record, delay: pause };
-  }
-}
+//   them all (_deadline_sweep.ts).
+// - Failure throttling (see ThrottleOptions in server.ts): the failures on
+//   record (_failure_table.ts) and, while an address has some, its
+//   handshakes one at a time in arrival order (its "turns").
+//
+// The counts, the two pending lists, the heap and the turns stay in this one
+// file (and class) because every change of a connection's state moves
+// several of them at once, and they must agree.
+import { type Clock, SYSTEM_CLOCK } from "./_clock.ts";
+import {
+  type FailureOptions,
+  type FailureRecord,
+  FailureTable,
+} from "./_failure_table.ts";
+import { IndexedHeap } from "./_indexed_heap.ts";
 
 /**
  * How a wait for a throttled address's turn ended: its turn came
@@ -119,9 +42,9 @@ export class FailureTable {
 export type TurnOutcome = "admitted" | "unthrottled" | "dropped";
 
 /**
- * One connection as the bookkeeping sees it. server.ts extends it, so a
- * connection costs one object: these fields are the links of the lists it
- * is in.
+ * One connection as the bookkeeping sees it. _serve_connection.ts extends
+ * it, so a connection costs one object: these fields are the links of the
+ * lists it is in.
  */
 export class Slot {
   /** Its address, from {@linkcode Admission.admit} on. */
@@ -147,7 +70,7 @@ export class Slot {
   /** @internal */
   nextOfAddress: Slot | undefined = undefined;
 
-  /** Told when its wait for a turn ends; server.ts overrides it. */
+  /** Told when its wait for a turn ends (_serve_connection.ts overrides it). */
   onTurn(_outcome: TurnOutcome): void {}
 }
 
@@ -156,6 +79,15 @@ interface Gate {
   busy: boolean;
   queue: Slot[];
   timer: unknown;
+}
+
+/**
+ * The heap's order of addresses: `a` goes first when it holds more pending
+ * connections, or as many and its oldest is older.
+ */
+function ranksBefore(a: AddressEntry, b: AddressEntry): boolean {
+  return a.pending > b.pending ||
+    (a.pending === b.pending && a.head!.since < b.head!.since);
 }
 
 /** What is known about one address with a connection open. */
@@ -211,7 +143,7 @@ export class Admission<S extends Slot = Slot> {
   queuedCount = 0;
   #entries = new Map<string, AddressEntry>();
   /** Addresses with pending connections, the one to evict from first. */
-  #heap: AddressEntry[] = [];
+  #heap = new IndexedHeap<AddressEntry>(ranksBefore);
   #first: Slot | undefined = undefined;
   #last: Slot | undefined = undefined;
   #maxPerAddress: number;
@@ -315,7 +247,7 @@ export class Admission<S extends Slot = Slot> {
 
   /** The pending connection to close when the budget is full. */
   victim(): S | undefined {
-    return this.#heap[0]?.head as S | undefined;
+    return this.#heap.top()?.head as S | undefined;
   }
 
   /** The pending connection with the earliest deadline. */
@@ -388,11 +320,7 @@ export class Admission<S extends Slot = Slot> {
     else entry.head = slot;
     entry.tail = slot;
     entry.pending += 1;
-    if (entry.heapIndex < 0) {
-      entry.heapIndex = this.#heap.length;
-      this.#heap.push(entry);
-    }
-    this.#siftUp(entry.heapIndex);
+    this.#heap.raise(entry);
   }
 
   #removePending(slot: Slot): void {
@@ -424,63 +352,8 @@ export class Admission<S extends Slot = Slot> {
     else entry.tail = before;
     slot.prevOfAddress = slot.nextOfAddress = undefined;
     entry.pending -= 1;
-    if (entry.pending === 0) this.#heapRemove(entry);
-    else this.#siftDown(entry.heapIndex);
-  }
-
-  // The heap: an address ranks first when it holds more pending
-  // connections, or as many and its oldest is older.
-
-  #before(a: AddressEntry, b: AddressEntry): boolean {
-    return a.pending > b.pending ||
-      (a.pending === b.pending && a.head!.since < b.head!.since);
-  }
-
-  #siftUp(index: number): void {
-    const heap = this.#heap;
-    const entry = heap[index];
-    while (index > 0) {
-      const parentIndex = (index - 1) >> 1;
-      const parent = heap[parentIndex];
-      if (!this.#before(entry, parent)) break;
-      heap[index] = parent;
-      parent.heapIndex = index;
-      index = parentIndex;
-    }
-    heap[index] = entry;
-    entry.heapIndex = index;
-  }
-
-  #siftDown(index: number): void {
-    const heap = this.#heap;
-    const length = heap.length;
-    const entry = heap[index];
-    while (true) {
-      const left = 2 * index + 1;
-      if (left >= length) break;
-      const right = left + 1;
-      const child = right < length && this.#before(heap[right], heap[left])
-        ? right
-        : left;
-      if (!this.#before(heap[child], entry)) break;
-      heap[index] = heap[child];
-      heap[index].heapIndex = index;
-      index = child;
-    }
-    heap[index] = entry;
-    entry.heapIndex = index;
-  }
-
-  #heapRemove(entry: AddressEntry): void {
-    const heap = this.#heap;
-    const index = entry.heapIndex;
-    entry.heapIndex = -1;
-    const last = heap.pop()!;
-    if (last === entry) return;
-    heap[index] = last;
-    last.heapIndex = index;
-    this.#siftUp(index);
-    this.#siftDown(last.heapIndex);
+    if (entry.pending === 0) this.#heap.remove(entry);
+    else this.#heap.lower(entry);
   }
 
   // Turns of throttled addresses.
@@ -533,96 +406,4 @@ export class Admission<S extends Slot = Slot> {
     slot.hasTurn = true;
     slot.onTurn("admitted");
   }
-}
-
-/** Options for {@linkcode DeadlineSweep}. */
-export interface DeadlineSweepOptions<S extends Slot> {
-  /** Whose pending connections it watches. */
-  admission: Admission<S>;
-  /** Ends one connection past its deadline (it must stop being pending). */
-  expire(slot: S): void;
-  /** Most connections ended in one window. */
-  batch: number;
-  /** The window, in ms. */
-  window: number;
-  /** A timer may fire this many ms early: a deadline that near is due. */
-  slack?: number;
-}
-
-/**
- * One timer for every handshake deadline: armed for the earliest, it ends
- * the connections past theirs, at most `batch` in any window of `window`
- * ms (the rest wait for the next window), and re-arms itself for the next
- * deadline. Pending connections are in deadline order
- * ({@linkcode Admission.firstPending}), so each run looks only at those it
- * ends and one more.
- */
-export class DeadlineSweep<S extends Slot> {
-  #admission: Admission<S>;
-  #expire: (slot: S) => void;
-  #batch: number;
-  #window: number;
-  #slack: number;
-  #clock: Clock;
-  #timer: unknown = undefined;
-  #windowStart = -Infinity;
-  #ended = 0;
-  #stopped = false;
-
-  constructor(options: DeadlineSweepOptions<S>) {
-    this.#admission = options.admission;
-    this.#expire = options.expire;
-    this.#batch = options.batch;
-    this.#window = options.window;
-    this.#slack = options.slack ?? 0;
-    this.#clock = options.admission.clock;
-  }
-
-  /** Whether the timer is armed. */
-  get armed(): boolean {
-    return this.#timer !== undefined;
-  }
-
-  /** Arms the timer for `deadline` unless it is armed (call after admit). */
-  watch(deadline: number): void {
-    if (this.#timer !== undefined || this.#stopped) return;
-    if (!Number.isFinite(deadline)) return;
-    this.#timer = this.#clock.setTimer(
-      this.#run,
-      Math.max(0, deadline - this.#clock.now()),
-    );
-  }
-
-  /** Cancels the timer for good (shutdown). */
-  stop(): void {
-    this.#stopped = true;
-    if (this.#timer !== undefined) this.#clock.clearTimer(this.#timer);
-    this.#timer = undefined;
-  }
-
-  #run = (): void => {
-    this.#timer = undefined;
-    const clockNow = this.#clock.now();
-    if (clockNow - this.#windowStart >= this.#window) {
-      this.#windowStart = clockNow;
-      this.#ended = 0;
-    }
-    const now = clockNow + this.#slack;
-    let slot = this.#admission.firstPending();
-    while (slot !== undefined && slot.deadline <= now) {
-      if (this.#ended >= this.#batch) {
-        // More are due: the next batch when this window ends.
-        this.watch(this.#windowStart + this.#window);
-        return;
-      }
-      this.#ended += 1;
-      this.#expire(slot);
-      // expire() releases it; never loop on one that stayed.
-      if (this.#admission.firstPending() === slot) {
-        this.#admission.release(slot);
-      }
-      slot = this.#admission.firstPending();
-    }
-    if (slot !== undefined) this.watch(slot.deadline);
-  };
 }

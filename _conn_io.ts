@@ -1,6 +1,7 @@
 // Private: exact reads and whole writes on a connection, directly on a
-// Deno.Conn (its own read/write) or through its byte streams, and a close
-// that never throws.
+// Deno.Conn (its own read/write) or through its byte streams; the error for
+// a peer that closed too early; and the two socket settings that never
+// throw (a close, Nagle's algorithm off).
 import { ProtocolError } from "./errors.ts";
 import { raceSignal } from "./_deadline.ts";
 
@@ -49,6 +50,30 @@ export function isDenoConnLike(conn: unknown): conn is DenoConnLike {
     typeof candidate.close === "function";
 }
 
+/**
+ * The {@linkcode ProtocolError} (reason `"closed"`) for a peer that closed
+ * the connection after `got` of the `length` bytes of `what`.
+ */
+export function closedEarly(
+  what: string,
+  got: number,
+  length: number,
+): ProtocolError {
+  return new ProtocolError(
+    `Cannot read ${what}: the peer closed the connection after ${got} of ${length} bytes`,
+    "closed",
+  );
+}
+
+/**
+ * The end of the stream after `got` of `length` bytes of `what`: `null`
+ * (a clean close) before the first byte, else {@linkcode closedEarly}.
+ */
+function endOfStream(what: string, got: number, length: number): null {
+  if (got === 0) return null;
+  throw closedEarly(what, got, length);
+}
+
 /** Where exact reads come from: a connection or its readable byte stream. */
 export type ReadSource =
   | ReadableStream<Uint8Array<ArrayBuffer>>
@@ -58,28 +83,6 @@ export type ReadSource =
 export type WriteTarget =
   | WritableStream<Uint8Array>
   | { readonly writable: WritableStream<Uint8Array> };
-
-async function readExactDirect(
-  conn: DenoConnLike,
-  length: number,
-  signal: AbortSignal | undefined,
-  what: string,
-): Promise<Uint8Array<ArrayBuffer> | null> {
-  const buffer = new Uint8Array(length);
-  let offset = 0;
-  while (offset < length) {
-    const n = await raceSignal(conn.read(buffer.subarray(offset)), signal);
-    if (n === null) {
-      if (offset === 0) return null;
-      throw new ProtocolError(
-        `Cannot read ${what}: the peer closed the connection after ${offset} of ${length} bytes`,
-        "closed",
-      );
-    }
-    offset += n;
-  }
-  return buffer;
-}
 
 /**
  * Reads exactly `length` bytes, or returns `null` if the peer closes cleanly
@@ -103,26 +106,26 @@ export async function readExactOrEof(
   let buffer = new Uint8Array(length);
   if (length === 0) return buffer;
   signal?.throwIfAborted();
+  let offset = 0;
   if (isDenoConnLike(source)) {
-    return await readExactDirect(source, length, signal, what);
+    while (offset < length) {
+      const view = buffer.subarray(offset);
+      const n = await raceSignal(source.read(view), signal);
+      if (n === null) return endOfStream(what, offset, length);
+      offset += n;
+    }
+    return buffer;
   }
   const readable = source instanceof ReadableStream ? source : source.readable;
   const reader = byobReader(readable);
   const onAbort = () => reader.releaseLock();
   signal?.addEventListener("abort", onAbort, { once: true });
-  let offset = 0;
   try {
     while (offset < length) {
       const view = new Uint8Array(buffer.buffer, offset, length - offset);
       const { value, done } = await reader.read(view);
       if (value) buffer = new Uint8Array(value.buffer);
-      if (done) {
-        if (offset === 0) return null;
-        throw new ProtocolError(
-          `Cannot read ${what}: the peer closed the connection after ${offset} of ${length} bytes`,
-          "closed",
-        );
-      }
+      if (done) return endOfStream(what, offset, length);
       offset += value.byteLength;
     }
     return buffer;
@@ -150,12 +153,7 @@ export async function readExact(
   what: string,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const bytes = await readExactOrEof(source, length, signal, what);
-  if (bytes === null) {
-    throw new ProtocolError(
-      `Cannot read ${what}: the peer closed the connection after 0 of ${length} bytes`,
-      "closed",
-    );
-  }
+  if (bytes === null) throw closedEarly(what, 0, length);
   return bytes;
 }
 
@@ -197,5 +195,21 @@ export function closeQuietly(conn: unknown): void {
     closable.close();
   } catch {
     // already closed
+  }
+}
+
+/**
+ * Turns off Nagle's algorithm on a TCP connection (`setNoDelay(true)`);
+ * does nothing on a connection without it (a Unix socket, a stream-only
+ * connection) or one that already died (its next read or write says so).
+ * Never throws.
+ */
+export function setNoDelay(conn: object): void {
+  const tcp = conn as Partial<Pick<Deno.TcpConn, "setNoDelay">>;
+  if (typeof tcp.setNoDelay !== "function") return;
+  try {
+    tcp.setNoDelay(true);
+  } catch {
+    // A socket that already died: its next read or write reports it.
   }
 }

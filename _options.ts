@@ -7,12 +7,15 @@
 //   `Infinity` allowed;
 // - a limit (a count or a size in bytes) is a whole number of at least 1;
 //   `Infinity` means no limit;
-// - a port is a whole number from 0 (listen: pick a free one) or 1
-//   (connect) to 65535.
+// - a whole number within bounds (a challenge length in bytes, an IPv6
+//   prefix in bits), and a port, one of those: from 0 (listen: pick a free
+//   one) or 1 (connect) to 65535;
+// - an options object (not null, not a primitive).
 //
-// Each returns the checked value, or `fallback` when the option is unset,
-// and throws a TypeError for a value of the wrong type and a RangeError for
-// one out of range: "Cannot use <option>: expected <what>, got <value>".
+// Each number check returns the checked value, or `fallback` when the
+// option is unset, and throws a TypeError for a value of the wrong type and
+// a RangeError for one out of range: "Cannot use <option>: expected <what>,
+// got <value>".
 
 /** Describes a bad value for a message: its type, or the number itself. */
 function got(value: unknown): string {
@@ -22,80 +25,102 @@ function got(value: unknown): string {
   return typeof value;
 }
 
-function checkNumber(value: unknown, what: string, expected: string): number {
+/**
+ * The shape of every number check: `fallback` when `value` is unset (a
+ * TypeError when there is none), a TypeError unless `value` is a number, a
+ * RangeError unless `valid` holds.
+ */
+function checkNumber(
+  value: number | undefined,
+  fallback: number | undefined,
+  what: string,
+  expected: string,
+  valid: (value: number) => boolean,
+): number {
+  if (value === undefined && fallback !== undefined) return fallback;
   if (typeof value !== "number" || Number.isNaN(value)) {
     throw new TypeError(
       `Cannot use ${what}: expected ${expected}, got ${got(value)}`,
     );
   }
+  if (!valid(value)) {
+    throw new RangeError(
+      `Cannot use ${what}: expected ${expected}, got ${value}`,
+    );
+  }
   return value;
+}
+
+/** A check of one kind of number option; see the module comment. */
+export type NumberCheck = (
+  value: number | undefined,
+  fallback: number,
+  what: string,
+) => number;
+
+/** A check for the numbers `valid` accepts, described as `expected`. */
+function numberKind(
+  expected: string,
+  valid: (value: number) => boolean,
+): NumberCheck {
+  return (value, fallback, what) =>
+    checkNumber(value, fallback, what, expected, valid);
 }
 
 /**
  * Checks a timeout option: milliseconds above 0, `Infinity` for none.
  * Returns `fallback` when `value` is `undefined`.
  */
-export function checkTimeout(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-): number {
-  if (value === undefined) return fallback;
-  const expected = "a number of milliseconds above 0 (or Infinity for none)";
-  const timeout = checkNumber(value, what, expected);
-  if (timeout <= 0) {
-    throw new RangeError(
-      `Cannot use ${what}: expected ${expected}, got ${timeout}`,
-    );
-  }
-  return timeout;
-}
+export const checkTimeout: NumberCheck = numberKind(
+  "a number of milliseconds above 0 (or Infinity for none)",
+  (value) => value > 0,
+);
 
 /**
  * Checks a duration option (a grace period, a delay): 0 or more
  * milliseconds, `Infinity` allowed. Returns `fallback` when `value` is
  * `undefined`.
  */
-export function checkDuration(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-): number {
-  if (value === undefined) return fallback;
-  const expected = "a number of milliseconds, 0 or more (or Infinity)";
-  const duration = checkNumber(value, what, expected);
-  if (duration < 0) {
-    throw new RangeError(
-      `Cannot use ${what}: expected ${expected}, got ${duration}`,
-    );
-  }
-  return duration;
-}
+export const checkDuration: NumberCheck = numberKind(
+  "a number of milliseconds, 0 or more (or Infinity)",
+  (value) => value >= 0,
+);
 
 /**
  * Checks a limit option (a count, a size in bytes): a whole number of at
  * least 1, `Infinity` for no limit. Returns `fallback` when `value` is
  * `undefined`.
  */
-export function checkLimit(
+export const checkLimit: NumberCheck = numberKind(
+  "a whole number of at least 1 (or Infinity for no limit)",
+  (value) => value >= 1 && (value === Infinity || Number.isInteger(value)),
+);
+
+/**
+ * Checks a whole number from `min` to `max` (both included), described in
+ * messages as `noun` ("a whole number of bytes"). Returns `fallback` when
+ * `value` is `undefined`; with no fallback the option is required.
+ */
+export function checkInteger(
   value: number | undefined,
-  fallback: number,
+  fallback: number | undefined,
   what: string,
+  [min, max]: readonly [number, number],
+  noun = "a whole number",
 ): number {
-  if (value === undefined) return fallback;
-  const expected = "a whole number of at least 1 (or Infinity for no limit)";
-  const limit = checkNumber(value, what, expected);
-  if (limit < 1 || (Number.isFinite(limit) && !Number.isInteger(limit))) {
-    throw new RangeError(
-      `Cannot use ${what}: expected ${expected}, got ${limit}`,
-    );
-  }
-  return limit;
+  return checkNumber(
+    value,
+    fallback,
+    what,
+    `${noun} from ${min} to ${max}`,
+    (n) => Number.isInteger(n) && n >= min && n <= max,
+  );
 }
 
 /**
  * Checks a port option: a whole number from 0 (`listen: true`, a free port
- * is picked) or 1 to 65535. Returns `fallback` when `value` is `undefined`.
+ * is picked) or 1 to 65535. Returns `fallback` when `value` is `undefined`;
+ * with no fallback the port is required.
  */
 export function checkPort(
   value: number | undefined,
@@ -103,21 +128,13 @@ export function checkPort(
   what: string,
   listen: boolean,
 ): number {
-  const low = listen ? 0 : 1;
-  const expected = `a port number from ${low} to 65535`;
-  if (value === undefined) {
-    if (fallback !== undefined) return fallback;
-    throw new TypeError(
-      `Cannot use ${what}: expected ${expected}, got undefined`,
-    );
-  }
-  const port = checkNumber(value, what, expected);
-  if (!Number.isInteger(port) || port < low || port > 65535) {
-    throw new RangeError(
-      `Cannot use ${what}: expected ${expected}, got ${port}`,
-    );
-  }
-  return port;
+  return checkInteger(
+    value,
+    fallback,
+    what,
+    [listen ? 0 : 1, 65535],
+    "a port number",
+  );
 }
 
 /**
@@ -128,16 +145,22 @@ export function checkIpv6Prefix(
   value: number | undefined,
   fallback: number,
 ): number {
-  const prefix = value ?? fallback;
-  if (typeof prefix !== "number") {
-    throw new TypeError(
-      `Cannot use ipv6Prefix: expected a number of bits, got ${typeof prefix}`,
-    );
-  }
-  if (!Number.isInteger(prefix) || prefix < 1 || prefix > 128) {
-    throw new RangeError(
-      `Cannot use ipv6Prefix: expected a whole number of bits from 1 to 128, got ${prefix}`,
-    );
-  }
-  return prefix;
+  return checkInteger(
+    value,
+    fallback,
+    "ipv6Prefix",
+    [1, 128],
+    "a whole number of bits",
+  );
+}
+
+/**
+ * Checks that a function's options are an object, before any of them is
+ * read: `Cannot <action>: expected an options object, got null`.
+ */
+export function checkOptionsObject(options: unknown, action: string): void {
+  if (typeof options === "object" && options !== null) return;
+  throw new TypeError(
+    `Cannot ${action}: expected an options object, got ${got(options)}`,
+  );
 }

@@ -1,14 +1,16 @@
-// Private: serve()'s and connect()'s option checks and defaults, resolved
-// once before the server starts (so a bad option throws before anything
-// listens) into plain numbers the server reads without checking again.
+// Private: serve()'s and connect()'s defaults, and serve()'s limits,
+// deadlines and throttle options checked (through _options.ts) once before
+// the server starts, so that a bad option throws before anything listens,
+// into plain numbers the server reads without checking again. (The secret,
+// `authenticate` and `challengeLength` are checked with the handshake step,
+// _serve_handshake.ts.)
 import {
   checkDuration,
   checkIpv6Prefix,
   checkLimit,
   checkTimeout,
 } from "./_options.ts";
-import type { FailureOptions } from "./_admission.ts";
-import { HmacKey } from "./handshake.ts";
+import type { FailureOptions } from "./_failure_table.ts";
 import type { ServeOptions } from "./server.ts";
 
 /** serve()'s and connect()'s defaults (documented on the options). */
@@ -43,25 +45,6 @@ export interface ResolvedServeOptions {
   maxWaiting: number;
   log: boolean;
   noDelay: boolean;
-}
-
-/** Checks a shared key's type (and that it is not empty). */
-export function checkKey(key: unknown): void {
-  if (key instanceof HmacKey) return;
-  if (typeof CryptoKey !== "undefined" && key instanceof CryptoKey) return;
-  if (typeof key === "string" || key instanceof Uint8Array) {
-    if (key.length === 0) {
-      throw new TypeError(
-        "Cannot use the key: it is empty; give a non-empty shared secret",
-      );
-    }
-    return;
-  }
-  throw new TypeError(
-    `Cannot use the key: expected a string, Uint8Array, CryptoKey or HmacKey, got ${
-      key === null ? "null" : typeof key
-    }`,
-  );
 }
 
 /** Checks serve()'s limits, deadlines and throttle options. */

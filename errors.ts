@@ -13,6 +13,7 @@
  *
  * @example Telling failures apart
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AuthenticationError, ProtocolError } from "./errors.ts";
  *
  * function describe(error: unknown): string {
@@ -23,7 +24,14 @@
  *   }
  *   return "other";
  * }
- * console.log(describe(new AuthenticationError("Cannot authenticate: wrong key", "wrong-key")));
+ * assert.equal(
+ *   describe(new AuthenticationError("Cannot authenticate: wrong key")),
+ *   "rejected: wrong-key",
+ * );
+ * assert.equal(
+ *   describe(new ProtocolError("Cannot read: short", "closed")),
+ *   "malformed: closed",
+ * );
  * ```
  *
  * @module
@@ -54,13 +62,16 @@ export type ProtocolFailure = "closed" | "too-large" | "malformed";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AuthenticationError } from "./errors.ts";
  *
  * const error = new AuthenticationError(
  *   "Cannot authenticate: the digest does not match the key",
  *   "wrong-key",
  * );
- * console.log(error.name, error.reason);
+ * assert.equal(error.name, "AuthenticationError");
+ * assert.equal(error.reason, "wrong-key");
+ * assert.ok(error instanceof Error);
  * ```
  */
 export class AuthenticationError extends Error {
@@ -90,13 +101,16 @@ export class AuthenticationError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ProtocolError } from "./errors.ts";
  *
  * const error = new ProtocolError(
  *   "Cannot read the reply: the peer closed the connection after 3 of 32 bytes",
  *   "closed",
  * );
- * console.log(error.name, error.reason);
+ * assert.equal(error.name, "ProtocolError");
+ * assert.equal(error.reason, "closed");
+ * assert.equal(new ProtocolError("Cannot parse: garbage").reason, "malformed");
  * ```
  */
 export class ProtocolError extends Error {

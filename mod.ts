@@ -6,7 +6,9 @@
  *
  * | module | what |
  * | --- | --- |
- * | `handshake.ts` | the Python Cookbook HMAC challenge-response, byte for byte |
+ * | `errors.ts` | `AuthenticationError` and `ProtocolError`, what callers catch |
+ * | `types.ts` | `Duplex` (the byte stream every handshake runs over) and `ErrorInfo` (what every server's `onError` hook is told) |
+ * | `handshake.ts` | the Python Cookbook HMAC challenge-response, byte for byte, and `HmacKey` |
  * | `server.ts` | `serve()` / `connect()`: concurrent authenticated servers with limits, throttling and graceful shutdown |
  * | `tls.ts` | TLS listeners and clients, mutual TLS, the peer's identity |
  * | `certs.ts` | development CA and certificates (ECDSA P-256) without openssl |
@@ -19,22 +21,44 @@
  * encrypt the connection: run it inside TLS or use a Noise channel when the
  * traffic must stay private.
  *
- * @example Authenticate a connection
+ * @example An authenticated echo server and its client
  * ```ts
- * import { clientAuthenticate, serverAuthenticate } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { connect, serve } from "./mod.ts";
  *
- * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * const client = await Deno.connect({ port: listener.addr.port });
- * const server = await listener.accept();
- * await Promise.all([
- *   serverAuthenticate(server, "peanut butter"),
- *   clientAuthenticate(client, "peanut butter"),
- * ]);
- * client.close();
- * server.close();
+ * await using server = serve(
+ *   { port: 0, secret: "peanut butter", log: false },
+ *   (conn) => conn.readable.pipeTo(conn.writable),
+ * );
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await connect({ port, secret: "peanut butter" });
+ * await conn.write(new TextEncoder().encode("Hello"));
+ * const reply = new Uint8Array(5);
+ * assert.equal(await conn.read(reply), 5);
+ * assert.equal(new TextDecoder().decode(reply), "Hello");
  * ```
  *
- @module
+ * @example A wrong secret is refused
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   AuthenticationError,
+ *   clientAuthenticate,
+ *   serverAuthenticate,
+ * } from "./mod.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ port: listener.addr.port });
+ * using server = await listener.accept();
+ * const [verdict] = await Promise.allSettled([
+ *   serverAuthenticate(server, "peanut butter"),
+ *   clientAuthenticate(client, "jam"),
+ * ]);
+ * assert.equal(verdict.status, "rejected");
+ * assert.ok(verdict.reason instanceof AuthenticationError);
+ * ```
+ *
+ * @module
  */
 
 export * from "./errors.ts";

@@ -43,6 +43,7 @@
  *
  * @example An authenticated echo server and a client
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, serve } from "./server.ts";
  *
  * await using server = serve(
@@ -55,56 +56,39 @@
  * using conn = await connect({ port, secret: "peanut butter" });
  * await conn.write(new TextEncoder().encode("Hello"));
  * const reply = new Uint8Array(5);
- * await conn.read(reply);
- * console.log(new TextDecoder().decode(reply)); // Hello
+ * assert.equal(await conn.read(reply), 5);
+ * assert.equal(new TextDecoder().decode(reply), "Hello");
  * ```
  *
  * @module
  */
 
-import { checkTimeout } from "./_options.ts";
-import { closeQuietly, type DenoConnLike, isDenoConnLike } from "./_conn_io.ts";
-import { deadline, DEFAULT_TIMEOUT, raceSignal } from "./_deadline.ts";
+// The public surface of serve() and connect(): their types and the two
+// functions, mostly documentation. The running server is in
+// _server_impl.ts (the connection state machine), with _serve_handshake.ts
+// (the handshake step and its hot path), _serve_connection.ts (one
+// connection's state), _serve_report.ts (hooks and the log),
+// _serve_options.ts (option checks and defaults) and _admission.ts (limits,
+// fairness, throttling).
+
+import { checkOptionsObject, checkPort, checkTimeout } from "./_options.ts";
+import { closeQuietly, setNoDelay } from "./_conn_io.ts";
+import { deadline, DEFAULT_TIMEOUT } from "./_deadline.ts";
 import { formatAddr } from "./_address.ts";
-import { AuthenticationError, ProtocolError } from "./errors.ts";
+import { checkChallengeLength } from "./_cookbook.ts";
+import { checkSecret } from "./_hmac_key.ts";
+import { DEFAULTS, resolveServeOptions } from "./_serve_options.ts";
+import { prepareAuth } from "./_serve_handshake.ts";
+import { ServerImpl } from "./_server_impl.ts";
+import type { AuthenticationError } from "./errors.ts";
 import {
   type AuthenticateOptions,
   clientAuthenticate,
-  DEFAULT_CHALLENGE_LENGTH,
   type HashName,
-  HmacKey,
-  MAX_CHALLENGE_LENGTH,
-  MIN_CHALLENGE_LENGTH,
+  type HmacKey,
   type SecretInput,
-  serverAuthenticate,
 } from "./handshake.ts";
-import { AcceptLoop } from "./_accept.ts";
-import { addressKey } from "./_address.ts";
-import {
-  Admission,
-  DeadlineSweep,
-  Slot,
-  type TurnOutcome,
-  type Verdict,
-} from "./_admission.ts";
-import { RateLimitedLog } from "./_log.ts";
-import {
-  checkKey,
-  DEFAULTS,
-  type ResolvedServeOptions,
-  resolveServeOptions,
-} from "./_serve_options.ts";
-import type { Duplex } from "./types.ts";
-
-export type { Duplex } from "./types.ts";
-export type {
-  AuthenticateOptions,
-  HashName,
-  SecretInput,
-} from "./handshake.ts";
-export { HmacKey } from "./handshake.ts";
-export { AuthenticationError } from "./errors.ts";
-export type { AuthenticationFailure } from "./errors.ts";
+import type { Duplex, ErrorInfo } from "./types.ts";
 
 /**
  * A connection as the server sees it: a duplex byte stream with addresses.
@@ -262,7 +246,7 @@ export interface RefuseInfo {
 export type ServeErrorPhase = "accept" | "handshake" | "handler" | "hook";
 
 /** Context for an error reported to `onError`. */
-export interface ServeErrorInfo {
+export interface ServeErrorInfo extends ErrorInfo {
   /** Where it happened. */
   readonly phase: ServeErrorPhase;
   /** The peer's address, when the error belongs to a connection. */
@@ -358,7 +342,7 @@ export interface ThrottleOptions {
 }
 
 /**
- * Options for {@linkcode serve}. Give `key` (the Cookbook handshake) or
+ * Options for {@linkcode serve}. Give `secret` (the Cookbook handshake) or
  * `authenticate` (your own), and `hostname`/`port` or `listener`.
  *
  * @typeParam T What the handler receives: the connection by default, or what
@@ -392,20 +376,21 @@ export interface ServeOptions<T = ServerConn> {
    */
   secret?: SecretInput | HmacKey;
   /**
-   * The HMAC hash of the Cookbook handshake (with `key`).
+   * The HMAC hash of the Cookbook handshake (with `secret`).
    *
    * @default {"SHA-256"}
    */
   hash?: HashName;
   /**
-   * Challenge length in bytes of the Cookbook handshake (with `key`).
+   * Challenge length in bytes of the Cookbook handshake (with `secret`),
+   * from 16 to 1024.
    *
    * @default {32}
    */
   challengeLength?: number;
   /**
    * A custom authenticator (Noise, TLS identity checks, no authentication at
-   * all); its result is what the handler gets. Give this or `key`.
+   * all); its result is what the handler gets. Give this or `secret`.
    */
   authenticate?: Authenticator<T>;
   /**
@@ -577,7 +562,7 @@ export interface Server extends AsyncDisposable {
    * Resolves once the server has shut down and every connection task has
    * settled, or, at the latest, 1000 ms after the grace period ended (the
    * tasks still running then are reported to `onError` and abandoned);
-   * rejects if the server could not start (a key that fails to import).
+   * rejects if the server could not start (a secret that fails to import).
    */
   readonly finished: Promise<void>;
   /** Current connection counts. */
@@ -622,764 +607,11 @@ export interface ConnectOptions extends AuthenticateOptions {
 }
 
 /**
- * How long after the grace period, in milliseconds, shutdown still waits for
- * tasks whose connections it closed before it abandons them.
- */
-const ABANDON_AFTER = 1000;
-
-/**
- * A deadline timer may fire up to this many ms early (timers are rounded):
- * the sweep treats a deadline that near as due.
- */
-const SWEEP_SLACK = 1;
-
-/**
- * Most connections the deadline sweep closes at once; more due wait
- * SWEEP_PAUSE ms. Silent sockets opened together expire together, and a
- * flood re-opens each as soon as it is closed: closing thousands at once
- * would bring them back at once, past the listen backlog (511 in Deno), and
- * the kernel would drop good clients' SYNs with theirs (a 1 s retransmit).
- * At most 64 in any window of 10 ms (6,400 a second) they come back at a
- * pace the accept loop keeps up with, at the price of closing some late.
- */
-const SWEEP_BATCH = 64;
-/** The deadline sweep's window, in ms: at most SWEEP_BATCH closes in one. */
-const SWEEP_PAUSE = 10;
-
-function describe(error: unknown): string {
-  if (error instanceof Error) return `${error.name}: ${error.message}`;
-  return String(error);
-}
-
-/** Turns off Nagle's algorithm where the connection supports it. */
-function setNoDelay(conn: object): void {
-  const tcp = conn as Partial<Pick<Deno.TcpConn, "setNoDelay">>;
-  if (typeof tcp.setNoDelay !== "function") return;
-  try {
-    tcp.setNoDelay(true);
-  } catch {
-    // A socket that already died: the handshake reports it.
-  }
-}
-
-type HookName = "onConnection" | "onAuthFailure" | "onRefuse" | "onError";
-
-type Handler<T> = (conn: T, info: ConnectionInfo) => void | Promise<void>;
-
-/** How the server authenticates, once the key is imported. */
-type Auth<T> =
-  | {
-    hmac: HmacKey;
-    challengeLength: number;
-    authenticate?: undefined;
-  }
-  | {
-    hmac?: undefined;
-    challengeLength?: undefined;
-    authenticate: Authenticator<T>;
-  };
-
-/** Why the server ended a connection before its handshake finished. */
-type EndReason = "timeout" | "evicted" | "shutdown";
-
-/**
- * One accepted connection, from accept to close: the bookkeeping's slot
- * (its places in the pending lists) and the task's state, in one object.
- */
-class Connection extends Slot {
-  readonly conn: ServerConn;
-  remoteAddr: Deno.Addr | undefined = undefined;
-  localAddr: Deno.Addr | undefined = undefined;
-  phase: "accept" | "waiting" | "handshake" | "handler" = "accept";
-  /** Set when the server ended it before its handshake finished. */
-  ended: EndReason | undefined = undefined;
-  /** Its socket is closed and it is no longer counted. */
-  closed = false;
-  /** Shutdown stopped waiting for it: report nothing more. */
-  abandoned = false;
-  /** Only for the authenticators that take a signal. */
-  controller: AbortController | undefined = undefined;
-  /** The live list (every connection whose task runs). */
-  prevLive: Connection | undefined = undefined;
-  nextLive: Connection | undefined = undefined;
-  #wake: ((outcome: TurnOutcome | "ended") => void) | undefined = undefined;
-  #outcome: TurnOutcome | "ended" | undefined = undefined;
-
-  constructor(conn: ServerConn) {
-    super();
-    this.conn = conn;
-  }
-
-  override onTurn(outcome: TurnOutcome | "ended"): void {
-    const wake = this.#wake;
-    if (wake === undefined) {
-      this.#outcome ??= outcome;
-      return;
-    }
-    this.#wake = undefined;
-    wake(outcome);
-  }
-
-  /** Waits until its throttled address's turn comes, or it is ended. */
-  waitTurn(): Promise<TurnOutcome | "ended"> {
-    if (this.#outcome !== undefined) return Promise.resolve(this.#outcome);
-    return new Promise((resolve) => this.#wake = resolve);
-  }
-}
-
-class ServerImpl<T> implements Server {
-  readonly addr: Deno.Addr;
-  readonly finished: Promise<void>;
-  #listener: ServeListener;
-  #handler: Handler<T>;
-  #ready: Promise<Auth<T>>;
-  /** How connections are authenticated, once the key is imported. */
-  #auth: Auth<T> | undefined;
-  /** The checked options: limits, deadlines, flags. */
-  #limits: ResolvedServeOptions;
-  #admission: Admission<Connection>;
-  #log: RateLimitedLog | undefined;
-  #hooks: Pick<ServeOptions<T>, HookName>;
-  #userSignal: AbortSignal | undefined;
-  #onUserAbort = () => void this.shutdown();
-
-  #closing = false;
-  #stopping = new AbortController();
-  #open = 0;
-  #active = 0;
-  #accepted = 0;
-  #authenticated = 0;
-  #evicted = 0;
-  #nextId = 1;
-  /** Connections whose task runs, in a list for shutdown. */
-  #live = 0;
-  #firstLive: Connection | undefined = undefined;
-  #loop: AcceptLoop<ServerConn> | undefined;
-  #idle: (() => void) | undefined;
-  /** The one timer of every handshake deadline. */
-  #sweep: DeadlineSweep<Connection>;
-  #graceTimer: ReturnType<typeof setTimeout> | undefined;
-  #abandonTimer: ReturnType<typeof setTimeout> | undefined;
-  #graceOver = false;
-  #paused = false;
-
-  constructor(
-    listener: ServeListener,
-    ready: Promise<Auth<T>>,
-    options: ServeOptions<T>,
-    resolved: ResolvedServeOptions,
-    handler: Handler<T>,
-  ) {
-    this.#listener = listener;
-    this.addr = listener.addr;
-    this.#ready = ready;
-    this.#handler = handler;
-    this.#limits = resolved;
-    this.#admission = new Admission<Connection>({
-      maxPerAddress: resolved.maxPerAddress,
-      handshakeTimeout: resolved.handshakeTimeout,
-      throttle: resolved.throttle,
-      maxWaiting: resolved.maxWaiting,
-    });
-    this.#sweep = new DeadlineSweep<Connection>({
-      admission: this.#admission,
-      expire: (c) => this.#end(c, "timeout"),
-      batch: SWEEP_BATCH,
-      window: SWEEP_PAUSE,
-      slack: SWEEP_SLACK,
-    });
-    this.#log = resolved.log
-      ? new RateLimitedLog({ prefix: "connauth: " })
-      : undefined;
-    this.#hooks = {
-      onConnection: options.onConnection,
-      onAuthFailure: options.onAuthFailure,
-      onRefuse: options.onRefuse,
-      onError: options.onError,
-    };
-    this.#userSignal = options.signal;
-    this.#userSignal?.addEventListener("abort", this.#onUserAbort, {
-      once: true,
-    });
-    this.finished = this.#run();
-    // A start failure is reported through `finished`; do not leave it
-    // unhandled when nobody awaits it (shutdown() returns it).
-    this.finished.catch(() => {});
-    if (this.#userSignal?.aborted) void this.shutdown();
-  }
-
-  get stats(): ServerStats {
-    return {
-      open: this.#open,
-      handshaking: this.#admission.pendingCount - this.#admission.queuedCount,
-      waiting: this.#admission.queuedCount,
-      active: this.#active,
-      accepted: this.#accepted,
-      authenticated: this.#authenticated,
-      evicted: this.#evicted,
-    };
-  }
-
-  shutdown(): Promise<void> {
-    if (!this.#closing) {
-      this.#closing = true;
-      this.#userSignal?.removeEventListener("abort", this.#onUserAbort);
-      this.#stopping.abort(
-        new DOMException("The server is shutting down", "AbortError"),
-      );
-      this.#admission.close();
-      this.#sweep.stop();
-      // Every handshake ends, and every wait for a turn.
-      for (
-        let c = this.#admission.firstPending();
-        c !== undefined;
-        c = this.#admission.firstPending()
-      ) {
-        this.#end(c, "shutdown");
-      }
-      try {
-        this.#listener.close();
-      } catch {
-        // already closed
-      }
-      this.#loop?.stop();
-      if (this.#live > 0) {
-        this.#graceTimer = setTimeout(() => {
-          this.#graceTimer = undefined;
-          this.#graceOver = true;
-          for (let c = this.#firstLive; c !== undefined; c = c.nextLive) {
-            this.#close(c);
-          }
-          this.#abandonTimer = setTimeout(
-            () => this.#abandon(),
-            ABANDON_AFTER,
-          );
-        }, this.#limits.gracePeriod);
-      }
-    }
-    return this.finished;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.shutdown();
-  }
-
-  async #run(): Promise<void> {
-    let auth: Auth<T>;
-    try {
-      auth = await this.#ready;
-    } catch (error) {
-      this.#closing = true;
-      this.#stopping.abort(error);
-      this.#userSignal?.removeEventListener("abort", this.#onUserAbort);
-      try {
-        this.#listener.close();
-      } catch {
-        // already closed
-      }
-      throw error;
-    }
-    this.#auth = auth;
-    if (!this.#closing) {
-      // Accepts until shutdown (_accept.ts): a connection reset before
-      // accept is skipped at once, exhaustion (EMFILE) backs off; both are
-      // reported.
-      this.#loop = new AcceptLoop<ServerConn>({
-        listener: this.#listener,
-        signal: this.#stopping.signal,
-        ready: this.#hasRoom,
-        onConnection: (conn) => this.#accept(conn),
-        onError: (error, retryIn) =>
-          this.#report(
-            error,
-            { phase: "accept" },
-            retryIn > 0 ? `retrying in ${retryIn} ms` : "skipping it",
-          ),
-      });
-      await this.#loop.done;
-    }
-    if (this.#live > 0) {
-      await new Promise<void>((resolve) => this.#idle = resolve);
-    }
-    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
-    if (this.#abandonTimer !== undefined) clearTimeout(this.#abandonTimer);
-    this.#log?.flush();
-  }
-
-  /**
-   * Asked by the accept loop before each accept. The loop only pauses when
-   * `maxConnections` are open and every one is authenticated (those are
-   * never closed to make room); new clients then wait in the listen
-   * backlog. With a connection not yet authenticated the loop goes on:
-   * accepting one more closes one pending connection (#makeRoom).
-   */
-  #hasRoom = (): boolean => {
-    const room = this.#open < this.#limits.maxConnections ||
-      this.#admission.pendingCount > 0;
-    if (room === this.#paused) {
-      this.#paused = !room;
-      this.#log?.line(
-        room
-          ? "resuming accept"
-          : `pausing accept: ${this.#open} connections open (maxConnections ${this.#limits.maxConnections}), all authenticated; new clients wait in the listen backlog`,
-      );
-    }
-    return room;
-  };
-
-  /** Takes one accepted connection (synchronously, from the accept loop). */
-  #accept(conn: ServerConn): void {
-    this.#accepted += 1;
-    this.#open += 1;
-    const c = new Connection(conn);
-    this.#addLive(c);
-    try {
-      // Throws for a socket that died between accept and here.
-      c.remoteAddr = conn.remoteAddr;
-      c.localAddr = conn.localAddr;
-      const key = addressKey(c.remoteAddr, this.#limits.ipv6Prefix);
-      const verdict = this.#admission.admit(c, key);
-      if (verdict === "max-per-address" || verdict === "banned") {
-        this.#refuseAtAccept(c, verdict, key);
-      } else {
-        this.#sweep.watch(c.deadline);
-        if (
-          this.#admission.pendingCount > this.#limits.maxHandshakes ||
-          this.#open > this.#limits.maxConnections
-        ) {
-          this.#makeRoom();
-        }
-        if (!c.closed) {
-          // Only for the connections kept: a refused one costs no more.
-          if (this.#limits.noDelay) setNoDelay(conn);
-          void this.#serve(c, verdict);
-          return;
-        }
-      }
-    } catch (error) {
-      this.#report(error, { phase: "accept", remoteAddr: c.remoteAddr });
-    }
-    this.#close(c);
-    this.#removeLive(c);
-  }
-
-  /**
-   * Closes pending connections by the fairness rule (`_admission.ts`: the
-   * oldest of the address holding the most) until the budgets hold again.
-   */
-  #makeRoom(): void {
-    while (true) {
-      const { maxHandshakes, maxConnections } = this.#limits;
-      const overHandshakes = this.#admission.pendingCount > maxHandshakes;
-      if (!overHandshakes && this.#open <= maxConnections) return;
-      const victim = this.#admission.victim();
-      if (victim === undefined) return;
-      this.#evicted += 1;
-      if (this.#log !== undefined) {
-        const { pending, key } = victim.entry!;
-        const age = Math.round(this.#admission.clock.now() - victim.since);
-        const limit = overHandshakes
-          ? `maxHandshakes ${maxHandshakes}`
-          : `maxConnections ${maxConnections}`;
-        // Formatted only when printed: a flood costs a counter here.
-        this.#log.line(() =>
-          `${
-            formatAddr(victim.remoteAddr)
-          }: refused: closing the oldest of the ${pending} connections from ${key} that have not authenticated (the most of any address), after ${age} ms, to make room (${limit})`
-        );
-      }
-      this.#refused(victim, "evicted");
-      this.#end(victim, "evicted");
-    }
-  }
-
-  /**
-   * Ends a pending connection: closes its socket (which ends a pending
-   * read), aborts its authenticator's signal, ends its wait for a turn. Its
-   * task then reports why.
-   */
-  #end(c: Connection, reason: EndReason): void {
-    if (c.ended !== undefined || c.closed) return;
-    c.ended = reason;
-    // The socket first: an authenticator that ignores its signal is
-    // stopped by it, and it is closed before the wait below rejects.
-    this.#close(c);
-    c.controller?.abort(this.#reasonFor(reason));
-    c.onTurn("ended");
-  }
-
-  #reasonFor(reason: EndReason): unknown {
-    if (reason === "shutdown") return this.#stopping.signal.reason;
-    if (reason === "evicted") {
-      return new DOMException(
-        "Cannot authenticate the client: the server closed the connection to make room for others (maxHandshakes or maxConnections)",
-        "AbortError",
-      );
-    }
-    return new DOMException(
-      `Cannot authenticate the client: timed out after ${this.#limits.handshakeTimeout} ms waiting for the peer`,
-      "TimeoutError",
-    );
-  }
-
-  /** Closes the socket and stops counting the connection; once. */
-  #close(c: Connection): void {
-    if (c.closed) return;
-    c.closed = true;
-    closeQuietly(c.conn);
-    this.#open -= 1;
-    this.#admission.release(c);
-    if (this.#paused) this.#loop?.wake();
-  }
-
-  #addLive(c: Connection): void {
-    this.#live += 1;
-    c.nextLive = this.#firstLive;
-    if (this.#firstLive !== undefined) this.#firstLive.prevLive = c;
-    this.#firstLive = c;
-  }
-
-  #removeLive(c: Connection): void {
-    if (c.abandoned) return;
-    const { prevLive: prev, nextLive: next } = c;
-    if (prev !== undefined) prev.nextLive = next;
-    else this.#firstLive = next;
-    if (next !== undefined) next.prevLive = prev;
-    c.prevLive = c.nextLive = undefined;
-    this.#live -= 1;
-    if (this.#live === 0 && this.#idle !== undefined) {
-      const idle = this.#idle;
-      this.#idle = undefined;
-      idle();
-    }
-  }
-
-  /**
-   * One connection's task: its wait for a turn (a throttled address), its
-   * handshake, its handler. Never rejects.
-   */
-  async #serve(c: Connection, verdict: Verdict): Promise<void> {
-    try {
-      if (verdict === "wait") {
-        c.phase = "waiting";
-        const outcome = await c.waitTurn();
-        if (outcome === "ended") return this.#reportEnded(c);
-        if (outcome === "dropped") {
-          if (!this.#closing) this.#refuseDropped(c);
-          return;
-        }
-      }
-      c.phase = "handshake";
-      let result: T;
-      try {
-        const auth = this.#auth!;
-        result = auth.hmac !== undefined && isDenoConnLike(c.conn)
-          ? await this.#cookbook(
-            c.conn,
-            auth.hmac,
-            auth.challengeLength,
-          )
-          : await this.#custom(c, auth);
-      } catch (error) {
-        this.#handshakeFailed(c, error);
-        return;
-      }
-      if (c.ended !== undefined) return this.#reportEnded(c);
-      this.#admission.authenticated(c);
-      if (this.#closing) return;
-
-      c.phase = "handler";
-      this.#active += 1;
-      this.#authenticated += 1;
-      const info: ConnectionInfo = {
-        id: this.#nextId++,
-        remoteAddr: c.remoteAddr!,
-        localAddr: c.localAddr!,
-        handshakeTime: this.#admission.clock.now() - c.since,
-        signal: this.#stopping.signal,
-      };
-      if (this.#hooks.onConnection !== undefined) {
-        this.#hook("onConnection", info);
-      }
-      try {
-        await this.#handler(result, info);
-      } catch (error) {
-        // A handler that stopped because info.signal aborted, or whose
-        // socket the server closed after the grace period, is not news.
-        const expected = this.#closing &&
-          (error === this.#stopping.signal.reason || this.#graceOver);
-        if (!expected && !c.abandoned) {
-          this.#report(error, { phase: "handler", remoteAddr: c.remoteAddr });
-        }
-      } finally {
-        this.#active -= 1;
-      }
-    } catch (error) {
-      // A bug of ours; the connection still closes below.
-      this.#report(error, { phase: "handshake", remoteAddr: c.remoteAddr });
-    } finally {
-      this.#close(c);
-      this.#removeLive(c);
-    }
-  }
-
-  /**
-   * The Cookbook handshake on a socket read and written directly (the hot
-   * path): a fresh challenge, exactly one digest back, verified in constant
-   * time by `HmacKey.verify` (WebCrypto's `crypto.subtle.verify`). Its
-   * deadline is the sweep's: a
-   * connection past it is closed, which ends a pending read.
-   */
-  async #cookbook(
-    conn: DenoConnLike,
-    hmac: HmacKey,
-    challengeLength: number,
-  ): Promise<T> {
-    // One backing store for both: a connection holds it until its reply
-    // arrives, and a held flood is thousands of them.
-    const bytes = new Uint8Array(challengeLength + hmac.digestLength);
-    const challenge = crypto.getRandomValues(
-      bytes.subarray(0, challengeLength),
-    );
-    let offset = await conn.write(challenge);
-    while (offset < challenge.length) {
-      offset += await conn.write(challenge.subarray(offset));
-    }
-    const reply = bytes.subarray(challengeLength);
-    let got = 0;
-    while (got < reply.length) {
-      const count = await conn.read(got === 0 ? reply : reply.subarray(got));
-      if (count === null) {
-        throw new ProtocolError(
-          `Cannot read the client's reply: the peer closed the connection after ${got} of ${reply.length} bytes`,
-          "closed",
-        );
-      }
-      got += count;
-    }
-    const right = await hmac.verify(reply, challenge);
-    if (!right) {
-      throw new AuthenticationError(
-        `Cannot authenticate the client: its reply does not match the challenge under our key (wrong key, or a hash other than ${hmac.hash})`,
-        "wrong-key",
-      );
-    }
-    return conn as unknown as T;
-  }
-
-  /**
-   * A custom authenticator, or the Cookbook handshake on a connection that
-   * is only streams: these get a signal, aborted at the deadline, on
-   * eviction and on shutdown, and the server stops waiting for them then.
-   */
-  async #custom(c: Connection, auth: Auth<T>): Promise<T> {
-    const controller = new AbortController();
-    c.controller = controller;
-    const { signal } = controller;
-    let result: Promise<T>;
-    if (auth.hmac !== undefined) {
-      result = serverAuthenticate(c.conn, auth.hmac, {
-        challengeLength: auth.challengeLength,
-        timeout: Infinity,
-        signal,
-      }).then(() => c.conn as unknown as T);
-    } else {
-      result = Promise.resolve(
-        auth.authenticate(c.conn, { remoteAddr: c.remoteAddr!, signal }),
-      );
-    }
-    // raceSignal also silences a late rejection.
-    return await raceSignal(result, signal);
-  }
-
-  #handshakeFailed(c: Connection, error: unknown): void {
-    if (c.ended !== undefined) return this.#reportEnded(c);
-    if (error instanceof AuthenticationError) {
-      // Counted (and the address paused) before its turn passes on.
-      const { failures, delay } = this.#admission.failed(c);
-      if (this.#log !== undefined) {
-        const pause = failures > 0
-          ? ` (failure ${failures} from ${
-            c.entry!.key
-          }; its next handshake waits ${delay} ms)`
-          : "";
-        this.#log.line(
-          `${
-            formatAddr(c.remoteAddr)
-          }: authentication failed (${error.reason}); closing${pause}`,
-        );
-      }
-      if (this.#hooks.onAuthFailure !== undefined) {
-        this.#hook("onAuthFailure", {
-          remoteAddr: c.remoteAddr!,
-          localAddr: c.localAddr!,
-          error,
-          failures,
-          delay,
-        });
-      }
-    } else if (!this.#closing) {
-      this.#report(
-        error,
-        { phase: "handshake", remoteAddr: c.remoteAddr },
-        "closing",
-      );
-    }
-  }
-
-  /** Reports why the server ended a connection before it authenticated. */
-  #reportEnded(c: Connection): void {
-    if (c.ended !== "timeout") return; // evictions were reported then
-    if (c.phase === "waiting") {
-      const record = this.#admission.recordOf(c.entry!.key);
-      this.#refuse(
-        c,
-        "throttled",
-        `${c.entry!.key} is throttled after ${
-          record?.failures ?? 0
-        } authentication failures; no turn within the handshake deadline (${this.#limits.handshakeTimeout} ms)`,
-      );
-      return;
-    }
-    this.#report(
-      this.#reasonFor("timeout"),
-      { phase: "handshake", remoteAddr: c.remoteAddr },
-      "closing",
-    );
-  }
-
-  #refuseAtAccept(
-    c: Connection,
-    reason: "max-per-address" | "banned",
-    key: string,
-  ): void {
-    if (this.#log === undefined) return this.#refused(c, reason);
-    if (reason === "max-per-address") {
-      const already = this.#admission.countOf(key).open - 1;
-      return this.#refuse(
-        c,
-        reason,
-        () =>
-          `${already} connections from ${key} already open (maxPerAddress ${already})`,
-      );
-    }
-    const record = this.#admission.recordOf(key);
-    const now = this.#admission.clock.now();
-    this.#refuse(
-      c,
-      reason,
-      () =>
-        `${key} is refused for ${
-          Math.ceil(((record?.bannedUntil ?? 0) - now) / 1000)
-        } s more after ${record?.failures ?? 0} authentication failures`,
-    );
-  }
-
-  #refuseDropped(c: Connection): void {
-    const record = this.#admission.recordOf(c.entry!.key);
-    this.#refuse(
-      c,
-      "throttled",
-      `${c.entry!.key} is throttled after ${
-        record?.failures ?? 0
-      } authentication failures and more than ${this.#limits.maxWaiting} of its connections wait (maxWaiting); closing the oldest, after ${
-        Math.round(this.#admission.clock.now() - c.since)
-      } ms`,
-    );
-  }
-
-  /** Logs (`detail` formatted only when printed) and tells `onRefuse`. */
-  #refuse(
-    c: Connection,
-    reason: RefuseReason,
-    detail: string | (() => string),
-  ): void {
-    this.#log?.line(() =>
-      `${formatAddr(c.remoteAddr)}: refused: ${
-        typeof detail === "function" ? detail() : detail
-      }`
-    );
-    this.#refused(c, reason);
-  }
-
-  /** Tells `onRefuse`. */
-  #refused(c: Connection, reason: RefuseReason): void {
-    if (this.#hooks.onRefuse === undefined) return;
-    this.#hook("onRefuse", {
-      remoteAddr: c.remoteAddr!,
-      localAddr: c.localAddr!,
-      reason,
-    });
-  }
-
-  /**
-   * Stops waiting for the tasks still running after the grace period and
-   * its extra second (their connections are closed; the code that ignores
-   * both is not ours to stop), reporting each.
-   */
-  #abandon(): void {
-    this.#abandonTimer = undefined;
-    for (let c = this.#firstLive; c !== undefined; c = c.nextLive) {
-      c.abandoned = true;
-      const what = c.phase === "handler" ? "handler" : "authenticator";
-      this.#report(
-        new DOMException(
-          `Cannot shut down cleanly: the ${what} for ${
-            formatAddr(c.remoteAddr)
-          } did not settle within the grace period (${this.#limits.gracePeriod} ms) and ${ABANDON_AFTER} ms after its connection was closed; no longer waiting for it`,
-          "TimeoutError",
-        ),
-        {
-          phase: c.phase === "handler" ? "handler" : "handshake",
-          remoteAddr: c.remoteAddr,
-        },
-      );
-    }
-    this.#firstLive = undefined;
-    this.#live = 0;
-    const idle = this.#idle;
-    this.#idle = undefined;
-    idle?.();
-  }
-
-  #report(error: unknown, info: ServeErrorInfo, then?: string): void {
-    this.#log?.line(() => {
-      const where = info.remoteAddr ? `${formatAddr(info.remoteAddr)}: ` : "";
-      const detail = info.phase === "handler" && error instanceof Error &&
-          error.stack
-        ? error.stack
-        : describe(error);
-      return `${where}${info.phase} failed: ${detail}${
-        then ? `; ${then}` : ""
-      }`;
-    });
-    this.#hook("onError", error, info);
-  }
-
-  // deno-lint-ignore no-explicit-any
-  #hook(name: HookName, ...args: any[]): void {
-    const hook = this.#hooks[name] as
-      | ((...args: unknown[]) => void)
-      | undefined;
-    if (!hook) return;
-    try {
-      hook(...args);
-    } catch (error) {
-      if (name === "onError") {
-        console.error(`connauth: the onError hook threw: ${describe(error)}`);
-      } else {
-        this.#report(error, { phase: "hook" });
-      }
-    }
-  }
-}
-
-/**
  * Starts a server that authenticates every connection, then runs `handler`
  * on it, each connection in its own task.
  *
- * With `key`, connections are authenticated with the Cookbook handshake
- * ({@linkcode serverAuthenticate}; the key is imported once, here) and the
+ * With `secret`, connections are authenticated with the Cookbook handshake
+ * ({@linkcode serverAuthenticate}; the secret is imported once, here) and the
  * handler gets the connection itself. With `authenticate`, the handler gets
  * what it resolves to. After the handler settles the server closes the
  * connection (a handler that closed it already is fine).
@@ -1420,20 +652,22 @@ class ServerImpl<T> implements Server {
  * @param options Where to listen, how to authenticate, limits, hooks.
  * @param handler Serves one authenticated connection.
  * @returns The running {@linkcode Server}.
- * @throws {TypeError} When neither or both of `key` and `authenticate` are
+ * @throws {TypeError} When neither or both of `secret` and `authenticate` are
  * given, or an option has the wrong type.
  * @throws {RangeError} When a limit or deadline is out of range.
  * @throws {Deno.errors.AddrInUse} When the port is taken.
  *
  * @example Upper-case every message; shut down with the signal
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, serve } from "./server.ts";
  *
  * const controller = new AbortController();
+ * const ids: number[] = [];
  * const server = serve(
  *   { port: 0, secret: "peanut butter", signal: controller.signal, log: false },
  *   async (conn, info) => {
- *     console.log("client", info.remoteAddr);
+ *     ids.push(info.id);
  *     await conn.readable
  *       .pipeThrough(new TextDecoderStream())
  *       .pipeThrough(
@@ -1449,18 +683,22 @@ class ServerImpl<T> implements Server {
  * const conn = await connect({ port, secret: "peanut butter" });
  * await conn.write(new TextEncoder().encode("hello"));
  * const reply = new Uint8Array(5);
- * await conn.read(reply);
- * console.log(new TextDecoder().decode(reply)); // HELLO
+ * assert.equal(await conn.read(reply), 5);
+ * assert.equal(new TextDecoder().decode(reply), "HELLO");
+ * assert.deepEqual(ids, [1]);
  * conn.close();
  * controller.abort();
  * await server.finished;
+ * assert.equal(server.stats.open, 0);
  * ```
  *
  * @example A custom authenticator: pass a verdict on to the handler
  * ```ts
- * import { type ServerConn, serve } from "./server.ts";
+ * import assert from "node:assert/strict";
+ * import { connect, type ServerConn, serve } from "./server.ts";
  * import { serverAuthenticate } from "./handshake.ts";
  *
+ * const users = Promise.withResolvers<string>();
  * await using server = serve<{ conn: ServerConn; user: string }>({
  *   port: 0,
  *   log: false,
@@ -1468,94 +706,38 @@ class ServerImpl<T> implements Server {
  *     await serverAuthenticate(conn, "peanut butter", { signal });
  *     return { conn, user: "alice" };
  *   },
- * }, ({ user }) => {
- *   console.log("hello", user);
- * });
- * console.log(server.stats.open); // 0
+ * }, ({ user }) => users.resolve(user));
+ * const { port } = server.addr as Deno.NetAddr;
+ * using _conn = await connect({ port, secret: "peanut butter" });
+ * assert.equal(await users.promise, "alice");
  * ```
  */
 export function serve<T = ServerConn>(
   options: ServeOptions<T>,
   handler: (conn: T, info: ConnectionInfo) => void | Promise<void>,
 ): Server {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(
-      `Cannot serve: expected an options object, got ${
-        options === null ? "null" : typeof options
-      }`,
-    );
-  }
+  checkOptionsObject(options, "serve");
   if (typeof handler !== "function") {
     throw new TypeError(
       `Cannot serve: expected a handler function, got ${typeof handler}`,
     );
   }
-  const hasKey = options.secret !== undefined;
-  const hasAuth = options.authenticate !== undefined;
-  if (hasKey === hasAuth) {
-    throw new TypeError(
-      hasKey
-        ? "Cannot serve: give either secret or authenticate, not both"
-        : "Cannot serve: no authentication given; pass secret (the Cookbook handshake) or authenticate (your own)",
-    );
-  }
-  let ready: Promise<Auth<T>>;
-  if (hasAuth) {
-    const authenticate = options.authenticate;
-    if (typeof authenticate !== "function") {
-      throw new TypeError(
-        `Cannot serve: expected authenticate to be a function, got ${typeof authenticate}`,
-      );
-    }
-    ready = Promise.resolve({ authenticate });
-  } else {
-    const key = options.secret!;
-    checkKey(key);
-    const challengeLength = checkChallengeLength(options.challengeLength);
-    ready = HmacKey.import(key, { hash: options.hash }).then(
-      (hmac) => ({ hmac, challengeLength }),
-    );
-    // Handled by the server (it rejects `finished`); avoid an unhandled
-    // rejection before the server awaits it.
-    ready.catch(() => {});
-  }
+  const ready = prepareAuth(options);
   const resolved = resolveServeOptions(options);
-  if (options.listener === undefined) {
-    const port = options.port ?? DEFAULTS.port;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new RangeError(
-        `Cannot serve: expected a port from 0 to 65535, got ${port}`,
-      );
-    }
-    const listener = Deno.listen({
-      hostname: options.hostname ?? DEFAULTS.hostname,
-      port,
-      transport: "tcp",
-    });
-    try {
-      return new ServerImpl(listener, ready, options, resolved, handler);
-    } catch (error) {
-      listener.close();
-      throw error;
-    }
+  if (options.listener !== undefined) {
+    return new ServerImpl(options.listener, ready, options, resolved, handler);
   }
-  return new ServerImpl(options.listener, ready, options, resolved, handler);
-}
-
-/** Checks serve()'s `challengeLength` (the handshake's rule), at start. */
-function checkChallengeLength(length: number | undefined): number {
-  if (length === undefined) return DEFAULT_CHALLENGE_LENGTH;
-  if (!Number.isInteger(length)) {
-    throw new TypeError(
-      `Cannot use challengeLength: expected an integer, got ${length}`,
-    );
+  const listener = Deno.listen({
+    hostname: options.hostname ?? DEFAULTS.hostname,
+    port: checkPort(options.port, DEFAULTS.port, "port", true),
+    transport: "tcp",
+  });
+  try {
+    return new ServerImpl(listener, ready, options, resolved, handler);
+  } catch (error) {
+    listener.close();
+    throw error;
   }
-  if (length < MIN_CHALLENGE_LENGTH || length > MAX_CHALLENGE_LENGTH) {
-    throw new RangeError(
-      `Cannot use challengeLength ${length}: expected ${MIN_CHALLENGE_LENGTH} to ${MAX_CHALLENGE_LENGTH} bytes`,
-    );
-  }
-  return length;
 }
 
 /**
@@ -1567,9 +749,9 @@ function checkChallengeLength(length: number | undefined): number {
  * closes the connection, which shows as end of stream (or a reset) on the
  * first read.
  *
- * @param options Host, port, key, hash, challenge length, deadline, signal.
+ * @param options Host, port, secret, hash, challenge length, deadline, signal.
  * @returns The authenticated connection; close it when done.
- * @throws {TypeError} When the key is missing, empty or of the wrong type.
+ * @throws {TypeError} When the secret is missing, empty or of the wrong type.
  * @throws {RangeError} When `port`, `timeout` or `challengeLength` is out of
  * range.
  * @throws {ProtocolError} When the server closes before a whole challenge.
@@ -1579,6 +761,7 @@ function checkChallengeLength(length: number | undefined): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, serve } from "./server.ts";
  *
  * await using server = serve(
@@ -1587,29 +770,20 @@ function checkChallengeLength(length: number | undefined): number {
  * );
  * const { port } = server.addr as Deno.NetAddr;
  * using conn = await connect({ port, secret: "peanut butter", timeout: 5000 });
- * console.log(conn.remoteAddr.port === port); // true
+ * assert.equal(conn.remoteAddr.port, port);
+ * await assert.rejects(connect({ port: 0, secret: "peanut butter" }), RangeError);
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<Deno.TcpConn> {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(
-      `Cannot connect: expected an options object, got ${
-        options === null ? "null" : typeof options
-      }`,
-    );
-  }
-  const { port } = options;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new RangeError(
-      `Cannot connect: expected a port from 1 to 65535, got ${port}`,
-    );
-  }
+  checkOptionsObject(options, "connect");
+  const port = checkPort(options.port, undefined, "port", false);
   if (options.secret === undefined) {
     throw new TypeError(
       "Cannot connect: no secret given; pass the shared secret",
     );
   }
-  checkKey(options.secret);
+  checkSecret(options.secret);
+  checkChallengeLength(options.challengeLength);
   const hostname = options.hostname ?? DEFAULTS.hostname;
   const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
   using limit = deadline(

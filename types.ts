@@ -3,12 +3,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import type { Duplex } from "./types.ts";
  *
  * function describe(conn: Duplex): string {
  *   return conn.readable.locked ? "busy" : "ready";
  * }
- * console.log(typeof describe);
+ * const { readable, writable } = new TransformStream<Uint8Array>();
+ * assert.equal(describe({ readable: readable as never, writable }), "ready");
  * ```
  *
  * @module
@@ -24,12 +26,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import type { Duplex } from "./types.ts";
  *
- * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * const conn: Duplex | undefined = undefined; // a Deno.Conn fits this shape
- * console.log(conn);
- * listener.close();
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ port: listener.addr.port });
+ * using server = await listener.accept();
+ * const conn: Duplex = server; // a Deno.Conn fits this shape
+ * const reader = conn.readable.getReader({ mode: "byob" });
+ * await client.write(new Uint8Array([1, 2, 3]));
+ * const { value } = await reader.read(new Uint8Array(3), { min: 3 });
+ * assert.deepEqual(value, new Uint8Array([1, 2, 3]));
+ * reader.releaseLock();
  * ```
  */
 export interface Duplex {

@@ -1,5 +1,8 @@
 // Shared command-line handling for the examples: flags, the shared key, help,
-// and the small helpers every example uses (fail, ports, secret files, env).
+// and the small helpers every example uses (fail, ports, secret files, env,
+// addresses and a rate-limited stderr log for the servers' lines). Examples
+// import only public modules of the library: what they need beyond those is
+// written here.
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { type HashName, parseHashName } from "../handshake.ts";
 
@@ -173,6 +176,25 @@ export function parseFlags<E extends ExtraOptions>(
   };
 }
 
+/**
+ * {@linkcode parseFlags} for the examples whose only flag of their own is
+ * `--timeout MS` (default 10000): prints the demo-key warning when no
+ * secret is configured, then checks the timeout (exits 2 when it is bad).
+ */
+export function parseTimedFlags(
+  usage: string,
+  defaults: { port?: number } = {},
+): { common: CommonFlags; timeout: number; positionals: string[] } {
+  const { common, values, positionals } = parseFlags(
+    usage,
+    { timeout: { type: "string" } },
+    defaults,
+  );
+  if (common.demoKey) warnDemoKey();
+  const timeout = parseTimeout(values.timeout as string | undefined);
+  return { common, timeout, positionals };
+}
+
 function loadKey(
   keyFile: string | undefined,
 ): { key: string | Uint8Array; demoKey: boolean } {
@@ -208,3 +230,57 @@ export const COMMON_HELP =
   --secret-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
                     (else CONNAUTH_SECRET, else a demo key)
   -h, --help        show this help`;
+
+/** An address for a log line: `127.0.0.1:5000`, `[::1]:5000`, `unix:/path`. */
+export function formatAddr(addr: Deno.Addr | undefined): string {
+  if (addr === undefined) return "unknown";
+  if ("hostname" in addr) {
+    const host = addr.hostname.includes(":")
+      ? `[${addr.hostname}]`
+      : addr.hostname;
+    return `${host}:${addr.port}`;
+  }
+  return "path" in addr ? `${addr.transport}:${addr.path}` : addr.transport;
+}
+
+/** What {@linkcode rateLimitedLog} returns. */
+export interface RateLimitedLog {
+  /** Prints a line, or counts it when over the rate; `text` runs only if printed. */
+  line(text: () => string): void;
+  /** Prints how many lines were held back, if any (call before exiting). */
+  flush(): void;
+}
+
+/**
+ * A stderr log that prints at most `perSecond` lines a second, as the
+ * library's own default log of serve() does: a flood of clients cannot
+ * flood the terminal, nor cost the server a formatted write per
+ * connection. The lines held back are counted in one line.
+ */
+export function rateLimitedLog(perSecond = 20): RateLimitedLog {
+  let second = -Infinity;
+  let printed = 0;
+  let held = 0;
+  const flush = () => {
+    if (held === 0) return;
+    console.error(`${held} more lines suppressed (over ${perSecond} a second)`);
+    held = 0;
+  };
+  return {
+    line(text) {
+      const now = Date.now();
+      if (now - second >= 1000) {
+        flush();
+        second = now;
+        printed = 0;
+      }
+      if (printed < perSecond) {
+        printed += 1;
+        console.error(text());
+      } else {
+        held += 1;
+      }
+    },
+    flush,
+  };
+}

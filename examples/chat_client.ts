@@ -16,13 +16,7 @@
  * @module
  */
 import { connect } from "../server.ts";
-import {
-  COMMON_HELP,
-  fail,
-  parseFlags,
-  parseTimeout,
-  warnDemoKey,
-} from "./_cli.ts";
+import { COMMON_HELP, fail, parseTimedFlags } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
@@ -36,13 +30,7 @@ ${COMMON_HELP.replace("default 18000", "default 18001")}
   --timeout MS      deadline in milliseconds to connect, authenticate and for
                     each reply (default 10000)`;
 
-const { common, values } = parseFlags(
-  USAGE,
-  { timeout: { type: "string" } },
-  { port: 18001 },
-);
-if (common.demoKey) warnDemoKey();
-const timeout = parseTimeout(values.timeout as string | undefined);
+const { common, timeout } = parseTimedFlags(USAGE, { port: 18001 });
 
 const address = `${common.hostname}:${common.port}`;
 using stop = shutdownSignal();

@@ -9,17 +9,8 @@
  * @module
  */
 import { clientAuthenticate } from "../handshake.ts";
-import { closeQuietly, readExactOrEof, writeAll } from "../_conn_io.ts";
-import { deadline } from "../_deadline.ts";
-import { utf8 } from "../_bytes.ts";
 import { ProtocolError } from "../errors.ts";
-import {
-  COMMON_HELP,
-  fail,
-  parseFlags,
-  parseTimeout,
-  warnDemoKey,
-} from "./_cli.ts";
+import { COMMON_HELP, fail, parseTimedFlags } from "./_cli.ts";
 
 const USAGE =
   `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_client.ts [options] [message...]
@@ -29,49 +20,63 @@ and prints the reply.
 
 Options:
 ${COMMON_HELP}
-  --timeout MS      deadline for each step in milliseconds (default 10000)`;
+  --timeout MS      deadline in milliseconds to connect, to authenticate and
+                    for the echo (default 10000)`;
 
-const { common, values, positionals } = parseFlags(USAGE, {
-  timeout: { type: "string" },
-});
-if (common.demoKey) warnDemoKey();
-const timeout = parseTimeout(values.timeout as string | undefined);
-const message = utf8(
+const { common, timeout, positionals } = parseTimedFlags(USAGE);
+const message = new TextEncoder().encode(
   positionals.length ? positionals.join(" ") : "Hello World",
 );
+const address = `${common.hostname}:${common.port}`;
 
 let conn: Deno.TcpConn;
-{
-  using limit = deadline(
-    timeout,
-    undefined,
-    `connect to ${common.hostname}:${common.port}`,
-  );
-  try {
-    conn = await Deno.connect({
-      hostname: common.hostname,
-      port: common.port,
-      signal: limit.signal,
-    });
-  } catch (error) {
-    const cause = limit.signal.aborted ? limit.signal.reason : error;
-    fail(
-      `Cannot connect to ${common.hostname}:${common.port}: ${
-        (cause as Error).message
-      }; is the server running?`,
-    );
-  }
+try {
+  conn = await Deno.connect({
+    hostname: common.hostname,
+    port: common.port,
+    signal: AbortSignal.timeout(timeout),
+  });
+} catch (error) {
+  const cause = (error as Error).name === "TimeoutError"
+    ? `timed out after ${timeout} ms`
+    : (error as Error).message;
+  fail(`Cannot connect to ${address}: ${cause}; is the server running?`);
 }
 
+/** Reads `length` bytes; null when the peer closes before the first. */
+async function readExactly(
+  conn: Deno.Conn,
+  length: number,
+): Promise<Uint8Array | null> {
+  const bytes = new Uint8Array(length);
+  for (let got = 0; got < length;) {
+    const count = await conn.read(bytes.subarray(got));
+    if (count === null) {
+      if (got === 0) return null;
+      throw new ProtocolError(
+        `the server closed the connection after ${got} of ${length} bytes`,
+        "closed",
+      );
+    }
+    got += count;
+  }
+  return bytes;
+}
+
+// The handshake has its own deadline; sending and the echo get one more,
+// which closes the connection (ending a pending read) when it passes.
+let timedOut = false;
+let timer: ReturnType<typeof setTimeout> | undefined;
 try {
   await clientAuthenticate(conn, common.key, { hash: common.hash, timeout });
-  await writeAll(conn.writable, message, AbortSignal.timeout(timeout));
-  const reply = await readExactOrEof(
-    conn.readable,
-    message.byteLength,
-    AbortSignal.timeout(timeout),
-    "the echo",
-  );
+  timer = setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeout);
+  for (let sent = 0; sent < message.length;) {
+    sent += await conn.write(message.subarray(sent));
+  }
+  const reply = await readExactly(conn, message.length);
   if (reply === null) {
     fail(
       "Cannot get the echo: the server closed the connection after the handshake, so it rejected our key; check CONNAUTH_SECRET / --secret-file and --hash",
@@ -79,6 +84,9 @@ try {
   }
   console.log(new TextDecoder().decode(reply));
 } catch (error) {
+  if (timedOut) {
+    fail(`Cannot get the echo: no echo within ${timeout} ms`);
+  }
   if (
     error instanceof ProtocolError ||
     error instanceof Deno.errors.ConnectionReset ||
@@ -92,5 +100,10 @@ try {
   }
   fail(`Cannot get the echo: ${(error as Error).message}`);
 } finally {
-  closeQuietly(conn);
+  clearTimeout(timer);
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
 }

@@ -20,9 +20,12 @@
  * @module
  */
 import { serve, type ServerConn } from "../server.ts";
-import { formatAddr } from "../_address.ts";
-import { RateLimitedLog } from "../_log.ts";
-import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
+import {
+  COMMON_HELP,
+  formatAddr,
+  parseTimedFlags,
+  rateLimitedLog,
+} from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 const USAGE =
@@ -34,15 +37,13 @@ Options:
 ${COMMON_HELP}
   --timeout MS      handshake deadline in milliseconds (default 10000)`;
 
-const { common, values } = parseFlags(USAGE, { timeout: { type: "string" } });
-if (common.demoKey) warnDemoKey();
-const timeout = parseTimeout(values.timeout as string | undefined);
+const { common, timeout } = parseTimedFlags(USAGE);
 
 using stop = shutdownSignal();
 // At most 20 lines a second, as the library's own log: a flood of clients
 // cannot flood the terminal (or cost the server a write per connection);
 // the rest are summed up in one line.
-const log = new RateLimitedLog({ prefix: "" });
+const log = rateLimitedLog();
 const server = serve({
   hostname: common.hostname,
   port: common.port,

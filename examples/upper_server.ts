@@ -13,8 +13,7 @@
  * @module
  */
 import { type ConnectionInfo, serve, type ServerConn } from "../server.ts";
-import { formatAddr } from "../_address.ts";
-import { COMMON_HELP, parseFlags, parseTimeout, warnDemoKey } from "./_cli.ts";
+import { COMMON_HELP, formatAddr, parseTimedFlags } from "./_cli.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 /** Longest line accepted, in UTF-16 code units; a longer one ends the session. */
@@ -29,13 +28,7 @@ Options:
 ${COMMON_HELP.replace("default 18000", "default 18001")}
   --timeout MS      handshake deadline in milliseconds (default 10000)`;
 
-const { common, values } = parseFlags(
-  USAGE,
-  { timeout: { type: "string" } },
-  { port: 18001 },
-);
-if (common.demoKey) warnDemoKey();
-const timeout = parseTimeout(values.timeout as string | undefined);
+const { common, timeout } = parseTimedFlags(USAGE, { port: 18001 });
 
 /** Upper-cases each line of one session until the client leaves. */
 async function upper(conn: ServerConn, info: ConnectionInfo): Promise<void> {

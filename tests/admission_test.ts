@@ -1,16 +1,18 @@
-// Tests for _admission.ts: per-address accounting, the fairness rule that
-// picks the pending connection to close, deadline order, and failure
-// throttling, on a fake clock (no sleeping).
+// Tests for _admission.ts and the pieces it is built of (_indexed_heap.ts,
+// _failure_table.ts, _deadline_sweep.ts): per-address accounting, the
+// fairness rule that picks the pending connection to close, deadline order,
+// and failure throttling, on a fake clock (no sleeping).
 import assert from "node:assert/strict";
 import {
   Admission,
   type AdmissionOptions,
-  type Clock,
-  DeadlineSweep,
-  type FailureOptions,
   Slot,
   type TurnOutcome,
 } from "../_admission.ts";
+import type { Clock } from "../_clock.ts";
+import { DeadlineSweep } from "../_deadline_sweep.ts";
+import type { FailureOptions } from "../_failure_table.ts";
+import { IndexedHeap } from "../_indexed_heap.ts";
 
 /** A clock whose time moves only when told, running timers as it passes them. */
 class FakeClock implements Clock {
@@ -410,4 +412,44 @@ Deno.test("DeadlineSweep releases a connection that expire() left pending instea
   clock.advanceTo(100);
   assert.equal(calls, 2);
   assert.equal(admission.pendingCount, 0);
+});
+
+Deno.test("IndexedHeap keeps the first-ranking item on top as items rise, sink and leave", () => {
+  type Item = { name: string; rank: number; heapIndex: number };
+  const heap = new IndexedHeap<Item>((a, b) => a.rank > b.rank);
+  const items: Item[] = [3, 1, 4, 1, 5, 9, 2, 6].map((rank, i) => ({
+    name: `i${i}`,
+    rank,
+    heapIndex: -1,
+  }));
+  for (const item of items) heap.raise(item);
+  assert.equal(heap.size, 8);
+  assert.equal(heap.top()?.rank, 9);
+  // Each item knows where it is.
+  for (const item of items) assert.ok(item.heapIndex >= 0);
+
+  // The top sinks below the others: the next best comes up.
+  const top = heap.top()!;
+  top.rank = 0;
+  heap.lower(top);
+  assert.equal(heap.top()?.rank, 6);
+  // One from the bottom rises past everyone.
+  items[1].rank = 10;
+  heap.raise(items[1]);
+  assert.equal(heap.top(), items[1]);
+  // Raising an item already at its place changes nothing.
+  heap.raise(items[1]);
+  assert.equal(heap.size, 8);
+
+  // Removing items from anywhere keeps the order; drained in rank order.
+  heap.remove(items[0]);
+  assert.equal(items[0].heapIndex, -1);
+  const drained: number[] = [];
+  while (heap.size > 0) {
+    const first = heap.top()!;
+    drained.push(first.rank);
+    heap.remove(first);
+  }
+  assert.deepEqual(drained, [10, 6, 5, 4, 2, 1, 0]);
+  assert.equal(heap.top(), undefined);
 });

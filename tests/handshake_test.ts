@@ -343,6 +343,16 @@ Deno.test("serverAuthenticate() honours challengeLength and checks its range", a
   }
   await assert.rejects(
     clientAuthenticate(client, KEY, { challengeLength: 31.5 }),
+    {
+      name: "RangeError",
+      message:
+        "Cannot use challengeLength: expected a whole number of bytes from 16 to 1024, got 31.5",
+    },
+  );
+  await assert.rejects(
+    clientAuthenticate(client, KEY, {
+      challengeLength: "32" as unknown as number,
+    }),
     TypeError,
   );
   const [c2, s2] = duplexPair();

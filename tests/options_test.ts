@@ -2,8 +2,10 @@
 import assert from "node:assert/strict";
 import {
   checkDuration,
+  checkInteger,
   checkIpv6Prefix,
   checkLimit,
+  checkOptionsObject,
   checkPort,
   checkTimeout,
 } from "../_options.ts";
@@ -87,9 +89,73 @@ Deno.test("checkIpv6Prefix() takes 1 to 128 bits", () => {
   assert.equal(checkIpv6Prefix(undefined, 64), 64);
   assert.equal(checkIpv6Prefix(128, 64), 128);
   assert.throws(() => checkIpv6Prefix(0, 64), RangeError);
-  assert.throws(() => checkIpv6Prefix(129, 64), RangeError);
+  assert.throws(() => checkIpv6Prefix(129, 64), {
+    name: "RangeError",
+    message:
+      "Cannot use ipv6Prefix: expected a whole number of bits from 1 to 128, got 129",
+  });
+  assert.throws(() => checkIpv6Prefix(64.5, 64), RangeError);
   assert.throws(
     () => checkIpv6Prefix("64" as unknown as number, 64),
     TypeError,
   );
+  assert.throws(
+    () => checkIpv6Prefix(null as unknown as number, 64),
+    { name: "TypeError", message: /got null$/ },
+  );
+});
+
+Deno.test("checkInteger() takes whole numbers within its bounds, and the fallback when unset", () => {
+  const bounds = [16, 1024] as const;
+  const noun = "a whole number of bytes";
+  assert.equal(checkInteger(undefined, 32, "challengeLength", bounds), 32);
+  assert.equal(checkInteger(16, 32, "challengeLength", bounds), 16);
+  assert.equal(checkInteger(1024, 32, "challengeLength", bounds), 1024);
+  for (const bad of [15, 1025, 31.5, Infinity, -Infinity]) {
+    assert.throws(
+      () => checkInteger(bad, 32, "challengeLength", bounds, noun),
+      {
+        name: "RangeError",
+        message:
+          `Cannot use challengeLength: expected a whole number of bytes from 16 to 1024, got ${bad}`,
+      },
+    );
+  }
+  assert.throws(
+    () => checkInteger(NaN, 32, "challengeLength", bounds),
+    {
+      name: "TypeError",
+      message:
+        "Cannot use challengeLength: expected a whole number from 16 to 1024, got NaN",
+    },
+  );
+  assert.throws(
+    () =>
+      checkInteger("32" as unknown as number, 32, "challengeLength", bounds),
+    { name: "TypeError", message: /got "32"$/ },
+  );
+  assert.throws(
+    () => checkInteger(undefined, undefined, "width", [1, 2]),
+    {
+      name: "TypeError",
+      message: /expected a whole number from 1 to 2, got undefined$/,
+    },
+  );
+});
+
+Deno.test("checkOptionsObject() takes objects and names what cannot be done otherwise", () => {
+  checkOptionsObject({}, "serve");
+  checkOptionsObject([], "serve");
+  assert.throws(() => checkOptionsObject(null, "serve"), {
+    name: "TypeError",
+    message: "Cannot serve: expected an options object, got null",
+  });
+  assert.throws(() => checkOptionsObject(undefined, "connect"), {
+    name: "TypeError",
+    message: "Cannot connect: expected an options object, got undefined",
+  });
+  assert.throws(() => checkOptionsObject(8080, "connect"), {
+    name: "TypeError",
+    message: "Cannot connect: expected an options object, got 8080",
+  });
 });

@@ -1,7 +1,8 @@
 // Tests for _serve_options.ts: serve()'s defaults and option checks.
 import assert from "node:assert/strict";
-import { checkKey, DEFAULTS, resolveServeOptions } from "../_serve_options.ts";
+import { DEFAULTS, resolveServeOptions } from "../_serve_options.ts";
 import { checkLimit } from "../_options.ts";
+import { checkSecret } from "../_hmac_key.ts";
 import { HmacKey } from "../handshake.ts";
 
 Deno.test("resolveServeOptions() fills in the documented defaults", () => {
@@ -76,15 +77,15 @@ Deno.test("resolveServeOptions() refuses bad limits, deadlines and throttle opti
   }
 });
 
-Deno.test("checkLimit() and checkKey() accept what serve() accepts", async () => {
+Deno.test("checkLimit() and checkSecret() accept what serve() accepts", async () => {
   assert.equal(checkLimit(undefined, 7, "x"), 7);
   assert.equal(checkLimit(Infinity, 7, "x"), Infinity);
   assert.throws(() => checkLimit(-Infinity, 7, "x"), RangeError);
-  checkKey("k");
-  checkKey(new Uint8Array([1]));
-  checkKey(await HmacKey.import("k"));
-  assert.throws(() => checkKey(""), /it is empty/);
-  assert.throws(() => checkKey(new Uint8Array(0)), /it is empty/);
-  assert.throws(() => checkKey(42), /expected a string, Uint8Array/);
-  assert.throws(() => checkKey(null), /got null/);
+  checkSecret("k");
+  checkSecret(new Uint8Array([1]));
+  checkSecret(await HmacKey.import("k"));
+  assert.throws(() => checkSecret(""), /it is empty/);
+  assert.throws(() => checkSecret(new Uint8Array(0)), /it is empty/);
+  assert.throws(() => checkSecret(42), /expected a string, Uint8Array/);
+  assert.throws(() => checkSecret(null), /got null/);
 });

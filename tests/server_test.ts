@@ -1341,7 +1341,7 @@ Deno.test("serve() rejects bad options before listening", () => {
   assert.throws(
     () => serve({ port: 0, secret: KEY, challengeLength: 8 }, handler),
     (e: unknown) =>
-      e instanceof RangeError && /challengeLength 8/.test(e.message),
+      e instanceof RangeError && /challengeLength: .*, got 8$/.test(e.message),
   );
   assert.throws(
     () => serve({ port: 0, secret: KEY }, undefined as unknown as () => void),
@@ -1447,6 +1447,15 @@ Deno.test("connect() rejects when nothing listens and on bad options", async () 
   await assert.rejects(
     connect({ port } as unknown as Parameters<typeof connect>[0]),
     TypeError,
+  );
+  // Checked before connecting: nothing listens, yet the error is the option's.
+  await assert.rejects(connect({ port, secret: KEY, challengeLength: 8 }), {
+    name: "RangeError",
+    message: /^Cannot use challengeLength: .*, got 8$/,
+  });
+  await assert.rejects(
+    connect({ port: "80" as unknown as number, secret: KEY }),
+    { name: "TypeError", message: /^Cannot use port: .*, got "80"$/ },
   );
 });
 
