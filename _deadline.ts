@@ -22,7 +22,7 @@ export function deadline(
   signal: AbortSignal | undefined,
   action: string,
 ): Deadline {
-  checkTimeout(timeout, timeout, "timeout");
+  timeout = checkTimeout(timeout, timeout, "timeout");
   const controller = new AbortController();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const onAbort = () => controller.abort(signal!.reason);
@@ -60,7 +60,7 @@ export function optionalDeadline(
   signal: AbortSignal | undefined,
   action: string,
 ): Deadline | undefined {
-  checkTimeout(timeout, timeout, "timeout");
+  timeout = checkTimeout(timeout, timeout, "timeout");
   if (timeout === Infinity && !signal) return undefined;
   return deadline(timeout, signal, action);
 }

@@ -5,8 +5,7 @@
 // re-armed only when it fires, so moving a deadline (on every chunk the
 // client sends) costs no timer call.
 
-/** The longest delay a timer takes (a longer one would fire at once). */
-const MAX_DELAY = 2 ** 31 - 1;
+import { MAX_TIMER_DELAY } from "./_options.ts";
 
 /** The three deadlines of a served connection and their one timer. */
 export class Http1Deadlines {
@@ -102,7 +101,10 @@ export class Http1Deadlines {
     if (next === Infinity) return;
     this.#timer = setTimeout(
       () => this.#tick(),
-      Math.min(MAX_DELAY, Math.max(0, Math.ceil(next - performance.now()))),
+      Math.min(
+        MAX_TIMER_DELAY,
+        Math.max(0, Math.ceil(next - performance.now())),
+      ),
     );
   }
 }

@@ -11,6 +11,7 @@ import {
   checkLimit,
   checkPort,
   checkTimeout,
+  MAX_TIMER_DELAY,
 } from "./_options.ts";
 import type { ServeHttpsOptions } from "./https.ts";
 import type { ListenTlsOptions, TlsErrorEvent } from "./tls.ts";
@@ -30,9 +31,6 @@ const DEFAULTS = {
   ipv6Prefix: 64,
   gracePeriod: 1000,
 } as const;
-
-/** The longest delay a timer takes: 2^31 - 1 ms (a longer one fires at once). */
-export const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 /** serveHttps()'s limits and address, checked, with the defaults in. */
 export interface ResolvedHttpsOptions {

@@ -5,10 +5,7 @@
 
 import { AcceptLoop, type AcceptSource } from "./_accept.ts";
 import { AddressCounts, addressKey } from "./_address.ts";
-import {
-  MAX_TIMER_DELAY,
-  type ResolvedHttpsOptions,
-} from "./_https_options.ts";
+import { type ResolvedHttpsOptions } from "./_https_options.ts";
 import { HttpRefusal } from "./_http1_parse.ts";
 import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
 import { allowed } from "./_tls_identity.ts";
@@ -189,9 +186,9 @@ export function serveOn(
       serving.signal?.removeEventListener("abort", onAbort);
       accepting.stop();
       for (const session of sessions) session.drain();
-      // A grace period past the longest timer delay (Infinity, say) waits
-      // for every request in flight, however long it takes.
-      const timer = gracePeriod <= MAX_TIMER_DELAY
+      // An infinite grace period waits for every request in flight, however
+      // long it takes.
+      const timer = gracePeriod !== Infinity
         ? setTimeout(() => {
           for (const session of sessions) session.abort();
         }, gracePeriod)

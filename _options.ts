@@ -58,6 +58,24 @@ export type NumberCheck = (
   what: string,
 ) => number;
 
+/**
+ * The longest delay a timer honours, in milliseconds (2^31 - 1, about 24.8
+ * days): `setTimeout` fires a longer one at once. A timeout or duration
+ * above it is taken as `Infinity` (no deadline), never as "now".
+ */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
+/** A time check: like a number check, with delays past a timer's as none. */
+function timeKind(
+  expected: string,
+  valid: (value: number) => boolean,
+): NumberCheck {
+  return (value, fallback, what) => {
+    const ms = checkNumber(value, fallback, what, expected, valid);
+    return ms > MAX_TIMER_DELAY ? Infinity : ms;
+  };
+}
+
 /** A check for the numbers `valid` accepts, described as `expected`. */
 function numberKind(
   expected: string,
@@ -68,20 +86,21 @@ function numberKind(
 }
 
 /**
- * Checks a timeout option: milliseconds above 0, `Infinity` for none.
- * Returns `fallback` when `value` is `undefined`.
+ * Checks a timeout option: milliseconds above 0, `Infinity` (or anything
+ * above {@linkcode MAX_TIMER_DELAY}) for none. Returns `fallback` when
+ * `value` is `undefined`.
  */
-export const checkTimeout: NumberCheck = numberKind(
+export const checkTimeout: NumberCheck = timeKind(
   "a number of milliseconds above 0 (or Infinity for none)",
   (value) => value > 0,
 );
 
 /**
  * Checks a duration option (a grace period, a delay): 0 or more
- * milliseconds, `Infinity` allowed. Returns `fallback` when `value` is
- * `undefined`.
+ * milliseconds, `Infinity` (or anything above {@linkcode MAX_TIMER_DELAY})
+ * for "for ever". Returns `fallback` when `value` is `undefined`.
  */
-export const checkDuration: NumberCheck = numberKind(
+export const checkDuration: NumberCheck = timeKind(
   "a number of milliseconds, 0 or more (or Infinity)",
   (value) => value >= 0,
 );

@@ -167,7 +167,9 @@ export class ServerImpl<T> implements Server {
       }
       closeQuietly(this.#listener);
       this.#loop?.stop();
-      if (this.#live.size > 0) {
+      // An infinite grace period waits for the handlers however long they
+      // run (the signal in their ConnectionInfo has aborted).
+      if (this.#live.size > 0 && this.#limits.gracePeriod !== Infinity) {
         this.#graceTimer = setTimeout(() => {
           this.#graceTimer = undefined;
           this.#graceOver = true;

@@ -8,7 +8,9 @@ import {
   checkOptionsObject,
   checkPort,
   checkTimeout,
+  MAX_TIMER_DELAY,
 } from "../_options.ts";
+import { deadline } from "../_deadline.ts";
 
 Deno.test("checkTimeout() takes milliseconds above 0 or Infinity, and the fallback when unset", () => {
   assert.equal(checkTimeout(undefined, 10_000, "timeout"), 10_000);
@@ -158,4 +160,21 @@ Deno.test("checkOptionsObject() takes objects and names what cannot be done othe
     name: "TypeError",
     message: "Cannot connect: expected an options object, got 8080",
   });
+});
+
+Deno.test("checkTimeout() and checkDuration() take a delay past a timer's longest as no deadline", () => {
+  assert.equal(checkTimeout(MAX_TIMER_DELAY, 1, "timeout"), MAX_TIMER_DELAY);
+  assert.equal(checkTimeout(MAX_TIMER_DELAY + 1, 1, "timeout"), Infinity);
+  assert.equal(checkTimeout(1e12, 1, "timeout"), Infinity);
+  assert.equal(checkDuration(2 ** 40, 1, "gracePeriod"), Infinity);
+  assert.equal(
+    checkDuration(MAX_TIMER_DELAY, 1, "gracePeriod"),
+    MAX_TIMER_DELAY,
+  );
+});
+
+Deno.test("deadline() with a timeout past a timer's longest never fires", async () => {
+  using limit = deadline(2 ** 32, undefined, "wait");
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(limit.signal.aborted, false);
 });

@@ -1212,6 +1212,30 @@ Deno.test("serve() shutdown closes handlers that outlive the grace period", asyn
   }
 });
 
+Deno.test("serve() with gracePeriod Infinity lets a handler finish after shutdown, however long it takes", async () => {
+  const server = serve(
+    { port: 0, secret: KEY, log: false, gracePeriod: Infinity },
+    async (conn, info) => {
+      await new Promise((resolve) =>
+        info.signal.addEventListener("abort", resolve, { once: true })
+      );
+      // Past the moment a timer of Infinity ms would have fired (at once).
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await conn.write!(new TextEncoder().encode("done"));
+    },
+  );
+  const conn = await connect({ port: portOf(server), secret: KEY });
+  try {
+    await waitFor(() => server.stats.active === 1, 5000, "1 active");
+    const finished = server.shutdown();
+    const reply = await within(readN(conn, 4), 5000, "the handler's reply");
+    assert.equal(new TextDecoder().decode(reply!), "done");
+    await within(finished, 5000, "shutdown");
+  } finally {
+    conn.close();
+  }
+});
+
 Deno.test("serve() shutdown stops waiting for a handler that ignores its signal and its socket, and reports it", async () => {
   const errors: [unknown, ServeErrorInfo][] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
