@@ -1,9 +1,14 @@
 // Private: the options of listenMultiprocessing() and
 // connectMultiprocessing(), checked once: the authkey imported as an HMAC
 // key for each digest we may use (then wiped), the digest we ask for, the
-// limits and the deadline (Keys), and where to listen or connect (a TCP
-// host and port, or a Unix socket path).
-import { checkLimit, checkPort, checkTimeout } from "./_options.ts";
+// limits and the deadline (Keys), a listener's budgets (ListenLimits), and
+// where to listen or connect (a TCP host and port, or a Unix socket path).
+import {
+  checkIpv6Prefix,
+  checkLimit,
+  checkPort,
+  checkTimeout,
+} from "./_options.ts";
 import { utf8 } from "./_bytes.ts";
 import { DEFAULT_TIMEOUT } from "./_deadline.ts";
 import { type HashName, HmacKey } from "./handshake.ts";
@@ -17,6 +22,34 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 
 /** Default `maxPending` of a listener. */
 export const DEFAULT_MAX_PENDING = 64;
+
+/** Default `ipv6Prefix` of a listener: a host's usual /64. */
+export const DEFAULT_IPV6_PREFIX = 64;
+
+/** A listener's checked budgets. */
+export interface ListenLimits {
+  /**
+   * Most connections not yet authenticated (more evict one), and most
+   * authenticated ones waiting for accept() (more pause the accept loop).
+   */
+  readonly maxPending: number;
+  /** Leading bits of an IPv6 address that name one peer for fairness. */
+  readonly ipv6Prefix: number;
+}
+
+/** Checks `maxPending` and `ipv6Prefix` of listenMultiprocessing(). */
+export function listenLimits(
+  options: { maxPending?: number; ipv6Prefix?: number },
+): ListenLimits {
+  return {
+    maxPending: checkLimit(
+      options.maxPending,
+      DEFAULT_MAX_PENDING,
+      "maxPending",
+    ),
+    ipv6Prefix: checkIpv6Prefix(options.ipv6Prefix, DEFAULT_IPV6_PREFIX),
+  };
+}
 
 const HASHES: Readonly<Record<MultiprocessingDigest, HashName>> = {
   sha256: "SHA-256",

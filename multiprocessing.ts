@@ -51,6 +51,18 @@
  *   and {@linkcode MultiprocessingConnection.recvText} do that.
  * - A connection without an authkey (CPython's `authkey=None`) is not
  *   supported: an authkey is always required.
+ * - A listener authenticates each client in its own task, and a peer that
+ *   has not authenticated cannot keep others out. It costs the listener a
+ *   descriptor, about 6 KiB of heap (16 KiB of resident memory in all,
+ *   measured with 4,000 held), a 40-byte random challenge and at most one
+ *   HMAC check of a reply of at most 256 bytes, until `timeout`
+ *   (10 s) or until it is evicted: at most `maxPending` (64) such peers are
+ *   held, and one more closes the oldest of the address that holds the most
+ *   (an IPv4 address, an IPv6 /64), never an authenticated connection. The
+ *   accept loop pauses only while `maxPending` authenticated connections
+ *   wait for `accept()`. Failed handshakes are not throttled (CPython does
+ *   not throttle either): use a long random authkey, as CPython's own
+ *   processes do. See {@linkcode MultiprocessingListenerOptions.maxPending}.
  * - Transports: TCP (`hostname` and `port`), and Unix sockets (`path`),
  *   which CPython's `Listener` and `Client` use for a string address.
  *   Windows named pipes (`AF_PIPE`) are not supported.
@@ -83,13 +95,12 @@ import type { ErrorInfo } from "./types.ts";
 import { deadline, raceSignal } from "./_deadline.ts";
 import {
   DEFAULT_MAX_MESSAGE_SIZE,
-  DEFAULT_MAX_PENDING,
   importKeys,
+  listenLimits,
   resolveTarget,
 } from "./_multiprocessing_options.ts";
 import { openConnection } from "./_multiprocessing_conn.ts";
 import { createListener } from "./_multiprocessing_listener.ts";
-import { checkLimit } from "./_options.ts";
 
 /**
  * A digest a multiprocessing peer may use: `"sha256"` and `"sha384"` (what
@@ -154,19 +165,61 @@ export interface MultiprocessingAuthOptions {
 export interface MultiprocessingListenerOptions
   extends MultiprocessingAuthOptions {
   /**
-   * Most connections that may be handshaking or waiting to be taken by
-   * {@linkcode MultiprocessingListener.accept} at once. When reached, the
-   * listener stops accepting until one finishes or is taken. A whole
+   * Most connections not yet authenticated at once, and most authenticated
+   * ones waiting for {@linkcode MultiprocessingListener.accept}. A whole
    * number of at least 1, or `Infinity` for no limit (then every peer that
-   * connects, authenticated or not, holds a handshake until `timeout`).
+   * connects holds a handshake until `timeout`, and the queue grows as fast
+   * as key holders connect).
+   *
+   * Connections not yet authenticated never stop the listener from
+   * accepting. When one more arrives with `maxPending` of them in their
+   * handshake, the listener closes the oldest of the address that holds the
+   * most (an IPv4 address, an IPv6 prefix of `ipv6Prefix` bits, or one
+   * entry for all Unix socket peers; among addresses holding equally many,
+   * the one whose oldest is oldest) and reports it to `onError`: phase
+   * `"handshake"`, a `DOMException` `AbortError` that says it was evicted to
+   * make room. The connection just accepted counts too, so an address that
+   * floods closes its own connections. An honest client finishes its
+   * handshake within two round trips, so it is the newest and usually the
+   * only unauthenticated connection of its address: silent sockets from
+   * other addresses are closed before it, and it is picked only when every
+   * other address holds at most one, older than its own (a flood from more
+   * than `maxPending` addresses). Authenticated connections are never closed
+   * to make room.
+   *
+   * Authenticated connections wait for `accept()` in a queue. While
+   * `maxPending` of them wait (the application is not keeping up), the
+   * listener stops accepting until `accept()` takes one, and new clients
+   * wait in the kernel's listen backlog: a slow application pushes back on
+   * its clients, and only clients that proved the authkey can make it. The
+   * accept already under way still takes one more client, and handshakes
+   * under way still finish and join the queue, so the listener holds at
+   * most 2 x `maxPending` connections.
+   *
+   * Holding a silent socket is cheap (about 6 KiB of heap and a descriptor,
+   * until `timeout`); closing one that its client re-opens at once is not:
+   * each re-open costs an accept, a challenge and a close. On loopback on a
+   * shared 2-core machine, with `maxPending: 8` and 4 addresses x 8 silent
+   * sockets re-opened as soon as they were closed, a good client from
+   * another address was served, connect to echo, in 50 to 80 ms (Deno) and
+   * 48 to 55 ms (Python 3.12), 20 times each, against 44 to 53 ms with no
+   * flood; without this policy none was served within 15 s. With the
+   * default and 8 addresses x 32 silent sockets, the re-opens kept the
+   * listener's core busy and a good client waited behind them in the listen
+   * backlog: 0.05 to 2.3 s. With `maxPending: 1024`, which held all 512
+   * silent sockets of 8 addresses x 64 without closing any, 43 to 54 ms. So
+   * size it for the floods you expect, and lower `timeout` to free silent
+   * sockets sooner.
    *
    * @default {64}
    */
   maxPending?: number;
   /**
    * Called for each error the listener survives: a connection that failed
-   * its handshake (phase `"handshake"`, with the peer's address; it has
-   * been closed), or a failed accept (phase `"accept"`: a client that reset
+   * its handshake, or that the listener ended before it authenticated (its
+   * deadline, or evicted to make room: see `maxPending`) (phase
+   * `"handshake"`, with the peer's address; it has been closed), or a
+   * failed accept (phase `"accept"`: a client that reset
    * its connection before it was accepted, which is skipped, or the process
    * out of file descriptors, which makes the listener wait 5 ms doubling to
    * 1 s before its next accept). Errors contain no key material. Nothing is
@@ -196,6 +249,19 @@ export interface ListenMultiprocessingOptions
    * @default {0}
    */
   port?: number;
+  /**
+   * How many leading bits of an IPv6 address name one client when the
+   * listener picks the unauthenticated connection to close (see
+   * `maxPending`). A host is usually given a whole /64, so counting single
+   * IPv6 addresses would let it spread a flood over addresses of its own,
+   * each holding one connection, and have an honest client's closed first;
+   * 128 counts each address. IPv4-mapped IPv6 addresses count as their IPv4
+   * address, and link-local ones (`fe80::/10`, where every host on a link
+   * shares the /64) as the whole address.
+   *
+   * @default {64}
+   */
+  ipv6Prefix?: number;
 }
 
 /**
@@ -271,7 +337,7 @@ export interface MultiprocessingIoOptions {
  *
  * | phase | what failed | then |
  * | --- | --- | --- |
- * | `"handshake"` | one connection's authentication: a wrong authkey ({@linkcode AuthenticationError}), a peer that breaks the protocol ({@linkcode ProtocolError}), the deadline (`TimeoutError`), a reset | the connection is closed |
+ * | `"handshake"` | one connection's authentication: a wrong authkey ({@linkcode AuthenticationError}), a peer that breaks the protocol ({@linkcode ProtocolError}), the deadline (`TimeoutError`), evicted to make room for others (`AbortError`; see {@linkcode MultiprocessingListenerOptions.maxPending}), a reset | the connection is closed |
  * | `"accept"` | accepting the next connection: a client that reset it first, or the process out of file descriptors | skipped at once; backs off 5 ms doubling to 1 s when out of descriptors |
  *
  * @example See where a failure happened
@@ -824,9 +890,13 @@ export function listenMultiprocessing(
  * `hostname`/`port` for a Unix socket (the other overload).
  *
  * Each incoming connection is authenticated in its own task, with a
- * deadline, so a slow or hostile client never holds up the others. At most
- * `maxPending` connections are handshaking or waiting to be taken; failed
- * ones are closed and reported to `onError` (phase `"handshake"`). A client
+ * deadline, so a slow or hostile client never holds up the others; failed
+ * ones are closed and reported to `onError` (phase `"handshake"`). At most
+ * `maxPending` connections are in their handshake: one more closes the
+ * oldest of the address holding the most, so peers that never
+ * authenticate cannot keep others out. Accepting pauses only while
+ * `maxPending` authenticated connections wait for `accept()` (see
+ * {@linkcode MultiprocessingListenerOptions.maxPending}). A client
  * that resets its connection before it is accepted is skipped at once;
  * only running out of file descriptors makes the listener wait before its
  * next accept (5 ms doubling to 1 s, for as long as it lasts); both are
@@ -836,10 +906,11 @@ export function listenMultiprocessing(
  * @returns The listening {@linkcode MultiprocessingListener}.
  * @throws {TypeError} When the authkey is empty or not a string or
  * Uint8Array, or `legacyMd5`, `digest`, `timeout`, `maxMessageSize`,
- * `maxPending` or `port` has the wrong type.
+ * `maxPending`, `ipv6Prefix` or `port` has the wrong type.
  * @throws {RangeError} When `port` is not a whole number from 0 to 65535,
- * `timeout` is not above 0, or `maxMessageSize` or `maxPending` is not a
- * whole number of at least 1 (or `Infinity`).
+ * `timeout` is not above 0, `maxMessageSize` or `maxPending` is not a
+ * whole number of at least 1 (or `Infinity`), or `ipv6Prefix` is not a
+ * whole number from 1 to 128.
  * @throws {Deno.errors.AddrInUse} When the port is taken.
  *
  * @example Serve authenticated clients
@@ -875,11 +946,7 @@ export async function listenMultiprocessing(
   options: ListenMultiprocessingOptions | ListenMultiprocessingUnixOptions,
 ): Promise<MultiprocessingListener<Deno.NetAddr | Deno.UnixAddr>> {
   const keys = await importKeys(options);
-  const maxPending = checkLimit(
-    options.maxPending,
-    DEFAULT_MAX_PENDING,
-    "maxPending",
-  );
+  const limits = listenLimits(options);
   const target = resolveTarget(options, true);
   options.signal?.throwIfAborted();
   const listener = "path" in target
@@ -888,7 +955,7 @@ export async function listenMultiprocessing(
   return createListener<Deno.NetAddr | Deno.UnixAddr>(
     listener,
     keys,
-    maxPending,
+    limits,
     options,
   );
 }

@@ -8,9 +8,13 @@ import {
   connectMultiprocessing,
   listenMultiprocessing,
   type MultiprocessingConnection,
+  type MultiprocessingErrorInfo,
   type MultiprocessingListener,
   ProtocolError,
 } from "../mod.ts";
+import { openConnection } from "../_multiprocessing_conn.ts";
+import { createListener } from "../_multiprocessing_listener.ts";
+import { importKeys } from "../_multiprocessing_options.ts";
 import {
   findPython,
   interopScript,
@@ -359,25 +363,33 @@ Deno.test("listenMultiprocessing() keeps serving while a client stalls, and time
   assert.equal(await staller.read(new Uint8Array(1)), null);
 });
 
-Deno.test("listenMultiprocessing() with maxPending 1 starts no handshake while one is pending", async () => {
-  const { listener, failures } = await listenCollecting({
+// Regression: with maxPending handshakes in progress the listener stopped
+// accepting, so this client waited for the staller's deadline (10 s).
+Deno.test("listenMultiprocessing() with maxPending 1 closes a silent handshake to serve the next client at once", async () => {
+  const { listener, failures, failed } = await listenCollecting({
     maxPending: 1,
-    timeout: 300,
   });
   await using _ = listener;
   using staller = await Deno.connect({ port: listener.addr.port });
   assert.ok(await readRawFrame(staller)); // its handshake has started
-  // This client only gets its challenge once the staller's slot is free,
-  // which happens when the staller times out (and is reported).
-  await using client = await connectMultiprocessing({
-    port: listener.addr.port,
-    authkey: KEY,
-  });
-  assert.equal(failures.length, 1);
-  assert.equal((failures[0] as DOMException).name, "TimeoutError");
-  await using server = await acceptWithin(listener);
+  await using client = await within(
+    connectMultiprocessing({ port: listener.addr.port, authkey: KEY }),
+    5000,
+    "the second client's handshake",
+  );
+  await using server = await acceptWithin(listener, 5000);
   await client.sendText("served");
   assert.equal(await server.recvText(), "served");
+  const [failure] = await failed();
+  assert.equal(failures.length, 1);
+  assert.ok(failure instanceof DOMException, String(failure));
+  assert.equal(failure.name, "AbortError");
+  assert.match(
+    failure.message,
+    /^Cannot authenticate the client at 127\.0\.0\.1:\d+: evicted to make room for others \(maxPending 1\) after \d+ ms, the oldest of the 2 unauthenticated connections from 127\.0\.0\.1, the most of any address$/,
+  );
+  // The staller was closed.
+  assert.equal(await staller.read(new Uint8Array(1)), null);
 });
 
 Deno.test("connectMultiprocessing() times out on a listener that never speaks", async () => {
@@ -1582,3 +1594,328 @@ peerTest(
     assert.deepEqual(rest.slice(2), COORDINATOR_JOBS);
   },
 );
+
+// ------------------- the listener's budgets, on in-memory connections
+//
+// The accept loop runs on a fake listener whose connections come from any
+// address we name (loopback tests cannot pick their source address), over
+// in-memory pipes: what is accepted, evicted and queued is decided by the
+// code alone, not by timing.
+
+/** One direction of an in-memory connection. */
+class Channel {
+  chunks: Uint8Array[] = [];
+  ended = false;
+  #waiter: (() => void) | undefined;
+
+  push(data: Uint8Array): void {
+    if (data.byteLength > 0) this.chunks.push(data.slice());
+    this.wake();
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  wait(): Promise<void> {
+    return new Promise((resolve) => this.#waiter = resolve);
+  }
+
+  wake(): void {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.();
+  }
+}
+
+/** One end of an in-memory connection: what FrameWire and the listener use. */
+class MemoryConn {
+  #closed = false;
+
+  constructor(
+    readonly localAddr: Deno.NetAddr,
+    readonly remoteAddr: Deno.NetAddr,
+    readonly inbound: Channel,
+    readonly outbound: Channel,
+  ) {}
+
+  /** The other end closed: what we read ends there. */
+  get peerClosed(): boolean {
+    return this.inbound.ended;
+  }
+
+  async read(buffer: Uint8Array): Promise<number | null> {
+    while (true) {
+      if (this.#closed) throw new Deno.errors.BadResource("closed");
+      const chunk = this.inbound.chunks[0];
+      if (chunk !== undefined) {
+        const n = Math.min(buffer.byteLength, chunk.byteLength);
+        buffer.set(chunk.subarray(0, n));
+        if (n < chunk.byteLength) this.inbound.chunks[0] = chunk.subarray(n);
+        else this.inbound.chunks.shift();
+        return n;
+      }
+      if (this.inbound.ended) return null;
+      await this.inbound.wait();
+    }
+  }
+
+  write(data: Uint8Array): Promise<number> {
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("closed"));
+    }
+    this.outbound.push(data);
+    return Promise.resolve(data.byteLength);
+  }
+
+  close(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("closed");
+    this.#closed = true;
+    this.outbound.end();
+    this.inbound.wake(); // a read in progress fails
+  }
+}
+
+/** A listener whose clients connect from the address they name. */
+class MemoryListener {
+  readonly addr: Deno.NetAddr = {
+    transport: "tcp",
+    hostname: "127.0.0.1",
+    port: 9,
+  };
+  /** accept() calls so far. */
+  accepts = 0;
+  /** Connections not accepted yet. */
+  backlog: MemoryConn[] = [];
+  #waiter: ((conn: MemoryConn) => void) | undefined;
+  #fail: ((error: Error) => void) | undefined;
+  #closed = false;
+  #port = 40000;
+
+  accept(): Promise<MemoryConn> {
+    this.accepts++;
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("closed"));
+    }
+    const next = this.backlog.shift();
+    if (next !== undefined) return Promise.resolve(next);
+    return new Promise((resolve, reject) => {
+      this.#waiter = resolve;
+      this.#fail = reject;
+    });
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#fail?.(new Deno.errors.BadResource("closed"));
+    this.#waiter = this.#fail = undefined;
+  }
+
+  /** Connects from `hostname`; returns the client's end. */
+  connect(hostname: string): MemoryConn {
+    const up = new Channel();
+    const down = new Channel();
+    const remote: Deno.NetAddr = {
+      transport: "tcp",
+      hostname,
+      port: this.#port++,
+    };
+    const server = new MemoryConn(this.addr, remote, up, down);
+    const client = new MemoryConn(remote, this.addr, down, up);
+    const waiter = this.#waiter;
+    this.#waiter = this.#fail = undefined;
+    if (waiter) waiter(server);
+    else this.backlog.push(server);
+    return client;
+  }
+}
+
+/** Lets every promise chain that can move without a timer move. */
+function tick(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Waits (at most 500 ticks) until `done()` holds. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await tick();
+  assert.ok(done(), `never happened: ${what}`);
+}
+
+/** A listener on a MemoryListener, with every report collected. */
+async function memoryListener(
+  maxPending: number,
+  ipv6Prefix = 64,
+) {
+  const keys = await importKeys({ authkey: KEY });
+  const fake = new MemoryListener();
+  const reports: { error: unknown; info: MultiprocessingErrorInfo }[] = [];
+  const listener = createListener(
+    fake as unknown as Deno.Listener<Deno.Conn, Deno.NetAddr>,
+    keys,
+    { maxPending, ipv6Prefix },
+    { onError: (error, info) => reports.push({ error, info }) },
+  );
+  /** A client that authenticates (the Deno client's own handshake). */
+  const good = (hostname: string) =>
+    within(
+      openConnection(
+        fake.connect(hostname) as unknown as Deno.Conn,
+        "client",
+        keys,
+        new AbortController().signal,
+      ),
+      5000,
+      `the handshake of the client at ${hostname}`,
+    );
+  /** The hosts of the connections evicted so far, in order. */
+  const evicted = () =>
+    reports.map(({ error, info }) => {
+      assert.equal(info.phase, "handshake");
+      assert.ok(error instanceof DOMException, String(error));
+      assert.equal(error.name, "AbortError");
+      assert.match(error.message, /evicted to make room for others/);
+      return (info.remoteAddr as Deno.NetAddr).hostname;
+    });
+  return { fake, listener, reports, good, evicted };
+}
+
+Deno.test("MultiprocessingListener evicts the oldest unauthenticated connection of the address holding the most, and serves a good client from another", async () => {
+  const { fake, listener, reports, good, evicted } = await memoryListener(3);
+  await using _ = listener;
+  const a1 = fake.connect("10.0.0.1");
+  await tick();
+  const a2 = fake.connect("10.0.0.1");
+  await tick();
+  const b1 = fake.connect("10.0.0.2");
+  await tick();
+  assert.equal(reports.length, 0, "3 pending fit maxPending 3");
+  // 10.0.0.1 now holds 3 of 4: its oldest goes, and accepting goes on.
+  const a3 = fake.connect("10.0.0.1");
+  await until(() => reports.length === 1, "the first eviction");
+  assert.deepEqual(evicted(), ["10.0.0.1"]);
+  assert.match(
+    (reports[0].error as Error).message,
+    /^Cannot authenticate the client at 10\.0\.0\.1:40000: evicted to make room for others \(maxPending 3\) after \d+ ms, the oldest of the 3 unauthenticated connections from 10\.0\.0\.1, the most of any address$/,
+  );
+  assert.ok(a1.peerClosed, "the oldest of 10.0.0.1 was closed");
+  // The good client comes in with 3 pending: 10.0.0.1 still holds the most.
+  await using client = await good("10.0.0.3");
+  await using server = await listener.accept({ timeout: 5000 });
+  assert.equal((server.remoteAddr as Deno.NetAddr).hostname, "10.0.0.3");
+  await client.sendText("served");
+  assert.equal(await server.recvText({ timeout: 5000 }), "served");
+  await until(() => reports.length === 2, "the second eviction");
+  assert.deepEqual(evicted(), ["10.0.0.1", "10.0.0.1"]);
+  assert.match((reports[1].error as Error).message, /oldest of the 2 /);
+  assert.ok(a2.peerClosed, "the next oldest of 10.0.0.1 was closed");
+  assert.ok(!a3.peerClosed && !b1.peerClosed, "the others still handshake");
+  // The challenge each got, and nothing else.
+  for (const conn of [a3, b1]) {
+    assert.ok(conn.inbound.chunks.length > 0, "no challenge");
+  }
+});
+
+Deno.test("MultiprocessingListener never counts or evicts authenticated connections waiting for accept()", async () => {
+  const { fake, listener, reports, good, evicted } = await memoryListener(2);
+  await using _ = listener;
+  await using client = await good("10.0.0.9");
+  await tick();
+  // It waits for accept(): not pending, so two silent ones fit.
+  fake.connect("10.0.0.1");
+  fake.connect("10.0.0.1");
+  await tick();
+  assert.deepEqual(reports, []);
+  // Past the budget the silent ones go, however many come.
+  for (let i = 0; i < 6; i++) fake.connect(`10.0.0.${1 + (i % 2)}`);
+  await until(() => reports.length === 6, "six evictions");
+  for (const host of evicted()) assert.match(host, /^10\.0\.0\.[12]$/);
+  await using server = await listener.accept({ timeout: 5000 });
+  assert.equal((server.remoteAddr as Deno.NetAddr).hostname, "10.0.0.9");
+  await client.sendText("still here");
+  assert.equal(await server.recvText({ timeout: 5000 }), "still here");
+});
+
+Deno.test("MultiprocessingListener stops accepting while maxPending authenticated connections wait for accept(), and never closes one", async () => {
+  const { fake, listener, reports, good } = await memoryListener(1);
+  await using _ = listener;
+  await using first = await good("10.0.0.1");
+  await tick();
+  // It waits for accept(); the loop's next accept was already under way.
+  assert.equal(fake.accepts, 2);
+  // That accept still takes one more client, whose handshake finishes
+  // while the loop is paused: it joins the queue, it is not closed.
+  await using second = await good("10.0.0.2");
+  await tick();
+  const third = fake.connect("10.0.0.3");
+  for (let i = 0; i < 5; i++) await tick();
+  assert.equal(fake.accepts, 2, "paused: no accept while one waits");
+  assert.deepEqual(fake.backlog.length, 1, "the third waits in the backlog");
+  assert.equal(third.inbound.chunks.length, 0, "no challenge yet");
+  // Taking one leaves one waiting: still paused.
+  await using taken1 = await listener.accept({ timeout: 5000 });
+  assert.equal((taken1.remoteAddr as Deno.NetAddr).hostname, "10.0.0.1");
+  for (let i = 0; i < 5; i++) await tick();
+  assert.equal(fake.accepts, 2);
+  // Taking the other resumes the loop: the third gets its challenge.
+  await using taken2 = await listener.accept({ timeout: 5000 });
+  assert.equal((taken2.remoteAddr as Deno.NetAddr).hostname, "10.0.0.2");
+  await until(() => third.inbound.chunks.length > 0, "the third's challenge");
+  assert.equal(fake.backlog.length, 0);
+  await first.sendText("one");
+  await second.sendText("two");
+  assert.equal(await taken1.recvText({ timeout: 5000 }), "one");
+  assert.equal(await taken2.recvText({ timeout: 5000 }), "two");
+  assert.deepEqual(reports, []);
+});
+
+Deno.test("MultiprocessingListener counts an IPv6 /64 as one address by default, each address with ipv6Prefix 128", async () => {
+  for (
+    const [prefix, victim, key] of [
+      [64, "2001:db8::1", "2001:db8::/64"],
+      [128, "2001:db8:1::1", "2001:db8:1::1"],
+    ] as const
+  ) {
+    const { fake, listener, reports, evicted } = await memoryListener(
+      2,
+      prefix,
+    );
+    await using _ = listener;
+    fake.connect("2001:db8:1::1"); // the oldest, alone in its /64
+    await tick();
+    fake.connect("2001:db8::1");
+    await tick();
+    fake.connect("2001:db8::2"); // the same /64 as the one before
+    await until(() => reports.length === 1, `an eviction (/${prefix})`);
+    assert.deepEqual(evicted(), [victim], `ipv6Prefix ${prefix}`);
+    assert.ok(
+      (reports[0].error as Error).message.includes(
+        `connections from ${key}, the most`,
+      ),
+      (reports[0].error as Error).message,
+    );
+  }
+});
+
+Deno.test("listenMultiprocessing() checks ipv6Prefix", async () => {
+  for (const ipv6Prefix of [0, 129, 1.5]) {
+    await assert.rejects(
+      listenMultiprocessing({ authkey: KEY, ipv6Prefix }),
+      (error: unknown) =>
+        error instanceof RangeError &&
+        error.message.startsWith("Cannot use ipv6Prefix: expected"),
+    );
+  }
+  await assert.rejects(
+    listenMultiprocessing({
+      authkey: KEY,
+      ipv6Prefix: "64" as unknown as number,
+    }),
+    TypeError,
+  );
+  await using listener = await listenMultiprocessing({
+    authkey: KEY,
+    ipv6Prefix: 128,
+  });
+  assert.equal(listener.addr.transport, "tcp");
+});

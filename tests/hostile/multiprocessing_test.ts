@@ -102,7 +102,7 @@ Deno.test("listenMultiprocessing() refuses a crowd of hostile peers, closes each
   await using listener = await listenMultiprocessing({
     authkey: KEY,
     timeout: 300,
-    maxPending: 2,
+    maxPending: 4,
     onError(error, info) {
       failures.push(error);
       infos.push(info);
@@ -174,7 +174,10 @@ Deno.test("listenMultiprocessing() refuses a crowd of hostile peers, closes each
     ],
     ["a stall", new Uint8Array(0), "stay", "TimeoutError"],
   ];
-  // Twice maxPending at a time: a slot that leaked would stall the rest.
+  // maxPending at a time, so that none is evicted and each meets its own
+  // error. (A slot that leaked could not stall the rest: pending handshakes
+  // never pause the accept loop, and a leaked one, the oldest, would be the
+  // first evicted.)
   for (let i = 0; i < hostile.length; i += 4) {
     await Promise.all(
       hostile.slice(i, i + 4).map(async ([label, data, then]) => {
@@ -516,3 +519,173 @@ peerTest(
     }
   },
 );
+
+// Regression: the listener stopped accepting while `maxPending` handshakes
+// were in progress, so an address holding that many silent sockets, and
+// re-opening each one as it was closed, kept every other client out: each
+// socket held its place for `timeout` (10 s), and the backlog behind it was
+// the flood's too. Now the listener keeps accepting and, with its budget
+// full, closes the oldest unauthenticated connection of the address that
+// holds the most: the flood's own. tests/interop/silent_flood.py binds each
+// silent socket to its own 127.0.1.x source; the good clients come from
+// 127.0.0.1, one at a time.
+
+/**
+ * How long a good client may take, connect to echo. Before the fix none
+ * was served within 15 s under this flood.
+ */
+const SERVED_WITHIN = 2000;
+/** Good clients of each kind, one after another, while the flood lasts. */
+const PROBES = 5;
+
+interface FloodReport {
+  ready?: boolean;
+  done?: boolean;
+  held: number;
+  opened: number;
+  closed: number;
+}
+
+/**
+ * Runs silent_flood.py against `port` (at most 60 s) while `body` runs,
+ * then stops it (its standard input closes) and returns its last report.
+ */
+async function withFlood(
+  python: string,
+  port: number,
+  addresses: number,
+  perAddress: number,
+  body: () => Promise<void>,
+): Promise<FloodReport> {
+  const child = spawn(python, [
+    interopScript("silent_flood.py"),
+    "127.0.0.1",
+    String(port),
+    String(addresses),
+    String(perAddress),
+    "60",
+  ], { timeout: 90_000 });
+  const stdout = lines(child.stdout);
+  const stderr = new Response(child.stderr).text();
+  let last: FloodReport | undefined;
+  try {
+    const first = await within(stdout.next(), 20_000, "the flood's start");
+    assert.ok(!first.done, "the flood did not start");
+    assert.equal((JSON.parse(first.value) as FloodReport).ready, true);
+    await body();
+  } finally {
+    await child.stdin.close().catch(() => {});
+    for await (const line of stdout) last = JSON.parse(line);
+    await child.status;
+  }
+  assert.ok(last?.done, `the flood did not finish: ${await stderr}`);
+  await stderr;
+  return last!;
+}
+
+/** Connects, sends one message, waits for its echo; the time it took, in ms. */
+async function denoProbe(port: number, index: number): Promise<number> {
+  const start = performance.now();
+  await using client = await connectMultiprocessing({
+    port,
+    authkey: KEY,
+    timeout: SERVED_WITHIN,
+  });
+  await client.sendText(`deno ${index}`);
+  assert.equal(
+    await client.recvText({ timeout: SERVED_WITHIN }),
+    `deno ${index}`,
+  );
+  return performance.now() - start;
+}
+
+for (const version of ["3.12", "3.13"]) {
+  peerTest(
+    `listenMultiprocessing() with maxPending 8 serves connectMultiprocessing() and a Python ${version} Client within ${SERVED_WITHIN} ms, ${PROBES} times each, while 4 addresses x 8 silent sockets are held and re-opened`,
+    { label: `python${version}`, path: findPython(version) },
+    async (python) => {
+      const evicted = new Map<string, number>();
+      const goodClientErrors: unknown[] = [];
+      const listener = await listenMultiprocessing({
+        authkey: KEY,
+        maxPending: 8,
+        onError(error, info) {
+          const host = (info.remoteAddr as Deno.NetAddr | undefined)?.hostname;
+          if (host === "127.0.0.1") goodClientErrors.push(error);
+          if (
+            info.phase === "handshake" && error instanceof DOMException &&
+            error.name === "AbortError" &&
+            /evicted to make room for others \(maxPending 8\)/.test(
+              error.message,
+            )
+          ) {
+            evicted.set(String(host), (evicted.get(String(host)) ?? 0) + 1);
+          }
+        },
+      });
+      const { port } = listener.addr;
+      // Echoes one message on each connection, then closes it.
+      const echoes = new Set<Promise<void>>();
+      const serving = (async () => {
+        for await (const conn of listener) {
+          const echo = (async () => {
+            await using server = conn;
+            const message = await server.recvBytes({ timeout: 10_000 });
+            if (message !== null) await server.sendBytes(message);
+          })().catch(() => {});
+          echoes.add(echo);
+          echo.then(() => echoes.delete(echo));
+        }
+      })();
+      const deno: number[] = [];
+      const pythonLines: { client: number; ms: number; error?: string }[] = [];
+      let report: FloodReport;
+      try {
+        report = await withFlood(python, port, 4, 8, async () => {
+          for (let i = 0; i < PROBES; i++) {
+            deno.push(await denoProbe(port, i));
+            const { code, stdout, stderr } = await new Deno.Command(python, {
+              args: [
+                interopScript("mp_clients.py"),
+                "127.0.0.1",
+                String(port),
+                Array.from(
+                  encoder.encode(KEY),
+                  (b) => b.toString(16).padStart(2, "0"),
+                ).join(""),
+                "1",
+                String(SERVED_WITHIN / 1000),
+              ],
+              stdout: "piped",
+              stderr: "piped",
+              signal: AbortSignal.timeout(30_000),
+            }).output();
+            assert.equal(code, 0, decoder.decode(stderr));
+            pythonLines.push(JSON.parse(decoder.decode(stdout)));
+          }
+        });
+      } finally {
+        await listener[Symbol.asyncDispose]();
+        await serving;
+        await Promise.all(echoes);
+      }
+      assert.equal(deno.length, PROBES, `Deno clients served: ${deno}`);
+      assert.deepEqual(
+        pythonLines.filter((line) => line.error !== undefined),
+        [],
+        "a Python client was not served",
+      );
+      assert.equal(pythonLines.length, PROBES);
+      assert.deepEqual(goodClientErrors, [], "a good client failed");
+      // The flood was really there: its sockets were evicted, and re-opened.
+      assert.ok(
+        report.closed > 0 && report.opened > 32,
+        JSON.stringify(report),
+      );
+      assert.ok(evicted.size > 0, "nothing was evicted: nothing was tested");
+      for (const host of evicted.keys()) {
+        assert.match(host, /^127\.0\.1\.[1-4]$/, "a good client was evicted");
+      }
+    },
+  );
+}
