@@ -70,9 +70,10 @@ import {
   createPublicKey,
   X509Certificate,
 } from "node:crypto";
-import { checkTimeout } from "./_options.ts";
+import { checkIpv6Prefix, checkLimit, checkTimeout } from "./_options.ts";
 import { DEFAULT_TIMEOUT, raceSignal } from "./_deadline.ts";
-import { formatAddr } from "./_address.ts";
+import { addressKey, formatAddr } from "./_address.ts";
+import { Admission, DeadlineSweep, Slot } from "./_admission.ts";
 import {
   allowed,
   type CertificateFacts,
@@ -158,7 +159,10 @@ export interface PeerIdentity {
  * `"not-allowed"` (verified, but not in `allow` or refused by `authorize`),
  * `"authorize-timeout"` (the `authorize` hook did not answer within
  * `authorizeTimeout`), `"too-large"` (the client sent more than
- * `readBufferLimit` bytes while the hook ran) and `"queue-full"`.
+ * `readBufferLimit` bytes while the hook ran), `"queue-full"`, `"evicted"`
+ * (closed in its handshake to make room: `maxHandshakes` were in their
+ * handshake and its address held the most) and `"max-per-address"` (its
+ * address already had `maxPerAddress` connections in their handshake).
  * `"handshake"` also covers a client that closed before finishing the
  * handshake, and a connection closed after an internal error.
  */
@@ -179,6 +183,8 @@ export type TlsFailure =
   | "too-large"
   | "key-mismatch"
   | "queue-full"
+  | "evicted"
+  | "max-per-address"
   | "handshake";
 
 /**
@@ -326,11 +332,56 @@ export interface ListenTlsOptions {
    */
   onTlsError?: (event: TlsErrorEvent) => void;
   /**
-   * Milliseconds a client has to complete the TLS handshake.
+   * Milliseconds a client has to complete the TLS handshake, counted from
+   * accept; `Infinity` for no deadline (`maxHandshakes` still applies).
    *
    * @default {10000}
    */
   handshakeTimeout?: number;
+  /**
+   * Most connections in their TLS handshake at once: accepted, handshake
+   * not yet completed. Each holds a descriptor and about 40 KiB of memory
+   * until it completes, fails or reaches `handshakeTimeout`.
+   *
+   * The listener never stops accepting at this limit. When one more
+   * arrives, it closes the oldest handshake of the address that holds the
+   * most (among addresses holding equally many, the one whose oldest is
+   * oldest) and reports it with reason `"evicted"`. The connection just
+   * accepted counts too, so an address that floods closes its own
+   * connections. An honest client completes its handshake in one or two
+   * round trips, so it is the newest and usually the only handshake of its
+   * address: silent sockets from other addresses are closed before it.
+   * Connections past their handshake are never closed to make room.
+   *
+   * The default is far above what honest clients need (a listener
+   * completes one to two thousand handshakes a second, so that many
+   * clients arriving at once are done in about a second) and bounds a
+   * flood of silent sockets to about 40 MiB and 1,000 descriptors.
+   *
+   * @default {1000}
+   */
+  maxHandshakes?: number;
+  /**
+   * Most connections in their TLS handshake at once from one address (an
+   * IPv4 address, or an IPv6 prefix of `ipv6Prefix` bits). One more from
+   * that address is closed at once and reported with reason
+   * `"max-per-address"`. Only handshakes count: an address may hold any
+   * number of connections past their handshake. Behind NAT or a proxy one
+   * address is many users: raise it there.
+   *
+   * @default {256}
+   */
+  maxPerAddress?: number;
+  /**
+   * How many leading bits of an IPv6 address name one client for
+   * `maxPerAddress` and for picking whom `maxHandshakes` evicts. A host is
+   * usually given a whole /64; 128 counts each address. IPv4-mapped IPv6
+   * addresses count as their IPv4 address, link-local ones as the whole
+   * address.
+   *
+   * @default {64}
+   */
+  ipv6Prefix?: number;
   /**
    * Verified connections held before the application takes them: those
    * waiting for `accept()` plus those waiting on the `authorize` hook.
@@ -901,8 +952,169 @@ type RawSocket = {
   remoteAddress?: string;
   remotePort?: number;
   setNoDelay?: (on: boolean) => void;
+  once(event: "close", listener: () => void): unknown;
   destroy(): void;
 };
+
+/** A connection in its TLS handshake, as `maxHandshakes` counts it. */
+class Handshake extends Slot {
+  /** Its TCP socket. */
+  readonly raw: RawSocket;
+  /** Its address. */
+  readonly remoteAddr: Deno.NetAddr | undefined;
+  /** Set once the listener closed it: the handshake's failure is not news. */
+  silenced = false;
+
+  constructor(raw: RawSocket, remoteAddr: Deno.NetAddr | undefined) {
+    super();
+    this.raw = raw;
+    this.remoteAddr = remoteAddr;
+  }
+}
+
+/** What a {@linkcode Handshakes} reports a connection it closed with. */
+type HandshakeReport = (
+  reason: TlsFailure,
+  message: string,
+  remoteAddr: Deno.NetAddr | undefined,
+) => void;
+
+/** The limits {@linkcode Handshakes} keeps. */
+interface HandshakeLimits {
+  maxHandshakes: number;
+  maxPerAddress: number;
+  ipv6Prefix: number;
+  handshakeTimeout: number;
+}
+
+/** At most this many handshakes are closed for their deadline at once... */
+const SWEEP_BATCH = 64;
+/** ...in one window of this many ms (the rest in the next window). */
+const SWEEP_WINDOW = 10;
+/** A deadline this near (ms) is due when the sweep's timer fires. */
+const SWEEP_SLACK = 1;
+
+/**
+ * The connections in their TLS handshake: counted per address
+ * (`maxPerAddress`), bounded in all (`maxHandshakes`, evicting by the
+ * fairness rule of `_admission.ts`: the oldest of the address holding the
+ * most) and closed at their deadline (`handshakeTimeout`) by one timer for
+ * all. A handshake ends when node:tls reports the connection secure (then
+ * it is never evicted) or its TCP socket closes.
+ */
+class Handshakes {
+  #admission: Admission<Handshake>;
+  #sweep: DeadlineSweep<Handshake>;
+  #byRaw = new WeakMap<object, Handshake>();
+  #limits: HandshakeLimits;
+  #report: HandshakeReport;
+
+  constructor(limits: HandshakeLimits, report: HandshakeReport) {
+    this.#limits = limits;
+    this.#report = report;
+    this.#admission = new Admission<Handshake>({
+      maxPerAddress: limits.maxPerAddress,
+      handshakeTimeout: limits.handshakeTimeout,
+    });
+    this.#sweep = new DeadlineSweep<Handshake>({
+      admission: this.#admission,
+      expire: (slot) =>
+        this.#close(
+          slot,
+          "handshake",
+          `the client did not complete the TLS handshake within ${limits.handshakeTimeout} ms`,
+        ),
+      batch: SWEEP_BATCH,
+      window: SWEEP_WINDOW,
+      slack: SWEEP_SLACK,
+    });
+  }
+
+  /**
+   * Counts a TCP socket node:tls accepted. Closes it at once past
+   * `maxPerAddress`; past `maxHandshakes`, closes the handshake the
+   * fairness rule picks (maybe this one). False when `raw` was closed.
+   */
+  accept(raw: RawSocket, remoteAddr: Deno.NetAddr | undefined): boolean {
+    const slot = new Handshake(raw, remoteAddr);
+    this.#byRaw.set(raw, slot);
+    const { maxHandshakes, maxPerAddress, ipv6Prefix } = this.#limits;
+    const key = addressKey(
+      remoteAddr ?? netAddr(undefined, undefined),
+      ipv6Prefix,
+    );
+    const verdict = this.#admission.admit(slot, key);
+    raw.once("close", () => this.#admission.release(slot));
+    if (verdict === "max-per-address") {
+      this.#close(
+        slot,
+        "max-per-address",
+        `${maxPerAddress} connections from ${key} are in their TLS handshake already; this one was closed (maxPerAddress ${maxPerAddress})`,
+      );
+      return false;
+    }
+    this.#sweep.watch(slot.deadline);
+    while (this.#admission.pendingCount > maxHandshakes) {
+      const victim = this.#admission.victim();
+      if (victim === undefined) break;
+      const { pending, key } = victim.entry!;
+      const age = Math.round(this.#admission.clock.now() - victim.since);
+      this.#close(
+        victim,
+        "evicted",
+        `closed in its TLS handshake after ${age} ms to make room: ${key} held ${pending} of the ${maxHandshakes} connections in their handshake, the most of any address (maxHandshakes ${maxHandshakes})`,
+      );
+    }
+    return !slot.silenced;
+  }
+
+  /** The TLS socket over `raw` completed its handshake: no longer counted. */
+  completed(socket: unknown): void {
+    const slot = this.#of(socket);
+    if (slot !== undefined) this.#admission.release(slot);
+  }
+
+  /**
+   * Whether the failed handshake of a TLS socket was closed here, and
+   * reported then.
+   */
+  closedHere(socket: unknown): boolean {
+    return this.#of(socket)?.silenced === true;
+  }
+
+  /** Closes every handshake under way, without a report; stops the timer. */
+  close(): void {
+    this.#sweep.stop();
+    for (let slot; (slot = this.#admission.firstPending()) !== undefined;) {
+      slot.silenced = true;
+      this.#admission.release(slot);
+      slot.raw.destroy();
+    }
+  }
+
+  #close(slot: Handshake, reason: TlsFailure, message: string): void {
+    slot.silenced = true;
+    this.#admission.release(slot);
+    slot.raw.destroy();
+    this.#report(reason, message, slot.remoteAddr);
+  }
+
+  /**
+   * The handshake of a TLS socket: node:tls keeps the TCP socket it wraps
+   * as `_parent` (not a public field), the object its 'connection' event
+   * gave.
+   */
+  #of(socket: unknown): Handshake | undefined {
+    try {
+      const raw = (socket as { _parent?: unknown } | undefined)?._parent;
+      return typeof raw === "object" && raw !== null
+        ? this.#byRaw.get(raw)
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
 
 /**
  * The peer's address of a server-side socket. On Deno 2.9.6 a TLS socket
@@ -1028,6 +1240,8 @@ class Listener implements TlsListener {
     reject: (error: unknown) => void;
   }[] = [];
   #pending = new Set<nodeTls.TLSSocket>();
+  /** Connections in their TLS handshake. */
+  handshakes: Handshakes | undefined;
   #closed = false;
   #closedPromise: Promise<void>;
   #signal: AbortSignal | undefined;
@@ -1120,6 +1334,9 @@ class Listener implements TlsListener {
     for (const conn of this.#queue.splice(0)) conn.close();
     for (const socket of this.#pending) socket.destroy();
     this.#pending.clear();
+    // Handshakes still under way: closed without a report (the listener,
+    // not the client, ended them).
+    this.handshakes?.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -1172,8 +1389,12 @@ class Listener implements TlsListener {
  * authorized, each connection holds one socket for at most
  * `handshakeTimeout` ms (plus `authorizeTimeout` ms while an `authorize`
  * hook runs, its bytes counted against `readBufferLimit`, its slot against
- * `acceptQueue`); the number of connections in their handshake is not
- * limited here (the operating system's backlog and file limits apply).
+ * `acceptQueue`). At most `maxHandshakes` connections are in their
+ * handshake at once, at most `maxPerAddress` of them from one address: a
+ * new connection past the first budget closes the oldest handshake of the
+ * address holding the most (reason `"evicted"`), so silent sockets from a
+ * few addresses cannot lock out an honest client from another one;
+ * connections past their handshake are never closed to make room.
  *
  * A `node:tls` server sends the refused client no TLS alert: the client sees
  * an EOF or reset right after its handshake. {@linkcode connectTls} turns
@@ -1302,6 +1523,17 @@ export async function listenTls(
       `Cannot ${action}: acceptQueue must be a positive integer, got ${acceptQueue}`,
     );
   }
+  const maxHandshakes = checkLimit(
+    options.maxHandshakes,
+    1000,
+    "maxHandshakes",
+  );
+  const maxPerAddress = checkLimit(
+    options.maxPerAddress,
+    256,
+    "maxPerAddress",
+  );
+  const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
   const onTlsError = options.onTlsError ?? defaultOnTlsError;
   const report = (event: TlsErrorEvent) => {
     try {
@@ -1320,7 +1552,11 @@ export async function listenTls(
     // We decide ourselves (below), so that a refusal is logged with its
     // precise reason; the runtime's verdict is `socket.authorized`.
     rejectUnauthorized: false,
-    handshakeTimeout,
+    // No per-socket timer: node:tls on Deno 2.9.6 keeps a socket whose
+    // handshake failed (about 5.5 KiB) until its handshake timer fires, and
+    // takes 0 for 120 s and Infinity for 1 ms. A negative value turns the
+    // timer off; the deadlines are kept by `handshakes` instead.
+    handshakeTimeout: -1,
     noDelay: true,
     // Half-open only once the handshake is done ('secureConnection' turns it
     // on): a client that closes before it finishes the handshake is closed
@@ -1350,6 +1586,12 @@ export async function listenTls(
     );
   });
   listener.queueLimit = acceptQueue;
+  const handshakes = new Handshakes(
+    { maxHandshakes, maxPerAddress, ipv6Prefix, handshakeTimeout },
+    (reason, message, remoteAddr) =>
+      report({ reason, message, remoteAddr, identity: null }),
+  );
+  listener.handshakes = handshakes;
 
   // Every handler below runs on a peer's event. A throw in one must close
   // that connection and be reported, never reach the event loop, where it
@@ -1387,10 +1629,12 @@ export async function listenTls(
   });
 
   server.on("connection", (raw: RawSocket) => {
+    let remoteAddr: Deno.NetAddr | undefined;
     try {
-      raw.setNoDelay?.(true);
+      remoteAddr = peerOf(raw);
+      if (handshakes.accept(raw, remoteAddr)) raw.setNoDelay?.(true);
     } catch (error) {
-      fault(raw, error, peerOf(raw), null);
+      fault(raw, error, remoteAddr, null);
     }
   });
 
@@ -1401,11 +1645,12 @@ export async function listenTls(
       try {
         remoteAddr = peerOf(socket);
         socket?.destroy();
+        // A handshake the listener closed (evicted, over maxPerAddress, or
+        // at close) was reported then.
+        if (handshakes.closedHere(socket)) return;
         const text = errorText(error);
         const code = (error as { code?: unknown })?.code;
-        const message = /timeout/i.test(text)
-          ? `the client did not complete the TLS handshake within ${handshakeTimeout} ms`
-          : code === "ECONNRESET"
+        const message = code === "ECONNRESET"
           ? "the client closed the connection before completing the TLS handshake"
           : `the TLS handshake failed: ${text}${
             typeof code === "string" ? ` (${code})` : ""
@@ -1441,6 +1686,8 @@ export async function listenTls(
     socket: nodeTls.TLSSocket,
     context: { remoteAddr?: Deno.NetAddr; identity: PeerIdentity | null },
   ) => {
+    // Its handshake is complete: no longer counted, never evicted.
+    handshakes.completed(socket);
     listener.track(socket);
     // Keep an early error from being unhandled before the wrapper exists.
     socket.on("error", () => {});

@@ -507,6 +507,21 @@ Deno.test("listenTls() drops a client that stalls the handshake and keeps servin
   assert.equal(await roundTrip(server.port), "hello");
 });
 
+Deno.test("listenTls() with handshakeTimeout Infinity leaves a slow handshake open", async () => {
+  // node:tls takes Infinity for 1 ms: every handshake was cut at once.
+  await using server = await echoServer({ handshakeTimeout: Infinity });
+  using raw = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(server.errors, []);
+  assert.equal(await roundTrip(server.port), "hello");
+  raw.close();
+  const [event] = await server.waitErrors(1);
+  assert.equal(
+    event.message,
+    "the client closed the connection before completing the TLS handshake",
+  );
+});
+
 Deno.test("listenTls() reports a garbage handshake and keeps serving", async () => {
   await using server = await echoServer();
   {
@@ -520,6 +535,169 @@ Deno.test("listenTls() reports a garbage handshake and keeps serving", async () 
   const [event] = await server.waitErrors(1);
   assert.equal(event.reason, "handshake");
   assert.equal(await roundTrip(server.port), "hello");
+});
+
+/** Opens `count` TCP sockets that never send a byte, one after another. */
+async function silentSockets(
+  port: number,
+  count: number,
+): Promise<Deno.Conn[]> {
+  const conns: Deno.TcpConn[] = [];
+  for (let i = 0; i < count; i++) {
+    conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    // Accepted in this order: the eviction order is the accept order.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return conns;
+}
+
+/** The local port of a TCP connection. */
+function portOf(conn: Deno.Conn): number {
+  return (conn.localAddr as Deno.NetAddr).port;
+}
+
+/** Whether the server closed `conn` within `ms` (EOF or reset). */
+async function closedByServer(conn: Deno.Conn, ms = 3000): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      conn.read(new Uint8Array(16)).then((n) => n === null, () => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(resolve, ms, false)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("listenTls() past maxHandshakes closes the oldest handshake, never a connection past its handshake", async () => {
+  await using server = await echoServer({
+    ...mutual,
+    maxHandshakes: 4,
+    handshakeTimeout: 30_000,
+  });
+  // A verified connection, held: it is past its handshake.
+  using held = await connectTls({
+    hostname: "localhost",
+    port: server.port,
+    caCerts: [set.ca.cert],
+    cert: alice.cert,
+    key: alice.key,
+  });
+  await writeAll(held.writable, utf8("one"));
+  await readExact(held.readable, 3, undefined, "echo");
+  const silent = await silentSockets(server.port, 6);
+  try {
+    const events = await server.waitErrors(2);
+    assert.deepEqual(events.map((event) => event.reason), [
+      "evicted",
+      "evicted",
+    ]);
+    // The two oldest, in accept order, and no other.
+    assert.deepEqual(
+      events.map((event) => event.remoteAddr?.port),
+      silent.slice(0, 2).map(portOf),
+    );
+    assert.match(
+      events[0].message,
+      /^closed in its TLS handshake after \d+ ms to make room: 127\.0\.0\.1 held 5 of the 4 connections in their handshake, the most of any address \(maxHandshakes 4\)$/,
+    );
+    assert.equal(events[0].identity, null);
+    assert.ok(await closedByServer(silent[0]), "the oldest stayed open");
+    assert.ok(await closedByServer(silent[1]), "the second stayed open");
+    assert.equal(await closedByServer(silent[5], 200), false);
+    // The held connection still echoes, and a new client gets in (it
+    // evicts the oldest silent socket left).
+    await writeAll(held.writable, utf8("two"));
+    const echo = await readExact(held.readable, 3, undefined, "echo");
+    assert.equal(decoder.decode(echo), "two");
+    assert.equal(
+      await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+      "hello",
+    );
+    assert.equal(server.errors.length, 3);
+    assert.equal(server.errors[2].remoteAddr?.port, portOf(silent[2]));
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("listenTls() closes a handshake past maxPerAddress at once", async () => {
+  await using server = await echoServer({
+    maxPerAddress: 3,
+    handshakeTimeout: 30_000,
+  });
+  const silent = await silentSockets(server.port, 5);
+  try {
+    const events = await server.waitErrors(2);
+    assert.deepEqual(events.map((event) => event.reason), [
+      "max-per-address",
+      "max-per-address",
+    ]);
+    // The newest, not the oldest.
+    assert.deepEqual(
+      events.map((event) => event.remoteAddr?.port),
+      silent.slice(3).map(portOf),
+    );
+    assert.equal(
+      events[0].message,
+      "3 connections from 127.0.0.1 are in their TLS handshake already; this one was closed (maxPerAddress 3)",
+    );
+    assert.ok(await closedByServer(silent[3]));
+    assert.equal(await closedByServer(silent[0], 200), false);
+    // Once one handshake ends, the address may start another.
+    const first = silent.shift()!;
+    first.close();
+    const [, , closed] = await server.waitErrors(3);
+    assert.equal(closed.reason, "handshake");
+    assert.equal(closed.remoteAddr?.port, portOf(first));
+    assert.equal(await roundTrip(server.port), "hello");
+    assert.equal(server.errors.length, 3);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("listenTls() closes its handshakes under way when it closes, without a report", async () => {
+  const server = await echoServer({ handshakeTimeout: 30_000 });
+  const silent = await silentSockets(server.port, 3);
+  try {
+    await server[Symbol.asyncDispose]();
+    for (const conn of silent) assert.ok(await closedByServer(conn));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(server.errors, []);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("listenTls() checks maxHandshakes, maxPerAddress and ipv6Prefix", async () => {
+  const base = { cert: set.server.cert, key: set.server.key };
+  for (
+    const [option, value] of [
+      ["maxHandshakes", 0],
+      ["maxHandshakes", 1.5],
+      ["maxPerAddress", -1],
+      ["ipv6Prefix", 0],
+      ["ipv6Prefix", 129],
+    ] as const
+  ) {
+    await assert.rejects(
+      listenTls({ ...base, [option]: value }),
+      RangeError,
+      `${option}: ${value}`,
+    );
+  }
+  await assert.rejects(
+    listenTls({ ...base, maxHandshakes: "9" as unknown as number }),
+    TypeError,
+  );
+  await using listener = await listenTls({
+    ...base,
+    maxHandshakes: Infinity,
+    maxPerAddress: Infinity,
+    ipv6Prefix: 128,
+  });
+  assert.ok(listener.addr.port > 0);
 });
 
 Deno.test("listenTls() survives a client that resets mid-stream", async () => {
