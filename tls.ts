@@ -74,6 +74,7 @@ import { checkIpv6Prefix, checkLimit, checkTimeout } from "./_options.ts";
 import { DEFAULT_TIMEOUT, raceSignal } from "./_deadline.ts";
 import { addressKey, formatAddr } from "./_address.ts";
 import { Admission, DeadlineSweep, Slot } from "./_admission.ts";
+import { RateLimitedLog } from "./_log.ts";
 import {
   allowed,
   type CertificateFacts,
@@ -328,7 +329,12 @@ export interface ListenTlsOptions {
    * allowed, and a connection closed after an internal error), with the
    * client's address. The listener keeps serving.
    *
-   * @default {a one-line log to stderr}
+   * Without it, each refusal is one line on stderr
+   * (`connauth tls: refused 127.0.0.1:5000 (unknown-ca): ...`), at most 20
+   * a second: the rest are counted and summed up in one line, before the
+   * next line a second later or when the listener closes.
+   *
+   * @default {a rate-limited log to stderr}
    */
   onTlsError?: (event: TlsErrorEvent) => void;
   /**
@@ -1187,12 +1193,18 @@ function peerCertificateDer(
   }
 }
 
-function defaultOnTlsError(event: TlsErrorEvent): void {
-  console.error(
-    `connauth tls: refused ${
-      formatAddr(event.remoteAddr)
-    } (${event.reason}): ${event.message}`,
-  );
+/**
+ * The default `onTlsError`: one line per refusal on stderr, at most
+ * LOG_LINES_PER_SECOND a second (`_log.ts`), so a flood of refused
+ * clients cannot flood the log.
+ */
+function logTlsErrors(log: RateLimitedLog): (event: TlsErrorEvent) => void {
+  return (event) =>
+    log.line(() =>
+      `refused ${
+        formatAddr(event.remoteAddr)
+      } (${event.reason}): ${event.message}`
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1242,6 +1254,8 @@ class Listener implements TlsListener {
   #pending = new Set<nodeTls.TLSSocket>();
   /** Connections in their TLS handshake. */
   handshakes: Handshakes | undefined;
+  /** The default report's log, flushed on close. */
+  log: RateLimitedLog | undefined;
   #closed = false;
   #closedPromise: Promise<void>;
   #signal: AbortSignal | undefined;
@@ -1337,6 +1351,7 @@ class Listener implements TlsListener {
     // Handshakes still under way: closed without a report (the listener,
     // not the client, ended them).
     this.handshakes?.close();
+    this.log?.flush();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -1534,7 +1549,10 @@ export async function listenTls(
     "maxPerAddress",
   );
   const ipv6Prefix = checkIpv6Prefix(options.ipv6Prefix, 64);
-  const onTlsError = options.onTlsError ?? defaultOnTlsError;
+  const log = options.onTlsError === undefined
+    ? new RateLimitedLog({ prefix: "connauth tls: " })
+    : undefined;
+  const onTlsError = options.onTlsError ?? logTlsErrors(log!);
   const report = (event: TlsErrorEvent) => {
     try {
       onTlsError(event);
@@ -1586,6 +1604,7 @@ export async function listenTls(
     );
   });
   listener.queueLimit = acceptQueue;
+  listener.log = log;
   const handshakes = new Handshakes(
     { maxHandshakes, maxPerAddress, ipv6Prefix, handshakeTimeout },
     (reason, message, remoteAddr) =>

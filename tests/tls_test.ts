@@ -1203,6 +1203,68 @@ Deno.test("listenTls() default onTlsError logs one line to stderr without secret
   assert.ok(!line.includes("PRIVATE"));
 });
 
+Deno.test("listenTls() default onTlsError prints at most 20 lines a second and sums up the rest", async () => {
+  const logged: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) =>
+    logged.push(args.map(String).join(" "));
+  const FLOOD = 60;
+  const silent: Deno.Conn[] = [];
+  let elapsed = 0;
+  try {
+    const listener = await listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      maxPerAddress: 1,
+      handshakeTimeout: 30_000,
+    });
+    try {
+      const started = Date.now();
+      silent.push(
+        await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+      );
+      // Each one more is refused (max-per-address) at once.
+      for (let i = 0; i < FLOOD; i++) {
+        silent.push(
+          await Deno.connect({
+            hostname: "127.0.0.1",
+            port: listener.addr.port,
+          }),
+        );
+      }
+      for (const conn of silent.slice(1)) {
+        assert.ok(await closedByServer(conn), "a refused socket stayed open");
+      }
+      elapsed = Date.now() - started;
+    } finally {
+      await listener[Symbol.asyncDispose]();
+    }
+  } finally {
+    console.error = original;
+    for (const conn of silent) conn.close();
+  }
+  for (const line of logged) assert.match(line, /^connauth tls: /);
+  const refusals = logged.filter((line) =>
+    /^connauth tls: refused 127\.0\.0\.1:\d+ \(max-per-address\): /.test(line)
+  );
+  const summaries = logged.filter((line) =>
+    /^connauth tls: \d+ more lines suppressed \(over 20 a second\)/.test(line)
+  );
+  assert.equal(refusals.length + summaries.length, logged.length);
+  // At most 20 a second; the rest summed up, the last sum when it closed.
+  assert.ok(
+    refusals.length <= 20 * (Math.floor(elapsed / 1000) + 1),
+    `${refusals.length} lines in ${elapsed} ms`,
+  );
+  assert.ok(summaries.length >= 1, "no summary line");
+  assert.match(logged.at(-1)!, /more lines suppressed/);
+  const suppressed = summaries.reduce(
+    (sum, line) => sum + Number(/: (\d+) more/.exec(line)![1]),
+    0,
+  );
+  assert.equal(refusals.length + suppressed, FLOOD);
+});
+
 Deno.test("listenTls() allow list accepts by CN, SAN and fingerprint only", async () => {
   for (
     const allow of [
