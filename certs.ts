@@ -69,7 +69,7 @@ import {
   utf8String,
 } from "./_asn1.ts";
 import { concat, copyBytes, utf8 } from "./_bytes.ts";
-import { formatIp, parseIp } from "./_tls_identity.ts";
+import { formatIp, parseIp } from "./_ip.ts";
 import {
   ecdsaWithSha256,
   pemDecode,

@@ -5,11 +5,11 @@ import {
   type ListenTlsOptions,
   type PeerIdentity,
   TlsError,
-  type TlsErrorEvent,
   type TlsFailure,
   type TlsListener,
   type TlsServerConn,
 } from "../tls.ts";
+import { type Refusal, refusal } from "./_tls_refusal.ts";
 import { serve } from "../server.ts";
 import {
   type CertificateAndKey,
@@ -20,7 +20,8 @@ import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
 import { readExact, writeAll } from "../_conn_io.ts";
 import { utf8 } from "../_bytes.ts";
-import { allowed, certificateNames } from "../_tls_identity.ts";
+import { certificateNames } from "../_tls_identity.ts";
+import { allowed } from "../_tls_allow.ts";
 import * as asn1 from "../_asn1.ts";
 import {
   findPython,
@@ -185,11 +186,11 @@ const decoder = new TextDecoder();
 
 interface Harness extends AsyncDisposable {
   listener: TlsListener;
-  errors: TlsErrorEvent[];
+  errors: Refusal[];
   identities: (PeerIdentity | null)[];
   port: number;
   /** Waits (bounded) until `count` refusals were reported. */
-  waitErrors(count: number): Promise<TlsErrorEvent[]>;
+  waitErrors(count: number): Promise<Refusal[]>;
 }
 
 /** A listenTls echo server: each connection echoes until EOF. */
@@ -197,12 +198,12 @@ async function echoServer(
   options: Partial<ListenTlsOptions> = {},
   twice = false,
 ): Promise<Harness> {
-  const errors: TlsErrorEvent[] = [];
+  const errors: Refusal[] = [];
   const identities: (PeerIdentity | null)[] = [];
   const listener = await listenTls({
     cert: set.server.cert,
     key: set.server.key,
-    onTlsError: (event) => errors.push(event),
+    onError: (error, info) => errors.push(refusal(error, info)),
     ...options,
   });
   const tasks = new Set<Promise<void>>();
@@ -518,7 +519,7 @@ Deno.test("listenTls() with handshakeTimeout Infinity leaves a slow handshake op
   const [event] = await server.waitErrors(1);
   assert.equal(
     event.message,
-    "the client closed the connection before completing the TLS handshake",
+    "Cannot accept the TLS connection: the client closed the connection before completing the TLS handshake",
   );
 });
 
@@ -599,7 +600,7 @@ Deno.test("listenTls() past maxHandshakes closes the oldest handshake, never a c
     );
     assert.match(
       events[0].message,
-      /^closed in its TLS handshake after \d+ ms to make room: 127\.0\.0\.1 held 5 of the 4 connections in their handshake, the most of any address \(maxHandshakes 4\)$/,
+      /^Cannot accept the TLS connection: closed in its TLS handshake after \d+ ms to make room: 127\.0\.0\.1 held 5 of the 4 connections in their handshake, the most of any address \(maxHandshakes 4\)$/,
     );
     assert.equal(events[0].identity, null);
     assert.ok(await closedByServer(silent[0]), "the oldest stayed open");
@@ -640,7 +641,7 @@ Deno.test("listenTls() closes a handshake past maxPerAddress at once", async () 
     );
     assert.equal(
       events[0].message,
-      "3 connections from 127.0.0.1 are in their TLS handshake already; this one was closed (maxPerAddress 3)",
+      "Cannot accept the TLS connection: 3 connections from 127.0.0.1 are in their TLS handshake already; this one was closed (maxPerAddress 3)",
     );
     assert.ok(await closedByServer(silent[3]));
     assert.equal(await closedByServer(silent[0], 200), false);

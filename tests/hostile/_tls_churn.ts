@@ -13,7 +13,7 @@ let reports = 0;
 const listener = await listenTls({
   cert: set.server.cert,
   key: set.server.key,
-  onTlsError: () => reports++,
+  onError: () => reports++,
 });
 const settle = async () => {
   for (let i = 0; i < 5; i++) {

@@ -9,10 +9,10 @@ import {
   listenTls,
   type ListenTlsOptions,
   type PeerIdentity,
-  type TlsErrorEvent,
   type TlsFailure,
   type TlsListener,
 } from "../../tls.ts";
+import { type Refusal, refusal } from "../_tls_refusal.ts";
 import { serveHttps } from "../../https.ts";
 import { generateCertificates, writeCertificates } from "../../certs.ts";
 import * as asn1 from "../../_asn1.ts";
@@ -486,25 +486,26 @@ async function build(
 
 interface Decision {
   accepted?: PeerIdentity | null;
-  refused?: TlsErrorEvent;
+  refused?: Refusal;
 }
 
 interface Harness extends AsyncDisposable {
   port: number;
   decisions: Map<number, Decision>;
-  errors: TlsErrorEvent[];
+  errors: Refusal[];
 }
 
 async function echoServer(
   options: Partial<ListenTlsOptions> = {},
 ): Promise<Harness> {
   const decisions = new Map<number, Decision>();
-  const errors: TlsErrorEvent[] = [];
+  const errors: Refusal[] = [];
   const listener: TlsListener = await listenTls({
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    onTlsError: (event) => {
+    onError: (error, info) => {
+      const event = refusal(error, info);
       errors.push(event);
       if (event.remoteAddr) {
         decisions.set(event.remoteAddr.port, { refused: event });
@@ -907,7 +908,7 @@ Deno.test("listenTls() refuses a CA-signed certificate its reader cannot read, n
     assert.equal(decision.refused?.identity, null);
     assert.match(
       decision.refused!.message,
-      /^the certificate of a client \(SHA-256 [0-9A-F:]{95}\) verified against `clientCa` but was refused: connauth cannot read it \(Cannot read the certificate: .*\); issue the client a well-formed certificate$/,
+      /^Cannot accept the TLS connection: the certificate of a client \(SHA-256 [0-9A-F:]{95}\) verified against `clientCa` but was refused: connauth cannot read it \(Cannot read the certificate: .*\); issue the client a well-formed certificate$/,
     );
   }
   // The same name, readable, is still bob and not allowed.
@@ -1080,7 +1081,7 @@ Deno.test("listenTls() closes at once a client that closes before its ClientHell
     assert.equal(decision.refused?.reason, "handshake");
     assert.equal(
       decision.refused?.message,
-      "the client closed the connection before completing the TLS handshake",
+      "Cannot accept the TLS connection: the client closed the connection before completing the TLS handshake",
     );
   }
   await waitFor(
@@ -1118,7 +1119,7 @@ Deno.test("listenTls() names the peer's address when a handshake fails", async (
   assert.match(
     String(logged[0][0]),
     new RegExp(
-      `^connauth tls: refused 127\\.0\\.0\\.1:${clientPort} \\(handshake\\): the TLS handshake failed: `,
+      `^connauth tls: refused 127\\.0\\.0\\.1:${clientPort} \\(handshake\\): Cannot accept the TLS connection: the TLS handshake failed: `,
     ),
   );
 });
