@@ -671,6 +671,95 @@ Deno.test("listenTls() closes its handshakes under way when it closes, without a
   }
 });
 
+Deno.test("listenTls() and connectTls() check ports, limits and timeouts alike", async () => {
+  const base = { cert: set.server.cert, key: set.server.key };
+  for (
+    const [option, value] of [
+      ["port", 70000],
+      ["port", -1],
+      ["port", 1.5],
+      ["readBufferLimit", 0],
+      ["acceptQueue", 1.5],
+      ["handshakeTimeout", 0],
+      ["authorizeTimeout", -5],
+    ] as const
+  ) {
+    await assert.rejects(
+      listenTls({ ...base, [option]: value }),
+      (error: Error) =>
+        error instanceof RangeError &&
+        error.message.startsWith(`Cannot use ${option}: expected `),
+      `${option}: ${value}`,
+    );
+  }
+  await assert.rejects(
+    listenTls({ ...base, port: "443" as unknown as number }),
+    TypeError,
+  );
+  await assert.rejects(connectTls({ port: 0 }), RangeError);
+  await assert.rejects(
+    connectTls({} as Parameters<typeof connectTls>[0]),
+    /^TypeError: Cannot use port: expected a port number from 1 to 65535/,
+  );
+  await using listener = await listenTls({
+    ...base,
+    readBufferLimit: Infinity,
+    acceptQueue: Infinity,
+  });
+  assert.ok(listener.addr.port > 0);
+});
+
+Deno.test("listenTls() onError names the phase of each refusal", async () => {
+  await using server = await echoServer({
+    ...mutual,
+    allow: { cn: ["alice"] },
+    maxPerAddress: 2,
+    handshakeTimeout: 30_000,
+  });
+  {
+    using raw = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    await raw.write(encoder.encode("GET / HTTP/1.1\r\n\r\n"));
+    await raw.read(new Uint8Array(64)).catch(() => null);
+  }
+  await server.waitErrors(1);
+  await rejectsWith(
+    roundTrip(server.port, { cert: mallory.cert, key: mallory.key }),
+    "certificate-refused",
+  );
+  await server.waitErrors(2);
+  await rejectsWith(
+    roundTrip(server.port, { cert: bob.cert, key: bob.key }),
+    "certificate-refused",
+  );
+  await server.waitErrors(3);
+  const silent = await silentSockets(server.port, 3);
+  try {
+    await server.waitErrors(4);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+  assert.deepEqual(
+    server.errors.slice(0, 4).map((event) => `${event.phase} ${event.reason}`),
+    [
+      "handshake handshake",
+      "verify unknown-ca",
+      "authorize not-allowed",
+      "accept max-per-address",
+    ],
+  );
+  assert.equal(server.errors[1].identity?.cn, "mallory");
+  assert.equal(server.errors[2].identity?.cn, "bob");
+  for (const event of server.errors) {
+    assert.ok(event.error instanceof TlsError);
+    assert.match(event.message, /^Cannot accept the TLS connection: /);
+    assert.equal(event.remoteAddr?.hostname, "127.0.0.1");
+  }
+  assert.ok(server.errors[0].cause instanceof Error);
+});
+
 Deno.test("listenTls() checks maxHandshakes, maxPerAddress and ipv6Prefix", async () => {
   const base = { cert: set.server.cert, key: set.server.key };
   for (
