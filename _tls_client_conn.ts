@@ -8,6 +8,7 @@
 // that read returns (bytes, EOF or an error) is kept as the leftover for
 // the application's next read, so no byte is lost.
 import type { TlsClientConn } from "./tls.ts";
+import { TlsConnBase } from "./_tls_conn.ts";
 
 /** What the connection needs of a `Deno.TlsConn` (a fake in tests). */
 export interface ClientTransport {
@@ -38,20 +39,14 @@ export interface ClientConnOptions {
 }
 
 /** A {@linkcode TlsClientConn} over a {@linkcode ClientTransport}. */
-export class ClientConn implements TlsClientConn {
+export class ClientConn extends TlsConnBase implements TlsClientConn {
   readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
   readonly writable: WritableStream<Uint8Array>;
-  readonly remoteAddr: Deno.NetAddr;
-  readonly localAddr: Deno.NetAddr;
-  readonly alpnProtocol: string | null;
   #conn: ClientTransport;
-  #closed = false;
 
   constructor(conn: ClientTransport, options: ClientConnOptions) {
+    super(conn, options.alpnProtocol);
     this.#conn = conn;
-    this.remoteAddr = conn.remoteAddr;
-    this.localAddr = conn.localAddr;
-    this.alpnProtocol = options.alpnProtocol;
     const probeWait = options.probeWait ?? PROBE_WAIT;
     // Whether the server has sent us anything: a refusal (a bare close right
     // after the handshake) is only recognized before that.
@@ -191,17 +186,11 @@ export class ClientConn implements TlsClientConn {
     });
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+  protected closeBackend(): void {
     try {
       this.#conn.close();
     } catch {
       // already closed
     }
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
   }
 }

@@ -6,9 +6,10 @@
 import type * as nodeTls from "node:tls";
 import type { PeerIdentity, TlsServerConn } from "./tls.ts";
 import { ProtocolError } from "./errors.ts";
+import { TlsConnBase } from "./_tls_conn.ts";
 
 /** The readable side's high-water mark, in bytes. */
-export const HIGH_WATER_MARK = 64 * 1024;
+const HIGH_WATER_MARK = 64 * 1024;
 /** Milliseconds a closed connection may spend flushing before it is cut. */
 const CLOSE_GRACE = 5_000;
 
@@ -40,15 +41,11 @@ export function netAddr(
 }
 
 /** A {@linkcode TlsServerConn} over a node:tls socket. */
-export class ServerConn implements TlsServerConn {
+export class ServerConn extends TlsConnBase implements TlsServerConn {
   readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
   readonly writable: WritableStream<Uint8Array>;
-  readonly remoteAddr: Deno.NetAddr;
-  readonly localAddr: Deno.NetAddr;
   readonly peerIdentity: PeerIdentity | null;
-  readonly alpnProtocol: string | null;
   #socket: nodeTls.TLSSocket;
-  #closed = false;
 
   constructor(
     socket: nodeTls.TLSSocket,
@@ -57,13 +54,15 @@ export class ServerConn implements TlsServerConn {
     onOverflow?: () => void,
     onFault?: (error: unknown) => void,
   ) {
+    super(
+      {
+        remoteAddr: netAddr(socket.remoteAddress, socket.remotePort),
+        localAddr: netAddr(socket.localAddress, socket.localPort),
+      },
+      typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : null,
+    );
     this.#socket = socket;
     this.peerIdentity = peerIdentity;
-    this.remoteAddr = netAddr(socket.remoteAddress, socket.remotePort);
-    this.localAddr = netAddr(socket.localAddress, socket.localPort);
-    this.alpnProtocol = typeof socket.alpnProtocol === "string"
-      ? socket.alpnProtocol
-      : null;
     socket.setNoDelay(true);
     let ended = false;
     // No pause(): on Deno 2.9.6 a paused node:tls socket keeps reading from
@@ -166,9 +165,7 @@ export class ServerConn implements TlsServerConn {
     });
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+  protected closeBackend(): void {
     const socket = this.#socket;
     if (socket.destroyed) return;
     socket.end();
@@ -180,10 +177,6 @@ export class ServerConn implements TlsServerConn {
     const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE);
     (timer as { unref?: () => void }).unref?.();
     socket.once("close", () => clearTimeout(timer));
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
   }
 }
 

@@ -505,6 +505,50 @@ export interface ConnectTlsOptions {
 }
 
 /**
+ * What the connections of both ends have: {@linkcode TlsServerConn} from
+ * {@linkcode listenTls} and {@linkcode TlsClientConn} from
+ * {@linkcode connectTls}. It has the shape of a `Deno.Conn` as far as
+ * connauth's handshakes and `serve()` need it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connectTls, listenTls, type TlsConn } from "./tls.ts";
+ * import { generateCertificates } from "./certs.ts";
+ *
+ * const set = await generateCertificates({ clients: [] });
+ * await using listener = await listenTls({ cert: set.server.cert, key: set.server.key });
+ * const ends: TlsConn[] = await Promise.all([
+ *   listener.accept(),
+ *   connectTls({ hostname: "localhost", port: listener.addr.port, caCerts: [set.ca.cert] }),
+ * ]);
+ * assert.equal(ends[0].remoteAddr.port, ends[1].localAddr.port);
+ * for (const conn of ends) conn.close();
+ * ```
+ */
+export interface TlsConn extends Duplex, Disposable {
+  /** Bytes from the peer; a byte stream that supports BYOB readers. */
+  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  /**
+   * Bytes to the peer; closing it ends our side with a TLS close_notify
+   * (a half-close: the peer may still answer).
+   */
+  readonly writable: WritableStream<Uint8Array>;
+  /** The peer's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** Our address. */
+  readonly localAddr: Deno.NetAddr;
+  /** The ALPN protocol agreed on, or `null`. */
+  readonly alpnProtocol: string | null;
+  /**
+   * Closes the connection, safe to call twice. A server connection first
+   * sends what is buffered and a TLS close_notify (and gives a peer that
+   * does not read 5 s to take it).
+   */
+  close(): void;
+}
+
+/**
  * A connection accepted by {@linkcode listenTls}: a `Deno.Conn`-shaped
  * duplex over a `node:tls` socket (Nagle off), plus the client's verified
  * certificate identity.
@@ -523,27 +567,12 @@ export interface ConnectTlsOptions {
  * (await client).close();
  * ```
  */
-export interface TlsServerConn extends Duplex, Disposable {
-  /** Bytes from the client; a byte stream that supports BYOB readers. */
-  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
-  /** Bytes to the client; closing it ends our side (TLS close_notify). */
-  readonly writable: WritableStream<Uint8Array>;
-  /** The client's address. */
-  readonly remoteAddr: Deno.NetAddr;
-  /** Our address. */
-  readonly localAddr: Deno.NetAddr;
+export interface TlsServerConn extends TlsConn {
   /**
    * The verified client certificate's identity; `null` when the client sent
    * none (plain TLS, or `requireClientCert: false`).
    */
   readonly peerIdentity: PeerIdentity | null;
-  /** The ALPN protocol agreed on, or `null`. */
-  readonly alpnProtocol: string | null;
-  /**
-   * Closes the connection: sends what is buffered, then TLS close_notify,
-   * then closes the socket. Safe to call twice.
-   */
-  close(): void;
 }
 
 /**
@@ -753,20 +782,7 @@ const MISSING_SERVER_PAIR =
  * assert.equal(client.remoteAddr.port, listener.addr.port);
  * ```
  */
-export interface TlsClientConn extends Duplex, Disposable {
-  /** Bytes from the server; a byte stream that supports BYOB readers. */
-  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
-  /** Bytes to the server; closing it sends close_notify (half-close). */
-  readonly writable: WritableStream<Uint8Array>;
-  /** The server's address. */
-  readonly remoteAddr: Deno.NetAddr;
-  /** Our address. */
-  readonly localAddr: Deno.NetAddr;
-  /** The ALPN protocol agreed on, or `null`. */
-  readonly alpnProtocol: string | null;
-  /** Closes the connection. Safe to call twice. */
-  close(): void;
-}
+export interface TlsClientConn extends TlsConn {}
 
 /**
  * Connects to a TLS server and completes the handshake, verifying the
