@@ -5,6 +5,8 @@
 // says why in the client's terms (unknown CA, expired, wrong key usage, no
 // certificate, unreadable...). Also how a refused client is named in a
 // message, and an error's text for one.
+// About 300 lines: verifying one client certificate and explaining its
+// refusal are one step, and the explanation is most of it.
 import type * as nodeTls from "node:tls";
 import { X509Certificate } from "node:crypto";
 import type { PeerIdentity, TlsFailure } from "./tls.ts";

@@ -2,6 +2,9 @@
 // (subject and issuer as `openssl x509 -subject` prints them, SANs as
 // `-ext subjectAltName`, ...) by connauth's own strict reader: the only
 // source of a TLS peer's identity (tls.ts, https.ts).
+// The certificate's structure (TBSCertificate, extensions, times, serial)
+// is read here (about 300 lines: the strictness is in the details); names
+// are formatted in _x509_name.ts and SANs in _x509_san.ts.
 import { children, contents, decodeOid, type Node, readNode } from "./_asn1.ts";
 import {
   decodeText,

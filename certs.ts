@@ -50,6 +50,12 @@
  * @module
  */
 
+// The public certificate module: its types, documented here (hence the
+// length), and the functions that make certificates. The DER they are made
+// of is written in _x509.ts, inputs are checked in _cert_input.ts, a CA
+// given as PEM is read in _cert_issuer.ts, and the files of a set are
+// named and written in _cert_files.ts.
+
 import {
   boolean,
   implicit,
