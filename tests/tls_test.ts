@@ -1259,7 +1259,7 @@ Deno.test("listenTls() refuses an expired client certificate", async () => {
   assert.match(event.message, /expired on 2020-02-01/);
 });
 
-Deno.test("listenTls() default onTlsError logs one line to stderr without secrets", async () => {
+Deno.test("listenTls() without onError logs one line to stderr without secrets", async () => {
   const logged: unknown[][] = [];
   const original = console.error;
   console.error = (...args: unknown[]) => logged.push(args);
@@ -1293,7 +1293,7 @@ Deno.test("listenTls() default onTlsError logs one line to stderr without secret
   assert.ok(!line.includes("PRIVATE"));
 });
 
-Deno.test("listenTls() default onTlsError prints at most 20 lines a second and sums up the rest", async () => {
+Deno.test("listenTls() without onError prints at most 20 lines a second and sums up the rest", async () => {
   const logged: string[] = [];
   const original = console.error;
   console.error = (...args: unknown[]) =>
