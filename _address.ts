@@ -1,7 +1,7 @@
 // Private: how servers name a peer: in logs (formatAddr), and as the key
 // that per-address limits and throttling count it under (addressKey, an
 // IPv6 /64 by default), with the counter serve() and serveHttps() share.
-import { parseIp } from "./_tls_identity.ts";
+import { parseIp } from "./_ip.ts";
 
 /** Describes an address for logs: `127.0.0.1:5000`, `[::1]:5000`. */
 export function formatAddr(addr: Deno.Addr | undefined): string {

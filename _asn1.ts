@@ -3,6 +3,8 @@
 // minimal reader for walking a certificate we (or a peer) wrote. Not a
 // general ASN.1 library: the reader refuses indefinite lengths, high tag
 // numbers and every other BER form with a TypeError.
+// One concept, DER, in both directions (about 280 lines): the writer and
+// the reader share the tag table and the length rules.
 import { concat } from "./_bytes.ts";
 
 /** Universal and context tags used by X.509. */

@@ -11,10 +11,9 @@ import {
   checkLimit,
   checkPort,
   checkTimeout,
-  MAX_TIMER_DELAY,
 } from "./_options.ts";
 import type { ServeHttpsOptions } from "./https.ts";
-import type { ListenTlsOptions, TlsErrorEvent } from "./tls.ts";
+import type { ListenTlsOptions, TlsError, TlsErrorInfo } from "./tls.ts";
 
 /** serveHttps()'s defaults (documented on the options). */
 const DEFAULTS = {
@@ -141,7 +140,7 @@ export function resolveHttpsOptions(
 export function listenerOptions(
   options: ServeHttpsOptions,
   limits: ResolvedHttpsOptions,
-  onTlsError: (event: TlsErrorEvent) => void,
+  onError: (error: TlsError, info: TlsErrorInfo) => void,
 ): ListenTlsOptions {
   // One request (head and body) plus slack may wait unread while the
   // handler runs; a client further ahead than that is cut off. At least
@@ -161,14 +160,12 @@ export function listenerOptions(
     clientCaFile: options.clientCaFile,
     hostname: limits.hostname,
     port: limits.port,
-    // node:tls arms a timer with it: a delay over 2^31 - 1 ms would fire at
-    // once, so "none" is the longest delay a timer takes (24.8 days).
-    handshakeTimeout: Math.min(limits.handshakeTimeout, MAX_TIMER_DELAY),
+    handshakeTimeout: limits.handshakeTimeout,
     // With no body or header limit, no buffer limit either (listenTls
     // takes a whole number of bytes).
     readBufferLimit: Number.isFinite(readBufferLimit)
       ? readBufferLimit
       : Number.MAX_SAFE_INTEGER,
-    onTlsError,
+    onError,
   };
 }

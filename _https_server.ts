@@ -8,7 +8,7 @@ import { AddressCounts, addressKey } from "./_address.ts";
 import type { ResolvedHttpsOptions } from "./_https_options.ts";
 import { HttpRefusal } from "./_http1_parse.ts";
 import { type Http1Session, serveHttp1 } from "./_http1_session.ts";
-import { allowed } from "./_tls_identity.ts";
+import { allowed } from "./_tls_allow.ts";
 import type {
   HttpsConn,
   HttpsErrorInfo,

@@ -23,6 +23,7 @@
  *
  * @example A CA, a server certificate and a TLS handshake with Deno
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  *
  * const { ca, server } = await generateCertificates();
@@ -40,7 +41,8 @@
  *   }),
  *   listener.accept(),
  * ]);
- * await Promise.all([client.handshake(), conn.handshake()]);
+ * const [info] = await Promise.all([client.handshake(), conn.handshake()]);
+ * assert.equal(info.alpnProtocol, null);
  * client.close();
  * conn.close();
  * ```
@@ -48,34 +50,48 @@
  * @module
  */
 
+// The public certificate module: its types, documented here (hence the
+// length), and the functions that make certificates. The DER they are made
+// of is written in _x509.ts, inputs are checked in _cert_input.ts, a CA
+// given as PEM is read in _cert_issuer.ts, and the files of a set are
+// named and written in _cert_files.ts.
+
 import {
   boolean,
-  children,
-  contents,
-  decodeOid,
-  explicit,
   implicit,
   namedBits,
   octetString,
   oid,
-  raw,
-  readNode,
   sequence,
-  set,
   smallInteger,
-  TAG,
-  time,
-  unsignedInteger,
-  utf8String,
 } from "./_asn1.ts";
-import { concat, copyBytes, utf8 } from "./_bytes.ts";
-import { formatIp, parseIp } from "./_tls_identity.ts";
 import {
-  ecdsaWithSha256,
+  distinguishedName,
+  EC_PARAMS,
+  extension,
+  fingerprintDer,
+  generalNames,
+  keyIdentifier,
+  OID,
   pemDecode,
-  pemEncode,
-  signCertificate,
+  signIssued,
 } from "./_x509.ts";
+import {
+  checkCommonName,
+  checkNames,
+  dedupe,
+  defaultCaName,
+  validity,
+} from "./_cert_input.ts";
+import { loadIssuer } from "./_cert_issuer.ts";
+
+export {
+  type CertificateFile,
+  listCertificateFiles,
+  writeCertificates,
+  type WriteCertificatesOptions,
+  type WrittenCertificateFile,
+} from "./_cert_files.ts";
 
 /** A certificate and its private key, both PEM text. */
 export interface CertificateAndKey {
@@ -256,27 +272,7 @@ export interface CertificateSet {
   readonly clients: Readonly<Record<string, IssuedCertificate>>;
 }
 
-const DEFAULT_DAYS = 365;
-const MAX_DAYS = 100 * 366;
-const SKEW_MS = 60_000;
-const DAY_MS = 86_400_000;
 const LOCALHOST_NAMES = ["localhost", "127.0.0.1", "::1"];
-
-const OID = {
-  commonName: "2.5.4.3",
-  ecPublicKey: "1.2.840.10045.2.1",
-  prime256v1: "1.2.840.10045.3.1.7",
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-} as const;
-
-const EC_PARAMS = { name: "ECDSA", namedCurve: "P-256" } as const;
 
 /**
  * Creates a self-signed development certificate authority (ECDSA P-256).
@@ -291,10 +287,12 @@ const EC_PARAMS = { name: "ECDSA", namedCurve: "P-256" } as const;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createCertificateAuthority } from "./certs.ts";
  *
  * const ca = await createCertificateAuthority({ commonName: "Test CA" });
- * console.log(ca.commonName, ca.cert.startsWith("-----BEGIN CERTIFICATE"));
+ * assert.equal(ca.commonName, "Test CA");
+ * assert.ok(ca.cert.startsWith("-----BEGIN CERTIFICATE-----"));
  * ```
  */
 export async function createCertificateAuthority(
@@ -334,7 +332,7 @@ export async function createCertificateAuthority(
       extension(OID.subjectAltName, false, generalNames(names)),
     );
   }
-  return await sign({
+  return await signIssued({
     issuer: subject,
     subject,
     spki,
@@ -370,6 +368,7 @@ export async function createCertificateAuthority(
  *
  * @example A client certificate, and an expired server certificate
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createCertificateAuthority, issueCertificate } from "./certs.ts";
  *
  * const ca = await createCertificateAuthority();
@@ -381,7 +380,8 @@ export async function createCertificateAuthority(
  *   notBefore: new Date(Date.now() - 2 * 86_400_000),
  *   notAfter: new Date(Date.now() - 86_400_000),
  * });
- * console.log(alice.commonName, expired.notAfter < new Date()); // alice true
+ * assert.equal(alice.commonName, "alice");
+ * assert.ok(expired.notAfter < new Date());
  * ```
  */
 export async function issueCertificate(
@@ -440,7 +440,7 @@ export async function issueCertificate(
   if (names.length > 0) {
     extensions.push(extension(OID.subjectAltName, false, generalNames(names)));
   }
-  return await sign({
+  return await signIssued({
     issuer: issuer.subject,
     subject: distinguishedName(commonName),
     spki,
@@ -468,6 +468,7 @@ export async function issueCertificate(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { generateCertificates } from "./certs.ts";
  *
  * const set = await generateCertificates({
@@ -475,10 +476,13 @@ export async function issueCertificate(
  *   clients: ["alice", "bob"],
  *   days: 30,
  * });
- * console.log(set.server.subjectAltNames);
- * // ["DNS:localhost", "IP Address:127.0.0.1", "IP Address:0:0:0:0:0:0:0:1",
- * //  "DNS:app.test"]
- * console.log(Object.keys(set.clients)); // ["alice", "bob"]
+ * assert.deepEqual(set.server.subjectAltNames, [
+ *   "DNS:localhost",
+ *   "IP Address:127.0.0.1",
+ *   "IP Address:0:0:0:0:0:0:0:1",
+ *   "DNS:app.test",
+ * ]);
+ * assert.deepEqual(Object.keys(set.clients), ["alice", "bob"]);
  * ```
  */
 export async function generateCertificates(
@@ -526,182 +530,6 @@ export async function generateCertificates(
   return { ca, server, clients };
 }
 
-/** Options for {@linkcode writeCertificates}. */
-export interface WriteCertificatesOptions {
-  /**
-   * Overwrite files that already exist. Without it nothing is written when
-   * any target file exists.
-   *
-   * @default {false}
-   */
-  force?: boolean;
-}
-
-/** One file written by {@linkcode writeCertificates}. */
-export interface WrittenCertificateFile {
-  /** The file's path (the directory joined with the file name). */
-  readonly path: string;
-  /** Whether the file holds a certificate or a private key. */
-  readonly kind: "certificate" | "private key";
-  /** Which certificate of the set the file belongs to. */
-  readonly role: "ca" | "server" | "client";
-  /** The certificate's subject common name. */
-  readonly commonName: string;
-  /** The certificate's SHA-256 fingerprint (for both its files). */
-  readonly fingerprint: string;
-  /** The file mode set (`0o600` for keys, `0o644` for certificates). */
-  readonly mode: number;
-}
-
-/** One file of a set, as {@linkcode listCertificateFiles} names it. */
-export interface CertificateFile {
-  /** The file name, e.g. `"server-key.pem"`. */
-  readonly name: string;
-  /** The PEM text to write. */
-  readonly contents: string;
-  /** Whether the file holds a certificate or a private key. */
-  readonly kind: "certificate" | "private key";
-  /** Which certificate of the set the file belongs to. */
-  readonly role: "ca" | "server" | "client";
-  /** The certificate the file belongs to. */
-  readonly certificate: IssuedCertificate;
-}
-
-/**
- * The file names {@linkcode writeCertificates} uses for a set: `ca.pem`,
- * `ca-key.pem`, `server.pem`, `server-key.pem`, `client.pem` and
- * `client-key.pem` for the first client, and `client-<name>.pem` /
- * `client-<name>-key.pem` for each further client (the name lowercased, any
- * character outside `a-z 0-9 . _ -` replaced by `-`).
- *
- * @param set The certificate set.
- * @returns The files to write, in order, with their contents.
- * @throws {TypeError} When two client names map to the same file name.
- *
- * @example
- * ```ts
- * import { listCertificateFiles, generateCertificates } from "./certs.ts";
- *
- * const set = await generateCertificates({ clients: ["alice", "Bob Smith"] });
- * console.log(listCertificateFiles(set).map((file) => file.name));
- * // ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "client.pem",
- * //  "client-key.pem", "client-bob-smith.pem", "client-bob-smith-key.pem"]
- * ```
- */
-export function listCertificateFiles(set: CertificateSet): CertificateFile[] {
-  const entries: [string, "ca" | "server" | "client", IssuedCertificate][] = [
-    ["ca", "ca", set.ca],
-    ["server", "server", set.server],
-  ];
-  const used = new Set(["ca", "server", "client"]);
-  Object.values(set.clients).forEach((client, index) => {
-    if (index === 0) {
-      entries.push(["client", "client", client]);
-      return;
-    }
-    const slug = "client-" +
-      client.commonName.toLowerCase().replace(/[^a-z0-9._-]/g, "-");
-    if (used.has(slug)) {
-      throw new TypeError(
-        `Cannot name certificate files: client "${client.commonName}" maps to "${slug}.pem", which another client already uses; choose distinct names`,
-      );
-    }
-    used.add(slug);
-    entries.push([slug, "client", client]);
-  });
-  return entries.flatMap(([base, role, certificate]) => [
-    {
-      name: `${base}.pem`,
-      contents: certificate.cert,
-      kind: "certificate" as const,
-      role,
-      certificate,
-    },
-    {
-      name: `${base}-key.pem`,
-      contents: certificate.key,
-      kind: "private key" as const,
-      role,
-      certificate,
-    },
-  ]);
-}
-
-/**
- * Writes a certificate set to a directory (created with mode `0o700` when
- * missing): certificates with mode `0o644`, private keys with mode `0o600`.
- * File names are those of {@linkcode listCertificateFiles}. Refuses to overwrite
- * anything unless `force` is set, and then checks every target before
- * writing any, so a refused call writes nothing.
- *
- * @param dir The directory, e.g. `"certs"`.
- * @param set The certificates to write.
- * @param options `force` to overwrite; see
- *   {@linkcode WriteCertificatesOptions}.
- * @returns What was written, in order (paths, subjects, fingerprints; never
- *   key contents).
- * @throws {Deno.errors.AlreadyExists} When a target file exists and `force`
- *   is not set.
- * @throws {Deno.errors.NotCapable} When write permission for `dir` is
- *   missing.
- *
- * @example
- * ```ts
- * import { generateCertificates, writeCertificates } from "./certs.ts";
- *
- * const dir = await Deno.makeTempDir();
- * const written = await writeCertificates(dir, await generateCertificates());
- * console.log(written.map((file) => file.path));
- * await Deno.remove(dir, { recursive: true });
- * ```
- */
-export async function writeCertificates(
-  dir: string,
-  set: CertificateSet,
-  options: WriteCertificatesOptions = {},
-): Promise<WrittenCertificateFile[]> {
-  const force = options.force ?? false;
-  const files = listCertificateFiles(set).map((file) => ({
-    ...file,
-    path: joinPath(dir, file.name),
-    mode: file.kind === "private key" ? 0o600 : 0o644,
-  }));
-  if (!force) {
-    for (const file of files) {
-      if (await exists(file.path)) {
-        throw new Deno.errors.AlreadyExists(
-          `Cannot write certificates: "${file.path}" already exists; pass force: true (--force) to overwrite, or choose another directory`,
-        );
-      }
-    }
-  }
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const written: WrittenCertificateFile[] = [];
-  const posix = Deno.build.os !== "windows";
-  for (const file of files) {
-    if (force) {
-      // Remove first: a file created fresh gets the key's mode from the start.
-      await Deno.remove(file.path).catch((error) => {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-      });
-    }
-    await Deno.writeTextFile(file.path, file.contents, {
-      createNew: true,
-      mode: file.mode,
-    });
-    if (posix) await Deno.chmod(file.path, file.mode);
-    written.push({
-      path: file.path,
-      kind: file.kind,
-      role: file.role,
-      commonName: file.certificate.commonName,
-      fingerprint: file.certificate.fingerprint,
-      mode: file.mode,
-    });
-  }
-  return written;
-}
-
 /**
  * The SHA-256 fingerprint of a PEM certificate (the first one in the text),
  * uppercase hex pairs joined by colons, as `openssl x509 -fingerprint
@@ -713,345 +541,13 @@ export async function writeCertificates(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fingerprintCertificate, createCertificateAuthority } from "./certs.ts";
  *
  * const ca = await createCertificateAuthority();
- * console.log(await fingerprintCertificate(ca.cert) === ca.fingerprint); // true
+ * assert.equal(await fingerprintCertificate(ca.cert), ca.fingerprint);
  * ```
  */
 export async function fingerprintCertificate(pem: string): Promise<string> {
-  return await fingerprintOf(pemDecode(pem, "CERTIFICATE", "certificate"));
-}
-
-// ---------------------------------------------------------------------------
-// internals
-
-interface SignInput {
-  issuer: Uint8Array;
-  subject: Uint8Array;
-  spki: Uint8Array;
-  notBefore: Date;
-  notAfter: Date;
-  extensions: Uint8Array[];
-  signingKey: CryptoKey;
-  privateKey: CryptoKey;
-  commonName: string;
-  names: string[];
-}
-
-async function sign(input: SignInput): Promise<IssuedCertificate> {
-  const serial = randomSerial();
-  const tbs = sequence(
-    explicit(0, smallInteger(2)),
-    unsignedInteger(serial),
-    ecdsaWithSha256(),
-    input.issuer,
-    sequence(time(input.notBefore), time(input.notAfter)),
-    input.subject,
-    input.spki,
-    explicit(3, sequence(...input.extensions)),
-  );
-  const der = await signCertificate(tbs, input.signingKey);
-  const pkcs8 = new Uint8Array(
-    await crypto.subtle.exportKey("pkcs8", input.privateKey),
-  );
-  return {
-    cert: pemEncode("CERTIFICATE", der),
-    key: pemEncode("PRIVATE KEY", pkcs8),
-    commonName: input.commonName,
-    subjectAltNames: input.names.map(displayName),
-    serialNumber: hex(serial).toUpperCase(),
-    fingerprint: await fingerprintOf(der),
-    notBefore: input.notBefore,
-    notAfter: input.notAfter,
-  };
-}
-
-function defaultCaName(): string {
-  return `connauth development CA ${
-    hex(crypto.getRandomValues(new Uint8Array(4))).toUpperCase()
-  }`;
-}
-
-/** 16 random bytes, top bit clear and first byte non-zero: positive, 128 bits. */
-function randomSerial(): Uint8Array<ArrayBuffer> {
-  const serial = crypto.getRandomValues(new Uint8Array(16));
-  serial[0] = (serial[0] & 0x7f) || 0x01;
-  return serial;
-}
-
-function extension(
-  id: string,
-  critical: boolean,
-  value: Uint8Array,
-): Uint8Array<ArrayBuffer> {
-  return critical
-    ? sequence(oid(id), boolean(true), octetString(value))
-    : sequence(oid(id), octetString(value));
-}
-
-function distinguishedName(commonName: string): Uint8Array<ArrayBuffer> {
-  return sequence(set(sequence(oid(OID.commonName), utf8String(commonName))));
-}
-
-/** RFC 5280 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
-async function keyIdentifier(
-  spki: Uint8Array,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const point = spkiPoint(spki);
-  return new Uint8Array(await crypto.subtle.digest("SHA-1", copyBytes(point)));
-}
-
-function spkiPoint(spki: Uint8Array): Uint8Array {
-  const root = readNode(spki, 0);
-  const [, key] = children(spki, root);
-  if (!key || key.tag !== TAG.BIT_STRING) {
-    throw new TypeError(
-      "Cannot read public key: malformed SubjectPublicKeyInfo",
-    );
-  }
-  return contents(spki, key).subarray(1);
-}
-
-function generalNames(names: string[]): Uint8Array<ArrayBuffer> {
-  return sequence(
-    ...names.map((name) => {
-      const ip = parseIp(name);
-      return ip ? implicit(7, ip) : implicit(2, utf8(name));
-    }),
-  );
-}
-
-/** A SAN as `openssl x509 -ext subjectAltName` prints it. */
-function displayName(name: string): string {
-  const ip = parseIp(name);
-  return ip ? `IP Address:${formatIp(ip)}` : `DNS:${name}`;
-}
-
-function dedupe(names: string[]): string[] {
-  const seen = new Set<string>();
-  const out: string[] = [];
-  for (const name of names) {
-    const key = parseIp(name)?.join(",") ?? name.toLowerCase();
-    if (!seen.has(key)) {
-      seen.add(key);
-      out.push(name);
-    }
-  }
-  return out;
-}
-
-const DNS_LABEL = /^([a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])$/i;
-
-function checkNames(names: string[]): string[] {
-  if (!Array.isArray(names)) {
-    throw new TypeError(
-      "Cannot use names: expected an array of DNS names or IP addresses",
-    );
-  }
-  return names.map((name) => {
-    if (typeof name !== "string") {
-      throw new TypeError(
-        `Cannot use name: expected a string, got ${typeof name}`,
-      );
-    }
-    if (parseIp(name)) return name.replace(/^\[(.*)\]$/, "$1");
-    const labels = name.split(".");
-    if (/^[0-9]+$/.test(labels[labels.length - 1])) {
-      throw new TypeError(
-        `Cannot use name "${name}": it looks like an IP address but is not a valid IPv4 or IPv6 address`,
-      );
-    }
-    const ok = name.length <= 253 &&
-      labels.every((label, i) =>
-        DNS_LABEL.test(label) || (i === 0 && label === "*" && labels.length > 2)
-      );
-    if (!ok) {
-      throw new TypeError(
-        `Cannot use name "${name}": expected a DNS name (letters, digits, hyphens, dots; "*." only as the first label) or an IPv4/IPv6 address`,
-      );
-    }
-    return name.toLowerCase();
-  });
-}
-
-function checkCommonName(name: string, what: string): string {
-  if (typeof name !== "string" || name.length === 0 || name.length > 64) {
-    throw new TypeError(
-      `Cannot use ${what}: expected 1 to 64 characters, got ${
-        typeof name === "string" ? `${name.length}` : typeof name
-      }`,
-    );
-  }
-  // deno-lint-ignore no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(name)) {
-    throw new TypeError(
-      `Cannot use ${what}: control characters are not allowed`,
-    );
-  }
-  return name;
-}
-
-function validity(options: CertificateValidityOptions): [Date, Date] {
-  const days = options.days ?? DEFAULT_DAYS;
-  if (typeof days !== "number" || !Number.isFinite(days)) {
-    throw new TypeError(
-      `Cannot use days: expected a number, got ${typeof days}`,
-    );
-  }
-  if (days <= 0 || days > MAX_DAYS) {
-    throw new RangeError(
-      `Cannot use days: expected more than 0 and at most ${MAX_DAYS}, got ${days}`,
-    );
-  }
-  for (const key of ["notBefore", "notAfter"] as const) {
-    const value = options[key];
-    if (
-      value !== undefined &&
-      (!(value instanceof Date) || Number.isNaN(value.getTime()))
-    ) {
-      throw new TypeError(`Cannot use ${key}: expected a valid Date`);
-    }
-  }
-  const now = Date.now();
-  const start = options.notBefore?.getTime() ?? now - SKEW_MS;
-  const end = options.notAfter?.getTime() ??
-    (options.notBefore ? start : now) + days * DAY_MS;
-  const notBefore = new Date(Math.floor(start / 1000) * 1000);
-  const notAfter = new Date(Math.floor(end / 1000) * 1000);
-  if (notAfter <= notBefore) {
-    throw new RangeError(
-      `Cannot use validity: notAfter (${notAfter.toISOString()}) must be after notBefore (${notBefore.toISOString()})`,
-    );
-  }
-  return [notBefore, notAfter];
-}
-
-interface Issuer {
-  subject: Uint8Array;
-  keyId: Uint8Array;
-  key: CryptoKey;
-}
-
-async function loadIssuer(ca: CertificateAndKey): Promise<Issuer> {
-  if (
-    typeof ca !== "object" || ca === null || typeof ca.cert !== "string" ||
-    typeof ca.key !== "string"
-  ) {
-    throw new TypeError(
-      "Cannot issue certificate: ca must be { cert, key } PEM strings, e.g. from createCertificateAuthority()",
-    );
-  }
-  const der = pemDecode(ca.cert, "CERTIFICATE", "CA certificate");
-  let subject: Uint8Array;
-  let spki: Uint8Array;
-  let keyId: Uint8Array | undefined;
-  let isCa = false;
-  try {
-    const root = readNode(der, 0);
-    const [tbsNode] = children(der, root);
-    const fields = children(der, tbsNode);
-    const offset = fields[0].tag === 0xa0 ? 1 : 0;
-    subject = raw(der, fields[offset + 4]);
-    spki = raw(der, fields[offset + 5]);
-    const extensionsNode = fields.find((field) => field.tag === 0xa3);
-    const list = extensionsNode
-      ? children(der, children(der, extensionsNode)[0])
-      : [];
-    for (const ext of list) {
-      const parts = children(der, ext);
-      const id = decodeOid(contents(der, parts[0]));
-      const value = contents(der, parts[parts.length - 1]);
-      if (id === OID.subjectKeyIdentifier) {
-        keyId = contents(value, readNode(value, 0));
-      } else if (id === OID.basicConstraints) {
-        const seq = readNode(value, 0);
-        const first = children(value, seq)[0];
-        isCa = first?.tag === TAG.BOOLEAN && value[first.contentStart] !== 0;
-      }
-    }
-  } catch (error) {
-    throw new TypeError(
-      "Cannot issue certificate: the CA certificate is not a valid X.509 certificate",
-      { cause: error },
-    );
-  }
-  if (!isCa) {
-    throw new TypeError(
-      "Cannot issue certificate: the CA certificate is not a CA (basicConstraints CA:TRUE missing); pass the CA's certificate, not a leaf",
-    );
-  }
-  let key: CryptoKey;
-  let jwk: JsonWebKey;
-  try {
-    key = await crypto.subtle.importKey(
-      "pkcs8",
-      pemDecode(ca.key, "PRIVATE KEY", "CA key"),
-      EC_PARAMS,
-      true,
-      ["sign"],
-    );
-    jwk = await crypto.subtle.exportKey("jwk", key);
-  } catch (error) {
-    if (error instanceof TypeError && error.message.includes("PEM")) {
-      throw error;
-    }
-    throw new TypeError(
-      "Cannot issue certificate: the CA key is not an ECDSA P-256 PKCS#8 key; use a CA made by createCertificateAuthority() or generateCertificates()",
-      { cause: error },
-    );
-  }
-  const point = concat(
-    Uint8Array.of(4),
-    base64UrlDecode(jwk.x ?? ""),
-    base64UrlDecode(jwk.y ?? ""),
-  );
-  if (!equalBytes(point, spkiPoint(spki))) {
-    throw new TypeError(
-      "Cannot issue certificate: the CA key does not match the CA certificate; pass the key file written with it (ca-key.pem)",
-    );
-  }
-  return {
-    subject,
-    keyId: keyId ?? await keyIdentifier(spki),
-    key,
-  };
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
-}
-
-function base64UrlDecode(text: string): Uint8Array<ArrayBuffer> {
-  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
-  return Uint8Array.from(
-    atob(b64 + "=".repeat((4 - b64.length % 4) % 4)),
-    (c) => c.charCodeAt(0),
-  );
-}
-
-async function fingerprintOf(der: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", copyBytes(der)),
-  );
-  return [...digest].map((b) => b.toString(16).padStart(2, "0").toUpperCase())
-    .join(":");
-}
-
-function hex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function joinPath(dir: string, name: string): string {
-  return dir.endsWith("/") ? `${dir}${name}` : `${dir}/${name}`;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
+  return await fingerprintDer(pemDecode(pem, "CERTIFICATE", "certificate"));
 }

@@ -75,7 +75,7 @@ import {
   listenTls,
   type PeerIdentity,
   type TlsAllowList,
-  TlsError,
+  type TlsError,
 } from "./tls.ts";
 import type { ErrorInfo } from "./types.ts";
 
@@ -518,15 +518,14 @@ export async function serveHttps(
     }
   };
   const listener: HttpsListener = options.listener ??
-    await listenTls(listenerOptions(options, limits, (event) =>
-      report(
-        new TlsError(
-          `Cannot accept the TLS connection: ${event.message}`,
-          event.reason,
-          { cause: event.cause },
-        ),
-        { phase: "tls", remoteAddr: event.remoteAddr },
-      )));
+    await listenTls(
+      listenerOptions(
+        options,
+        limits,
+        (error, info) =>
+          report(error, { phase: "tls", remoteAddr: info.remoteAddr }),
+      ),
+    );
   return serveOn(listener, limits, {
     given: options.listener !== undefined,
     allow: options.allow ?? null,

@@ -19,7 +19,7 @@
  * `openssl s_time` counts a connection the server refused right after the
  * handshake (a mutual-TLS server without our certificate) as a success, and
  * a failed client run would add nothing. So every server counts what it
- * refused (our `onTlsError`, the Python server's "error" lines, failed first
+ * refused (our `onError`, the Python server's "error" lines, failed first
  * reads on `Deno.listenTls`) and every client run is checked (exit code and
  * output); a row with refusals or failed runs is marked `!` in the table,
  * its counts and first errors are printed, its ratios are marked too, and
@@ -152,7 +152,7 @@ function failureLog(): {
   };
 }
 
-/** Our listenTls echo server; refusals are counted from `onTlsError`. */
+/** Our listenTls echo server; refusals are counted from `onError`. */
 export async function ourServer(
   env: BenchEnv,
   mutual: boolean,
@@ -162,7 +162,7 @@ export async function ourServer(
     cert: env.set.server.cert,
     key: env.set.server.key,
     clientCa: mutual ? env.set.ca.cert : undefined,
-    onTlsError: (event) => log.add(`${event.reason}: ${event.message}`),
+    onError: (error) => log.add(`${error.reason}: ${error.message}`),
   });
   const loop = echoLoop(listener);
   return {

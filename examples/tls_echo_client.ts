@@ -13,8 +13,7 @@
  */
 import { connectTls, type TlsClientConn, TlsError } from "../tls.ts";
 import { clientAuthenticate } from "../handshake.ts";
-import { readExactOrEof, writeAll } from "../_conn_io.ts";
-import { utf8 } from "../_bytes.ts";
+import { receive, send } from "./_tls_io.ts";
 import {
   COMMON_HELP,
   fail,
@@ -52,7 +51,9 @@ const hostname = values.hostname === undefined
   ? "localhost"
   : String(values.hostname);
 const timeout = parseTimeout(values.timeout as string | undefined);
-const message = utf8(positionals.length ? positionals.join(" ") : "Hello TLS");
+const message = new TextEncoder().encode(
+  positionals.length ? positionals.join(" ") : "Hello TLS",
+);
 if (values.hmac && common.demoKey) warnDemoKey();
 
 let conn: TlsClientConn;
@@ -73,12 +74,11 @@ try {
   if (values.hmac) {
     await clientAuthenticate(conn, common.key, { hash: common.hash, timeout });
   }
-  await writeAll(conn.writable, message, AbortSignal.timeout(timeout));
-  const reply = await readExactOrEof(
+  await send(conn.writable, message, AbortSignal.timeout(timeout));
+  const reply = await receive(
     conn.readable,
     message.byteLength,
     AbortSignal.timeout(timeout),
-    "the echo",
   );
   if (reply === null) {
     fail(

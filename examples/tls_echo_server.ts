@@ -17,7 +17,7 @@ import { listenTls, type TlsServerConn } from "../tls.ts";
 import { generateCertificates, writeCertificates } from "../certs.ts";
 import { serve } from "../server.ts";
 import { HmacKey, serverAuthenticate } from "../handshake.ts";
-import { formatAddr } from "../_address.ts";
+import { showAddr } from "./_tls_io.ts";
 import {
   COMMON_HELP,
   fail,
@@ -93,7 +93,7 @@ try {
   fail((error as Error).message);
 }
 console.error(
-  `TLS echo server listening on ${formatAddr(listener.addr)}${
+  `TLS echo server listening on ${showAddr(listener.addr)}${
     mutual ? ", client certificates required" : ""
   }${key ? `, HMAC-${key.hash} handshake inside TLS` : ""}`,
 );
@@ -106,7 +106,7 @@ serve<TlsServerConn>({
     return conn as TlsServerConn;
   },
 }, async (conn) => {
-  const peer = formatAddr(conn.remoteAddr);
+  const peer = showAddr(conn.remoteAddr);
   const who = conn.peerIdentity
     ? ` as "${conn.peerIdentity.subject}" (SHA-256 ${conn.peerIdentity.fingerprint256})`
     : "";

@@ -12,7 +12,7 @@ import {
   type HttpsRequestInfo,
   serveHttps,
 } from "../https.ts";
-import { listenTls, TlsError, type TlsErrorEvent } from "../tls.ts";
+import { listenTls, TlsError, type TlsErrorInfo } from "../tls.ts";
 import { createXmlRpcClient, createXmlRpcHandler } from "../xmlrpc.ts";
 import { within } from "./_helpers.ts";
 import { exchange } from "./_http1_helpers.ts";
@@ -783,7 +783,7 @@ Deno.test("serveHttps() answers Expect: 100-continue, HEAD without a body, and s
 
 Deno.test("serveHttps() serves a listenTls() listener, whose allow-list refuses at the TLS layer", async () => {
   const set = await certs();
-  const refused: TlsErrorEvent[] = [];
+  const refused: { error: TlsError; info: TlsErrorInfo }[] = [];
   const seen: HttpsRequestInfo[] = [];
   await using server = await serveHttps({
     listener: await listenTls({
@@ -791,7 +791,7 @@ Deno.test("serveHttps() serves a listenTls() listener, whose allow-list refuses 
       key: set.server.key,
       clientCa: set.ca.cert,
       allow: { fingerprint: [set.clients.alice.fingerprint] },
-      onTlsError: (event) => refused.push(event),
+      onError: (error, info) => refused.push({ error, info }),
     }),
   }, (request, info) => {
     seen.push(info);
@@ -819,8 +819,8 @@ Deno.test("serveHttps() serves a listenTls() listener, whose allow-list refuses 
     await assert.rejects(client.call("a"), TypeError);
   }
   assert.equal(seen.length, 1);
-  assert.deepEqual(refused.map((event) => event.reason), ["not-allowed"]);
-  assert.equal(refused[0].identity?.cn, "mallory");
+  assert.deepEqual(refused.map(({ error }) => error.reason), ["not-allowed"]);
+  assert.equal(refused[0].info.identity?.cn, "mallory");
 });
 
 Deno.test("serveHttps() serves plain HTTP on a Deno.listen() listener and refuses conflicting options", async () => {

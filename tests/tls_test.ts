@@ -5,11 +5,11 @@ import {
   type ListenTlsOptions,
   type PeerIdentity,
   TlsError,
-  type TlsErrorEvent,
   type TlsFailure,
   type TlsListener,
   type TlsServerConn,
 } from "../tls.ts";
+import { type Refusal, refusal } from "./_tls_refusal.ts";
 import { serve } from "../server.ts";
 import {
   type CertificateAndKey,
@@ -20,7 +20,8 @@ import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
 import { readExact, writeAll } from "../_conn_io.ts";
 import { utf8 } from "../_bytes.ts";
-import { allowed, certificateNames } from "../_tls_identity.ts";
+import { certificateNames } from "../_tls_identity.ts";
+import { allowed } from "../_tls_allow.ts";
 import * as asn1 from "../_asn1.ts";
 import {
   findPython,
@@ -185,11 +186,11 @@ const decoder = new TextDecoder();
 
 interface Harness extends AsyncDisposable {
   listener: TlsListener;
-  errors: TlsErrorEvent[];
+  errors: Refusal[];
   identities: (PeerIdentity | null)[];
   port: number;
   /** Waits (bounded) until `count` refusals were reported. */
-  waitErrors(count: number): Promise<TlsErrorEvent[]>;
+  waitErrors(count: number): Promise<Refusal[]>;
 }
 
 /** A listenTls echo server: each connection echoes until EOF. */
@@ -197,12 +198,12 @@ async function echoServer(
   options: Partial<ListenTlsOptions> = {},
   twice = false,
 ): Promise<Harness> {
-  const errors: TlsErrorEvent[] = [];
+  const errors: Refusal[] = [];
   const identities: (PeerIdentity | null)[] = [];
   const listener = await listenTls({
     cert: set.server.cert,
     key: set.server.key,
-    onTlsError: (event) => errors.push(event),
+    onError: (error, info) => errors.push(refusal(error, info)),
     ...options,
   });
   const tasks = new Set<Promise<void>>();
@@ -507,6 +508,21 @@ Deno.test("listenTls() drops a client that stalls the handshake and keeps servin
   assert.equal(await roundTrip(server.port), "hello");
 });
 
+Deno.test("listenTls() with handshakeTimeout Infinity leaves a slow handshake open", async () => {
+  // node:tls takes Infinity for 1 ms: every handshake was cut at once.
+  await using server = await echoServer({ handshakeTimeout: Infinity });
+  using raw = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(server.errors, []);
+  assert.equal(await roundTrip(server.port), "hello");
+  raw.close();
+  const [event] = await server.waitErrors(1);
+  assert.equal(
+    event.message,
+    "Cannot accept the TLS connection: the client closed the connection before completing the TLS handshake",
+  );
+});
+
 Deno.test("listenTls() reports a garbage handshake and keeps serving", async () => {
   await using server = await echoServer();
   {
@@ -520,6 +536,258 @@ Deno.test("listenTls() reports a garbage handshake and keeps serving", async () 
   const [event] = await server.waitErrors(1);
   assert.equal(event.reason, "handshake");
   assert.equal(await roundTrip(server.port), "hello");
+});
+
+/** Opens `count` TCP sockets that never send a byte, one after another. */
+async function silentSockets(
+  port: number,
+  count: number,
+): Promise<Deno.Conn[]> {
+  const conns: Deno.TcpConn[] = [];
+  for (let i = 0; i < count; i++) {
+    conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    // Accepted in this order: the eviction order is the accept order.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return conns;
+}
+
+/** The local port of a TCP connection. */
+function portOf(conn: Deno.Conn): number {
+  return (conn.localAddr as Deno.NetAddr).port;
+}
+
+/** Whether the server closed `conn` within `ms` (EOF or reset). */
+async function closedByServer(conn: Deno.Conn, ms = 3000): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      conn.read(new Uint8Array(16)).then((n) => n === null, () => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(resolve, ms, false)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("listenTls() past maxHandshakes closes the oldest handshake, never a connection past its handshake", async () => {
+  await using server = await echoServer({
+    ...mutual,
+    maxHandshakes: 4,
+    handshakeTimeout: 30_000,
+  });
+  // A verified connection, held: it is past its handshake.
+  using held = await connectTls({
+    hostname: "localhost",
+    port: server.port,
+    caCerts: [set.ca.cert],
+    cert: alice.cert,
+    key: alice.key,
+  });
+  await writeAll(held.writable, utf8("one"));
+  await readExact(held.readable, 3, undefined, "echo");
+  const silent = await silentSockets(server.port, 6);
+  try {
+    const events = await server.waitErrors(2);
+    assert.deepEqual(events.map((event) => event.reason), [
+      "evicted",
+      "evicted",
+    ]);
+    // The two oldest, in accept order, and no other.
+    assert.deepEqual(
+      events.map((event) => event.remoteAddr?.port),
+      silent.slice(0, 2).map(portOf),
+    );
+    assert.match(
+      events[0].message,
+      /^Cannot accept the TLS connection: closed in its TLS handshake after \d+ ms to make room: 127\.0\.0\.1 held 5 of the 4 connections in their handshake, the most of any address \(maxHandshakes 4\)$/,
+    );
+    assert.equal(events[0].identity, null);
+    assert.ok(await closedByServer(silent[0]), "the oldest stayed open");
+    assert.ok(await closedByServer(silent[1]), "the second stayed open");
+    assert.equal(await closedByServer(silent[5], 200), false);
+    // The held connection still echoes, and a new client gets in (it
+    // evicts the oldest silent socket left).
+    await writeAll(held.writable, utf8("two"));
+    const echo = await readExact(held.readable, 3, undefined, "echo");
+    assert.equal(decoder.decode(echo), "two");
+    assert.equal(
+      await roundTrip(server.port, { cert: alice.cert, key: alice.key }),
+      "hello",
+    );
+    assert.equal(server.errors.length, 3);
+    assert.equal(server.errors[2].remoteAddr?.port, portOf(silent[2]));
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("listenTls() closes a handshake past maxPerAddress at once", async () => {
+  await using server = await echoServer({
+    maxPerAddress: 3,
+    handshakeTimeout: 30_000,
+  });
+  const silent = await silentSockets(server.port, 5);
+  try {
+    const events = await server.waitErrors(2);
+    assert.deepEqual(events.map((event) => event.reason), [
+      "max-per-address",
+      "max-per-address",
+    ]);
+    // The newest, not the oldest.
+    assert.deepEqual(
+      events.map((event) => event.remoteAddr?.port),
+      silent.slice(3).map(portOf),
+    );
+    assert.equal(
+      events[0].message,
+      "Cannot accept the TLS connection: 3 connections from 127.0.0.1 are in their TLS handshake already; this one was closed (maxPerAddress 3)",
+    );
+    assert.ok(await closedByServer(silent[3]));
+    assert.equal(await closedByServer(silent[0], 200), false);
+    // Once one handshake ends, the address may start another.
+    const first = silent.shift()!;
+    first.close();
+    const [, , closed] = await server.waitErrors(3);
+    assert.equal(closed.reason, "handshake");
+    assert.equal(closed.remoteAddr?.port, portOf(first));
+    assert.equal(await roundTrip(server.port), "hello");
+    assert.equal(server.errors.length, 3);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("listenTls() closes its handshakes under way when it closes, without a report", async () => {
+  const server = await echoServer({ handshakeTimeout: 30_000 });
+  const silent = await silentSockets(server.port, 3);
+  try {
+    await server[Symbol.asyncDispose]();
+    for (const conn of silent) assert.ok(await closedByServer(conn));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(server.errors, []);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("listenTls() and connectTls() check ports, limits and timeouts alike", async () => {
+  const base = { cert: set.server.cert, key: set.server.key };
+  for (
+    const [option, value] of [
+      ["port", 70000],
+      ["port", -1],
+      ["port", 1.5],
+      ["readBufferLimit", 0],
+      ["acceptQueue", 1.5],
+      ["handshakeTimeout", 0],
+      ["authorizeTimeout", -5],
+    ] as const
+  ) {
+    await assert.rejects(
+      listenTls({ ...base, [option]: value }),
+      (error: Error) =>
+        error instanceof RangeError &&
+        error.message.startsWith(`Cannot use ${option}: expected `),
+      `${option}: ${value}`,
+    );
+  }
+  await assert.rejects(
+    listenTls({ ...base, port: "443" as unknown as number }),
+    TypeError,
+  );
+  await assert.rejects(connectTls({ port: 0 }), RangeError);
+  await assert.rejects(
+    connectTls({} as Parameters<typeof connectTls>[0]),
+    /^TypeError: Cannot use port: expected a port number from 1 to 65535/,
+  );
+  await using listener = await listenTls({
+    ...base,
+    readBufferLimit: Infinity,
+    acceptQueue: Infinity,
+  });
+  assert.ok(listener.addr.port > 0);
+});
+
+Deno.test("listenTls() onError names the phase of each refusal", async () => {
+  await using server = await echoServer({
+    ...mutual,
+    allow: { cn: ["alice"] },
+    maxPerAddress: 2,
+    handshakeTimeout: 30_000,
+  });
+  {
+    using raw = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    await raw.write(encoder.encode("GET / HTTP/1.1\r\n\r\n"));
+    await raw.read(new Uint8Array(64)).catch(() => null);
+  }
+  await server.waitErrors(1);
+  await rejectsWith(
+    roundTrip(server.port, { cert: mallory.cert, key: mallory.key }),
+    "certificate-refused",
+  );
+  await server.waitErrors(2);
+  await rejectsWith(
+    roundTrip(server.port, { cert: bob.cert, key: bob.key }),
+    "certificate-refused",
+  );
+  await server.waitErrors(3);
+  const silent = await silentSockets(server.port, 3);
+  try {
+    await server.waitErrors(4);
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+  assert.deepEqual(
+    server.errors.slice(0, 4).map((event) => `${event.phase} ${event.reason}`),
+    [
+      "handshake handshake",
+      "verify unknown-ca",
+      "authorize not-allowed",
+      "accept max-per-address",
+    ],
+  );
+  assert.equal(server.errors[1].identity?.cn, "mallory");
+  assert.equal(server.errors[2].identity?.cn, "bob");
+  for (const event of server.errors) {
+    assert.ok(event.error instanceof TlsError);
+    assert.match(event.message, /^Cannot accept the TLS connection: /);
+    assert.equal(event.remoteAddr?.hostname, "127.0.0.1");
+  }
+  assert.ok(server.errors[0].cause instanceof Error);
+});
+
+Deno.test("listenTls() checks maxHandshakes, maxPerAddress and ipv6Prefix", async () => {
+  const base = { cert: set.server.cert, key: set.server.key };
+  for (
+    const [option, value] of [
+      ["maxHandshakes", 0],
+      ["maxHandshakes", 1.5],
+      ["maxPerAddress", -1],
+      ["ipv6Prefix", 0],
+      ["ipv6Prefix", 129],
+    ] as const
+  ) {
+    await assert.rejects(
+      listenTls({ ...base, [option]: value }),
+      RangeError,
+      `${option}: ${value}`,
+    );
+  }
+  await assert.rejects(
+    listenTls({ ...base, maxHandshakes: "9" as unknown as number }),
+    TypeError,
+  );
+  await using listener = await listenTls({
+    ...base,
+    maxHandshakes: Infinity,
+    maxPerAddress: Infinity,
+    ipv6Prefix: 128,
+  });
+  assert.ok(listener.addr.port > 0);
 });
 
 Deno.test("listenTls() survives a client that resets mid-stream", async () => {
@@ -991,7 +1259,7 @@ Deno.test("listenTls() refuses an expired client certificate", async () => {
   assert.match(event.message, /expired on 2020-02-01/);
 });
 
-Deno.test("listenTls() default onTlsError logs one line to stderr without secrets", async () => {
+Deno.test("listenTls() without onError logs one line to stderr without secrets", async () => {
   const logged: unknown[][] = [];
   const original = console.error;
   console.error = (...args: unknown[]) => logged.push(args);
@@ -1023,6 +1291,68 @@ Deno.test("listenTls() default onTlsError logs one line to stderr without secret
     /^connauth tls: refused 127\.0\.0\.1:\d+ \(unknown-ca\): /,
   );
   assert.ok(!line.includes("PRIVATE"));
+});
+
+Deno.test("listenTls() without onError prints at most 20 lines a second and sums up the rest", async () => {
+  const logged: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) =>
+    logged.push(args.map(String).join(" "));
+  const FLOOD = 60;
+  const silent: Deno.Conn[] = [];
+  let elapsed = 0;
+  try {
+    const listener = await listenTls({
+      cert: set.server.cert,
+      key: set.server.key,
+      maxPerAddress: 1,
+      handshakeTimeout: 30_000,
+    });
+    try {
+      const started = Date.now();
+      silent.push(
+        await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+      );
+      // Each one more is refused (max-per-address) at once.
+      for (let i = 0; i < FLOOD; i++) {
+        silent.push(
+          await Deno.connect({
+            hostname: "127.0.0.1",
+            port: listener.addr.port,
+          }),
+        );
+      }
+      for (const conn of silent.slice(1)) {
+        assert.ok(await closedByServer(conn), "a refused socket stayed open");
+      }
+      elapsed = Date.now() - started;
+    } finally {
+      await listener[Symbol.asyncDispose]();
+    }
+  } finally {
+    console.error = original;
+    for (const conn of silent) conn.close();
+  }
+  for (const line of logged) assert.match(line, /^connauth tls: /);
+  const refusals = logged.filter((line) =>
+    /^connauth tls: refused 127\.0\.0\.1:\d+ \(max-per-address\): /.test(line)
+  );
+  const summaries = logged.filter((line) =>
+    /^connauth tls: \d+ more lines suppressed \(over 20 a second\)/.test(line)
+  );
+  assert.equal(refusals.length + summaries.length, logged.length);
+  // At most 20 a second; the rest summed up, the last sum when it closed.
+  assert.ok(
+    refusals.length <= 20 * (Math.floor(elapsed / 1000) + 1),
+    `${refusals.length} lines in ${elapsed} ms`,
+  );
+  assert.ok(summaries.length >= 1, "no summary line");
+  assert.match(logged.at(-1)!, /more lines suppressed/);
+  const suppressed = summaries.reduce(
+    (sum, line) => sum + Number(/: (\d+) more/.exec(line)![1]),
+    0,
+  );
+  assert.equal(refusals.length + suppressed, FLOOD);
 });
 
 Deno.test("listenTls() allow list accepts by CN, SAN and fingerprint only", async () => {

@@ -9,10 +9,10 @@ import {
   listenTls,
   type ListenTlsOptions,
   type PeerIdentity,
-  type TlsErrorEvent,
   type TlsFailure,
   type TlsListener,
 } from "../../tls.ts";
+import { type Refusal, refusal } from "../_tls_refusal.ts";
 import { type HttpsErrorInfo, serveHttps } from "../../https.ts";
 import { generateCertificates, writeCertificates } from "../../certs.ts";
 import * as asn1 from "../../_asn1.ts";
@@ -20,7 +20,16 @@ import { pemDecode, pemEncode, signCertificate } from "../../_x509.ts";
 import { readCertificate } from "../../_tls_identity.ts";
 import { readExact, writeAll } from "../../_conn_io.ts";
 import { utf8 } from "../../_bytes.ts";
-import { findTool, REQUIRE_PEERS, startExample } from "../_helpers.ts";
+import {
+  findPython,
+  findTool,
+  interopScript,
+  lines,
+  peerTest,
+  REQUIRE_PEERS,
+  startExample,
+  within,
+} from "../_helpers.ts";
 
 // ---------------------------------------------------------------------------
 // Certificates
@@ -477,25 +486,26 @@ async function build(
 
 interface Decision {
   accepted?: PeerIdentity | null;
-  refused?: TlsErrorEvent;
+  refused?: Refusal;
 }
 
 interface Harness extends AsyncDisposable {
   port: number;
   decisions: Map<number, Decision>;
-  errors: TlsErrorEvent[];
+  errors: Refusal[];
 }
 
 async function echoServer(
   options: Partial<ListenTlsOptions> = {},
 ): Promise<Harness> {
   const decisions = new Map<number, Decision>();
-  const errors: TlsErrorEvent[] = [];
+  const errors: Refusal[] = [];
   const listener: TlsListener = await listenTls({
     cert: set.server.cert,
     key: set.server.key,
     clientCa: set.ca.cert,
-    onTlsError: (event) => {
+    onError: (error, info) => {
+      const event = refusal(error, info);
       errors.push(event);
       if (event.remoteAddr) {
         decisions.set(event.remoteAddr.port, { refused: event });
@@ -740,21 +750,27 @@ async function goodClient(port: number): Promise<void> {
   assert.equal(new TextDecoder().decode(echo), "hello");
 }
 
-/** Server-side sockets on `port` still ESTABLISHED or in CLOSE-WAIT. */
-function openServerSockets(port: number): number {
+/**
+ * Server-side sockets on `port` still ESTABLISHED or in CLOSE-WAIT; with
+ * `accepted`, only those the server accepted (a socket still in the
+ * kernel's accept queue has no inode yet). Read by a `cat` child: Deno
+ * lets only `--allow-all` read /proc/net itself.
+ */
+function openServerSockets(port: number, accepted = false): number {
   let count = 0;
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text = "";
-    try {
-      text = Deno.readTextFileSync(table);
-    } catch {
-      continue;
-    }
+    const out = new Deno.Command("cat", { args: [table], stderr: "null" })
+      .outputSync();
+    if (!out.success) continue;
+    const text = new TextDecoder().decode(out.stdout);
     for (const line of text.split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
       if (fields.length < 4) continue;
       const local = parseInt(fields[1].split(":").at(-1)!, 16);
-      if (local === port && (fields[3] === "01" || fields[3] === "08")) count++;
+      if (local !== port || (fields[3] !== "01" && fields[3] !== "08")) {
+        continue;
+      }
+      if (!accepted || fields[9] !== "0") count++;
     }
   }
   return count;
@@ -892,7 +908,7 @@ Deno.test("listenTls() refuses a CA-signed certificate its reader cannot read, n
     assert.equal(decision.refused?.identity, null);
     assert.match(
       decision.refused!.message,
-      /^the certificate of a client \(SHA-256 [0-9A-F:]{95}\) verified against `clientCa` but was refused: connauth cannot read it \(Cannot read the certificate: .*\); issue the client a well-formed certificate$/,
+      /^Cannot accept the TLS connection: the certificate of a client \(SHA-256 [0-9A-F:]{95}\) verified against `clientCa` but was refused: connauth cannot read it \(Cannot read the certificate: .*\); issue the client a well-formed certificate$/,
     );
   }
   // The same name, readable, is still bob and not allowed.
@@ -1068,7 +1084,7 @@ Deno.test("listenTls() closes at once a client that closes before its ClientHell
     assert.equal(decision.refused?.reason, "handshake");
     assert.equal(
       decision.refused?.message,
-      "the client closed the connection before completing the TLS handshake",
+      "Cannot accept the TLS connection: the client closed the connection before completing the TLS handshake",
     );
   }
   await waitFor(
@@ -1106,7 +1122,7 @@ Deno.test("listenTls() names the peer's address when a handshake fails", async (
   assert.match(
     String(logged[0][0]),
     new RegExp(
-      `^connauth tls: refused 127\\.0\\.0\\.1:${clientPort} \\(handshake\\): the TLS handshake failed: `,
+      `^connauth tls: refused 127\\.0\\.0\\.1:${clientPort} \\(handshake\\): Cannot accept the TLS connection: the TLS handshake failed: `,
     ),
   );
 });
@@ -1149,4 +1165,188 @@ Deno.test("examples/tls_echo_server.ts --mutual survives a certificate with a va
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+// ---------------------------------------------------------------------------
+// Silent sockets in their TLS handshake, from many addresses
+// (tests/interop/silent_flood.py binds each to its own 127.0.1.x source,
+// sends nothing, and re-opens a socket as soon as the server closes it).
+
+/** How long a good client may wait for its echo (the flood's is 20 s). */
+const SERVED_WITHIN = 3000;
+const python = { label: "python3", path: findPython("3") };
+
+interface FloodReport {
+  ready?: boolean;
+  done?: boolean;
+  held: number;
+  opened: number;
+  closed: number;
+}
+
+/**
+ * Holds `addresses` x `perAddress` silent sockets against `port` (for at
+ * most 60 s) while `body` runs; returns silent_flood.py's last report.
+ */
+async function silentFlood(
+  pythonPath: string,
+  port: number,
+  addresses: number,
+  perAddress: number,
+  body: () => Promise<void>,
+): Promise<FloodReport> {
+  const child = new Deno.Command(pythonPath, {
+    args: [
+      interopScript("silent_flood.py"),
+      "127.0.0.1",
+      String(port),
+      String(addresses),
+      String(perAddress),
+      "60",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(90_000),
+  }).spawn();
+  const stdout = lines(child.stdout);
+  const stderr = new Response(child.stderr).text();
+  let last: FloodReport | undefined;
+  try {
+    const first = await stdout.next();
+    if (first.done) throw new Error(`the flood did not start: ${await stderr}`);
+    assert.equal((JSON.parse(first.value) as FloodReport).ready, true);
+    await body();
+  } finally {
+    await child.stdin.close().catch(() => {});
+    for await (const line of stdout) last = JSON.parse(line);
+    await child.status;
+  }
+  if (!last?.done) throw new Error(`the flood did not finish: ${await stderr}`);
+  return last;
+}
+
+/**
+ * Samples the sockets the server accepted on `port` every 100 ms until
+ * stopped; returns the most seen.
+ */
+function socketSampler(port: number) {
+  let running = true;
+  let max = openServerSockets(port, true);
+  const done = (async () => {
+    while (running) {
+      max = Math.max(max, openServerSockets(port, true));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  return async (): Promise<number> => {
+    running = false;
+    await done;
+    return max;
+  };
+}
+
+peerTest(
+  `listenTls() with maxHandshakes 64 serves a good client within ${SERVED_WITHIN} ms, 10 times over, while 8 addresses x 32 silent sockets are held and re-opened`,
+  python,
+  async (pythonPath) => {
+    await using server = await echoServer({
+      maxHandshakes: 64,
+      handshakeTimeout: 20_000,
+    });
+    // Connections past their handshake are never evicted: four held
+    // through the flood must still echo after it.
+    const held = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        Deno.connectTls({
+          hostname: "localhost",
+          port: server.port,
+          caCerts: [set.ca.cert],
+          cert: alice.cert,
+          key: alice.key,
+        })),
+    );
+    let most = 0;
+    const latencies: number[] = [];
+    try {
+      const report = await silentFlood(
+        pythonPath,
+        server.port,
+        8,
+        32,
+        async () => {
+          const stop = socketSampler(server.port);
+          try {
+            for (let i = 0; i < 10; i++) {
+              const start = performance.now();
+              await within(
+                goodClient(server.port),
+                SERVED_WITHIN,
+                "a good client",
+              );
+              latencies.push(performance.now() - start);
+            }
+          } finally {
+            most = await stop();
+          }
+          for (const conn of held) {
+            await writeAll(conn, utf8("held"));
+            const echo = await readExact(conn, 4, undefined, "echo");
+            assert.equal(new TextDecoder().decode(echo), "held");
+          }
+        },
+      );
+      // The flood was really there, and the listener closed its sockets.
+      assert.ok(
+        report.opened > 256 && report.closed > 0,
+        JSON.stringify(report),
+      );
+    } finally {
+      for (const conn of held) conn.close();
+    }
+    assert.equal(latencies.length, 10, `latencies ${latencies}`);
+    const evicted = server.errors.filter((event) => event.reason === "evicted");
+    assert.ok(evicted.length > 0, "nothing was evicted: nothing was tested");
+    // Evicted, or closed by the flood itself as it stopped: the flood's
+    // sockets only.
+    for (const event of server.errors) {
+      assert.ok(
+        event.reason === "evicted" || event.reason === "handshake",
+        event.message,
+      );
+      assert.match(
+        event.remoteAddr?.hostname ?? "",
+        /^127\.0\.1\.\d+$/,
+        "a good client was closed",
+      );
+    }
+    // 256 silent sockets against a budget of 64: the listener held 64 of
+    // them at a time, besides the 4 held connections, a good client and
+    // sockets it is closing.
+    assert.ok(most >= 64 && most <= 64 + 4 + 8, `${most} sockets accepted`);
+  },
+);
+
+Deno.test("listenTls() keeps nothing of a client that closed before its handshake", async () => {
+  // Deno 2.9.6's node:tls keeps such a socket (about 5.5 KiB of heap) until
+  // its handshake timer fires, 10 s later by default: a connect-and-close
+  // flood of R a second then held R x 10 x 5.5 KiB. listenTls() keeps the
+  // deadlines itself; the 2,000 sockets here must be gone at once.
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--v8-flags=--expose-gc",
+      "--allow-net=127.0.0.1",
+      new URL("./_tls_churn.ts", import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, stderr);
+  const { reports, growth } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(reports, 2000, stderr);
+  // 2,000 kept sockets would be about 11 MB.
+  assert.ok(growth < 3_000_000, `the heap grew by ${growth} bytes`);
 });
