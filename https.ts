@@ -71,12 +71,7 @@
  */
 import { listenerOptions, resolveHttpsOptions } from "./_https_options.ts";
 import { serveOn } from "./_https_server.ts";
-import {
-  listenTls,
-  type PeerIdentity,
-  type TlsAllowList,
-  type TlsError,
-} from "./tls.ts";
+import { listenTls, type PeerIdentity, type TlsAllowList } from "./tls.ts";
 import type { ErrorInfo } from "./types.ts";
 
 /** Options for {@linkcode serveHttps}. */
