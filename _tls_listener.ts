@@ -4,6 +4,7 @@
 // stops the node:tls server, rejects waiting accept() calls, closes queued
 // connections, those waiting on the hook and those still in their TLS
 // handshake, and flushes the default log; accepted connections stay open.
+// setCredentials() hands over to _tls_credentials.ts.
 import type * as nodeTls from "node:tls";
 import type { TlsCredentials, TlsListener, TlsServerConn } from "./tls.ts";
 import { AcceptQueue } from "./_accept_queue.ts";

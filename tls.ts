@@ -8,7 +8,11 @@
  *   plus {@linkcode TlsServerConn.peerIdentity}: the client certificate's
  *   subject, SANs, issuer, validity and SHA-256 fingerprint. With `clientCa`
  *   it requires and verifies client certificates; `allow` / `authorize`
- *   narrow that down to named clients.
+ *   narrow that down to named clients. `sni` picks a certificate by the
+ *   server name a client asks for, and
+ *   {@linkcode TlsListener.setCredentials} replaces the certificate, key,
+ *   client CAs or SNI map without a restart (new handshakes use them,
+ *   established connections go on).
  * - {@linkcode connectTls} opens a verified TLS client connection (Deno's
  *   default roots plus `caCerts`, hostname checked, optional client
  *   certificate) and
@@ -805,12 +809,20 @@ export interface TlsListener
  * an EOF or reset right after its handshake. {@linkcode connectTls} turns
  * that into a {@linkcode TlsError} `"certificate-refused"`.
  *
- * @param options Certificate, key, client CAs, authorization and limits;
- *   see {@linkcode ListenTlsOptions}.
+ * With `sni`, a client that asks for a listed server name gets that name's
+ * certificate, any other client the default `cert`. Choosing it never
+ * throws into the runtime (on Deno 2.9.6 a throw there ends the process):
+ * a fault refuses that one handshake and is reported to `onError` (phase
+ * `"handshake"`). {@linkcode TlsListener.setCredentials} replaces the
+ * credentials for new handshakes.
+ *
+ * @param options Certificate, key, SNI certificates, client CAs,
+ *   authorization and limits; see {@linkcode ListenTlsOptions}.
  * @returns The listening {@linkcode TlsListener}.
  * @throws {TypeError} When certificate or key options are missing, given
- *   twice or not PEM.
- * @throws {TlsError} When the key does not match the certificate (reason
+ *   twice or not PEM, or an `sni` name is not a DNS name (or is there
+ *   twice once in lower case without a trailing dot).
+ * @throws {TlsError} When a key does not match its certificate (reason
  *   `"key-mismatch"`).
  * @throws {Deno.errors.NotFound} When a `*File` option names no file.
  * @throws {RangeError} When a number option is out of range (a port, a
@@ -844,6 +856,31 @@ export interface TlsListener
  * reader.releaseLock();
  * await writer.close();
  * client.close();
+ * ```
+ *
+ * @example A certificate by server name (SNI)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connectTls, listenTls, TlsError } from "./tls.ts";
+ * import { createCertificateAuthority, issueCertificate } from "./certs.ts";
+ *
+ * const ca = await createCertificateAuthority();
+ * const other = await createCertificateAuthority();
+ * const fallback = await issueCertificate(ca, { commonName: "default" });
+ * const local = await issueCertificate(other, { commonName: "localhost" });
+ * await using listener = await listenTls({
+ *   cert: fallback.cert,
+ *   key: fallback.key,
+ *   sni: { localhost: { cert: local.cert, key: local.key } },
+ *   onError: () => {},
+ * });
+ * const connect = (hostname: string, caCert: string) =>
+ *   connectTls({ hostname, port: listener.addr.port, caCerts: [caCert] });
+ * // connectTls() sends "localhost" as the server name: its certificate.
+ * (await connect("localhost", other.cert)).close();
+ * await assert.rejects(connect("localhost", ca.cert), TlsError);
+ * // An IP address is never sent as a server name: the default.
+ * (await connect("127.0.0.1", ca.cert)).close();
  * ```
  */
 export async function listenTls(

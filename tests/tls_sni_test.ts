@@ -73,6 +73,23 @@ async function sniServer(options: Partial<ListenTlsOptions> = {}) {
   };
 }
 
+/** The first error `server` reports, waited for up to 5 s. */
+async function firstError(
+  server: { errors: { error: TlsError; info: TlsErrorInfo }[] },
+  what: string,
+): Promise<{ error: TlsError; info: TlsErrorInfo }> {
+  return await within(
+    (async () => {
+      while (server.errors.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      return server.errors[0];
+    })(),
+    5000,
+    what,
+  );
+}
+
 const openssl = { label: "openssl", path: findTool("openssl") };
 
 /** The subject of the certificate the server sent for `args`. */
@@ -206,16 +223,7 @@ Deno.test("listenTls() sni certificates verify client certificates against clien
     (error) =>
       error instanceof TlsError && error.reason === "certificate-required",
   );
-  const refused = await within(
-    (async () => {
-      while (server.errors.length === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      return server.errors[0];
-    })(),
-    5000,
-    "the refusal report",
-  );
+  const refused = await firstError(server, "the refusal report");
   assert.equal(refused.error.reason, "no-certificate");
 });
 
@@ -369,16 +377,7 @@ Deno.test("listenTls() sni: a throw while choosing the certificate refuses that 
   } finally {
     Object.defineProperty(SniTable.prototype, "select", select);
   }
-  const report = await within(
-    (async () => {
-      while (server.errors.length === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      return server.errors[0];
-    })(),
-    5000,
-    "the fault report",
-  );
+  const report = await firstError(server, "the fault report");
   assert.equal(report.info.phase, "handshake");
   assert.equal(report.error.reason, "handshake");
   assert.equal(
@@ -448,15 +447,7 @@ Deno.test("listenTls() sni: stalled large ClientHellos count against maxPerAddre
         conns.push(conn);
         await conn.write(clientHello("a.test", BIG_HELLO));
       }
-      await within(
-        (async () => {
-          while (server.errors.length === 0) {
-            await new Promise((resolve) => setTimeout(resolve, 10));
-          }
-        })(),
-        5000,
-        `the ${reason} report`,
-      );
+      await firstError(server, `the ${reason} report`);
       assert.deepEqual(
         server.errors.map(({ error }) => error.reason),
         [reason],
