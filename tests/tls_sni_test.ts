@@ -19,7 +19,13 @@ import {
   issueCertificate,
 } from "../certs.ts";
 import { sniCallback, SniFault, SniTable } from "../_tls_sni.ts";
-import { findTool, peerTest, within } from "./_helpers.ts";
+import {
+  findPython,
+  findTool,
+  interopScript,
+  peerTest,
+  within,
+} from "./_helpers.ts";
 import { clientHello, sendHello } from "./_tls_hello.ts";
 
 const ca = await createCertificateAuthority();
@@ -183,6 +189,66 @@ peerTest(
     assert.equal(await subject("example.test"), "CN = default");
   },
 );
+
+const PYTHONS = ["3.12", "3.13"].map((version) => ({
+  label: `Python ${version}`,
+  path: findPython(version),
+}));
+
+for (const python of PYTHONS) {
+  peerTest(
+    `listenTls() sni answers a ${python.label} ssl client by its server_hostname`,
+    python,
+    async (exe) => {
+      await using listener = await listenTls({
+        cert: defaultCert.cert,
+        key: defaultCert.key,
+        sni: { "a.test": aCert, "*.example.test": wildCert },
+        onError: () => {},
+      });
+      const serving = (async () => {
+        for await (const conn of listener) {
+          conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() =>
+            conn.close()
+          );
+        }
+      })();
+      const client = async (hostname: string) => {
+        const output = await new Deno.Command(exe, {
+          args: [
+            interopScript("tls_peer.py"),
+            "client",
+            String(listener.addr.port),
+            hostname,
+            caFile,
+          ],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+          signal: AbortSignal.timeout(20_000),
+        }).output();
+        return new TextDecoder().decode(output.stdout);
+      };
+      // The client checks the certificate against server_hostname, which
+      // it also sends as SNI: only the name's own certificate passes.
+      assert.equal(
+        await client("a.test"),
+        "echo hello from python\npeer-cn a.test\n",
+      );
+      assert.equal(
+        await client("www.example.test"),
+        "echo hello from python\npeer-cn wild.example.test\n",
+      );
+      assert.equal(
+        await client("localhost"),
+        "echo hello from python\npeer-cn default\n",
+      );
+      assert.match(await client("b.test"), /^error Hostname mismatch/);
+      listener.close();
+      await serving;
+    },
+  );
+}
 
 Deno.test("listenTls() sni answers connectTls() by the hostname it sends", async () => {
   await using server = await sniServer({
