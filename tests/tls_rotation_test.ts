@@ -206,6 +206,36 @@ Deno.test("TlsListener.setCredentials() with a new client CA refuses the old CA'
   assert.deepEqual(server.seen, ["old-client", "new-client"]);
 });
 
+Deno.test("TlsListener.setCredentials() with a new client CA applies to certificates chosen by SNI too", async () => {
+  // connectTls() sends "localhost" as SNI: the SNI certificate answers,
+  // and its context must verify clients against the client CA in force.
+  const sniCa = await createCertificateAuthority();
+  const local = await issueCertificate(sniCa, { commonName: "sni-localhost" });
+  await using server = await echoServer({
+    clientCa: oldClientCa.cert,
+    sni: { localhost: local },
+  });
+  const old = {
+    caCerts: [sniCa.cert],
+    cert: oldClient.cert,
+    key: oldClient.key,
+  };
+  const next = {
+    caCerts: [sniCa.cert],
+    cert: newClient.cert,
+    key: newClient.key,
+  };
+  assert.equal(await echo(server.port, "a", old), "a");
+  await server.listener.setCredentials({ clientCa: newClientCa.cert });
+  assert.equal(await echo(server.port, "b", next), "b");
+  await assert.rejects(echo(server.port, "c", old), TlsError);
+  // A new SNI map keeps the client CA in force.
+  await server.listener.setCredentials({ sni: { localhost: local } });
+  assert.equal(await echo(server.port, "d", next), "d");
+  await assert.rejects(echo(server.port, "e", old), TlsError);
+  assert.deepEqual(server.seen, ["old-client", "new-client", "new-client"]);
+});
+
 Deno.test("TlsListener.setCredentials() leaves an established connection working", async () => {
   await using server = await echoServer({ clientCa: oldClientCa.cert });
   using client = await connectTls({
