@@ -42,7 +42,7 @@ function checkName(name: string, action: string): string {
   const shown = JSON.stringify(clip(name));
   if (parseIp(name) !== null) {
     throw new TypeError(
-      `Cannot ${action}: \`sni\` name ${shown} is an IP address; a client sends only DNS names in SNI, so an IP address reaches the default \`cert\``,
+      `Cannot ${action}: \`sni\` name ${shown} is an IP address, which clients never send as a server name; leave it out: a client that connects by address gets the default \`cert\``,
     );
   }
   const normal = normaliseServerName(name);

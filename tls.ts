@@ -303,13 +303,30 @@ export interface TlsAllowList {
  * ```
  */
 export interface SniCertificate {
-  /** The certificate chain, PEM text. Give this or `certFile`. */
+  /**
+   * The certificate chain, PEM text. Give this or `certFile`.
+   *
+   * @default {undefined}
+   */
   cert?: string;
-  /** The certificate's private key, PEM text. Give this or `keyFile`. */
+  /**
+   * The certificate's private key, PEM text. Give this or `keyFile`.
+   *
+   * @default {undefined}
+   */
   key?: string;
-  /** Path of a PEM file holding the certificate chain. */
+  /**
+   * Path of a PEM file holding the certificate chain, read when the
+   * listener opens (or when `setCredentials()` is called).
+   *
+   * @default {undefined}
+   */
   certFile?: string;
-  /** Path of a PEM file holding the private key. */
+  /**
+   * Path of a PEM file holding the private key, read with `certFile`.
+   *
+   * @default {undefined}
+   */
   keyFile?: string;
 }
 
@@ -733,7 +750,8 @@ export interface TlsListener
    * handshakes under way and established connections go on with what they
    * started with. Fields left out keep what is in force (see
    * {@linkcode TlsCredentials}); calls take effect one after the other, in
-   * call order.
+   * call order. Files are read at the call: after a renewal (ACME, an
+   * internal CA) call it with the same `certFile` / `keyFile` paths.
    *
    * @param credentials What to replace.
    * @returns When the new credentials are in force.
