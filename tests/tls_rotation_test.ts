@@ -109,7 +109,7 @@ async function roundTrip(
   }
 }
 
-Deno.test("TlsListener.setCredentials() rotates under load: 300 handshakes, 8 at once, no failure", async () => {
+Deno.test("TlsListener.setCredentials() rotates under load: 300 handshakes, 8 at once, 8 rotations, no failure", async () => {
   await using server = await echoServer({
     clientCa: oldClientCa.cert,
     handshakeTimeout: 30_000,
@@ -140,6 +140,13 @@ Deno.test("TlsListener.setCredentials() rotates under load: 300 handshakes, 8 at
       await server.listener.setCredentials({ clientCa: newClientCa.cert });
     }],
     [260, () => server.listener.setCredentials(servers[0])],
+    // connectTls() sends "localhost" as SNI: the SNI callback comes and
+    // goes under load too.
+    [
+      180,
+      () => server.listener.setCredentials({ sni: { localhost: servers[2] } }),
+    ],
+    [240, () => server.listener.setCredentials({ sni: {} })],
   ]);
   const inFlightOld = new Set<Promise<unknown>>();
   const worker = async () => {
@@ -175,7 +182,7 @@ Deno.test("TlsListener.setCredentials() rotates under load: 300 handshakes, 8 at
   assert.deepEqual(failures, []);
   assert.deepEqual(server.errors.map(({ error }) => error.message), []);
   assert.equal(done, total);
-  assert.equal(rotations.length, 6);
+  assert.equal(rotations.length, 8);
   // Old client certificates are refused now.
   await assert.rejects(
     echo(server.port, "x", { cert: oldClient.cert, key: oldClient.key }),
