@@ -55,6 +55,7 @@ const LISTENER_OPTIONS = [
   "keyFile",
   "clientCa",
   "clientCaFile",
+  "sni",
   "hostname",
   "port",
   "handshakeTimeout",
@@ -134,8 +135,10 @@ export function resolveHttpsOptions(
 
 /**
  * The options of the listenTls() listener serveHttps() opens: the TLS
- * material (text or files, which listenTls() reads), the address, the
- * handshake deadline, and a read buffer for one request.
+ * material (text or files, which listenTls() reads, and the SNI map), the
+ * address, the handshake deadline, the IPv6 prefix that names one client
+ * (for listenTls's handshake limits as for serveHttps's own), and a read
+ * buffer for one request.
  */
 export function listenerOptions(
   options: ServeHttpsOptions,
@@ -158,9 +161,11 @@ export function listenerOptions(
     keyFile: options.keyFile,
     clientCa: options.clientCa,
     clientCaFile: options.clientCaFile,
+    sni: options.sni,
     hostname: limits.hostname,
     port: limits.port,
     handshakeTimeout: limits.handshakeTimeout,
+    ipv6Prefix: limits.ipv6Prefix,
     // With no body or header limit, no buffer limit either (listenTls
     // takes a whole number of bytes).
     readBufferLimit: Number.isFinite(readBufferLimit)

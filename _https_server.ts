@@ -17,7 +17,12 @@ import type {
   HttpsRequestInfo,
   HttpsServer,
 } from "./https.ts";
-import type { PeerIdentity, TlsAllowList, TlsListener } from "./tls.ts";
+import type {
+  PeerIdentity,
+  TlsAllowList,
+  TlsCredentials,
+  TlsListener,
+} from "./tls.ts";
 
 /**
  * What the accept loop takes from: the listener itself when it has
@@ -211,10 +216,21 @@ export function serveOn(
   if (serving.signal?.aborted) void shutdown();
   else serving.signal?.addEventListener("abort", onAbort, { once: true });
 
+  const setCredentials = async (credentials: TlsCredentials) => {
+    const target = listener as Partial<Pick<TlsListener, "setCredentials">>;
+    if (typeof target.setCredentials !== "function") {
+      throw new TypeError(
+        "Cannot set the TLS credentials: the server was given a listener without setCredentials(); give serveHttps() a listenTls() listener, or its `cert`/`key` to open one",
+      );
+    }
+    await target.setCredentials(credentials);
+  };
+
   return {
     addr,
     finished,
     shutdown,
+    setCredentials,
     [Symbol.asyncDispose]: shutdown,
   };
 }

@@ -162,7 +162,9 @@ export function checkKeyPair(pair: KeyPair, action: string): void {
 
 /**
  * Reads a certificate chain and its key (text or file each), checked as a
- * pair; undefined when neither is given.
+ * pair; undefined when neither is given. Messages name the options
+ * `${prefix}cert`, `${prefix}keyFile`, ... (a prefix such as
+ * `sni["a.test"].` names an option inside another).
  *
  * @throws {TypeError} When only one of them is given (`missing` says what
  *   to tell the user), or as {@linkcode readPem}.
@@ -178,16 +180,17 @@ export async function readKeyPair(
   names: { cert: string; key: string },
   action: string,
   missing: string,
+  prefix = "",
 ): Promise<KeyPair | undefined> {
   const cert = await readPem(options.cert, options.certFile, {
     what: names.cert,
-    textOption: "cert",
-    fileOption: "certFile",
+    textOption: `${prefix}cert`,
+    fileOption: `${prefix}certFile`,
   }, action);
   const key = await readPem(options.key, options.keyFile, {
     what: names.key,
-    textOption: "key",
-    fileOption: "keyFile",
+    textOption: `${prefix}key`,
+    fileOption: `${prefix}keyFile`,
   }, action);
   if (cert === undefined && key === undefined) return undefined;
   if (cert === undefined || key === undefined) {
@@ -196,8 +199,8 @@ export async function readKeyPair(
   const pair = {
     cert,
     key,
-    certOption: options.cert !== undefined ? "cert" : "certFile",
-    keyOption: options.key !== undefined ? "key" : "keyFile",
+    certOption: `${prefix}${options.cert !== undefined ? "cert" : "certFile"}`,
+    keyOption: `${prefix}${options.key !== undefined ? "key" : "keyFile"}`,
   };
   checkKeyPair(pair, action);
   return pair;

@@ -4,10 +4,12 @@
 // stops the node:tls server, rejects waiting accept() calls, closes queued
 // connections, those waiting on the hook and those still in their TLS
 // handshake, and flushes the default log; accepted connections stay open.
+// setCredentials() hands over to _tls_credentials.ts.
 import type * as nodeTls from "node:tls";
-import type { TlsListener, TlsServerConn } from "./tls.ts";
+import type { TlsCredentials, TlsListener, TlsServerConn } from "./tls.ts";
 import { AcceptQueue } from "./_accept_queue.ts";
 import type { RateLimitedLog } from "./_log.ts";
+import type { ServerCredentials } from "./_tls_credentials.ts";
 import type { Handshakes } from "./_tls_handshakes.ts";
 import { netAddr } from "./_tls_server_conn.ts";
 
@@ -19,6 +21,8 @@ export interface ListenerParts {
   acceptQueue: number;
   /** Connections in their TLS handshake. */
   handshakes: Handshakes;
+  /** The credentials in force, for setCredentials(). */
+  credentials: ServerCredentials;
   /** The default report's log, flushed on close. */
   log: RateLimitedLog | undefined;
   /** Closes the listener when aborted. */
@@ -84,6 +88,16 @@ export class Listener implements TlsListener {
 
   accept(): Promise<TlsServerConn> {
     return this.#queue.take();
+  }
+
+  async setCredentials(credentials: TlsCredentials): Promise<void> {
+    const action = "set the TLS credentials";
+    if (this.#queue.closed) {
+      throw new Deno.errors.BadResource(
+        `Cannot ${action}: the listener is closed; open a new one with listenTls()`,
+      );
+    }
+    await this.#parts.credentials.set(credentials, action);
   }
 
   close(): void {

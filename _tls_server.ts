@@ -9,7 +9,6 @@
 // lines: the steps are in their own files; this one keeps their order and
 // their reports together.)
 import * as nodeTls from "node:tls";
-import type { X509Certificate } from "node:crypto";
 import {
   type PeerIdentity,
   type TlsAllowList,
@@ -23,7 +22,9 @@ import { formatAddr } from "./_address.ts";
 import { RateLimitedLog } from "./_log.ts";
 import { allowed } from "./_tls_allow.ts";
 import { authorizeClient, type AuthorizeHook } from "./_tls_authorize.ts";
+import { type CredentialState, ServerCredentials } from "./_tls_credentials.ts";
 import { describe, errorText, verifyClient } from "./_tls_diagnosis.ts";
+import { SniFault } from "./_tls_sni.ts";
 import { type HandshakeLimits, Handshakes } from "./_tls_handshakes.ts";
 import { Listener } from "./_tls_listener.ts";
 import {
@@ -37,11 +38,8 @@ import {
 export interface TlsServerConfig extends HandshakeLimits {
   hostname: string;
   port: number;
-  cert: string;
-  key: string;
-  /** The client CAs' PEM text; undefined for plain TLS. */
-  clientCa: string | undefined;
-  clientCas: X509Certificate[];
+  /** Certificate, key, client CAs and SNI map at listen. */
+  credentials: CredentialState;
   requireClientCert: boolean;
   allow: TlsAllowList | undefined;
   authorize: AuthorizeHook | undefined;
@@ -95,15 +93,15 @@ function reporter(
 export async function openTlsServer(
   config: TlsServerConfig,
 ): Promise<TlsListener> {
-  const mutual = config.clientCa !== undefined;
+  const mutual = config.credentials.clientCa !== undefined;
   const log = config.onError === undefined
     ? new RateLimitedLog({ prefix: "connauth tls: " })
     : undefined;
   const report = reporter(config.onError, log);
   const server = nodeTls.createServer({
-    cert: config.cert,
-    key: config.key,
-    ca: config.clientCa,
+    cert: config.credentials.cert,
+    key: config.credentials.key,
+    ca: config.credentials.clientCa,
     requestCert: mutual,
     // We decide ourselves (_tls_diagnosis.ts), so that a refusal is
     // reported with its precise reason; the runtime's verdict is
@@ -121,6 +119,24 @@ export async function openTlsServer(
     allowHalfOpen: false,
     ALPNProtocols: config.alpnProtocols,
   } as nodeTls.TlsOptions);
+  // Replaced for new connections by setCredentials(); a throw of node:tls
+  // inside the SNI callback is reported here (the handshake then ends at
+  // its deadline).
+  const credentials = new ServerCredentials(
+    server,
+    config.credentials,
+    (error) =>
+      report(
+        "handshake",
+        "handshake",
+        `an internal error in the SNI callback left a handshake to its deadline: ${
+          errorText(error)
+        }`,
+        undefined,
+        null,
+        error,
+      ),
+  );
   const handshakes = new Handshakes(
     config,
     (reason, message, remoteAddr) =>
@@ -146,6 +162,7 @@ export async function openTlsServer(
             server,
             acceptQueue: config.acceptQueue,
             handshakes,
+            credentials,
             log,
             signal: config.signal,
           }),
@@ -193,6 +210,8 @@ export async function openTlsServer(
   server.on("connection", (raw: RawSocket) => {
     let remoteAddr: Deno.NetAddr | undefined;
     try {
+      // node:tls made its TLS socket with the credentials in force now.
+      credentials.pin(raw);
       remoteAddr = peerOf(raw);
       if (handshakes.accept(raw, remoteAddr)) raw.setNoDelay?.(true);
     } catch (error) {
@@ -210,6 +229,17 @@ export async function openTlsServer(
         // A handshake the listener closed (evicted, over maxPerAddress, past
         // its deadline, or at close) was reported then.
         if (handshakes.closedHere(socket)) return;
+        if (error instanceof SniFault) {
+          report(
+            "handshake",
+            "handshake",
+            error.message,
+            remoteAddr,
+            null,
+            error.cause,
+          );
+          return;
+        }
         const code = (error as { code?: unknown })?.code;
         const message = code === "ECONNRESET"
           ? "the client closed the connection before completing the TLS handshake"
@@ -268,7 +298,10 @@ export async function openTlsServer(
     };
     let identity: PeerIdentity | null = null;
     if (mutual) {
-      const verdict = verifyClient(socket, config, seen);
+      const verdict = verifyClient(socket, {
+        requireClientCert: config.requireClientCert,
+        clientCas: credentials.of(socket).clientCas,
+      }, seen);
       if ("refusal" in verdict) {
         const { reason, message, identity } = verdict.refusal;
         return refuse("verify", reason, message, identity);

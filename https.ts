@@ -71,7 +71,13 @@
  */
 import { listenerOptions, resolveHttpsOptions } from "./_https_options.ts";
 import { serveOn } from "./_https_server.ts";
-import { listenTls, type PeerIdentity, type TlsAllowList } from "./tls.ts";
+import {
+  listenTls,
+  type PeerIdentity,
+  type SniCertificate,
+  type TlsAllowList,
+  type TlsCredentials,
+} from "./tls.ts";
 import type { ErrorInfo } from "./types.ts";
 
 /** Options for {@linkcode serveHttps}. */
@@ -105,9 +111,21 @@ export interface ServeHttpsOptions {
    */
   keyFile?: string;
   /**
+   * Certificates by the server name a client asks for (SNI), as
+   * {@linkcode ListenTlsOptions.sni}: `{ "api.example.test": { cert, key }
+   * }`; `cert` / `key` stay the default for other names and for clients
+   * that send none. Names are DNS names, compared in lower case without a
+   * trailing dot; `"*.example.test"` covers one label. While names are set,
+   * a ClientHello over about 4 KiB stalls until `handshakeTimeout` (Deno
+   * 2.9.6; see {@linkcode ListenTlsOptions.sni}).
+   *
+   * @default {undefined (one certificate for every name)}
+   */
+  sni?: Record<string, SniCertificate>;
+  /**
    * A listener to serve on instead of opening one from `cert`, `key`,
-   * `certFile`, `keyFile`, `clientCa`, `clientCaFile`, `hostname`, `port`
-   * and `handshakeTimeout` (leave those out):
+   * `certFile`, `keyFile`, `clientCa`, `clientCaFile`, `sni`, `hostname`,
+   * `port` and `handshakeTimeout` (leave those out):
    * typically a {@linkcode listenTls} listener, for its `authorize`,
    * `requireClientCert` and error-hook options, or its own `allow` (which
    * refuses at the TLS layer). Each request's `peerIdentity` then comes
@@ -229,7 +247,9 @@ export interface ServeHttpsOptions {
   maxPerAddress?: number;
   /**
    * How many leading bits of an IPv6 address name one client for
-   * `maxPerAddress`. A host is usually given a whole /64, so counting single
+   * `maxPerAddress`, and for the TLS handshake limits of the listener
+   * serveHttps opens (`maxPerAddress` and `maxHandshakes` of
+   * {@linkcode listenTls}). A host is usually given a whole /64, so counting single
    * IPv6 addresses would let it dodge the limit with addresses of its own;
    * 128 counts each address. IPv4-mapped IPv6 addresses count as their IPv4
    * address, and link-local ones (`fe80::/10`) as the whole address.
@@ -387,6 +407,44 @@ export interface HttpsServer extends AsyncDisposable {
    * @returns When the server has closed.
    */
   shutdown(): Promise<void>;
+  /**
+   * Replaces the certificate and key, the client CAs or the SNI map for new
+   * TLS handshakes, without a restart; connections already open go on. As
+   * {@linkcode TlsListener.setCredentials}: everything is checked first and
+   * a bad input throws and changes nothing. On a server given its
+   * `listener`, this calls that listener's `setCredentials()`.
+   *
+   * @param credentials What to replace; fields left out keep their value.
+   * @returns When the new credentials are in force.
+   * @throws {TypeError} As {@linkcode TlsListener.setCredentials}, or when
+   *   the server was given a listener without `setCredentials()` (a
+   *   `Deno.Listener`).
+   * @throws {TlsError} When a key does not belong to its certificate
+   *   (reason `"key-mismatch"`).
+   * @throws {Deno.errors.NotFound} When a `*File` field names no file.
+   * @throws {Deno.errors.BadResource} When the server has shut down.
+   *
+   * @example Rotate to a certificate from a new CA
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { generateCertificates } from "./certs.ts";
+   * import { serveHttps } from "./https.ts";
+   *
+   * const first = await generateCertificates({ clients: [] });
+   * const next = await generateCertificates({ clients: [] });
+   * await using https = await serveHttps(
+   *   { cert: first.server.cert, key: first.server.key },
+   *   () => new Response("hello"),
+   * );
+   * await https.setCredentials({ cert: next.server.cert, key: next.server.key });
+   * using client = Deno.createHttpClient({ caCerts: [next.ca.cert] });
+   * const response = await fetch(`https://localhost:${https.addr.port}/`, {
+   *   client,
+   * });
+   * assert.equal(await response.text(), "hello");
+   * ```
+   */
+  setCredentials(credentials: TlsCredentials): Promise<void>;
 }
 
 /**

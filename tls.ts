@@ -8,7 +8,11 @@
  *   plus {@linkcode TlsServerConn.peerIdentity}: the client certificate's
  *   subject, SANs, issuer, validity and SHA-256 fingerprint. With `clientCa`
  *   it requires and verifies client certificates; `allow` / `authorize`
- *   narrow that down to named clients.
+ *   narrow that down to named clients. `sni` picks a certificate by the
+ *   server name a client asks for, and
+ *   {@linkcode TlsListener.setCredentials} replaces the certificate, key,
+ *   client CAs or SNI map without a restart (new handshakes use them,
+ *   established connections go on).
  * - {@linkcode connectTls} opens a verified TLS client connection (Deno's
  *   default roots plus `caCerts`, hostname checked, optional client
  *   certificate) and
@@ -77,7 +81,8 @@ import {
 } from "./_options.ts";
 import { DEFAULT_TIMEOUT } from "./_deadline.ts";
 import type { Duplex, ErrorInfo } from "./types.ts";
-import { parseCert, readKeyPair, readPem, requireCerts } from "./_pem.ts";
+import { readKeyPair, readPem, requireCerts } from "./_pem.ts";
+import { readCredentials } from "./_tls_credentials.ts";
 import { openTlsServer } from "./_tls_server.ts";
 import { openClientConn } from "./_tls_connect.ts";
 
@@ -278,6 +283,121 @@ export interface TlsAllowList {
   fingerprint?: string[];
 }
 
+/**
+ * The certificate and key a listener presents to clients that ask for one
+ * server name (SNI): an entry of {@linkcode ListenTlsOptions.sni}. Give
+ * `cert` and `key` as PEM text, or `certFile` and `keyFile` as paths; they
+ * are checked as the default `cert` / `key` are (PEM, the key belongs to
+ * the certificate).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { SniCertificate } from "./tls.ts";
+ * import { createCertificateAuthority, issueCertificate } from "./certs.ts";
+ *
+ * const ca = await createCertificateAuthority();
+ * const api = await issueCertificate(ca, { names: ["api.example.test"] });
+ * const entry: SniCertificate = { cert: api.cert, key: api.key };
+ * assert.ok(entry.cert?.startsWith("-----BEGIN CERTIFICATE-----"));
+ * ```
+ */
+export interface SniCertificate {
+  /**
+   * The certificate chain, PEM text. Give this or `certFile`.
+   *
+   * @default {undefined}
+   */
+  cert?: string;
+  /**
+   * The certificate's private key, PEM text. Give this or `keyFile`.
+   *
+   * @default {undefined}
+   */
+  key?: string;
+  /**
+   * Path of a PEM file holding the certificate chain, read when the
+   * listener opens (or when `setCredentials()` is called).
+   *
+   * @default {undefined}
+   */
+  certFile?: string;
+  /**
+   * Path of a PEM file holding the private key, read with `certFile`.
+   *
+   * @default {undefined}
+   */
+  keyFile?: string;
+}
+
+/**
+ * New credentials for {@linkcode TlsListener.setCredentials}: a field left
+ * out keeps what is in force. A new certificate needs its key (and the
+ * other way round); `clientCa` (or `clientCaFile`) replaces the client CAs
+ * of a listener opened with `clientCa`; `sni` replaces the whole SNI map
+ * (`{}` removes every name).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { TlsCredentials } from "./tls.ts";
+ * import { generateCertificates } from "./certs.ts";
+ *
+ * const next = await generateCertificates({ clients: [] });
+ * const credentials: TlsCredentials = {
+ *   cert: next.server.cert,
+ *   key: next.server.key,
+ * };
+ * assert.equal(credentials.sni, undefined); // the SNI map stays as it is
+ * ```
+ */
+export interface TlsCredentials {
+  /**
+   * The default certificate chain, PEM text (with `key`).
+   *
+   * @default {undefined (keep the one in force)}
+   */
+  cert?: string;
+  /**
+   * The default certificate's private key, PEM text (with `cert`).
+   *
+   * @default {undefined (keep the one in force)}
+   */
+  key?: string;
+  /**
+   * Path of a PEM file with the default certificate chain (with `keyFile`).
+   *
+   * @default {undefined (keep the one in force)}
+   */
+  certFile?: string;
+  /**
+   * Path of a PEM file with the default certificate's key (with `certFile`).
+   *
+   * @default {undefined (keep the one in force)}
+   */
+  keyFile?: string;
+  /**
+   * The CA certificates that sign the client certificates to accept, PEM
+   * text; only for a listener opened with `clientCa`.
+   *
+   * @default {undefined (keep the ones in force)}
+   */
+  clientCa?: string | string[];
+  /**
+   * Path of a PEM file with the client CA certificates.
+   *
+   * @default {undefined (keep the ones in force)}
+   */
+  clientCaFile?: string;
+  /**
+   * The certificates by server name, replacing the whole map (see
+   * {@linkcode ListenTlsOptions.sni}); `{}` removes every name.
+   *
+   * @default {undefined (keep the map in force)}
+   */
+  sni?: Record<string, SniCertificate>;
+}
+
 /** Options for {@linkcode listenTls}. */
 export interface ListenTlsOptions {
   /**
@@ -300,6 +420,25 @@ export interface ListenTlsOptions {
   certFile?: string;
   /** Path of a PEM file holding the server's private key. */
   keyFile?: string;
+  /**
+   * Certificates by the server name a client asks for (SNI): `{
+   * "api.example.test": { cert, key } }`. Names are DNS names, compared in
+   * lower case without a trailing dot; `"*.example.test"` covers one label
+   * (`a.example.test`, not `example.test` nor `a.b.example.test`), and an
+   * exact name wins over a wildcard. A client that sends no name, or a name
+   * not listed, gets the default `cert`. With client CAs, every name
+   * verifies client certificates against them.
+   *
+   * On Deno 2.9.6, while names are set, the server does not answer a
+   * ClientHello larger than about 4 KiB (browsers and common clients send
+   * 0.5 to 2 KiB): such a client stalls until `handshakeTimeout`, and
+   * counts against `maxHandshakes` and `maxPerAddress` meanwhile. Without
+   * names (the default, or after `setCredentials({ sni: {} })`) no SNI
+   * hook is installed and that limit does not apply.
+   *
+   * @default {undefined (one certificate for every name)}
+   */
+  sni?: Record<string, SniCertificate>;
   /**
    * CA certificates (PEM text, one string may hold several) that sign the
    * client certificates to accept. Setting it (or `clientCaFile`) turns on
@@ -603,6 +742,54 @@ export interface TlsListener
    */
   accept(): Promise<TlsServerConn>;
   /**
+   * Replaces the listener's certificate and key, client CAs or SNI map
+   * without a restart (short-lived certificates, a new client CA). Every
+   * input is read and checked first (PEM, files, the key belonging to its
+   * certificate, SNI names): a bad one throws and nothing changes. Then
+   * handshakes that start from then on use the new credentials, while
+   * handshakes under way and established connections go on with what they
+   * started with. Fields left out keep what is in force (see
+   * {@linkcode TlsCredentials}); calls take effect one after the other, in
+   * call order. Files are read at the call: after a renewal (ACME, an
+   * internal CA) call it with the same `certFile` / `keyFile` paths.
+   *
+   * @param credentials What to replace.
+   * @returns When the new credentials are in force.
+   * @throws {TypeError} When a field is unknown, none is given, a
+   *   certificate comes without its key, a value is not PEM, an SNI name is
+   *   not a DNS name, or `clientCa` is given to a listener opened without.
+   * @throws {TlsError} When a key does not belong to its certificate
+   *   (reason `"key-mismatch"`).
+   * @throws {Deno.errors.NotFound} When a `*File` field names no file.
+   * @throws {Deno.errors.BadResource} When the listener is closed.
+   *
+   * @example Rotate the server certificate
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { connectTls, listenTls } from "./tls.ts";
+   * import { createCertificateAuthority, issueCertificate } from "./certs.ts";
+   *
+   * const ca = await createCertificateAuthority();
+   * const first = await issueCertificate(ca, { commonName: "first" });
+   * const second = await issueCertificate(ca, { commonName: "second" });
+   * await using listener = await listenTls({ cert: first.cert, key: first.key });
+   * await listener.setCredentials({ cert: second.cert, key: second.key });
+   * // A key that is not the certificate's changes nothing.
+   * await assert.rejects(
+   *   listener.setCredentials({ cert: first.cert, key: second.key }),
+   *   { reason: "key-mismatch" },
+   * );
+   * const [client, server] = await Promise.all([
+   *   connectTls({ hostname: "localhost", port: listener.addr.port, caCerts: [ca.cert] }),
+   *   listener.accept(),
+   * ]);
+   * assert.equal(client.remoteAddr.port, listener.addr.port);
+   * client.close();
+   * server.close();
+   * ```
+   */
+  setCredentials(credentials: TlsCredentials): Promise<void>;
+  /**
    * Stops listening: pending `accept()` calls reject, queued and
    * half-handshaken connections are closed. Accepted connections stay open.
    */
@@ -640,12 +827,20 @@ export interface TlsListener
  * an EOF or reset right after its handshake. {@linkcode connectTls} turns
  * that into a {@linkcode TlsError} `"certificate-refused"`.
  *
- * @param options Certificate, key, client CAs, authorization and limits;
- *   see {@linkcode ListenTlsOptions}.
+ * With `sni`, a client that asks for a listed server name gets that name's
+ * certificate, any other client the default `cert`. Choosing it never
+ * throws into the runtime (on Deno 2.9.6 a throw there ends the process):
+ * a fault refuses that one handshake and is reported to `onError` (phase
+ * `"handshake"`). {@linkcode TlsListener.setCredentials} replaces the
+ * credentials for new handshakes.
+ *
+ * @param options Certificate, key, SNI certificates, client CAs,
+ *   authorization and limits; see {@linkcode ListenTlsOptions}.
  * @returns The listening {@linkcode TlsListener}.
  * @throws {TypeError} When certificate or key options are missing, given
- *   twice or not PEM.
- * @throws {TlsError} When the key does not match the certificate (reason
+ *   twice or not PEM, or an `sni` name is not a DNS name (or is there
+ *   twice once in lower case without a trailing dot).
+ * @throws {TlsError} When a key does not match its certificate (reason
  *   `"key-mismatch"`).
  * @throws {Deno.errors.NotFound} When a `*File` option names no file.
  * @throws {RangeError} When a number option is out of range (a port, a
@@ -680,34 +875,38 @@ export interface TlsListener
  * await writer.close();
  * client.close();
  * ```
+ *
+ * @example A certificate by server name (SNI)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connectTls, listenTls, TlsError } from "./tls.ts";
+ * import { createCertificateAuthority, issueCertificate } from "./certs.ts";
+ *
+ * const ca = await createCertificateAuthority();
+ * const other = await createCertificateAuthority();
+ * const fallback = await issueCertificate(ca, { commonName: "default" });
+ * const local = await issueCertificate(other, { commonName: "localhost" });
+ * await using listener = await listenTls({
+ *   cert: fallback.cert,
+ *   key: fallback.key,
+ *   sni: { localhost: { cert: local.cert, key: local.key } },
+ *   onError: () => {},
+ * });
+ * const connect = (hostname: string, caCert: string) =>
+ *   connectTls({ hostname, port: listener.addr.port, caCerts: [caCert] });
+ * // connectTls() sends "localhost" as the server name: its certificate.
+ * (await connect("localhost", other.cert)).close();
+ * await assert.rejects(connect("localhost", ca.cert), TlsError);
+ * // An IP address is never sent as a server name: the default.
+ * (await connect("127.0.0.1", ca.cert)).close();
+ * ```
  */
 export async function listenTls(
   options: ListenTlsOptions = {},
 ): Promise<TlsListener> {
   const action = "listen with TLS";
-  const pair = await readKeyPair(
-    options,
-    {
-      cert: "the server certificate",
-      key: "the private key",
-    },
-    action,
-    MISSING_SERVER_PAIR,
-  );
-  if (pair === undefined) {
-    throw new TypeError(`Cannot ${action}: ${MISSING_SERVER_PAIR}`);
-  }
-  const clientCa = await readPem(options.clientCa, options.clientCaFile, {
-    what: "the client CA certificates",
-    textOption: "clientCa",
-    fileOption: "clientCaFile",
-  }, action);
-  const clientCas = clientCa === undefined
-    ? []
-    : requireCerts(clientCa, action, "clientCa").map((pem) =>
-      parseCert(pem, action, "clientCa")
-    );
-  const mutual = clientCa !== undefined;
+  const credentials = await readCredentials(options, action);
+  const mutual = credentials.clientCa !== undefined;
   const requireClientCert = options.requireClientCert ?? mutual;
   if (requireClientCert && !mutual) {
     throw new TypeError(
@@ -723,10 +922,7 @@ export async function listenTls(
   const config = {
     hostname: options.hostname ?? "127.0.0.1",
     port: checkPort(options.port, 0, "port", true),
-    cert: pair.cert,
-    key: pair.key,
-    clientCa,
-    clientCas,
+    credentials,
     requireClientCert,
     allow: options.allow,
     authorize: options.authorize,
@@ -756,9 +952,6 @@ export async function listenTls(
   options.signal?.throwIfAborted();
   return await openTlsServer(config);
 }
-
-const MISSING_SERVER_PAIR =
-  "a certificate and its private key are required; pass `cert`/`key` (PEM text) or `certFile`/`keyFile` (paths); for development, `deno task certs` writes certs/server.pem and certs/server-key.pem";
 
 /**
  * A client TLS connection from {@linkcode connectTls}: a duplex over a
