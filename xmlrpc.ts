@@ -10,7 +10,9 @@
  * | --- | --- | --- |
  * | integer `number` in -2^31..2^31-1 | `<int>` | `number` |
  * | other finite `number` | `<double>` | `number` |
+ * | {@linkcode XmlRpcDouble} | `<double>` | `number` |
  * | `bigint` in -2^31..2^31-1 | `<int>` | `number` |
+ * | other `bigint` in -2^63..2^63-1 | `<i8>` | `number` if safe, else `bigint` |
  * | `boolean` | `<boolean>` | `boolean` |
  * | `string` | `<string>` | `string` |
  * | `Date` (UTC, whole seconds) | `<dateTime.iso8601>` | `Date` |
@@ -19,12 +21,38 @@
  * | `Array` | `<array>` | `Array` |
  * | plain object | `<struct>` | plain object |
  *
- * Decoding also accepts `<i4>`, a bare `<value>text</value>` (a string) and
- * `<value/>` (the empty string). A struct member whose value is `undefined`
- * is left out, as `JSON.stringify` does. `NaN`, `Infinity`, integers outside
- * the `int` range given as `bigint`, strings holding characters that XML 1.0
- * cannot carry (send those as `Uint8Array`), class instances and cycles are
- * refused with a `TypeError` or `RangeError` when encoding. A `Date` loses
+ * Decoding also accepts `<i4>`, a bare `<value>text</value>` (a string),
+ * `<value/>` (the empty string) and Apache XML-RPC's prefixed `<ex:nil/>`
+ * and `<ex:i8>` (read by their local name, as Python does; we write the
+ * plain `<nil/>` and `<i8>`, as Python does). A struct member whose value
+ * is `undefined` is left out, as `JSON.stringify` does. `NaN`, `Infinity`,
+ * a `bigint` outside the `<i8>` range, strings holding characters that XML
+ * 1.0 cannot carry (send those as `Uint8Array`), class instances and cycles
+ * are refused with a `TypeError` or `RangeError` when encoding.
+ *
+ * ### 64-bit integers
+ *
+ * An `<i8>` decodes to a `number` when it is a safe integer (within
+ * ±(2^53 - 1), so exact), else to a `bigint`: code that only ever sees
+ * small values keeps plain numbers, and a large value is never rounded.
+ * Test with `typeof` where both can come. One beyond the signed 64-bit range
+ * is refused (fault -32700 at the server). To send a 64-bit integer pass a
+ * `bigint`: it is written as `<int>` when it fits 32 bits, else `<i8>`. A
+ * `number` is never written as `<i8>` (beyond 32 bits it stays a
+ * `<double>`, as before). Python's `xmlrpc.client` reads `<i8>` (3.x), but
+ * its marshaller refuses to write an `int` beyond 32 bits (`OverflowError:
+ * int exceeds XML-RPC limits`; Python's server answers that as fault 1), so
+ * a Python peer sends large integers as a double or a string.
+ *
+ * ### Doubles that are whole numbers
+ *
+ * A JavaScript `number` does not say whether it was an integer or a float:
+ * `3` and `3.0` are the same value. A whole `number` in the `int` range is
+ * written as `<int>`, so a Python `3.0` we echo back reaches Python as the
+ * `int` `3` (equal in Python, but of another type). Wrap a value in
+ * {@linkcode XmlRpcDouble} to write it as `<double>` (`3.0`) whatever its
+ * value. The decoder cannot keep the difference for you: it returns plain
+ * numbers, which is what code on them expects. A `Date` loses
  * its milliseconds, as XML-RPC carries whole seconds; a `dateTime.iso8601`
  * without a zone (the only form Python sends) is read as UTC, one with a
  * zone is converted to UTC and refused when that moves it outside the years
@@ -81,6 +109,7 @@ import type { ErrorInfo } from "./types.ts";
 export type XmlRpcValue =
   | string
   | number
+  | bigint
   | boolean
   | null
   | Date
@@ -120,6 +149,11 @@ export const XmlRpcFaultCode = {
   INVALID_PARAMS: -32602,
   /** The server failed to encode the result. */
   INTERNAL_ERROR: -32603,
+  /**
+   * The request is XML-RPC but not a valid one (a `system.multicall` call
+   * that is itself `system.multicall`).
+   */
+  INVALID_XMLRPC: -32600,
 } as const;
 
 /**
@@ -165,6 +199,50 @@ export class XmlRpcFault extends Error {
     this.name = "XmlRpcFault";
     this.faultCode = faultCode;
     this.faultString = faultString;
+  }
+}
+
+/**
+ * A number to write as `<double>` even when it is a whole number: XML-RPC
+ * tells `<int>` from `<double>`, a JavaScript `number` does not (see "Doubles
+ * that are whole numbers" in the module documentation). Only the encoders
+ * read it; the decoder returns plain numbers.
+ *
+ * @example Send 3 as a double, as Python's `3.0` is sent
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeMethodResponse, XmlRpcDouble } from "./xmlrpc.ts";
+ *
+ * assert.match(encodeMethodResponse(3), /<int>3<\/int>/);
+ * assert.match(
+ *   encodeMethodResponse(new XmlRpcDouble(3)),
+ *   /<double>3\.0<\/double>/,
+ * );
+ * ```
+ */
+export class XmlRpcDouble {
+  /** The number. */
+  readonly value: number;
+
+  /**
+   * Wraps a number.
+   *
+   * @param value A finite number.
+   * @throws {RangeError} When `value` is `NaN` or infinite.
+   * @throws {TypeError} When `value` is not a number.
+   */
+  constructor(value: number) {
+    if (typeof value !== "number") {
+      throw new TypeError(
+        `Cannot create an XmlRpcDouble: expected a number, got ${typeof value}`,
+      );
+    }
+    if (!Number.isFinite(value)) {
+      throw new RangeError(
+        `Cannot create an XmlRpcDouble: XML-RPC has no NaN or Infinity, got ${value}`,
+      );
+    }
+    this.value = value;
   }
 }
 
@@ -352,6 +430,63 @@ export function decodeMethodResponse(
  */
 export type XmlRpcMethod = (...params: XmlRpcValue[]) => unknown;
 
+/**
+ * A method registered with {@linkcode createXmlRpcHandler} together with
+ * what `system.methodHelp` and `system.methodSignature` say of it.
+ *
+ * @example A method with its help and signature
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcHandler,
+ *   decodeMethodResponse,
+ *   encodeMethodCall,
+ * } from "./xmlrpc.ts";
+ *
+ * const handler = createXmlRpcHandler({
+ *   add: {
+ *     handler: (a, b) => Number(a) + Number(b),
+ *     help: "Adds two numbers.",
+ *     signature: [["int", "int", "int"], ["double", "double", "double"]],
+ *   },
+ * });
+ * const ask = async (method: string, ...params: unknown[]) =>
+ *   decodeMethodResponse(
+ *     await (await handler(
+ *       new Request("http://localhost/", {
+ *         method: "POST",
+ *         body: encodeMethodCall(method, params),
+ *       }),
+ *     )).text(),
+ *   );
+ * assert.equal(await ask("add", 2, 3), 5);
+ * assert.equal(await ask("system.methodHelp", "add"), "Adds two numbers.");
+ * assert.deepEqual(await ask("system.methodSignature", "add"), [
+ *   ["int", "int", "int"],
+ *   ["double", "double", "double"],
+ * ]);
+ * ```
+ */
+export interface XmlRpcMethodDefinition {
+  /** The method. */
+  handler: XmlRpcMethod;
+  /**
+   * What `system.methodHelp` answers for it.
+   *
+   * @default {""}
+   */
+  help?: string;
+  /**
+   * What `system.methodSignature` answers for it: one or more signatures,
+   * each `[returnType, ...paramTypes]` with XML-RPC type names (`"int"`,
+   * `"string"`, `"struct"`...). Without one, the answer is the string
+   * `"signatures not supported"`, as Python's server gives for every method.
+   *
+   * @default {undefined}
+   */
+  signature?: string[][];
+}
+
 /** Options for {@linkcode createXmlRpcHandler}. */
 export interface CreateXmlRpcHandlerOptions {
   /**
@@ -381,11 +516,43 @@ export interface CreateXmlRpcHandlerOptions {
    */
   bodyTimeout?: number;
   /**
-   * Answer `system.listMethods` with the registered names.
+   * Serve the introspection methods of Python's
+   * `register_introspection_functions()`: `system.listMethods` (every name,
+   * sorted, these included), `system.methodHelp(name)` (the `help` of an
+   * {@linkcode XmlRpcMethodDefinition}, `""` when none) and
+   * `system.methodSignature(name)` (its `signature`, or the string
+   * `"signatures not supported"` as Python answers). Unlike Python, which
+   * answers `""` and `"signatures not supported"` for a name it does not
+   * know, both answer an unknown name with fault -32601, so a typo is
+   * seen. A method you register under one of these names is served
+   * instead.
    *
    * @default {true}
    */
   introspection?: boolean;
+  /**
+   * Serve `system.multicall` as Python's `register_multicall_functions()`
+   * does: its one parameter is an array of `{ methodName, params }` structs;
+   * the calls run one after the other, and the answer is an array with, per
+   * call, a one-element array holding its result or a
+   * `{ faultCode, faultString }` struct (a failing call does not stop the
+   * others). A call that is itself `system.multicall` is refused with fault
+   * -32600, a malformed one with -32602, an unknown method with -32601, all
+   * per call. Off by default, as in Python: one request then runs up to
+   * `maxMulticalls` methods, which a limit counting requests (a proxy's, a
+   * rate limiter's) does not see.
+   *
+   * @default {false}
+   */
+  multicall?: boolean;
+  /**
+   * Most calls in one `system.multicall`; a longer list is refused whole
+   * with fault -32602. `Infinity` for no limit (`maxBodySize` still bounds
+   * the request).
+   *
+   * @default {100}
+   */
+  maxMulticalls?: number;
   /**
    * Called for logging with every error a method throws that is not an
    * {@linkcode XmlRpcFault} and every result that cannot be encoded (phase
@@ -448,16 +615,19 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  * -32601; an error thrown by a method with its {@linkcode XmlRpcFault}, or
  * fault 1 carrying `"<name>: <message>"` (as Python's `SimpleXMLRPCServer`
  * does, so do not put secrets in error messages); a result that cannot be
- * encoded with fault -32603.
+ * encoded with fault -32603. With `multicall`, `system.multicall` answers
+ * each of its calls on its own, by the same rules.
  *
- * @param methods The methods, by name (own properties only).
+ * @param methods The methods, by name (own properties only): a function,
+ * or an {@linkcode XmlRpcMethodDefinition} with its help and signature.
  * @param options Limits and hooks.
  * @returns The handler.
- * @throws {RangeError} When `maxBodySize` is not a whole number of at
- * least 1 (or `Infinity`), `maxDepth` not one from 1 to 1000, or
- * `bodyTimeout` is not above 0.
- * @throws {TypeError} When a method is not a function, or a number option
- * is not a number.
+ * @throws {RangeError} When `maxBodySize` or `maxMulticalls` is not a
+ * whole number of at least 1 (or `Infinity`), `maxDepth` not one from 1
+ * to 1000, or `bodyTimeout` is not above 0.
+ * @throws {TypeError} When a method is not a function or a valid
+ * {@linkcode XmlRpcMethodDefinition}, `system.multicall` is registered
+ * while `multicall` is on, or a number option is not a number.
  *
  * @example Serve two methods
  * ```ts
@@ -480,9 +650,36 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  * );
  * assert.deepEqual(decodeMethodResponse(await response.text()), [1, "a", null]);
  * ```
+ *
+ * @example Serve system.multicall: a result or a fault per call
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcHandler,
+ *   decodeMethodResponse,
+ *   encodeMethodCall,
+ * } from "./xmlrpc.ts";
+ *
+ * const handler = createXmlRpcHandler({
+ *   add: (a, b) => Number(a) + Number(b),
+ * }, { multicall: true, maxMulticalls: 10 });
+ * const response = await handler(
+ *   new Request("http://localhost/", {
+ *     method: "POST",
+ *     body: encodeMethodCall("system.multicall", [[
+ *       { methodName: "add", params: [2, 3] },
+ *       { methodName: "nosuch", params: [] },
+ *     ]]),
+ *   }),
+ * );
+ * assert.deepEqual(decodeMethodResponse(await response.text()), [
+ *   [5],
+ *   { faultCode: -32601, faultString: 'Cannot call "nosuch": no such method' },
+ * ]);
+ * ```
  */
 export function createXmlRpcHandler(
-  methods: Record<string, XmlRpcMethod>,
+  methods: Record<string, XmlRpcMethod | XmlRpcMethodDefinition>,
   options: CreateXmlRpcHandlerOptions = {},
 ): (request: Request) => Promise<Response> {
   return xmlRpcHandler(methods, options);
