@@ -691,31 +691,77 @@ export interface CreateXmlRpcClientOptions {
    * PEM certificates trusted to sign the server's certificate, in addition
    * to Deno's default roots (its bundled Mozilla roots, or the system store
    * with `DENO_TLS_CA_STORE=system`); for a development CA from
-   * `deno task certs`.
+   * `deno task certs`. Give this or `caFile`.
    *
    * @default {[]}
    */
   caCerts?: string[];
   /**
-   * PEM client certificate chain to present (mutual TLS); needs `key`.
+   * Path of a PEM file of CA certificates, read when the client is created
+   * (needs `--allow-read`), used as `caCerts` is. Give this or `caCerts`.
+   *
+   * @default {undefined}
+   */
+  caFile?: string;
+  /**
+   * PEM client certificate chain to present (mutual TLS); needs `key` (or
+   * `keyFile`). Give this or `certFile`.
    *
    * @default {undefined}
    */
   cert?: string;
   /**
-   * PEM private key of `cert`.
+   * Path of the PEM client certificate chain, read when the client is
+   * created. Give this or `cert`.
+   *
+   * @default {undefined}
+   */
+  certFile?: string;
+  /**
+   * PEM private key of the client certificate. Give this or `keyFile`.
    *
    * @default {undefined}
    */
   key?: string;
   /**
-   * Deadline for each call, in milliseconds (connect, send, answer).
+   * Path of the PEM private key of the client certificate, read when the
+   * client is created. Give this or `key`.
+   *
+   * @default {undefined}
+   */
+  keyFile?: string;
+  /**
+   * Headers sent with every call (an API token, a tracing id). Those the
+   * client sets itself are refused with a `TypeError`: `host`,
+   * `content-length`, `content-type`, `transfer-encoding`, `connection`,
+   * `keep-alive`, `upgrade`, `te`, `trailer`, `expect`; so is
+   * `authorization` together with basic auth. Their values never appear in
+   * an error.
+   *
+   * @default {undefined}
+   */
+  headers?: HeadersInit;
+  /**
+   * Credentials for HTTP basic auth, sent with every call (over `https://`
+   * only, unless you accept them crossing the network in clear). A user
+   * name and password in the URL (`https://user:pass@host/`, as Python's
+   * `ServerProxy` takes them) are taken out of it and used the same way;
+   * give them in one place only. Neither ever appears in an error, nor in
+   * the client's `url`.
+   *
+   * @default {undefined}
+   */
+  basicAuth?: { username: string; password: string };
+  /**
+   * Deadline for each call, in milliseconds (connect, send, answer); a
+   * call's own `timeout` replaces it.
    *
    * @default {10000}
    */
   timeout?: number;
   /**
-   * Aborts every call in flight and every later one.
+   * Aborts every call in flight and every later one (a call's own `signal`
+   * aborts just that call).
    *
    * @default {undefined}
    */
@@ -735,13 +781,39 @@ export interface CreateXmlRpcClientOptions {
   maxDepth?: number;
 }
 
+/** Options of one call: {@linkcode XmlRpcClient.invoke} and `multicall`. */
+export interface XmlRpcCallOptions {
+  /**
+   * Deadline for this call, in milliseconds (`Infinity` for none); replaces
+   * the client's `timeout`.
+   *
+   * @default {the client's timeout}
+   */
+  timeout?: number;
+  /**
+   * Aborts this call (the client's `signal` still applies too).
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
 /**
  * An XML-RPC client from {@linkcode createXmlRpcClient}. It keeps its
  * connections alive between calls; close it (or `await using` it) when
  * done.
+ *
+ * Every call rejects with: an {@linkcode XmlRpcFault} when the server
+ * answers a fault; a {@linkcode ProtocolError} when it answers something
+ * that is not XML-RPC, or an HTTP error status; a `DOMException`
+ * `TimeoutError` after the timeout, or a signal's reason; a
+ * `Deno.errors.ConnectionRefused` when nothing listens there, and a
+ * `TypeError` for another failure to reach the server (a name that does
+ * not resolve, a TLS failure), each naming the URL (without user name or
+ * password) and the cause.
  */
 export interface XmlRpcClient extends AsyncDisposable, Disposable {
-  /** The server's URL. */
+  /** The server's URL, without the user name and password it may carry. */
   readonly url: URL;
   /**
    * Calls `method` with `params`.
@@ -754,8 +826,49 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
    * XML-RPC, or an HTTP error status.
    * @throws {DOMException} `TimeoutError` after `timeout`, or the signal's
    * reason.
+   * @throws {Deno.errors.ConnectionRefused} When nothing listens there.
    */
   call(method: string, ...params: unknown[]): Promise<XmlRpcValue>;
+  /**
+   * Calls `method` with the parameters as an array, with this call's own
+   * deadline and signal.
+   *
+   * @param method The method name.
+   * @param params The parameters.
+   * @param options This call's `timeout` and `signal`.
+   * @returns The value the server returned.
+   * @throws {XmlRpcFault} When the server answers a fault.
+   * @throws {DOMException} `TimeoutError` after the timeout, or a signal's
+   * reason.
+   */
+  invoke(
+    method: string,
+    params?: readonly unknown[],
+    options?: XmlRpcCallOptions,
+  ): Promise<XmlRpcValue>;
+  /**
+   * Sends several calls in one `system.multicall` request (Python's
+   * `xmlrpc.client.MultiCall`; the server must offer it, as
+   * `createXmlRpcHandler(methods, { multicall: true })` and Python's
+   * `register_multicall_functions()` do). The server runs them in order.
+   *
+   * @param calls The calls, each `{ method, params }` (an
+   * {@linkcode XmlRpcCall}; `params` defaults to none).
+   * @param options The request's `timeout` and `signal`.
+   * @returns One entry per call, in order: its value, or the
+   * {@linkcode XmlRpcFault} it ended with (returned, not thrown: the other
+   * calls' values are still there; test with `instanceof XmlRpcFault`).
+   * @throws {XmlRpcFault} When the server refuses the whole request (fault
+   * -32601 from a server without `system.multicall`; -32602 for more calls
+   * than it accepts).
+   * @throws {ProtocolError} When the answer is not one entry per call.
+   * @throws {TypeError} When a call has no valid method name or its
+   * `params` is not an array.
+   */
+  multicall(
+    calls: readonly { method: string; params?: readonly unknown[] }[],
+    options?: XmlRpcCallOptions,
+  ): Promise<(XmlRpcValue | XmlRpcFault)[]>;
   /** Closes the pooled connections. */
   close(): void;
 }
@@ -763,14 +876,20 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
 /**
  * Creates an XML-RPC client for `url` on `fetch`, with its own connection
  * pool (`Deno.createHttpClient`): calls reuse kept-alive connections, and
- * `caCerts`, `cert` and `key` set the trusted CAs and the client
- * certificate for mutual TLS.
+ * `caCerts`/`caFile`, `cert`/`certFile` and `key`/`keyFile` set the
+ * trusted CAs and the client certificate for mutual TLS.
  *
- * @param url The server's URL (`https://` or `http://`).
- * @param options TLS material, deadline, signal and limits.
+ * @param url The server's URL (`https://` or `http://`); a user name and
+ * password in it become basic auth (see `basicAuth`).
+ * @param options TLS material, headers, credentials, deadline, signal and
+ * limits.
  * @returns The client; close it when done.
- * @throws {TypeError} When `url` is not http(s), or only one of `cert` and
- * `key` is given.
+ * @throws {TypeError} When `url` is not a valid http(s) URL, only one of
+ * the certificate and its key is given, a PEM option does not hold PEM
+ * text (one that looks like a file path is named as such, with the `*File`
+ * option to use), both a PEM option and its `*File` are given, `headers`
+ * sets a header the client controls, or the credentials are given twice.
+ * @throws {Deno.errors.NotFound} When a `*File` does not exist.
  * @throws {RangeError} When `timeout` or a limit is out of range.
  *
  * @example Call a server, catch a fault
@@ -802,6 +921,43 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
  *   assert.equal(error.faultString, "KeyError: 'missing'");
  *   return true;
  * });
+ * ```
+ *
+ * @example Headers, basic auth, a per-call deadline, a multicall
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcClient,
+ *   createXmlRpcHandler,
+ *   XmlRpcFault,
+ * } from "./xmlrpc.ts";
+ *
+ * const handler = createXmlRpcHandler({
+ *   add: (a, b) => Number(a) + Number(b),
+ * }, { multicall: true });
+ * await using server = Deno.serve(
+ *   { hostname: "127.0.0.1", port: 0, onListen() {} },
+ *   (request) =>
+ *     request.headers.get("authorization") === `Basic ${btoa("ann:s3cret")}` &&
+ *       request.headers.get("x-trace") === "42"
+ *       ? handler(request)
+ *       : new Response("who are you?", { status: 401 }),
+ * );
+ * await using client = createXmlRpcClient(
+ *   `http://127.0.0.1:${server.addr.port}/`,
+ *   {
+ *     basicAuth: { username: "ann", password: "s3cret" },
+ *     headers: { "x-trace": "42" },
+ *   },
+ * );
+ * assert.equal(await client.invoke("add", [2, 3], { timeout: 2000 }), 5);
+ * const [sum, missing] = await client.multicall([
+ *   { method: "add", params: [1, 1] },
+ *   { method: "nosuch" },
+ * ]);
+ * assert.equal(sum, 2);
+ * assert.ok(missing instanceof XmlRpcFault);
+ * assert.equal(missing.faultCode, -32601);
  * ```
  */
 export function createXmlRpcClient(

@@ -1321,7 +1321,10 @@ Deno.test("createXmlRpcClient() refuses bad arguments", () => {
     /https:\/\/ or http:\/\//,
   );
   assert.throws(
-    () => createXmlRpcClient("https://localhost/", { cert: "x" }),
+    () =>
+      createXmlRpcClient("https://localhost/", {
+        cert: "-----BEGIN CERTIFICATE-----",
+      }),
     /cert and key go together/,
   );
   assert.throws(
