@@ -120,6 +120,15 @@ class Client implements XmlRpcClient {
     params: readonly unknown[] = [],
     options: XmlRpcCallOptions = {},
   ): Promise<XmlRpcValue> {
+    if (!Array.isArray(params)) {
+      return Promise.reject(
+        new TypeError(
+          `Cannot call ${
+            quote(String(method))
+          }: params must be an array, got ${typeof params}`,
+        ),
+      );
+    }
     return this.#post(method, params, options, `call ${quote(method)}`);
   }
 

@@ -1,8 +1,11 @@
 /**
- * XML-RPC as Python's `xmlrpc.client` speaks it: a strict, bounded codec, a
- * `Request` -> `Response` handler that dispatches registered methods, and a
- * client on `fetch` that reuses connections and can present a client
- * certificate (mutual TLS).
+ * XML-RPC as Python's `xmlrpc.client` speaks it: a strict, bounded codec
+ * (with `<i8>` as `bigint`), a `Request` -> `Response` handler that
+ * dispatches registered methods (with Python's `system.multicall` and
+ * introspection methods), and a client on `fetch` that reuses connections,
+ * can present a client certificate (mutual TLS), sends custom headers and
+ * basic auth, takes a deadline and a signal per call, and batches calls
+ * with `multicall()`.
  *
  * ## The JavaScript <-> XML-RPC mapping
  *

@@ -249,6 +249,10 @@ Deno.test("XmlRpcClient.invoke() takes a per-call timeout and signal", async () 
     client.invoke("fast", [], { timeout: 0 }),
     RangeError,
   );
+  await assert.rejects(
+    client.invoke("fast", "ab" as unknown as []),
+    /Cannot call "fast": params must be an array, got string/,
+  );
   stall.resolve();
 });
 

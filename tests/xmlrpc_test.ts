@@ -444,7 +444,7 @@ Deno.test("decodeMethodCall() refuses out-of-range and malformed values", () => 
   );
 });
 
-Deno.test("decodeMethodCall() reads <i8> as a number when safe, else a bigint", () => {
+Deno.test("decodeMethodCall() reads <i8> as a number when safe, else a bigint", async () => {
   const cases: [string, XmlRpcValue][] = [
     ["<i8>0</i8>", 0],
     ["<i8>-0</i8>", 0],
@@ -471,6 +471,21 @@ Deno.test("decodeMethodCall() reads <i8> as a number when safe, else a bigint", 
 <value><ex:i8>-5000000000</ex:i8></value></data></array></value></param>
 </params></methodResponse>`;
   assert.deepEqual(decodeMethodResponse(apache), [null, -5000000000]);
+  // Out of range at the server: the same fault as any malformed request.
+  const handler = createXmlRpcHandler({ m: (value) => value });
+  const response = await handler(
+    post(param("<i8>9223372036854775808</i8>")),
+  );
+  await assert.rejects(answer(response), (error) => {
+    assert.ok(error instanceof XmlRpcFault);
+    assert.equal(error.faultCode, XmlRpcFaultCode.NOT_WELLFORMED);
+    assert.match(error.faultString, /<i8> "9223372036854775808" is outside/);
+    return true;
+  });
+  assert.equal(
+    await answer(await handler(post(param("<i8>-9223372036854775808</i8>")))),
+    -(2n ** 63n),
+  );
 });
 
 Deno.test("encodeMethodCall() writes a bigint as <int> within 32 bits, else <i8>, and XmlRpcDouble as <double>", () => {
