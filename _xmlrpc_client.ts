@@ -220,6 +220,9 @@ class Client implements XmlRpcClient {
           body,
           client: this.#http,
           signal: d.signal,
+          // As Python's ServerProxy: a redirect is an error, never a call
+          // sent (with its credentials) somewhere else.
+          redirect: "manual",
         });
       } catch (error) {
         if (error instanceof TypeError && !d.signal.aborted) {
@@ -235,7 +238,9 @@ class Client implements XmlRpcClient {
           "the error body",
           true,
         );
-        const detail = new TextDecoder().decode(head).slice(0, 200).trim();
+        const detail = response.status >= 300 && response.status < 400
+          ? this.#redirect(response.headers.get("location"))
+          : new TextDecoder().decode(head).slice(0, 200).trim();
         throw new ProtocolError(
           `Cannot ${action}: ${this.#where} answered HTTP ${response.status}${
             detail ? `: ${detail}` : ""
@@ -257,6 +262,17 @@ class Client implements XmlRpcClient {
       if (d.signal.aborted) throw d.signal.reason;
       throw error;
     }
+  }
+
+  /** What a redirect's message says: where to, without userinfo. */
+  #redirect(location: string | null): string {
+    let target = "somewhere else";
+    try {
+      if (location !== null) target = redactUrl(new URL(location, this.url));
+    } catch {
+      // an unparsable Location: not repeated
+    }
+    return `a redirect to ${target}, which XML-RPC calls do not follow; use that URL if you trust it`;
   }
 
   close(): void {

@@ -808,7 +808,9 @@ export interface XmlRpcCallOptions {
  *
  * Every call rejects with: an {@linkcode XmlRpcFault} when the server
  * answers a fault; a {@linkcode ProtocolError} when it answers something
- * that is not XML-RPC, or an HTTP error status; a `DOMException`
+ * that is not XML-RPC, or an HTTP status other than 200 (a redirect is
+ * not followed, as Python's `ServerProxy` does not: the credentials stay
+ * with the server you named); a `DOMException`
  * `TimeoutError` after the timeout, or a signal's reason; a
  * `Deno.errors.ConnectionRefused` when nothing listens there, and a
  * `TypeError` for another failure to reach the server (a name that does

@@ -137,6 +137,35 @@ Deno.test("createXmlRpcClient() never puts the URL's password in an error", asyn
   }
 });
 
+Deno.test("createXmlRpcClient() does not follow a redirect, nor send its credentials there", async () => {
+  const seen: string[] = [];
+  await using server = serveHttp((request) => {
+    seen.push(
+      `${new URL(request.url).pathname} ${
+        request.headers.get("authorization") !== null
+      }`,
+    );
+    return new Response(null, {
+      status: 307,
+      headers: { location: `http://ann:${SECRET}@127.0.0.1:1/other?q=1` },
+    });
+  });
+  await using client = createXmlRpcClient(
+    `http://127.0.0.1:${server.addr.port}/rpc`,
+    { basicAuth: { username: "ann", password: SECRET } },
+  );
+  await assert.rejects(client.call("a"), (error) => {
+    assertNoSecret(error);
+    assert.ok(error instanceof ProtocolError);
+    assert.match(
+      error.message,
+      /^Cannot call "a": http:\/\/127\.0\.0\.1:\d+\/rpc answered HTTP 307: a redirect to http:\/\/127\.0\.0\.1:1\/other, which XML-RPC calls do not follow; use that URL if you trust it$/,
+    );
+    return true;
+  });
+  assert.deepEqual(seen, ["/rpc true"]);
+});
+
 Deno.test("createXmlRpcClient() refuses headers it controls and malformed credentials", () => {
   const url = "https://localhost/";
   for (
