@@ -32,6 +32,11 @@
  * a `bigint` outside the `<i8>` range, strings holding characters that XML
  * 1.0 cannot carry (send those as `Uint8Array`), class instances and cycles
  * are refused with a `TypeError` or `RangeError` when encoding.
+ * A `Date` loses its milliseconds, as XML-RPC carries whole seconds; a
+ * `dateTime.iso8601` without a zone (the only form Python sends) is read as
+ * UTC, one with a zone is converted to UTC and refused when that moves it
+ * outside the years 0000 to 9999 (it could not be encoded again, so a stored
+ * copy could never be read back).
  *
  * ### 64-bit integers
  *
@@ -55,12 +60,7 @@
  * `int` `3` (equal in Python, but of another type). Wrap a value in
  * {@linkcode XmlRpcDouble} to write it as `<double>` (`3.0`) whatever its
  * value. The decoder cannot keep the difference for you: it returns plain
- * numbers, which is what code on them expects. A `Date` loses
- * its milliseconds, as XML-RPC carries whole seconds; a `dateTime.iso8601`
- * without a zone (the only form Python sends) is read as UTC, one with a
- * zone is converted to UTC and refused when that moves it outside the years
- * 0000 to 9999 (it could not be encoded again, so a stored copy could never
- * be read back).
+ * numbers, which is what code on them expects.
  *
  * ## Hostile input
  *
