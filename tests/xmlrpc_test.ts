@@ -594,6 +594,11 @@ const SEEDS = [
   param(
     "<struct><member><name>x</name><value><![CDATA[<c>]]></value></member></struct><!-- c -->",
   ),
+  encodeMethodCall("system.multicall", [[
+    { methodName: "get", params: [2n ** 40n] },
+    { methodName: "m", params: [null, new XmlRpcDouble(1)] },
+    { methodName: "system.multicall", params: [[]] },
+  ]]),
 ];
 const TOKENS = [
   "<",
@@ -627,6 +632,10 @@ const TOKENS = [
   "<double>",
   "9e999",
   "2147483648",
+  "<i8>",
+  "</i8>",
+  "9223372036854775808",
+  "<ex:nil/>",
   "<base64>",
   "====",
   "\u0000",
