@@ -11,7 +11,7 @@
 
 import { ProtocolError } from "./errors.ts";
 import { deadline, DEFAULT_TIMEOUT } from "./_deadline.ts";
-import { checkLimit, checkTimeout } from "./_options.ts";
+import { checkLimit, checkOptionsObject, checkTimeout } from "./_options.ts";
 import { ERROR_BODY_LIMIT, readBody } from "./_xmlrpc_body.ts";
 import {
   parseUrl,
@@ -91,6 +91,7 @@ class Client implements XmlRpcClient {
   #closed = false;
 
   constructor(url: string | URL, options: CreateXmlRpcClientOptions) {
+    checkOptionsObject(options, "create the XML-RPC client");
     const parsed = parseUrl(url);
     this.url = parsed.url;
     this.#where = redactUrl(parsed.url);
@@ -201,6 +202,7 @@ class Client implements XmlRpcClient {
     if (this.#closed) {
       throw new TypeError(`Cannot ${action}: the XML-RPC client is closed`);
     }
+    checkOptionsObject(options, action);
     const timeout = checkTimeout(options.timeout, this.#timeout, "timeout");
     const signals = [this.#signal, options.signal].filter((s) =>
       s !== undefined

@@ -821,7 +821,9 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
   /** The server's URL, without the user name and password it may carry. */
   readonly url: URL;
   /**
-   * Calls `method` with `params`.
+   * Calls `method` with `params`, under the client's `timeout` and
+   * `signal` (for a deadline or a signal of this call's own, use
+   * {@linkcode XmlRpcClient.invoke}).
    *
    * @param method The method name.
    * @param params The parameters.

@@ -10,6 +10,7 @@ import {
   createXmlRpcClient,
   createXmlRpcHandler,
   encodeMethodResponse,
+  type XmlRpcCallOptions,
   XmlRpcFault,
 } from "../xmlrpc.ts";
 
@@ -277,6 +278,10 @@ Deno.test("XmlRpcClient.invoke() takes a per-call timeout and signal", async () 
   await assert.rejects(
     client.invoke("fast", [], { timeout: 0 }),
     RangeError,
+  );
+  await assert.rejects(
+    client.invoke("fast", [], null as unknown as XmlRpcCallOptions),
+    /Cannot call "fast": expected an options object, got null/,
   );
   await assert.rejects(
     client.invoke("fast", "ab" as unknown as []),
