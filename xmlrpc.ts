@@ -304,10 +304,10 @@ export interface XmlRpcEncodeOptions {
  */
 export function encodeMethodCall(
   method: string,
-  params: readonly unknown[] = [],
-  options: XmlRpcEncodeOptions = {},
+  params?: readonly unknown[],
+  options?: XmlRpcEncodeOptions,
 ): string {
-  return encodeCall(method, params, options);
+  return encodeCall(method, params ?? [], options ?? {});
 }
 
 /**
@@ -335,9 +335,9 @@ export function encodeMethodCall(
  */
 export function encodeMethodResponse(
   value: unknown,
-  options: XmlRpcEncodeOptions = {},
+  options?: XmlRpcEncodeOptions,
 ): string {
-  return encodeResponse(value, options);
+  return encodeResponse(value, options ?? {});
 }
 
 /**
@@ -390,9 +390,9 @@ export function encodeFault(faultCode: number, faultString: string): string {
  */
 export function decodeMethodCall(
   body: string | Uint8Array,
-  options: XmlRpcDecodeOptions = {},
+  options?: XmlRpcDecodeOptions,
 ): XmlRpcCall {
-  return decodeCall(body, options);
+  return decodeCall(body, options ?? {});
 }
 
 /**
@@ -419,9 +419,9 @@ export function decodeMethodCall(
  */
 export function decodeMethodResponse(
   body: string | Uint8Array,
-  options: XmlRpcDecodeOptions = {},
+  options?: XmlRpcDecodeOptions,
 ): XmlRpcValue {
-  return decodeResponse(body, options);
+  return decodeResponse(body, options ?? {});
 }
 
 /**
@@ -683,9 +683,9 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  */
 export function createXmlRpcHandler(
   methods: Record<string, XmlRpcMethod | XmlRpcMethodDefinition>,
-  options: CreateXmlRpcHandlerOptions = {},
+  options?: CreateXmlRpcHandlerOptions,
 ): (request: Request) => Promise<Response> {
-  return xmlRpcHandler(methods, options);
+  return xmlRpcHandler(methods, options ?? {});
 }
 
 /** Options for {@linkcode createXmlRpcClient}. */
@@ -969,7 +969,7 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
  */
 export function createXmlRpcClient(
   url: string | URL,
-  options: CreateXmlRpcClientOptions = {},
+  options?: CreateXmlRpcClientOptions,
 ): XmlRpcClient {
-  return openClient(url, options);
+  return openClient(url, options === undefined ? {} : options);
 }

@@ -169,6 +169,10 @@ Deno.test("createXmlRpcClient() does not follow a redirect, nor send its credent
 
 Deno.test("createXmlRpcClient() refuses headers it controls and malformed credentials", () => {
   const url = "https://localhost/";
+  assert.throws(
+    () => createXmlRpcClient(url, null as unknown as XmlRpcCallOptions),
+    /^TypeError: Cannot create the XML-RPC client: expected an options object, got null$/,
+  );
   for (
     const name of [
       "Host",
