@@ -105,7 +105,7 @@ function methodName(
  * The table of `methods` (own properties), plus the introspection methods
  * and `system.multicall` when enabled; a name the caller registered is
  * never replaced, except that registering `system.multicall` while
- * `multicall` is on is refused (which would run?).
+ * `multicall` is on is refused (which of the two runs would be a guess).
  *
  * @throws {TypeError} When a registration is not a function or a valid
  * definition.

@@ -601,7 +601,10 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
    * `"request"`: the request could not be read.
    */
   readonly phase: "method" | "request";
-  /** The method called, in phase `"method"`. */
+  /**
+   * The method called, in phase `"method"` (inside `system.multicall`, the
+   * method of the call that failed).
+   */
   readonly method?: string;
 }
 
