@@ -4,7 +4,7 @@
 // mapping xmlrpc.ts documents. The XML itself is read by XmlReader
 // (_xml_reader.ts); the size and the nesting are bounded (`maxBodySize`,
 // `maxDepth`). xmlrpc.ts imports this file: what comes from it
-// (XmlRpcFault) is used only inside functions. (About 380 lines: one
+// (XmlRpcFault) is used only inside functions. (About 400 lines: one
 // decoder per XML-RPC type, and the checks of the document as a whole.)
 
 import { ProtocolError } from "./errors.ts";
