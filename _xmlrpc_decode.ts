@@ -4,7 +4,7 @@
 // mapping xmlrpc.ts documents. The XML itself is read by XmlReader
 // (_xml_reader.ts); the size and the nesting are bounded (`maxBodySize`,
 // `maxDepth`). xmlrpc.ts imports this file: what comes from it
-// (XmlRpcFault) is used only inside functions. (About 380 lines: one
+// (XmlRpcFault) is used only inside functions. (About 400 lines: one
 // decoder per XML-RPC type, and the checks of the document as a whole.)
 
 import { ProtocolError } from "./errors.ts";
@@ -14,6 +14,8 @@ import {
   checkMaxDepth,
   DEFAULT_MAX_BODY_SIZE,
   FORBIDDEN_CHARS,
+  I8_MAX,
+  I8_MIN,
   INT_MAX,
   INT_MIN,
   METHOD_NAME,
@@ -26,6 +28,9 @@ import {
   type XmlRpcStruct,
   type XmlRpcValue,
 } from "./xmlrpc.ts";
+
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Decodes XML-RPC values at the reader's cursor, bounding their nesting. */
 class ValueDecoder {
@@ -59,7 +64,10 @@ class ValueDecoder {
   }
 
   typed(tag: Tag): XmlRpcValue {
-    switch (tag.name) {
+    // Apache XML-RPC writes its extensions with a prefix (`<ex:nil/>`,
+    // `<ex:i8>`); Python reads them by their local name, so do we.
+    const local = /^[A-Za-z_][A-Za-z0-9_.-]*:(nil|i8)$/.exec(tag.name)?.[1];
+    switch (local ?? tag.name) {
       case "string":
         return this.#r.leaf(tag);
       case "int":
@@ -75,6 +83,22 @@ class ValueDecoder {
           );
         }
         return n === 0 ? 0 : n;
+      }
+      case "i8": {
+        const text = this.#r.leaf(tag).trim();
+        if (!/^[+-]?[0-9]{1,40}$/.test(text)) {
+          this.#r.fail(`<${tag.name}> holds ${quote(text)}, not an integer`);
+        }
+        const n = BigInt(text);
+        if (n < I8_MIN || n > I8_MAX) {
+          this.#r.fail(
+            `<${tag.name}> ${
+              quote(text)
+            } is outside -9223372036854775808 to 9223372036854775807`,
+          );
+        }
+        // A number when it is exact as one, else a bigint.
+        return n >= MIN_SAFE && n <= MAX_SAFE ? Number(n) : n;
       }
       case "boolean": {
         const text = this.#r.leaf(tag).trim();

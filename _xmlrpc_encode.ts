@@ -2,17 +2,21 @@
 // `<methodCall>`, a `<methodResponse>` carrying one value, a fault, each
 // value by the mapping xmlrpc.ts documents. Refuses (TypeError,
 // RangeError) what XML-RPC cannot carry: NaN, Infinity, a bigint outside
-// the `<int>` range, characters XML 1.0 cannot carry, class instances,
-// nesting past `maxDepth` (which also catches cycles).
+// the `<i8>` range, characters XML 1.0 cannot carry, class instances,
+// nesting past `maxDepth` (which also catches cycles). xmlrpc.ts imports
+// this file: what comes from it (XmlRpcDouble) is used only inside
+// functions.
 
 import {
   checkMaxDepth,
   FORBIDDEN_CHARS,
+  I8_MAX,
+  I8_MIN,
   INT_MAX,
   INT_MIN,
   METHOD_NAME,
 } from "./_xmlrpc_rules.ts";
-import type { XmlRpcEncodeOptions } from "./xmlrpc.ts";
+import { XmlRpcDouble, type XmlRpcEncodeOptions } from "./xmlrpc.ts";
 
 function escapeText(text: string, what: string): string {
   if (FORBIDDEN_CHARS.test(text) || !text.isWellFormed()) {
@@ -23,6 +27,26 @@ function escapeText(text: string, what: string): string {
   if (!/[&<>\r]/.test(text)) return text;
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;")
     .replaceAll(">", "&gt;").replaceAll("\r", "&#13;");
+}
+
+const BIG_INT_MIN = BigInt(INT_MIN);
+const BIG_INT_MAX = BigInt(INT_MAX);
+
+/**
+ * A double as Python's `repr(float)` writes the common ones: `3.0` for a
+ * whole number below 1e16, JavaScript's shortest form (`0.1`, `1e+300`)
+ * otherwise.
+ */
+function formatDouble(value: number): string {
+  if (!Number.isFinite(value)) {
+    throw new RangeError(
+      `Cannot encode the number ${value}: XML-RPC has no NaN or Infinity`,
+    );
+  }
+  if (Object.is(value, -0)) return "-0.0";
+  return Number.isInteger(value) && Math.abs(value) < 1e16
+    ? value.toFixed(1)
+    : String(value);
 }
 
 function pad(n: number, width = 2): string {
@@ -80,12 +104,16 @@ function encodeValue(
       }
       return;
     case "bigint":
-      if (value < BigInt(INT_MIN) || value > BigInt(INT_MAX)) {
+      if (value < I8_MIN || value > I8_MAX) {
         throw new RangeError(
-          `Cannot encode the bigint ${value}: XML-RPC <int> holds -2147483648 to 2147483647; send it as a string or a number (double)`,
+          `Cannot encode the bigint ${value}: XML-RPC integers end at <i8>, -9223372036854775808 to 9223372036854775807; send it as a string`,
         );
       }
-      out.push(`<value><int>${value}</int></value>`);
+      out.push(
+        value >= BIG_INT_MIN && value <= BIG_INT_MAX
+          ? `<value><int>${value}</int></value>`
+          : `<value><i8>${value}</i8></value>`,
+      );
       return;
     case "boolean":
       out.push(`<value><boolean>${value ? 1 : 0}</boolean></value>`);
@@ -110,6 +138,10 @@ function encodeValue(
         encodeDate(value)
       }</dateTime.iso8601></value>`,
     );
+    return;
+  }
+  if (value instanceof XmlRpcDouble) {
+    out.push(`<value><double>${formatDouble(value.value)}</double></value>`);
     return;
   }
   if (value instanceof Uint8Array) {
@@ -194,11 +226,12 @@ export function encodeResponse(
   return out.join("");
 }
 
-/** Encodes a fault `<methodResponse>` (see encodeFault() in xmlrpc.ts). */
-export function encodeFaultResponse(
-  faultCode: number,
-  faultString: string,
-): string {
+/**
+ * The `<value>` of a fault struct: `faultCode` must be an int; characters
+ * XML cannot carry in `faultString` become U+FFFD, so a fault can always be
+ * sent.
+ */
+function faultValue(faultCode: number, faultString: string): string {
   if (
     !Number.isInteger(faultCode) || faultCode < INT_MIN || faultCode > INT_MAX
   ) {
@@ -208,7 +241,54 @@ export function encodeFaultResponse(
   }
   const text = String(faultString).toWellFormed()
     .replace(new RegExp(FORBIDDEN_CHARS.source, "g"), "\uFFFD");
-  return `<?xml version="1.0"?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>${faultCode}</int></value></member><member><name>faultString</name><value><string>${
+  return `<value><struct><member><name>faultCode</name><value><int>${faultCode}</int></value></member><member><name>faultString</name><value><string>${
     escapeText(text, "the fault string")
-  }</string></value></member></struct></value></fault></methodResponse>`;
+  }</string></value></member></struct></value>`;
+}
+
+/** Encodes a fault `<methodResponse>` (see encodeFault() in xmlrpc.ts). */
+export function encodeFaultResponse(
+  faultCode: number,
+  faultString: string,
+): string {
+  return `<?xml version="1.0"?><methodResponse><fault>${
+    faultValue(faultCode, faultString)
+  }</fault></methodResponse>`;
+}
+
+/** A fault, as a multicall answer carries it. */
+export interface FaultAnswer {
+  faultCode: number;
+  faultString: string;
+}
+
+/** One answer in a `system.multicall` response: a value, or a fault. */
+export type MulticallAnswer = { value: unknown } | FaultAnswer;
+
+/**
+ * The `<value>` of one multicall answer: a one-element array holding the
+ * value, or a fault struct, as Python's `system.multicall` answers. The
+ * value may nest 2 levels less than `maxDepth` (it sits in two arrays).
+ *
+ * @throws {TypeError|RangeError} When the value cannot be encoded.
+ */
+export function encodeMulticallAnswer(
+  answer: MulticallAnswer,
+  options: XmlRpcEncodeOptions,
+): string {
+  if (!("value" in answer)) {
+    return faultValue(answer.faultCode, answer.faultString);
+  }
+  const maxDepth = checkMaxDepth(options.maxDepth);
+  const out = ["<value><array><data>"];
+  encodeValue(answer.value, out, 2, maxDepth);
+  out.push("</data></array></value>");
+  return out.join("");
+}
+
+/** A `<methodResponse>` carrying an array of already encoded `<value>`s. */
+export function encodeArrayResponse(values: readonly string[]): string {
+  return `<?xml version="1.0"?><methodResponse><params><param><value><array><data>${
+    values.join("")
+  }</data></array></value></param></params></methodResponse>`;
 }

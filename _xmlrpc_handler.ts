@@ -1,8 +1,9 @@
 // Private: the `Request -> Response` handler behind createXmlRpcHandler()
 // in xmlrpc.ts: reads a POSTed `<methodCall>` under a size limit and a
 // deadline, dispatches it to a registered method and answers with its
-// result or a fault; a refusal is an HTTP status (405, 408, 413) or a
-// fault, never a throw. xmlrpc.ts imports this file: what comes from it
+// result or a fault (`system.multicall`: each call in turn, an answer
+// each); a refusal is an HTTP status (405, 408, 413) or a fault, never a
+// throw. xmlrpc.ts imports this file: what comes from it
 // (XmlRpcFault, XmlRpcFaultCode) is used only inside functions.
 
 import { ProtocolError } from "./errors.ts";
@@ -12,7 +13,15 @@ import { checkLimit, checkTimeout } from "./_options.ts";
 import { UnsupportedEncoding } from "./_xml_reader.ts";
 import { readBody, TooLarge } from "./_xmlrpc_body.ts";
 import { decodeCall } from "./_xmlrpc_decode.ts";
-import { encodeFaultResponse, encodeResponse } from "./_xmlrpc_encode.ts";
+import {
+  encodeArrayResponse,
+  encodeFaultResponse,
+  encodeMulticallAnswer,
+  encodeResponse,
+  type FaultAnswer,
+  type MulticallAnswer,
+} from "./_xmlrpc_encode.ts";
+import { methodTable, MULTICALL, multicallItems } from "./_xmlrpc_system.ts";
 import {
   checkMaxDepth,
   DEFAULT_MAX_BODY_SIZE,
@@ -27,10 +36,15 @@ import {
   XmlRpcFault,
   XmlRpcFaultCode,
   type XmlRpcMethod,
+  type XmlRpcMethodDefinition,
+  type XmlRpcValue,
 } from "./xmlrpc.ts";
 
 /** Default deadline for receiving a request body, in milliseconds. */
 const DEFAULT_BODY_TIMEOUT = 30_000;
+
+/** Default most calls in one `system.multicall`. */
+const DEFAULT_MAX_MULTICALLS = 100;
 
 const XML_HEADERS = { "content-type": "text/xml; charset=utf-8" };
 
@@ -70,7 +84,7 @@ function describeThrown(error: unknown, withName: boolean): string {
 
 /** The handler (see createXmlRpcHandler() in xmlrpc.ts). */
 export function xmlRpcHandler(
-  methods: Record<string, XmlRpcMethod>,
+  methods: Record<string, XmlRpcMethod | XmlRpcMethodDefinition>,
   options: CreateXmlRpcHandlerOptions,
 ): (request: Request) => Promise<Response> {
   const maxBodySize = checkLimit(
@@ -84,7 +98,12 @@ export function xmlRpcHandler(
     DEFAULT_BODY_TIMEOUT,
     "bodyTimeout",
   );
-  const introspection = options.introspection ?? true;
+  const maxMulticalls = checkLimit(
+    options.maxMulticalls,
+    DEFAULT_MAX_MULTICALLS,
+    "maxMulticalls",
+  );
+  const multicall = options.multicall ?? false;
   const hook = options.onError;
   const onError = (error: unknown, info: XmlRpcErrorInfo): void => {
     try {
@@ -93,21 +112,78 @@ export function xmlRpcHandler(
       // A failing hook must not cost the client its answer.
     }
   };
-  const table = new Map<string, XmlRpcMethod>();
-  for (const [name, fn] of Object.entries(methods)) {
-    if (typeof fn !== "function") {
-      throw new TypeError(
-        `Cannot register the method ${
-          quote(name)
-        }: expected a function, got ${typeof fn}`,
-      );
+  const table = methodTable(methods, {
+    introspection: options.introspection ?? true,
+    multicall,
+  });
+
+  /** Runs one call: its value, or the fault it costs the client. */
+  const run = async (
+    method: string,
+    params: XmlRpcValue[],
+  ): Promise<MulticallAnswer> => {
+    const fn = table.get(method)?.fn;
+    if (fn === undefined || fn === null) {
+      // null: system.multicall, which only the top level runs.
+      return {
+        faultCode: XmlRpcFaultCode.METHOD_NOT_FOUND,
+        faultString: `Cannot call ${quote(method)}: no such method`,
+      };
     }
-    table.set(name, fn);
-  }
-  if (introspection && !table.has("system.listMethods")) {
-    const names = [...table.keys(), "system.listMethods"].sort();
-    table.set("system.listMethods", () => names);
-  }
+    try {
+      return { value: await fn(...params) };
+    } catch (error) {
+      if (
+        error instanceof XmlRpcFault && Number.isInteger(error.faultCode) &&
+        error.faultCode >= INT_MIN && error.faultCode <= INT_MAX
+      ) {
+        return { faultCode: error.faultCode, faultString: error.faultString };
+      }
+      onError(error, { phase: "method", method });
+      return {
+        faultCode: XmlRpcFaultCode.APPLICATION,
+        faultString: describeThrown(error, true),
+      };
+    }
+  };
+
+  /** A value that cannot be encoded, as the fault -32603 it becomes. */
+  const unencodable = (error: unknown, method: string): FaultAnswer => {
+    onError(error, { phase: "method", method });
+    return {
+      faultCode: XmlRpcFaultCode.INTERNAL_ERROR,
+      faultString: `Cannot encode the result of ${quote(method)}: ${
+        describeThrown(error, false)
+      }`,
+    };
+  };
+
+  /** system.multicall: each call in turn, each answer on its own. */
+  const runMulticall = async (params: XmlRpcValue[]): Promise<Response> => {
+    let items;
+    try {
+      items = multicallItems(params, maxMulticalls);
+    } catch (error) {
+      const fault = error as XmlRpcFault;
+      return faultResponse(fault.faultCode, fault.faultString);
+    }
+    const values: string[] = [];
+    for (const item of items) {
+      if ("refused" in item) {
+        values.push(encodeMulticallAnswer(item.refused, { maxDepth }));
+        continue;
+      }
+      const answer = await run(item.method, item.params);
+      try {
+        values.push(encodeMulticallAnswer(answer, { maxDepth }));
+      } catch (error) {
+        values.push(
+          encodeMulticallAnswer(unencodable(error, item.method), { maxDepth }),
+        );
+      }
+    }
+    return xmlResponse(encodeArrayResponse(values));
+  };
 
   return async (request: Request): Promise<Response> => {
     if (request.method !== "POST") {
@@ -161,39 +237,18 @@ export function xmlRpcHandler(
     } finally {
       limit[Symbol.dispose]();
     }
-    const fn = table.get(call.method);
-    if (fn === undefined) {
-      return faultResponse(
-        XmlRpcFaultCode.METHOD_NOT_FOUND,
-        `Cannot call ${quote(call.method)}: no such method`,
-      );
+    if (multicall && call.method === MULTICALL) {
+      return await runMulticall(call.params);
     }
-    let result: unknown;
-    try {
-      result = await fn(...call.params);
-    } catch (error) {
-      if (
-        error instanceof XmlRpcFault && Number.isInteger(error.faultCode) &&
-        error.faultCode >= INT_MIN && error.faultCode <= INT_MAX
-      ) {
-        return faultResponse(error.faultCode, error.faultString);
-      }
-      onError(error, { phase: "method", method: call.method });
-      return faultResponse(
-        XmlRpcFaultCode.APPLICATION,
-        describeThrown(error, true),
-      );
+    const answer = await run(call.method, call.params);
+    if (!("value" in answer)) {
+      return faultResponse(answer.faultCode, answer.faultString);
     }
     try {
-      return xmlResponse(encodeResponse(result, { maxDepth }));
+      return xmlResponse(encodeResponse(answer.value, { maxDepth }));
     } catch (error) {
-      onError(error, { phase: "method", method: call.method });
-      return faultResponse(
-        XmlRpcFaultCode.INTERNAL_ERROR,
-        `Cannot encode the result of ${quote(call.method)}: ${
-          describeThrown(error, false)
-        }`,
-      );
+      const fault = unencodable(error, call.method);
+      return faultResponse(fault.faultCode, fault.faultString);
     }
   };
 }

@@ -1,5 +1,5 @@
 // Private: the rules of xmlrpc.ts that its encoder, decoder, handler and
-// client share: the `<int>` range, the characters XML 1.0 can carry, method
+// client share: the `<int>` and `<i8>` ranges, the characters XML 1.0 can carry, method
 // names, the default limits and the check of `maxDepth`, and how a text is
 // quoted in a message.
 
@@ -9,6 +9,11 @@ import { checkLimit } from "./_options.ts";
 export const INT_MIN = -2147483648;
 /** Largest `<int>`. */
 export const INT_MAX = 2147483647;
+
+/** Smallest `<i8>`: -2^63. */
+export const I8_MIN = -(2n ** 63n);
+/** Largest `<i8>`: 2^63 - 1. */
+export const I8_MAX = 2n ** 63n - 1n;
 
 /**
  * Characters XML 1.0 cannot carry, even as a character reference. Lone

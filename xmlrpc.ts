@@ -1,8 +1,11 @@
 /**
- * XML-RPC as Python's `xmlrpc.client` speaks it: a strict, bounded codec, a
- * `Request` -> `Response` handler that dispatches registered methods, and a
- * client on `fetch` that reuses connections and can present a client
- * certificate (mutual TLS).
+ * XML-RPC as Python's `xmlrpc.client` speaks it: a strict, bounded codec
+ * (with `<i8>` as `bigint`), a `Request` -> `Response` handler that
+ * dispatches registered methods (with Python's `system.multicall` and
+ * introspection methods), and a client on `fetch` that reuses connections,
+ * can present a client certificate (mutual TLS), sends custom headers and
+ * basic auth, takes a deadline and a signal per call, and batches calls
+ * with `multicall()`.
  *
  * ## The JavaScript <-> XML-RPC mapping
  *
@@ -10,7 +13,9 @@
  * | --- | --- | --- |
  * | integer `number` in -2^31..2^31-1 | `<int>` | `number` |
  * | other finite `number` | `<double>` | `number` |
+ * | {@linkcode XmlRpcDouble} | `<double>` | `number` |
  * | `bigint` in -2^31..2^31-1 | `<int>` | `number` |
+ * | other `bigint` in -2^63..2^63-1 | `<i8>` | `number` if safe, else `bigint` |
  * | `boolean` | `<boolean>` | `boolean` |
  * | `string` | `<string>` | `string` |
  * | `Date` (UTC, whole seconds) | `<dateTime.iso8601>` | `Date` |
@@ -19,17 +24,43 @@
  * | `Array` | `<array>` | `Array` |
  * | plain object | `<struct>` | plain object |
  *
- * Decoding also accepts `<i4>`, a bare `<value>text</value>` (a string) and
- * `<value/>` (the empty string). A struct member whose value is `undefined`
- * is left out, as `JSON.stringify` does. `NaN`, `Infinity`, integers outside
- * the `int` range given as `bigint`, strings holding characters that XML 1.0
- * cannot carry (send those as `Uint8Array`), class instances and cycles are
- * refused with a `TypeError` or `RangeError` when encoding. A `Date` loses
- * its milliseconds, as XML-RPC carries whole seconds; a `dateTime.iso8601`
- * without a zone (the only form Python sends) is read as UTC, one with a
- * zone is converted to UTC and refused when that moves it outside the years
- * 0000 to 9999 (it could not be encoded again, so a stored copy could never
- * be read back).
+ * Decoding also accepts `<i4>`, a bare `<value>text</value>` (a string),
+ * `<value/>` (the empty string) and Apache XML-RPC's prefixed `<ex:nil/>`
+ * and `<ex:i8>` (read by their local name, as Python does; we write the
+ * plain `<nil/>` and `<i8>`, as Python does). A struct member whose value
+ * is `undefined` is left out, as `JSON.stringify` does. `NaN`, `Infinity`,
+ * a `bigint` outside the `<i8>` range, strings holding characters that XML
+ * 1.0 cannot carry (send those as `Uint8Array`), class instances and cycles
+ * are refused with a `TypeError` or `RangeError` when encoding.
+ * A `Date` loses its milliseconds, as XML-RPC carries whole seconds; a
+ * `dateTime.iso8601` without a zone (the only form Python sends) is read as
+ * UTC, one with a zone is converted to UTC and refused when that moves it
+ * outside the years 0000 to 9999 (it could not be encoded again, so a stored
+ * copy could never be read back).
+ *
+ * ### 64-bit integers
+ *
+ * An `<i8>` decodes to a `number` when it is a safe integer (within
+ * ±(2^53 - 1), so exact), else to a `bigint`: code that only ever sees
+ * small values keeps plain numbers, and a large value is never rounded.
+ * Test with `typeof` where both can come. One beyond the signed 64-bit range
+ * is refused (fault -32700 at the server). To send a 64-bit integer pass a
+ * `bigint`: it is written as `<int>` when it fits 32 bits, else `<i8>`. A
+ * `number` is never written as `<i8>` (beyond 32 bits it stays a
+ * `<double>`, as before). Python's `xmlrpc.client` reads `<i8>` (3.x), but
+ * its marshaller refuses to write an `int` beyond 32 bits (`OverflowError:
+ * int exceeds XML-RPC limits`; Python's server answers that as fault 1), so
+ * a Python peer sends large integers as a double or a string.
+ *
+ * ### Doubles that are whole numbers
+ *
+ * A JavaScript `number` does not say whether it was an integer or a float:
+ * `3` and `3.0` are the same value. A whole `number` in the `int` range is
+ * written as `<int>`, so a Python `3.0` we echo back reaches Python as the
+ * `int` `3` (equal in Python, but of another type). Wrap a value in
+ * {@linkcode XmlRpcDouble} to write it as `<double>` (`3.0`) whatever its
+ * value. The decoder cannot keep the difference for you: it returns plain
+ * numbers, which is what code on them expects.
  *
  * ## Hostile input
  *
@@ -81,6 +112,7 @@ import type { ErrorInfo } from "./types.ts";
 export type XmlRpcValue =
   | string
   | number
+  | bigint
   | boolean
   | null
   | Date
@@ -120,6 +152,11 @@ export const XmlRpcFaultCode = {
   INVALID_PARAMS: -32602,
   /** The server failed to encode the result. */
   INTERNAL_ERROR: -32603,
+  /**
+   * The request is XML-RPC but not a valid one (a `system.multicall` call
+   * that is itself `system.multicall`).
+   */
+  INVALID_XMLRPC: -32600,
 } as const;
 
 /**
@@ -165,6 +202,50 @@ export class XmlRpcFault extends Error {
     this.name = "XmlRpcFault";
     this.faultCode = faultCode;
     this.faultString = faultString;
+  }
+}
+
+/**
+ * A number to write as `<double>` even when it is a whole number: XML-RPC
+ * tells `<int>` from `<double>`, a JavaScript `number` does not (see "Doubles
+ * that are whole numbers" in the module documentation). Only the encoders
+ * read it; the decoder returns plain numbers.
+ *
+ * @example Send 3 as a double, as Python's `3.0` is sent
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeMethodResponse, XmlRpcDouble } from "./xmlrpc.ts";
+ *
+ * assert.match(encodeMethodResponse(3), /<int>3<\/int>/);
+ * assert.match(
+ *   encodeMethodResponse(new XmlRpcDouble(3)),
+ *   /<double>3\.0<\/double>/,
+ * );
+ * ```
+ */
+export class XmlRpcDouble {
+  /** The number. */
+  readonly value: number;
+
+  /**
+   * Wraps a number.
+   *
+   * @param value A finite number.
+   * @throws {RangeError} When `value` is `NaN` or infinite.
+   * @throws {TypeError} When `value` is not a number.
+   */
+  constructor(value: number) {
+    if (typeof value !== "number") {
+      throw new TypeError(
+        `Cannot create an XmlRpcDouble: expected a number, got ${typeof value}`,
+      );
+    }
+    if (!Number.isFinite(value)) {
+      throw new RangeError(
+        `Cannot create an XmlRpcDouble: XML-RPC has no NaN or Infinity, got ${value}`,
+      );
+    }
+    this.value = value;
   }
 }
 
@@ -223,10 +304,10 @@ export interface XmlRpcEncodeOptions {
  */
 export function encodeMethodCall(
   method: string,
-  params: readonly unknown[] = [],
-  options: XmlRpcEncodeOptions = {},
+  params?: readonly unknown[],
+  options?: XmlRpcEncodeOptions,
 ): string {
-  return encodeCall(method, params, options);
+  return encodeCall(method, params ?? [], options ?? {});
 }
 
 /**
@@ -254,9 +335,9 @@ export function encodeMethodCall(
  */
 export function encodeMethodResponse(
   value: unknown,
-  options: XmlRpcEncodeOptions = {},
+  options?: XmlRpcEncodeOptions,
 ): string {
-  return encodeResponse(value, options);
+  return encodeResponse(value, options ?? {});
 }
 
 /**
@@ -309,9 +390,9 @@ export function encodeFault(faultCode: number, faultString: string): string {
  */
 export function decodeMethodCall(
   body: string | Uint8Array,
-  options: XmlRpcDecodeOptions = {},
+  options?: XmlRpcDecodeOptions,
 ): XmlRpcCall {
-  return decodeCall(body, options);
+  return decodeCall(body, options ?? {});
 }
 
 /**
@@ -338,9 +419,9 @@ export function decodeMethodCall(
  */
 export function decodeMethodResponse(
   body: string | Uint8Array,
-  options: XmlRpcDecodeOptions = {},
+  options?: XmlRpcDecodeOptions,
 ): XmlRpcValue {
-  return decodeResponse(body, options);
+  return decodeResponse(body, options ?? {});
 }
 
 /**
@@ -351,6 +432,63 @@ export function decodeMethodResponse(
  * fault 1 with `"<name>: <message>"`, as Python's server does.
  */
 export type XmlRpcMethod = (...params: XmlRpcValue[]) => unknown;
+
+/**
+ * A method registered with {@linkcode createXmlRpcHandler} together with
+ * what `system.methodHelp` and `system.methodSignature` say of it.
+ *
+ * @example A method with its help and signature
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcHandler,
+ *   decodeMethodResponse,
+ *   encodeMethodCall,
+ * } from "./xmlrpc.ts";
+ *
+ * const handler = createXmlRpcHandler({
+ *   add: {
+ *     handler: (a, b) => Number(a) + Number(b),
+ *     help: "Adds two numbers.",
+ *     signature: [["int", "int", "int"], ["double", "double", "double"]],
+ *   },
+ * });
+ * const ask = async (method: string, ...params: unknown[]) =>
+ *   decodeMethodResponse(
+ *     await (await handler(
+ *       new Request("http://localhost/", {
+ *         method: "POST",
+ *         body: encodeMethodCall(method, params),
+ *       }),
+ *     )).text(),
+ *   );
+ * assert.equal(await ask("add", 2, 3), 5);
+ * assert.equal(await ask("system.methodHelp", "add"), "Adds two numbers.");
+ * assert.deepEqual(await ask("system.methodSignature", "add"), [
+ *   ["int", "int", "int"],
+ *   ["double", "double", "double"],
+ * ]);
+ * ```
+ */
+export interface XmlRpcMethodDefinition {
+  /** The method. */
+  handler: XmlRpcMethod;
+  /**
+   * What `system.methodHelp` answers for it.
+   *
+   * @default {""}
+   */
+  help?: string;
+  /**
+   * What `system.methodSignature` answers for it: one or more signatures,
+   * each `[returnType, ...paramTypes]` with XML-RPC type names (`"int"`,
+   * `"string"`, `"struct"`...). Without one, the answer is the string
+   * `"signatures not supported"`, as Python's server gives for every method.
+   *
+   * @default {undefined}
+   */
+  signature?: string[][];
+}
 
 /** Options for {@linkcode createXmlRpcHandler}. */
 export interface CreateXmlRpcHandlerOptions {
@@ -381,11 +519,43 @@ export interface CreateXmlRpcHandlerOptions {
    */
   bodyTimeout?: number;
   /**
-   * Answer `system.listMethods` with the registered names.
+   * Serve the introspection methods of Python's
+   * `register_introspection_functions()`: `system.listMethods` (every name,
+   * sorted, these included), `system.methodHelp(name)` (the `help` of an
+   * {@linkcode XmlRpcMethodDefinition}, `""` when none) and
+   * `system.methodSignature(name)` (its `signature`, or the string
+   * `"signatures not supported"` as Python answers). Unlike Python, which
+   * answers `""` and `"signatures not supported"` for a name it does not
+   * know, both answer an unknown name with fault -32601, so a typo is
+   * seen. A method you register under one of these names is served
+   * instead.
    *
    * @default {true}
    */
   introspection?: boolean;
+  /**
+   * Serve `system.multicall` as Python's `register_multicall_functions()`
+   * does: its one parameter is an array of `{ methodName, params }` structs;
+   * the calls run one after the other, and the answer is an array with, per
+   * call, a one-element array holding its result or a
+   * `{ faultCode, faultString }` struct (a failing call does not stop the
+   * others). A call that is itself `system.multicall` is refused with fault
+   * -32600, a malformed one with -32602, an unknown method with -32601, all
+   * per call. Off by default, as in Python: one request then runs up to
+   * `maxMulticalls` methods, which a limit counting requests (a proxy's, a
+   * rate limiter's) does not see.
+   *
+   * @default {false}
+   */
+  multicall?: boolean;
+  /**
+   * Most calls in one `system.multicall`; a longer list is refused whole
+   * with fault -32602. `Infinity` for no limit (`maxBodySize` still bounds
+   * the request).
+   *
+   * @default {100}
+   */
+  maxMulticalls?: number;
   /**
    * Called for logging with every error a method throws that is not an
    * {@linkcode XmlRpcFault} and every result that cannot be encoded (phase
@@ -431,7 +601,10 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
    * `"request"`: the request could not be read.
    */
   readonly phase: "method" | "request";
-  /** The method called, in phase `"method"`. */
+  /**
+   * The method called, in phase `"method"` (inside `system.multicall`, the
+   * method of the call that failed).
+   */
   readonly method?: string;
 }
 
@@ -448,16 +621,19 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  * -32601; an error thrown by a method with its {@linkcode XmlRpcFault}, or
  * fault 1 carrying `"<name>: <message>"` (as Python's `SimpleXMLRPCServer`
  * does, so do not put secrets in error messages); a result that cannot be
- * encoded with fault -32603.
+ * encoded with fault -32603. With `multicall`, `system.multicall` answers
+ * each of its calls on its own, by the same rules.
  *
- * @param methods The methods, by name (own properties only).
+ * @param methods The methods, by name (own properties only): a function,
+ * or an {@linkcode XmlRpcMethodDefinition} with its help and signature.
  * @param options Limits and hooks.
  * @returns The handler.
- * @throws {RangeError} When `maxBodySize` is not a whole number of at
- * least 1 (or `Infinity`), `maxDepth` not one from 1 to 1000, or
- * `bodyTimeout` is not above 0.
- * @throws {TypeError} When a method is not a function, or a number option
- * is not a number.
+ * @throws {RangeError} When `maxBodySize` or `maxMulticalls` is not a
+ * whole number of at least 1 (or `Infinity`), `maxDepth` not one from 1
+ * to 1000, or `bodyTimeout` is not above 0.
+ * @throws {TypeError} When a method is not a function or a valid
+ * {@linkcode XmlRpcMethodDefinition}, `system.multicall` is registered
+ * while `multicall` is on, or a number option is not a number.
  *
  * @example Serve two methods
  * ```ts
@@ -480,12 +656,39 @@ export interface XmlRpcErrorInfo extends ErrorInfo {
  * );
  * assert.deepEqual(decodeMethodResponse(await response.text()), [1, "a", null]);
  * ```
+ *
+ * @example Serve system.multicall: a result or a fault per call
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcHandler,
+ *   decodeMethodResponse,
+ *   encodeMethodCall,
+ * } from "./xmlrpc.ts";
+ *
+ * const handler = createXmlRpcHandler({
+ *   add: (a, b) => Number(a) + Number(b),
+ * }, { multicall: true, maxMulticalls: 10 });
+ * const response = await handler(
+ *   new Request("http://localhost/", {
+ *     method: "POST",
+ *     body: encodeMethodCall("system.multicall", [[
+ *       { methodName: "add", params: [2, 3] },
+ *       { methodName: "nosuch", params: [] },
+ *     ]]),
+ *   }),
+ * );
+ * assert.deepEqual(decodeMethodResponse(await response.text()), [
+ *   [5],
+ *   { faultCode: -32601, faultString: 'Cannot call "nosuch": no such method' },
+ * ]);
+ * ```
  */
 export function createXmlRpcHandler(
-  methods: Record<string, XmlRpcMethod>,
-  options: CreateXmlRpcHandlerOptions = {},
+  methods: Record<string, XmlRpcMethod | XmlRpcMethodDefinition>,
+  options?: CreateXmlRpcHandlerOptions,
 ): (request: Request) => Promise<Response> {
-  return xmlRpcHandler(methods, options);
+  return xmlRpcHandler(methods, options ?? {});
 }
 
 /** Options for {@linkcode createXmlRpcClient}. */
@@ -494,31 +697,77 @@ export interface CreateXmlRpcClientOptions {
    * PEM certificates trusted to sign the server's certificate, in addition
    * to Deno's default roots (its bundled Mozilla roots, or the system store
    * with `DENO_TLS_CA_STORE=system`); for a development CA from
-   * `deno task certs`.
+   * `deno task certs`. Give this or `caFile`.
    *
    * @default {[]}
    */
   caCerts?: string[];
   /**
-   * PEM client certificate chain to present (mutual TLS); needs `key`.
+   * Path of a PEM file of CA certificates, read when the client is created
+   * (needs `--allow-read`), used as `caCerts` is. Give this or `caCerts`.
+   *
+   * @default {undefined}
+   */
+  caFile?: string;
+  /**
+   * PEM client certificate chain to present (mutual TLS); needs `key` (or
+   * `keyFile`). Give this or `certFile`.
    *
    * @default {undefined}
    */
   cert?: string;
   /**
-   * PEM private key of `cert`.
+   * Path of the PEM client certificate chain, read when the client is
+   * created. Give this or `cert`.
+   *
+   * @default {undefined}
+   */
+  certFile?: string;
+  /**
+   * PEM private key of the client certificate. Give this or `keyFile`.
    *
    * @default {undefined}
    */
   key?: string;
   /**
-   * Deadline for each call, in milliseconds (connect, send, answer).
+   * Path of the PEM private key of the client certificate, read when the
+   * client is created. Give this or `key`.
+   *
+   * @default {undefined}
+   */
+  keyFile?: string;
+  /**
+   * Headers sent with every call (an API token, a tracing id). Those the
+   * client sets itself are refused with a `TypeError`: `host`,
+   * `content-length`, `content-type`, `transfer-encoding`, `connection`,
+   * `keep-alive`, `upgrade`, `te`, `trailer`, `expect`; so is
+   * `authorization` together with basic auth. Their values never appear in
+   * an error.
+   *
+   * @default {undefined}
+   */
+  headers?: HeadersInit;
+  /**
+   * Credentials for HTTP basic auth, sent with every call (over `https://`
+   * only, unless you accept them crossing the network in clear). A user
+   * name and password in the URL (`https://user:pass@host/`, as Python's
+   * `ServerProxy` takes them) are taken out of it and used the same way;
+   * give them in one place only. Neither ever appears in an error, nor in
+   * the client's `url`.
+   *
+   * @default {undefined}
+   */
+  basicAuth?: { username: string; password: string };
+  /**
+   * Deadline for each call, in milliseconds (connect, send, answer); a
+   * call's own `timeout` replaces it.
    *
    * @default {10000}
    */
   timeout?: number;
   /**
-   * Aborts every call in flight and every later one.
+   * Aborts every call in flight and every later one (a call's own `signal`
+   * aborts just that call).
    *
    * @default {undefined}
    */
@@ -538,16 +787,46 @@ export interface CreateXmlRpcClientOptions {
   maxDepth?: number;
 }
 
+/** Options of one call: {@linkcode XmlRpcClient.invoke} and `multicall`. */
+export interface XmlRpcCallOptions {
+  /**
+   * Deadline for this call, in milliseconds (`Infinity` for none); replaces
+   * the client's `timeout`.
+   *
+   * @default {the client's timeout}
+   */
+  timeout?: number;
+  /**
+   * Aborts this call (the client's `signal` still applies too).
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
 /**
  * An XML-RPC client from {@linkcode createXmlRpcClient}. It keeps its
  * connections alive between calls; close it (or `await using` it) when
  * done.
+ *
+ * Every call rejects with: an {@linkcode XmlRpcFault} when the server
+ * answers a fault; a {@linkcode ProtocolError} when it answers something
+ * that is not XML-RPC, or an HTTP status other than 200 (a redirect is
+ * not followed, as Python's `ServerProxy` does not: the credentials stay
+ * with the server you named); a `DOMException`
+ * `TimeoutError` after the timeout, or a signal's reason; a
+ * `Deno.errors.ConnectionRefused` when nothing listens there, and a
+ * `TypeError` for another failure to reach the server (a name that does
+ * not resolve, a TLS failure), each naming the URL (without user name or
+ * password) and the cause.
  */
 export interface XmlRpcClient extends AsyncDisposable, Disposable {
-  /** The server's URL. */
+  /** The server's URL, without the user name and password it may carry. */
   readonly url: URL;
   /**
-   * Calls `method` with `params`.
+   * Calls `method` with `params`, under the client's `timeout` and
+   * `signal` (for a deadline or a signal of this call's own, use
+   * {@linkcode XmlRpcClient.invoke}).
    *
    * @param method The method name.
    * @param params The parameters.
@@ -557,8 +836,49 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
    * XML-RPC, or an HTTP error status.
    * @throws {DOMException} `TimeoutError` after `timeout`, or the signal's
    * reason.
+   * @throws {Deno.errors.ConnectionRefused} When nothing listens there.
    */
   call(method: string, ...params: unknown[]): Promise<XmlRpcValue>;
+  /**
+   * Calls `method` with the parameters as an array, with this call's own
+   * deadline and signal.
+   *
+   * @param method The method name.
+   * @param params The parameters.
+   * @param options This call's `timeout` and `signal`.
+   * @returns The value the server returned.
+   * @throws {XmlRpcFault} When the server answers a fault.
+   * @throws {DOMException} `TimeoutError` after the timeout, or a signal's
+   * reason.
+   */
+  invoke(
+    method: string,
+    params?: readonly unknown[],
+    options?: XmlRpcCallOptions,
+  ): Promise<XmlRpcValue>;
+  /**
+   * Sends several calls in one `system.multicall` request (Python's
+   * `xmlrpc.client.MultiCall`; the server must offer it, as
+   * `createXmlRpcHandler(methods, { multicall: true })` and Python's
+   * `register_multicall_functions()` do). The server runs them in order.
+   *
+   * @param calls The calls, each `{ method, params }` (an
+   * {@linkcode XmlRpcCall}; `params` defaults to none).
+   * @param options The request's `timeout` and `signal`.
+   * @returns One entry per call, in order: its value, or the
+   * {@linkcode XmlRpcFault} it ended with (returned, not thrown: the other
+   * calls' values are still there; test with `instanceof XmlRpcFault`).
+   * @throws {XmlRpcFault} When the server refuses the whole request (fault
+   * -32601 from a server without `system.multicall`; -32602 for more calls
+   * than it accepts).
+   * @throws {ProtocolError} When the answer is not one entry per call.
+   * @throws {TypeError} When a call has no valid method name or its
+   * `params` is not an array.
+   */
+  multicall(
+    calls: readonly { method: string; params?: readonly unknown[] }[],
+    options?: XmlRpcCallOptions,
+  ): Promise<(XmlRpcValue | XmlRpcFault)[]>;
   /** Closes the pooled connections. */
   close(): void;
 }
@@ -566,14 +886,20 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
 /**
  * Creates an XML-RPC client for `url` on `fetch`, with its own connection
  * pool (`Deno.createHttpClient`): calls reuse kept-alive connections, and
- * `caCerts`, `cert` and `key` set the trusted CAs and the client
- * certificate for mutual TLS.
+ * `caCerts`/`caFile`, `cert`/`certFile` and `key`/`keyFile` set the
+ * trusted CAs and the client certificate for mutual TLS.
  *
- * @param url The server's URL (`https://` or `http://`).
- * @param options TLS material, deadline, signal and limits.
+ * @param url The server's URL (`https://` or `http://`); a user name and
+ * password in it become basic auth (see `basicAuth`).
+ * @param options TLS material, headers, credentials, deadline, signal and
+ * limits.
  * @returns The client; close it when done.
- * @throws {TypeError} When `url` is not http(s), or only one of `cert` and
- * `key` is given.
+ * @throws {TypeError} When `url` is not a valid http(s) URL, only one of
+ * the certificate and its key is given, a PEM option does not hold PEM
+ * text (one that looks like a file path is named as such, with the `*File`
+ * option to use), both a PEM option and its `*File` are given, `headers`
+ * sets a header the client controls, or the credentials are given twice.
+ * @throws {Deno.errors.NotFound} When a `*File` does not exist.
  * @throws {RangeError} When `timeout` or a limit is out of range.
  *
  * @example Call a server, catch a fault
@@ -606,10 +932,47 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
  *   return true;
  * });
  * ```
+ *
+ * @example Headers, basic auth, a per-call deadline, a multicall
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   createXmlRpcClient,
+ *   createXmlRpcHandler,
+ *   XmlRpcFault,
+ * } from "./xmlrpc.ts";
+ *
+ * const handler = createXmlRpcHandler({
+ *   add: (a, b) => Number(a) + Number(b),
+ * }, { multicall: true });
+ * await using server = Deno.serve(
+ *   { hostname: "127.0.0.1", port: 0, onListen() {} },
+ *   (request) =>
+ *     request.headers.get("authorization") === `Basic ${btoa("ann:s3cret")}` &&
+ *       request.headers.get("x-trace") === "42"
+ *       ? handler(request)
+ *       : new Response("who are you?", { status: 401 }),
+ * );
+ * await using client = createXmlRpcClient(
+ *   `http://127.0.0.1:${server.addr.port}/`,
+ *   {
+ *     basicAuth: { username: "ann", password: "s3cret" },
+ *     headers: { "x-trace": "42" },
+ *   },
+ * );
+ * assert.equal(await client.invoke("add", [2, 3], { timeout: 2000 }), 5);
+ * const [sum, missing] = await client.multicall([
+ *   { method: "add", params: [1, 1] },
+ *   { method: "nosuch" },
+ * ]);
+ * assert.equal(sum, 2);
+ * assert.ok(missing instanceof XmlRpcFault);
+ * assert.equal(missing.faultCode, -32601);
+ * ```
  */
 export function createXmlRpcClient(
   url: string | URL,
-  options: CreateXmlRpcClientOptions = {},
+  options?: CreateXmlRpcClientOptions,
 ): XmlRpcClient {
-  return openClient(url, options);
+  return openClient(url, options === undefined ? {} : options);
 }

@@ -36,7 +36,7 @@ const handler = createXmlRpcHandler({
   set: () => null,
   get: (value) => value ?? null,
   m: (...params) => params,
-});
+}, { multicall: true });
 
 async function run(job: FuzzJob): Promise<Omit<FuzzResult, "ms">> {
   if (job.kind === "decode") {

@@ -206,6 +206,8 @@ for (const version of ["3.12", "3.7"]) {
         "keys",
         "set",
         "system.listMethods",
+        "system.methodHelp",
+        "system.methodSignature",
       ]);
       // What Python stored, our client reads back with the same types.
       using client = clientFor(dir, server.port);

@@ -11,6 +11,7 @@ import {
   encodeFault,
   encodeMethodCall,
   encodeMethodResponse,
+  XmlRpcDouble,
   type XmlRpcErrorInfo,
   XmlRpcFault,
   XmlRpcFaultCode,
@@ -388,7 +389,15 @@ Deno.test("decodeMethodCall() refuses out-of-range and malformed values", () => 
     ["<base64>AAA</base64>", /valid base64/],
     ["<base64>A*==</base64>", /valid base64/],
     ["<nil>x</nil>", /<nil> is not empty/],
-    ["<i8>1</i8>", /unknown value type <i8>/],
+    ["<i8>9223372036854775808</i8>", /outside -9223372036854775808 to/],
+    ["<i8>-9223372036854775809</i8>", /outside/],
+    ["<i8>1e3</i8>", /<i8> holds "1e3", not an integer/],
+    ["<i8></i8>", /not an integer/],
+    ["<i8>0x10</i8>", /not an integer/],
+    ["<ex:i8>1.5</ex:i8>", /<ex:i8> holds "1.5", not an integer/],
+    ["<ex:nil>x</ex:nil>", /<nil> is not empty/],
+    ["<ex:int>1</ex:int>", /unknown value type <ex:int>/],
+    ["<ex:>1</ex:>", /unknown value type <ex:>/],
     ["<array/>", /has no <data>/],
     ["<array><value>1</value></array>", /expected <data>/],
     ["text<int>1</int>", /mixes text/],
@@ -435,11 +444,100 @@ Deno.test("decodeMethodCall() refuses out-of-range and malformed values", () => 
   );
 });
 
+Deno.test("decodeMethodCall() reads <i8> as a number when safe, else a bigint", async () => {
+  const cases: [string, XmlRpcValue][] = [
+    ["<i8>0</i8>", 0],
+    ["<i8>-0</i8>", 0],
+    ["<i8> +42 </i8>", 42],
+    ["<i8>2147483648</i8>", 2147483648],
+    ["<i8>9007199254740991</i8>", Number.MAX_SAFE_INTEGER],
+    ["<i8>-9007199254740991</i8>", Number.MIN_SAFE_INTEGER],
+    ["<i8>9007199254740992</i8>", 9007199254740992n],
+    ["<i8>-9007199254740992</i8>", -9007199254740992n],
+    ["<i8>9223372036854775807</i8>", 9223372036854775807n],
+    ["<i8>-9223372036854775808</i8>", -9223372036854775808n],
+    ["<i8>00000000000000000000000000000000001</i8>", 1],
+    ["<ex:i8>5</ex:i8>", 5],
+  ];
+  for (const [xml, expected] of cases) {
+    const [value] = decodeMethodCall(param(xml)).params;
+    assert.equal(typeof value, typeof expected, xml);
+    assert.equal(value, expected, xml);
+  }
+  // Apache XML-RPC's extension namespace, as it writes it.
+  const apache = `<?xml version="1.0" encoding="UTF-8"?>
+<methodResponse xmlns:ex="http://ws.apache.org/xmlrpc/namespaces/extensions">
+<params><param><value><array><data><value><ex:nil/></value>
+<value><ex:i8>-5000000000</ex:i8></value></data></array></value></param>
+</params></methodResponse>`;
+  assert.deepEqual(decodeMethodResponse(apache), [null, -5000000000]);
+  // Out of range at the server: the same fault as any malformed request.
+  const handler = createXmlRpcHandler({ m: (value) => value });
+  const response = await handler(
+    post(param("<i8>9223372036854775808</i8>")),
+  );
+  await assert.rejects(answer(response), (error) => {
+    assert.ok(error instanceof XmlRpcFault);
+    assert.equal(error.faultCode, XmlRpcFaultCode.NOT_WELLFORMED);
+    assert.match(error.faultString, /<i8> "9223372036854775808" is outside/);
+    return true;
+  });
+  assert.equal(
+    await answer(await handler(post(param("<i8>-9223372036854775808</i8>")))),
+    -(2n ** 63n),
+  );
+});
+
+Deno.test("encodeMethodCall() writes a bigint as <int> within 32 bits, else <i8>, and XmlRpcDouble as <double>", () => {
+  const cases: [unknown, string][] = [
+    [0n, "<int>0</int>"],
+    [-2147483648n, "<int>-2147483648</int>"],
+    [2147483647n, "<int>2147483647</int>"],
+    [2147483648n, "<i8>2147483648</i8>"],
+    [-2147483649n, "<i8>-2147483649</i8>"],
+    [9223372036854775807n, "<i8>9223372036854775807</i8>"],
+    [-9223372036854775808n, "<i8>-9223372036854775808</i8>"],
+    [2147483648, "<double>2147483648</double>"],
+    [new XmlRpcDouble(3), "<double>3.0</double>"],
+    [new XmlRpcDouble(-0), "<double>-0.0</double>"],
+    [new XmlRpcDouble(0.1), "<double>0.1</double>"],
+    [new XmlRpcDouble(1e300), "<double>1e+300</double>"],
+    [new XmlRpcDouble(2 ** 60), "<double>1152921504606847000</double>"],
+  ];
+  for (const [value, xml] of cases) {
+    assert.equal(
+      encodeMethodResponse(value),
+      `<?xml version="1.0"?><methodResponse><params><param><value>${xml}</value></param></params></methodResponse>`,
+    );
+  }
+  for (const big of [2n ** 63n, -(2n ** 63n) - 1n, 10n ** 30n]) {
+    assert.throws(() => encodeMethodCall("m", [big]), (error) => {
+      assert.ok(error instanceof RangeError);
+      assert.match(
+        error.message,
+        /^Cannot encode the bigint -?\d+: XML-RPC integers end at <i8>, -9223372036854775808 to 9223372036854775807; send it as a string$/,
+      );
+      return true;
+    });
+  }
+  assert.throws(() => new XmlRpcDouble(NaN), /no NaN or Infinity/);
+  assert.throws(() => new XmlRpcDouble(Infinity), RangeError);
+  assert.throws(
+    () => new XmlRpcDouble("3" as unknown as number),
+    /expected a number, got string/,
+  );
+  // Round trips: a bigint comes back as a number when it is safe.
+  assert.equal(roundTrip(2n ** 40n), 2 ** 40);
+  assert.equal(roundTrip(2n ** 60n), 2n ** 60n);
+  assert.equal(roundTrip(-(2n ** 63n)), -(2n ** 63n));
+  assert.equal(roundTrip(new XmlRpcDouble(3)), 3);
+});
+
 Deno.test("encodeMethodCall() refuses values XML-RPC cannot carry", () => {
   const cases: [unknown, ErrorConstructor, RegExp][] = [
     [NaN, RangeError, /no NaN or Infinity/],
     [Infinity, RangeError, /no NaN or Infinity/],
-    [2n ** 31n, RangeError, /bigint/],
+    [2n ** 63n, RangeError, /bigint/],
     ["nul \u0000", RangeError, /XML 1.0 cannot carry/],
     ["lone \uD800", RangeError, /lone surrogate/],
     ["\uFFFE", RangeError, /XML 1.0 cannot carry/],
@@ -496,6 +594,11 @@ const SEEDS = [
   param(
     "<struct><member><name>x</name><value><![CDATA[<c>]]></value></member></struct><!-- c -->",
   ),
+  encodeMethodCall("system.multicall", [[
+    { methodName: "get", params: [2n ** 40n] },
+    { methodName: "m", params: [null, new XmlRpcDouble(1)] },
+    { methodName: "system.multicall", params: [[]] },
+  ]]),
 ];
 const TOKENS = [
   "<",
@@ -529,6 +632,10 @@ const TOKENS = [
   "<double>",
   "9e999",
   "2147483648",
+  "<i8>",
+  "</i8>",
+  "9223372036854775808",
+  "<ex:nil/>",
   "<base64>",
   "====",
   "\u0000",
@@ -761,6 +868,8 @@ Deno.test("createXmlRpcHandler() dispatches methods and turns errors into faults
       "map",
       "nothing",
       "system.listMethods",
+      "system.methodHelp",
+      "system.methodSignature",
     ],
   );
   const expectFault = async (body: BodyInit, code: number, pattern: RegExp) => {
@@ -827,6 +936,204 @@ Deno.test("createXmlRpcHandler() dispatches methods and turns errors into faults
     () => createXmlRpcHandler({ a: 1 as unknown as () => 1 }),
     TypeError,
   );
+});
+
+Deno.test("createXmlRpcHandler() serves system.multicall: a result or a fault per call, bounded, not nested", async () => {
+  const order: string[] = [];
+  const errors: string[] = [];
+  const handler = createXmlRpcHandler({
+    async add(a, b) {
+      order.push(`add ${a}`);
+      await new Promise((resolve) => setTimeout(resolve, 5 - Number(a)));
+      order.push(`added ${a}`);
+      return Number(a) + Number(b);
+    },
+    boom() {
+      throw new TypeError("bad");
+    },
+    fault() {
+      throw new XmlRpcFault(7, "seven");
+    },
+    map: () => new Map(),
+    nested: () => [[[1]]],
+  }, {
+    multicall: true,
+    maxMulticalls: 12,
+    maxDepth: 4,
+    onError: (_error, info) => errors.push(`${info.phase} ${info.method}`),
+  });
+  const multicall = (...params: unknown[]) =>
+    handler(post(encodeMethodCall("system.multicall", params))).then(answer);
+  assert.deepEqual(
+    await multicall([
+      { methodName: "add", params: [1, 2] },
+      { methodName: "add", params: [2, 2] },
+      { methodName: "boom", params: [] },
+      { methodName: "fault", params: [] },
+      { methodName: "nosuch", params: [] },
+      { methodName: "map", params: [] },
+      { methodName: "system.multicall", params: [[]] },
+      { methodName: "add" },
+      "not a struct",
+      { methodName: 5, params: [] },
+      { methodName: "nested", params: [] },
+      { methodName: "system.listMethods", params: [] },
+    ]),
+    [
+      [3],
+      [4],
+      { faultCode: 1, faultString: "TypeError: bad" },
+      { faultCode: 7, faultString: "seven" },
+      {
+        faultCode: -32601,
+        faultString: 'Cannot call "nosuch": no such method',
+      },
+      {
+        faultCode: -32603,
+        faultString:
+          'Cannot encode the result of "map": Cannot encode a Map: only plain objects become an XML-RPC struct; convert it first',
+      },
+      {
+        faultCode: -32600,
+        faultString:
+          "Cannot run call 7 of system.multicall: it is system.multicall again; nesting is refused",
+      },
+      ...[8, 9, 10].map((n) => ({
+        faultCode: -32602,
+        faultString:
+          `Cannot run call ${n} of system.multicall: expected a struct with a string methodName and an array params`,
+      })),
+      // [[[1]]] is 3 deep, 5 inside the answer's two arrays: over maxDepth 4.
+      {
+        faultCode: -32603,
+        faultString:
+          'Cannot encode the result of "nested": Cannot encode the value: arrays and structs nest deeper than 4 (or hold a cycle)',
+      },
+      [[
+        "add",
+        "boom",
+        "fault",
+        "map",
+        "nested",
+        "system.listMethods",
+        "system.methodHelp",
+        "system.methodSignature",
+        "system.multicall",
+      ]],
+    ],
+  );
+  // One after the other, even when a later call would finish first.
+  assert.deepEqual(order, ["add 1", "added 1", "add 2", "added 2"]);
+  assert.deepEqual(errors, ["method boom", "method map", "method nested"]);
+  assert.deepEqual(await multicall([]), []);
+  const refused = async (params: unknown[], pattern: RegExp) => {
+    await assert.rejects(multicall(...params), (error) => {
+      assert.ok(error instanceof XmlRpcFault, String(error));
+      assert.equal(error.faultCode, XmlRpcFaultCode.INVALID_PARAMS);
+      assert.match(error.faultString, pattern);
+      return true;
+    });
+  };
+  await refused(
+    [Array.from({ length: 13 }, () => ({ methodName: "add", params: [] }))],
+    /^Cannot run system\.multicall: 13 calls, over the limit of 12 \(maxMulticalls\); split them$/,
+  );
+  await refused([], /expected one parameter, an array of/);
+  await refused([{ methodName: "add", params: [] }], /expected one parameter/);
+  await refused([[], []], /expected one parameter/);
+  // Off by default, as in Python.
+  const plain = createXmlRpcHandler({ a: () => 1 });
+  await assert.rejects(
+    plain(post(encodeMethodCall("system.multicall", [[]]))).then(answer),
+    { faultCode: XmlRpcFaultCode.METHOD_NOT_FOUND },
+  );
+  // Registering one's own while the handler serves it: which would run?
+  assert.throws(
+    () =>
+      createXmlRpcHandler({ "system.multicall": () => 1 }, { multicall: true }),
+    /Cannot register the method "system\.multicall": the handler serves it itself/,
+  );
+  assert.throws(
+    () => createXmlRpcHandler({}, { maxMulticalls: 0 }),
+    RangeError,
+  );
+});
+
+Deno.test("createXmlRpcHandler() answers system.methodHelp and system.methodSignature from the registrations", async () => {
+  const handler = createXmlRpcHandler({
+    add: {
+      handler: (a, b) => Number(a) + Number(b),
+      help: "Adds two numbers.",
+      signature: [["int", "int", "int"]],
+    },
+    bare: () => 1,
+    "system.methodHelp": { handler: () => "mine" },
+  });
+  const ask = (method: string, ...params: unknown[]) =>
+    handler(post(encodeMethodCall(method, params))).then(answer);
+  assert.equal(await ask("add", 2, 3), 5);
+  assert.deepEqual(await ask("system.methodSignature", "add"), [
+    ["int", "int", "int"],
+  ]);
+  assert.equal(
+    await ask("system.methodSignature", "bare"),
+    "signatures not supported",
+  );
+  assert.deepEqual(
+    await ask("system.methodSignature", "system.listMethods"),
+    [["array"]],
+  );
+  // A method registered under a system name is served instead.
+  assert.equal(await ask("system.methodHelp", "add"), "mine");
+  const standard = createXmlRpcHandler({
+    add: { handler: () => 0, help: "Adds two numbers." },
+    bare: () => 1,
+  });
+  const help = (...params: unknown[]) =>
+    standard(post(encodeMethodCall("system.methodHelp", params))).then(answer);
+  assert.equal(await help("add"), "Adds two numbers.");
+  assert.equal(await help("bare"), "");
+  assert.match(
+    String(await help("system.methodSignature")),
+    /^system\.methodSignature\('add'\) => /,
+  );
+  await assert.rejects(help("nosuch"), {
+    faultCode: XmlRpcFaultCode.METHOD_NOT_FOUND,
+    faultString: 'Cannot describe "nosuch": no such method',
+  });
+  await assert.rejects(help(), {
+    faultCode: XmlRpcFaultCode.INVALID_PARAMS,
+    faultString:
+      'Cannot call "system.methodHelp": expected one string, a method name',
+  });
+  await assert.rejects(help(1), { faultCode: XmlRpcFaultCode.INVALID_PARAMS });
+  const bad: [unknown, RegExp][] = [
+    [{ help: "x" }, /its handler must be a function, got undefined/],
+    [{ handler: () => 1, help: 1 }, /help must be a string, got number/],
+    [{ handler: () => 1, signature: [] }, /signature must be a non-empty/],
+    [{ handler: () => 1, signature: ["int"] }, /signature must be/],
+    [{ handler: () => 1, signature: [[]] }, /signature must be/],
+    [{ handler: () => 1, signature: [["int", 1]] }, /signature must be/],
+    [
+      null,
+      /expected a function or \{ handler, help\?, signature\? \}, got null/,
+    ],
+    ["add", /got string/],
+  ];
+  for (const [definition, pattern] of bad) {
+    assert.throws(
+      () =>
+        createXmlRpcHandler({
+          m: definition as () => unknown,
+        }),
+      (error) => {
+        assert.ok(error instanceof TypeError);
+        assert.match(error.message, /^Cannot register the method "m": /);
+        assert.match(error.message, pattern);
+        return true;
+      },
+    );
+  }
 });
 
 Deno.test("createXmlRpcHandler() reports a request it cannot read to onError and rejects with the error", async () => {
@@ -1038,7 +1345,10 @@ Deno.test("createXmlRpcClient() refuses bad arguments", () => {
     /https:\/\/ or http:\/\//,
   );
   assert.throws(
-    () => createXmlRpcClient("https://localhost/", { cert: "x" }),
+    () =>
+      createXmlRpcClient("https://localhost/", {
+        cert: "-----BEGIN CERTIFICATE-----",
+      }),
     /cert and key go together/,
   );
   assert.throws(

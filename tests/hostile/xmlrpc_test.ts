@@ -143,6 +143,91 @@ Deno.test("createXmlRpcHandler() answers the fault even when its onError hook th
   assert.equal(calls, 2);
 });
 
+Deno.test("createXmlRpcHandler() bounds system.multicall: a long list runs nothing, nesting is refused, a throwing hook or value costs one answer", async () => {
+  let runs = 0;
+  let hooked = 0;
+  const handler = createXmlRpcHandler({
+    count: () => ++runs,
+    weird() {
+      throw Object.create(null);
+    },
+    unencodable: () => new Map(),
+  }, {
+    multicall: true,
+    onError() {
+      hooked++;
+      throw new Error("the hook failed too");
+    },
+  });
+  // 5000 calls in under 1 MiB: refused whole before any of them runs.
+  const flood = call(
+    "system.multicall",
+    param(
+      `<array><data>${
+        "<value><struct><member><name>methodName</name><value>count</value></member><member><name>params</name><value><array><data/></array></value></member></struct></value>"
+          .repeat(5000)
+      }</data></array>`,
+    ),
+  );
+  assert.ok(flood.length < 1024 * 1024, `${flood.length} bytes`);
+  await assert.rejects(
+    answer(await handler(post(flood))),
+    isFault(
+      XmlRpcFaultCode.INVALID_PARAMS,
+      /5000 calls, over the limit of 100/,
+    ),
+  );
+  assert.equal(runs, 0);
+  // Nesting would multiply the limit: each nested call is refused, unrun.
+  const nested = Array.from({ length: 100 }, () => ({
+    methodName: "system.multicall",
+    params: [
+      Array.from({ length: 20 }, () => ({ methodName: "count", params: [] })),
+    ],
+  }));
+  const answers = await answer(
+    await handler(post(encodeMethodCall("system.multicall", [nested]))),
+  ) as XmlRpcValue[];
+  assert.equal(answers.length, 100);
+  for (const item of answers) {
+    assert.deepEqual(item, {
+      faultCode: XmlRpcFaultCode.INVALID_XMLRPC,
+      faultString: (item as { faultString: string }).faultString,
+    });
+    assert.match(
+      (item as { faultString: string }).faultString,
+      /nesting is refused$/,
+    );
+  }
+  assert.equal(runs, 0);
+  // A value that cannot be described or encoded, a hook that throws: the
+  // calls around them still run and answer.
+  assert.deepEqual(
+    await answer(
+      await handler(post(encodeMethodCall("system.multicall", [[
+        { methodName: "count", params: [] },
+        { methodName: "weird", params: [] },
+        { methodName: "unencodable", params: [] },
+        { methodName: "count", params: [] },
+      ]]))),
+    ),
+    [
+      [1],
+      {
+        faultCode: XmlRpcFaultCode.APPLICATION,
+        faultString: "Error: a thrown value with no string form",
+      },
+      {
+        faultCode: XmlRpcFaultCode.INTERNAL_ERROR,
+        faultString:
+          'Cannot encode the result of "unencodable": Cannot encode a Map: only plain objects become an XML-RPC struct; convert it first',
+      },
+      [2],
+    ],
+  );
+  assert.equal(hooked, 2);
+});
+
 // Regression: a thrown value with no string form (a null-prototype object)
 // made the handler reject while describing it.
 Deno.test("createXmlRpcHandler() answers a fault for any thrown value, even one that cannot be turned into a string", async () => {
