@@ -1,10 +1,13 @@
-// Shared command-line handling for the examples: flags, the shared key, help,
-// and the small helpers every example uses (fail, ports, secret files, env,
-// addresses and a rate-limited stderr log for the servers' lines). Examples
-// import only public modules of the library: what they need beyond those is
-// written here.
+// Shared command-line handling for the examples: flags (with one-line
+// errors that name the flag, and "did you mean" for a near miss), ports,
+// timeouts, the shared key from a file or the environment, and reading
+// files the flags name. Examples import only public modules of the
+// library: what they need beyond those is written here.
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { type HashName, parseHashName } from "../handshake.ts";
+import { explain, fail, runLine } from "./_program.ts";
+
+export { fail };
 
 /** Flags every authenticated example understands. */
 export interface CommonFlags {
@@ -25,21 +28,93 @@ export type ExtraOptions = Record<
   { type: "string" | "boolean"; short?: string; default?: string | boolean }
 >;
 
-/** Prints `message` to stderr and exits with `code`. */
-export function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
-}
-
 /** What {@linkcode parseArgsOrExit} returns for the flags `O`. */
 export type ParsedFlags<O extends ParseArgsOptionsConfig> = ReturnType<
   typeof parseArgs<{ args: string[]; options: O; allowPositionals: boolean }>
 >;
 
+/** Edit distance of `a` and `b`, a swap of neighbours counting as one. */
+function distance(a: string, b: string): number {
+  const d = Array.from(
+    { length: a.length + 1 },
+    (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i || j),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(
+        d[i - 1][j] + 1,
+        d[i][j - 1] + 1,
+        d[i - 1][j - 1] + cost,
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The option of `names` that `given` (without dashes) most likely meant. */
+export function suggestOption(
+  given: string,
+  names: string[],
+): string | undefined {
+  const prefixed = names.filter((name) => name.startsWith(given));
+  if (given.length >= 2 && prefixed.length === 1) return prefixed[0];
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const d = distance(given, name);
+    if (d < bestDistance && d <= Math.max(1, Math.floor(name.length / 3))) {
+      best = name;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** One line for a node:util parseArgs error, naming the flag as typed. */
+function describeParseError(
+  error: Error & { code?: string },
+  options: ParseArgsOptionsConfig,
+  usage: string,
+): string {
+  const help = "(--help lists the options)";
+  const quoted = /'([^']+)'/.exec(error.message)?.[1] ?? "";
+  if (error.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const given = quoted.replace(/^-+/, "").replace(/=.*$/, "");
+    const names = Object.keys(options);
+    const guess = quoted.startsWith("--") || given.length > 1
+      ? suggestOption(given, names)
+      : undefined;
+    return `Cannot use ${quoted}: no such option; ${
+      guess ? `did you mean --${guess}? ` : ""
+    }${help}`;
+  }
+  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    const flag = /--[\w-]+/.exec(error.message)?.[0] ?? quoted;
+    if (/does not take an argument/.test(error.message)) {
+      return `Cannot use ${flag}: it takes no value; write ${flag} alone`;
+    }
+    // The value's name as the help shows it: "--port N" gives "N".
+    const shown = new RegExp(`${flag} ([A-Z][\\w|]*)`).exec(usage)?.[1] ??
+      "VALUE";
+    if (/ambiguous/.test(error.message)) {
+      return `Cannot use ${flag}: it needs a value (${flag} ${shown}), but the next argument is an option; write ${flag}=${shown} for a value that starts with "-"`;
+    }
+    return `Cannot use ${flag}: it needs a value, as in ${flag} ${shown}`;
+  }
+  if (error.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+    return `Cannot use "${quoted}": this program takes options only ${help}`;
+  }
+  return `Cannot read the command line: ${error.message.split("\n")[0]}`;
+}
+
 /**
  * Parses Deno.args with node:util parseArgs. On --help (declare it in
- * `options`) prints `usage` and exits 0; on a bad flag prints the message
- * and `usage` to stderr and exits 2.
+ * `options`) prints `usage` and exits 0; on a bad flag prints one line
+ * naming it (with "did you mean" for a near miss) and exits 2.
  */
 export function parseArgsOrExit<const O extends ParseArgsOptionsConfig>(
   usage: string,
@@ -50,7 +125,7 @@ export function parseArgsOrExit<const O extends ParseArgsOptionsConfig>(
   try {
     parsed = parseArgs({ args: Deno.args, allowPositionals, options });
   } catch (error) {
-    fail(`${(error as Error).message}\n\n${usage}`, 2);
+    fail(describeParseError(error as Error, options, usage), 2);
   }
   if ((parsed.values as { help?: unknown }).help) {
     console.log(usage);
@@ -61,8 +136,8 @@ export function parseArgsOrExit<const O extends ParseArgsOptionsConfig>(
 
 /** `text` (else `fallback`) as a TCP port; exits 2 when it is not 0 to 65535. */
 export function parsePort(text: string | undefined, fallback: number): number {
-  const port = Number(text ?? fallback);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  const port = text === undefined ? fallback : Number(text);
+  if (!/^\d+$/.test(text ?? "0") || !(port >= 0 && port <= 65535)) {
     fail(`Cannot use --port "${text}": expected 0 to 65535`, 2);
   }
   return port;
@@ -88,7 +163,8 @@ export function parseTimeout(
 
 /**
  * The bytes of the secret file `path` given with `--flagName`; exits 2 with
- * the --allow-read hint when it cannot be read.
+ * the cause (and, for a missing permission, the command that has it) when
+ * it cannot be read.
  */
 export function readSecretFile(
   path: string,
@@ -98,9 +174,8 @@ export function readSecretFile(
     return Deno.readFileSync(path);
   } catch (error) {
     fail(
-      `Cannot read --${flagName} "${path}": ${
-        (error as Error).message
-      } (run with --allow-read=${path})`,
+      explain(error, `read --${flagName} "${path}"`) ??
+        `Cannot read --${flagName} "${path}": ${(error as Error).message}`,
       2,
     );
   }
@@ -116,28 +191,55 @@ export function readCertsFile(dir: string, name: string): string {
     return Deno.readTextFileSync(path);
   } catch (error) {
     fail(
-      `Cannot read ${path}: ${
-        (error as Error).message
-      }; run \`deno task certs\` first (or pass --certs DIR)`,
+      explain(error, `read ${path}`) ??
+        `Cannot read ${path}: ${
+          (error as Error).message
+        }; run \`deno task certs\` first (or pass --certs DIR)`,
     );
   }
 }
 
-/** The environment variable `name`, or undefined when unset or not permitted. */
-export function envOrUndefined(name: string): string | undefined {
+/**
+ * The environment variable `name`, or undefined when it is unset. Exits 2
+ * when it cannot be read (no --allow-env for it: it may be set, and a set
+ * key must never be swapped for the public demo one), or when it is empty.
+ * `fileFlag` is the flag that reads the key from a file instead.
+ */
+export function readEnv(name: string, fileFlag: string): string | undefined {
+  let value: string | undefined;
   try {
-    return Deno.env.get(name);
-  } catch {
-    // No env permission: treated as not set.
-    return undefined;
+    value = Deno.env.get(name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    fail(
+      `Cannot read ${name}: no env permission for it (a key that is set is never replaced by the public demo key); run: ${
+        runLine(["env", name])
+      } (or pass ${fileFlag} PATH)`,
+      2,
+    );
   }
+  if (value === "") {
+    fail(
+      `Cannot use ${name}: it is set but empty; set it to the key (or unset it to run with the public demo key)`,
+      2,
+    );
+  }
+  return value;
 }
 
-/** Prints `usage` and exits 0 on --help; exits 2 with a message on bad flags. */
+/**
+ * Parses the common flags and `extra`. Prints `usage` and exits 0 on --help;
+ * exits 2 with one line on a bad flag. The key is read (from --secret-file,
+ * else CONNAUTH_SECRET) when `needsKey(values)` says so (always by default);
+ * otherwise `common.key` is the demo key, unused.
+ */
 export function parseFlags<E extends ExtraOptions>(
   usage: string,
   extra: E = {} as E,
-  defaults: { port?: number } = {},
+  defaults: {
+    port?: number;
+    needsKey?: (values: Record<string, unknown>) => boolean;
+  } = {},
 ): {
   common: CommonFlags;
   values: Record<string, string | boolean | undefined>;
@@ -145,7 +247,7 @@ export function parseFlags<E extends ExtraOptions>(
 } {
   const parsed = parseArgsOrExit(usage, {
     help: { type: "boolean", short: "h" },
-    port: { type: "string", short: "p" },
+    port: { type: "string" },
     hostname: { type: "string" },
     hash: { type: "string" },
     "secret-file": { type: "string" },
@@ -160,9 +262,17 @@ export function parseFlags<E extends ExtraOptions>(
   try {
     if (values.hash !== undefined) hash = parseHashName(String(values.hash));
   } catch (error) {
-    fail((error as Error).message, 2);
+    fail(
+      `Cannot use --hash "${values.hash}": ${
+        (error as Error).message.replace(/^Cannot [^:]*: /, "")
+      }`,
+      2,
+    );
   }
-  const { key, demoKey } = loadKey(values["secret-file"] as string | undefined);
+  const needsKey = defaults.needsKey?.(values) ?? true;
+  const { key, demoKey } = needsKey
+    ? loadKey(values["secret-file"] as string | undefined)
+    : { key: DEMO_KEY, demoKey: true };
   return {
     common: {
       hostname: String(values.hostname ?? "127.0.0.1"),
@@ -178,8 +288,8 @@ export function parseFlags<E extends ExtraOptions>(
 
 /**
  * {@linkcode parseFlags} for the examples whose only flag of their own is
- * `--timeout MS` (default 10000): prints the demo-key warning when no
- * secret is configured, then checks the timeout (exits 2 when it is bad).
+ * `--timeout MS` (default 10000): checks the timeout (exits 2 when it is
+ * bad), then prints the demo-key warning when no secret is configured.
  */
 export function parseTimedFlags(
   usage: string,
@@ -190,8 +300,8 @@ export function parseTimedFlags(
     { timeout: { type: "string" } },
     defaults,
   );
-  if (common.demoKey) warnDemoKey();
   const timeout = parseTimeout(values.timeout as string | undefined);
+  if (common.demoKey) warnDemoKey();
   return { common, timeout, positionals };
 }
 
@@ -210,8 +320,8 @@ function loadKey(
     }
     return { key: bytes.subarray(0, end), demoKey: false };
   }
-  const fromEnv = envOrUndefined("CONNAUTH_SECRET");
-  if (fromEnv) return { key: fromEnv, demoKey: false };
+  const fromEnv = readEnv("CONNAUTH_SECRET", "--secret-file");
+  if (fromEnv !== undefined) return { key: fromEnv, demoKey: false };
   return { key: DEMO_KEY, demoKey: true };
 }
 
@@ -222,65 +332,18 @@ export function warnDemoKey(): void {
   );
 }
 
-/** Common flag help lines. */
-export const COMMON_HELP =
-  `  --hostname NAME   address to use (default 127.0.0.1)
-  --port N          TCP port (default 18000; 0 picks a free one)
+/**
+ * Help lines of the common flags: `port` is the default port, `hostname`
+ * the default address's description.
+ */
+export function commonHelp(
+  port: number,
+  hostname = "address to use (default 127.0.0.1)",
+): string {
+  return `  --hostname NAME   ${hostname}
+  --port N          TCP port (default ${port}; 0 picks a free one)
   --hash NAME       HMAC hash: SHA-256 (default), SHA-1, SHA-384, SHA-512, MD5 (legacy)
   --secret-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
                     (else CONNAUTH_SECRET, else a demo key)
   -h, --help        show this help`;
-
-/** An address for a log line: `127.0.0.1:5000`, `[::1]:5000`, `unix:/path`. */
-export function formatAddr(addr: Deno.Addr | undefined): string {
-  if (addr === undefined) return "unknown";
-  if ("hostname" in addr) {
-    const host = addr.hostname.includes(":")
-      ? `[${addr.hostname}]`
-      : addr.hostname;
-    return `${host}:${addr.port}`;
-  }
-  return "path" in addr ? `${addr.transport}:${addr.path}` : addr.transport;
-}
-
-/** What {@linkcode rateLimitedLog} returns. */
-export interface RateLimitedLog {
-  /** Prints a line, or counts it when over the rate; `text` runs only if printed. */
-  line(text: () => string): void;
-  /** Prints how many lines were held back, if any (call before exiting). */
-  flush(): void;
-}
-
-/**
- * A stderr log that prints at most `perSecond` lines a second, as the
- * library's own default log of serve() does: a flood of clients cannot
- * flood the terminal, nor cost the server a formatted write per
- * connection. The lines held back are counted in one line.
- */
-export function rateLimitedLog(perSecond = 20): RateLimitedLog {
-  let second = -Infinity;
-  let printed = 0;
-  let held = 0;
-  const flush = () => {
-    if (held === 0) return;
-    console.error(`${held} more lines suppressed (over ${perSecond} a second)`);
-    held = 0;
-  };
-  return {
-    line(text) {
-      const now = Date.now();
-      if (now - second >= 1000) {
-        flush();
-        second = now;
-        printed = 0;
-      }
-      if (printed < perSecond) {
-        printed += 1;
-        console.error(text());
-      } else {
-        held += 1;
-      }
-    },
-    flush,
-  };
 }

@@ -21,6 +21,13 @@ import {
   type WrittenCertificateFile,
 } from "../certs.ts";
 import { fail, parseArgsOrExit } from "./_cli.ts";
+import { runLine, setProgram } from "./_program.ts";
+
+setProgram({
+  script: "examples/certs.ts",
+  task: "certs",
+  flags: ["--allow-read=certs", "--allow-write=certs"],
+});
 
 const USAGE = `Usage: deno task certs [options]
    or: deno run --allow-read=DIR --allow-write=DIR examples/certs.ts --out DIR [options]
@@ -76,7 +83,9 @@ try {
 } catch (error) {
   if (error instanceof Deno.errors.NotCapable) {
     fail(
-      `Cannot write certificates to "${out}": no permission; run with --allow-read=${out} --allow-write=${out}`,
+      `Cannot write certificates to "${out}": no permission for it; run: ${
+        runLine(["read", out], ["write", out])
+      }`,
     );
   }
   fail((error as Error).message);

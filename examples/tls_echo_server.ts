@@ -13,28 +13,41 @@
  *
  * @module
  */
-import { listenTls, type TlsServerConn } from "../tls.ts";
+import { listenTls, TlsError, type TlsServerConn } from "../tls.ts";
 import { generateCertificates, writeCertificates } from "../certs.ts";
 import { serve } from "../server.ts";
 import { HmacKey, serverAuthenticate } from "../handshake.ts";
 import { showAddr } from "./_tls_io.ts";
 import {
-  COMMON_HELP,
+  commonHelp,
   fail,
   parseFlags,
   parseTimeout,
+  readCertsFile,
   warnDemoKey,
 } from "./_cli.ts";
+import { failListen, setProgram } from "./_program.ts";
+
+const RUN = setProgram({
+  script: "examples/tls_echo_server.ts",
+  task: "tls-echo-server",
+  flags: [
+    "--allow-net=127.0.0.1",
+    "--allow-read=certs",
+    "--allow-write=certs",
+    "--allow-env=CONNAUTH_SECRET",
+  ],
+});
 
 const USAGE = `Usage: deno task tls-echo-server [options]
-   or: deno run --allow-net=127.0.0.1:18443 --allow-read=certs --allow-write=certs --allow-env=CONNAUTH_SECRET examples/tls_echo_server.ts [options]
+   or: ${RUN} [options]
 
 Echoes back whatever a TLS client sends. Certificates come from --certs
 (server.pem, server-key.pem, ca.pem); when the directory holds none, a
 development set is written there first.
 
 Options:
-${COMMON_HELP.replace("default 18000", "default 18443")}
+${commonHelp(18443)}
   --certs DIR       certificate directory (default certs)
   --mutual          require a client certificate signed by DIR/ca.pem
   --hmac            also run the HMAC handshake (key: CONNAUTH_SECRET or --secret-file)
@@ -45,7 +58,7 @@ const { common, values } = parseFlags(USAGE, {
   mutual: { type: "boolean" },
   hmac: { type: "boolean" },
   timeout: { type: "string" },
-}, { port: 18443 });
+}, { port: 18443, needsKey: (values) => values.hmac === true });
 const dir = String(values.certs ?? "certs");
 const mutual = values.mutual === true;
 const hmac = values.hmac === true;
@@ -79,18 +92,30 @@ const key = hmac
   : null;
 if (hmac && common.demoKey) warnDemoKey();
 
+// Read here, so that an error names the file and --certs, not an option.
+const cert = readCertsFile(dir, "server.pem");
+const certKey = readCertsFile(dir, "server-key.pem");
+const clientCa = mutual ? readCertsFile(dir, "ca.pem") : undefined;
+
 let listener;
 try {
   listener = await listenTls({
     hostname: common.hostname,
     port: common.port,
-    certFile: `${dir}/server.pem`,
-    keyFile: `${dir}/server-key.pem`,
-    clientCaFile: mutual ? `${dir}/ca.pem` : undefined,
+    cert,
+    key: certKey,
+    clientCa,
     handshakeTimeout: timeout,
   });
 } catch (error) {
-  fail((error as Error).message);
+  if (error instanceof TlsError) {
+    fail(
+      `${
+        error.message.split("; ")[0]
+      }; check the files in ${dir}/, or make a new set: deno task certs --force`,
+    );
+  }
+  failListen(error, common.hostname, common.port);
 }
 console.error(
   `TLS echo server listening on ${showAddr(listener.addr)}${
