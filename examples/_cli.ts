@@ -88,9 +88,9 @@ function describeParseError(
     const guess = quoted.startsWith("--") || given.length > 1
       ? suggestOption(given, names)
       : undefined;
-    return `Cannot use ${quoted}: no such option; ${
-      guess ? `did you mean --${guess}? ` : ""
-    }${help}`;
+    return `Cannot use ${quoted}: no such option${
+      guess ? `; did you mean --${guess}?` : ""
+    } ${help}`;
   }
   if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
     const flag = /--[\w-]+/.exec(error.message)?.[0] ?? quoted;
@@ -190,11 +190,17 @@ export function readCertsFile(dir: string, name: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      fail(
+        `Cannot read ${path}: no read permission for ${dir}; run: ${
+          runLine(["read", dir])
+        }`,
+      );
+    }
     fail(
-      explain(error, `read ${path}`) ??
-        `Cannot read ${path}: ${
-          (error as Error).message
-        }; run \`deno task certs\` first (or pass --certs DIR)`,
+      `Cannot read ${path}: ${
+        (error as Error).message
+      }; run \`deno task certs\` first (or pass --certs DIR)`,
     );
   }
 }

@@ -98,7 +98,10 @@ export function explain(error: unknown, action: string): string | null {
       runLine([kind, target])
     }`;
   }
-  if (error instanceof Deno.errors.AddrInUse) {
+  if (
+    error instanceof Deno.errors.AddrInUse ||
+    (error as { code?: unknown })?.code === "EADDRINUSE"
+  ) {
     return `Cannot ${action}: the address is in use (another server?); choose another port with --port N (--port 0 picks a free one)`;
   }
   return null;
@@ -117,14 +120,18 @@ export function failListen(
   const where = `${
     hostname.includes(":") ? `[${hostname}]` : hostname
   }:${port}`;
-  if (error instanceof Deno.errors.AddrInUse) {
+  // node:tls (listenTls, serveHttps) reports by code, Deno.listen by class.
+  const code = (error as { code?: unknown })?.code;
+  if (error instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
     fail(
       `Cannot listen on ${where}: the port is in use (is a server already running?); choose another with --port, e.g. ${taskName()} --port ${
         port === 65535 ? port - 1 : port + 10
       } (--port 0 picks a free one)`,
     );
   }
-  if (error instanceof Deno.errors.AddrNotAvailable) {
+  if (
+    error instanceof Deno.errors.AddrNotAvailable || code === "EADDRNOTAVAIL"
+  ) {
     fail(
       `Cannot listen on ${where}: this machine has no such address; pass --hostname 127.0.0.1 (or an address of this machine)`,
     );

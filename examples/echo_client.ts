@@ -109,7 +109,11 @@ try {
       }; the server rejected our key or hung up (check CONNAUTH_SECRET / --secret-file and --hash)`,
     );
   }
-  fail(`Cannot get the echo: ${(error as Error).message}`);
+  // A TLS server waits for the client to speak first: no challenge comes.
+  const silent = /timed out/.test((error as Error).message ?? "")
+    ? "; the server sent no challenge: is it the HMAC echo server? (a TLS server waits silently: use deno task tls-echo-client)"
+    : "";
+  fail(`Cannot get the echo: ${(error as Error).message}${silent}`);
 } finally {
   clearTimeout(timer);
   try {

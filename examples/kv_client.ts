@@ -161,6 +161,10 @@ try {
     explain(error, action) ?? explain(cause, action) ??
       `Cannot ${action}: ${message}${
         cause?.message ? ` (${cause.message})` : ""
+      }${
+        /Connection refused/i.test(`${message} ${cause?.message}`)
+          ? `; is the server running at ${url}? (deno task kv-server)`
+          : ""
       }`,
   );
 }

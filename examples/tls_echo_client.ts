@@ -86,6 +86,12 @@ const FIXES: Partial<Record<string, string>> = {
 
 /** One line for a TLS error: the library's cause, this program's fix. */
 function describeTls(error: TlsError): string {
+  if (/corrupt message|InvalidContentType/.test(error.message)) {
+    // A plain HMAC server speaks first, with its challenge, not TLS.
+    return `${
+      error.message.split("; ")[0]
+    }; the server does not speak TLS on this port (a plain HMAC server sends its challenge first): use deno task echo-client for it, or check --port`;
+  }
   const fix = FIXES[error.reason];
   if (fix === undefined) return error.message;
   return `${error.message.split("; ")[0]}; ${fix}`;

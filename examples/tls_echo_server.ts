@@ -26,7 +26,7 @@ import {
   readCertsFile,
   warnDemoKey,
 } from "./_cli.ts";
-import { failListen, setProgram } from "./_program.ts";
+import { failListen, runLine, setProgram } from "./_program.ts";
 
 const RUN = setProgram({
   script: "examples/tls_echo_server.ts",
@@ -74,17 +74,33 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-if (!await exists(`${dir}/server.pem`)) {
-  if (await exists(`${dir}/server-key.pem`) || await exists(`${dir}/ca.pem`)) {
-    fail(
-      `Cannot start: ${dir}/ holds some certificate files but no server.pem; complete it or run deno task certs --force`,
-    );
-  }
-  const written = await writeCertificates(dir, await generateCertificates());
-  console.error(
-    `notice: no certificates in ${dir}/, wrote a development set (do not use in production):`,
+try {
+  await prepare();
+} catch (error) {
+  if (!(error instanceof Deno.errors.NotCapable)) throw error;
+  fail(
+    `Cannot use --certs ${dir}: no permission to read and write it; run: ${
+      runLine(["read", dir], ["write", dir])
+    }`,
   );
-  for (const file of written) console.error(`  ${file.path}`);
+}
+
+/** Writes a development set to `dir` when it holds none. */
+async function prepare(): Promise<void> {
+  if (!await exists(`${dir}/server.pem`)) {
+    if (
+      await exists(`${dir}/server-key.pem`) || await exists(`${dir}/ca.pem`)
+    ) {
+      fail(
+        `Cannot start: ${dir}/ holds some certificate files but no server.pem; complete it or run deno task certs --force`,
+      );
+    }
+    const written = await writeCertificates(dir, await generateCertificates());
+    console.error(
+      `notice: no certificates in ${dir}/, wrote a development set (do not use in production):`,
+    );
+    for (const file of written) console.error(`  ${file.path}`);
+  }
 }
 
 const key = hmac
