@@ -23,13 +23,14 @@ import {
 import { fail, parseArgsOrExit } from "./_cli.ts";
 import { runLine, setProgram } from "./_program.ts";
 
-setProgram({
+const RUN = setProgram({
   script: "examples/certs.ts",
   task: "certs",
   flags: ["--allow-read=certs", "--allow-write=certs"],
 });
 
 const USAGE = `Usage: deno task certs [options]
+   or: ${RUN} [options]
    or: deno run --allow-read=DIR --allow-write=DIR examples/certs.ts --out DIR [options]
 
 Writes a development CA, a server certificate and client certificates:

@@ -197,7 +197,7 @@ try {
     // A Cookbook HMAC server speaks first: its challenge came back where
     // our echo was expected.
     fail(
-      `Cannot get the echo: the server sent an HMAC challenge (${reply.bytes.length} bytes) where the echo was expected; run with --hmac (and the server's key in CONNAUTH_SECRET or --secret-file)`,
+      `Cannot get the echo: the server sent an HMAC challenge; run with --hmac (it sent ${reply.bytes.length} random bytes where the echo was expected; the key comes from CONNAUTH_SECRET or --secret-file)`,
     );
   } else {
     fail(
