@@ -288,7 +288,10 @@ Deno.test("a key set in the environment but not readable stops the program with 
         `^Cannot read ${variable}: no env permission .*run: deno run .*--allow-env=${variable} .*\\(or pass ${fileFlag} PATH\\)$`,
       ),
     );
-    assert.doesNotMatch(result.stderr, /warning|using the (built-in|public) demo/);
+    assert.doesNotMatch(
+      result.stderr,
+      /warning|using the (built-in|public) demo/,
+    );
     assert.equal(result.stdout, "");
   }
 });
