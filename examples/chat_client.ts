@@ -35,7 +35,7 @@ Sends each line typed (or piped) to the upper-case server and prints the reply.
 An empty line is skipped; "quit" exits.
 
 Options:
-${commonHelp(18001)}
+${commonHelp(18001, { client: true })}
   --timeout MS      deadline in milliseconds to connect, authenticate and for
                     each reply (default 10000)`;
 

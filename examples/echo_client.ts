@@ -27,7 +27,7 @@ Authenticates to the echo server, sends the message (default "Hello World")
 and prints the reply.
 
 Options:
-${commonHelp(18000)}
+${commonHelp(18000, { client: true })}
   --timeout MS      deadline in milliseconds to connect, to authenticate and
                     for the echo (default 10000)`;
 

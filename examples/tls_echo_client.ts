@@ -44,10 +44,10 @@ message (default "Hello TLS") and prints the reply.
 
 Options:
 ${
-  commonHelp(
-    18443,
-    "server name (default localhost: the name in the certificate)",
-  )
+  commonHelp(18443, {
+    hostname: "server name (default localhost: the name in the certificate)",
+    client: true,
+  })
 }
   --certs DIR       certificate directory (default certs)
   --mutual          present DIR/client.pem and DIR/client-key.pem
@@ -92,9 +92,14 @@ function describeTls(error: TlsError): string {
       error.message.split("; ")[0]
     }; the server does not speak TLS on this port (a plain HMAC server sends its challenge first): use deno task echo-client for it, or check --port`;
   }
-  const fix = FIXES[error.reason];
+  const [cause, ...rest] = error.message.split("; ");
+  // The library's own fix names its options (`caCerts`): name our flags.
+  const fix = FIXES[error.reason] ??
+    (/`\w+`/.test(rest.join("; "))
+      ? "check --certs, --mutual and --hostname"
+      : undefined);
   if (fix === undefined) return error.message;
-  return `${error.message.split("; ")[0]}; ${fix}`;
+  return `${cause}; ${fix}`;
 }
 
 const ca = readCertsFile(dir, "ca.pem");
