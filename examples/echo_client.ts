@@ -98,6 +98,14 @@ try {
   if (timedOut) {
     fail(`Cannot get the echo: no echo within ${timeout} ms`);
   }
+  const message = (error as Error).message ?? String(error);
+  if (/challenge|timed out/.test(message)) {
+    // The client waits only for the challenge (the echo's own deadline is
+    // above), and the key plays no part before it: not a key error.
+    fail(
+      `Cannot get the echo: ${message}; the server sent no HMAC challenge, so it never saw our key: is this the HMAC echo server's port? (a TLS server: use deno task tls-echo-client)`,
+    );
+  }
   if (
     error instanceof ProtocolError ||
     error instanceof Deno.errors.ConnectionReset ||
@@ -109,11 +117,7 @@ try {
       }; the server rejected our key or hung up (check CONNAUTH_SECRET / --secret-file and --hash)`,
     );
   }
-  // A TLS server waits for the client to speak first: no challenge comes.
-  const silent = /timed out/.test((error as Error).message ?? "")
-    ? "; the server sent no challenge: is it the HMAC echo server? (a TLS server waits silently: use deno task tls-echo-client)"
-    : "";
-  fail(`Cannot get the echo: ${(error as Error).message}${silent}`);
+  fail(`Cannot get the echo: ${message}`);
 } finally {
   clearTimeout(timer);
   try {

@@ -336,7 +336,7 @@ Deno.test("a mistyped or valueless flag is one line: did you mean, and the value
   }
 });
 
-Deno.test("tls-echo-client tells an HMAC challenge and a plain HMAC server from an echo", async () => {
+Deno.test("tls-echo-client tells an HMAC challenge and a plain HMAC server from an echo; echo-client does not blame the key of a TLS server", async () => {
   await using dir = await tempDir();
   const key = { CONNAUTH_SECRET: "examples test key" };
   await using hmac = await startTask("tls-echo-server", ["--hmac"], dir, key);
@@ -361,6 +361,17 @@ Deno.test("tls-echo-client tells an HMAC challenge and a plain HMAC server from 
     { cwd: dir, env: key },
   );
   assert.equal(keyed.stdout, "hi\n", keyed.stderr);
+  // And the other way round: a plain client gets no challenge from TLS.
+  const plainClient = await runTask(
+    "echo-client",
+    ["--port", String(hmac.port), "--timeout", "500", "hi"],
+    { env: key },
+  );
+  assertOneLine(
+    plainClient,
+    1,
+    /the server sent no HMAC challenge, so it never saw our key: .*tls-echo-client/,
+  );
 
   await using plain = await startTask("echo-server", [], dir, key);
   const result = await runTask(
