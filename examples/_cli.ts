@@ -233,7 +233,8 @@ export function warnDemoKey(): void {
 }
 
 /**
- * Help lines of the common flags: `port` is the default port; `hostname`
+ * Help lines of the common flags (end the options with
+ * {@linkcode HELP_LINE}): `port` is the default port; `hostname`
  * the line for --hostname; `client` leaves out that port 0 picks a free
  * one (a server's choice).
  */
@@ -250,6 +251,8 @@ export function commonHelp(
   })
   --hash NAME       HMAC hash: SHA-256 (default), SHA-1, SHA-384, SHA-512, MD5 (legacy)
   --secret-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
-                    (else CONNAUTH_SECRET, else a demo key)
-  -h, --help        show this help`;
+                    (else CONNAUTH_SECRET, else a demo key)`;
 }
+
+/** The help line of -h, --help: the last line of an example's options. */
+export const HELP_LINE = "  -h, --help        show this help";

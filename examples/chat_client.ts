@@ -18,7 +18,7 @@
  * @module
  */
 import { connect } from "../server.ts";
-import { commonHelp, fail, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, fail, HELP_LINE, parseTimedFlags } from "./_cli.ts";
 import { explain, setProgram } from "./_program.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
@@ -37,7 +37,8 @@ An empty line is skipped; "quit" exits.
 Options:
 ${commonHelp(18001, { client: true })}
   --timeout MS      deadline in milliseconds to connect, authenticate and for
-                    each reply (default 10000)`;
+                    each reply (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout } = parseTimedFlags(USAGE, { port: 18001 });
 

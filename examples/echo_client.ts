@@ -11,7 +11,7 @@
  */
 import { clientAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
-import { commonHelp, fail, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, fail, HELP_LINE, parseTimedFlags } from "./_cli.ts";
 import { explain, setProgram } from "./_program.ts";
 
 const RUN = setProgram({
@@ -29,7 +29,8 @@ and prints the reply.
 Options:
 ${commonHelp(18000, { client: true })}
   --timeout MS      deadline in milliseconds to connect, to authenticate and
-                    for the echo (default 10000)`;
+                    for the echo (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout, positionals } = parseTimedFlags(USAGE);
 const message = new TextEncoder().encode(

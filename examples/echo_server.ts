@@ -21,7 +21,7 @@
  * @module
  */
 import { serve, type ServerConn } from "../server.ts";
-import { commonHelp, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, HELP_LINE, parseTimedFlags } from "./_cli.ts";
 import { failListen, setProgram } from "./_program.ts";
 import { formatAddr, serverLog } from "./_server_log.ts";
 import { shutdownSignal } from "./_shutdown.ts";
@@ -39,7 +39,8 @@ Echoes back whatever an authenticated client sends.
 
 Options:
 ${commonHelp(18000)}
-  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout } = parseTimedFlags(USAGE);
 

@@ -19,6 +19,7 @@ import { send } from "./_tls_io.ts";
 import {
   commonHelp,
   fail,
+  HELP_LINE,
   parseFlags,
   parseTimeout,
   readCertsFile,
@@ -52,7 +53,8 @@ ${
   --certs DIR       certificate directory (default certs)
   --mutual          present DIR/client.pem and DIR/client-key.pem
   --hmac            also run the HMAC handshake (key: CONNAUTH_SECRET or --secret-file)
-  --timeout MS      deadline for each step in milliseconds (default 10000)`;
+  --timeout MS      deadline for each step in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, values, positionals } = parseFlags(USAGE, {
   certs: { type: "string" },

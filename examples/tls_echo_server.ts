@@ -21,6 +21,7 @@ import { showAddr } from "./_tls_io.ts";
 import {
   commonHelp,
   fail,
+  HELP_LINE,
   parseFlags,
   parseTimeout,
   readCertsFile,
@@ -51,7 +52,8 @@ ${commonHelp(18443)}
   --certs DIR       certificate directory (default certs)
   --mutual          require a client certificate signed by DIR/ca.pem
   --hmac            also run the HMAC handshake (key: CONNAUTH_SECRET or --secret-file)
-  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, values } = parseFlags(USAGE, {
   certs: { type: "string" },

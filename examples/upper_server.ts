@@ -14,7 +14,7 @@
  * @module
  */
 import { type ConnectionInfo, serve, type ServerConn } from "../server.ts";
-import { commonHelp, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, HELP_LINE, parseTimedFlags } from "./_cli.ts";
 import { failListen, setProgram } from "./_program.ts";
 import { formatAddr, serverLog } from "./_server_log.ts";
 import { shutdownSignal } from "./_shutdown.ts";
@@ -35,7 +35,8 @@ Replies to every line an authenticated client sends with the line upper-cased.
 
 Options:
 ${commonHelp(18001)}
-  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout } = parseTimedFlags(USAGE, { port: 18001 });
 
