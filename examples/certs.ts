@@ -21,7 +21,7 @@ import {
   type WrittenCertificateFile,
 } from "../certs.ts";
 import { fail, parseArgsOrExit } from "./_cli.ts";
-import { runLine, setProgram } from "./_program.ts";
+import { setProgram, shellQuote } from "./_program.ts";
 
 const RUN = setProgram({
   script: "examples/certs.ts",
@@ -85,7 +85,13 @@ try {
   if (error instanceof Deno.errors.NotCapable) {
     fail(
       `Cannot write certificates to "${out}": no permission for it; run: ${
-        runLine(["read", out], ["write", out])
+        [
+          "deno run",
+          shellQuote(`--allow-read=${out}`),
+          shellQuote(`--allow-write=${out}`),
+          "examples/certs.ts",
+          ...Deno.args.map(shellQuote),
+        ].join(" ")
       }`,
     );
   }
