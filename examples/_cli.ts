@@ -1,10 +1,13 @@
-// Shared command-line handling for the examples: flags, the shared key, help,
-// and the small helpers every example uses (fail, ports, secret files, env,
-// addresses and a rate-limited stderr log for the servers' lines). Examples
-// import only public modules of the library: what they need beyond those is
+// Shared command-line handling for the examples: the common flags, ports,
+// timeouts, the shared key from a file or the environment, and reading
+// files the flags name (parsing itself is in _args.ts). Examples import
+// only public modules of the library: what they need beyond those is
 // written here.
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { type HashName, parseHashName } from "../handshake.ts";
+import { parseArgsOrExit } from "./_args.ts";
+import { explain, fail, runLine } from "./_program.ts";
+
+export { fail, parseArgsOrExit };
 
 /** Flags every authenticated example understands. */
 export interface CommonFlags {
@@ -25,44 +28,10 @@ export type ExtraOptions = Record<
   { type: "string" | "boolean"; short?: string; default?: string | boolean }
 >;
 
-/** Prints `message` to stderr and exits with `code`. */
-export function fail(message: string, code = 1): never {
-  console.error(message);
-  Deno.exit(code);
-}
-
-/** What {@linkcode parseArgsOrExit} returns for the flags `O`. */
-export type ParsedFlags<O extends ParseArgsOptionsConfig> = ReturnType<
-  typeof parseArgs<{ args: string[]; options: O; allowPositionals: boolean }>
->;
-
-/**
- * Parses Deno.args with node:util parseArgs. On --help (declare it in
- * `options`) prints `usage` and exits 0; on a bad flag prints the message
- * and `usage` to stderr and exits 2.
- */
-export function parseArgsOrExit<const O extends ParseArgsOptionsConfig>(
-  usage: string,
-  options: O,
-  { allowPositionals = true }: { allowPositionals?: boolean } = {},
-): ParsedFlags<O> {
-  let parsed: ParsedFlags<O>;
-  try {
-    parsed = parseArgs({ args: Deno.args, allowPositionals, options });
-  } catch (error) {
-    fail(`${(error as Error).message}\n\n${usage}`, 2);
-  }
-  if ((parsed.values as { help?: unknown }).help) {
-    console.log(usage);
-    Deno.exit(0);
-  }
-  return parsed;
-}
-
 /** `text` (else `fallback`) as a TCP port; exits 2 when it is not 0 to 65535. */
 export function parsePort(text: string | undefined, fallback: number): number {
-  const port = Number(text ?? fallback);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  const port = text === undefined ? fallback : Number(text);
+  if (!/^\d+$/.test(text ?? "0") || !(port >= 0 && port <= 65535)) {
     fail(`Cannot use --port "${text}": expected 0 to 65535`, 2);
   }
   return port;
@@ -88,7 +57,8 @@ export function parseTimeout(
 
 /**
  * The bytes of the secret file `path` given with `--flagName`; exits 2 with
- * the --allow-read hint when it cannot be read.
+ * the cause (and, for a missing permission, the command that has it) when
+ * it cannot be read.
  */
 export function readSecretFile(
   path: string,
@@ -98,9 +68,8 @@ export function readSecretFile(
     return Deno.readFileSync(path);
   } catch (error) {
     fail(
-      `Cannot read --${flagName} "${path}": ${
-        (error as Error).message
-      } (run with --allow-read=${path})`,
+      explain(error, `read --${flagName} "${path}"`) ??
+        `Cannot read --${flagName} "${path}": ${(error as Error).message}`,
       2,
     );
   }
@@ -115,6 +84,13 @@ export function readCertsFile(dir: string, name: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      fail(
+        `Cannot read ${path}: no read permission for ${dir}; run: ${
+          runLine(["read", dir])
+        }`,
+      );
+    }
     fail(
       `Cannot read ${path}: ${
         (error as Error).message
@@ -123,21 +99,47 @@ export function readCertsFile(dir: string, name: string): string {
   }
 }
 
-/** The environment variable `name`, or undefined when unset or not permitted. */
-export function envOrUndefined(name: string): string | undefined {
+/**
+ * The environment variable `name`, or undefined when it is unset. Exits 2
+ * when it cannot be read (no --allow-env for it: it may be set, and a set
+ * key must never be swapped for the public demo one), or when it is empty.
+ * `fileFlag` is the flag that reads the key from a file instead.
+ */
+export function readEnv(name: string, fileFlag: string): string | undefined {
+  let value: string | undefined;
   try {
-    return Deno.env.get(name);
-  } catch {
-    // No env permission: treated as not set.
-    return undefined;
+    value = Deno.env.get(name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    fail(
+      `Cannot read ${name}: no env permission for it (a key that is set is never replaced by the public demo key); run: ${
+        runLine(["env", name])
+      } (or pass ${fileFlag} PATH)`,
+      2,
+    );
   }
+  if (value === "") {
+    fail(
+      `Cannot use ${name}: it is set but empty; set it to the key (or unset it to run with the public demo key)`,
+      2,
+    );
+  }
+  return value;
 }
 
-/** Prints `usage` and exits 0 on --help; exits 2 with a message on bad flags. */
+/**
+ * Parses the common flags and `extra`. Prints `usage` and exits 0 on --help;
+ * exits 2 with one line on a bad flag. The key is read (from --secret-file,
+ * else CONNAUTH_SECRET) when `needsKey(values)` says so (always by default);
+ * otherwise `common.key` is the demo key, unused.
+ */
 export function parseFlags<E extends ExtraOptions>(
   usage: string,
   extra: E = {} as E,
-  defaults: { port?: number } = {},
+  defaults: {
+    port?: number;
+    needsKey?: (values: Record<string, unknown>) => boolean;
+  } = {},
 ): {
   common: CommonFlags;
   values: Record<string, string | boolean | undefined>;
@@ -145,7 +147,7 @@ export function parseFlags<E extends ExtraOptions>(
 } {
   const parsed = parseArgsOrExit(usage, {
     help: { type: "boolean", short: "h" },
-    port: { type: "string", short: "p" },
+    port: { type: "string" },
     hostname: { type: "string" },
     hash: { type: "string" },
     "secret-file": { type: "string" },
@@ -160,9 +162,17 @@ export function parseFlags<E extends ExtraOptions>(
   try {
     if (values.hash !== undefined) hash = parseHashName(String(values.hash));
   } catch (error) {
-    fail((error as Error).message, 2);
+    fail(
+      `Cannot use --hash "${values.hash}": ${
+        (error as Error).message.replace(/^Cannot [^:]*: /, "")
+      }`,
+      2,
+    );
   }
-  const { key, demoKey } = loadKey(values["secret-file"] as string | undefined);
+  const needsKey = defaults.needsKey?.(values) ?? true;
+  const { key, demoKey } = needsKey
+    ? loadKey(values["secret-file"] as string | undefined)
+    : { key: DEMO_KEY, demoKey: true };
   return {
     common: {
       hostname: String(values.hostname ?? "127.0.0.1"),
@@ -178,8 +188,8 @@ export function parseFlags<E extends ExtraOptions>(
 
 /**
  * {@linkcode parseFlags} for the examples whose only flag of their own is
- * `--timeout MS` (default 10000): prints the demo-key warning when no
- * secret is configured, then checks the timeout (exits 2 when it is bad).
+ * `--timeout MS` (default 10000): checks the timeout (exits 2 when it is
+ * bad), then prints the demo-key warning when no secret is configured.
  */
 export function parseTimedFlags(
   usage: string,
@@ -190,8 +200,8 @@ export function parseTimedFlags(
     { timeout: { type: "string" } },
     defaults,
   );
-  if (common.demoKey) warnDemoKey();
   const timeout = parseTimeout(values.timeout as string | undefined);
+  if (common.demoKey) warnDemoKey();
   return { common, timeout, positionals };
 }
 
@@ -210,8 +220,8 @@ function loadKey(
     }
     return { key: bytes.subarray(0, end), demoKey: false };
   }
-  const fromEnv = envOrUndefined("CONNAUTH_SECRET");
-  if (fromEnv) return { key: fromEnv, demoKey: false };
+  const fromEnv = readEnv("CONNAUTH_SECRET", "--secret-file");
+  if (fromEnv !== undefined) return { key: fromEnv, demoKey: false };
   return { key: DEMO_KEY, demoKey: true };
 }
 
@@ -222,65 +232,27 @@ export function warnDemoKey(): void {
   );
 }
 
-/** Common flag help lines. */
-export const COMMON_HELP =
-  `  --hostname NAME   address to use (default 127.0.0.1)
-  --port N          TCP port (default 18000; 0 picks a free one)
+/**
+ * Help lines of the common flags (end the options with
+ * {@linkcode HELP_LINE}): `port` is the default port; `hostname`
+ * the line for --hostname; `client` leaves out that port 0 picks a free
+ * one (a server's choice).
+ */
+export function commonHelp(
+  port: number,
+  { hostname = "address to use (default 127.0.0.1)", client = false }: {
+    hostname?: string;
+    client?: boolean;
+  } = {},
+): string {
+  return `  --hostname NAME   ${hostname}
+  --port N          TCP port (default ${port}${
+    client ? "" : "; 0 picks a free one"
+  })
   --hash NAME       HMAC hash: SHA-256 (default), SHA-1, SHA-384, SHA-512, MD5 (legacy)
   --secret-file PATH   read the shared key from PATH, minus trailing CR/LF bytes
-                    (else CONNAUTH_SECRET, else a demo key)
-  -h, --help        show this help`;
-
-/** An address for a log line: `127.0.0.1:5000`, `[::1]:5000`, `unix:/path`. */
-export function formatAddr(addr: Deno.Addr | undefined): string {
-  if (addr === undefined) return "unknown";
-  if ("hostname" in addr) {
-    const host = addr.hostname.includes(":")
-      ? `[${addr.hostname}]`
-      : addr.hostname;
-    return `${host}:${addr.port}`;
-  }
-  return "path" in addr ? `${addr.transport}:${addr.path}` : addr.transport;
+                    (else CONNAUTH_SECRET, else a demo key)`;
 }
 
-/** What {@linkcode rateLimitedLog} returns. */
-export interface RateLimitedLog {
-  /** Prints a line, or counts it when over the rate; `text` runs only if printed. */
-  line(text: () => string): void;
-  /** Prints how many lines were held back, if any (call before exiting). */
-  flush(): void;
-}
-
-/**
- * A stderr log that prints at most `perSecond` lines a second, as the
- * library's own default log of serve() does: a flood of clients cannot
- * flood the terminal, nor cost the server a formatted write per
- * connection. The lines held back are counted in one line.
- */
-export function rateLimitedLog(perSecond = 20): RateLimitedLog {
-  let second = -Infinity;
-  let printed = 0;
-  let held = 0;
-  const flush = () => {
-    if (held === 0) return;
-    console.error(`${held} more lines suppressed (over ${perSecond} a second)`);
-    held = 0;
-  };
-  return {
-    line(text) {
-      const now = Date.now();
-      if (now - second >= 1000) {
-        flush();
-        second = now;
-        printed = 0;
-      }
-      if (printed < perSecond) {
-        printed += 1;
-        console.error(text());
-      } else {
-        held += 1;
-      }
-    },
-    flush,
-  };
-}
+/** The help line of -h, --help: the last line of an example's options. */
+export const HELP_LINE = "  -h, --help        show this help";

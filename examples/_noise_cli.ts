@@ -1,17 +1,17 @@
 // Shared command-line handling for the Noise examples: flags and the PSK.
 import type { NoisePsk } from "../noise.ts";
 import {
-  envOrUndefined,
   fail,
   parseArgsOrExit,
   parsePort,
   parseTimeout,
+  readEnv,
   readSecretFile,
 } from "./_cli.ts";
 
 export { fail };
 
-/** Names an address for the log: `127.0.0.1:18001`, `[::1]:18001`. */
+/** Names an address for the log: `127.0.0.1:18002`, `[::1]:18002`. */
 export function describeAddr(addr: Deno.Addr): string {
   if (addr.transport !== "tcp" && addr.transport !== "udp") {
     return addr.transport;
@@ -21,6 +21,9 @@ export function describeAddr(addr: Deno.Addr): string {
     : addr.hostname;
   return `${host}:${addr.port}`;
 }
+
+/** The Noise examples' default port. */
+export const NOISE_PORT = 18002;
 
 /** Flags both Noise examples understand. */
 export interface NoiseFlags {
@@ -45,7 +48,7 @@ export const DEMO_PSK =
  */
 export function noiseHelp(timeout: string): string {
   return `  --hostname NAME   address to use (default 127.0.0.1)
-  --port N          TCP port (default 18001; 0 picks a free one for the server)
+  --port N          TCP port (default 18002; 0 picks a free one for the server)
   --psk-file PATH   read the pre-shared key from PATH: 64 hex digits or 32 raw bytes
                     (else CONNAUTH_PSK, 64 hex digits; else a public demo key)
   --prologue TEXT   bind this text into the handshake; both ends must agree
@@ -67,8 +70,8 @@ function loadPsk(pskFile: string | undefined): NoisePsk {
       2,
     );
   }
-  const fromEnv = envOrUndefined("CONNAUTH_PSK");
-  if (fromEnv) {
+  const fromEnv = readEnv("CONNAUTH_PSK", "--psk-file");
+  if (fromEnv !== undefined) {
     if (!/^[0-9a-fA-F]{64}$/.test(fromEnv.trim())) {
       fail(
         "Cannot use CONNAUTH_PSK: expected 64 hexadecimal digits; make one with: openssl rand -hex 32",
@@ -88,13 +91,13 @@ export function parseNoiseFlags(usage: string): NoiseFlags {
   const parsed = parseArgsOrExit(usage, {
     help: { type: "boolean", short: "h" },
     hostname: { type: "string" },
-    port: { type: "string", short: "p" },
+    port: { type: "string" },
     "psk-file": { type: "string" },
     prologue: { type: "string" },
     timeout: { type: "string" },
   });
   const { values } = parsed;
-  const port = parsePort(values.port, 18001);
+  const port = parsePort(values.port, NOISE_PORT);
   const timeout = parseTimeout(values.timeout, "ms");
   return {
     hostname: values.hostname ?? "127.0.0.1",

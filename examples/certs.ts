@@ -21,8 +21,16 @@ import {
   type WrittenCertificateFile,
 } from "../certs.ts";
 import { fail, parseArgsOrExit } from "./_cli.ts";
+import { setProgram, shellQuote } from "./_program.ts";
+
+const RUN = setProgram({
+  script: "examples/certs.ts",
+  task: "certs",
+  flags: ["--allow-read=certs", "--allow-write=certs"],
+});
 
 const USAGE = `Usage: deno task certs [options]
+   or: ${RUN} [options]
    or: deno run --allow-read=DIR --allow-write=DIR examples/certs.ts --out DIR [options]
 
 Writes a development CA, a server certificate and client certificates:
@@ -76,7 +84,15 @@ try {
 } catch (error) {
   if (error instanceof Deno.errors.NotCapable) {
     fail(
-      `Cannot write certificates to "${out}": no permission; run with --allow-read=${out} --allow-write=${out}`,
+      `Cannot write certificates to "${out}": no permission for it; run: ${
+        [
+          "deno run",
+          shellQuote(`--allow-read=${out}`),
+          shellQuote(`--allow-write=${out}`),
+          "examples/certs.ts",
+          ...Deno.args.map(shellQuote),
+        ].join(" ")
+      }`,
     );
   }
   fail((error as Error).message);

@@ -8,31 +8,43 @@
  * standard input is a terminal; from a pipe the client reads line by line
  * and prints only the replies, so it can be scripted:
  *
- *     printf 'hello\nquit\n' | deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/chat_client.ts
+ *     deno task chat-client
+ *     printf 'hello\nquit\n' | deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET examples/chat_client.ts
  *
- * Exits 0 on `quit`, end of input or Ctrl-C; 1 when the server rejects the
- * key or goes away.
+ * Exits 0 on `quit` or end of input; 130 on Ctrl-C (SIGINT), as a shell
+ * reports a program it interrupted; 1 when the server rejects the key or
+ * goes away.
  *
  * @module
  */
 import { connect } from "../server.ts";
-import { COMMON_HELP, fail, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, fail, HELP_LINE, parseTimedFlags } from "./_cli.ts";
+import { explain, setProgram } from "./_program.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/chat_client.ts [options]
+const RUN = setProgram({
+  script: "examples/chat_client.ts",
+  task: "chat-client",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_SECRET"],
+});
+
+const USAGE = `Usage: deno task chat-client [options]
+   or: ${RUN} [options]
 
 Sends each line typed (or piped) to the upper-case server and prints the reply.
 An empty line is skipped; "quit" exits.
 
 Options:
-${COMMON_HELP.replace("default 18000", "default 18001")}
+${commonHelp(18001, { client: true })}
   --timeout MS      deadline in milliseconds to connect, authenticate and for
-                    each reply (default 10000)`;
+                    each reply (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout } = parseTimedFlags(USAGE, { port: 18001 });
 
 const address = `${common.hostname}:${common.port}`;
+/** The exit status of a program stopped by Ctrl-C (128 + SIGINT's 2). */
+const INTERRUPTED = 130;
 using stop = shutdownSignal();
 let conn: Deno.TcpConn;
 try {
@@ -45,8 +57,11 @@ try {
     signal: stop.signal,
   });
 } catch (error) {
-  if (stop.signal.aborted) Deno.exit(0);
-  fail(`Cannot connect to ${address}: ${(error as Error).message}`);
+  if (stop.signal.aborted) Deno.exit(INTERRUPTED);
+  fail(
+    explain(error, `connect to ${address}`) ??
+      `Cannot connect to ${address}: ${(error as Error).message}`,
+  );
 }
 
 const encoder = new TextEncoder();
@@ -135,7 +150,7 @@ try {
   }
 }
 if (interactive) console.log();
-Deno.exit(code);
+Deno.exit(stop.signal.aborted ? INTERRUPTED : code);
 
 function replyTimer(
   ms: number,

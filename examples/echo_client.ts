@@ -2,7 +2,8 @@
  * Authenticated echo client: connects, proves the key, sends a message and
  * prints the echo.
  *
- *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_client.ts Hello World
+ *     deno task echo-client Hello World
+ *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET examples/echo_client.ts Hello World
  *
  * Exits 1 with a clear message when the server rejects the key.
  *
@@ -10,18 +11,26 @@
  */
 import { clientAuthenticate } from "../handshake.ts";
 import { ProtocolError } from "../errors.ts";
-import { COMMON_HELP, fail, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, fail, HELP_LINE, parseTimedFlags } from "./_cli.ts";
+import { explain, setProgram } from "./_program.ts";
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_client.ts [options] [message...]
+const RUN = setProgram({
+  script: "examples/echo_client.ts",
+  task: "echo-client",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_SECRET"],
+});
+
+const USAGE = `Usage: deno task echo-client [options] [message...]
+   or: ${RUN} [options] [message...]
 
 Authenticates to the echo server, sends the message (default "Hello World")
 and prints the reply.
 
 Options:
-${COMMON_HELP}
+${commonHelp(18000, { client: true })}
   --timeout MS      deadline in milliseconds to connect, to authenticate and
-                    for the echo (default 10000)`;
+                    for the echo (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout, positionals } = parseTimedFlags(USAGE);
 const message = new TextEncoder().encode(
@@ -40,7 +49,10 @@ try {
   const cause = (error as Error).name === "TimeoutError"
     ? `timed out after ${timeout} ms`
     : (error as Error).message;
-  fail(`Cannot connect to ${address}: ${cause}; is the server running?`);
+  fail(
+    explain(error, `connect to ${address}`) ??
+      `Cannot connect to ${address}: ${cause}; is the server running?`,
+  );
 }
 
 /** Reads `length` bytes; null when the peer closes before the first. */
@@ -87,6 +99,14 @@ try {
   if (timedOut) {
     fail(`Cannot get the echo: no echo within ${timeout} ms`);
   }
+  const message = (error as Error).message ?? String(error);
+  if (/challenge|timed out/.test(message)) {
+    // The client waits only for the challenge (the echo's own deadline is
+    // above), and the key plays no part before it: not a key error.
+    fail(
+      `Cannot get the echo: ${message}; the server sent no HMAC challenge, so it never saw our key: is this the HMAC echo server's port? (a TLS server: use deno task tls-echo-client)`,
+    );
+  }
   if (
     error instanceof ProtocolError ||
     error instanceof Deno.errors.ConnectionReset ||
@@ -98,7 +118,7 @@ try {
       }; the server rejected our key or hung up (check CONNAUTH_SECRET / --secret-file and --hash)`,
     );
   }
-  fail(`Cannot get the echo: ${(error as Error).message}`);
+  fail(`Cannot get the echo: ${message}`);
 } finally {
   clearTimeout(timer);
   try {

@@ -15,62 +15,54 @@
  * `Deno.Conn`s, which have both; a connection without them (a `tls.ts`
  * listener's) falls back to `pipeTo`.
  *
- *     deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_server.ts
+ *     deno task echo-server
+ *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET examples/echo_server.ts
  *
  * @module
  */
 import { serve, type ServerConn } from "../server.ts";
-import {
-  COMMON_HELP,
-  formatAddr,
-  parseTimedFlags,
-  rateLimitedLog,
-} from "./_cli.ts";
+import { commonHelp, HELP_LINE, parseTimedFlags } from "./_cli.ts";
+import { failListen, setProgram } from "./_program.ts";
+import { formatAddr, serverLog } from "./_server_log.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18000 --allow-env=CONNAUTH_SECRET examples/echo_server.ts [options]
+const RUN = setProgram({
+  script: "examples/echo_server.ts",
+  task: "echo-server",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_SECRET"],
+});
+
+const USAGE = `Usage: deno task echo-server [options]
+   or: ${RUN} [options]
 
 Echoes back whatever an authenticated client sends.
 
 Options:
-${COMMON_HELP}
-  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+${commonHelp(18000)}
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout } = parseTimedFlags(USAGE);
 
 using stop = shutdownSignal();
 // At most 20 lines a second, as the library's own log: a flood of clients
 // cannot flood the terminal (or cost the server a write per connection);
-// the rest are summed up in one line.
-const log = rateLimitedLog();
-const server = serve({
-  hostname: common.hostname,
-  port: common.port,
-  secret: common.key,
-  hash: common.hash,
-  handshakeTimeout: timeout,
-  signal: stop.signal,
-  // These lines replace the library's default log.
-  log: false,
-  // (A function is formatted only when its line is printed.)
-  onConnection: ({ remoteAddr }) =>
-    log.line(() => `accept ${formatAddr(remoteAddr)}`),
-  onAuthFailure: ({ remoteAddr, error, delay }) =>
-    log.line(() =>
-      `reject ${formatAddr(remoteAddr)}: ${error.message}${
-        delay ? ` (its address waits ${delay} ms for its next handshake)` : ""
-      }`
-    ),
-  onRefuse: ({ remoteAddr, reason }) =>
-    log.line(() => `refuse ${formatAddr(remoteAddr)}: ${reason}`),
-  onError: (error, { phase, remoteAddr }) =>
-    log.line(() =>
-      `${phase === "handshake" ? "reject" : "error"} ${
-        formatAddr(remoteAddr)
-      }: ${(error as Error).message ?? error}`
-    ),
-}, (conn, info) => echo(conn, info.signal));
+// the rest are summed up in one line. The same lines as upper_server.ts.
+const log = serverLog(stop.signal);
+let server;
+try {
+  server = serve({
+    hostname: common.hostname,
+    port: common.port,
+    secret: common.key,
+    hash: common.hash,
+    handshakeTimeout: timeout,
+    signal: stop.signal,
+    ...log.hooks,
+  }, (conn, info) => echo(conn, info.signal));
+} catch (error) {
+  failListen(error, common.hostname, common.port);
+}
 console.error(
   `echo server listening on ${formatAddr(server.addr)} (HMAC-${common.hash})`,
 );

@@ -18,9 +18,16 @@ import {
   type XmlRpcValue,
 } from "../xmlrpc.ts";
 import { fail, parseArgsOrExit, parseTimeout, readCertsFile } from "./_cli.ts";
+import { explain, setProgram } from "./_program.ts";
+
+const RUN = setProgram({
+  script: "examples/kv_client.ts",
+  task: "kv-client",
+  flags: ["--allow-net=localhost", "--allow-read=certs"],
+});
 
 const USAGE = `Usage: deno task kv-client [options] COMMAND [ARGS]
-   or: deno run --allow-net=localhost:15000 --allow-read=certs examples/kv_client.ts [options] COMMAND [ARGS]
+   or: ${RUN} [options] COMMAND [ARGS]
 
 Commands:
   get NAME                 print the value (strings as they are, else JSON)
@@ -104,7 +111,17 @@ if (command === "keys" && args.length === 2) {
 }
 
 const read = (name: string): string => readCertsFile(flags.certs, name);
-const url = new URL(flags.url);
+let url: URL;
+try {
+  url = new URL(flags.url);
+} catch {
+  fail(
+    `Cannot use --url ${
+      JSON.stringify(flags.url)
+    }: not a URL; expected one like https://localhost:15000/`,
+    2,
+  );
+}
 const tls = url.protocol === "https:"
   ? {
     caCerts: [read("ca.pem")],
@@ -126,10 +143,41 @@ try {
   if (error instanceof XmlRpcFault) {
     fail(`fault ${error.faultCode}: ${error.faultString}`);
   }
+  const action = describeCommand(command, args);
+  const message = (error as Error).message ?? String(error);
+  // kv_server's 403 says which flag lets our certificate in.
+  const forbidden = /HTTP 403: (?:Cannot serve the request: )?(.*)$/s.exec(
+    message,
+  );
+  if (forbidden) {
+    fail(
+      `Cannot ${action}: the server does not allow our client certificate (HTTP 403): ${
+        forbidden[1].replace(/\s+/g, " ").trim()
+      }`,
+    );
+  }
   const cause = (error as Error).cause as Error | undefined;
   fail(
-    `Cannot ${command}: ${(error as Error).message}${
-      cause?.message ? ` (${cause.message})` : ""
-    }`,
+    explain(error, action) ?? explain(cause, action) ??
+      `Cannot ${action}: ${message}${
+        cause?.message ? ` (${cause.message})` : ""
+      }${
+        /Connection refused/i.test(`${message} ${cause?.message}`)
+          ? `; is the server running at ${url}? (deno task kv-server)`
+          : ""
+      }`,
   );
+}
+
+/** What `command` does, for an error line: `list the keys`, `get "colour"`. */
+function describeCommand(command: string, args: string[]): string {
+  const name = JSON.stringify(args[0] ?? "");
+  switch (command) {
+    case "keys":
+      return "list the keys";
+    case "exists":
+      return `check whether ${name} exists`;
+    default:
+      return `${command} ${name}`;
+  }
 }

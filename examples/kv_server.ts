@@ -34,7 +34,7 @@
  * @module
  */
 import { serveHttps } from "../https.ts";
-import { TlsError } from "../tls.ts";
+import { type PeerIdentity, TlsError } from "../tls.ts";
 import {
   createXmlRpcHandler,
   XmlRpcFault,
@@ -42,7 +42,9 @@ import {
   type XmlRpcMethod,
   type XmlRpcValue,
 } from "../xmlrpc.ts";
-import { fail, parseArgsOrExit, readCertsFile } from "./_cli.ts";
+import { fail, parseArgsOrExit, parsePort, readCertsFile } from "./_cli.ts";
+import { failListen, runLine, setProgram, shellQuote } from "./_program.ts";
+import { rateLimitedLog } from "./_server_log.ts";
 
 /** Longest name accepted, in UTF-8 bytes (Deno KV keys take 2048). */
 export const MAX_NAME_BYTES = 1024;
@@ -215,8 +217,19 @@ function describeAddr(addr: Deno.Addr | undefined): string {
   return `${host}:${addr.port}`;
 }
 
+const PROGRAM = {
+  script: "examples/kv_server.ts",
+  task: "kv-server",
+  flags: [
+    "--unstable-kv",
+    "--allow-net=127.0.0.1",
+    "--allow-read=certs,kv.sqlite3",
+    "--allow-write=kv.sqlite3",
+  ],
+};
+
 const USAGE = `Usage: deno task kv-server [options]
-   or: deno run --unstable-kv --allow-net=HOST:PORT --allow-read=certs,DB --allow-write=DB examples/kv_server.ts [options]
+   or: deno run ${PROGRAM.flags.join(" ")} ${PROGRAM.script} [options]
 
 Serves get/set/delete/exists/keys over XML-RPC on HTTPS (mutual TLS by default).
 
@@ -234,24 +247,53 @@ Options:
                       DENO_KV_ACCESS_TOKEN and wider --allow-net/--allow-env)
   -h, --help          show this help`;
 
+/**
+ * The HTTP 403 answer (and one log line) for a client whose certificate's
+ * CN is not in `allowed`, or null to serve it.
+ */
+function refusal(
+  identity: PeerIdentity | null,
+  allowed: string[],
+  remoteAddr: Deno.Addr,
+  log: (text: () => string) => void,
+): Response | null {
+  const cn = identity?.cn;
+  if (cn !== undefined && allowed.includes(cn)) return null;
+  const who = cn === undefined
+    ? "the client certificate has no common name, and"
+    : `the client certificate's common name ${JSON.stringify(cn)}`;
+  const fix = cn === undefined
+    ? "start the server with --any-client"
+    : `start the server with --allow-client ${
+      shellQuote(cn)
+    } (or --any-client)`;
+  // "forbidden", not "refused": the TLS layer accepted it, HTTP says 403.
+  log(() =>
+    `forbidden ${
+      describeAddr(remoteAddr)
+    }: ${who} is not in the allow-list (HTTP 403); to let it in, ${fix}`
+  );
+  return new Response(
+    `Cannot serve the request: ${who} is not in the allow-list (${
+      allowed.join(", ")
+    }); ${fix}\n`,
+    { status: 403, headers: { "content-type": "text/plain; charset=utf-8" } },
+  );
+}
+
 async function main(): Promise<void> {
+  setProgram(PROGRAM);
   const { values: flags } = parseArgsOrExit(USAGE, {
     help: { type: "boolean", short: "h" },
     hostname: { type: "string", default: "127.0.0.1" },
-    port: { type: "string", default: "15000" },
+    port: { type: "string" },
     certs: { type: "string", default: "certs" },
     "no-mutual": { type: "boolean", default: false },
     "allow-client": { type: "string", multiple: true },
     "any-client": { type: "boolean", default: false },
     db: { type: "string", default: "kv.sqlite3" },
   }, { allowPositionals: false });
-  const port = Number(flags.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    fail(
-      `Cannot use --port ${JSON.stringify(flags.port)}: expected 0 to 65535`,
-      2,
-    );
-  }
+  const port = parsePort(flags.port, 15000);
   const mutual = !flags["no-mutual"];
   const allowed = flags["any-client"]
     ? undefined
@@ -265,19 +307,23 @@ async function main(): Promise<void> {
   try {
     kv = await Deno.openKv(flags.db === ":memory:" ? ":memory:" : flags.db);
   } catch (error) {
-    fail(
-      `Cannot open the database ${JSON.stringify(flags.db)}: ${
-        (error as Error).message
-      }`,
-    );
+    const what = `Cannot open the database ${JSON.stringify(flags.db)}`;
+    if (error instanceof Deno.errors.NotCapable) {
+      const grants: [string, string][] = /^https?:/.test(flags.db)
+        ? [["net", new URL(flags.db).host], ["env", "DENO_KV_ACCESS_TOKEN"]]
+        : [["read", flags.db], ["write", flags.db]];
+      fail(`${what}: no permission for it; run: ${runLine(...grants)}`);
+    }
+    fail(`${what}: ${(error as Error).message}`);
   }
   const controller = new AbortController();
+  const log = rateLimitedLog();
   const handler = createXmlRpcHandler(kvMethods(kv), {
     onError(error, info) {
-      console.error(
+      log.line(() =>
         `error in ${info.method ?? `the ${info.phase}`}: ${
           (error as Error)?.message ?? error
-        }`,
+        }`
       );
     },
   });
@@ -287,8 +333,6 @@ async function main(): Promise<void> {
     cert,
     key,
     clientCa: ca,
-    // Others verified by the CA get HTTP 403.
-    allow: mutual && allowed ? { cn: allowed } : undefined,
     signal: controller.signal,
     onError(error, info) {
       // A TLS refusal carries its machine-readable reason: "no-certificate",
@@ -297,17 +341,21 @@ async function main(): Promise<void> {
       const what = info.phase === "tls" || info.phase === "accept"
         ? "refused"
         : `${info.phase} failed for`;
-      console.error(
+      log.line(() =>
         `${what} ${describeAddr(info.remoteAddr)}${reason}: ${
           (error as Error)?.message ?? error
-        }`,
+        }`
       );
     },
-  }, (request) => handler(request)).catch((error) => {
+  }, (request, info) => {
+    // Others verified by the CA get HTTP 403, which says what to do.
+    const refused = mutual && allowed
+      ? refusal(info.peerIdentity, allowed, info.remoteAddr, log.line)
+      : null;
+    return refused ?? handler(request);
+  }).catch((error) => {
     kv.close();
-    fail(
-      `Cannot listen on ${flags.hostname}:${port}: ${(error as Error).message}`,
-    );
+    failListen(error, flags.hostname, port);
   });
   const host = flags.hostname === "127.0.0.1" ? "localhost" : flags.hostname;
   console.error(

@@ -2,7 +2,8 @@
  * Noise echo client: opens an encrypted channel to the Noise echo server with
  * the pre-shared key, sends a message, half-closes and prints the echo.
  *
- *     CONNAUTH_PSK=<the server's key> deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_client.ts Hello World
+ *     CONNAUTH_PSK=<the server's key> deno task noise-echo-client Hello World
+ *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_PSK examples/noise_echo_client.ts Hello World
  *
  * Exits 1 with a clear message when the server refuses the key.
  *
@@ -11,19 +12,26 @@
 import { AuthenticationError, ProtocolError } from "../errors.ts";
 import { connectNoise } from "../noise.ts";
 import { fail, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
+import { explain, setProgram } from "./_program.ts";
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_client.ts [options] [message...]
+const RUN = setProgram({
+  script: "examples/noise_echo_client.ts",
+  task: "noise-echo-client",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_PSK"],
+});
+
+const USAGE = `Usage: deno task noise-echo-client [options] [message...]
+   or: ${RUN} [options] [message...]
 
 Opens a Noise_NNpsk0_25519_AESGCM_SHA256 channel to the echo server, sends
 the message (default "Hello World") and prints the reply.
 
 Options:
 ${
-    noiseHelp(
-      "deadline for each step in milliseconds: connect, handshake,\n                    send, half-close, the whole reply",
-    )
-  }`;
+  noiseHelp(
+    "deadline for each step in milliseconds: connect, handshake,\n                    send, half-close, the whole reply",
+  )
+}`;
 
 const flags = parseNoiseFlags(USAGE);
 const { timeout } = flags;
@@ -43,7 +51,8 @@ try {
     ? `no answer within ${timeout} ms`
     : (error as Error).message;
   fail(
-    `Cannot connect to ${flags.hostname}:${flags.port}: ${cause}; is the server running?`,
+    explain(error, `connect to ${flags.hostname}:${flags.port}`) ??
+      `Cannot connect to ${flags.hostname}:${flags.port}: ${cause}; is the server running?`,
   );
 }
 

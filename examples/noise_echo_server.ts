@@ -3,7 +3,9 @@
  * encrypted channel and its bytes echoed back; any other is refused before
  * the handler runs (and throttled by `serve()`).
  *
- *     CONNAUTH_PSK=$(openssl rand -hex 32) deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts
+ *     export CONNAUTH_PSK=$(openssl rand -hex 32)
+ *     deno task noise-echo-server
+ *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts
  *
  * Stops gracefully on Ctrl-C.
  *
@@ -11,15 +13,17 @@
  */
 import { createNoiseAuthenticator, type NoiseConn } from "../noise.ts";
 import { serve } from "../server.ts";
-import {
-  describeAddr,
-  fail,
-  noiseHelp,
-  parseNoiseFlags,
-} from "./_noise_cli.ts";
+import { describeAddr, noiseHelp, parseNoiseFlags } from "./_noise_cli.ts";
+import { failListen, setProgram } from "./_program.ts";
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_PSK examples/noise_echo_server.ts [options]
+const RUN = setProgram({
+  script: "examples/noise_echo_server.ts",
+  task: "noise-echo-server",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_PSK"],
+});
+
+const USAGE = `Usage: deno task noise-echo-server [options]
+   or: ${RUN} [options]
 
 Echoes back whatever a client holding the pre-shared key sends, over
 Noise_NNpsk0_25519_AESGCM_SHA256.
@@ -49,7 +53,7 @@ try {
     console.error(`done ${describeAddr(info.remoteAddr)}`);
   });
 } catch (error) {
-  fail(`Cannot start the server: ${(error as Error).message}`);
+  failListen(error, flags.hostname, flags.port);
 }
 console.error(
   `noise echo server listening on ${describeAddr(server.addr)} (Ctrl-C stops)`,

@@ -18,6 +18,16 @@ from multiprocessing.connection import Listener
 
 DEMO_KEY = "connauth demo key: do not use in production"
 
+DESCRIPTION = """\
+A multiprocessing coordinator for examples/python_worker.ts: listens with
+the authkey from CONNAUTH_SECRET (else a public demo key), hands jobs to
+the first worker that authenticates and prints the results."""
+
+EPILOG = """\
+Then, in another terminal:
+  CONNAUTH_SECRET=<the same key> deno task python-worker --port <the port>
+(add --legacy-md5 to the worker when this runs on Python 3.11 or older)"""
+
 JOBS = [
     "the quick brown fox jumps over the lazy dog",
     "authentication is not encryption",
@@ -26,10 +36,30 @@ JOBS = [
 ]
 
 
+def refusal(error):
+    """Why a worker was refused, never an empty line."""
+    detail = str(error) or "the worker closed the connection"
+    name = type(error).__name__
+    if isinstance(error, EOFError) and sys.version_info < (3, 12):
+        # Python 3.11 and older send the legacy HMAC-MD5 challenge, which a
+        # connauth worker refuses unless it runs with --legacy-md5.
+        return (f"{detail} during the handshake ({name}); this is Python "
+                f"{sys.version_info.major}.{sys.version_info.minor}, whose "
+                "HMAC-MD5 handshake a connauth worker accepts only with "
+                "--legacy-md5 (or run this coordinator on Python 3.12+)")
+    return f"{detail} ({name})"
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=18050)
-    parser.add_argument("--hostname", default="127.0.0.1")
+    parser = argparse.ArgumentParser(
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--port", type=int, default=18050,
+                        help="TCP port (default 18050; 0 picks a free one)")
+    parser.add_argument("--hostname", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1)")
     args = parser.parse_args()
     key = os.environ.get("CONNAUTH_SECRET")
     if not key:
@@ -45,7 +75,7 @@ def main():
                 conn = listener.accept()
                 break
             except (AuthenticationError, EOFError, OSError) as error:
-                print(f"worker refused: {error}", flush=True)
+                print(f"worker refused: {refusal(error)}", flush=True)
         with conn:
             print("worker authenticated", flush=True)
             for number, text in enumerate(JOBS, 1):

@@ -19,9 +19,16 @@ import {
   type MultiprocessingConnection,
 } from "../multiprocessing.ts";
 import { fail, parseFlags, warnDemoKey } from "./_cli.ts";
+import { explain, setProgram } from "./_program.ts";
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET examples/python_worker.ts [options]
+const RUN = setProgram({
+  script: "examples/python_worker.ts",
+  task: "python-worker",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_SECRET"],
+});
+
+const USAGE = `Usage: deno task python-worker [options]
+   or: ${RUN} [options]
 
 Connects to a Python multiprocessing Listener (examples/python_coordinator.py)
 and answers its jobs until it closes the connection.
@@ -71,9 +78,13 @@ try {
   }
   if (error instanceof AuthenticationError) fail(error.message);
   fail(
-    `Cannot connect to the coordinator at ${common.hostname}:${common.port}: ${
-      (error as Error).message
-    }; is it running?`,
+    explain(
+      error,
+      `connect to the coordinator at ${common.hostname}:${common.port}`,
+    ) ??
+      `Cannot connect to the coordinator at ${common.hostname}:${common.port}: ${
+        (error as Error).message
+      }; is it running?`,
   );
 }
 

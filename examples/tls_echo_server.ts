@@ -13,39 +13,54 @@
  *
  * @module
  */
-import { listenTls, type TlsServerConn } from "../tls.ts";
+import { listenTls, TlsError, type TlsServerConn } from "../tls.ts";
 import { generateCertificates, writeCertificates } from "../certs.ts";
 import { serve } from "../server.ts";
 import { HmacKey, serverAuthenticate } from "../handshake.ts";
 import { showAddr } from "./_tls_io.ts";
 import {
-  COMMON_HELP,
+  commonHelp,
   fail,
+  HELP_LINE,
   parseFlags,
   parseTimeout,
+  readCertsFile,
   warnDemoKey,
 } from "./_cli.ts";
+import { failListen, runLine, setProgram } from "./_program.ts";
+
+const RUN = setProgram({
+  script: "examples/tls_echo_server.ts",
+  task: "tls-echo-server",
+  flags: [
+    "--allow-net=127.0.0.1",
+    "--allow-read=certs",
+    "--allow-write=certs",
+    "--allow-env=CONNAUTH_SECRET",
+  ],
+});
 
 const USAGE = `Usage: deno task tls-echo-server [options]
-   or: deno run --allow-net=127.0.0.1:18443 --allow-read=certs --allow-write=certs --allow-env=CONNAUTH_SECRET examples/tls_echo_server.ts [options]
+   or: ${RUN} [options]
 
 Echoes back whatever a TLS client sends. Certificates come from --certs
 (server.pem, server-key.pem, ca.pem); when the directory holds none, a
 development set is written there first.
 
 Options:
-${COMMON_HELP.replace("default 18000", "default 18443")}
+${commonHelp(18443)}
   --certs DIR       certificate directory (default certs)
   --mutual          require a client certificate signed by DIR/ca.pem
   --hmac            also run the HMAC handshake (key: CONNAUTH_SECRET or --secret-file)
-  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, values } = parseFlags(USAGE, {
   certs: { type: "string" },
   mutual: { type: "boolean" },
   hmac: { type: "boolean" },
   timeout: { type: "string" },
-}, { port: 18443 });
+}, { port: 18443, needsKey: (values) => values.hmac === true });
 const dir = String(values.certs ?? "certs");
 const mutual = values.mutual === true;
 const hmac = values.hmac === true;
@@ -61,17 +76,33 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-if (!await exists(`${dir}/server.pem`)) {
-  if (await exists(`${dir}/server-key.pem`) || await exists(`${dir}/ca.pem`)) {
-    fail(
-      `Cannot start: ${dir}/ holds some certificate files but no server.pem; complete it or run deno task certs --force`,
-    );
-  }
-  const written = await writeCertificates(dir, await generateCertificates());
-  console.error(
-    `notice: no certificates in ${dir}/, wrote a development set (do not use in production):`,
+try {
+  await prepare();
+} catch (error) {
+  if (!(error instanceof Deno.errors.NotCapable)) throw error;
+  fail(
+    `Cannot use --certs ${dir}: no permission to read and write it; run: ${
+      runLine(["read", dir], ["write", dir])
+    }`,
   );
-  for (const file of written) console.error(`  ${file.path}`);
+}
+
+/** Writes a development set to `dir` when it holds none. */
+async function prepare(): Promise<void> {
+  if (!await exists(`${dir}/server.pem`)) {
+    if (
+      await exists(`${dir}/server-key.pem`) || await exists(`${dir}/ca.pem`)
+    ) {
+      fail(
+        `Cannot start: ${dir}/ holds some certificate files but no server.pem; complete it or run deno task certs --force`,
+      );
+    }
+    const written = await writeCertificates(dir, await generateCertificates());
+    console.error(
+      `notice: no certificates in ${dir}/, wrote a development set (do not use in production):`,
+    );
+    for (const file of written) console.error(`  ${file.path}`);
+  }
 }
 
 const key = hmac
@@ -79,18 +110,30 @@ const key = hmac
   : null;
 if (hmac && common.demoKey) warnDemoKey();
 
+// Read here, so that an error names the file and --certs, not an option.
+const cert = readCertsFile(dir, "server.pem");
+const certKey = readCertsFile(dir, "server-key.pem");
+const clientCa = mutual ? readCertsFile(dir, "ca.pem") : undefined;
+
 let listener;
 try {
   listener = await listenTls({
     hostname: common.hostname,
     port: common.port,
-    certFile: `${dir}/server.pem`,
-    keyFile: `${dir}/server-key.pem`,
-    clientCaFile: mutual ? `${dir}/ca.pem` : undefined,
+    cert,
+    key: certKey,
+    clientCa,
     handshakeTimeout: timeout,
   });
 } catch (error) {
-  fail((error as Error).message);
+  if (error instanceof TlsError) {
+    fail(
+      `${
+        error.message.split("; ")[0]
+      }; check the files in ${dir}/, or make a new set: deno task certs --force`,
+    );
+  }
+  failListen(error, common.hostname, common.port);
 }
 console.error(
   `TLS echo server listening on ${showAddr(listener.addr)}${

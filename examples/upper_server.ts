@@ -8,25 +8,35 @@
  * Ctrl-C or SIGTERM stops accepting, tells the open sessions to finish and
  * exits. Talk to it with `examples/chat_client.ts`.
  *
- *     deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/upper_server.ts
+ *     deno task upper-server
+ *     deno run --allow-net=127.0.0.1 --allow-env=CONNAUTH_SECRET examples/upper_server.ts
  *
  * @module
  */
 import { type ConnectionInfo, serve, type ServerConn } from "../server.ts";
-import { COMMON_HELP, formatAddr, parseTimedFlags } from "./_cli.ts";
+import { commonHelp, HELP_LINE, parseTimedFlags } from "./_cli.ts";
+import { failListen, setProgram } from "./_program.ts";
+import { formatAddr, serverLog } from "./_server_log.ts";
 import { shutdownSignal } from "./_shutdown.ts";
 
 /** Longest line accepted, in UTF-16 code units; a longer one ends the session. */
 const MAX_LINE = 64 * 1024;
 
-const USAGE =
-  `Usage: deno run --allow-net=127.0.0.1:18001 --allow-env=CONNAUTH_SECRET examples/upper_server.ts [options]
+const RUN = setProgram({
+  script: "examples/upper_server.ts",
+  task: "upper-server",
+  flags: ["--allow-net=127.0.0.1", "--allow-env=CONNAUTH_SECRET"],
+});
+
+const USAGE = `Usage: deno task upper-server [options]
+   or: ${RUN} [options]
 
 Replies to every line an authenticated client sends with the line upper-cased.
 
 Options:
-${COMMON_HELP.replace("default 18000", "default 18001")}
-  --timeout MS      handshake deadline in milliseconds (default 10000)`;
+${commonHelp(18001)}
+  --timeout MS      handshake deadline in milliseconds (default 10000)
+${HELP_LINE}`;
 
 const { common, timeout } = parseTimedFlags(USAGE, { port: 18001 });
 
@@ -59,19 +69,25 @@ async function upper(conn: ServerConn, info: ConnectionInfo): Promise<void> {
 }
 
 using stop = shutdownSignal();
-const server = serve({
-  hostname: common.hostname,
-  port: common.port,
-  secret: common.key,
-  hash: common.hash,
-  handshakeTimeout: timeout,
-  signal: stop.signal,
-  // The library's default logger reports failures; add the successes.
-  onConnection: (info) =>
-    console.error(`accept ${formatAddr(info.remoteAddr)} (#${info.id})`),
-}, upper);
+// The same log lines as echo_server.ts.
+const log = serverLog(stop.signal);
+let server;
+try {
+  server = serve({
+    hostname: common.hostname,
+    port: common.port,
+    secret: common.key,
+    hash: common.hash,
+    handshakeTimeout: timeout,
+    signal: stop.signal,
+    ...log.hooks,
+  }, upper);
+} catch (error) {
+  failListen(error, common.hostname, common.port);
+}
 console.error(
   `upper server listening on ${formatAddr(server.addr)} (HMAC-${common.hash})`,
 );
 await server.finished;
+log.flush();
 console.error("upper server stopped");

@@ -450,7 +450,7 @@ Deno.test("kv_client get/set/delete/exists/keys from the command line", async ()
   }
   const refused = await cli(dir, port, "--no-client-cert", "keys");
   assert.equal(refused.code, 1);
-  assert.match(refused.stderr, /Cannot keys/);
+  assert.match(refused.stderr, /Cannot list the keys/);
 });
 
 // In-process: the store's methods over an in-memory Deno KV.
