@@ -33,10 +33,10 @@ export async function openConnection(
 ): Promise<MultiprocessingConnection> {
   const wire = new FrameWire(conn, HANDSHAKE_READ_BUFFER);
   try {
-    const digest = await authenticate(wire, role, keys, signal);
+    const { digest, index } = await authenticate(wire, role, keys, signal);
     // Authenticated: now the peer may read ahead as far as we do.
     wire.enlarge(READ_AHEAD);
-    return new Connection(wire, conn, digest, keys.maxMessageSize);
+    return new Connection(wire, conn, digest, index, keys.maxMessageSize);
   } catch (error) {
     wire.close();
     await wire.settled();
@@ -56,6 +56,7 @@ class Connection implements MultiprocessingConnection {
     wire: FrameWire,
     { localAddr, remoteAddr }: Deno.Conn,
     readonly peerDigest: MultiprocessingDigest,
+    readonly authkeyIndex: number,
     maxMessageSize: number,
   ) {
     this.#wire = wire;

@@ -370,13 +370,14 @@ export class ServerImpl<T> implements Server {
       }
       c.phase = "handshake";
       let result: T;
+      let secretIndex: number | undefined;
       try {
         const auth = this.#auth!;
-        if (auth.hmac !== undefined && isDenoConnLike(c.conn)) {
-          await cookbook(c.conn, auth.hmac, auth.challengeLength);
+        if (auth.keys !== undefined && isDenoConnLike(c.conn)) {
+          secretIndex = await cookbook(c.conn, auth.keys, auth.challengeLength);
           result = c.conn as unknown as T;
         } else {
-          result = await withSignal(c, auth);
+          ({ result, secretIndex } = await withSignal(c, auth));
         }
       } catch (error) {
         this.#handshakeFailed(c, error);
@@ -395,6 +396,7 @@ export class ServerImpl<T> implements Server {
         localAddr: c.localAddr!,
         handshakeTime: this.#admission.clock.now() - c.since,
         signal: this.#stopping.signal,
+        secretIndex,
       };
       this.#reporter.connected(info);
       try {

@@ -87,6 +87,7 @@ import {
   type HashName,
   type HmacKey,
   type SecretInput,
+  type ServerSecret,
 } from "./handshake.ts";
 import type { Duplex, ErrorInfo } from "./types.ts";
 
@@ -188,6 +189,13 @@ export interface ConnectionInfo {
    * the connection anyway.
    */
   readonly signal: AbortSignal;
+  /**
+   * Which of the server's secrets the client proved (Cookbook handshake,
+   * `secret`): an index into the list given, 0 for the first and for a
+   * single secret. Undefined with `authenticate`. Count connections per
+   * key to see when no client uses an old key any more.
+   */
+  readonly secretIndex?: number;
 }
 
 /** What `onAuthFailure` learns about a peer that failed the handshake. */
@@ -373,8 +381,18 @@ export interface ServeOptions<T = ServerConn> {
    * The shared secret for the Cookbook handshake
    * ({@linkcode serverAuthenticate}), imported once when the server starts.
    * Give this or `authenticate`.
+   *
+   * For key rotation, a list: the current key first, then the ones clients
+   * may still use (at most 8, all for one hash). A reply is checked against
+   * every key, all of them whichever matches (so the time taken does not
+   * tell which did), and {@linkcode ConnectionInfo.secretIndex} says which
+   * one the client proved. A wrong reply is one failure for throttling,
+   * however many keys there are. To rotate: add the new key first, move
+   * the clients to it, then drop the old one once `secretIndex` shows no
+   * client uses it. With one key the check is one `crypto.subtle.verify`,
+   * as before.
    */
-  secret?: SecretInput | HmacKey;
+  secret?: ServerSecret;
   /**
    * The HMAC hash of the Cookbook handshake (with `secret`).
    *
@@ -637,7 +655,7 @@ export interface ConnectOptions extends AuthenticateOptions {
  * | event | what the server does |
  * | --- | --- |
  * | handshake succeeds | `onConnection`, then the handler |
- * | wrong key ({@linkcode AuthenticationError}) | `onAuthFailure`, closes; the address's next handshake waits (throttling) |
+ * | wrong key ({@linkcode AuthenticationError}, reason `"wrong-key"`); a TLS ClientHello instead of a digest (`"tls-client"`: the client speaks TLS); a reply that stops at another hash's digest length (`"wrong-hash"`, after 1 s without more bytes: MD5, Python's `hmac.new` default before 3.8) | `onAuthFailure`, closes; the address's next handshake waits (throttling) |
  * | connection from an address with failures on record | waits its turn, silently: one handshake at a time, none during the pause |
  * | handshake deadline (even for an authenticator that ignores its signal), garbage, reset | `onError` (phase `"handshake"`), closes |
  * | handler throws | `onError` (phase `"handler"`), closes, goes on |
