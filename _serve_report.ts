@@ -27,6 +27,9 @@ export interface Peer {
   readonly localAddr: Deno.Addr | undefined;
 }
 
+/** Failures whose log line carries the error's message (the fix). */
+const MIXUPS: ReadonlySet<string> = new Set(["tls-client", "wrong-hash"]);
+
 /** `Name: message` for an error, the value itself for anything else. */
 export function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
@@ -84,9 +87,14 @@ export class ServeReporter {
       const pause = failures > 0
         ? ` (failure ${failures} from ${key}; its next handshake waits ${delay} ms)`
         : "";
+      // A protocol mix-up's message says what to fix; a wrong key's says
+      // nothing the reason does not.
+      const what = MIXUPS.has(error.reason)
+        ? `${error.reason}: ${error.message.replace(/^Cannot [^:]*: /, "")}`
+        : error.reason;
       return `${
         formatAddr(remoteAddr)
-      }: authentication failed (${error.reason}); closing${pause}`;
+      }: authentication failed (${what}); closing${pause}`;
     });
     if (this.#onAuthFailure !== undefined) {
       this.#call(this.#onAuthFailure, info);

@@ -774,7 +774,10 @@ export function serve<T = ServerConn>(
  * range.
  * @throws {ProtocolError} When the server closes before a whole challenge.
  * @throws {DOMException} `TimeoutError` past `timeout`; the signal's reason
- * when it aborts.
+ * when it aborts. When no challenge arrived (a close or the deadline with
+ * nothing read), or a TLS record did, the message says so: the server may
+ * expect TLS (use `connectTls` from `tls.ts`), or it refused or holds back
+ * this address.
  * @throws {Deno.errors.ConnectionRefused} When nothing listens on the port.
  *
  * @example
