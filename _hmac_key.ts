@@ -156,8 +156,9 @@ export class HmacKey {
    */
   static async import(
     key: SecretInput | HmacKey,
-    options: HmacKeyOptions = {},
+    options?: HmacKeyOptions,
   ): Promise<HmacKey> {
+    options ??= {};
     const wanted = options.hash === undefined
       ? undefined
       : parseHashName(options.hash);

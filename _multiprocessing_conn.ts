@@ -4,6 +4,7 @@
 // interface documents every method.
 import { checkTimeout } from "./_options.ts";
 import { utf8 } from "./_bytes.ts";
+import { plainAddr } from "./_address.ts";
 import { optionalDeadline, raceSignal } from "./_deadline.ts";
 import { ProtocolError } from "./errors.ts";
 import type {
@@ -60,8 +61,9 @@ class Connection implements MultiprocessingConnection {
     maxMessageSize: number,
   ) {
     this.#wire = wire;
-    this.localAddr = localAddr;
-    this.remoteAddr = remoteAddr;
+    // Copies: Deno's addresses print as [Object: null prototype].
+    this.localAddr = plainAddr(localAddr);
+    this.remoteAddr = plainAddr(remoteAddr);
     this.#maxMessageSize = maxMessageSize;
   }
 

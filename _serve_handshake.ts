@@ -24,6 +24,7 @@ import {
 import { checkServerSecret, HmacKeyRing } from "./_hmac_keyring.ts";
 import { serverAuthenticate } from "./handshake.ts";
 import type { Connection } from "./_serve_connection.ts";
+import { withReadWrite } from "./_served_conn.ts";
 import type { Authenticator, ServeOptions } from "./server.ts";
 
 /** How the server authenticates, once the secrets are imported. */
@@ -138,7 +139,8 @@ export async function withSignal<T>(
       timeout: Infinity,
       signal,
     }).then(({ secretIndex }) => ({
-      result: c.conn as unknown as T,
+      // A stream-only connection gets read() and write() for the handler.
+      result: withReadWrite(c.conn) as unknown as T,
       secretIndex,
     }));
   } else {

@@ -15,7 +15,7 @@ import { AcceptLoop } from "./_accept.ts";
 import { Admission, type Verdict } from "./_admission.ts";
 import { DeadlineSweep } from "./_deadline_sweep.ts";
 import { closeQuietly, isDenoConnLike, setNoDelay } from "./_conn_io.ts";
-import { addressKey, formatAddr } from "./_address.ts";
+import { addressKey, formatAddr, plainAddr } from "./_address.ts";
 import type { ResolvedServeOptions } from "./_serve_options.ts";
 import {
   Connection,
@@ -107,7 +107,7 @@ export class ServerImpl<T> implements Server {
     handler: Handler<T>,
   ) {
     this.#listener = listener;
-    this.addr = listener.addr;
+    this.addr = plainAddr(listener.addr);
     this.#ready = ready;
     this.#handler = handler;
     this.#limits = resolved;
@@ -254,9 +254,10 @@ export class ServerImpl<T> implements Server {
     const c = new Connection(conn);
     this.#live.add(c);
     try {
-      // Throws for a socket that died between accept and here.
-      c.remoteAddr = conn.remoteAddr;
-      c.localAddr = conn.localAddr;
+      // Throws for a socket that died between accept and here. Copies:
+      // Deno's addresses print as [Object: null prototype].
+      c.remoteAddr = plainAddr(conn.remoteAddr);
+      c.localAddr = plainAddr(conn.localAddr);
       const key = addressKey(c.remoteAddr, this.#limits.ipv6Prefix);
       const verdict = this.#admission.admit(c, key);
       if (verdict === "max-per-address" || verdict === "banned") {

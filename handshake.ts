@@ -225,8 +225,9 @@ async function start<K>(
 export async function serverAuthenticate(
   conn: Duplex,
   secret: ServerSecret,
-  options: AuthenticateOptions = {},
+  options?: AuthenticateOptions,
 ): Promise<ServerAuthenticateResult> {
+  options ??= {};
   const challenge = new Uint8Array(
     checkChallengeLength(options.challengeLength),
   );
@@ -328,8 +329,9 @@ async function readChallenge(
 export async function clientAuthenticate(
   conn: Duplex,
   secret: SecretInput | HmacKey,
-  options: AuthenticateOptions = {},
+  options?: AuthenticateOptions,
 ): Promise<void> {
+  options ??= {};
   const length = checkChallengeLength(options.challengeLength);
   using side = await start(
     () => HmacKey.import(secret, { hash: options.hash }),
