@@ -26,20 +26,13 @@ import {
   tcpPair,
   within,
 } from "./_helpers.ts";
+import { streamOnlyListener, waitFor } from "./_serve_helpers.ts";
 
 const NEW = "the new key";
 const OLD = "the old key";
 
 async function echo(conn: ServerConn): Promise<void> {
   await conn.readable.pipeTo(conn.writable);
-}
-
-/** Waits (bounded) until `ready()`. */
-async function waitFor(ready: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500 && !ready(); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.ok(ready(), `timed out waiting for ${what}`);
 }
 
 /** Sends "hi" and reads the echo; null when the server closed instead. */
@@ -182,25 +175,7 @@ Deno.test("serve() with two secrets counts a wrong reply as one failure for the 
 
 Deno.test("serve() with two secrets on a stream-only listener (the signal path) tells the key", async () => {
   const seen: (number | undefined)[] = [];
-  const inner = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  // A listener whose connections are only streams, as tls.ts's are.
-  const listener = {
-    addr: inner.addr,
-    accept: async () => {
-      const conn = await inner.accept();
-      return {
-        remoteAddr: conn.remoteAddr,
-        localAddr: conn.localAddr,
-        readable: conn.readable,
-        writable: conn.writable,
-        close: () => conn.close(),
-      };
-    },
-    close: () => inner.close(),
-    async *[Symbol.asyncIterator]() {
-      while (true) yield await listener.accept();
-    },
-  };
+  const listener = streamOnlyListener();
   await using server = serve(
     {
       listener,

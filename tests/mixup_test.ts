@@ -17,29 +17,9 @@ import {
   spawn,
   tcpPair,
 } from "./_helpers.ts";
+import { captureStderr, waitFor } from "./_serve_helpers.ts";
 
 const KEY = "peanut butter";
-
-/** Waits (bounded) until `ready()`. */
-async function waitFor(ready: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500 && !ready(); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.ok(ready(), `timed out waiting for ${what}`);
-}
-
-/** Runs `fn` with console.error captured; returns the lines. */
-async function captureStderr(fn: () => Promise<void>): Promise<string[]> {
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (...args: unknown[]) => lines.push(args.join(" "));
-  try {
-    await fn();
-  } finally {
-    console.error = original;
-  }
-  return lines;
-}
 
 const set = await generateCertificates();
 

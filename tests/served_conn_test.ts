@@ -8,8 +8,6 @@ import {
   connect,
   type ConnectionInfo,
   serve,
-  type ServeListener,
-  type ServerConn,
 } from "../server.ts";
 import { ServeReporter } from "../_serve_report.ts";
 import { withReadWrite } from "../_served_conn.ts";
@@ -17,6 +15,7 @@ import {
   connectMultiprocessing,
   listenMultiprocessing,
 } from "../multiprocessing.ts";
+import { captureStderr, streamOnlyListener } from "./_serve_helpers.ts";
 
 const KEY = "peanut butter";
 
@@ -49,31 +48,6 @@ async function greet(conn: Io): Promise<void> {
   for (let line; (line = await receiveLine(conn)) !== null;) {
     await sendLine(conn, `hello, ${line}`);
   }
-}
-
-/** A listener whose connections are only streams (as tls.ts's are). */
-function streamOnlyListener(): ServeListener {
-  const inner = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const listener: ServeListener = {
-    addr: inner.addr,
-    accept: async () => {
-      const conn = await inner.accept();
-      return {
-        remoteAddr: conn.remoteAddr,
-        localAddr: conn.localAddr,
-        readable: conn.readable,
-        writable: conn.writable,
-        close: () => conn.close(),
-        // Something of its own, as a TLS connection's peerIdentity.
-        tag: "stream-only",
-      } as ServerConn;
-    },
-    close: () => inner.close(),
-    async *[Symbol.asyncIterator]() {
-      while (true) yield await listener.accept();
-    },
-  };
-  return listener;
 }
 
 for (const kind of ["serve()'s own listener", "a stream-only listener"]) {
@@ -139,19 +113,6 @@ Deno.test("withReadWrite() leaves a Deno.Conn as it is, and reads a stream-only 
   client.closeWrite();
   assert.equal(await view.read(buffer), null);
 });
-
-/** Runs `fn` with console.error captured; returns the lines. */
-async function captureStderr(fn: () => Promise<void>): Promise<string[]> {
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (...args: unknown[]) => lines.push(args.join(" "));
-  try {
-    await fn();
-  } finally {
-    console.error = original;
-  }
-  return lines;
-}
 
 Deno.test("serve()'s default log shows a client that resets mid-transfer in one line, with no stack", async () => {
   const errors: unknown[] = [];
