@@ -1,6 +1,7 @@
-// Private: how servers name a peer: in logs (formatAddr), and as the key
-// that per-address limits and throttling count it under (addressKey, an
-// IPv6 /64 by default), with the counter serve() and serveHttps() share.
+// Private: how servers name a peer: in logs (formatAddr), to callers as a
+// plain object (plainAddr), and as the key that per-address limits and
+// throttling count it under (addressKey, an IPv6 /64 by default), with the
+// counter serve() and serveHttps() share.
 import { parseIp } from "./_ip.ts";
 
 /** Describes an address for logs: `127.0.0.1:5000`, `[::1]:5000`. */
@@ -13,6 +14,15 @@ export function formatAddr(addr: Deno.Addr | undefined): string {
   }
   if ("path" in addr) return `${addr.transport}:${addr.path}`;
   return addr.transport;
+}
+
+/**
+ * A copy of a `Deno.Addr` as a plain object: Deno's own have a null
+ * prototype, which `console.log` and `Deno.inspect` print as
+ * `[Object: null prototype] { ... }`.
+ */
+export function plainAddr<A extends Deno.Addr>(addr: A): A {
+  return { ...addr };
 }
 
 /**

@@ -57,19 +57,25 @@ export function parseHashName(name: string): HashName {
  * Checks a shared secret's type, synchronously (serve() and connect() call
  * it before they listen or connect): non-empty text or bytes, a
  * `CryptoKey`, or an {@linkcode HmacKey}. Whether a `CryptoKey` is an HMAC
- * key for the right hash is checked by {@linkcode HmacKey.import}.
+ * key for the right hash is checked by {@linkcode HmacKey.import}. `name`
+ * is what messages call it (`"secret[1]"` in a server's list of secrets).
  */
-export function checkSecret(secret: unknown): void {
+export function checkSecret(secret: unknown, name = "the secret"): void {
   if (secret instanceof HmacKey) return;
   if (typeof CryptoKey !== "undefined" && secret instanceof CryptoKey) return;
   if (typeof secret === "string" || secret instanceof Uint8Array) {
     if (secret.length > 0) return;
     throw new TypeError(
-      "Cannot use the secret: it is empty; give a non-empty shared secret",
+      `Cannot use ${name}: it is empty; give a non-empty shared secret`,
+    );
+  }
+  if (Array.isArray(secret)) {
+    throw new TypeError(
+      `Cannot use ${name}: a list of secrets is for a server (key rotation); a client proves one key, so pass one secret`,
     );
   }
   throw new TypeError(
-    `Cannot use the secret: expected a string, Uint8Array, CryptoKey or HmacKey, got ${
+    `Cannot use ${name}: expected a string, Uint8Array, CryptoKey or HmacKey, got ${
       secret === null ? "null" : typeof secret
     }`,
   );
@@ -150,8 +156,9 @@ export class HmacKey {
    */
   static async import(
     key: SecretInput | HmacKey,
-    options: HmacKeyOptions = {},
+    options?: HmacKeyOptions,
   ): Promise<HmacKey> {
+    options ??= {};
     const wanted = options.hash === undefined
       ? undefined
       : parseHashName(options.hash);

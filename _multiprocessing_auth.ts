@@ -1,7 +1,9 @@
 // Private: the mutual HMAC authentication of multiprocessing.connection
 // (CPython's deliver_challenge() and answer_challenge()) on a FrameWire:
 // the messages, the digest names a peer may ask for, and the check of each
-// MAC in constant time. See multiprocessing.ts for the protocol. About 300
+// MAC in constant time (against each authkey of a listener's list, for key
+// rotation: the one the peer proved is the one we answer with). See
+// multiprocessing.ts for the protocol. About 330
 // lines, most of them the message each failure gets (what went wrong and
 // how to fix it); the steps themselves are short.
 import { concat, utf8 } from "./_bytes.ts";
@@ -11,6 +13,7 @@ import type { HmacKey } from "./handshake.ts";
 import type { MultiprocessingDigest } from "./multiprocessing.ts";
 import type { FrameWire } from "./_multiprocessing_frame.ts";
 import type { Keys } from "./_multiprocessing_options.ts";
+import { verifyEach } from "./_hmac_keyring.ts";
 
 /** Largest handshake message, as in CPython (`recv_bytes(256)`). */
 export const AUTH_MESSAGE_LIMIT = 256;
@@ -94,10 +97,10 @@ function digestFor(
   name: string,
   keys: Keys,
   action: string,
-): { digest: MultiprocessingDigest; key: HmacKey } {
+): { digest: MultiprocessingDigest; list: readonly HmacKey[] } {
   if (name === "sha256" || name === "sha384" || name === "md5") {
-    const key = keys.get(name);
-    if (key) return { digest: name, key };
+    const list = keys.get(name);
+    if (list) return { digest: name, list };
     throw new AuthenticationError(
       `Cannot ${action}: the peer uses HMAC-MD5; ${LEGACY_HINT}`,
       "unsupported",
@@ -115,12 +118,18 @@ function digestFor(
   );
 }
 
+/** What a peer proved: the digest it used, and which authkey (an index). */
+export interface Proof {
+  readonly digest: MultiprocessingDigest;
+  readonly index: number;
+}
+
 /** Sends a challenge, checks the answer, sends the verdict. */
 export async function deliverChallenge(
   wire: FrameWire,
   keys: Keys,
   signal: AbortSignal,
-): Promise<MultiprocessingDigest> {
+): Promise<Proof> {
   const action = "authenticate the peer";
   const message = concat(
     utf8(`{${keys.digest}}`),
@@ -132,16 +141,16 @@ export async function deliverChallenge(
     "the peer's answer to our challenge",
     signal,
   );
-  let digest: MultiprocessingDigest;
+  let proof: Proof;
   try {
-    digest = await checkAnswer(answer, message, keys, action);
+    proof = await checkAnswer(answer, message, keys, action);
   } catch (error) {
     // The verdict is best effort after a failure; the failure is the news.
     await raceSignal(wire.writeFrame(FAILURE), signal).catch(() => {});
     throw error;
   }
   await raceSignal(wire.writeFrame(WELCOME), signal);
-  return digest;
+  return proof;
 }
 
 /**
@@ -163,8 +172,12 @@ function checkMacLength(
   }
 }
 
-/** The legacy HMAC-MD5 key, or the error that says how to allow it. */
-function legacyKey(keys: Keys, action: string, what: string): HmacKey {
+/** The legacy HMAC-MD5 keys, or the error that says how to allow them. */
+function legacyKeys(
+  keys: Keys,
+  action: string,
+  what: string,
+): readonly HmacKey[] {
   const md5 = keys.get("md5");
   if (md5) return md5;
   throw new AuthenticationError(
@@ -173,15 +186,18 @@ function legacyKey(keys: Keys, action: string, what: string): HmacKey {
   );
 }
 
-/** Verifies the peer's answer to `message`; returns the digest it used. */
+/**
+ * Verifies the peer's answer to `message` against every authkey; returns
+ * the digest it used and the authkey it proved.
+ */
 async function checkAnswer(
   answer: Uint8Array<ArrayBuffer>,
   message: Uint8Array<ArrayBuffer>,
   keys: Keys,
   action: string,
-): Promise<MultiprocessingDigest> {
+): Promise<Proof> {
   let digest: MultiprocessingDigest;
-  let key: HmacKey;
+  let list: readonly HmacKey[];
   let mac: Uint8Array<ArrayBuffer>;
   if (
     answer.byteLength === MD5_LENGTH ||
@@ -190,7 +206,7 @@ async function checkAnswer(
     // A legacy peer: a bare HMAC-MD5 (CPython reads 20 bytes the same way,
     // and refuses them for their length).
     checkMacLength(answer, MD5_LENGTH, "HMAC-MD5", action);
-    key = legacyKey(
+    list = legacyKeys(
       keys,
       action,
       "it answered with legacy HMAC-MD5, as Python 3.11 and older do",
@@ -204,37 +220,42 @@ async function checkAnswer(
         "malformed",
       );
     }
-    ({ digest, key } = digestFor(split.name, keys, action));
+    ({ digest, list } = digestFor(split.name, keys, action));
     mac = split.rest;
     checkMacLength(
       mac,
-      key.digestLength,
+      list[0].digestLength,
       `HMAC-${digest.toUpperCase()}`,
       action,
     );
   }
-  if (!await key.verify(mac, message)) {
+  const index = await verifyEach(list, mac, message);
+  if (index === -1) {
     throw new AuthenticationError(
       `Cannot ${action}: its answer does not match our challenge under our authkey (the authkeys differ)`,
       "wrong-key",
     );
   }
-  return digest;
+  return { digest, index };
 }
 
-/** Our answer to the challenge `message` (what follows `#CHALLENGE#`). */
+/**
+ * Our answer to the challenge `message` (what follows `#CHALLENGE#`), under
+ * the authkey at `index`.
+ */
 async function answerFor(
   message: Uint8Array<ArrayBuffer>,
   keys: Keys,
   action: string,
+  index: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (message.byteLength === LEGACY_CHALLENGE_LENGTH) {
-    const md5 = legacyKey(
+    const md5 = legacyKeys(
       keys,
       action,
       "it is a legacy HMAC-MD5 challenge, as Python 3.11 and older send",
     );
-    return await md5.sign(message);
+    return await md5[index].sign(message);
   }
   const split = splitDigest(message);
   if (split === null) {
@@ -243,16 +264,20 @@ async function answerFor(
       "malformed",
     );
   }
-  const { digest, key } = digestFor(split.name, keys, action);
+  const { digest, list } = digestFor(split.name, keys, action);
   // The MAC covers the whole challenge, its {digest} prefix included.
-  return concat(utf8(`{${digest}}`), await key.sign(message));
+  return concat(utf8(`{${digest}}`), await list[index].sign(message));
 }
 
-/** Reads a challenge, answers it, reads the verdict. */
+/**
+ * Reads a challenge, answers it under the authkey at `index` (a listener:
+ * the one its peer proved), reads the verdict.
+ */
 export async function answerChallenge(
   wire: FrameWire,
   keys: Keys,
   signal: AbortSignal,
+  index = 0,
 ): Promise<void> {
   const action = "answer the peer's challenge";
   const challenge = await readAuthMessage(wire, "the peer's challenge", signal);
@@ -269,7 +294,7 @@ export async function answerChallenge(
       "malformed",
     );
   }
-  const answer = await answerFor(message, keys, action);
+  const answer = await answerFor(message, keys, action, index);
   await raceSignal(wire.writeFrame(answer), signal);
   const verdict = await readAuthMessage(wire, "the peer's verdict", signal);
   if (sameBytes(verdict, WELCOME)) return;
@@ -287,19 +312,20 @@ export async function answerChallenge(
 
 /**
  * Runs both directions in the order of `role`: the listener delivers its
- * challenge first, the client answers first. Returns the digest the peer
- * proved the authkey with.
+ * challenge first (and answers the peer's under the authkey the peer
+ * proved), the client answers first. Returns the digest the peer proved
+ * the authkey with, and which authkey.
  */
 export async function authenticate(
   wire: FrameWire,
   role: "listener" | "client",
   keys: Keys,
   signal: AbortSignal,
-): Promise<MultiprocessingDigest> {
+): Promise<Proof> {
   if (role === "listener") {
-    const digest = await deliverChallenge(wire, keys, signal);
-    await answerChallenge(wire, keys, signal);
-    return digest;
+    const proof = await deliverChallenge(wire, keys, signal);
+    await answerChallenge(wire, keys, signal, proof.index);
+    return proof;
   }
   await answerChallenge(wire, keys, signal);
   return await deliverChallenge(wire, keys, signal);

@@ -4,6 +4,7 @@
 // interface documents every method.
 import { checkTimeout } from "./_options.ts";
 import { utf8 } from "./_bytes.ts";
+import { plainAddr } from "./_address.ts";
 import { optionalDeadline, raceSignal } from "./_deadline.ts";
 import { ProtocolError } from "./errors.ts";
 import type {
@@ -33,10 +34,10 @@ export async function openConnection(
 ): Promise<MultiprocessingConnection> {
   const wire = new FrameWire(conn, HANDSHAKE_READ_BUFFER);
   try {
-    const digest = await authenticate(wire, role, keys, signal);
+    const { digest, index } = await authenticate(wire, role, keys, signal);
     // Authenticated: now the peer may read ahead as far as we do.
     wire.enlarge(READ_AHEAD);
-    return new Connection(wire, conn, digest, keys.maxMessageSize);
+    return new Connection(wire, conn, digest, index, keys.maxMessageSize);
   } catch (error) {
     wire.close();
     await wire.settled();
@@ -56,11 +57,13 @@ class Connection implements MultiprocessingConnection {
     wire: FrameWire,
     { localAddr, remoteAddr }: Deno.Conn,
     readonly peerDigest: MultiprocessingDigest,
+    readonly authkeyIndex: number,
     maxMessageSize: number,
   ) {
     this.#wire = wire;
-    this.localAddr = localAddr;
-    this.remoteAddr = remoteAddr;
+    // Copies: Deno's addresses print as [Object: null prototype].
+    this.localAddr = plainAddr(localAddr);
+    this.remoteAddr = plainAddr(remoteAddr);
     this.#maxMessageSize = maxMessageSize;
   }
 

@@ -28,7 +28,7 @@
 // the connections the listener holds.
 import { AcceptLoop } from "./_accept.ts";
 import { AcceptQueue } from "./_accept_queue.ts";
-import { addressKey, formatAddr } from "./_address.ts";
+import { addressKey, formatAddr, plainAddr } from "./_address.ts";
 import { Admission, Slot } from "./_admission.ts";
 import { closeQuietly } from "./_conn_io.ts";
 import { optionalDeadline } from "./_deadline.ts";
@@ -106,7 +106,7 @@ class Listener<A extends Addr> implements MultiprocessingListener<A> {
     limits: ListenLimits,
     options: Pick<MultiprocessingListenerOptions, "onError" | "signal">,
   ) {
-    this.addr = listener.addr;
+    this.addr = plainAddr(listener.addr);
     this.#keys = keys;
     this.#maxPending = limits.maxPending;
     this.#ipv6Prefix = limits.ipv6Prefix;
@@ -161,7 +161,7 @@ class Listener<A extends Addr> implements MultiprocessingListener<A> {
 
   /** Takes one accepted connection (synchronously, from the accept loop). */
   #take(conn: Deno.Conn): void {
-    const remoteAddr = conn.remoteAddr as Addr;
+    const remoteAddr = plainAddr(conn.remoteAddr as Addr);
     const key = addressKey(remoteAddr, this.#ipv6Prefix);
     // Fails only once closed: the loop pauses before the queue is full.
     if (!this.#queue.reserve()) {

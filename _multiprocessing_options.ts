@@ -1,6 +1,7 @@
 // Private: the options of listenMultiprocessing() and
-// connectMultiprocessing(), checked once: the authkey imported as an HMAC
-// key for each digest we may use (then wiped), the digest we ask for, the
+// connectMultiprocessing(), checked once: the authkey (a listener's may be
+// a list, for key rotation) imported as an HMAC key for each digest we may
+// use (then wiped), the digest we ask for, the
 // limits and the deadline (Keys), a listener's budgets (ListenLimits), and
 // where to listen or connect (a TCP host and port, or a Unix socket path).
 import {
@@ -65,16 +66,58 @@ export interface Keys {
   readonly maxMessageSize: number;
   /** The handshake's deadline, in ms. */
   readonly timeout: number;
-  /** The authkey for `name`; undefined for MD5 unless `legacyMd5`. */
-  get(name: MultiprocessingDigest): HmacKey | undefined;
+  /**
+   * The authkeys for `name`, in the order given (one for a client);
+   * undefined for MD5 unless `legacyMd5`.
+   */
+  get(name: MultiprocessingDigest): readonly HmacKey[] | undefined;
 }
 
 function typeOf(value: unknown): string {
   return value === null ? "null" : typeof value;
 }
 
-/** Copies the authkey into bytes of our own (wiped once imported). */
-function authkeyBytes(authkey: unknown): Uint8Array<ArrayBuffer> {
+/** Most authkeys a listener accepts at once. */
+export const MAX_AUTHKEYS = 8;
+
+/**
+ * Copies the authkey, or a listener's list of them (`list`), into bytes of
+ * our own (wiped once imported).
+ */
+function authkeyList(
+  authkey: unknown,
+  list: boolean,
+): Uint8Array<ArrayBuffer>[] {
+  if (!Array.isArray(authkey)) return [authkeyBytes(authkey, "the authkey")];
+  if (!list) {
+    throw new TypeError(
+      "Cannot use the authkey: a list of authkeys is for a listener (key rotation); a client proves one, so pass one authkey",
+    );
+  }
+  if (authkey.length === 0) {
+    throw new TypeError(
+      "Cannot use the authkeys: the list is empty; give at least one authkey",
+    );
+  }
+  if (authkey.length > MAX_AUTHKEYS) {
+    throw new RangeError(
+      `Cannot use the authkeys: ${authkey.length} given, at most ${MAX_AUTHKEYS}; keep the current authkey and the ones clients still use`,
+    );
+  }
+  const raws: Uint8Array<ArrayBuffer>[] = [];
+  try {
+    for (let i = 0; i < authkey.length; i++) {
+      raws.push(authkeyBytes(authkey[i], `authkey[${i}]`));
+    }
+  } catch (error) {
+    for (const raw of raws) raw.fill(0);
+    throw error;
+  }
+  return raws;
+}
+
+/** Copies one authkey into bytes of our own (wiped once imported). */
+function authkeyBytes(authkey: unknown, name: string): Uint8Array<ArrayBuffer> {
   const raw = typeof authkey === "string"
     ? utf8(authkey)
     : authkey instanceof Uint8Array
@@ -82,32 +125,33 @@ function authkeyBytes(authkey: unknown): Uint8Array<ArrayBuffer> {
     : undefined;
   if (raw === undefined) {
     throw new TypeError(
-      `Cannot use the authkey: expected a string or Uint8Array, got ${
+      `Cannot use ${name}: expected a string or Uint8Array, got ${
         typeOf(authkey)
       }`,
     );
   }
   if (raw.byteLength === 0) {
     throw new TypeError(
-      "Cannot use the authkey: it is empty; give the same non-empty authkey as the Python side",
+      `Cannot use ${name}: it is empty; give the same non-empty authkey as the Python side`,
     );
   }
   return raw;
 }
 
 /**
- * Checks the options both functions share and imports the authkey for
- * every digest allowed.
+ * Checks the options both functions share and imports the authkey (or,
+ * for a listener, `list`, each of the list) for every digest allowed.
  */
 export async function importKeys(
   options: MultiprocessingAuthOptions,
+  list = false,
 ): Promise<Keys> {
   if (options === null || typeof options !== "object") {
     throw new TypeError(
       `Cannot use the options: expected an object, got ${typeOf(options)}`,
     );
   }
-  const raw = authkeyBytes(options.authkey);
+  const raws = authkeyList(options.authkey, list);
   try {
     const legacyMd5 = options.legacyMd5 ?? false;
     if (typeof legacyMd5 !== "boolean") {
@@ -127,10 +171,14 @@ export async function importKeys(
       "maxMessageSize",
     );
     const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
-    const keys = new Map<MultiprocessingDigest, HmacKey>();
+    const keys = new Map<MultiprocessingDigest, HmacKey[]>();
     for (const name of ["sha256", "sha384", "md5"] as const) {
       if (name === "md5" && !legacyMd5) continue;
-      keys.set(name, await HmacKey.import(raw, { hash: HASHES[name] }));
+      const imported: HmacKey[] = [];
+      for (const raw of raws) {
+        imported.push(await HmacKey.import(raw, { hash: HASHES[name] }));
+      }
+      keys.set(name, imported);
     }
     return {
       legacyMd5,
@@ -140,7 +188,7 @@ export async function importKeys(
       get: (name) => keys.get(name),
     };
   } finally {
-    raw.fill(0);
+    for (const raw of raws) raw.fill(0);
   }
 }
 

@@ -51,13 +51,14 @@ export interface ResolvedServeOptions {
 export function resolveServeOptions<T>(
   options: ServeOptions<T>,
 ): ResolvedServeOptions {
-  const throttleOption = options.throttle ?? {};
+  const given = options.throttle ?? true;
+  const throttleOption = given === true ? {} : given;
   let throttle: FailureOptions | undefined;
   let maxWaiting: number = DEFAULTS.maxWaiting;
   if (throttleOption !== false) {
     if (typeof throttleOption !== "object" || throttleOption === null) {
       throw new TypeError(
-        `Cannot use throttle: expected an options object or false, got ${typeof throttleOption}`,
+        `Cannot use throttle: expected an options object, true or false, got ${typeof throttleOption}`,
       );
     }
     throttle = {

@@ -27,6 +27,29 @@ export interface Peer {
   readonly localAddr: Deno.Addr | undefined;
 }
 
+/** Failures whose log line carries the error's message (the fix). */
+const MIXUPS: ReadonlySet<string> = new Set(["tls-client", "wrong-hash"]);
+
+/**
+ * What the peer did, for the socket errors that end a connection from its
+ * side: not a bug, so one line without a stack.
+ */
+const PEER_GONE: ReadonlyArray<[new (...args: never[]) => Error, string]> = [
+  [Deno.errors.ConnectionReset, "connection reset by peer"],
+  [Deno.errors.BrokenPipe, "broken pipe (the peer closed its end)"],
+  [Deno.errors.ConnectionAborted, "connection aborted"],
+  [Deno.errors.UnexpectedEof, "the peer closed mid-message"],
+  [Deno.errors.NotConnected, "not connected (the peer is gone)"],
+];
+
+/** How a peer that went away mid-transfer is told; undefined otherwise. */
+export function peerGone(error: unknown): string | undefined {
+  for (const [type, text] of PEER_GONE) {
+    if (error instanceof type) return text;
+  }
+  return undefined;
+}
+
 /** `Name: message` for an error, the value itself for anything else. */
 export function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
@@ -84,9 +107,14 @@ export class ServeReporter {
       const pause = failures > 0
         ? ` (failure ${failures} from ${key}; its next handshake waits ${delay} ms)`
         : "";
+      // A protocol mix-up's message says what to fix; a wrong key's says
+      // nothing the reason does not.
+      const what = MIXUPS.has(error.reason)
+        ? `${error.reason}: ${error.message.replace(/^Cannot [^:]*: /, "")}`
+        : error.reason;
       return `${
         formatAddr(remoteAddr)
-      }: authentication failed (${error.reason}); closing${pause}`;
+      }: authentication failed (${what}); closing${pause}`;
     });
     if (this.#onAuthFailure !== undefined) {
       this.#call(this.#onAuthFailure, info);
@@ -120,14 +148,16 @@ export class ServeReporter {
 
   /**
    * An error that ended one connection or one accept: a log line (the
-   * stack for a handler's error; `then` says what the server does next),
-   * then `onError`.
+   * stack for a handler's error, unless the peer went away: a reset is one
+   * line; `then` says what the server does next), then `onError`.
    */
   error(error: unknown, info: ServeErrorInfo, then?: string): void {
     this.#log?.line(() => {
       const where = info.remoteAddr ? `${formatAddr(info.remoteAddr)}: ` : "";
-      const detail = info.phase === "handler" && error instanceof Error &&
-          error.stack
+      const gone = peerGone(error);
+      const detail = gone !== undefined
+        ? gone
+        : info.phase === "handler" && error instanceof Error && error.stack
         ? error.stack
         : describe(error);
       return `${where}${info.phase} failed: ${detail}${

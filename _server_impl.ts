@@ -15,7 +15,7 @@ import { AcceptLoop } from "./_accept.ts";
 import { Admission, type Verdict } from "./_admission.ts";
 import { DeadlineSweep } from "./_deadline_sweep.ts";
 import { closeQuietly, isDenoConnLike, setNoDelay } from "./_conn_io.ts";
-import { addressKey, formatAddr } from "./_address.ts";
+import { addressKey, formatAddr, plainAddr } from "./_address.ts";
 import type { ResolvedServeOptions } from "./_serve_options.ts";
 import {
   Connection,
@@ -107,7 +107,7 @@ export class ServerImpl<T> implements Server {
     handler: Handler<T>,
   ) {
     this.#listener = listener;
-    this.addr = listener.addr;
+    this.addr = plainAddr(listener.addr);
     this.#ready = ready;
     this.#handler = handler;
     this.#limits = resolved;
@@ -254,9 +254,10 @@ export class ServerImpl<T> implements Server {
     const c = new Connection(conn);
     this.#live.add(c);
     try {
-      // Throws for a socket that died between accept and here.
-      c.remoteAddr = conn.remoteAddr;
-      c.localAddr = conn.localAddr;
+      // Throws for a socket that died between accept and here. Copies:
+      // Deno's addresses print as [Object: null prototype].
+      c.remoteAddr = plainAddr(conn.remoteAddr);
+      c.localAddr = plainAddr(conn.localAddr);
       const key = addressKey(c.remoteAddr, this.#limits.ipv6Prefix);
       const verdict = this.#admission.admit(c, key);
       if (verdict === "max-per-address" || verdict === "banned") {
@@ -370,13 +371,14 @@ export class ServerImpl<T> implements Server {
       }
       c.phase = "handshake";
       let result: T;
+      let secretIndex: number | undefined;
       try {
         const auth = this.#auth!;
-        if (auth.hmac !== undefined && isDenoConnLike(c.conn)) {
-          await cookbook(c.conn, auth.hmac, auth.challengeLength);
+        if (auth.keys !== undefined && isDenoConnLike(c.conn)) {
+          secretIndex = await cookbook(c.conn, auth.keys, auth.challengeLength);
           result = c.conn as unknown as T;
         } else {
-          result = await withSignal(c, auth);
+          ({ result, secretIndex } = await withSignal(c, auth));
         }
       } catch (error) {
         this.#handshakeFailed(c, error);
@@ -395,6 +397,7 @@ export class ServerImpl<T> implements Server {
         localAddr: c.localAddr!,
         handshakeTime: this.#admission.clock.now() - c.since,
         signal: this.#stopping.signal,
+        secretIndex,
       };
       this.#reporter.connected(info);
       try {

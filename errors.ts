@@ -44,8 +44,18 @@
  * - `"rejected"`: the peer told us (or showed by closing) that it refused our
  *   proof.
  * - `"unsupported"`: the peer asked for an algorithm we do not allow.
+ * - `"wrong-hash"`: the peer's proof is shorter than our digest and stops at
+ *   the length of another hash's (16 bytes: MD5, Python's `hmac.new`
+ *   default before 3.8): a hash mismatch, whatever the key.
+ * - `"tls-client"`: the peer started a TLS handshake where the proof was
+ *   expected: it speaks TLS to a server that does not.
  */
-export type AuthenticationFailure = "wrong-key" | "rejected" | "unsupported";
+export type AuthenticationFailure =
+  | "wrong-key"
+  | "rejected"
+  | "unsupported"
+  | "wrong-hash"
+  | "tls-client";
 
 /**
  * Why a peer's input was refused.

@@ -45,9 +45,22 @@
 
 import { checkTimeout } from "./_options.ts";
 import { deadline, DEFAULT_TIMEOUT } from "./_deadline.ts";
-import { readExact, writeAll } from "./_conn_io.ts";
-import { checkChallengeLength, wrongReply } from "./_cookbook.ts";
+import { raceSignal } from "./_deadline.ts";
+import {
+  closedEarly,
+  isDenoConnLike,
+  readExact,
+  readExactOrEof,
+  writeAll,
+} from "./_conn_io.ts";
+import {
+  checkChallengeLength,
+  noChallenge,
+  readRestOfReply,
+  wrongReply,
+} from "./_cookbook.ts";
 import { type HashName, HmacKey, type SecretInput } from "./_hmac_key.ts";
+import { HmacKeyRing, type ServerSecret } from "./_hmac_keyring.ts";
 import type { Duplex } from "./types.ts";
 
 export {
@@ -58,6 +71,7 @@ export {
   parseHashName,
   type SecretInput,
 } from "./_hmac_key.ts";
+export { MAX_SECRETS, type ServerSecret } from "./_hmac_keyring.ts";
 export {
   DEFAULT_CHALLENGE_LENGTH,
   MAX_CHALLENGE_LENGTH,
@@ -92,28 +106,38 @@ export interface AuthenticateOptions {
   signal?: AbortSignal;
 }
 
-/** What both sides need once the options are checked. */
-interface Side extends Disposable {
-  /** The imported secret. */
-  readonly hmac: HmacKey;
+/** What {@linkcode serverAuthenticate} resolves to. */
+export interface ServerAuthenticateResult {
+  /**
+   * Which of the server's secrets the client proved, as an index into the
+   * list given (0 for the first, and for a single secret).
+   */
+  readonly secretIndex: number;
+}
+
+/** What a side needs once the options are checked. */
+interface Side<K> extends Disposable {
+  /** The imported secret (or, for a server, secrets). */
+  readonly key: K;
   /** Aborts at the deadline (`timeout`) or when the caller's signal does. */
   readonly signal: AbortSignal;
 }
 
 /**
- * Checks `timeout`, imports the secret and starts the deadline (disposing
- * of the side clears its timer). The caller checks `challengeLength` first.
+ * Checks `timeout`, imports the secret with `load` and starts the deadline
+ * (disposing of the side clears its timer). The caller checks
+ * `challengeLength` first.
  */
-async function start(
-  secret: SecretInput | HmacKey,
+async function start<K>(
+  load: () => Promise<K>,
   options: AuthenticateOptions,
   action: string,
-): Promise<Side> {
+): Promise<Side<K>> {
   const timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
-  const hmac = await HmacKey.import(secret, { hash: options.hash });
+  const key = await load();
   const limit = deadline(timeout, options.signal, action);
   return {
-    hmac,
+    key,
     signal: limit.signal,
     [Symbol.dispose]: () => limit[Symbol.dispose](),
   };
@@ -130,27 +154,41 @@ async function start(
  * The connection is never closed here: on any failure the caller closes it,
  * as the recipe does (after a timeout a read may still be pending on it).
  *
+ * Key rotation: give a list of secrets (the current one first, then the
+ * ones clients may still use; at most {@linkcode MAX_SECRETS}, all for one
+ * hash) and the reply is checked against every one of them, all of them
+ * whichever matches, so the time taken does not tell which did; the result
+ * says which one the client proved. Import them once with
+ * {@linkcode HmacKey.import} when authenticating many clients.
+ *
  * | outcome | result |
  * | --- | --- |
- * | right key | resolves |
+ * | right key (any of the list) | resolves to `{ secretIndex }` |
  * | wrong key, or a hash with a digest at least as long as ours | {@linkcode AuthenticationError}, reason `"wrong-key"` |
- * | a hash with a shorter digest (MD5 or SHA-1 against SHA-256) | `TimeoutError`: we wait for the rest of our digest length |
+ * | a TLS ClientHello where the digest was expected | {@linkcode AuthenticationError}, reason `"tls-client"` |
+ * | a reply that stops short at another hash's digest length (16 bytes: MD5, Python's `hmac.new` default before 3.8; 20: SHA-1) and then nothing for 1000 ms, or a close | {@linkcode AuthenticationError}, reason `"wrong-hash"`, naming the hash and the fix |
  * | peer closes before a whole digest (short reply) | {@linkcode ProtocolError}, reason `"closed"` |
  * | peer stalls past `timeout` | `DOMException` `TimeoutError` |
  * | `signal` aborts | the signal's reason (`AbortError` by default) |
  * | socket error (reset) | the runtime's error, e.g. `Deno.errors.ConnectionReset` |
  *
- * No error message contains the key, the challenge or a digest.
+ * (A short reply is recognised on a `Deno.Conn`; on stream-only connections
+ * it waits for the deadline.) No error message contains the key, the
+ * challenge or a digest.
  *
  * @param conn The connection, a `Deno.Conn` or any {@linkcode Duplex}.
- * @param secret The shared secret; an {@linkcode HmacKey} avoids re-importing it.
+ * @param secret The shared secret, or a list of them for key rotation; an
+ * {@linkcode HmacKey} avoids re-importing it.
  * @param options Hash, challenge length, deadline and signal.
+ * @returns Which secret the client proved.
  * @throws {AuthenticationError} When the client's digest is wrong.
  * @throws {ProtocolError} When the client closes before sending a digest.
- * @throws {TypeError} When the key is empty or of the wrong type.
- * @throws {RangeError} When `challengeLength` or `timeout` is out of range.
+ * @throws {TypeError} When a key is empty or of the wrong type, the list
+ * is empty, or its keys are for different hashes.
+ * @throws {RangeError} When `challengeLength` or `timeout` is out of range,
+ * or the list holds more than {@linkcode MAX_SECRETS} keys.
  *
- * @example
+ * @example A wrong digest
  * ```ts
  * import assert from "node:assert/strict";
  * import { AuthenticationError } from "./errors.ts";
@@ -168,26 +206,83 @@ async function start(
  *     error.reason === "wrong-key",
  * );
  * ```
+ *
+ * @example Key rotation: the new key first, the old one still accepted
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { clientAuthenticate, serverAuthenticate } from "./handshake.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ port: listener.addr.port });
+ * using server = await listener.accept();
+ * const [result] = await Promise.all([
+ *   serverAuthenticate(server, ["new key", "old key"]),
+ *   clientAuthenticate(client, "old key"),
+ * ]);
+ * assert.equal(result.secretIndex, 1);
+ * ```
  */
 export async function serverAuthenticate(
   conn: Duplex,
-  secret: SecretInput | HmacKey,
-  options: AuthenticateOptions = {},
-): Promise<void> {
+  secret: ServerSecret,
+  options?: AuthenticateOptions,
+): Promise<ServerAuthenticateResult> {
+  options ??= {};
   const challenge = new Uint8Array(
     checkChallengeLength(options.challengeLength),
   );
-  using side = await start(secret, options, "authenticate the client");
-  await writeAll(conn, crypto.getRandomValues(challenge), side.signal);
-  const reply = await readExact(
-    conn,
-    side.hmac.digestLength,
-    side.signal,
-    "the client's reply",
+  using side = await start(
+    () => HmacKeyRing.import(secret, { hash: options.hash }),
+    options,
+    "authenticate the client",
   );
-  if (!(await side.hmac.verify(reply, challenge))) {
-    throw wrongReply(side.hmac.hash);
+  const keys = side.key;
+  await writeAll(conn, crypto.getRandomValues(challenge), side.signal);
+  let reply: Uint8Array<ArrayBuffer>;
+  if (isDenoConnLike(conn)) {
+    // Read directly, to tell a digest of a shorter hash by where it stops.
+    reply = new Uint8Array(keys.digestLength);
+    await readRestOfReply(conn, reply, 0, keys.hash, side.signal);
+  } else {
+    reply = await readExact(
+      conn,
+      keys.digestLength,
+      side.signal,
+      "the client's reply",
+    );
   }
+  const secretIndex = await keys.verify(reply, challenge);
+  if (secretIndex === -1) throw wrongReply(keys.hash, reply);
+  return { secretIndex };
+}
+
+/** Reads the server's challenge; a wait that ends empty says why it may. */
+async function readChallenge(
+  conn: Duplex,
+  length: number,
+  signal: AbortSignal,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const what = "the server's challenge";
+  if (!isDenoConnLike(conn)) {
+    const challenge = await readExactOrEof(conn, length, signal, what);
+    if (challenge !== null) return challenge;
+    throw noChallenge(closedEarly(what, 0, length), new Uint8Array(0));
+  }
+  const challenge = new Uint8Array(length);
+  let got = 0;
+  try {
+    while (got < length) {
+      const count = await raceSignal(
+        conn.read(challenge.subarray(got)),
+        signal,
+      );
+      if (count === null) throw closedEarly(what, got, length);
+      got += count;
+    }
+  } catch (error) {
+    throw noChallenge(error, challenge.subarray(0, got));
+  }
+  return challenge;
 }
 
 /**
@@ -198,8 +293,14 @@ export async function serverAuthenticate(
  * rejected us closes the connection, which the next read shows as end of
  * stream (or a reset). Bytes the server sent after its challenge stay unread.
  *
+ * When no challenge arrives (the server closes first, or the deadline
+ * passes with nothing read), or what arrives is a TLS record, the error
+ * says so: the server may expect TLS (`connectTls` in `tls.ts`), or it
+ * refused or holds back this address.
+ *
  * @param conn The connection, a `Deno.Conn` or any {@linkcode Duplex}.
- * @param secret The shared secret; an {@linkcode HmacKey} avoids re-importing it.
+ * @param secret The shared secret (one: a list of secrets is for a
+ * server); an {@linkcode HmacKey} avoids re-importing it.
  * @param options Hash, challenge length, deadline and signal.
  * @throws {ProtocolError} When the server closes before a whole challenge.
  * @throws {TypeError} When the key is empty or of the wrong type.
@@ -228,15 +329,15 @@ export async function serverAuthenticate(
 export async function clientAuthenticate(
   conn: Duplex,
   secret: SecretInput | HmacKey,
-  options: AuthenticateOptions = {},
+  options?: AuthenticateOptions,
 ): Promise<void> {
+  options ??= {};
   const length = checkChallengeLength(options.challengeLength);
-  using side = await start(secret, options, "authenticate to the server");
-  const challenge = await readExact(
-    conn,
-    length,
-    side.signal,
-    "the server's challenge",
+  using side = await start(
+    () => HmacKey.import(secret, { hash: options.hash }),
+    options,
+    "authenticate to the server",
   );
-  await writeAll(conn, await side.hmac.sign(challenge), side.signal);
+  const challenge = await readChallenge(conn, length, side.signal);
+  await writeAll(conn, await side.key.sign(challenge), side.signal);
 }

@@ -118,8 +118,16 @@ export interface MultiprocessingAuthOptions {
   /**
    * The shared authkey: the bytes Python passes as `authkey=` (a string is
    * UTF-8 encoded). Required and non-empty.
+   *
+   * A listener takes a list too, for key rotation: the current authkey
+   * first, then the ones clients may still use (at most 8). A client's
+   * answer is checked against every one (all of them, whichever matches),
+   * the listener answers the client's challenge with the authkey the client
+   * proved, and {@linkcode MultiprocessingConnection.authkeyIndex} says
+   * which one it was. A client ({@linkcode connectMultiprocessing}) proves
+   * one authkey.
    */
-  authkey: string | Uint8Array;
+  authkey: string | Uint8Array | readonly (string | Uint8Array)[];
   /**
    * Allow peers that only speak the legacy HMAC-MD5 handshake (Python 3.11
    * and older). Off by default because it is MD5; when off, such a peer is
@@ -283,6 +291,11 @@ export interface ListenMultiprocessingUnixOptions
 export interface ConnectMultiprocessingOptions
   extends MultiprocessingAuthOptions {
   /**
+   * The shared authkey: the bytes Python passes as `authkey=` (a string is
+   * UTF-8 encoded). Required and non-empty; one (a list is for a listener).
+   */
+  authkey: string | Uint8Array;
+  /**
    * The listener's host.
    *
    * @default {"127.0.0.1"}
@@ -300,6 +313,11 @@ export interface ConnectMultiprocessingOptions
  */
 export interface ConnectMultiprocessingUnixOptions
   extends MultiprocessingAuthOptions {
+  /**
+   * The shared authkey: the bytes Python passes as `authkey=` (a string is
+   * UTF-8 encoded). Required and non-empty; one (a list is for a listener).
+   */
+  authkey: string | Uint8Array;
   /**
    * The listener's socket file. Deno allows it by its exact path:
    * `--allow-net=unix:PATH --allow-read=PATH --allow-write=PATH`. Not
@@ -412,6 +430,12 @@ export interface MultiprocessingConnection
   readonly remoteAddr: Deno.Addr;
   /** The digest the peer proved the authkey with (`"md5"` for a legacy peer). */
   readonly peerDigest: MultiprocessingDigest;
+  /**
+   * Which authkey the peer proved: on a listener's connection an index
+   * into its list of authkeys (0 for the first, and for a single authkey);
+   * 0 on a client's.
+   */
+  readonly authkeyIndex: number;
 
   /**
    * Sends one message, like Python's `send_bytes()`.
@@ -938,6 +962,26 @@ export function listenMultiprocessing(
  * assert.equal(await client.recvText(), "welcome");
  * assert.deepEqual(errors, []);
  * ```
+ *
+ * @example Key rotation: a new authkey first, the old one still accepted
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   connectMultiprocessing,
+ *   listenMultiprocessing,
+ * } from "./multiprocessing.ts";
+ *
+ * await using listener = await listenMultiprocessing({
+ *   authkey: ["new authkey", "old authkey"],
+ * });
+ * await using client = await connectMultiprocessing({
+ *   port: listener.addr.port,
+ *   authkey: "old authkey",
+ * });
+ * await using conn = await listener.accept();
+ * assert.equal(conn.authkeyIndex, 1);
+ * assert.equal(client.authkeyIndex, 0);
+ * ```
  */
 export function listenMultiprocessing(
   options: ListenMultiprocessingOptions,
@@ -945,7 +989,7 @@ export function listenMultiprocessing(
 export async function listenMultiprocessing(
   options: ListenMultiprocessingOptions | ListenMultiprocessingUnixOptions,
 ): Promise<MultiprocessingListener<Deno.NetAddr | Deno.UnixAddr>> {
-  const keys = await importKeys(options);
+  const keys = await importKeys(options, true);
   const limits = listenLimits(options);
   const target = resolveTarget(options, true);
   options.signal?.throwIfAborted();

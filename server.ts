@@ -87,6 +87,7 @@ import {
   type HashName,
   type HmacKey,
   type SecretInput,
+  type ServerSecret,
 } from "./handshake.ts";
 import type { Duplex, ErrorInfo } from "./types.ts";
 
@@ -107,7 +108,8 @@ export interface ServerConn extends Duplex {
    * or `null` at the end of the stream. Present on a `Deno.Conn` (every
    * connection of serve()'s own listener, and of `Deno.listen` or
    * `Deno.listenTls` listeners), absent on stream-only connections such as
-   * those of `tls.ts` listeners.
+   * those of `tls.ts` listeners. serve()'s handler always has it (see
+   * {@linkcode AuthenticatedConn}).
    *
    * A `read()` / `write()` loop is the fastest way to serve a connection in
    * Deno 2.9.6: it skips the stream machinery that `readable` and `writable`
@@ -121,6 +123,60 @@ export interface ServerConn extends Duplex {
    * Present where {@linkcode ServerConn.read} is.
    */
   write?(data: Uint8Array): Promise<number>;
+}
+
+/**
+ * The connection {@linkcode serve}'s handler gets with the Cookbook
+ * handshake (`secret`): a {@linkcode ServerConn} that always has `read()`
+ * and `write()`, as the `Deno.TcpConn` that {@linkcode connect} returns
+ * does, so the same code serves either side. With serve()'s own listener
+ * it is the `Deno.Conn` itself; a stream-only connection (from a `tls.ts`
+ * listener) gets the two over its streams (everything else of it, such as
+ * a TLS peer's identity, is still there).
+ *
+ * @example One function for both ends
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, serve } from "./server.ts";
+ *
+ * type Io = {
+ *   read(buffer: Uint8Array): Promise<number | null>;
+ *   write(data: Uint8Array): Promise<number>;
+ * };
+ * async function send(conn: Io, text: string): Promise<void> {
+ *   const data = new TextEncoder().encode(`${text}\n`);
+ *   for (let n = 0; n < data.length;) n += await conn.write(data.subarray(n));
+ * }
+ * async function receive(conn: Io): Promise<string> {
+ *   const bytes: number[] = [];
+ *   const one = new Uint8Array(1);
+ *   while (bytes.at(-1) !== 10 && (await conn.read(one)) !== null) {
+ *     bytes.push(one[0]);
+ *   }
+ *   return new TextDecoder().decode(new Uint8Array(bytes)).trim();
+ * }
+ *
+ * await using server = serve(
+ *   { port: 0, secret: "peanut butter", log: false },
+ *   async (conn) => await send(conn, `hello, ${await receive(conn)}`),
+ * );
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await connect({ port, secret: "peanut butter" });
+ * await send(conn, "client");
+ * assert.equal(await receive(conn), "hello, client");
+ * ```
+ */
+export interface AuthenticatedConn extends ServerConn {
+  /**
+   * Reads into `buffer`: the number of bytes read, or `null` at the end of
+   * the stream. Do not mix it with reads from `readable`.
+   */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /**
+   * Writes (some of) `data`; resolves to the number of bytes written, which
+   * may be fewer than asked: loop until all are.
+   */
+  write(data: Uint8Array): Promise<number>;
 }
 
 /**
@@ -188,6 +244,13 @@ export interface ConnectionInfo {
    * the connection anyway.
    */
   readonly signal: AbortSignal;
+  /**
+   * Which of the server's secrets the client proved (Cookbook handshake,
+   * `secret`): an index into the list given, 0 for the first and for a
+   * single secret. Undefined with `authenticate`. Count connections per
+   * key to see when no client uses an old key any more.
+   */
+  readonly secretIndex?: number;
 }
 
 /** What `onAuthFailure` learns about a peer that failed the handshake. */
@@ -345,10 +408,11 @@ export interface ThrottleOptions {
  * Options for {@linkcode serve}. Give `secret` (the Cookbook handshake) or
  * `authenticate` (your own), and `hostname`/`port` or `listener`.
  *
- * @typeParam T What the handler receives: the connection by default, or what
+ * @typeParam T What the handler receives: the connection
+ * ({@linkcode AuthenticatedConn}) by default, or what
  * `authenticate` resolves to.
  */
-export interface ServeOptions<T = ServerConn> {
+export interface ServeOptions<T = AuthenticatedConn> {
   /**
    * Address to listen on (ignored with `listener`). `"0.0.0.0"` listens on
    * every interface.
@@ -373,8 +437,18 @@ export interface ServeOptions<T = ServerConn> {
    * The shared secret for the Cookbook handshake
    * ({@linkcode serverAuthenticate}), imported once when the server starts.
    * Give this or `authenticate`.
+   *
+   * For key rotation, a list: the current key first, then the ones clients
+   * may still use (at most 8, all for one hash). A reply is checked against
+   * every key, all of them whichever matches (so the time taken does not
+   * tell which did), and {@linkcode ConnectionInfo.secretIndex} says which
+   * one the client proved. A wrong reply is one failure for throttling,
+   * however many keys there are. To rotate: add the new key first, move
+   * the clients to it, then drop the old one once `secretIndex` shows no
+   * client uses it. With one key the check is one `crypto.subtle.verify`,
+   * as before.
    */
-  secret?: SecretInput | HmacKey;
+  secret?: ServerSecret;
   /**
    * The HMAC hash of the Cookbook handshake (with `secret`).
    *
@@ -448,18 +522,19 @@ export interface ServeOptions<T = ServerConn> {
    * its deadline); closing one that its client re-opens at once is not:
    * each re-open costs an accept and a close. On loopback on a shared
    * 2-core machine (server on one core; a C flooder and the good client on
-   * the other; `deno task bench:server --flood`), `examples/echo_server.ts`
-   * with the defaults served a good client from another address within 1 s
-   * every time, 228 probes out of 228 (at most 104 ms) while 64 addresses x
-   * 64 silent sockets were held and re-opened as soon as they were closed,
-   * and 244 out of 244 (at most 35 ms) under 8 x 256; its handshake rate
-   * with the 4,096 held was 0.8 times the unloaded rate (a plain
-   * `Deno.listen` echo loses as much). With `maxHandshakes: 2000` under the
-   * same 64 x 64 flood, the re-opens kept the server's core busy (about
-   * 14,000 a second), the listen backlog overflowed, and good clients waited
-   * 0.4 to 1.6 s for the kernel to retransmit their SYN, or gave up. So size
-   * this (and `maxConnections`) for the floods you expect, and lower
-   * `handshakeTimeout` to free silent sockets sooner.
+   * the other; `deno task bench:server --flood`, 2026-12-02, see
+   * `bench/README.md`), `examples/echo_server.ts` with the defaults served
+   * a good client from another address within 1 s every time: 236 probes
+   * out of 236 (at most 80 ms) while 64 addresses x 64 silent sockets were
+   * held and re-opened as soon as they were closed, and 236 out of 236 (at
+   * most 45 ms) under 8 x 256. Its handshake rate with the 4,096 held was
+   * 1.00 times the unloaded rate. Set below the flood it must hold, the
+   * limit closes silent sockets that come straight back: the re-opens then
+   * keep the server's core busy accepting and closing, and once the listen
+   * backlog overflows, good clients wait for the kernel to retransmit their
+   * SYN (a second or more). So size this (and `maxConnections`) for the
+   * floods you expect, and lower `handshakeTimeout` to free silent sockets
+   * sooner.
    *
    * @default {10000}
    */
@@ -486,12 +561,13 @@ export interface ServeOptions<T = ServerConn> {
    */
   ipv6Prefix?: number;
   /**
-   * Failure throttling per address ({@linkcode ThrottleOptions}), or `false`
-   * to turn it off.
+   * Failure throttling per address: `true` for the defaults of
+   * {@linkcode ThrottleOptions}, an options object to change some of them,
+   * or `false` to turn it off.
    *
-   * @default {{}}
+   * @default {true}
    */
-  throttle?: ThrottleOptions | false;
+  throttle?: ThrottleOptions | boolean;
   /**
    * On shutdown, how long in-flight handlers may run before their
    * connections are closed, in milliseconds. A handler still running 1000
@@ -612,7 +688,9 @@ export interface ConnectOptions extends AuthenticateOptions {
  *
  * With `secret`, connections are authenticated with the Cookbook handshake
  * ({@linkcode serverAuthenticate}; the secret is imported once, here) and the
- * handler gets the connection itself. With `authenticate`, the handler gets
+ * handler gets the connection itself, with `read()` and `write()` as a
+ * {@linkcode connect} client's ({@linkcode AuthenticatedConn}). With
+ * `authenticate`, the handler gets
  * what it resolves to. After the handler settles the server closes the
  * connection (a handler that closed it already is fine).
  *
@@ -637,7 +715,7 @@ export interface ConnectOptions extends AuthenticateOptions {
  * | event | what the server does |
  * | --- | --- |
  * | handshake succeeds | `onConnection`, then the handler |
- * | wrong key ({@linkcode AuthenticationError}) | `onAuthFailure`, closes; the address's next handshake waits (throttling) |
+ * | wrong key ({@linkcode AuthenticationError}, reason `"wrong-key"`); a TLS ClientHello instead of a digest (`"tls-client"`: the client speaks TLS); a reply that stops at another hash's digest length (`"wrong-hash"`, after 1 s without more bytes: MD5, Python's `hmac.new` default before 3.8) | `onAuthFailure`, closes; the address's next handshake waits (throttling) |
  * | connection from an address with failures on record | waits its turn, silently: one handshake at a time, none during the pause |
  * | handshake deadline (even for an authenticator that ignores its signal), garbage, reset | `onError` (phase `"handshake"`), closes |
  * | handler throws | `onError` (phase `"handler"`), closes, goes on |
@@ -712,7 +790,7 @@ export interface ConnectOptions extends AuthenticateOptions {
  * assert.equal(await users.promise, "alice");
  * ```
  */
-export function serve<T = ServerConn>(
+export function serve<T = AuthenticatedConn>(
   options: ServeOptions<T>,
   handler: (conn: T, info: ConnectionInfo) => void | Promise<void>,
 ): Server {
@@ -756,7 +834,10 @@ export function serve<T = ServerConn>(
  * range.
  * @throws {ProtocolError} When the server closes before a whole challenge.
  * @throws {DOMException} `TimeoutError` past `timeout`; the signal's reason
- * when it aborts.
+ * when it aborts. When no challenge arrived (a close or the deadline with
+ * nothing read), or a TLS record did, the message says so: the server may
+ * expect TLS (use `connectTls` from `tls.ts`), or it refused or holds back
+ * this address.
  * @throws {Deno.errors.ConnectionRefused} When nothing listens on the port.
  *
  * @example

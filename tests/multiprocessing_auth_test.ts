@@ -88,9 +88,83 @@ Deno.test("authenticate() succeeds both ways with the same authkey, in the diges
         signal(),
       ),
     ]);
-    assert.equal(heard, digest);
-    assert.equal(said, digest);
+    assert.deepEqual(heard, { digest, index: 0 });
+    assert.deepEqual(said, { digest, index: 0 });
   }
+});
+
+Deno.test("authenticate() on a listener with several authkeys finds the one the client proves and answers with it", async () => {
+  for (const legacyMd5 of [false, true]) {
+    for (const [authkey, index] of [["new", 0], ["old", 1]] as const) {
+      const [listener, client] = wirePair();
+      const [heard, said] = await Promise.all([
+        authenticate(
+          listener,
+          "listener",
+          await importKeys({ authkey: ["new", "old"], legacyMd5 }, true),
+          signal(),
+        ),
+        authenticate(
+          client,
+          "client",
+          await importKeys({ authkey, legacyMd5 }),
+          signal(),
+        ),
+      ]);
+      assert.deepEqual(heard, { digest: "sha256", index });
+      assert.deepEqual(said, { digest: "sha256", index: 0 });
+    }
+  }
+  const [listener, client] = wirePair();
+  const [heard, said] = await Promise.allSettled([
+    authenticate(
+      listener,
+      "listener",
+      await importKeys({ authkey: ["new", "old"] }, true),
+      signal(),
+    ),
+    authenticate(
+      client,
+      "client",
+      await importKeys({ authkey: "neither" }),
+      signal(),
+    ),
+  ]);
+  assert.equal(heard.status, "rejected");
+  assert.equal(heard.reason.reason, "wrong-key");
+  assert.equal(said.status, "rejected");
+  assert.equal(said.reason.reason, "rejected");
+});
+
+Deno.test("importKeys() takes a list of authkeys only for a listener, non-empty, at most 8, each checked", async () => {
+  await assert.rejects(importKeys({ authkey: ["a", "b"] }), {
+    name: "TypeError",
+    message:
+      "Cannot use the authkey: a list of authkeys is for a listener (key rotation); a client proves one, so pass one authkey",
+  });
+  await assert.rejects(importKeys({ authkey: [] }, true), {
+    name: "TypeError",
+    message:
+      "Cannot use the authkeys: the list is empty; give at least one authkey",
+  });
+  await assert.rejects(importKeys({ authkey: Array(9).fill("k") }, true), {
+    name: "RangeError",
+    message:
+      "Cannot use the authkeys: 9 given, at most 8; keep the current authkey and the ones clients still use",
+  });
+  await assert.rejects(importKeys({ authkey: ["k", ""] }, true), {
+    name: "TypeError",
+    message:
+      "Cannot use authkey[1]: it is empty; give the same non-empty authkey as the Python side",
+  });
+  await assert.rejects(importKeys({ authkey: ["k", 7 as never] }, true), {
+    name: "TypeError",
+    message:
+      "Cannot use authkey[1]: expected a string or Uint8Array, got number",
+  });
+  const keys = await importKeys({ authkey: ["a", new Uint8Array([1])] }, true);
+  assert.equal(keys.get("sha256")?.length, 2);
+  assert.equal(keys.get("md5"), undefined);
 });
 
 Deno.test("authenticate() with different authkeys: the listener finds a wrong key, the client is rejected", async () => {

@@ -1107,6 +1107,46 @@ for (const { version, path } of PYTHONS) {
   );
 
   peerTest(
+    `listenMultiprocessing() with two authkeys (rotation) serves a Python ${version} Client on either, and rejects a third`,
+    peer,
+    async (python) => {
+      const { listener, failures, failed } = await listenCollecting({
+        authkey: ["the new key", KEY],
+      });
+      await using _ = listener;
+      for (const [authkey, index] of [["the new key", 0], [KEY, 1]] as const) {
+        await using client = ChildPeer.client(
+          python,
+          listener.addr.port,
+          "echo",
+          authkey,
+        );
+        await using conn = await acceptWithin(listener);
+        assert.equal(conn.authkeyIndex, index);
+        // Python checked our answer to its challenge under its own key.
+        assert.deepEqual(await client.next(), { event: "authenticated" });
+        await conn.sendText(`key ${index}`);
+        assert.equal(await conn.recvText(), `key ${index}`);
+        conn.close();
+        assert.deepEqual(await client.next(), { event: "done", echoed: 1 });
+      }
+      assert.equal(failures.length, 0);
+      await using wrong = ChildPeer.client(
+        python,
+        listener.addr.port,
+        "idle",
+        "neither key",
+      );
+      const event = await wrong.next();
+      assert.equal(event.event, "error");
+      assert.equal(event.type, "AuthenticationError");
+      const [failure] = await failed();
+      assert.ok(failure instanceof AuthenticationError);
+      assert.equal(failure.reason, "wrong-key");
+    },
+  );
+
+  peerTest(
     `listenMultiprocessing() rejects a Python ${version} Client with a wrong authkey, and both sides say so`,
     peer,
     async (python) => {

@@ -27,6 +27,11 @@ Deno.test("resolveServeOptions() fills in the documented defaults", () => {
     noDelay: true,
   });
   assert.equal(DEFAULTS.maxHandshakes, DEFAULTS.maxConnections);
+  // throttle: true is the documented default, spelled out.
+  assert.deepEqual(
+    resolveServeOptions({ secret: "k", throttle: true }),
+    resolved,
+  );
 });
 
 Deno.test("resolveServeOptions() takes given values, throttle: false and Infinity limits", () => {

@@ -2212,7 +2212,8 @@ Deno.test("serve() runs the HMAC handshake inside listenTls() connections", asyn
     log: false,
     onAuthFailure: (info) => failures.push(info.error.reason),
   }, async (conn) => {
-    const identity = (conn as TlsServerConn).peerIdentity;
+    // The handler gets the TLS connection with read() and write() added.
+    const identity = (conn as unknown as TlsServerConn).peerIdentity;
     await writeAll(conn.writable, utf8(`hello ${identity?.cn}`));
   });
   const port = (server.addr as Deno.NetAddr).port;

@@ -1,0 +1,78 @@
+// Private: the connection serve()'s handler gets with the Cookbook
+// handshake (AuthenticatedConn): a Deno.Conn as it is, or a stream-only
+// connection (those of tls.ts listeners) given read() and write() over its
+// streams, so that a handler's code is a connect() client's code.
+import { byobReader } from "./_conn_io.ts";
+import type { AuthenticatedConn, ServerConn } from "./server.ts";
+
+/**
+ * `conn` itself when it has `read` and `write` (a `Deno.Conn`: no cost),
+ * else a view of it that adds them over its streams. The view is a Proxy,
+ * so everything else of the connection (a TLS peer's identity, its class)
+ * is still there.
+ */
+export function withReadWrite(conn: ServerConn): AuthenticatedConn {
+  if (typeof conn.read === "function" && typeof conn.write === "function") {
+    return conn as AuthenticatedConn;
+  }
+  const io = new StreamIo(conn);
+  const read = (buffer: Uint8Array) => io.read(buffer);
+  const write = (data: Uint8Array) => io.write(data);
+  return new Proxy(conn, {
+    get(target, property) {
+      if (property === "read") return read;
+      if (property === "write") return write;
+      const value = Reflect.get(target, property, target);
+      // Methods run on the connection itself (its #private fields).
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+    has(target, property) {
+      return property === "read" || property === "write" ||
+        Reflect.has(target, property);
+    },
+  }) as AuthenticatedConn;
+}
+
+/** `read()` and `write()` of a `Deno.Conn`, over a connection's streams. */
+class StreamIo {
+  #conn: ServerConn;
+  /** Reused by BYOB reads (each read hands it back). */
+  #scratch: ArrayBuffer | undefined = undefined;
+
+  constructor(conn: ServerConn) {
+    this.#conn = conn;
+  }
+
+  /** Reads what is there, up to `buffer`'s length; null at the end. */
+  async read(buffer: Uint8Array): Promise<number | null> {
+    if (buffer.byteLength === 0) return 0;
+    const reader = byobReader(this.#conn.readable);
+    try {
+      let scratch = this.#scratch;
+      this.#scratch = undefined;
+      if (scratch === undefined || scratch.byteLength < buffer.byteLength) {
+        scratch = new ArrayBuffer(buffer.byteLength);
+      }
+      const { value, done } = await reader.read(
+        new Uint8Array(scratch, 0, buffer.byteLength),
+      );
+      if (value !== undefined) this.#scratch = value.buffer;
+      if (done || value === undefined) return null;
+      buffer.set(value);
+      return value.byteLength;
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  /** Writes all of `data` (a stream takes a whole chunk). */
+  async write(data: Uint8Array): Promise<number> {
+    const writer = this.#conn.writable.getWriter();
+    try {
+      await writer.write(data);
+    } finally {
+      writer.releaseLock();
+    }
+    return data.byteLength;
+  }
+}

@@ -1,0 +1,260 @@
+// Tests for protocol mix-ups on the Cookbook handshake (issue 14): each side
+// recognises what it can and says so, with the fix, instead of blaming the
+// key or timing out bare. The server: a TLS client, a digest of another
+// hash (a real Python 3.7 client on its MD5 default). The client: a TLS
+// server (no challenge arrives), a server that closes at once, a TLS
+// record where the challenge should be.
+import assert from "node:assert/strict";
+import { type AuthFailureInfo, connect, serve } from "../server.ts";
+import { clientAuthenticate, serverAuthenticate } from "../handshake.ts";
+import { AuthenticationError, ProtocolError } from "../errors.ts";
+import { generateCertificates } from "../certs.ts";
+import {
+  duplexPair,
+  findPython,
+  interopScript,
+  peerTest,
+  spawn,
+  tcpPair,
+} from "./_helpers.ts";
+import { captureStderr, waitFor } from "./_serve_helpers.ts";
+
+const KEY = "peanut butter";
+
+const set = await generateCertificates();
+
+// ---------------------------------------------------------------------------
+// The server side.
+
+Deno.test("serve() calls a TLS client a TLS client, counts it once for the throttle, and logs the fix", async () => {
+  const failures: AuthFailureInfo[] = [];
+  const log = await captureStderr(async () => {
+    await using server = serve(
+      {
+        port: 0,
+        secret: KEY,
+        onAuthFailure: (info) => failures.push(info),
+      },
+      (conn) => conn.close(),
+    );
+    const { port } = server.addr as Deno.NetAddr;
+    const tls = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port,
+      caCerts: [set.ca.cert],
+    });
+    // Its handshake fails (our challenge is no ServerHello).
+    await assert.rejects(tls.handshake());
+    tls.close();
+    await waitFor(() => failures.length === 1, "the failure");
+  });
+  assert.equal(failures[0].error.reason, "tls-client");
+  assert.equal(failures[0].failures, 1);
+  assert.equal(
+    failures[0].error.message,
+    "Cannot authenticate the client: it speaks TLS (a TLS ClientHello arrived where its digest was expected); connect without TLS, or serve with listenTls",
+  );
+  const line = log.find((l) => l.includes("authentication failed"));
+  assert.match(
+    line ?? "",
+    /^connauth: 127\.0\.0\.1:\d+: authentication failed \(tls-client: it speaks TLS \(a TLS ClientHello arrived where its digest was expected\); connect without TLS, or serve with listenTls\); closing \(failure 1 from 127\.0\.0\.1; its next handshake waits 250 ms\)$/,
+  );
+});
+
+Deno.test("serverAuthenticate() calls a TLS ClientHello a TLS client, on streams too", async () => {
+  const hello = new Uint8Array(200);
+  hello.set([0x16, 0x03, 0x01, 0x00, 0xc3, 0x01]);
+  {
+    using pair = await tcpPair();
+    await pair.client.write(hello);
+    await assert.rejects(serverAuthenticate(pair.server, KEY), {
+      name: "AuthenticationError",
+      reason: "tls-client",
+    });
+  }
+  const [server, client] = duplexPair();
+  const writer = client.writable.getWriter();
+  await writer.write(hello);
+  await assert.rejects(serverAuthenticate(server, KEY), {
+    name: "AuthenticationError",
+    reason: "tls-client",
+  });
+  await writer.close();
+});
+
+Deno.test("serverAuthenticate() names MD5 for 16 bytes that stop, within about a second, not at the deadline", async () => {
+  using pair = await tcpPair();
+  const reading = new Uint8Array(32);
+  const client = (async () => {
+    let got = 0;
+    while (got < 32) got += (await pair.client.read(reading)) ?? 32;
+    await pair.client.write(new Uint8Array(16));
+  })();
+  const started = performance.now();
+  await assert.rejects(
+    serverAuthenticate(pair.server, KEY, { timeout: 10_000 }),
+    (error) =>
+      error instanceof AuthenticationError && error.reason === "wrong-hash" &&
+      error.message.startsWith(
+        "Cannot authenticate the client: 16 bytes arrived, the length of an MD5 digest (SHA-256 needs 32), then nothing more for 1000 ms: Python before 3.8 defaults hmac.new to MD5",
+      ),
+  );
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed < 5000, `took ${elapsed} ms`);
+  await client;
+});
+
+const python37 = { label: "Python 3.7 (pyenv 3.7.x)", path: findPython("3.7") };
+
+/** Runs the recipe client on its hmac.new(key, msg) default. */
+async function recipeDefault(python: string, port: number, message: string) {
+  const child = spawn(python, [
+    interopScript("cookbook_client.py"),
+    "127.0.0.1",
+    String(port),
+    KEY,
+    "default",
+    message,
+  ]);
+  child.stdin.close();
+  const output = await child.output();
+  return {
+    code: output.code,
+    stdout: new TextDecoder().decode(output.stdout).trim(),
+  };
+}
+
+peerTest(
+  "serve() tells a Python 3.7 recipe client on its MD5 default to pass digestmod, not that its key is wrong",
+  python37,
+  async (python) => {
+    const failures: AuthFailureInfo[] = [];
+    await using server = serve(
+      {
+        port: 0,
+        secret: KEY,
+        log: false,
+        throttle: false,
+        onAuthFailure: (info) => failures.push(info),
+      },
+      (conn) => conn.close(),
+    );
+    const { port } = server.addr as Deno.NetAddr;
+    // No message after the digest: the client closes after its 16 bytes.
+    assert.deepEqual(await recipeDefault(python, port, ""), {
+      code: 3,
+      stdout: "rejected",
+    });
+    await waitFor(() => failures.length === 1, "the first failure");
+    assert.equal(failures[0].error.reason, "wrong-hash");
+    assert.equal(
+      failures[0].error.message,
+      "Cannot authenticate the client: 16 bytes arrived, the length of an MD5 digest (SHA-256 needs 32), then the client closed the connection: Python before 3.8 defaults hmac.new to MD5; pass digestmod='sha256' or set hash: 'MD5'",
+    );
+    // "Hello World" right after the digest: 27 bytes, then it waits for
+    // its echo. The server says so within about a second.
+    const started = performance.now();
+    assert.deepEqual(await recipeDefault(python, port, "Hello World"), {
+      code: 3,
+      stdout: "rejected",
+    });
+    assert.ok(performance.now() - started < 5000);
+    await waitFor(() => failures.length === 2, "the second failure");
+    assert.equal(failures[1].error.reason, "wrong-hash");
+    assert.match(failures[1].error.message, /MD5: 16 bytes/);
+    assert.match(failures[1].error.message, /digestmod='sha256'/);
+  },
+);
+
+// ---------------------------------------------------------------------------
+// The client side.
+
+const HINT =
+  "no challenge arrived; the server may expect TLS (use connectTls), or it refused or holds back this address (too many connections, or failed handshakes)";
+
+Deno.test("connect() to a TLS server says that no challenge arrived and the server may expect TLS", async () => {
+  using listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: set.server.cert,
+    key: set.server.key,
+  });
+  const accepted = listener.accept();
+  await assert.rejects(
+    connect({ port: listener.addr.port, secret: KEY, timeout: 300 }),
+    (error) =>
+      error instanceof DOMException && error.name === "TimeoutError" &&
+      error.message.endsWith(`waiting for the peer; ${HINT}`) &&
+      !/key/.test(error.message.replace(HINT, "")),
+  );
+  (await accepted).close();
+});
+
+Deno.test("connect() to a server that closes before its challenge says so, with the hint", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closing = listener.accept().then((conn) => conn.close());
+  await assert.rejects(
+    connect({ port: listener.addr.port, secret: KEY, timeout: 5000 }),
+    (error) =>
+      error instanceof ProtocolError && error.reason === "closed" &&
+      error.message ===
+        `Cannot read the server's challenge: the peer closed the connection after 0 of 32 bytes; ${HINT}`,
+  );
+  await closing;
+});
+
+Deno.test("connect() to a server that sends a TLS alert says the server expects TLS", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const alerting = listener.accept().then(async (conn) => {
+    // A TLS 1.2 fatal alert (decode_error), then close.
+    await conn.write(new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 2, 50]));
+    conn.close();
+  });
+  await assert.rejects(
+    connect({ port: listener.addr.port, secret: KEY, timeout: 5000 }),
+    {
+      name: "ProtocolError",
+      message:
+        "Cannot read the server's challenge: the peer closed the connection after 7 of 32 bytes; the server sent a TLS record, not a challenge: it expects TLS (use connectTls)",
+    },
+  );
+  await alerting;
+});
+
+Deno.test("connect() leaves other cut-short challenges and the caller's abort as they are", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const partial = listener.accept().then(async (conn) => {
+    await conn.write(new Uint8Array(7));
+    conn.close();
+  });
+  await assert.rejects(
+    connect({ port: listener.addr.port, secret: KEY, timeout: 5000 }),
+    {
+      name: "ProtocolError",
+      message:
+        "Cannot read the server's challenge: the peer closed the connection after 7 of 32 bytes",
+    },
+  );
+  await partial;
+  const controller = new AbortController();
+  const silent = listener.accept();
+  const connecting = connect({
+    port: listener.addr.port,
+    secret: KEY,
+    signal: controller.signal,
+  });
+  const held = await silent;
+  controller.abort(new Error("the caller gave up"));
+  await assert.rejects(connecting, { message: "the caller gave up" });
+  held.close();
+});
+
+Deno.test("clientAuthenticate() on streams says that no challenge arrived when the server closes", async () => {
+  const [client, server] = duplexPair();
+  await server.writable.close();
+  await assert.rejects(clientAuthenticate(client, KEY, { timeout: 5000 }), {
+    name: "ProtocolError",
+    message:
+      `Cannot read the server's challenge: the peer closed the connection after 0 of 32 bytes; ${HINT}`,
+  });
+});

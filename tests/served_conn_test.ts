@@ -1,0 +1,224 @@
+// Tests for what serve()'s handler and hooks are given (issue 14): a
+// connection with read()/write() like connect()'s, on serve()'s own
+// listener and on a stream-only one (_served_conn.ts); one log line for a
+// client that resets mid-transfer; addresses that print as plain objects.
+import assert from "node:assert/strict";
+import {
+  type AuthenticatedConn,
+  connect,
+  type ConnectionInfo,
+  serve,
+} from "../server.ts";
+import { ServeReporter } from "../_serve_report.ts";
+import { withReadWrite } from "../_served_conn.ts";
+import {
+  connectMultiprocessing,
+  listenMultiprocessing,
+} from "../multiprocessing.ts";
+import { captureStderr, streamOnlyListener } from "./_serve_helpers.ts";
+
+const KEY = "peanut butter";
+
+/** What both a Deno.TcpConn and an AuthenticatedConn have. */
+interface Io {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
+}
+
+/** Writes one line. The same code on both ends. */
+async function sendLine(conn: Io, text: string): Promise<void> {
+  const data = new TextEncoder().encode(`${text}\n`);
+  for (let n = 0; n < data.length;) n += await conn.write(data.subarray(n));
+}
+
+/** Reads one line (at most 1000 bytes); null at the end of the stream. */
+async function receiveLine(conn: Io): Promise<string | null> {
+  const bytes: number[] = [];
+  const chunk = new Uint8Array(1);
+  while (bytes.length < 1000) {
+    if ((await conn.read(chunk)) === null) return null;
+    if (chunk[0] === 10) break;
+    bytes.push(chunk[0]);
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+}
+
+/** The server side of a tiny protocol, in the same terms as the client's. */
+async function greet(conn: Io): Promise<void> {
+  for (let line; (line = await receiveLine(conn)) !== null;) {
+    await sendLine(conn, `hello, ${line}`);
+  }
+}
+
+for (const kind of ["serve()'s own listener", "a stream-only listener"]) {
+  Deno.test(`serve() gives the handler read() and write() like connect()'s, on ${kind}`, async () => {
+    const tags: unknown[] = [];
+    await using server = serve(
+      {
+        port: 0,
+        secret: KEY,
+        log: false,
+        listener: kind === "a stream-only listener"
+          ? streamOnlyListener()
+          : undefined,
+      },
+      async (conn: AuthenticatedConn) => {
+        tags.push((conn as unknown as { tag?: string }).tag);
+        assert.equal(typeof conn.read, "function");
+        assert.ok("write" in conn);
+        await greet(conn);
+      },
+    );
+    const { port } = server.addr as Deno.NetAddr;
+    using conn = await connect({ port, secret: KEY, timeout: 5000 });
+    for (const name of ["alice", "bob"]) {
+      await sendLine(conn, name);
+      assert.equal(await receiveLine(conn), `hello, ${name}`);
+    }
+    conn.closeWrite();
+    assert.equal(await receiveLine(conn), null);
+    assert.deepEqual(
+      tags,
+      [kind === "a stream-only listener" ? "stream-only" : undefined],
+    );
+  });
+}
+
+Deno.test("withReadWrite() leaves a Deno.Conn as it is, and reads a stream-only one in pieces and to its end", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using client = await Deno.connect({ port: listener.addr.port });
+  using conn = await listener.accept();
+  assert.equal(withReadWrite(conn), conn);
+  const view = withReadWrite({
+    remoteAddr: conn.remoteAddr,
+    localAddr: conn.localAddr,
+    readable: conn.readable,
+    writable: conn.writable,
+    close: () => conn.close(),
+  });
+  await client.write(new TextEncoder().encode("abcdef"));
+  const buffer = new Uint8Array(4);
+  let text = "";
+  while (text.length < 6) {
+    const count = await view.read(buffer);
+    assert.ok(count !== null && count <= 4);
+    text += new TextDecoder().decode(buffer.subarray(0, count));
+  }
+  assert.equal(text, "abcdef");
+  assert.equal(await view.read(new Uint8Array(0)), 0);
+  assert.equal(await view.write(new TextEncoder().encode("xyz")), 3);
+  const echoed = new Uint8Array(3);
+  assert.equal(await client.read(echoed), 3);
+  assert.equal(new TextDecoder().decode(echoed), "xyz");
+  client.closeWrite();
+  assert.equal(await view.read(buffer), null);
+});
+
+Deno.test("serve()'s default log shows a client that resets mid-transfer in one line, with no stack", async () => {
+  const errors: unknown[] = [];
+  const log = await captureStderr(async () => {
+    await using server = serve(
+      { port: 0, secret: KEY, onError: (error) => errors.push(error) },
+      async (conn) => {
+        // Sends until the client's reset stops it (bounded: 16 MiB).
+        const chunk = new Uint8Array(64 * 1024);
+        for (let i = 0; i < 256; i++) {
+          for (let n = 0; n < chunk.length;) {
+            n += await conn.write(chunk.subarray(n));
+          }
+        }
+      },
+    );
+    const { port } = server.addr as Deno.NetAddr;
+    const conn = await connect({ port, secret: KEY, timeout: 5000 });
+    // Unread bytes in our receive buffer: closing now sends a reset.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    conn.close();
+    for (let i = 0; i < 500 && errors.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  });
+  assert.equal(errors.length, 1);
+  assert.ok(
+    errors[0] instanceof Deno.errors.ConnectionReset ||
+      errors[0] instanceof Deno.errors.BrokenPipe,
+    String(errors[0]),
+  );
+  const lines = log.filter((line) => line.includes("handler failed"));
+  assert.equal(lines.length, 1, log.join("\n"));
+  assert.match(
+    lines[0],
+    /^connauth: 127\.0\.0\.1:\d+: handler failed: (connection reset by peer|broken pipe \(the peer closed its end\))$/,
+  );
+});
+
+Deno.test("ServeReporter logs a peer's reset in one line and a handler's bug with its stack", async () => {
+  const remoteAddr: Deno.NetAddr = {
+    transport: "tcp",
+    hostname: "192.0.2.7",
+    port: 5000,
+  };
+  const lines = await captureStderr(() => {
+    const reporter = new ServeReporter({}, true);
+    reporter.error(
+      new Deno.errors.ConnectionReset(
+        "Connection reset by peer (os error 104)",
+      ),
+      { phase: "handler", remoteAddr },
+    );
+    reporter.error(new TypeError("a bug"), { phase: "handler", remoteAddr });
+    return Promise.resolve();
+  });
+  assert.equal(
+    lines[0],
+    "connauth: 192.0.2.7:5000: handler failed: connection reset by peer",
+  );
+  assert.match(lines[1], /handler failed: TypeError: a bug\n\s+at /);
+});
+
+/** Whether `value` prints as a plain object. */
+function printsPlain(value: unknown): boolean {
+  const text = Deno.inspect(value);
+  return text.startsWith("{") && !text.includes("null prototype");
+}
+
+Deno.test("serve() and its hooks give addresses that print as plain objects", async () => {
+  const infos: ConnectionInfo[] = [];
+  await using server = serve(
+    {
+      port: 0,
+      secret: KEY,
+      log: false,
+      onConnection: (info) => infos.push(info),
+    },
+    (conn) => conn.close(),
+  );
+  assert.ok(printsPlain(server.addr), Deno.inspect(server.addr));
+  const { port } = server.addr as Deno.NetAddr;
+  assert.equal(
+    Deno.inspect(server.addr),
+    Deno.inspect({ hostname: "127.0.0.1", port, transport: "tcp" }),
+  );
+  using _conn = await connect({ port, secret: KEY, timeout: 5000 });
+  for (let i = 0; i < 500 && infos.length === 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.ok(
+    printsPlain(infos[0].remoteAddr),
+    Deno.inspect(infos[0].remoteAddr),
+  );
+  assert.ok(printsPlain(infos[0].localAddr));
+});
+
+Deno.test("listenMultiprocessing() and its connections give addresses that print as plain objects", async () => {
+  await using listener = await listenMultiprocessing({ authkey: KEY });
+  assert.ok(printsPlain(listener.addr), Deno.inspect(listener.addr));
+  await using client = await connectMultiprocessing({
+    port: listener.addr.port,
+    authkey: KEY,
+  });
+  await using conn = await listener.accept();
+  for (const addr of [client.localAddr, client.remoteAddr, conn.remoteAddr]) {
+    assert.ok(printsPlain(addr), Deno.inspect(addr));
+  }
+});
