@@ -156,17 +156,13 @@ try {
       }`,
     );
   }
-  const cause = (error as Error).cause as Error | undefined;
-  fail(
-    explain(error, action) ?? explain(cause, action) ??
-      `Cannot ${action}: ${message}${
-        cause?.message ? ` (${cause.message})` : ""
-      }${
-        /Connection refused/i.test(`${message} ${cause?.message}`)
-          ? `; is the server running at ${url}? (deno task kv-server)`
-          : ""
-      }`,
-  );
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    fail(
+      `Cannot ${action}: nothing listens at ${url}; start the server (deno task kv-server) or pass --url`,
+    );
+  }
+  // The client's other errors already name the URL, the cause and the fix.
+  fail(explain(error, action) ?? `Cannot ${action}: ${message}`);
 }
 
 /** What `command` does, for an error line: `list the keys`, `get "colour"`. */

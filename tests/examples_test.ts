@@ -419,6 +419,26 @@ Deno.test("kv-client refused with 403 says --allow-client, and kv-server logs th
   assert.equal(allowed.code, 0, allowed.stderr);
 });
 
+Deno.test("kv-client with no server says nothing listens and how to start one", async () => {
+  await using dir = await tempDir();
+  const certs = await runTask("certs", ["--force"], { cwd: dir });
+  assert.equal(certs.code, 0, certs.stderr);
+  // A port that was free a moment ago: bound, read and released.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const result = await runTask(
+    "kv-client",
+    ["--url", `https://localhost:${port}/`, "keys"],
+    { cwd: dir },
+  );
+  assertOneLine(
+    result,
+    1,
+    /^Cannot list the keys: nothing listens at https:\/\/localhost:\d+\/; start the server \(deno task kv-server\) or pass --url$/,
+  );
+});
+
 Deno.test("echo-server and upper-server log a wrong key in the same one-line format", async () => {
   await using dir = await tempDir();
   const formats: string[] = [];
