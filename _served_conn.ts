@@ -18,13 +18,28 @@ export function withReadWrite(conn: ServerConn): AuthenticatedConn {
   const io = new StreamIo(conn);
   const read = (buffer: Uint8Array) => io.read(buffer);
   const write = (data: Uint8Array) => io.write(data);
+  // Each method bound once: `conn.close === conn.close`, and a handler's
+  // calls allocate nothing.
+  type Method = (...args: unknown[]) => unknown;
+  const bound = new Map<PropertyKey, [Method, Method]>();
   return new Proxy(conn, {
     get(target, property) {
       if (property === "read") return read;
       if (property === "write") return write;
       const value = Reflect.get(target, property, target);
+      if (typeof value !== "function" || property === "constructor") {
+        return value;
+      }
       // Methods run on the connection itself (its #private fields).
-      return typeof value === "function" ? value.bind(target) : value;
+      const cached = bound.get(property);
+      if (cached !== undefined && cached[0] === value) return cached[1];
+      const method = (value as Method).bind(target);
+      bound.set(property, [value as Method, method]);
+      return method;
+    },
+    // Setters run on the connection itself too.
+    set(target, property, value) {
+      return Reflect.set(target, property, value, target);
     },
     has(target, property) {
       return property === "read" || property === "write" ||

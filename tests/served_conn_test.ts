@@ -114,6 +114,75 @@ Deno.test("withReadWrite() leaves a Deno.Conn as it is, and reads a stream-only 
   assert.equal(await view.read(buffer), null);
 });
 
+/**
+ * A stream-only connection of its own class, as a tls.ts connection is:
+ * #private state behind a method, a getter and a setter, and a dispose.
+ */
+class PrivateConn {
+  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  readonly writable: WritableStream<Uint8Array>;
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+  #conn: Deno.Conn;
+  #closes = 0;
+  #label = "";
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.readable = conn.readable;
+    this.writable = conn.writable;
+    this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
+    this.localAddr = conn.localAddr as Deno.NetAddr;
+  }
+
+  get closes(): number {
+    return this.#closes;
+  }
+
+  get label(): string {
+    return this.#label;
+  }
+
+  set label(value: string) {
+    this.#label = value;
+  }
+
+  close(): void {
+    if (this.#closes++ === 0) this.#conn.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+Deno.test("withReadWrite() keeps a stream-only connection's class, methods, getters, setters and dispose working", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using client = await Deno.connect({ port: listener.addr.port });
+  const target = new PrivateConn(await listener.accept());
+  const conn = withReadWrite(target) as unknown as PrivateConn & Io;
+  assert.ok(conn instanceof PrivateConn);
+  assert.equal(conn.constructor, PrivateConn);
+  // A setter reaches the connection's #private state.
+  conn.label = "alice";
+  assert.equal(conn.label, "alice");
+  assert.equal(target.label, "alice");
+  // One bound method, the same each time (no allocation per call).
+  assert.equal(conn.close, conn.close);
+  assert.equal(conn[Symbol.dispose], conn[Symbol.dispose]);
+  assert.equal(conn.read, conn.read);
+  await client.write(new TextEncoder().encode("x\n"));
+  assert.equal(await receiveLine(conn), "x");
+  {
+    using _disposed = conn;
+  }
+  assert.equal(target.closes, 1);
+  const { close } = conn;
+  close();
+  assert.equal(target.closes, 2);
+  assert.equal(await client.read(new Uint8Array(1)), null);
+});
+
 Deno.test("serve()'s default log shows a client that resets mid-transfer in one line, with no stack", async () => {
   const errors: unknown[] = [];
   const log = await captureStderr(async () => {
