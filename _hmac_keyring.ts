@@ -79,10 +79,12 @@ export class HmacKeyRing {
     secret: ServerSecret,
     options: HmacKeyOptions = {},
   ): Promise<HmacKeyRing> {
-    checkServerSecret(secret);
+    // A copy, checked: a list the caller changes while the keys are
+    // imported changes nothing here.
     const list: readonly (SecretInput | HmacKey)[] = Array.isArray(secret)
-      ? secret
+      ? [...secret]
       : [secret as SecretInput | HmacKey];
+    checkServerSecret(Array.isArray(secret) ? list : secret);
     const keys: HmacKey[] = [];
     for (const item of list) {
       keys.push(await HmacKey.import(item, options));

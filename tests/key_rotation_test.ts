@@ -18,6 +18,7 @@ import {
   serverAuthenticate,
 } from "../handshake.ts";
 import { AuthenticationError } from "../errors.ts";
+import { HmacKeyRing } from "../_hmac_keyring.ts";
 import {
   findPython,
   interopScript,
@@ -113,6 +114,20 @@ Deno.test("serverAuthenticate() refuses a bad list before it sends a challenge",
   // Nothing was written: the client sees no challenge.
   pair.server.close();
   assert.equal(await pair.client.read(new Uint8Array(1)), null);
+});
+
+Deno.test("HmacKeyRing.import() imports the list as checked, whatever the caller does to it meanwhile", async () => {
+  const list = [NEW, OLD];
+  const importing = HmacKeyRing.import(list);
+  // After the check, while the first key is imported.
+  list.push(...Array(20).fill("late"));
+  list[1] = "";
+  const ring = await importing;
+  assert.equal(ring.keys.length, 2);
+  const client = await HmacKey.import(OLD);
+  const challenge = crypto.getRandomValues(new Uint8Array(32));
+  assert.equal(await ring.verify(await client.sign(challenge), challenge), 1);
+  assert.ok(list.length > MAX_SECRETS);
 });
 
 Deno.test("clientAuthenticate() and connect() refuse a list of secrets: a client proves one", async () => {
