@@ -26,6 +26,8 @@ export function withReadWrite(conn: ServerConn): AuthenticatedConn {
     get(target, property) {
       if (property === "read") return read;
       if (property === "write") return write;
+      // The handler takes the stream over: read() lets go of it.
+      if (property === "readable") io.releaseReader();
       const value = Reflect.get(target, property, target);
       if (typeof value !== "function" || property === "constructor") {
         return value;
@@ -48,11 +50,19 @@ export function withReadWrite(conn: ServerConn): AuthenticatedConn {
   }) as AuthenticatedConn;
 }
 
-/** `read()` and `write()` of a `Deno.Conn`, over a connection's streams. */
+/**
+ * `read()` and `write()` of a `Deno.Conn`, over a connection's streams.
+ * The reader is kept between reads (a new one per read costs several
+ * microseconds) and let go when the handler asks for `readable` (see
+ * {@linkcode withReadWrite}); a writer is taken per write, so that
+ * `writable` stays free between writes, as a `Deno.Conn`'s does.
+ */
 class StreamIo {
   #conn: ServerConn;
   /** Reused by BYOB reads (each read hands it back). */
   #scratch: ArrayBuffer | undefined = undefined;
+  #reader: ReadableStreamBYOBReader | undefined = undefined;
+  #reads = 0;
 
   constructor(conn: ServerConn) {
     this.#conn = conn;
@@ -61,7 +71,8 @@ class StreamIo {
   /** Reads what is there, up to `buffer`'s length; null at the end. */
   async read(buffer: Uint8Array): Promise<number | null> {
     if (buffer.byteLength === 0) return 0;
-    const reader = byobReader(this.#conn.readable);
+    const reader = this.#reader ??= byobReader(this.#conn.readable);
+    this.#reads += 1;
     try {
       let scratch = this.#scratch;
       this.#scratch = undefined;
@@ -76,7 +87,7 @@ class StreamIo {
       buffer.set(value);
       return value.byteLength;
     } finally {
-      reader.releaseLock();
+      this.#reads -= 1;
     }
   }
 
@@ -89,5 +100,12 @@ class StreamIo {
       writer.releaseLock();
     }
     return data.byteLength;
+  }
+
+  /** Lets go of the reader, unless a read is under way. */
+  releaseReader(): void {
+    if (this.#reader === undefined || this.#reads > 0) return;
+    this.#reader.releaseLock();
+    this.#reader = undefined;
   }
 }

@@ -183,6 +183,47 @@ Deno.test("withReadWrite() keeps a stream-only connection's class, methods, gett
   assert.equal(await client.read(new Uint8Array(1)), null);
 });
 
+Deno.test("withReadWrite() reads keep one reader, let go of it when the handler takes readable, and may overlap", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using client = await Deno.connect({ port: listener.addr.port });
+  using target = await listener.accept();
+  const conn = withReadWrite({
+    remoteAddr: target.remoteAddr,
+    localAddr: target.localAddr,
+    readable: target.readable,
+    writable: target.writable,
+    close: () => target.close(),
+  });
+  const encoder = new TextEncoder();
+  await client.write(encoder.encode("a"));
+  assert.equal(await conn.read(new Uint8Array(8)), 1);
+  // The reader is kept between reads; asking for readable lets go of it.
+  assert.equal(target.readable.locked, true);
+  const readable = conn.readable;
+  assert.equal(readable.locked, false);
+  const reader = readable.getReader();
+  await client.write(encoder.encode("b"));
+  assert.deepEqual((await reader.read()).value, encoder.encode("b"));
+  reader.releaseLock();
+  // Two reads at once, as a Deno.Conn allows: each gets its own bytes.
+  const first = new Uint8Array(1);
+  const second = new Uint8Array(1);
+  const reads = Promise.all([conn.read(first), conn.read(second)]);
+  await client.write(encoder.encode("c"));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await client.write(encoder.encode("d"));
+  assert.deepEqual(await reads, [1, 1]);
+  assert.equal(
+    new TextDecoder().decode(new Uint8Array([...first, ...second])),
+    "cd",
+  );
+  // A read under way keeps its reader: readable stays locked meanwhile.
+  const pending = conn.read(new Uint8Array(1));
+  assert.equal(conn.readable.locked, true);
+  client.closeWrite();
+  assert.equal(await pending, null);
+});
+
 Deno.test("serve()'s default log shows a client that resets mid-transfer in one line, with no stack", async () => {
   const errors: unknown[] = [];
   const log = await captureStderr(async () => {
