@@ -129,6 +129,41 @@ async function stallAt(port: number, count: number): Promise<number | null> {
     : performance.now() - sent;
 }
 
+Deno.test("serve() throttles a reply that stops at another hash's length like a wrong key: wrong-hash is no way around the pause", async () => {
+  const failures: AuthFailureInfo[] = [];
+  await using server = serve(
+    {
+      port: 0,
+      secret: KEY,
+      log: false,
+      onAuthFailure: (info) => failures.push(info),
+    },
+    (conn) => conn.close(),
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  // 16 bytes (an MD5 digest's length), then 20 (SHA-1's), each with a
+  // close; then a whole wrong digest, all from the same address.
+  for (
+    const [count, reason] of [[16, "wrong-hash"], [20, "wrong-hash"], [
+      32,
+      "wrong-key",
+    ]] as const
+  ) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const challenge = new Uint8Array(32);
+    for (let got = 0; got < 32;) {
+      got += (await conn.read(challenge.subarray(got))) ?? 32;
+    }
+    await conn.write(new Uint8Array(count));
+    await conn.closeWrite();
+    const before = failures.length;
+    await waitFor(() => failures.length === before + 1, `failure ${reason}`);
+    assert.equal(failures.at(-1)!.error.reason, reason);
+  }
+  assert.deepEqual(failures.map((info) => info.failures), [1, 2, 3]);
+  assert.ok(failures.every((info) => info.delay > 0));
+});
+
 Deno.test("serve() ends a reply stalled at 16 bytes at handshakeTimeout when that comes first: the short-reply wait never outlasts the deadline", async () => {
   const failures: AuthFailureInfo[] = [];
   const errors: unknown[] = [];
