@@ -116,6 +116,43 @@ Deno.test("serverAuthenticate() refuses a bad list before it sends a challenge",
   assert.equal(await pair.client.read(new Uint8Array(1)), null);
 });
 
+Deno.test("serve() and serverAuthenticate() refuse at once a CryptoKey that cannot verify, instead of failing every handshake", async () => {
+  const signOnly = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(OLD),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const message =
+    'Cannot use secret[1]: its CryptoKey cannot verify (its usages lack "verify"), and a server checks replies with it; import it with the usages ["sign", "verify"]';
+  const server = serve({ port: 0, secret: [NEW, signOnly], log: false }, echo);
+  await assert.rejects(server.finished, { name: "TypeError", message });
+  await assert.rejects(
+    Deno.connect({
+      hostname: "127.0.0.1",
+      port: (server.addr as Deno.NetAddr).port,
+    }),
+    Deno.errors.ConnectionRefused,
+  );
+  using pair = await tcpPair();
+  await assert.rejects(serverAuthenticate(pair.server, [NEW, signOnly]), {
+    name: "TypeError",
+    message,
+  });
+  await assert.rejects(serverAuthenticate(pair.server, signOnly), {
+    name: "TypeError",
+    message: message.replace("secret[1]", "the secret"),
+  });
+  // A client only signs: the same key is fine there.
+  using other = await tcpPair();
+  const [result] = await Promise.all([
+    serverAuthenticate(other.server, [NEW, OLD]),
+    clientAuthenticate(other.client, signOnly),
+  ]);
+  assert.equal(result.secretIndex, 1);
+});
+
 Deno.test("HmacKeyRing.import() imports the list as checked, whatever the caller does to it meanwhile", async () => {
   const list = [NEW, OLD];
   const importing = HmacKeyRing.import(list);
