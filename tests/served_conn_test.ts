@@ -16,6 +16,10 @@ import {
   listenMultiprocessing,
 } from "../multiprocessing.ts";
 import { captureStderr, streamOnlyListener } from "./_serve_helpers.ts";
+import { connectTls, listenTls, type TlsServerConn } from "../tls.ts";
+import { ServerConn as TlsServerConnClass } from "../_tls_server_conn.ts";
+import { generateCertificates } from "../certs.ts";
+import { clientAuthenticate } from "../handshake.ts";
 
 const KEY = "peanut butter";
 
@@ -222,6 +226,63 @@ Deno.test("withReadWrite() reads keep one reader, let go of it when the handler 
   assert.equal(conn.readable.locked, true);
   client.closeWrite();
   assert.equal(await pending, null);
+});
+
+Deno.test("serve() over listenTls() gives the handler read() and write() on the TLS connection itself: its class, peer identity, close and the end of the stream", async () => {
+  const set = await generateCertificates({ clients: ["alice"] });
+  const seen: unknown[] = [];
+  const done = Promise.withResolvers<void>();
+  await using server = serve(
+    {
+      listener: await listenTls({
+        cert: set.server.cert,
+        key: set.server.key,
+        clientCa: set.ca.cert,
+      }),
+      secret: KEY,
+      log: false,
+    },
+    async (conn: AuthenticatedConn) => {
+      try {
+        const tls = conn as AuthenticatedConn & TlsServerConn;
+        seen.push(conn instanceof TlsServerConnClass, tls.peerIdentity?.cn);
+        await greet(conn);
+        // The client closed: read() said so (null), then close() runs once.
+        assert.equal(await conn.read(new Uint8Array(1)), null);
+        tls.close();
+        tls.close();
+      } finally {
+        done.resolve();
+      }
+    },
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  {
+    using conn = await connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [set.ca.cert],
+      cert: set.clients.alice.cert,
+      key: set.clients.alice.key,
+    });
+    await clientAuthenticate(conn, KEY);
+    const writer = conn.writable.getWriter();
+    const reader = conn.readable.getReader();
+    let text = "";
+    for (const name of ["alice", "bob"]) {
+      await writer.write(new TextEncoder().encode(`${name}\n`));
+      while (!text.includes(`hello, ${name}\n`)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+    }
+    assert.equal(text, "hello, alice\nhello, bob\n");
+    await writer.close();
+    assert.equal((await reader.read()).done, true);
+  }
+  await done.promise;
+  assert.deepEqual(seen, [true, "alice"]);
 });
 
 Deno.test("serve()'s default log shows a client that resets mid-transfer in one line, with no stack", async () => {
