@@ -54,8 +54,8 @@ export function withReadWrite(conn: ServerConn): AuthenticatedConn {
  * `read()` and `write()` of a `Deno.Conn`, over a connection's streams.
  * The reader is kept between reads (a new one per read costs several
  * microseconds) and let go when the handler asks for `readable` (see
- * {@linkcode withReadWrite}); a writer is taken per write, so that
- * `writable` stays free between writes, as a `Deno.Conn`'s does.
+ * {@linkcode withReadWrite}); a writer is held only while writes are under
+ * way, so that `writable` is free between them, as a `Deno.Conn`'s is.
  */
 class StreamIo {
   #conn: ServerConn;
@@ -63,6 +63,8 @@ class StreamIo {
   #scratch: ArrayBuffer | undefined = undefined;
   #reader: ReadableStreamBYOBReader | undefined = undefined;
   #reads = 0;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined = undefined;
+  #writes = 0;
 
   constructor(conn: ServerConn) {
     this.#conn = conn;
@@ -91,13 +93,22 @@ class StreamIo {
     }
   }
 
-  /** Writes all of `data` (a stream takes a whole chunk). */
+  /**
+   * Writes all of `data` (a stream takes a whole chunk). Writes that
+   * overlap, as a `Deno.Conn` allows, share one writer and go out in the
+   * order called; the last to finish lets go of it.
+   */
   async write(data: Uint8Array): Promise<number> {
-    const writer = this.#conn.writable.getWriter();
+    const writer = this.#writer ??= this.#conn.writable.getWriter();
+    this.#writes += 1;
     try {
       await writer.write(data);
     } finally {
-      writer.releaseLock();
+      this.#writes -= 1;
+      if (this.#writes === 0) {
+        writer.releaseLock();
+        this.#writer = undefined;
+      }
     }
     return data.byteLength;
   }

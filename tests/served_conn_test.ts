@@ -187,7 +187,7 @@ Deno.test("withReadWrite() keeps a stream-only connection's class, methods, gett
   assert.equal(await client.read(new Uint8Array(1)), null);
 });
 
-Deno.test("withReadWrite() reads keep one reader, let go of it when the handler takes readable, and may overlap", async () => {
+Deno.test("withReadWrite() reads keep one reader, let go of it when the handler takes readable, and may overlap; so may writes", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   using client = await Deno.connect({ port: listener.addr.port });
   using target = await listener.accept();
@@ -221,6 +221,20 @@ Deno.test("withReadWrite() reads keep one reader, let go of it when the handler 
     new TextDecoder().decode(new Uint8Array([...first, ...second])),
     "cd",
   );
+  // Writes at once, as a Deno.Conn allows: all go out, in order; then
+  // writable is free again.
+  const words = Array.from({ length: 20 }, (_, i) => `${i},`);
+  const written = await Promise.all(
+    words.map((word) => conn.write(encoder.encode(word))),
+  );
+  assert.deepEqual(written, words.map((word) => word.length));
+  assert.equal(conn.writable.locked, false);
+  const expected = words.join("");
+  const received = new Uint8Array(expected.length);
+  for (let got = 0; got < received.length;) {
+    got += (await client.read(received.subarray(got))) ?? received.length;
+  }
+  assert.equal(new TextDecoder().decode(received), expected);
   // A read under way keeps its reader: readable stays locked meanwhile.
   const pending = conn.read(new Uint8Array(1));
   assert.equal(conn.readable.locked, true);
