@@ -93,6 +93,20 @@ export interface HmacKeyOptions {
 }
 
 /**
+ * The keys over a `CryptoKey` without the `verify` usage: a client can
+ * sign with one, a server cannot check a reply with it.
+ */
+const SIGN_ONLY = new WeakSet<HmacKey>();
+
+/**
+ * Whether `key` can verify a digest (a server needs that). Only a
+ * `CryptoKey` imported without the `verify` usage cannot.
+ */
+export function canVerify(key: HmacKey): boolean {
+  return !SIGN_ONLY.has(key);
+}
+
+/**
  * A shared secret imported once and reused for every handshake.
  *
  * Importing a raw secret costs a WebCrypto call; a server that authenticates
@@ -184,7 +198,9 @@ export class HmacKey {
           `Cannot use the key: the CryptoKey is for ${hash} but ${wanted} was asked for`,
         );
       }
-      return new HmacKey(hash, key, undefined);
+      const imported = new HmacKey(hash, key, undefined);
+      if (!key.usages.includes("verify")) SIGN_ONLY.add(imported);
+      return imported;
     }
     const raw = typeof key === "string"
       ? utf8(key)

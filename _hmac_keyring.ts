@@ -4,6 +4,7 @@
 // and a reply checked against every one of them in constant time.
 // handshake.ts is the public home of ServerSecret and MAX_SECRETS.
 import {
+  canVerify,
   checkSecret,
   type HashName,
   HmacKey,
@@ -73,19 +74,29 @@ export class HmacKeyRing {
    * Checks and imports a secret or a list of secrets.
    *
    * @throws {TypeError} As {@linkcode checkServerSecret}, or when the keys
-   * are for different hashes.
+   * are for different hashes, or a `CryptoKey` lacks the `verify` usage.
    */
   static async import(
     secret: ServerSecret,
     options: HmacKeyOptions = {},
   ): Promise<HmacKeyRing> {
-    checkServerSecret(secret);
+    // A copy, checked: a list the caller changes while the keys are
+    // imported changes nothing here.
     const list: readonly (SecretInput | HmacKey)[] = Array.isArray(secret)
-      ? secret
+      ? [...secret]
       : [secret as SecretInput | HmacKey];
+    checkServerSecret(Array.isArray(secret) ? list : secret);
     const keys: HmacKey[] = [];
     for (const item of list) {
-      keys.push(await HmacKey.import(item, options));
+      const key = await HmacKey.import(item, options);
+      if (!canVerify(key)) {
+        throw new TypeError(
+          `Cannot use ${
+            Array.isArray(secret) ? `secret[${keys.length}]` : "the secret"
+          }: its CryptoKey cannot verify (its usages lack "verify"), and a server checks replies with it; import it with the usages ["sign", "verify"]`,
+        );
+      }
+      keys.push(key);
     }
     const other = keys.findIndex((key) => key.hash !== keys[0].hash);
     if (other !== -1) {

@@ -183,8 +183,9 @@ async function start<K>(
  * @returns Which secret the client proved.
  * @throws {AuthenticationError} When the client's digest is wrong.
  * @throws {ProtocolError} When the client closes before sending a digest.
- * @throws {TypeError} When a key is empty or of the wrong type, the list
- * is empty, or its keys are for different hashes.
+ * @throws {TypeError} When a key is empty or of the wrong type (a
+ * `CryptoKey` must have the `verify` usage), the list is empty, or its keys
+ * are for different hashes.
  * @throws {RangeError} When `challengeLength` or `timeout` is out of range,
  * or the list holds more than {@linkcode MAX_SECRETS} keys.
  *

@@ -18,6 +18,7 @@ import {
   serverAuthenticate,
 } from "../handshake.ts";
 import { AuthenticationError } from "../errors.ts";
+import { HmacKeyRing } from "../_hmac_keyring.ts";
 import {
   findPython,
   interopScript,
@@ -113,6 +114,57 @@ Deno.test("serverAuthenticate() refuses a bad list before it sends a challenge",
   // Nothing was written: the client sees no challenge.
   pair.server.close();
   assert.equal(await pair.client.read(new Uint8Array(1)), null);
+});
+
+Deno.test("serve() and serverAuthenticate() refuse at once a CryptoKey that cannot verify, instead of failing every handshake", async () => {
+  const signOnly = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(OLD),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const message =
+    'Cannot use secret[1]: its CryptoKey cannot verify (its usages lack "verify"), and a server checks replies with it; import it with the usages ["sign", "verify"]';
+  const server = serve({ port: 0, secret: [NEW, signOnly], log: false }, echo);
+  await assert.rejects(server.finished, { name: "TypeError", message });
+  await assert.rejects(
+    Deno.connect({
+      hostname: "127.0.0.1",
+      port: (server.addr as Deno.NetAddr).port,
+    }),
+    Deno.errors.ConnectionRefused,
+  );
+  using pair = await tcpPair();
+  await assert.rejects(serverAuthenticate(pair.server, [NEW, signOnly]), {
+    name: "TypeError",
+    message,
+  });
+  await assert.rejects(serverAuthenticate(pair.server, signOnly), {
+    name: "TypeError",
+    message: message.replace("secret[1]", "the secret"),
+  });
+  // A client only signs: the same key is fine there.
+  using other = await tcpPair();
+  const [result] = await Promise.all([
+    serverAuthenticate(other.server, [NEW, OLD]),
+    clientAuthenticate(other.client, signOnly),
+  ]);
+  assert.equal(result.secretIndex, 1);
+});
+
+Deno.test("HmacKeyRing.import() imports the list as checked, whatever the caller does to it meanwhile", async () => {
+  const list = [NEW, OLD];
+  const importing = HmacKeyRing.import(list);
+  // After the check, while the first key is imported.
+  list.push(...Array(20).fill("late"));
+  list[1] = "";
+  const ring = await importing;
+  assert.equal(ring.keys.length, 2);
+  const client = await HmacKey.import(OLD);
+  const challenge = crypto.getRandomValues(new Uint8Array(32));
+  assert.equal(await ring.verify(await client.sign(challenge), challenge), 1);
+  assert.ok(list.length > MAX_SECRETS);
 });
 
 Deno.test("clientAuthenticate() and connect() refuse a list of secrets: a client proves one", async () => {

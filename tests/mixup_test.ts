@@ -104,6 +104,126 @@ Deno.test("serverAuthenticate() names MD5 for 16 bytes that stop, within about a
   await client;
 });
 
+/**
+ * Connects, reads the 32-byte challenge and sends `count` zero bytes as a
+ * reply, then waits (at most 5 s) for the server to close: the ms that
+ * took from the reply, or null when it did not close.
+ */
+async function stallAt(port: number, count: number): Promise<number | null> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const challenge = new Uint8Array(32);
+  for (let got = 0; got < 32;) {
+    const n = await conn.read(challenge.subarray(got));
+    if (n === null) return 0; // closed before the challenge: evicted
+    got += n;
+  }
+  await conn.write(new Uint8Array(count));
+  const sent = performance.now();
+  const closed = conn.read(new Uint8Array(1)).catch(() => null);
+  const timer = new Promise<"open">((resolve) => {
+    const id = setTimeout(() => resolve("open"), 5000);
+    closed.finally(() => clearTimeout(id));
+  });
+  return (await Promise.race([closed, timer])) === "open"
+    ? null
+    : performance.now() - sent;
+}
+
+Deno.test("serve() throttles a reply that stops at another hash's length like a wrong key: wrong-hash is no way around the pause", async () => {
+  const failures: AuthFailureInfo[] = [];
+  await using server = serve(
+    {
+      port: 0,
+      secret: KEY,
+      log: false,
+      onAuthFailure: (info) => failures.push(info),
+    },
+    (conn) => conn.close(),
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  // 16 bytes (an MD5 digest's length), then 20 (SHA-1's), each with a
+  // close; then a whole wrong digest, all from the same address.
+  for (
+    const [count, reason] of [[16, "wrong-hash"], [20, "wrong-hash"], [
+      32,
+      "wrong-key",
+    ]] as const
+  ) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const challenge = new Uint8Array(32);
+    for (let got = 0; got < 32;) {
+      got += (await conn.read(challenge.subarray(got))) ?? 32;
+    }
+    await conn.write(new Uint8Array(count));
+    await conn.closeWrite();
+    const before = failures.length;
+    await waitFor(() => failures.length === before + 1, `failure ${reason}`);
+    assert.equal(failures.at(-1)!.error.reason, reason);
+  }
+  assert.deepEqual(failures.map((info) => info.failures), [1, 2, 3]);
+  assert.ok(failures.every((info) => info.delay > 0));
+});
+
+Deno.test("serve() ends a reply stalled at 16 bytes at handshakeTimeout when that comes first: the short-reply wait never outlasts the deadline", async () => {
+  const failures: AuthFailureInfo[] = [];
+  const errors: unknown[] = [];
+  await using server = serve(
+    {
+      port: 0,
+      secret: KEY,
+      log: false,
+      handshakeTimeout: 300,
+      onAuthFailure: (info) => failures.push(info),
+      onError: (error) => errors.push(error),
+    },
+    (conn) => conn.close(),
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  const took = await stallAt(port, 16);
+  assert.ok(took !== null && took < 900, `closed after ${took} ms`);
+  await waitFor(() => errors.length === 1, "the timeout reported");
+  assert.equal((errors[0] as Error).name, "TimeoutError");
+  assert.equal(failures.length, 0);
+});
+
+Deno.test("serve() holds replies stalled at 16 bytes within maxHandshakes and ends each within about a second", async () => {
+  const failures: AuthFailureInfo[] = [];
+  await using server = serve(
+    {
+      port: 0,
+      secret: KEY,
+      log: false,
+      maxHandshakes: 4,
+      throttle: false,
+      onAuthFailure: (info) => failures.push(info),
+    },
+    (conn) => conn.close(),
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  let most = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    for (let i = 0; i < 1000 && sampling; i++) {
+      most = Math.max(most, server.stats.handshaking);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  const took = await Promise.all(
+    Array.from({ length: 12 }, () => stallAt(port, 16)),
+  );
+  sampling = false;
+  await sampler;
+  for (const ms of took) assert.ok(ms !== null && ms < 3000, `${took}`);
+  assert.ok(most <= 4, `${most} handshakes at once`);
+  await waitFor(
+    () => failures.length + server.stats.evicted === 12,
+    "every stalled reply ended",
+  );
+  for (const info of failures) assert.equal(info.error.reason, "wrong-hash");
+  using conn = await connect({ port, secret: KEY, timeout: 5000 });
+  assert.equal(await conn.read(new Uint8Array(1)), null);
+});
+
 const python37 = { label: "Python 3.7 (pyenv 3.7.x)", path: findPython("3.7") };
 
 /** Runs the recipe client on its hmac.new(key, msg) default. */

@@ -136,6 +136,35 @@ Deno.test("authenticate() on a listener with several authkeys finds the one the 
   assert.equal(said.reason.reason, "rejected");
 });
 
+Deno.test("authenticate() on a listener with several authkeys answers a legacy (Python 3.11) client's challenge under the authkey it proved", async () => {
+  const md5 = (key: string, data: Uint8Array) =>
+    new Uint8Array(createHmac("md5", key).update(data).digest());
+  for (const [authkey, index] of [["new", 0], ["old", 1]] as const) {
+    const [listener, peer] = wirePair();
+    const accepting = authenticate(
+      listener,
+      "listener",
+      await importKeys({ authkey: ["new", "old"], legacyMd5: true }, true),
+      signal(),
+    );
+    accepting.catch(() => {});
+    const read = () => peer.readFrame(256, "a message", () => new Error());
+    // As Python 3.11's answer_challenge(): a bare HMAC-MD5 of the whole
+    // message after #CHALLENGE#, {sha256} prefix included.
+    const challenge = (await read())!.subarray("#CHALLENGE#".length);
+    await peer.writeFrame(md5(authkey, challenge));
+    assert.deepEqual(await read(), encoder.encode("#WELCOME#"));
+    // As its deliver_challenge(): 20 random bytes, a bare HMAC-MD5 back.
+    const ours = crypto.getRandomValues(new Uint8Array(20));
+    await peer.writeFrame(
+      new Uint8Array([...encoder.encode("#CHALLENGE#"), ...ours]),
+    );
+    assert.deepEqual(await read(), md5(authkey, ours));
+    await peer.writeFrame(encoder.encode("#WELCOME#"));
+    assert.deepEqual(await accepting, { digest: "md5", index });
+  }
+});
+
 Deno.test("importKeys() takes a list of authkeys only for a listener, non-empty, at most 8, each checked", async () => {
   await assert.rejects(importKeys({ authkey: ["a", "b"] }), {
     name: "TypeError",

@@ -1296,6 +1296,36 @@ peerTest(
 );
 
 peerTest(
+  "listenMultiprocessing() with two authkeys and legacyMd5 serves a Python 3.11 Client on either, answering under the one it proved",
+  PYTHON_311,
+  async (python) => {
+    const { listener, failures } = await listenCollecting({
+      authkey: ["the new key", KEY],
+      legacyMd5: true,
+    });
+    await using _ = listener;
+    for (const [authkey, index] of [["the new key", 0], [KEY, 1]] as const) {
+      await using client = ChildPeer.client(
+        python,
+        listener.addr.port,
+        "echo",
+        authkey,
+      );
+      await using conn = await acceptWithin(listener);
+      assert.equal(conn.peerDigest, "md5");
+      assert.equal(conn.authkeyIndex, index);
+      // Python checked our HMAC-MD5 answer to its challenge under its key.
+      assert.deepEqual(await client.next(), { event: "authenticated" });
+      await conn.sendText(`key ${index}`);
+      assert.equal(await conn.recvText(), `key ${index}`);
+      conn.close();
+      assert.deepEqual(await client.next(), { event: "done", echoed: 1 });
+    }
+    assert.equal(failures.length, 0);
+  },
+);
+
+peerTest(
   "connectMultiprocessing() with legacyMd5 talks to a Python 3.11 Listener",
   PYTHON_311,
   async (python) => {

@@ -219,6 +219,28 @@ Deno.test("cookbook() takes the rest of a reply that pauses at 16 bytes but come
   assert.equal(await cookbook(conn, keys, 32), 1);
 });
 
+Deno.test("cookbook() sets no timer for a reply that arrives whole (the hot path), one per read for one that stops short", async () => {
+  const key = await HmacKey.import("k");
+  const keys = await HmacKeyRing.import(["other", "k"]);
+  const original = globalThis.setTimeout;
+  let timers = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timers += 1;
+    return original(...args);
+  }) as typeof setTimeout;
+  try {
+    const whole = fakeConn(1024, (c) => key.sign(c));
+    assert.equal(await cookbook(whole.conn, keys, 32), 1);
+    assert.equal(timers, 0);
+    // 16 bytes, then the other 16: one wait for the rest.
+    const halves = fakeConn(16, (c) => key.sign(c));
+    assert.equal(await cookbook(halves.conn, keys, 32), 1);
+    assert.equal(timers, 1);
+  } finally {
+    globalThis.setTimeout = original;
+  }
+});
+
 Deno.test("prepareAuth() wants exactly one of secret and authenticate, checked before anything waits", async () => {
   assert.throws(() => prepareAuth({}), {
     name: "TypeError",

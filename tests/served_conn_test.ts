@@ -16,6 +16,10 @@ import {
   listenMultiprocessing,
 } from "../multiprocessing.ts";
 import { captureStderr, streamOnlyListener } from "./_serve_helpers.ts";
+import { connectTls, listenTls, type TlsServerConn } from "../tls.ts";
+import { ServerConn as TlsServerConnClass } from "../_tls_server_conn.ts";
+import { generateCertificates } from "../certs.ts";
+import { clientAuthenticate } from "../handshake.ts";
 
 const KEY = "peanut butter";
 
@@ -112,6 +116,187 @@ Deno.test("withReadWrite() leaves a Deno.Conn as it is, and reads a stream-only 
   assert.equal(new TextDecoder().decode(echoed), "xyz");
   client.closeWrite();
   assert.equal(await view.read(buffer), null);
+});
+
+/**
+ * A stream-only connection of its own class, as a tls.ts connection is:
+ * #private state behind a method, a getter and a setter, and a dispose.
+ */
+class PrivateConn {
+  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  readonly writable: WritableStream<Uint8Array>;
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+  #conn: Deno.Conn;
+  #closes = 0;
+  #label = "";
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.readable = conn.readable;
+    this.writable = conn.writable;
+    this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
+    this.localAddr = conn.localAddr as Deno.NetAddr;
+  }
+
+  get closes(): number {
+    return this.#closes;
+  }
+
+  get label(): string {
+    return this.#label;
+  }
+
+  set label(value: string) {
+    this.#label = value;
+  }
+
+  close(): void {
+    if (this.#closes++ === 0) this.#conn.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+Deno.test("withReadWrite() keeps a stream-only connection's class, methods, getters, setters and dispose working", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using client = await Deno.connect({ port: listener.addr.port });
+  const target = new PrivateConn(await listener.accept());
+  const conn = withReadWrite(target) as unknown as PrivateConn & Io;
+  assert.ok(conn instanceof PrivateConn);
+  assert.equal(conn.constructor, PrivateConn);
+  // A setter reaches the connection's #private state.
+  conn.label = "alice";
+  assert.equal(conn.label, "alice");
+  assert.equal(target.label, "alice");
+  // One bound method, the same each time (no allocation per call).
+  assert.equal(conn.close, conn.close);
+  assert.equal(conn[Symbol.dispose], conn[Symbol.dispose]);
+  assert.equal(conn.read, conn.read);
+  await client.write(new TextEncoder().encode("x\n"));
+  assert.equal(await receiveLine(conn), "x");
+  {
+    using _disposed = conn;
+  }
+  assert.equal(target.closes, 1);
+  const { close } = conn;
+  close();
+  assert.equal(target.closes, 2);
+  assert.equal(await client.read(new Uint8Array(1)), null);
+});
+
+Deno.test("withReadWrite() reads keep one reader, let go of it when the handler takes readable, and may overlap; so may writes", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using client = await Deno.connect({ port: listener.addr.port });
+  using target = await listener.accept();
+  const conn = withReadWrite({
+    remoteAddr: target.remoteAddr,
+    localAddr: target.localAddr,
+    readable: target.readable,
+    writable: target.writable,
+    close: () => target.close(),
+  });
+  const encoder = new TextEncoder();
+  await client.write(encoder.encode("a"));
+  assert.equal(await conn.read(new Uint8Array(8)), 1);
+  // The reader is kept between reads; asking for readable lets go of it.
+  assert.equal(target.readable.locked, true);
+  const readable = conn.readable;
+  assert.equal(readable.locked, false);
+  const reader = readable.getReader();
+  await client.write(encoder.encode("b"));
+  assert.deepEqual((await reader.read()).value, encoder.encode("b"));
+  reader.releaseLock();
+  // Two reads at once, as a Deno.Conn allows: each gets its own bytes.
+  const first = new Uint8Array(1);
+  const second = new Uint8Array(1);
+  const reads = Promise.all([conn.read(first), conn.read(second)]);
+  await client.write(encoder.encode("c"));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await client.write(encoder.encode("d"));
+  assert.deepEqual(await reads, [1, 1]);
+  assert.equal(
+    new TextDecoder().decode(new Uint8Array([...first, ...second])),
+    "cd",
+  );
+  // Writes at once, as a Deno.Conn allows: all go out, in order; then
+  // writable is free again.
+  const words = Array.from({ length: 20 }, (_, i) => `${i},`);
+  const written = await Promise.all(
+    words.map((word) => conn.write(encoder.encode(word))),
+  );
+  assert.deepEqual(written, words.map((word) => word.length));
+  assert.equal(conn.writable.locked, false);
+  const expected = words.join("");
+  const received = new Uint8Array(expected.length);
+  for (let got = 0; got < received.length;) {
+    got += (await client.read(received.subarray(got))) ?? received.length;
+  }
+  assert.equal(new TextDecoder().decode(received), expected);
+  // A read under way keeps its reader: readable stays locked meanwhile.
+  const pending = conn.read(new Uint8Array(1));
+  assert.equal(conn.readable.locked, true);
+  client.closeWrite();
+  assert.equal(await pending, null);
+});
+
+Deno.test("serve() over listenTls() gives the handler read() and write() on the TLS connection itself: its class, peer identity, close and the end of the stream", async () => {
+  const set = await generateCertificates({ clients: ["alice"] });
+  const seen: unknown[] = [];
+  const done = Promise.withResolvers<void>();
+  await using server = serve(
+    {
+      listener: await listenTls({
+        cert: set.server.cert,
+        key: set.server.key,
+        clientCa: set.ca.cert,
+      }),
+      secret: KEY,
+      log: false,
+    },
+    async (conn: AuthenticatedConn) => {
+      try {
+        const tls = conn as AuthenticatedConn & TlsServerConn;
+        seen.push(conn instanceof TlsServerConnClass, tls.peerIdentity?.cn);
+        await greet(conn);
+        // The client closed: read() said so (null), then close() runs once.
+        assert.equal(await conn.read(new Uint8Array(1)), null);
+        tls.close();
+        tls.close();
+      } finally {
+        done.resolve();
+      }
+    },
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  {
+    using conn = await connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [set.ca.cert],
+      cert: set.clients.alice.cert,
+      key: set.clients.alice.key,
+    });
+    await clientAuthenticate(conn, KEY);
+    const writer = conn.writable.getWriter();
+    const reader = conn.readable.getReader();
+    let text = "";
+    for (const name of ["alice", "bob"]) {
+      await writer.write(new TextEncoder().encode(`${name}\n`));
+      while (!text.includes(`hello, ${name}\n`)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+    }
+    assert.equal(text, "hello, alice\nhello, bob\n");
+    await writer.close();
+    assert.equal((await reader.read()).done, true);
+  }
+  await done.promise;
+  assert.deepEqual(seen, [true, "alice"]);
 });
 
 Deno.test("serve()'s default log shows a client that resets mid-transfer in one line, with no stack", async () => {
