@@ -761,6 +761,8 @@ export interface TlsListener
    * @throws {TlsError} When a key does not belong to its certificate
    *   (reason `"key-mismatch"`).
    * @throws {Deno.errors.NotFound} When a `*File` field names no file.
+   * @throws {Deno.errors.TimedOut} When a `*File` field is not read within
+   *   10 s (a named pipe nobody writes to); the calls after it still run.
    * @throws {Deno.errors.BadResource} When the listener is closed.
    *
    * @example Rotate the server certificate
@@ -843,6 +845,8 @@ export interface TlsListener
  * @throws {TlsError} When a key does not match its certificate (reason
  *   `"key-mismatch"`).
  * @throws {Deno.errors.NotFound} When a `*File` option names no file.
+ * @throws {Deno.errors.TimedOut} When a `*File` option is not read within
+ *   10 s (a named pipe nobody writes to).
  * @throws {RangeError} When a number option is out of range (a port, a
  *   limit, a timeout).
  * @throws {Deno.errors.AddrInUse} When the port is taken.
