@@ -230,8 +230,12 @@ function pemText(
   );
 }
 
-/** A PEM file, read now (the client is created synchronously). */
-function pemFile(path: unknown, option: string): string {
+/**
+ * A PEM file, read now (the client is created synchronously). Only a
+ * regular file: a named pipe nobody writes to, or a device, would block
+ * the whole process in a synchronous read.
+ */
+function pemFile(path: unknown, option: string, textOption: string): string {
   if (typeof path !== "string") {
     throw new TypeError(
       `${CANNOT}: ${option} must be a path string, got ${typeof path}`,
@@ -239,6 +243,13 @@ function pemFile(path: unknown, option: string): string {
   }
   let text: string;
   try {
+    if (!Deno.statSync(path).isFile) {
+      throw new TypeError(
+        `${CANNOT}: ${option} ${
+          quote(path)
+        } is not a regular file (a named pipe or a device would block the process, which reads it synchronously); read it yourself and pass its text as ${textOption}`,
+      );
+    }
     text = Deno.readTextFileSync(path);
   } catch (cause) {
     if (cause instanceof Deno.errors.NotFound) {
@@ -272,7 +283,7 @@ function either(
       `${CANNOT}: pass ${textOption} (PEM text) or ${fileOption} (a path), not both`,
     );
   }
-  if (file !== undefined) return pemFile(file, fileOption);
+  if (file !== undefined) return pemFile(file, fileOption, textOption);
   if (text === undefined) return undefined;
   return pemText(text, textOption, fileOption, textOption === "key");
 }
@@ -302,7 +313,7 @@ export function tlsOptions(
     }
   }
   if (options.caFile !== undefined) {
-    caCerts.push(pemFile(options.caFile, "caFile"));
+    caCerts.push(pemFile(options.caFile, "caFile", "caCerts"));
   }
   const cert = either(options, "cert", "certFile");
   const key = either(options, "key", "keyFile");

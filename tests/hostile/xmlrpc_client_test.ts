@@ -151,3 +151,44 @@ Deno.test("XmlRpcClient.call() puts a server's error page on one line, without t
     return true;
   });
 });
+
+// Regression: a *File option was read with a synchronous read whatever it
+// named; a named pipe nobody writes to blocked the whole process for ever
+// (run in a child process here, so that a regression fails, not hangs).
+Deno.test("createXmlRpcClient() refuses a *File that is not a regular file, without blocking", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "connauth-fifo-" });
+  try {
+    const pipe = `${dir}/ca.pem`;
+    const made = await new Deno.Command("mkfifo", { args: [pipe] }).output();
+    assert.ok(made.success, "mkfifo failed");
+    const module = new URL("../../xmlrpc.ts", import.meta.url).href;
+    for (const option of ["caFile", "certFile", "keyFile"]) {
+      const code = `
+        const { createXmlRpcClient } = await import(${JSON.stringify(module)});
+        try {
+          createXmlRpcClient("https://localhost/", { ${option}: Deno.args[0] });
+        } catch (error) {
+          console.log(error.name + ": " + error.message);
+        }`;
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--no-check", code, pipe],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(20_000),
+      }).output();
+      const text = new TextDecoder().decode(output.stdout).trim();
+      assert.equal(
+        text,
+        `TypeError: Cannot create the XML-RPC client: ${option} ${
+          JSON.stringify(pipe.length > 40 ? `${pipe.slice(0, 40)}...` : pipe)
+        } is not a regular file (a named pipe or a device would block the process, which reads it synchronously); read it yourself and pass its text as ${
+          { caFile: "caCerts", certFile: "cert", keyFile: "key" }[option]
+        }`,
+        new TextDecoder().decode(output.stderr),
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
