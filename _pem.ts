@@ -10,7 +10,16 @@ import {
   X509Certificate,
 } from "node:crypto";
 import { TlsError } from "./tls.ts";
+import { deadline } from "./_deadline.ts";
 import { readCertificate } from "./_tls_identity.ts";
+
+/**
+ * Longest wait for a PEM file, in milliseconds. A named pipe nobody writes
+ * to never finishes reading, and setCredentials() calls run one after the
+ * other: without a deadline, one such path would hold every later
+ * rotation (and listenTls()) for ever.
+ */
+export const FILE_READ_TIMEOUT = 10_000;
 
 /** Where a PEM option comes from, for reading it and naming it in errors. */
 export interface PemOption {
@@ -30,12 +39,15 @@ export interface PemOption {
  * @throws {TypeError} When both are given, a path is not a string, or the
  *   text is not PEM.
  * @throws {Deno.errors.NotFound} When the file does not exist.
+ * @throws {Deno.errors.TimedOut} When the file is not read within
+ *   `timeout` milliseconds.
  */
 export async function readPem(
   text: string | string[] | undefined,
   file: string | undefined,
   option: PemOption,
   action: string,
+  timeout: number = FILE_READ_TIMEOUT,
 ): Promise<string | undefined> {
   const { what, textOption, fileOption } = option;
   if (text !== undefined && file !== undefined) {
@@ -49,9 +61,16 @@ export async function readPem(
         `Cannot ${action}: \`${fileOption}\` must be a path string, got ${typeof file}`,
       );
     }
+    using limit = deadline(timeout, undefined, `read ${what}`);
     try {
-      return await Deno.readTextFile(file);
+      return await Deno.readTextFile(file, { signal: limit.signal });
     } catch (cause) {
+      if (limit.signal.aborted) {
+        throw new Deno.errors.TimedOut(
+          `Cannot ${action}: ${what} file "${file}" was not read within ${timeout} ms (a named pipe nobody writes to, or a stalled network file system?); check \`${fileOption}\``,
+          { cause },
+        );
+      }
       if (cause instanceof Deno.errors.NotFound) {
         throw new Deno.errors.NotFound(
           `Cannot ${action}: ${what} file "${file}" does not exist; check \`${fileOption}\` (development certificates: deno task certs)`,

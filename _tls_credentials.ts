@@ -7,11 +7,20 @@
 // public field) when it accepts a connection, so a handshake under way and
 // the connections already established keep what they started with. The
 // state each connection started with is kept (`pin`), so its client
-// certificate is explained against the CAs its handshake used.
+// certificate is explained against the CAs its handshake used, and checked
+// again when a client CA was taken out since (`trustedNow`): a client that
+// opened its TCP connection before the call must not pass with a CA the
+// call removed.
 import type * as nodeTls from "node:tls";
-import type { X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import type { TlsCredentials } from "./tls.ts";
-import { parseCert, readKeyPair, readPem, requireCerts } from "./_pem.ts";
+import {
+  fingerprintOf,
+  parseCert,
+  readKeyPair,
+  readPem,
+  requireCerts,
+} from "./_pem.ts";
 import { readSni, sniCallback, type SniEntry, SniTable } from "./_tls_sni.ts";
 
 /** The credentials a listener hands out, checked. */
@@ -227,4 +236,38 @@ export class ServerCredentials {
       ? undefined
       : sniCallback(state.sniTable, this.#onFault);
   }
+}
+
+/**
+ * Whether a client certificate the runtime verified against `pinned`'s
+ * client CAs (those in force when its connection was accepted) is trusted
+ * by `current`'s too: yes when no CA was taken out since; else only when
+ * one of `current`'s CAs issued it. One issued by an intermediate the
+ * client sent is not tied to a CA here, and is refused while a CA was
+ * taken out (the client may reconnect: it is then verified against the
+ * CAs in force).
+ */
+export function trustedNow(
+  der: Uint8Array,
+  pinned: CredentialState,
+  current: CredentialState,
+): boolean {
+  if (pinned === current || pinned.clientCa === current.clientCa) return true;
+  const fingerprint = (ca: X509Certificate) =>
+    fingerprintOf(new Uint8Array(ca.raw));
+  const now = new Set(current.clientCas.map(fingerprint));
+  if (pinned.clientCas.every((ca) => now.has(fingerprint(ca)))) return true;
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(der);
+  } catch {
+    return false;
+  }
+  return current.clientCas.some((ca) => {
+    try {
+      return cert.checkIssued(ca) && cert.verify(ca.publicKey);
+    } catch {
+      return false;
+    }
+  });
 }

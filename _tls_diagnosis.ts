@@ -254,7 +254,7 @@ function runtimeCode(socket: nodeTls.TLSSocket): string | undefined {
  * `getPeerCertificate()`, and `getPeerX509Certificate()` throws). Only the
  * raw bytes are taken; the runtime's parsed fields are not used.
  */
-function peerCertificateDer(
+export function peerCertificateDer(
   socket: nodeTls.TLSSocket,
 ): Uint8Array | null | Error {
   const peer = socket.getPeerCertificate(false) as

@@ -5,7 +5,7 @@
 // hook (_tls_authorize.ts), then queued for accept() (_tls_listener.ts).
 // Every refusal is reported once, as a TlsError with the phase it happened
 // in. Every handler here runs on a peer's event: a throw in one closes that
-// connection and is reported, never reaching the event loop. (About 340
+// connection and is reported, never reaching the event loop. (About 400
 // lines: the steps are in their own files; this one keeps their order and
 // their reports together.)
 import * as nodeTls from "node:tls";
@@ -22,8 +22,17 @@ import { formatAddr } from "./_address.ts";
 import { RateLimitedLog } from "./_log.ts";
 import { allowed } from "./_tls_allow.ts";
 import { authorizeClient, type AuthorizeHook } from "./_tls_authorize.ts";
-import { type CredentialState, ServerCredentials } from "./_tls_credentials.ts";
-import { describe, errorText, verifyClient } from "./_tls_diagnosis.ts";
+import {
+  type CredentialState,
+  ServerCredentials,
+  trustedNow,
+} from "./_tls_credentials.ts";
+import {
+  describe,
+  errorText,
+  peerCertificateDer,
+  verifyClient,
+} from "./_tls_diagnosis.ts";
 import { SniFault } from "./_tls_sni.ts";
 import { type HandshakeLimits, Handshakes } from "./_tls_handshakes.ts";
 import { Listener } from "./_tls_listener.ts";
@@ -298,15 +307,32 @@ export async function openTlsServer(
     };
     let identity: PeerIdentity | null = null;
     if (mutual) {
+      const pinned = credentials.of(socket);
       const verdict = verifyClient(socket, {
         requireClientCert: config.requireClientCert,
-        clientCas: credentials.of(socket).clientCas,
+        clientCas: pinned.clientCas,
       }, seen);
       if ("refusal" in verdict) {
         const { reason, message, identity } = verdict.refusal;
         return refuse("verify", reason, message, identity);
       }
       identity = verdict.identity;
+      // Verified against the CAs in force when its TCP connection was
+      // accepted: not enough once setCredentials() has taken one out.
+      const current = credentials.current;
+      if (identity !== null && pinned !== current) {
+        const der = peerCertificateDer(socket);
+        if (!(der instanceof Uint8Array && trustedNow(der, pinned, current))) {
+          return refuse(
+            "verify",
+            "unknown-ca",
+            `the certificate of ${
+              describe(identity)
+            } was refused: setCredentials() took a client CA out of \`clientCa\` while its handshake was under way, and none of those in force now issued it; the client may reconnect`,
+            identity,
+          );
+        }
+      }
     }
     seen.phase = "authorize";
     if (config.allow && !allowed(identity, config.allow)) {

@@ -20,6 +20,7 @@ import {
   tlsOptions,
 } from "./_xmlrpc_client_options.ts";
 import { decodeResponse } from "./_xmlrpc_decode.ts";
+import { credentialTexts, pageExcerpt } from "./_xmlrpc_redact.ts";
 import { encodeCall } from "./_xmlrpc_encode.ts";
 import {
   checkMaxDepth,
@@ -84,6 +85,8 @@ class Client implements XmlRpcClient {
   readonly url: URL;
   readonly #where: string;
   readonly #headers: Headers;
+  /** Texts masked in an error page's excerpt (see pageExcerpt()). */
+  readonly #credentials: readonly string[];
   readonly #http: Deno.HttpClient;
   readonly #timeout: number;
   readonly #signal?: AbortSignal;
@@ -96,6 +99,10 @@ class Client implements XmlRpcClient {
     this.url = parsed.url;
     this.#where = redactUrl(parsed.url);
     this.#headers = requestHeaders(options, parsed.userinfo);
+    this.#credentials = credentialTexts(
+      this.#headers,
+      options.basicAuth ?? parsed.userinfo,
+    );
     this.#timeout = checkTimeout(options.timeout, DEFAULT_TIMEOUT, "timeout");
     this.#signal = options.signal;
     this.#decode = {
@@ -242,7 +249,7 @@ class Client implements XmlRpcClient {
         );
         const detail = response.status >= 300 && response.status < 400
           ? this.#redirect(response.headers.get("location"))
-          : new TextDecoder().decode(head).slice(0, 200).trim();
+          : pageExcerpt(head, this.#credentials);
         throw new ProtocolError(
           `Cannot ${action}: ${this.#where} answered HTTP ${response.status}${
             detail ? `: ${detail}` : ""

@@ -7,6 +7,7 @@
 // a file path passed as PEM text named as such).
 
 import { utf8 } from "./_bytes.ts";
+import { maskUserinfo } from "./_xmlrpc_redact.ts";
 import { quote } from "./_xmlrpc_rules.ts";
 import type { CreateXmlRpcClientOptions } from "./xmlrpc.ts";
 
@@ -48,8 +49,9 @@ export function parseUrl(
   } catch {
     // Not the original error as the cause: it repeats the URL, password
     // included.
-    const masked = String(url).replace(/\/\/[^/?#]*@/, "//***@");
-    throw new TypeError(`${CANNOT}: the URL ${quote(masked)} is not valid`);
+    throw new TypeError(
+      `${CANNOT}: the URL ${quote(maskUserinfo(String(url)))} is not valid`,
+    );
   }
   if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
     throw new TypeError(
@@ -103,6 +105,43 @@ function basic(
 }
 
 /**
+ * What is wrong with a `headers` option `Headers` refused: which header's
+ * name (by position) or value (by name), never repeating either.
+ */
+function invalidHeaders(init: unknown): string {
+  const shape =
+    "headers must be a Headers, an array of [name, value] pairs or an object of names to values";
+  let pairs: unknown[];
+  try {
+    pairs = typeof init === "object" && init !== null &&
+        Symbol.iterator in init
+      ? [...(init as Iterable<unknown>)]
+      : Object.entries(init as object);
+  } catch {
+    return shape;
+  }
+  for (const [index, pair] of pairs.entries()) {
+    if (!Array.isArray(pair) || pair.length !== 2) return shape;
+    const [name, value] = pair;
+    try {
+      new Headers([[name, ""]]);
+    } catch {
+      return `headers holds an invalid header name (header ${
+        index + 1
+      }; a name is letters, digits and !#$%&'*+-.^_\`|~, no spaces or colons); it is not shown`;
+    }
+    try {
+      new Headers([[name, value]]);
+    } catch {
+      return `headers holds an invalid header value for ${
+        quote(String(name).toLowerCase())
+      } (no CR, LF or NUL, no character above U+00FF); it is not shown`;
+    }
+  }
+  return shape;
+}
+
+/**
  * The headers every call sends: the caller's `headers`, checked (none the
  * client controls), then `content-type` and, with `basicAuth` or a URL
  * user name, `authorization`. Header values never appear in a message.
@@ -114,11 +153,11 @@ export function requestHeaders(
   let headers: Headers;
   try {
     headers = new Headers(options.headers);
-  } catch (cause) {
-    throw new TypeError(
-      `${CANNOT}: headers holds an invalid header name or value`,
-      { cause },
-    );
+  } catch {
+    // Not the runtime's error as the cause: it quotes the value (a token,
+    // say) or the name (which may be "authorization: Bearer ..." by
+    // mistake).
+    throw new TypeError(`${CANNOT}: ${invalidHeaders(options.headers)}`);
   }
   for (const name of headers.keys()) {
     if (CONTROLLED.has(name)) {
@@ -191,8 +230,12 @@ function pemText(
   );
 }
 
-/** A PEM file, read now (the client is created synchronously). */
-function pemFile(path: unknown, option: string): string {
+/**
+ * A PEM file, read now (the client is created synchronously). Only a
+ * regular file: a named pipe nobody writes to, or a device, would block
+ * the whole process in a synchronous read.
+ */
+function pemFile(path: unknown, option: string, textOption: string): string {
   if (typeof path !== "string") {
     throw new TypeError(
       `${CANNOT}: ${option} must be a path string, got ${typeof path}`,
@@ -200,6 +243,13 @@ function pemFile(path: unknown, option: string): string {
   }
   let text: string;
   try {
+    if (!Deno.statSync(path).isFile) {
+      throw new TypeError(
+        `${CANNOT}: ${option} ${
+          quote(path)
+        } is not a regular file (a named pipe or a device would block the process, which reads it synchronously); read it yourself and pass its text as ${textOption}`,
+      );
+    }
     text = Deno.readTextFileSync(path);
   } catch (cause) {
     if (cause instanceof Deno.errors.NotFound) {
@@ -233,7 +283,7 @@ function either(
       `${CANNOT}: pass ${textOption} (PEM text) or ${fileOption} (a path), not both`,
     );
   }
-  if (file !== undefined) return pemFile(file, fileOption);
+  if (file !== undefined) return pemFile(file, fileOption, textOption);
   if (text === undefined) return undefined;
   return pemText(text, textOption, fileOption, textOption === "key");
 }
@@ -263,7 +313,7 @@ export function tlsOptions(
     }
   }
   if (options.caFile !== undefined) {
-    caCerts.push(pemFile(options.caFile, "caFile"));
+    caCerts.push(pemFile(options.caFile, "caFile", "caCerts"));
   }
   const cert = either(options, "cert", "certFile");
   const key = either(options, "key", "keyFile");

@@ -422,6 +422,8 @@ export interface HttpsServer extends AsyncDisposable {
    * @throws {TlsError} When a key does not belong to its certificate
    *   (reason `"key-mismatch"`).
    * @throws {Deno.errors.NotFound} When a `*File` field names no file.
+   * @throws {Deno.errors.TimedOut} When a `*File` field is not read within
+   *   10 s (a named pipe nobody writes to); the calls after it still run.
    * @throws {Deno.errors.BadResource} When the server has shut down.
    *
    * @example Rotate to a certificate from a new CA
@@ -474,6 +476,8 @@ export interface HttpsServer extends AsyncDisposable {
  * `port` is not from 0 to 65535, or `ipv6Prefix` is not a whole number
  * from 1 to 128.
  * @throws {Deno.errors.NotFound} When a `*File` option names no file.
+ * @throws {Deno.errors.TimedOut} When a `*File` option is not read within
+ *   10 s (a named pipe nobody writes to).
  * @throws {Error} When the address cannot be bound, or the certificate,
  * key or CA is not valid PEM (as {@linkcode listenTls} throws).
  *

@@ -748,7 +748,11 @@ export interface TlsListener
    * certificate, SNI names): a bad one throws and nothing changes. Then
    * handshakes that start from then on use the new credentials, while
    * handshakes under way and established connections go on with what they
-   * started with. Fields left out keep what is in force (see
+   * started with; except that a handshake under way that completes after
+   * the call has taken a client CA out is refused (reason `"unknown-ca"`)
+   * unless a client CA still in force issued the client's certificate
+   * (established connections stay open: close them yourself to cut off a
+   * compromised CA at once). Fields left out keep what is in force (see
    * {@linkcode TlsCredentials}); calls take effect one after the other, in
    * call order. Files are read at the call: after a renewal (ACME, an
    * internal CA) call it with the same `certFile` / `keyFile` paths.
@@ -761,6 +765,8 @@ export interface TlsListener
    * @throws {TlsError} When a key does not belong to its certificate
    *   (reason `"key-mismatch"`).
    * @throws {Deno.errors.NotFound} When a `*File` field names no file.
+   * @throws {Deno.errors.TimedOut} When a `*File` field is not read within
+   *   10 s (a named pipe nobody writes to); the calls after it still run.
    * @throws {Deno.errors.BadResource} When the listener is closed.
    *
    * @example Rotate the server certificate
@@ -843,6 +849,8 @@ export interface TlsListener
  * @throws {TlsError} When a key does not match its certificate (reason
  *   `"key-mismatch"`).
  * @throws {Deno.errors.NotFound} When a `*File` option names no file.
+ * @throws {Deno.errors.TimedOut} When a `*File` option is not read within
+ *   10 s (a named pipe nobody writes to).
  * @throws {RangeError} When a number option is out of range (a port, a
  *   limit, a timeout).
  * @throws {Deno.errors.AddrInUse} When the port is taken.

@@ -897,8 +897,10 @@ export interface XmlRpcClient extends AsyncDisposable, Disposable {
  * @throws {TypeError} When `url` is not a valid http(s) URL, only one of
  * the certificate and its key is given, a PEM option does not hold PEM
  * text (one that looks like a file path is named as such, with the `*File`
- * option to use), both a PEM option and its `*File` are given, `headers`
- * sets a header the client controls, or the credentials are given twice.
+ * option to use), both a PEM option and its `*File` are given, a `*File`
+ * is not a regular file (a named pipe would block the synchronous read),
+ * `headers` sets a header the client controls or holds an invalid one, or
+ * the credentials are given twice.
  * @throws {Deno.errors.NotFound} When a `*File` does not exist.
  * @throws {RangeError} When `timeout` or a limit is out of range.
  *
