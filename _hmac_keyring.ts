@@ -11,6 +11,7 @@ import {
   type HmacKeyOptions,
   type SecretInput,
 } from "./_hmac_key.ts";
+import { checkKeyCount } from "./_options.ts";
 
 /** Most keys a server accepts at once. */
 export const MAX_SECRETS = 8;
@@ -31,16 +32,11 @@ export type ServerSecret =
  */
 export function checkServerSecret(secret: unknown): void {
   if (!Array.isArray(secret)) return checkSecret(secret);
-  if (secret.length === 0) {
-    throw new TypeError(
-      "Cannot use the secrets: the list is empty; give at least one shared secret",
-    );
-  }
-  if (secret.length > MAX_SECRETS) {
-    throw new RangeError(
-      `Cannot use the secrets: ${secret.length} given, at most ${MAX_SECRETS}; keep the current key and the ones clients still use`,
-    );
-  }
+  checkKeyCount(secret.length, MAX_SECRETS, {
+    plural: "secrets",
+    one: "shared secret",
+    current: "key",
+  });
   for (let i = 0; i < secret.length; i++) {
     if (Array.isArray(secret[i])) {
       throw new TypeError(

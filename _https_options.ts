@@ -5,6 +5,7 @@
 // check is one of _options.ts: a timeout or a limit takes Infinity, a grace
 // period 0 and Infinity, as in serve() and listenTls().
 
+import { CREDENTIAL_FIELDS } from "./_tls_credentials.ts";
 import {
   checkDuration,
   checkIpv6Prefix,
@@ -49,13 +50,7 @@ export interface ResolvedHttpsOptions {
 
 /** Options that configure the listener serveHttps() opens itself. */
 const LISTENER_OPTIONS = [
-  "cert",
-  "key",
-  "certFile",
-  "keyFile",
-  "clientCa",
-  "clientCaFile",
-  "sni",
+  ...CREDENTIAL_FIELDS,
   "hostname",
   "port",
   "handshakeTimeout",

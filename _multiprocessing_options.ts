@@ -6,6 +6,7 @@
 // where to listen or connect (a TCP host and port, or a Unix socket path).
 import {
   checkIpv6Prefix,
+  checkKeyCount,
   checkLimit,
   checkPort,
   checkTimeout,
@@ -94,16 +95,11 @@ function authkeyList(
       "Cannot use the authkey: a list of authkeys is for a listener (key rotation); a client proves one, so pass one authkey",
     );
   }
-  if (authkey.length === 0) {
-    throw new TypeError(
-      "Cannot use the authkeys: the list is empty; give at least one authkey",
-    );
-  }
-  if (authkey.length > MAX_AUTHKEYS) {
-    throw new RangeError(
-      `Cannot use the authkeys: ${authkey.length} given, at most ${MAX_AUTHKEYS}; keep the current authkey and the ones clients still use`,
-    );
-  }
+  checkKeyCount(authkey.length, MAX_AUTHKEYS, {
+    plural: "authkeys",
+    one: "authkey",
+    current: "authkey",
+  });
   const raws: Uint8Array<ArrayBuffer>[] = [];
   try {
     for (let i = 0; i < authkey.length; i++) {

@@ -183,3 +183,34 @@ export function checkOptionsObject(options: unknown, action: string): void {
     `Cannot ${action}: expected an options object, got ${got(options)}`,
   );
 }
+
+/** What a list of keys for rotation is called in its errors. */
+export interface KeyListNames {
+  /** The list: `"secrets"`. */
+  plural: string;
+  /** One item: `"shared secret"`. */
+  one: string;
+  /** The key in use: `"key"`. */
+  current: string;
+}
+
+/**
+ * Checks the length of a list of keys given for rotation (a server's
+ * secrets, a listener's authkeys): not empty, at most `max`.
+ */
+export function checkKeyCount(
+  length: number,
+  max: number,
+  names: KeyListNames,
+): void {
+  if (length === 0) {
+    throw new TypeError(
+      `Cannot use the ${names.plural}: the list is empty; give at least one ${names.one}`,
+    );
+  }
+  if (length > max) {
+    throw new RangeError(
+      `Cannot use the ${names.plural}: ${length} given, at most ${max}; keep the current ${names.current} and the ones clients still use`,
+    );
+  }
+}

@@ -35,7 +35,8 @@ export interface CredentialState {
   readonly sniTable: SniTable;
 }
 
-const FIELDS = [
+/** The fields of {@linkcode TlsCredentials}, as listenTls() options. */
+export const CREDENTIAL_FIELDS = [
   "cert",
   "key",
   "certFile",
@@ -122,7 +123,7 @@ function checkUpdate(
       }`,
     );
   }
-  const given = FIELDS.filter((field) => input[field] !== undefined);
+  const given = CREDENTIAL_FIELDS.filter((field) => input[field] !== undefined);
   if (given.length === 0) {
     throw new TypeError(
       `Cannot ${action}: no credentials given; pass \`cert\`/\`key\` (or \`certFile\`/\`keyFile\`), \`clientCa\` (or \`clientCaFile\`) or \`sni\``,

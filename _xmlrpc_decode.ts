@@ -32,6 +32,12 @@ import {
 const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
+/** `<int>`/`<i4>` text: a sign and up to 32 digits, range-checked after. */
+const INT_TEXT = /^[+-]?[0-9]{1,32}$/;
+/** `<i8>` text: a sign and up to 40 digits, range-checked after. */
+const I8_TEXT = /^[+-]?[0-9]{1,40}$/;
+const INT_RANGE = [BigInt(INT_MIN), BigInt(INT_MAX)] as const;
+
 /** Decodes XML-RPC values at the reader's cursor, bounding their nesting. */
 class ValueDecoder {
   readonly #r: XmlReader;
@@ -72,31 +78,13 @@ class ValueDecoder {
         return this.#r.leaf(tag);
       case "int":
       case "i4": {
-        const text = this.#r.leaf(tag).trim();
-        if (!/^[+-]?[0-9]{1,32}$/.test(text)) {
-          this.#r.fail(`<${tag.name}> holds ${quote(text)}, not an integer`);
-        }
-        const n = Number(text);
-        if (n < INT_MIN || n > INT_MAX) {
-          this.#r.fail(
-            `<${tag.name}> ${quote(text)} is outside -2147483648 to 2147483647`,
-          );
-        }
+        const n = Number(
+          this.#integer(tag, INT_TEXT, INT_RANGE[0], INT_RANGE[1]),
+        );
         return n === 0 ? 0 : n;
       }
       case "i8": {
-        const text = this.#r.leaf(tag).trim();
-        if (!/^[+-]?[0-9]{1,40}$/.test(text)) {
-          this.#r.fail(`<${tag.name}> holds ${quote(text)}, not an integer`);
-        }
-        const n = BigInt(text);
-        if (n < I8_MIN || n > I8_MAX) {
-          this.#r.fail(
-            `<${tag.name}> ${
-              quote(text)
-            } is outside -9223372036854775808 to 9223372036854775807`,
-          );
-        }
+        const n = this.#integer(tag, I8_TEXT, I8_MIN, I8_MAX);
         // A number when it is exact as one, else a bigint.
         return n >= MIN_SAFE && n <= MAX_SAFE ? Number(n) : n;
       }
@@ -197,6 +185,22 @@ class ValueDecoder {
       );
     }
     return new Date(time);
+  }
+
+  /**
+   * The integer in `tag`, written as `pattern` allows (a bounded count of
+   * digits, so BigInt() costs little), within `min` to `max`.
+   */
+  #integer(tag: Tag, pattern: RegExp, min: bigint, max: bigint): bigint {
+    const text = this.#r.leaf(tag).trim();
+    if (!pattern.test(text)) {
+      this.#r.fail(`<${tag.name}> holds ${quote(text)}, not an integer`);
+    }
+    const n = BigInt(text);
+    if (n < min || n > max) {
+      this.#r.fail(`<${tag.name}> ${quote(text)} is outside ${min} to ${max}`);
+    }
+    return n;
   }
 
   #enter(): void {

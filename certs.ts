@@ -1,3 +1,7 @@
+// The public surface of the development certificates: the types and the
+// functions that make, read and write them, with their documentation; DER
+// building lives in _asn1.ts and _x509*.ts, input checks, the issuer and
+// files in _cert_{input,issuer,files}.ts.
 /**
  * Development certificates without openssl: a private certificate authority
  * and the server and client certificates it signs, made with WebCrypto

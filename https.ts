@@ -1,3 +1,6 @@
+// The public surface of serveHttps(): its types, options and documentation;
+// the machinery lives in _https_{server,options}.ts and _http1_*.ts, one
+// concept each.
 /**
  * An HTTPS server for `Request` -> `Response` handlers that can require and
  * verify client certificates (mutual TLS), which `Deno.serve` cannot. TLS

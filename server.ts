@@ -1,3 +1,7 @@
+// The public surface of serve() and connect(): their types, options and
+// documentation, which users read here; the machinery lives in
+// _server_impl.ts, _serve_{options,handshake,connection,report}.ts and
+// _admission.ts, one concept each.
 /**
  * `serve()`: a concurrent server that authenticates every connection before
  * the application sees it, and `connect()`, the client side in one call.

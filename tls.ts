@@ -1,3 +1,9 @@
+// The public surface of connauth's TLS support: its types and the two
+// functions that open connections. Most of this file is their documentation
+// and examples, which users read here; the machinery lives in
+// _tls_{listener,server,server_conn,client_conn,conn,connect,handshakes,
+// authorize,diagnosis,identity,allow,client_errors,sni,credentials}.ts and
+// _pem.ts, one concept each.
 /**
  * TLS servers and clients, with mutual TLS (client certificates required and
  * verified) and the verified peer's identity.

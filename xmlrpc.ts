@@ -1,3 +1,8 @@
+// The public surface of connauth's XML-RPC support: its types, the codec's
+// entry points, the handler and the client. Most of this file is their
+// documentation and examples; the machinery lives in _xml_reader.ts and
+// _xmlrpc_{rules,decode,encode,body,handler,system,client,client_options,
+// redact}.ts, one concept each.
 /**
  * XML-RPC as Python's `xmlrpc.client` speaks it: a strict, bounded codec
  * (with `<i8>` as `bigint`), a `Request` -> `Response` handler that
