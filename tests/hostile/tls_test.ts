@@ -829,7 +829,10 @@ Deno.test("listenTls() survives the malformed-certificate corpus and keeps servi
           const { reason, message, remoteAddr } = decision.refused;
           if (reason !== "handshake") {
             // Whoever it is, the report names the certificate it refused.
-            assert.ok(message.includes(await fingerprint(der)), label);
+            assert.ok(
+              message.includes(await fingerprint(der)),
+              `${label}: ${reason}: ${message}`,
+            );
           }
           assert.ok(message.length < 1000, `${label}: a long log line`);
           assert.equal(remoteAddr?.hostname, "127.0.0.1", label);
