@@ -487,7 +487,16 @@ async function build(
 interface Decision {
   accepted?: PeerIdentity | null;
   refused?: Refusal;
+  /**
+   * Its place among every decision of every harness ({@linkcode decided}):
+   * a client takes only a decision made after it connected, as an earlier
+   * client may have used the same port.
+   */
+  seq: number;
 }
+
+/** How many decisions the harnesses have recorded. */
+let decided = 0;
 
 interface Harness extends AsyncDisposable {
   port: number;
@@ -508,7 +517,10 @@ async function echoServer(
       const event = refusal(error, info);
       errors.push(event);
       if (event.remoteAddr) {
-        decisions.set(event.remoteAddr.port, { refused: event });
+        decisions.set(event.remoteAddr.port, {
+          refused: event,
+          seq: ++decided,
+        });
       }
     },
     ...options,
@@ -516,7 +528,10 @@ async function echoServer(
   const tasks = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const conn of listener) {
-      decisions.set(conn.remoteAddr.port, { accepted: conn.peerIdentity });
+      decisions.set(conn.remoteAddr.port, {
+        accepted: conn.peerIdentity,
+        seq: ++decided,
+      });
       const task = conn.readable.pipeTo(conn.writable).catch(() => {}).finally(
         () => conn.close(),
       );
@@ -599,6 +614,16 @@ async function readToEnd(
   }
 }
 
+/** The decision on `port` made after the count of decisions was `since`. */
+function decisionSince(
+  decisions: Map<number, Decision>,
+  port: number,
+  since: number,
+): Decision | undefined {
+  const decision = decisions.get(port);
+  return decision && decision.seq > since ? decision : undefined;
+}
+
 /**
  * Presents a certificate and returns what the server decided: the client
  * port's identity when accepted, the report when refused. A refused client
@@ -614,6 +639,7 @@ async function present(
   if (sender === "openssl") {
     return await presentWithOpenssl(port, decisions, der, write);
   }
+  const since = decided;
   const conn = await Deno.connectTls({
     hostname: "localhost",
     port,
@@ -627,7 +653,7 @@ async function present(
     if (write) await conn.write(utf8("ping")).catch(() => {});
     const decision = await waitFor(
       `the server's decision on port ${clientPort}`,
-      () => decisions.get(clientPort),
+      () => decisionSince(decisions, clientPort, since),
     );
     if (decision.refused) {
       assert.ok(
@@ -670,7 +696,7 @@ async function presentWithOpenssl(
   assert.ok(OPENSSL, "openssl is needed to send this certificate");
   const certFile = `${work}/client.pem`;
   Deno.writeTextFileSync(certFile, pemEncode("CERTIFICATE", der));
-  const seen = new Set(decisions.keys());
+  const since = decided;
   const child = new Deno.Command(OPENSSL, {
     args: [
       "s_client",
@@ -701,8 +727,8 @@ async function presentWithOpenssl(
   try {
     if (write) await stdin.write(utf8("ping\n")).catch(() => {});
     const decision = await waitFor("the server's decision", () => {
-      for (const [key, value] of decisions) {
-        if (!seen.has(key)) return value;
+      for (const value of decisions.values()) {
+        if (value.seq > since) return value;
       }
       return undefined;
     });
@@ -1064,6 +1090,7 @@ Deno.test("serveHttps() with clientCa survives the malformed-certificate corpus"
 Deno.test("listenTls() closes at once a client that closes before its ClientHello", async () => {
   await using server = await echoServer({ handshakeTimeout: 10_000 });
   for (const half of [true, false]) {
+    const since = decided;
     const conn = await Deno.connect({
       hostname: "127.0.0.1",
       port: server.port,
@@ -1080,7 +1107,7 @@ Deno.test("listenTls() closes at once a client that closes before its ClientHell
     }
     const decision = await waitFor(
       `a report for port ${clientPort}`,
-      () => server.decisions.get(clientPort),
+      () => decisionSince(server.decisions, clientPort, since),
       3000,
     );
     assert.ok(Date.now() - started < 3000);
