@@ -14,10 +14,8 @@ import {
   checkMaxDepth,
   DEFAULT_MAX_BODY_SIZE,
   FORBIDDEN_CHARS,
-  I8_MAX,
-  I8_MIN,
-  INT_MAX,
-  INT_MIN,
+  I8_RANGE,
+  INT_RANGE,
   METHOD_NAME,
   quote,
 } from "./_xmlrpc_rules.ts";
@@ -36,7 +34,6 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const INT_TEXT = /^[+-]?[0-9]{1,32}$/;
 /** `<i8>` text: a sign and up to 40 digits, range-checked after. */
 const I8_TEXT = /^[+-]?[0-9]{1,40}$/;
-const INT_RANGE = [BigInt(INT_MIN), BigInt(INT_MAX)] as const;
 
 /** Decodes XML-RPC values at the reader's cursor, bounding their nesting. */
 class ValueDecoder {
@@ -84,7 +81,7 @@ class ValueDecoder {
         return n === 0 ? 0 : n;
       }
       case "i8": {
-        const n = this.#integer(tag, I8_TEXT, I8_MIN, I8_MAX);
+        const n = this.#integer(tag, I8_TEXT, I8_RANGE[0], I8_RANGE[1]);
         // A number when it is exact as one, else a bigint.
         return n >= MIN_SAFE && n <= MAX_SAFE ? Number(n) : n;
       }

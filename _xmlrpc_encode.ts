@@ -14,6 +14,7 @@ import {
   I8_MIN,
   INT_MAX,
   INT_MIN,
+  INT_RANGE,
   METHOD_NAME,
 } from "./_xmlrpc_rules.ts";
 import { XmlRpcDouble, type XmlRpcEncodeOptions } from "./xmlrpc.ts";
@@ -28,9 +29,6 @@ function escapeText(text: string, what: string): string {
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;")
     .replaceAll(">", "&gt;").replaceAll("\r", "&#13;");
 }
-
-const BIG_INT_MIN = BigInt(INT_MIN);
-const BIG_INT_MAX = BigInt(INT_MAX);
 
 /**
  * A double as Python's `repr(float)` writes the common ones: `3.0` for a
@@ -110,7 +108,7 @@ function encodeValue(
         );
       }
       out.push(
-        value >= BIG_INT_MIN && value <= BIG_INT_MAX
+        value >= INT_RANGE[0] && value <= INT_RANGE[1]
           ? `<value><int>${value}</int></value>`
           : `<value><i8>${value}</i8></value>`,
       );

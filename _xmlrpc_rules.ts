@@ -14,6 +14,13 @@ export const INT_MAX = 2147483647;
 export const I8_MIN = -(2n ** 63n);
 /** Largest `<i8>`: 2^63 - 1. */
 export const I8_MAX = 2n ** 63n - 1n;
+/** `<int>`'s range as bigints, for checking a bigint or decoded text. */
+export const INT_RANGE: readonly [bigint, bigint] = [
+  BigInt(INT_MIN),
+  BigInt(INT_MAX),
+];
+/** `<i8>`'s range. */
+export const I8_RANGE: readonly [bigint, bigint] = [I8_MIN, I8_MAX];
 
 /**
  * Characters XML 1.0 cannot carry, even as a character reference. Lone
