@@ -8,6 +8,29 @@
 // line of a later window, or by flush() (at shutdown). The hooks of each
 // server see every event either way: this is only the default log.
 
+/**
+ * Control characters, other than a line feed, and the bidirectional
+ * overrides and isolates that could make a log line say what it does not.
+ */
+// deno-lint-ignore no-control-regex
+const UNSAFE = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Makes `text` safe to print as one log entry, whatever a peer put in it
+ * (an error message may quote peer data): control characters and bidi
+ * overrides become `\xNN`/`\uNNNN` escapes, and every line after the first
+ * starts with white space (a stack's `    at` lines already do), so no line
+ * of it can pass for an entry of its own.
+ */
+export function safeLogText(text: string): string {
+  return text.replace(UNSAFE, (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u${code.toString(16).padStart(4, "0")}`;
+  }).replace(/\n(?![ \t])/g, "\n  ");
+}
+
 /** Most lines a {@linkcode RateLimitedLog} prints a second by default. */
 export const LOG_LINES_PER_SECOND = 20;
 
@@ -62,7 +85,9 @@ export class RateLimitedLog {
     if (this.#count < this.#perSecond) {
       this.#count += 1;
       this.#write(
-        `${this.#prefix}${typeof text === "function" ? text() : text}`,
+        `${this.#prefix}${
+          safeLogText(typeof text === "function" ? text() : text)
+        }`,
       );
     } else {
       this.#suppressed += 1;

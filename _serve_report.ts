@@ -6,7 +6,7 @@
 // formatted only when it is printed, naming the peer's address and the
 // error, never key material.
 import { formatAddr } from "./_address.ts";
-import { RateLimitedLog } from "./_log.ts";
+import { RateLimitedLog, safeLogText } from "./_log.ts";
 import type {
   AuthFailureInfo,
   ConnectionInfo,
@@ -169,7 +169,9 @@ export class ServeReporter {
     try {
       hook(error, info);
     } catch (thrown) {
-      console.error(`connauth: the onError hook threw: ${describe(thrown)}`);
+      console.error(
+        `connauth: the onError hook threw: ${safeLogText(describe(thrown))}`,
+      );
     }
   }
 

@@ -1,6 +1,6 @@
 // Tests for _log.ts: the rate-limited logger, on a fake clock.
 import assert from "node:assert/strict";
-import { LOG_LINES_PER_SECOND, RateLimitedLog } from "../_log.ts";
+import { LOG_LINES_PER_SECOND, RateLimitedLog, safeLogText } from "../_log.ts";
 
 function fakeLog(perSecond?: number) {
   const clock = { now: 0 };
@@ -81,4 +81,22 @@ Deno.test("RateLimitedLog writes to console.error by default, looked up per line
     seen.at(-1)!,
     /^x: 5 more lines suppressed \(over 20 a second\)/,
   );
+});
+
+Deno.test("RateLimitedLog prints peer-chosen text as one entry: control characters and bidi overrides escaped, later lines indented", () => {
+  const { lines, log } = fakeLog();
+  // A custom authenticator's error may quote what the peer sent.
+  log.line(
+    "refused 127.0.0.1:5: bad hello \x1b[2J\rserve: accepted admin\u202e\nconnauth: fake entry",
+  );
+  assert.deepEqual(lines, [
+    "connauth: refused 127.0.0.1:5: bad hello \\x1b[2J\\x0dserve: accepted admin\\u202e\n  connauth: fake entry",
+  ]);
+  // A stack keeps its shape: its "    at" lines are indented already.
+  log.line(() => "handler failed: Error: boom\n    at handler (file.ts:1:1)");
+  assert.equal(
+    lines[1],
+    "connauth: handler failed: Error: boom\n    at handler (file.ts:1:1)",
+  );
+  assert.equal(safeLogText("plain ünïcode ok"), "plain ünïcode ok");
 });
