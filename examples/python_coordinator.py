@@ -1,8 +1,9 @@
 """The Python side of examples/python_worker.ts: a multiprocessing
 coordinator that hands jobs to one worker and prints the results.
 
-    CONNAUTH_SECRET=secret python3.12 examples/python_coordinator.py --port 18050
+    CONNAUTH_SECRET=secret python3 examples/python_coordinator.py --port 18050
     CONNAUTH_SECRET=secret deno task python-worker --port 18050
+    (add --legacy-md5 to the worker when python3 is 3.11 or older)
 
 Plain CPython: multiprocessing.connection.Listener with an authkey. Jobs and
 results travel as UTF-8 JSON with send_bytes()/recv_bytes() (connauth does

@@ -3,8 +3,9 @@
  * `multiprocessing.connection.Listener`, authenticates with the shared
  * authkey, then answers jobs until the coordinator closes the connection.
  *
- *     CONNAUTH_SECRET=secret python3.12 examples/python_coordinator.py --port 18050
+ *     CONNAUTH_SECRET=secret python3 examples/python_coordinator.py --port 18050
  *     CONNAUTH_SECRET=secret deno task python-worker --port 18050
+ *     (add --legacy-md5 to the worker when python3 is 3.11 or older)
  *
  * A job is UTF-8 JSON `{"id": 1, "text": "..."}`; the reply is
  * `{"id": 1, "words": 2, "upper": "..."}`. Exits 1 with a clear message when
