@@ -181,6 +181,70 @@ export function spawn(
   }).spawn();
 }
 
+/** A finished child process: its exit code and its output as text. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `command` to its end with no stdin and a hard kill after `timeout` ms
+ * (30 s), and returns its exit code and output; `trim` trims both.
+ */
+export async function runCommand(
+  command: string,
+  args: string[],
+  options: {
+    cwd?: string;
+    env?: Record<string, string>;
+    timeout?: number;
+    trim?: boolean;
+  } = {},
+): Promise<CommandResult> {
+  const output = await new Deno.Command(command, {
+    args,
+    cwd: options.cwd,
+    env: options.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(options.timeout ?? 30_000),
+  }).output();
+  const text = (bytes: Uint8Array) => {
+    const decoded = new TextDecoder().decode(bytes);
+    return options.trim ? decoded.trim() : decoded;
+  };
+  return {
+    code: output.code,
+    stdout: text(output.stdout),
+    stderr: text(output.stderr),
+  };
+}
+
+/**
+ * The subject line (`CN = a.test`) of the certificate a TLS server on
+ * 127.0.0.1:`port` sends to `openssl s_client` trusting `caFile`, with
+ * `args` such as `-servername a.test`; checks that it verified.
+ */
+export async function opensslSubject(
+  openssl: string,
+  port: number,
+  caFile: string,
+  args: string[] = [],
+): Promise<string | undefined> {
+  const { stdout } = await runCommand(
+    openssl,
+    ["s_client", "-connect", `127.0.0.1:${port}`, "-CAfile", caFile, ...args],
+    { timeout: 10_000 },
+  );
+  const subject = stdout.match(/^subject=(.*)$/m)?.[1];
+  if (subject !== undefined && !/Verify return code: 0 \(ok\)/.test(stdout)) {
+    throw new Error(`the certificate of ${subject} did not verify:\n${stdout}`);
+  }
+  return subject;
+}
+
 /**
  * `promise`, or a rejection after `ms` (the timer is cleared either way):
  * keeps a call that might never settle from hanging a test or a benchmark.

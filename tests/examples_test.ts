@@ -8,9 +8,11 @@
 import assert from "node:assert/strict";
 import { connect } from "../server.ts";
 import {
+  type CommandResult,
   findPython,
   lines,
   peerTest,
+  runCommand,
   type RunningExample,
   spawn,
   startExample,
@@ -18,7 +20,6 @@ import {
 } from "./_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const decoder = new TextDecoder();
 const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)) as {
   tasks: Record<string, string>;
 };
@@ -40,32 +41,16 @@ function taskArgs(name: string): string[] {
   );
 }
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs task `name` with `args` in `cwd` (a temporary folder) to its end. */
-async function runTask(
+function runTask(
   name: string,
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
-): Promise<Result> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [...taskArgs(name), ...args],
+): Promise<CommandResult> {
+  return runCommand(Deno.execPath(), [...taskArgs(name), ...args], {
     cwd: options.cwd ?? Deno.cwd(),
     env: options.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000),
-  }).output();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  });
 }
 
 /** Starts server task `name` in `cwd` on a free port. */
@@ -99,7 +84,11 @@ function startTask(
 }
 
 /** Asserts `result` is one line on stderr matching `pattern`, no stack. */
-function assertOneLine(result: Result, code: number, pattern: RegExp): void {
+function assertOneLine(
+  result: CommandResult,
+  code: number,
+  pattern: RegExp,
+): void {
   const text = result.stderr.trim();
   assert.equal(result.code, code, text);
   assert.equal(text.split("\n").length, 1, `more than one line:\n${text}`);
@@ -163,13 +152,12 @@ peerTest(
   "examples/python_coordinator.py --help is whole",
   { label: "python3", path: findPython("3") },
   async (python) => {
-    const output = await new Deno.Command(python, {
-      args: [`${ROOT}examples/python_coordinator.py`, "--help"],
-      stdin: "null",
-      signal: AbortSignal.timeout(30_000),
-    }).output();
-    const text = decoder.decode(output.stdout);
-    assert.equal(output.code, 0, decoder.decode(output.stderr));
+    const output = await runCommand(python, [
+      `${ROOT}examples/python_coordinator.py`,
+      "--help",
+    ]);
+    const text = output.stdout;
+    assert.equal(output.code, 0, output.stderr);
     const description = text.split("\n\n")[1].replace(/\s+/g, " ");
     assert.match(description, /CONNAUTH_SECRET.*results\.$/);
     assert.match(text, /--port PORT +TCP port \(default 18050/);
@@ -270,17 +258,11 @@ Deno.test("a key set in the environment but not readable stops the program with 
       ["noise_echo_server.ts", "CONNAUTH_PSK", "--psk-file"],
     ]
   ) {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net=127.0.0.1", script(name), "--port", "0"],
-      env: { [variable]: "a set key" },
-      stdin: "null",
-      signal: AbortSignal.timeout(30_000),
-    }).output();
-    const result = {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-    };
+    const result = await runCommand(
+      Deno.execPath(),
+      ["run", "--allow-net=127.0.0.1", script(name), "--port", "0"],
+      { env: { [variable]: "a set key" } },
+    );
     assertOneLine(
       result,
       2,

@@ -12,11 +12,13 @@ import {
 import { closeQuietly, readExact, writeAll } from "../_conn_io.ts";
 import { utf8 } from "../_bytes.ts";
 import {
+  type CommandResult,
   duplexPair,
   findPython,
   interopScript,
   lines,
   peerTest,
+  runCommand,
   type RunningExample,
   spawn,
   startExample,
@@ -624,32 +626,20 @@ function startEchoServer(
   ], { env });
 }
 
-async function runEchoClient(
+function runEchoClient(
   port: number,
   env: Record<string, string>,
   args: string[] = [],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      `--allow-net=127.0.0.1:${port}`,
-      "--allow-env=CONNAUTH_SECRET",
-      `${EXAMPLES}echo_client.ts`,
-      "--port",
-      String(port),
-      ...args,
-    ],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000),
-  }).output();
-  return {
-    code: output.code,
-    stdout: new TextDecoder().decode(output.stdout).trim(),
-    stderr: new TextDecoder().decode(output.stderr).trim(),
-  };
+): Promise<CommandResult> {
+  return runCommand(Deno.execPath(), [
+    "run",
+    `--allow-net=127.0.0.1:${port}`,
+    "--allow-env=CONNAUTH_SECRET",
+    `${EXAMPLES}echo_client.ts`,
+    "--port",
+    String(port),
+    ...args,
+  ], { env, trim: true });
 }
 
 Deno.test("examples/echo_server.ts and echo_client.ts work end to end", async () => {

@@ -15,7 +15,7 @@ import {
   issueCertificate,
   type IssuedCertificate,
 } from "../certs.ts";
-import { findTool, peerTest, within } from "./_helpers.ts";
+import { findTool, opensslSubject, peerTest, within } from "./_helpers.ts";
 
 // One CA signs every server certificate, so clients trusting it connect
 // whichever is in force; two client CAs for the client-CA rotation.
@@ -407,26 +407,8 @@ peerTest(
         includeLocalhost: false,
       });
       await using server = await echoServer();
-      const subject = async (name: string) => {
-        const output = await new Deno.Command(path, {
-          args: [
-            "s_client",
-            "-connect",
-            `127.0.0.1:${server.port}`,
-            "-CAfile",
-            caFile,
-            "-servername",
-            name,
-          ],
-          stdin: "null",
-          stdout: "piped",
-          stderr: "null",
-          signal: AbortSignal.timeout(10_000),
-        }).output();
-        return new TextDecoder().decode(output.stdout).match(
-          /^subject=(.*)$/m,
-        )?.[1];
-      };
+      const subject = (name: string) =>
+        opensslSubject(path, server.port, caFile, ["-servername", name]);
       assert.equal(await subject("a.test"), "CN = server-0");
       await server.listener.setCredentials({ sni: { "a.test": a } });
       assert.equal(await subject("a.test"), "CN = a.test");

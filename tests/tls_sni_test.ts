@@ -23,7 +23,9 @@ import {
   findPython,
   findTool,
   interopScript,
+  opensslSubject,
   peerTest,
+  runCommand,
   within,
 } from "./_helpers.ts";
 import { clientHello, sendHello } from "./_tls_hello.ts";
@@ -98,34 +100,6 @@ async function firstError(
 
 const openssl = { label: "openssl", path: findTool("openssl") };
 
-/** The subject of the certificate the server sent for `args`. */
-async function subjectFor(
-  path: string,
-  port: number,
-  args: string[],
-): Promise<string | undefined> {
-  const output = await new Deno.Command(path, {
-    args: [
-      "s_client",
-      "-connect",
-      `127.0.0.1:${port}`,
-      "-CAfile",
-      caFile,
-      ...args,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-    signal: AbortSignal.timeout(10_000),
-  }).output();
-  const text = new TextDecoder().decode(output.stdout);
-  const subject = text.match(/^subject=(.*)$/m)?.[1];
-  if (subject !== undefined) {
-    assert.match(text, /Verify return code: 0 \(ok\)/);
-  }
-  return subject;
-}
-
 /** A connectTls() client that reads the server's first byte. */
 async function exchange(
   port: number,
@@ -157,7 +131,8 @@ peerTest(
         "B.Test.": { cert: bCert.cert, key: bCert.key },
       },
     });
-    const subject = (args: string[]) => subjectFor(path, server.port, args);
+    const subject = (args: string[]) =>
+      opensslSubject(path, server.port, caFile, args);
     assert.equal(await subject(["-servername", "a.test"]), "CN = a.test");
     assert.equal(await subject(["-servername", "b.test"]), "CN = b.test");
     // Names compare in lower case.
@@ -182,7 +157,7 @@ peerTest(
       },
     });
     const subject = (name: string) =>
-      subjectFor(path, server.port, ["-servername", name]);
+      opensslSubject(path, server.port, caFile, ["-servername", name]);
     assert.equal(await subject("www.example.test"), "CN = wild.example.test");
     assert.equal(await subject("api.example.test"), "CN = api.example.test");
     assert.equal(await subject("a.b.example.test"), "CN = default");
@@ -213,22 +188,14 @@ for (const python of PYTHONS) {
           );
         }
       })();
-      const client = async (hostname: string) => {
-        const output = await new Deno.Command(exe, {
-          args: [
-            interopScript("tls_peer.py"),
-            "client",
-            String(listener.addr.port),
-            hostname,
-            caFile,
-          ],
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-          signal: AbortSignal.timeout(20_000),
-        }).output();
-        return new TextDecoder().decode(output.stdout);
-      };
+      const client = async (hostname: string) =>
+        (await runCommand(exe, [
+          interopScript("tls_peer.py"),
+          "client",
+          String(listener.addr.port),
+          hostname,
+          caFile,
+        ], { timeout: 20_000 })).stdout;
       // The client checks the certificate against server_hostname, which
       // it also sends as SNI: only the name's own certificate passes.
       assert.equal(

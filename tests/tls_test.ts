@@ -24,11 +24,13 @@ import { certificateNames } from "../_tls_identity.ts";
 import { allowed } from "../_tls_allow.ts";
 import * as asn1 from "../_asn1.ts";
 import {
+  type CommandResult,
   findPython,
   findTool,
   interopScript,
   lines,
   peerTest,
+  runCommand,
   type RunningExample,
   spawn,
   startExample,
@@ -2271,36 +2273,24 @@ function startTlsExample(
   ], { env });
 }
 
-async function runTlsClient(
+function runTlsClient(
   certs: string,
   port: number,
   args: string[],
   env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      `--allow-net=localhost:${port}`,
-      `--allow-read=${certs}`,
-      "--allow-env=CONNAUTH_SECRET",
-      `${EXAMPLES}tls_echo_client.ts`,
-      "--port",
-      String(port),
-      "--certs",
-      certs,
-      ...args,
-    ],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000),
-  }).output();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout).trim(),
-    stderr: decoder.decode(output.stderr).trim(),
-  };
+): Promise<CommandResult> {
+  return runCommand(Deno.execPath(), [
+    "run",
+    `--allow-net=localhost:${port}`,
+    `--allow-read=${certs}`,
+    "--allow-env=CONNAUTH_SECRET",
+    `${EXAMPLES}tls_echo_client.ts`,
+    "--port",
+    String(port),
+    "--certs",
+    certs,
+    ...args,
+  ], { env, trim: true });
 }
 
 Deno.test("examples/tls_echo_server.ts and tls_echo_client.ts work end to end", async () => {

@@ -17,6 +17,7 @@ import {
   interopScript,
   lines,
   peerTest,
+  runCommand,
   spawn,
   within,
 } from "./_helpers.ts";
@@ -51,15 +52,14 @@ for (const version of ["3.12", "3.13"]) {
           { cert: server.cert, key: server.key },
           (request) => methods(request),
         );
-        const output = await new Deno.Command(python, {
-          args: [PEER, "client", String(https.addr.port), `${dir}/ca.pem`],
-          stdout: "piped",
-          stderr: "piped",
-          signal: AbortSignal.timeout(30_000),
-        }).output();
-        const stderr = new TextDecoder().decode(output.stderr);
-        assert.equal(output.code, 0, `python failed:\n${stderr}`);
-        const report = JSON.parse(new TextDecoder().decode(output.stdout));
+        const output = await runCommand(python, [
+          PEER,
+          "client",
+          String(https.addr.port),
+          `${dir}/ca.pem`,
+        ]);
+        assert.equal(output.code, 0, `python failed:\n${output.stderr}`);
+        const report = JSON.parse(output.stdout);
         assert.deepEqual(report, {
           // <i8> read as int; a number beyond 32 bits stays a double.
           bigints: {

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { ProtocolError } from "../../errors.ts";
 import { createXmlRpcClient } from "../../xmlrpc.ts";
+import { runCommand } from "../_helpers.ts";
 
 const SECRET = "pa55-W0RD_never-shown";
 const TOKEN = "tok-9f8e7d6c5b4a-never-shown";
@@ -170,14 +171,12 @@ Deno.test("createXmlRpcClient() refuses a *File that is not a regular file, with
         } catch (error) {
           console.log(error.name + ": " + error.message);
         }`;
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: ["eval", "--no-check", code, pipe],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(20_000),
-      }).output();
-      const text = new TextDecoder().decode(output.stdout).trim();
+      const output = await runCommand(
+        Deno.execPath(),
+        ["eval", "--no-check", code, pipe],
+        { timeout: 20_000, trim: true },
+      );
+      const text = output.stdout;
       assert.equal(
         text,
         `TypeError: Cannot create the XML-RPC client: ${option} ${
@@ -185,7 +184,7 @@ Deno.test("createXmlRpcClient() refuses a *File that is not a regular file, with
         } is not a regular file (a named pipe or a device would block the process, which reads it synchronously); read it yourself and pass its text as ${
           { caFile: "caCerts", certFile: "cert", keyFile: "key" }[option]
         }`,
-        new TextDecoder().decode(output.stderr),
+        output.stderr,
       );
     }
   } finally {
