@@ -110,10 +110,8 @@ export async function cookbook(
   if (count < reply.length) {
     await readRestOfReply(conn, reply, count, keys.hash);
   }
-  // One key (no rotation): one verify, as before rotation existed.
-  const index = keys.keys.length === 1
-    ? ((await keys.keys[0].verify(reply, challenge)) ? 0 : -1)
-    : await keys.verify(reply, challenge);
+  // One key (no rotation) is one verify (verifyEach).
+  const index = await keys.verify(reply, challenge);
   if (index === -1) throw wrongReply(keys.hash, reply);
   return index;
 }
